@@ -1,0 +1,234 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""Group-commit journal, compiled.
+
+Behaviour is identical to ``src/durably/journal/_journal_py.py``, which is the
+readable specification; read that file first. This module only removes the
+interpreter overhead from the paths every step crosses: ``Record``
+construction, enqueue, the writer's drain loop and the per-batch wake-up.
+It never calls SQLite: the batch is handed to the store's ``flush`` (apsw),
+so only one SQLite library lives in the process.
+"""
+
+import asyncio
+import threading
+
+from durably import errors
+
+cdef enum:
+    _NEW = 0
+    _RUNNING = 1
+    _STOPPING = 2
+    _STOPPED = 3
+    _FAILED = 4
+
+
+cdef class Record:
+    """One unit of journaled work; see ``durably._records`` for the kinds."""
+
+    cdef public int kind
+    cdef public object params
+    cdef public object result
+    cdef public object error
+    cdef public object loop
+    cdef public object future
+
+    def __init__(self, int kind, object params):
+        self.kind = kind
+        self.params = params
+        self.result = None
+        self.error = None
+        self.loop = None
+        self.future = None
+
+
+cdef class _Generation:
+    cdef public object event
+
+    def __init__(self):
+        self.event = threading.Event()
+
+
+def _resolve(list records):
+    # Runs on the records' event loop: one call per loop per batch.
+    cdef Record rec
+    for rec in records:
+        fut = rec.future
+        if fut is None or fut.done():
+            continue
+        if rec.error is not None:
+            fut.set_exception(rec.error)
+        else:
+            fut.set_result(rec.result)
+
+
+cdef _call_soon(object loop, list recs):
+    try:
+        loop.call_soon_threadsafe(_resolve, recs)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more
+
+
+cdef class Journal:
+    """Single-writer group-commit queue in front of ``flush(batch)``."""
+
+    cdef object _flush
+    cdef str _name
+    cdef object _lock
+    cdef object _wakeup
+    cdef list _pending
+    cdef _Generation _generation
+    cdef int _state
+    cdef bint _writer_idle
+    cdef object _failure
+    cdef object _thread
+    cdef public long long batches
+    cdef public long long records
+
+    def __init__(self, flush, str name="durably-journal"):
+        self._flush = flush
+        self._name = name
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._pending = []
+        self._generation = _Generation()
+        self._state = _NEW
+        self._writer_idle = False
+        self._failure = None
+        self._thread = None
+        self.batches = 0
+        self.records = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self):
+        with self._lock:
+            if self._state != _NEW:
+                raise errors.InternalError("journal already started")
+            self._state = _RUNNING
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Commit what is pending, then stop the writer thread."""
+        with self._lock:
+            if self._state == _RUNNING:
+                self._state = _STOPPING
+            self._wakeup.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def failure(self):
+        return self._failure
+
+    @property
+    def running(self):
+        return self._state == _RUNNING
+
+    # -- submitting ------------------------------------------------------------
+
+    cdef _Generation _enqueue(self, Record rec):
+        cdef _Generation gen
+        with self._lock:
+            if self._state != _RUNNING:
+                raise self._stopped_error()
+            self._pending.append(rec)
+            if self._writer_idle:
+                self._writer_idle = False
+                self._wakeup.notify()
+            gen = self._generation
+        return gen
+
+    def submit(self, Record rec):
+        """Journal ``rec`` and block until it is durable; return its result."""
+        cdef _Generation gen = self._enqueue(rec)
+        gen.event.wait()
+        if rec.error is not None:
+            raise rec.error
+        return rec.result
+
+    def submit_async(self, Record rec):
+        """Journal ``rec``; the returned future resolves once it is durable."""
+        loop = asyncio.get_running_loop()
+        rec.loop = loop
+        rec.future = loop.create_future()
+        self._enqueue(rec)
+        return rec.future
+
+    cdef object _stopped_error(self):
+        if self._failure is not None:
+            return self._failure
+        return errors.NotOpenError("the journal is not running (engine closed or not opened)")
+
+    # -- the writer thread -----------------------------------------------------
+
+    def _run(self):
+        cdef list batch
+        cdef _Generation gen
+        while True:
+            with self._lock:
+                while not self._pending and self._state == _RUNNING:
+                    self._writer_idle = True
+                    self._wakeup.wait()
+                self._writer_idle = False
+                if not self._pending:
+                    self._state = _STOPPED
+                    return
+                batch = self._pending
+                self._pending = []
+                gen = self._generation
+                self._generation = _Generation()
+            try:
+                self._flush(batch)
+            except BaseException as exc:  # fatal: never retry on this connection
+                self._fail(batch, gen, exc)
+                return
+            self.batches += 1
+            self.records += len(batch)
+            self._wake(batch, gen)
+
+    cdef _wake(self, list batch, _Generation gen):
+        cdef Record rec
+        cdef object loop = None
+        cdef object rec_loop
+        cdef list group = []
+        cdef dict others = None
+        gen.event.set()
+        for rec in batch:
+            rec_loop = rec.loop
+            if rec_loop is None:
+                continue
+            if loop is None:
+                loop = rec_loop
+            if rec_loop is loop:
+                group.append(rec)
+            else:
+                if others is None:
+                    others = {}
+                others.setdefault(rec_loop, []).append(rec)
+        if loop is not None:
+            _call_soon(loop, group)
+        if others is not None:
+            for other_loop, recs in others.items():
+                _call_soon(other_loop, recs)
+
+    cdef _fail(self, list batch, _Generation gen, object exc):
+        cdef Record rec
+        err = errors.JournalStoppedError(
+            f"journal writer stopped: {exc}; reopen the engine (nothing in the failed batch was acknowledged)",
+            cause=repr(exc),
+        )
+        err.__cause__ = exc
+        with self._lock:
+            self._failure = err
+            self._state = _FAILED
+            rest = self._pending
+            self._pending = []
+            later = self._generation
+        for rec in batch:
+            rec.error = err
+            rec.result = None
+        for rec in rest:
+            rec.error = err
+        self._wake(batch, gen)
+        self._wake(rest, later)

@@ -1,0 +1,22 @@
+"""Kinds of journal records and what their ``params`` hold.
+
+Shared by the runtime (which builds records), both journal implementations
+(which only move them) and the store (which writes them).
+"""
+
+from __future__ import annotations
+
+# A step outcome: (workflow_id, position, name, output, error).
+STEP = 0
+# A workflow start: (workflow_id, name, inputs, parent_id, parent_step), where
+# parent_step is None or the parent's step row (workflow_id, position, name,
+# output) written atomically with the child. Result: None when created, else
+# the existing (name, status).
+START = 1
+# A workflow end: (status, output, error, workflow_id); applies only while PENDING.
+COMPLETE = 2
+# A transaction step: (workflow_id, position, name, body), body(Tx) returning
+# (output, error); runs inside the batch in its own SAVEPOINT.
+TX = 3
+# One statement on the engine's tables: (sql, params). Result: rows changed.
+SQL = 4

@@ -1,0 +1,234 @@
+"""Encoding of workflow inputs, step outcomes and errors.
+
+Default: JSON through msgspec, decoded by the function's type annotations
+(dataclasses, msgspec Structs, datetime, UUID, Decimal, enums, bytes ...).
+The value a workflow receives on its first run is the *decoded* one, so a
+live run and a replay see identical values. JSON keeps the journal readable
+with plain SQL (``json_extract``) and loading a database never runs code.
+
+``codec="pickle"`` stores arbitrary objects; it executes code from the
+database when decoding, so use it only if you trust every writer of the file.
+Errors are always stored as JSON descriptions, whatever the codec.
+"""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import typing
+from typing import Any, Callable
+
+import msgspec
+
+from . import errors
+
+Decoder = Callable[[Any], Any]
+
+# Types whose encode-then-decode is the identity: the live path skips decoding.
+_IDENTITY = frozenset({int, str, bool, type(None)})
+_ANY: Any = Any
+
+
+def annotations_of(fn: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved type hints of ``fn`` (empty when they cannot be resolved)."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        return {}
+
+
+class Codec:
+    """How values are stored. Subclasses: :class:`JsonCodec`, :class:`PickleCodec`."""
+
+    name = ""
+
+    def encode(self, value: Any, where: str) -> Any:
+        raise NotImplementedError
+
+    def decoder(self, annotation: Any) -> Decoder:
+        """A function turning a stored value back into ``annotation``'s type."""
+        raise NotImplementedError
+
+    def roundtrip(self, value: Any, where: str, decode: Decoder, identity: bool) -> tuple[Any, Any]:
+        """(stored form, decoded value) of a live value.
+
+        ``identity`` says the decoder returns primitives unchanged, so a
+        primitive skips the decode.
+        """
+        raw = self.encode(value, where)
+        if identity and type(value) in _IDENTITY:
+            return raw, value
+        return raw, decode(raw)
+
+    # -- workflow inputs -------------------------------------------------------
+
+    def encode_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
+        return self.encode([list(args), kwargs], where)
+
+    def decode_inputs(self, raw: Any, signature: inspect.Signature | None, hints: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        args, kwargs = self._load_inputs(raw)
+        if signature is None or not hints:
+            return tuple(args), dict(kwargs)
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return tuple(args), dict(kwargs)  # the call itself will report it
+        for name, value in list(bound.arguments.items()):
+            ann = hints.get(name)
+            if ann is None:
+                continue
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                bound.arguments[name] = tuple(self._convert(v, ann) for v in value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                bound.arguments[name] = {k: self._convert(v, ann) for k, v in value.items()}
+            else:
+                bound.arguments[name] = self._convert(value, ann)
+        return bound.args, bound.kwargs
+
+    def _load_inputs(self, raw: Any) -> tuple[list[Any], dict[str, Any]]:
+        raise NotImplementedError
+
+    def _convert(self, value: Any, annotation: Any) -> Any:
+        return value
+
+
+class JsonCodec(Codec):
+    """msgspec JSON; values decoded by type annotations."""
+
+    name = "json"
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.json.Encoder(decimal_format="string")
+        self._plain = msgspec.json.Decoder()
+
+    def encode(self, value: Any, where: str) -> str:
+        try:
+            return self._encoder.encode(value).decode()
+        except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
+            type_name = _qualname(type(value))
+            raise errors.SerializationError(
+                f"{where}: cannot encode a value of type {type_name} as JSON ({exc}). "
+                "Use JSON-friendly types (dataclasses, msgspec.Struct, dict, list, str, int, "
+                "float, bool, datetime, UUID, Decimal, enum, bytes) or open the Engine with "
+                "codec='pickle'",
+                where=where, type_name=type_name,
+            ) from exc
+
+    def decoder(self, annotation: Any) -> Decoder:
+        if annotation is _ANY or annotation is inspect.Signature.empty:
+            return self._plain.decode
+        try:
+            typed = msgspec.json.Decoder(type=annotation)
+        except TypeError:
+            return self._plain.decode  # an annotation msgspec cannot target
+        return typed.decode
+
+    def _load_inputs(self, raw: Any) -> tuple[list[Any], dict[str, Any]]:
+        args, kwargs = self._plain.decode(raw)
+        return args, kwargs
+
+    def _convert(self, value: Any, annotation: Any) -> Any:
+        try:
+            return msgspec.convert(value, annotation, strict=False)
+        except (msgspec.ValidationError, TypeError) as exc:
+            raise errors.SerializationError(
+                f"stored workflow input {value!r} does not fit annotation {annotation!r}: {exc}",
+                where="workflow inputs", type_name=repr(annotation),
+            ) from exc
+
+
+class PickleCodec(Codec):
+    """Arbitrary objects. Decoding runs code: trust every writer of the file."""
+
+    name = "pickle"
+
+    def encode(self, value: Any, where: str) -> bytes:
+        try:
+            return pickle.dumps(value, protocol=5)
+        except Exception as exc:
+            type_name = _qualname(type(value))
+            raise errors.SerializationError(
+                f"{where}: cannot pickle a value of type {type_name} ({exc})",
+                where=where, type_name=type_name,
+            ) from exc
+
+    def decoder(self, annotation: Any) -> Decoder:
+        return pickle.loads
+
+    def _load_inputs(self, raw: Any) -> tuple[list[Any], dict[str, Any]]:
+        args, kwargs = pickle.loads(raw)
+        return args, kwargs
+
+
+def get_codec(name: str) -> Codec:
+    if name == "json":
+        return JsonCodec()
+    if name == "pickle":
+        return PickleCodec()
+    raise errors.UsageError(f"codec must be 'json' or 'pickle', not {name!r}")
+
+
+# -- errors (always JSON) -------------------------------------------------------
+
+_error_encoder = msgspec.json.Encoder()
+
+
+def encode_error(exc: BaseException) -> str:
+    """A JSON description of an exception: type, message, args, fields."""
+    doc: dict[str, Any] = {"type": _qualname(type(exc)), "message": str(exc)}
+    if isinstance(exc, errors.DurablyError):
+        fields = {name: getattr(exc, name, None) for name in exc._fields}
+        doc["args"] = [exc.message]
+        doc["fields"] = fields
+    else:
+        doc["args"] = list(exc.args)
+    try:
+        return _error_encoder.encode(doc).decode()
+    except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+        doc.pop("fields", None)
+        doc["args"] = [str(exc)]
+        return _error_encoder.encode(doc).decode()
+
+
+def decode_error(raw: Any) -> BaseException:
+    """Rebuild a stored exception; :class:`StepFailedError` if its type is gone."""
+    doc = msgspec.json.decode(raw)
+    type_name = doc.get("type", "")
+    args = doc.get("args", [])
+    cls = _import_qualname(type_name)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            if issubclass(cls, errors.DurablyError):
+                return cls(*args[:1], **(doc.get("fields") or {}))
+            return cls(*args)
+        except Exception:
+            pass
+    return errors.StepFailedError(f"{type_name}: {doc.get('message', '')}", type_name=type_name, args=args)
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _import_qualname(name: str) -> Any:
+    """Look a class up among *already imported* modules (never import: a
+    database must not be able to make durably run module code)."""
+    import builtins
+    import sys
+
+    if "." not in name:
+        return getattr(builtins, name, None)
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:cut]))
+        if module is None:
+            continue
+        obj: Any = module
+        for part in parts[cut:]:
+            obj = getattr(obj, part, None)
+            if obj is None:
+                return None
+        return obj
+    return None

@@ -1,0 +1,500 @@
+"""The Engine: one database file, its registered workflows and steps, and the
+client API to start, wait for, inspect, cancel and resume workflows.
+
+No global state: everything hangs off an explicit ``Engine`` instance, so
+tests can open as many ``Engine(":memory:")`` as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from . import _records as R
+from . import errors
+from .codec import get_codec
+from .handle import StepInfo, WorkflowHandle, WorkflowInfo
+from .journal import Journal, Record
+from .runtime.context import EngineShutdown, WorkflowContext, current
+from .runtime.steps import StepSpec, make_step, make_transaction
+from .runtime.workflows import WorkflowSpec, run_async, run_sync
+from .store import Store
+
+log = logging.getLogger("durably")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class RecoveryReport:
+    """What ``open()`` found pending and did with it."""
+
+    resumed: list[str] = field(default_factory=list)
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
+
+
+class _Completion:
+    __slots__ = ("event", "futures")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+class Engine:
+    """An embedded durable-workflow engine on one SQLite file.
+
+    Parameters:
+        path: database file, created if missing (mode 0600); ``":memory:"``
+            for tests (nothing survives the process).
+        synchronous: ``"full"`` (default) makes every acknowledged record
+            survive power loss; ``"normal"`` survives process crashes only and
+            may lose the last commits on power loss.
+        codec: ``"json"`` (default, typed by annotations) or ``"pickle"``
+            (arbitrary objects; trust every writer of the file).
+        workers: threads running sync workflows concurrently.
+
+    Example::
+
+        engine = durably.Engine("app.db")
+
+        @engine.step(retries=3)
+        def fetch(url: str) -> str: ...
+
+        @engine.workflow()
+        def crawl(url: str) -> int:
+            return len(fetch(url))
+
+        with engine:
+            print(engine.run(crawl, "https://example.com"))
+    """
+
+    def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64) -> None:
+        if workers < 1:
+            raise errors.UsageError(f"workers must be >= 1, not {workers}")
+        self.path = path
+        self._store = Store(path, synchronous)
+        self._codec = get_codec(codec)
+        self._workers = workers
+        self._workflows: dict[str, WorkflowSpec] = {}
+        self._lock = threading.Lock()
+        self._active: dict[str, WorkflowContext] = {}
+        self._completions: dict[str, _Completion] = {}
+        self._journal: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._open = False
+        self._closing = False
+        self.recovery = RecoveryReport()
+
+    # -- registration ---------------------------------------------------------
+
+    def workflow(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a sync or async workflow function.
+
+        Called from outside a workflow, the decorated function starts a
+        workflow and waits for its result; called inside one, it starts a
+        child workflow and waits for it.
+        """
+        if callable(name):
+            return self.workflow()(name)  # used as @engine.workflow
+
+        def register(fn: F) -> F:
+            spec = WorkflowSpec(fn, name or _name_of(fn), self._codec)
+            if spec.name in self._workflows and self._workflows[spec.name].fn is not fn:
+                raise errors.UsageError(f"a workflow named {spec.name!r} is already registered")
+            self._workflows[spec.name] = spec
+            return self._workflow_callable(spec)  # type: ignore[return-value]
+
+        return register
+
+    def _workflow_callable(self, spec: WorkflowSpec) -> Callable[..., Any]:
+        if spec.is_async:
+            @functools.wraps(spec.fn)
+            async def call_async(*args: Any, **kwargs: Any) -> Any:
+                handle = await self.start_async(spec.fn, *args, **kwargs)
+                return await handle.result_async()
+
+            call_async.__durably_workflow__ = spec  # type: ignore[attr-defined]
+            return call_async
+
+        @functools.wraps(spec.fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if current.get() is None:
+                return self._run_inline(spec, args, kwargs)
+            return self.start(spec.fn, *args, **kwargs).result()
+
+        call.__durably_workflow__ = spec  # type: ignore[attr-defined]
+        return call
+
+    def step(self, name: str | None = None, *, retries: int = 0, backoff: float = 2.0,
+             initial_delay: float = 0.5, max_delay: float = 60.0) -> Callable[[F], F]:
+        """Register a step: its outcome is journaled once and replayed after.
+
+        ``retries`` extra attempts on an exception, sleeping ``initial_delay *
+        backoff**n`` (at most ``max_delay``) seconds between them; only the
+        final outcome is recorded. Outside a workflow a step is a plain call.
+        """
+        if callable(name):
+            return self.step()(name)
+
+        def register(fn: F) -> F:
+            spec = StepSpec(fn, name or _name_of(fn), self._codec, retries, backoff, initial_delay, max_delay)
+            return make_step(spec)  # type: ignore[return-value]
+
+        return register
+
+    def transaction(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
+
+        Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
+        commits exactly once together with its outcome record. Keep it short:
+        it holds the writer.
+        """
+        if callable(name):
+            return self.transaction()(name)
+
+        def register(fn: F) -> F:
+            spec = StepSpec(fn, name or _name_of(fn), self._codec, 0, 2.0, 0.0, 0.0)
+            return make_transaction(spec)  # type: ignore[return-value]
+
+        return register
+
+    # -- lifecycle --------------------------------------------------------------
+
+    def open(self) -> "Engine":
+        """Open the database, start the writer and workers, recover pending workflows."""
+        if self._open:
+            raise errors.UsageError("engine is already open")
+        self._store.open()
+        self._journal = Journal(self._store.flush)
+        self._journal.start()
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
+        self._closing = False
+        self._open = True
+        try:
+            self._recover()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Stop running workflows at their next durable point and close.
+
+        Workflows that have not finished stay PENDING and resume at the next
+        open. Waits for step bodies that are running to return.
+        """
+        if not self._open:
+            return
+        self._closing = True
+        with self._lock:
+            for ctx in self._active.values():
+                if ctx.interrupt is None:
+                    ctx.interrupt = EngineShutdown()
+            waiting = list(self._completions)
+        for wid in waiting:
+            self._notify(wid)
+        self._stop_loop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self._journal.stop()
+        self._store.close()
+        self._open = False
+
+    def __enter__(self) -> "Engine":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open and not self._closing
+
+    def _check_open(self) -> None:
+        if not self._open or self._closing:
+            raise errors.NotOpenError("the engine is not open; use `with engine:` or engine.open()")
+        failure = self._journal.failure
+        if failure is not None:
+            raise failure
+
+    # -- starting -----------------------------------------------------------------
+
+    def start(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+        """Start a workflow once its start record is durable; return its handle.
+
+        ``workflow_id`` is an idempotency key: if it exists, the existing
+        workflow's handle is returned and nothing new runs (a different
+        workflow function under that id raises WorkflowConflictError).
+        Inside a workflow this starts a child with id ``<parent>/<position>``.
+        """
+        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
+        if rec is not None:
+            self._started(spec, wid, rec, self._journal.submit(rec), loop=None)
+        return WorkflowHandle(self, wid)
+
+    async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+        """``start`` for asyncio code. An async workflow runs on the calling loop."""
+        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
+        if rec is not None:
+            existing = await self._journal.submit_async(rec)
+            self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
+        return WorkflowHandle(self, wid)
+
+    def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Start a workflow and wait for its result."""
+        return self.start(workflow, *args, workflow_id=workflow_id, **kwargs).result(timeout)
+
+    def _spec(self, workflow: Callable[..., Any] | str) -> WorkflowSpec:
+        if isinstance(workflow, str):
+            spec = self._workflows.get(workflow)
+        else:
+            spec = getattr(workflow, "__durably_workflow__", None)
+            if spec is None:
+                spec = self._workflows.get(_name_of(workflow))
+                if spec is not None and spec.fn is not workflow:
+                    spec = None
+        if spec is None or self._workflows.get(spec.name) is not spec:
+            raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
+        return spec
+
+    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None) -> tuple[WorkflowSpec, str, Record | None]:
+        self._check_open()
+        spec = self._spec(workflow)
+        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
+            raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
+        inputs = self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
+        ctx = current.get()
+        if ctx is None:
+            wid = workflow_id or str(uuid.uuid4())
+            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None))
+        # A child: journaled at the parent's next position.
+        pos = ctx.take_position()
+        step_name = f"start:{spec.name}"
+        recorded = ctx.replayed(pos, step_name)
+        if recorded is not None:
+            return spec, self._codec.decoder(str)(recorded[0]), None
+        wid = workflow_id or f"{ctx.workflow_id}/{pos}"
+        parent_step = (ctx.workflow_id, pos, step_name, self._codec.encode(wid, "child id"))
+        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step))
+
+    def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any) -> None:
+        if existing is not None:
+            name, _status = existing
+            if name != spec.name:
+                raise errors.WorkflowConflictError(
+                    f"workflow id {wid!r} already belongs to workflow {name!r}, not {spec.name!r}",
+                    workflow_id=wid, existing_name=name, requested_name=spec.name,
+                )
+            return
+        self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
+
+    def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A sync workflow called directly: run it in the calling thread."""
+        spec, wid, rec = self._prepare_start(spec.fn, args, kwargs, None)
+        assert rec is not None
+        self._journal.submit(rec)
+        ctx = self._register(spec, wid)
+        if ctx is not None:
+            run_sync(ctx, spec, rec.params[2], False)
+        return WorkflowHandle(self, wid).result()
+
+    def _register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
+        with self._lock:
+            if wid in self._active:
+                return None  # already running in this process
+            ctx = WorkflowContext(self, wid, spec.name, {}, spec.is_async)
+            self._active[wid] = ctx
+            return ctx
+
+    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
+        ctx = self._register(spec, wid)
+        if ctx is None:
+            return
+        if not spec.is_async:
+            assert self._pool is not None
+            self._pool.submit(run_sync, ctx, spec, inputs, replay)
+            return
+        coro = run_async(ctx, spec, inputs, replay)
+        if loop is not None:
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, self._engine_loop())
+
+    def _engine_loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's own event loop, for async workflows started from sync code."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="durably-loop", daemon=True)
+                thread.start()
+                self._loop, self._loop_thread = loop, thread
+            return self._loop
+
+    def _stop_loop(self) -> None:
+        loop, thread = self._loop, self._loop_thread
+        if loop is None or thread is None:
+            return
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(drain(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self._loop = self._loop_thread = None
+
+    # -- finishing and waiting ------------------------------------------------------
+
+    def _finished(self, ctx: WorkflowContext) -> None:
+        with self._lock:
+            if self._active.get(ctx.workflow_id) is ctx:
+                del self._active[ctx.workflow_id]
+        self._notify(ctx.workflow_id)
+
+    def _notify(self, wid: str) -> None:
+        with self._lock:
+            done = self._completions.pop(wid, None)
+        if done is None:
+            return
+        done.event.set()
+        for loop, fut in done.futures:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:
+                pass  # that loop is closed
+
+    def _completion(self, wid: str) -> _Completion:
+        with self._lock:
+            done = self._completions.get(wid)
+            if done is None:
+                done = self._completions[wid] = _Completion()
+            return done
+
+    def _completion_future(self, wid: str, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
+        fut: asyncio.Future[None] = loop.create_future()
+        self._completion(wid).futures.append((loop, fut))
+        return fut
+
+    def _row(self, wid: str) -> tuple[Any, ...]:
+        self._check_open()
+        row = self._store.get_workflow(wid)
+        if row is None:
+            raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
+        return row
+
+    def _result_decoder(self, name: str) -> Callable[[Any], Any]:
+        spec = self._workflows.get(name)
+        return spec.decode if spec is not None else self._codec.decoder(Any)
+
+    # -- inspecting and managing ------------------------------------------------------
+
+    def handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle for an existing workflow (WorkflowNotFoundError if none)."""
+        self._row(workflow_id)
+        return WorkflowHandle(self, workflow_id)
+
+    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
+        """Workflows, newest first, optionally filtered by status and name."""
+        self._check_open()
+        if status is not None and str(status) not in ("PENDING", "SUCCESS", "ERROR", "CANCELLED"):
+            raise errors.UsageError(f"unknown status {status!r}")
+        if isinstance(name, str) is False and name is not None:
+            name = self._spec(name).name
+        rows = self._store.list_workflows(None if status is None else str(status), name, int(limit))
+        return [WorkflowInfo.from_row(r) for r in rows]
+
+    def steps(self, workflow_id: str) -> list[StepInfo]:
+        """The recorded steps of a workflow, in call order (values encoded)."""
+        self._row(workflow_id)
+        return [StepInfo(*r) for r in self._store.step_rows(workflow_id)]
+
+    def cancel(self, workflow_id: str) -> None:
+        """Cancel a PENDING workflow and its pending descendants.
+
+        Durable before it returns; a running workflow stops at its next
+        durable point (a step boundary). Finished workflows are left alone.
+        """
+        self._row(workflow_id)
+        ids, frontier = [workflow_id], [workflow_id]
+        while frontier:
+            children = [c for wid in frontier for c in self._store.children(wid)]
+            ids.extend(children)
+            frontier = children
+        for wid in ids:
+            self._journal.submit(Record(R.SQL, (
+                "UPDATE workflows SET status = 'CANCELLED', updated_at = unixepoch('subsec')"
+                " WHERE workflow_id = ? AND status = 'PENDING'",
+                (wid,),
+            )))
+        with self._lock:
+            for wid in ids:
+                ctx = self._active.get(wid)
+                if ctx is not None:
+                    ctx.interrupt = errors.WorkflowCancelled(wid)
+        for wid in ids:
+            self._notify(wid)
+
+    def resume(self, workflow_id: str) -> WorkflowHandle:
+        """Run a CANCELLED, ERROR or parked workflow again from its last recorded step."""
+        row = self._row(workflow_id)
+        name, status, inputs = row[1], row[2], row[3]
+        handle = WorkflowHandle(self, workflow_id)
+        if status == "SUCCESS" or workflow_id in self._active:
+            return handle
+        spec = self._workflows.get(name)
+        if spec is None:
+            raise errors.UnknownWorkflowError(
+                f"workflow {workflow_id!r} runs {name!r}, which is not registered with this engine",
+                workflow_id=workflow_id, name=name,
+            )
+        self._journal.submit(Record(R.SQL, (
+            "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
+            " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
+            (workflow_id,),
+        )))
+        self._launch(spec, workflow_id, inputs, replay=True)
+        return handle
+
+    def _recover(self) -> None:
+        report = RecoveryReport()
+        for wid, name, inputs, _parent in self._store.pending_workflows():
+            spec = self._workflows.get(name)
+            if spec is None:
+                report.unknown.append((wid, name))
+                self._journal.submit(Record(R.SQL, (
+                    "UPDATE workflows SET parked = ? WHERE workflow_id = ? AND status = 'PENDING'",
+                    (f"no workflow function registered as {name!r} when the engine opened", wid),
+                )))
+                continue
+            report.resumed.append(wid)
+            self._launch(spec, wid, inputs, replay=True)
+        if report.unknown:
+            log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
+                        len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
+        if report.resumed:
+            log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
+        self.recovery = report
+
+
+def _set_done(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)

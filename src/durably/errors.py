@@ -1,0 +1,237 @@
+"""durably's exceptions.
+
+One root, :class:`DurablyError`, with branches by who must act:
+
+* :class:`UsageError` - the caller misused the API or passed bad input;
+  fix the calling code.
+* :class:`StorageError` - the environment failed (disk full, I/O error, a
+  corrupt or foreign file, a newer schema); fix the machine or the file.
+* :class:`InternalError` - a broken invariant inside durably; report a bug.
+
+Outcomes of workflows (:class:`WorkflowFailedError`,
+:class:`WorkflowCancelledError`) and replay checks
+(:class:`NonDeterminismError`) sit directly under the root.
+
+Data is carried as attributes and every exception pickles with them.
+The cancellation *signal* raised inside workflow code,
+:class:`WorkflowCancelled`, is a :class:`BaseException` outside the root so
+that user code's ``except Exception`` cannot swallow it by accident.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "DurablyError",
+    "UsageError",
+    "NotOpenError",
+    "WorkflowNotFoundError",
+    "WorkflowConflictError",
+    "UnknownWorkflowError",
+    "SerializationError",
+    "InvalidSQLError",
+    "ResultTimeoutError",
+    "NonDeterminismError",
+    "WorkflowFailedError",
+    "WorkflowCancelledError",
+    "StepFailedError",
+    "StorageError",
+    "SchemaVersionError",
+    "NotADatabaseError",
+    "DatabaseCorruptError",
+    "DiskFullError",
+    "DiskIOError",
+    "DatabaseBusyError",
+    "CantOpenError",
+    "ReadOnlyError",
+    "ConstraintError",
+    "ValueTooLargeError",
+    "JournalStoppedError",
+    "InternalError",
+    "WorkflowCancelled",
+]
+
+
+class DurablyError(Exception):
+    """Root of every error durably raises.
+
+    Subclasses list their data fields in ``_fields``; each is stored as an
+    attribute and carried through pickling.
+    """
+
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self, message: str = "", **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        for name in self._fields:
+            setattr(self, name, data.pop(name, None))
+        if data:
+            raise TypeError(f"unexpected fields for {type(self).__name__}: {sorted(data)}")
+
+    def __reduce__(self) -> Any:
+        data = {name: getattr(self, name, None) for name in self._fields}
+        return (_rebuild, (type(self), self.message, data))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _rebuild(cls: type[DurablyError], message: str, data: dict[str, Any]) -> DurablyError:
+    return cls(message, **data)
+
+
+# -- caller misuse -------------------------------------------------------------
+
+
+class UsageError(DurablyError):
+    """The API was called wrongly or given bad input."""
+
+
+class NotOpenError(UsageError):
+    """The engine is not open (use ``with engine:`` or ``engine.open()``)."""
+
+
+class WorkflowNotFoundError(UsageError):
+    """No workflow with this id exists in the database."""
+
+    _fields = ("workflow_id",)
+
+
+class WorkflowConflictError(UsageError):
+    """A workflow id was reused for a different workflow function."""
+
+    _fields = ("workflow_id", "existing_name", "requested_name")
+
+
+class UnknownWorkflowError(UsageError):
+    """A workflow name in the database has no registered function."""
+
+    _fields = ("workflow_id", "name")
+
+
+class SerializationError(UsageError):
+    """A value could not be encoded or decoded by the engine's codec."""
+
+    _fields = ("where", "type_name")
+
+
+class InvalidSQLError(UsageError):
+    """SQL in a transaction step failed to compile or run (syntax, no such table)."""
+
+
+class ResultTimeoutError(DurablyError, TimeoutError):
+    """``result(timeout=...)`` expired; the workflow keeps running."""
+
+    _fields = ("workflow_id", "timeout")
+
+
+# -- outcomes and replay -------------------------------------------------------
+
+
+class NonDeterminismError(DurablyError):
+    """Replayed code called a different step at a recorded position.
+
+    The workflow is parked (stays PENDING with this reason) and can be
+    resumed with ``engine.resume(id)`` once the code matches its journal.
+    """
+
+    _fields = ("workflow_id", "position", "recorded", "called")
+
+
+class WorkflowFailedError(DurablyError):
+    """The workflow ended in ERROR; ``error`` is the workflow's exception."""
+
+    _fields = ("workflow_id", "error")
+
+
+class WorkflowCancelledError(DurablyError):
+    """The workflow was cancelled before it finished."""
+
+    _fields = ("workflow_id",)
+
+
+class StepFailedError(DurablyError):
+    """A recorded step error whose original type cannot be rebuilt here."""
+
+    _fields = ("type_name", "args")
+
+
+# -- environment and storage ---------------------------------------------------
+
+
+class StorageError(DurablyError):
+    """The database or the disk under it failed."""
+
+    _fields = ("path",)
+
+
+class SchemaVersionError(StorageError):
+    """The database was written by a newer durably, or is not a durably file."""
+
+    _fields = ("path", "found", "supported")
+
+
+class NotADatabaseError(StorageError):
+    """The file is not an SQLite database."""
+
+
+class DatabaseCorruptError(StorageError):
+    """SQLite reports the database image is malformed."""
+
+
+class DiskFullError(StorageError):
+    """The disk (or a size limit) is full."""
+
+
+class DiskIOError(StorageError):
+    """A read, write or fsync failed. The writer stops; reopen the engine."""
+
+
+class DatabaseBusyError(StorageError):
+    """Another connection held a lock past ``busy_timeout``."""
+
+
+class CantOpenError(StorageError):
+    """The database path cannot be opened (a directory, missing parent, permissions)."""
+
+
+class ReadOnlyError(StorageError):
+    """The database or its directory is read-only."""
+
+
+class ConstraintError(StorageError):
+    """A record violated a constraint; only that record failed."""
+
+
+class ValueTooLargeError(StorageError):
+    """A value exceeded SQLite's size limits; only that record failed."""
+
+
+class JournalStoppedError(StorageError):
+    """The journal writer stopped after a fatal error; reopen the engine."""
+
+    _fields = ("path", "cause")
+
+
+# -- broken invariants ---------------------------------------------------------
+
+
+class InternalError(DurablyError):
+    """A broken invariant inside durably. Please report it."""
+
+
+# -- control-flow signal (outside the root on purpose) ------------------------
+
+
+class WorkflowCancelled(BaseException):
+    """Raised inside a cancelled workflow at its next durable point.
+
+    A ``BaseException`` so that ``except Exception`` in workflow code does not
+    swallow it; durably catches it and leaves the workflow CANCELLED.
+    """
+
+    def __init__(self, workflow_id: str = "") -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id

@@ -1,0 +1,136 @@
+"""Workflow handles and the status enum."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .codec import decode_error
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+class Status(str, enum.Enum):
+    """Where a workflow stands. A parked workflow stays PENDING; see ``info().parked``."""
+
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class WorkflowInfo:
+    """One workflow's row, as ``engine.list_workflows`` and ``handle.info`` give it."""
+
+    workflow_id: str
+    name: str
+    status: Status
+    parent_id: str | None
+    parked: str | None  # why a PENDING workflow is not making progress
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "WorkflowInfo":
+        wid, name, status, _inputs, _out, _err, parent, parked, created, updated = row
+        return cls(wid, name, Status(status), parent, parked, created, updated)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One recorded step, as ``engine.steps`` gives it (values left encoded)."""
+
+    position: int
+    name: str
+    output: Any
+    error: Any
+    recorded_at: float
+
+
+class WorkflowHandle:
+    """A reference to one workflow by id; cheap to create, safe to share."""
+
+    __slots__ = ("_engine", "workflow_id")
+
+    def __init__(self, engine: "Engine", workflow_id: str) -> None:
+        self._engine = engine
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    def info(self) -> WorkflowInfo:
+        row = self._engine._row(self.workflow_id)
+        return WorkflowInfo.from_row(row)
+
+    def status(self) -> Status:
+        """PENDING, SUCCESS, ERROR or CANCELLED."""
+        return self.info().status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end; return its result.
+
+        Raises WorkflowFailedError (``.error`` is the workflow's exception),
+        WorkflowCancelledError, or ResultTimeoutError after ``timeout`` seconds
+        (the workflow keeps running).
+        """
+        engine = self._engine
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            waiter = engine._completion(self.workflow_id)
+            row = engine._row(self.workflow_id)
+            if row[2] in TERMINAL:
+                return _outcome(engine, row)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
+                raise errors.ResultTimeoutError(
+                    f"workflow {self.workflow_id!r} did not finish within {timeout}s",
+                    workflow_id=self.workflow_id, timeout=timeout,
+                )
+            engine._check_open()
+
+    async def result_async(self, timeout: float | None = None) -> Any:
+        """``result`` for asyncio code: waits without blocking the event loop."""
+        engine = self._engine
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            fut = engine._completion_future(self.workflow_id, loop)
+            row = engine._row(self.workflow_id)
+            if row[2] in TERMINAL:
+                return _outcome(engine, row)
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            except asyncio.TimeoutError:
+                raise errors.ResultTimeoutError(
+                    f"workflow {self.workflow_id!r} did not finish within {timeout}s",
+                    workflow_id=self.workflow_id, timeout=timeout,
+                ) from None
+            engine._check_open()
+
+
+def _outcome(engine: "Engine", row: tuple[Any, ...]) -> Any:
+    wid, name, status, _inputs, output, error = row[:6]
+    if status == "SUCCESS":
+        if output is None:
+            return None
+        return engine._result_decoder(name)(output)
+    if status == "CANCELLED":
+        raise errors.WorkflowCancelledError(f"workflow {wid!r} was cancelled", workflow_id=wid)
+    cause = decode_error(error)
+    raise errors.WorkflowFailedError(
+        f"workflow {wid!r} failed: {type(cause).__name__}: {cause}", workflow_id=wid, error=cause
+    ) from cause

@@ -1,0 +1,30 @@
+"""Journal selector: the Cython writer unless ``DURABLY_NO_EXTENSIONS`` is set.
+
+A normal install must have the extension; if it is missing there, importing
+durably fails loudly instead of silently running the slower twin.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+NO_EXTENSIONS = bool(os.environ.get("DURABLY_NO_EXTENSIONS"))
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._journal_py import Journal, Record
+
+    IMPLEMENTATION = "python"
+else:
+    try:
+        from ._journal_c import Journal, Record
+    except ImportError as exc:  # pragma: no cover - a broken build
+        raise ImportError(
+            "durably's compiled journal (durably.journal._journal_c) is missing: the "
+            "package was not built. Reinstall it with a C compiler available, or set "
+            "DURABLY_NO_EXTENSIONS=1 to use the pure-Python journal."
+        ) from exc
+
+    IMPLEMENTATION = "cython"
+
+__all__ = ["Journal", "Record", "IMPLEMENTATION"]

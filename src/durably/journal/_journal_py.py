@@ -1,0 +1,221 @@
+"""Group-commit journal, pure-Python twin: the readable specification.
+
+``csrc/_journal.pyx`` implements the same classes with the same behaviour;
+``durably.journal`` picks one (``DURABLY_NO_EXTENSIONS=1`` forces this one).
+
+One writer thread owns the store's write connection. It takes *every*
+pending record, hands them to ``flush`` as one batch (one transaction, one
+fsync), then wakes that batch's waiters at once: threads through one event,
+asyncio futures through one ``call_soon_threadsafe`` per event loop. apsw
+releases the GIL inside SQLite, so while batch N is being fsynced, workflows
+produce batch N+1: group commit with no timers and no added latency when idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, Sequence
+
+from .. import errors
+
+_NEW, _RUNNING, _STOPPING, _STOPPED, _FAILED = range(5)
+
+
+class Record:
+    """One unit of journaled work; see ``durably._records`` for the kinds."""
+
+    __slots__ = ("kind", "params", "result", "error", "loop", "future")
+
+    def __init__(self, kind: int, params: Any) -> None:
+        self.kind = kind
+        self.params = params
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.future: asyncio.Future[Any] | None = None
+
+
+class _Generation:
+    """The waiters of one batch: set once, after its commit (or failure)."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+
+def _resolve(records: list[Record]) -> None:
+    # Runs on the records' event loop: one call per loop per batch.
+    for rec in records:
+        fut = rec.future
+        if fut is None or fut.done():
+            continue
+        if rec.error is not None:
+            fut.set_exception(rec.error)
+        else:
+            fut.set_result(rec.result)
+
+
+class Journal:
+    """Single-writer group-commit queue in front of ``flush(batch)``.
+
+    ``flush`` writes a batch atomically, setting ``record.error`` on records
+    it rejects individually; if it raises, the batch is lost, every waiter
+    (this batch and all later ones) gets :class:`JournalStoppedError`, and
+    the journal stops for good.
+    """
+
+    def __init__(self, flush: Callable[[Sequence[Record]], None], name: str = "durably-journal") -> None:
+        self._flush = flush
+        self._name = name
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._pending: list[Record] = []
+        self._generation = _Generation()
+        self._state = _NEW
+        self._writer_idle = False
+        self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+        self.records = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            if self._state != _NEW:
+                raise errors.InternalError("journal already started")
+            self._state = _RUNNING
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Commit what is pending, then stop the writer thread."""
+        with self._lock:
+            if self._state == _RUNNING:
+                self._state = _STOPPING
+            self._wakeup.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The fatal error that stopped the writer, if any."""
+        return self._failure
+
+    @property
+    def running(self) -> bool:
+        return self._state == _RUNNING
+
+    # -- submitting ------------------------------------------------------------
+
+    def _enqueue(self, rec: Record) -> _Generation:
+        with self._lock:
+            if self._state != _RUNNING:
+                raise self._stopped_error()
+            self._pending.append(rec)
+            if self._writer_idle:
+                self._writer_idle = False
+                self._wakeup.notify()
+            return self._generation
+
+    def submit(self, rec: Record) -> Any:
+        """Journal ``rec`` and block until it is durable; return its result."""
+        gen = self._enqueue(rec)
+        gen.event.wait()
+        if rec.error is not None:
+            raise rec.error
+        return rec.result
+
+    def submit_async(self, rec: Record) -> "asyncio.Future[Any]":
+        """Journal ``rec``; the returned future resolves once it is durable.
+
+        Must be called on the running event loop that will await the future.
+        """
+        loop = asyncio.get_running_loop()
+        rec.loop = loop
+        rec.future = loop.create_future()
+        self._enqueue(rec)
+        return rec.future
+
+    def _stopped_error(self) -> BaseException:
+        if self._failure is not None:
+            return self._failure
+        return errors.NotOpenError("the journal is not running (engine closed or not opened)")
+
+    # -- the writer thread -----------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self._state == _RUNNING:
+                    self._writer_idle = True
+                    self._wakeup.wait()
+                self._writer_idle = False
+                if not self._pending:
+                    self._state = _STOPPED
+                    return
+                batch = self._pending
+                self._pending = []
+                gen = self._generation
+                self._generation = _Generation()
+            try:
+                self._flush(batch)
+            except BaseException as exc:  # fatal: never retry on this connection
+                self._fail(batch, gen, exc)
+                return
+            self.batches += 1
+            self.records += len(batch)
+            self._wake(batch, gen)
+
+    def _wake(self, batch: list[Record], gen: _Generation) -> None:
+        gen.event.set()
+        # Group asyncio waiters by loop: one cross-thread call per loop.
+        loop = None
+        group: list[Record] = []
+        others: dict[Any, list[Record]] | None = None
+        for rec in batch:
+            rec_loop = rec.loop
+            if rec_loop is None:
+                continue
+            if loop is None:
+                loop = rec_loop
+            if rec_loop is loop:
+                group.append(rec)
+            else:
+                if others is None:
+                    others = {}
+                others.setdefault(rec_loop, []).append(rec)
+        if loop is not None:
+            _call_soon(loop, group)
+        if others is not None:
+            for other_loop, recs in others.items():
+                _call_soon(other_loop, recs)
+
+    def _fail(self, batch: list[Record], gen: _Generation, exc: BaseException) -> None:
+        err = errors.JournalStoppedError(
+            f"journal writer stopped: {exc}; reopen the engine (nothing in the failed batch was acknowledged)",
+            cause=repr(exc),
+        )
+        err.__cause__ = exc
+        with self._lock:
+            self._failure = err
+            self._state = _FAILED
+            rest = self._pending
+            self._pending = []
+            later = self._generation
+        for rec in batch:
+            rec.error = err
+            rec.result = None
+        for rec in rest:
+            rec.error = err
+        self._wake(batch, gen)
+        self._wake(rest, later)
+
+
+def _call_soon(loop: Any, recs: list[Record]) -> None:
+    try:
+        loop.call_soon_threadsafe(_resolve, recs)
+    except RuntimeError:
+        pass  # the loop is closed: nobody is waiting any more

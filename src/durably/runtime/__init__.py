@@ -1,0 +1,1 @@
+"""Runtime: workflow contexts, replay, step dispatch and the workflow runner."""

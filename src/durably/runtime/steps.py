@@ -1,0 +1,215 @@
+"""Step and transaction-step dispatch: replay, retries, journaling.
+
+The hot path of a live step: claim a position, run the body, encode the
+outcome, submit one journal record and wait until it is durable (no
+speculative progress: the workflow does not go past a step before its
+outcome is on disk), then hand back the *decoded* outcome so that the live
+run and a replay see identical values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import time
+from typing import Any, Callable
+
+from .. import _records as R
+from .. import errors
+from ..codec import Codec, annotations_of, decode_error, encode_error
+from ..journal import Record
+from .context import WorkflowContext, current
+
+
+class StepSpec:
+    """A registered step: body, name, retry policy and typed decoder."""
+
+    __slots__ = ("fn", "name", "retries", "backoff", "initial_delay", "max_delay", "decode", "identity", "is_async")
+
+    def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, retries: int, backoff: float,
+                 initial_delay: float, max_delay: float) -> None:
+        if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
+            raise errors.UsageError(
+                f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
+                f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
+            )
+        self.fn = fn
+        self.name = name
+        self.retries = retries
+        self.backoff = backoff
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        ret = annotations_of(fn).get("return", Any)
+        self.decode = codec.decoder(ret)
+        self.identity = codec.name == "json"
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def delay(self, attempt: int) -> float:
+        return min(self.initial_delay * self.backoff ** attempt, self.max_delay)
+
+
+def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> Any:
+    output, error = recorded
+    if error is not None:
+        raise decode_error(error)
+    return spec.decode(output) if output is not None else None
+
+
+def _outcome(ctx: WorkflowContext, spec: StepSpec, pos: int, value: Any, exc: BaseException | None) -> tuple[Record, Any, BaseException | None]:
+    """The journal record for an outcome, and what the workflow then sees."""
+    where = f"step {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
+    if exc is not None:
+        err = encode_error(exc)
+        seen = decode_error(err)
+        seen.__cause__ = exc
+        return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, err)), None, seen
+    if value is None:
+        return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, None)), None, None
+    raw, decoded = ctx.codec.roundtrip(value, where, spec.decode, spec.identity)
+    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, None)), decoded, None
+
+
+def _run_sync(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+    attempt = 0
+    while True:
+        try:
+            return spec.fn(*args, **kwargs), None
+        except Exception as exc:
+            if attempt >= spec.retries:
+                return None, exc
+            time.sleep(spec.delay(attempt))
+            attempt += 1
+
+
+async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+    attempt = 0
+    while True:
+        try:
+            if spec.is_async:
+                return await spec.fn(*args, **kwargs), None
+            return await asyncio.to_thread(spec.fn, *args, **kwargs), None
+        except Exception as exc:
+            if attempt >= spec.retries:
+                return None, exc
+            await asyncio.sleep(spec.delay(attempt))
+            attempt += 1
+
+
+def make_step(spec: StepSpec) -> Callable[..., Any]:
+    """The callable users get from ``@engine.step``."""
+
+    def step_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        pos = ctx.take_position()
+        recorded = ctx.replayed(pos, spec.name)
+        if recorded is not None:
+            return _replay(ctx, spec, recorded)
+        if spec.is_async:
+            value, exc = asyncio.run(_run_async(spec, args, kwargs))
+        else:
+            value, exc = _run_sync(spec, args, kwargs)
+        rec, seen, err = _outcome(ctx, spec, pos, value, exc)
+        ctx.journal.submit(rec)
+        if err is not None:
+            raise err
+        return seen
+
+    async def step_async(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        recorded = ctx.replayed(pos, spec.name)
+        if recorded is not None:
+            return _replay(ctx, spec, recorded)
+        value, exc = await _run_async(spec, args, kwargs)
+        rec, seen, err = _outcome(ctx, spec, pos, value, exc)
+        await ctx.journal.submit_async(rec)
+        if err is not None:
+            raise err
+        return seen
+
+    @functools.wraps(spec.fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = current.get()
+        if ctx is None:
+            # Outside a workflow a step is a plain call: nothing is journaled.
+            return spec.fn(*args, **kwargs)
+        if ctx.is_async:
+            # Claim the position now, in call order, so asyncio.gather is deterministic.
+            return step_async(ctx, ctx.take_position(), args, kwargs)
+        return step_sync(ctx, args, kwargs)
+
+    call.__durably_step__ = spec  # type: ignore[attr-defined]
+    return call
+
+
+# -- transaction steps ------------------------------------------------------------
+
+
+def make_transaction(spec: StepSpec) -> Callable[..., Any]:
+    """The callable users get from ``@engine.transaction``.
+
+    The body runs on the journal's writer thread inside the batch transaction,
+    in its own SAVEPOINT: its SQL commits in the same fsync as its outcome
+    record, exactly once. A body that raises is rolled back and its error is
+    the recorded outcome.
+    """
+    if spec.is_async:
+        raise errors.UsageError(f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)")
+
+    def body_for(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Callable[[Any], tuple[Any, Any]]:
+        where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
+
+        def body(tx: Any) -> tuple[Any, Any]:
+            try:
+                value = spec.fn(tx, *args, **kwargs)
+            except Exception as exc:
+                box.append(exc)
+                return None, encode_error(exc)
+            if value is None:
+                box.append(None)
+                return None, None
+            raw, decoded = ctx.codec.roundtrip(value, where, spec.decode, spec.identity)
+            box.append(decoded)
+            return raw, None
+
+        return body
+
+    def finish(rec: Record, box: list[Any]) -> Any:
+        output, error = rec.result
+        if error is not None:
+            seen = decode_error(error)
+            seen.__cause__ = box[0] if box else None
+            raise seen
+        return box[0] if box else None
+
+    def tx_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        pos = ctx.take_position()
+        recorded = ctx.replayed(pos, spec.name)
+        if recorded is not None:
+            return _replay(ctx, spec, recorded)
+        box: list[Any] = []
+        rec = Record(R.TX, (ctx.workflow_id, pos, spec.name, body_for(ctx, pos, args, kwargs, box)))
+        ctx.journal.submit(rec)
+        return finish(rec, box)
+
+    async def tx_async(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        recorded = ctx.replayed(pos, spec.name)
+        if recorded is not None:
+            return _replay(ctx, spec, recorded)
+        box: list[Any] = []
+        rec = Record(R.TX, (ctx.workflow_id, pos, spec.name, body_for(ctx, pos, args, kwargs, box)))
+        await ctx.journal.submit_async(rec)
+        return finish(rec, box)
+
+    @functools.wraps(spec.fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        ctx = current.get()
+        if ctx is None:
+            raise errors.UsageError(
+                f"transaction step {spec.name!r} was called outside a workflow; it needs the "
+                "engine's writer (call it from a workflow, or wrap it in one)"
+            )
+        if ctx.is_async:
+            return tx_async(ctx, ctx.take_position(), args, kwargs)
+        return tx_sync(ctx, args, kwargs)
+
+    call.__durably_step__ = spec  # type: ignore[attr-defined]
+    return call

@@ -1,0 +1,125 @@
+"""Workflow specs and the runner that executes one workflow to an outcome.
+
+The runner sets the context, calls the user function, and journals the
+outcome: SUCCESS with the encoded result, ERROR with the encoded exception,
+nothing for a cancelled one (the cancel already wrote CANCELLED), a parked
+reason for a NonDeterminismError, and nothing at all when the engine is
+closing or its writer failed (the workflow stays PENDING and is recovered at
+the next open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Callable
+
+from .. import _records as R
+from .. import errors
+from ..codec import Codec, annotations_of, encode_error
+from ..journal import Record
+from .context import EngineShutdown, WorkflowContext, current
+
+
+class WorkflowSpec:
+    """A registered workflow function."""
+
+    __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async")
+
+    def __init__(self, fn: Callable[..., Any], name: str, codec: Codec) -> None:
+        self.fn = fn
+        self.name = name
+        self.signature = inspect.signature(fn)
+        self.hints = annotations_of(fn)
+        self.decode = codec.decoder(self.hints.get("return", Any))
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+
+class Outcome:
+    """What the runner will journal for a finished workflow run."""
+
+    __slots__ = ("status", "output", "error")
+
+    def __init__(self, status: str | None, output: Any = None, error: Any = None) -> None:
+        self.status = status  # None: write nothing (cancelled, abandoned)
+        self.output = output
+        self.error = error
+
+
+def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseException | None) -> Outcome | errors.NonDeterminismError:
+    if ctx.parked is not None:
+        return ctx.parked  # even if user code swallowed the NonDeterminismError
+    if exc is None:
+        try:
+            output = ctx.codec.encode(result, f"workflow {spec.name!r} result") if result is not None else None
+        except errors.SerializationError as ser:
+            return Outcome("ERROR", error=encode_error(ser))
+        return Outcome("SUCCESS", output=output)
+    if isinstance(exc, errors.WorkflowCancelled):
+        return Outcome(None)
+    if isinstance(exc, (EngineShutdown, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+        return Outcome(None)
+    if not ctx.journal.running or ctx.engine._closing:
+        return Outcome(None)  # cannot record anything: stays PENDING
+    return Outcome("ERROR", error=encode_error(exc))
+
+
+def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismError) -> Record | None:
+    if isinstance(outcome, errors.NonDeterminismError):
+        return Record(R.SQL, (
+            "UPDATE workflows SET parked = ?, updated_at = unixepoch('subsec')"
+            " WHERE workflow_id = ? AND status = 'PENDING'",
+            (str(outcome), ctx.workflow_id),
+        ))
+    if outcome.status is None:
+        return None
+    return Record(R.COMPLETE, (outcome.status, outcome.output, outcome.error, ctx.workflow_id))
+
+
+def _prepare(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if replay:
+        ctx.load(ctx.engine._store.load_steps(ctx.workflow_id))
+    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
+
+
+def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
+    """Run a sync workflow in this thread to an outcome and journal it."""
+    token = current.set(ctx)
+    result: Any = None
+    exc: BaseException | None = None
+    try:
+        args, kwargs = _prepare(ctx, spec, inputs, replay)
+        result = spec.fn(*args, **kwargs)
+    except BaseException as e:  # classified below; nothing escapes the runner
+        exc = e
+    finally:
+        current.reset(token)
+    rec = _records_for(ctx, _classify(ctx, spec, result, exc))
+    try:
+        if rec is not None:
+            ctx.journal.submit(rec)
+    except errors.DurablyError:
+        pass  # writer stopped: the workflow stays PENDING for the next open
+    finally:
+        ctx.engine._finished(ctx)
+
+
+async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
+    """Run an async workflow on this event loop to an outcome and journal it."""
+    current.set(ctx)  # this task's own context copy
+    result: Any = None
+    exc: BaseException | None = None
+    try:
+        args, kwargs = _prepare(ctx, spec, inputs, replay)
+        result = await spec.fn(*args, **kwargs)
+    except BaseException as e:
+        exc = e
+    rec = _records_for(ctx, _classify(ctx, spec, result, exc))
+    try:
+        if rec is not None:
+            await ctx.journal.submit_async(rec)
+    except errors.DurablyError:
+        pass
+    finally:
+        current.set(None)
+        ctx.engine._finished(ctx)

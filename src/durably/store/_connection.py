@@ -1,0 +1,103 @@
+"""Opening engine connections: PRAGMAs set and asserted, files created 0600.
+
+Every connection durably opens goes through :func:`connect`. The PRAGMAs
+follow DESIGN.md section 3; each is read back and checked, so a build of
+SQLite that silently ignores one fails loudly instead of running unsafe.
+"""
+
+from __future__ import annotations
+
+import os
+
+import apsw
+import apsw.bestpractice
+
+from .. import errors
+from ._errors import map_error
+
+BUSY_TIMEOUT_MS = 5000
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Pages of WAL before an automatic checkpoint. Larger than SQLite's 1000 so
+# that big group-commit batches do not checkpoint on nearly every commit.
+WAL_AUTOCHECKPOINT = 4000
+CACHE_SIZE_KIB = 32 * 1024
+
+SYNCHRONOUS = {"full": 2, "normal": 1}
+
+
+def is_memory(path: str) -> bool:
+    return path == ":memory:" or path == ""
+
+
+def expected_pragmas(path: str, synchronous: str) -> dict[str, object]:
+    """The PRAGMA values every engine connection must report."""
+    return {
+        "journal_mode": "memory" if is_memory(path) else "wal",
+        "synchronous": SYNCHRONOUS[synchronous],
+        "busy_timeout": BUSY_TIMEOUT_MS,
+        "foreign_keys": 1,
+        "trusted_schema": 0,
+        "journal_size_limit": JOURNAL_SIZE_LIMIT,
+        "wal_autocheckpoint": WAL_AUTOCHECKPOINT,
+        "cache_size": -CACHE_SIZE_KIB,
+        "temp_store": 2,
+    }
+
+
+def connect(path: str, synchronous: str, *, readonly: bool = False) -> apsw.Connection:
+    """Open one engine connection with the durable PRAGMAs, or raise StorageError."""
+    if not is_memory(path) and os.path.isdir(path):
+        raise errors.CantOpenError(f"database path {path!r} is a directory", path=path)
+    creating = not is_memory(path) and not os.path.exists(path)
+    flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    if readonly:
+        flags = apsw.SQLITE_OPEN_READONLY
+    try:
+        conn = apsw.Connection(path, flags=flags)
+    except apsw.Error as exc:
+        raise map_error(exc, path) from exc
+    try:
+        if creating:
+            # The -wal and -shm files copy the database file's mode.
+            os.chmod(path, 0o600)
+        _configure(conn, path, synchronous)
+    except apsw.Error as exc:
+        conn.close()
+        raise map_error(exc, path) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: apsw.Connection, path: str, synchronous: str) -> None:
+    # Our own connection only: never bestpractice.apply() (process-wide).
+    apsw.bestpractice.connection_dqs(conn)
+    conn.setbusytimeout(BUSY_TIMEOUT_MS)
+    if not is_memory(path):
+        conn.pragma("journal_mode", "wal")
+    conn.pragma("synchronous", SYNCHRONOUS[synchronous])
+    conn.pragma("foreign_keys", 1)
+    conn.pragma("trusted_schema", 0)
+    conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
+    conn.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+    conn.pragma("cache_size", -CACHE_SIZE_KIB)
+    conn.pragma("temp_store", 2)
+    check_pragmas(conn, path, synchronous)
+
+
+def read_pragmas(conn: apsw.Connection) -> dict[str, object]:
+    """Current values of the PRAGMAs durably sets."""
+    return {name: conn.pragma(name) for name in expected_pragmas(":memory:", "full")}
+
+
+def check_pragmas(conn: apsw.Connection, path: str, synchronous: str) -> None:
+    got = read_pragmas(conn)
+    want = expected_pragmas(path, synchronous)
+    wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}
+    if wrong:
+        raise errors.StorageError(
+            f"SQLite refused durable settings on {path!r}: "
+            + ", ".join(f"{k}={g!r} (wanted {w!r})" for k, (g, w) in wrong.items()),
+            path=path,
+        )

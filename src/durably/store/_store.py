@@ -1,0 +1,312 @@
+"""The SQLite store: the only code in durably that talks to apsw.
+
+Contract (each method says what is atomic):
+
+* :meth:`Store.open` creates or migrates the schema in one transaction.
+* :meth:`Store.flush` writes one journal batch in one ``BEGIN IMMEDIATE`` ...
+  ``COMMIT`` (one fsync at ``synchronous=full``). A record SQLite rejects
+  (constraint, too large) fails alone with ``record.error`` set; the rest of
+  the batch commits. Any other error aborts the whole batch, is raised, and
+  leaves the store failed: a failed fsync is never retried on the same
+  connection.
+* Read methods see committed data only and never block the writer for long.
+
+One writer connection, used only by the journal's writer thread. Reads use a
+separate connection (WAL lets them run beside the writer). An in-memory
+database cannot be shared between connections, so there reads go through the
+writer connection between batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import apsw
+
+from .. import _records as R
+from .. import errors
+from ._connection import connect, is_memory
+from ._errors import RECORD_ERRORS, map_error
+from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from ._tx import Tx, authorizer
+
+_INSERT_STEP = "INSERT INTO steps (workflow_id, position, name, output, error) VALUES (?, ?, ?, ?, ?)"
+_INSERT_WORKFLOW = (
+    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id)"
+    " VALUES (?, ?, 'PENDING', ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
+)
+_COMPLETE = (
+    "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
+    " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status = 'PENDING'"
+)
+_WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
+
+
+class Store:
+    """One durably database file (or ``:memory:``)."""
+
+    def __init__(self, path: str, synchronous: str = "full") -> None:
+        if synchronous not in ("full", "normal"):
+            raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous
+        self._writer: apsw.Connection | None = None
+        self._reader: apsw.Connection | None = None
+        self._write_lock = threading.Lock()  # held for a whole batch
+        self._read_lock = threading.Lock()
+        self._failed: errors.StorageError | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self) -> None:
+        """Open the connections and create or migrate the schema (atomic)."""
+        self._writer = connect(self.path, self.synchronous)
+        try:
+            self._migrate(self._writer)
+            if not is_memory(self.path):
+                self._reader = connect(self.path, self.synchronous)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close both connections. Safe to call twice."""
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                try:
+                    conn.close()
+                except apsw.Error:
+                    pass
+        self._reader = self._writer = None
+
+    def connections(self) -> list[apsw.Connection]:
+        """The open engine connections (for tests that assert PRAGMAs)."""
+        return [c for c in (self._writer, self._reader) if c is not None]
+
+    def _migrate(self, conn: apsw.Connection) -> None:
+        try:
+            version = conn.pragma("user_version")
+            app_id = conn.pragma("application_id")
+            if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
+                raise errors.SchemaVersionError(
+                    f"{self.path!r} is an SQLite database but not a durably one "
+                    f"(application_id={app_id:#x}, user_version={version})",
+                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                )
+            if version > SCHEMA_VERSION:
+                raise errors.SchemaVersionError(
+                    f"{self.path!r} has schema version {version}, newer than this durably "
+                    f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
+                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                )
+            if version == SCHEMA_VERSION:
+                return
+            if version == 0 and app_id == 0 and conn.execute(
+                "SELECT count(*) FROM sqlite_schema"
+            ).get:
+                raise errors.SchemaVersionError(
+                    f"{self.path!r} already holds tables that are not durably's",
+                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                )
+            conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
+            try:
+                for script in MIGRATIONS[version:]:
+                    conn.execute(script)
+                conn.pragma("user_version", SCHEMA_VERSION)
+                conn.pragma("application_id", APPLICATION_ID)
+                conn.execute("COMMIT")
+            except BaseException:
+                self._abort(conn)
+                raise
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+
+    # -- writing ---------------------------------------------------------------
+
+    def flush(self, batch: Sequence[Any]) -> None:
+        """Write one journal batch in one transaction (see the module docstring)."""
+        if self._failed is not None:
+            raise self._failed
+        conn = self._writer
+        if conn is None:
+            raise errors.NotOpenError("the store is closed")
+        steps: list[Any] = []
+        completes: list[Any] = []
+        with self._write_lock:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for rec in batch:
+                    kind = rec.kind
+                    if kind == R.STEP:
+                        steps.append(rec)
+                    elif kind == R.COMPLETE:
+                        completes.append(rec)
+                    else:
+                        self._apply_one(conn, rec)
+                if steps:
+                    self._apply_many(conn, _INSERT_STEP, steps)
+                if completes:
+                    self._apply_many(conn, _COMPLETE, completes)
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                self._abort(conn)
+                err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
+                self._failed = err
+                raise err from exc
+
+    def _abort(self, conn: apsw.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except apsw.Error:
+            pass  # the connection is abandoned anyway
+
+    def _apply_many(self, conn: apsw.Connection, sql: str, recs: list[Any]) -> None:
+        # executemany is the fast path; a rejected row fails only its record and
+        # the statement resumes after it (SQLite rolled back just that row).
+        start, n = 0, len(recs)
+        while start < n:
+            at = [start]
+
+            def rows(first: int = start) -> Iterator[Any]:
+                for i in range(first, n):
+                    at[0] = i
+                    yield recs[i].params
+
+            try:
+                conn.executemany(sql, rows())
+                return
+            except RECORD_ERRORS as exc:
+                recs[at[0]].error = map_error(exc, self.path)
+                start = at[0] + 1
+
+    def _apply_one(self, conn: apsw.Connection, rec: Any) -> None:
+        kind = rec.kind
+        if kind == R.START:
+            self._start(conn, rec)
+        elif kind == R.TX:
+            self._transaction(conn, rec)
+        elif kind == R.SQL:
+            sql, params = rec.params
+            try:
+                conn.execute(sql, params)
+                rec.result = conn.changes()
+            except RECORD_ERRORS as exc:
+                rec.error = map_error(exc, self.path)
+        else:
+            raise errors.InternalError(f"unknown journal record kind {kind!r}")
+
+    def _start(self, conn: apsw.Connection, rec: Any) -> None:
+        workflow_id, name, inputs, parent_id, parent_step = rec.params
+        conn.execute("SAVEPOINT start")
+        try:
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id))
+            if conn.changes() == 0:
+                rec.result = conn.execute(
+                    "SELECT name, status FROM workflows WHERE workflow_id = ?", (workflow_id,)
+                ).get
+            else:
+                rec.result = None
+                if parent_step is not None:
+                    conn.execute(_INSERT_STEP, (*parent_step, None))
+            conn.execute("RELEASE start")
+        except RECORD_ERRORS as exc:
+            conn.execute("ROLLBACK TO start")
+            conn.execute("RELEASE start")
+            rec.error = map_error(exc, self.path)
+
+    def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
+        workflow_id, position, name, body = rec.params
+        conn.execute("SAVEPOINT tx")
+        tx = Tx(conn)
+        conn.authorizer = authorizer
+        output = error = None
+        try:
+            output, error = body(tx)
+        except errors.SerializationError as exc:
+            rec.error = exc
+        finally:
+            conn.authorizer = None
+            tx._close()
+        if tx._fatal is not None:
+            raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
+        if error is not None or rec.error is not None:
+            conn.execute("ROLLBACK TO tx")
+        try:
+            if rec.error is None:
+                conn.execute(_INSERT_STEP, (workflow_id, position, name, output, error))
+                rec.result = (output, error)
+        except RECORD_ERRORS as exc:
+            conn.execute("ROLLBACK TO tx")
+            rec.error = map_error(exc, self.path)
+        conn.execute("RELEASE tx")
+
+    # -- reading ---------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[apsw.Connection]:
+        if self._reader is not None:
+            with self._read_lock:
+                yield self._reader
+        else:
+            conn = self._writer
+            if conn is None:
+                raise errors.NotOpenError("the store is closed")
+            with self._write_lock:  # between batches: committed data only
+                yield conn
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query on committed data."""
+        try:
+            with self._read() as conn:
+                return list(conn.execute(sql, params))
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+
+    def get_workflow(self, workflow_id: str) -> tuple[Any, ...] | None:
+        """The workflow row (columns of ``WORKFLOW_COLUMNS``), or None."""
+        rows = self.query(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,))
+        return rows[0] if rows else None
+
+    def load_steps(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
+        """A workflow's journal, in call order: (position, name, output, error)."""
+        return self.query(  # type: ignore[return-value]
+            "SELECT position, name, output, error FROM steps WHERE workflow_id = ? ORDER BY position",
+            (workflow_id,),
+        )
+
+    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        """Steps with their timestamps: (position, name, output, error, recorded_at)."""
+        return self.query(
+            "SELECT position, name, output, error, recorded_at FROM steps"
+            " WHERE workflow_id = ? ORDER BY position",
+            (workflow_id,),
+        )
+
+    def pending_workflows(self) -> list[tuple[str, str, Any, Any]]:
+        """Every PENDING workflow that is not parked: (id, name, inputs, parent_id)."""
+        return self.query(  # type: ignore[return-value]
+            "SELECT workflow_id, name, inputs, parent_id FROM workflows"
+            " WHERE status = 'PENDING' AND parked IS NULL ORDER BY created_at"
+        )
+
+    def list_workflows(self, status: str | None, name: str | None, limit: int) -> list[tuple[Any, ...]]:
+        """Workflow rows, newest first, filtered by status and name."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        return self.query(
+            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows{clause} ORDER BY created_at DESC LIMIT ?",
+            (*params, limit),
+        )
+
+    def children(self, workflow_id: str) -> list[str]:
+        """Ids of a workflow's children."""
+        return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = ?", (workflow_id,))]
