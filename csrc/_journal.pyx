@@ -12,7 +12,7 @@ so only one SQLite library lives in the process.
 import asyncio
 import threading
 
-from durably import errors
+from durably import _crash, errors
 
 cdef enum:
     _NEW = 0
@@ -178,6 +178,8 @@ cdef class Journal:
                 self._pending = []
                 gen = self._generation
                 self._generation = _Generation()
+            if _crash.ARMED:
+                _crash.hit("journal.batch_built")
             try:
                 self._flush(batch)
             except BaseException as exc:  # fatal: never retry on this connection
@@ -185,7 +187,11 @@ cdef class Journal:
                 return
             self.batches += 1
             self.records += len(batch)
+            if _crash.ARMED:
+                _crash.hit("journal.after_commit")
             self._wake(batch, gen)
+            if _crash.ARMED:
+                _crash.hit("journal.after_wake")
 
     cdef _wake(self, list batch, _Generation gen):
         cdef Record rec

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
+from . import _crash
 from . import _records as R
 from . import errors
 from .codec import get_codec
@@ -171,6 +172,12 @@ class Engine:
 
         return register
 
+    @property
+    def workflow_id(self) -> str | None:
+        """The id of the workflow running in the current context, or None."""
+        ctx = current.get()
+        return None if ctx is None else ctx.workflow_id
+
     # -- lifecycle --------------------------------------------------------------
 
     def open(self) -> "Engine":
@@ -242,14 +249,23 @@ class Engine:
         """
         spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
         if rec is not None:
-            self._started(spec, wid, rec, self._journal.submit(rec), loop=None)
+            if _crash.ARMED:
+                _crash.hit("workflow.before_start_record")
+            existing = self._journal.submit(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_start_record")
+            self._started(spec, wid, rec, existing, loop=None)
         return WorkflowHandle(self, wid)
 
     async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
         spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
         if rec is not None:
+            if _crash.ARMED:
+                _crash.hit("workflow.before_start_record")
             existing = await self._journal.submit_async(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_start_record")
             self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
         return WorkflowHandle(self, wid)
 
@@ -476,6 +492,8 @@ class Engine:
 
     def _recover(self) -> None:
         report = RecoveryReport()
+        if _crash.ARMED:
+            _crash.hit("recovery.scan")
         for wid, name, inputs, _parent in self._store.pending_workflows():
             spec = self._workflows.get(name)
             if spec is None:
@@ -487,6 +505,8 @@ class Engine:
                 continue
             report.resumed.append(wid)
             self._launch(spec, wid, inputs, replay=True)
+            if _crash.ARMED:
+                _crash.hit("recovery.launched")
         if report.unknown:
             log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
                         len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))

@@ -17,7 +17,7 @@ import asyncio
 import threading
 from typing import Any, Callable, Sequence
 
-from .. import errors
+from .. import _crash, errors
 
 _NEW, _RUNNING, _STOPPING, _STOPPED, _FAILED = range(5)
 
@@ -160,6 +160,8 @@ class Journal:
                 self._pending = []
                 gen = self._generation
                 self._generation = _Generation()
+            if _crash.ARMED:
+                _crash.hit("journal.batch_built")
             try:
                 self._flush(batch)
             except BaseException as exc:  # fatal: never retry on this connection
@@ -167,7 +169,11 @@ class Journal:
                 return
             self.batches += 1
             self.records += len(batch)
+            if _crash.ARMED:
+                _crash.hit("journal.after_commit")
             self._wake(batch, gen)
+            if _crash.ARMED:
+                _crash.hit("journal.after_wake")
 
     def _wake(self, batch: list[Record], gen: _Generation) -> None:
         gen.event.set()

@@ -15,6 +15,7 @@ import inspect
 import time
 from typing import Any, Callable
 
+from .. import _crash
 from .. import _records as R
 from .. import errors
 from ..codec import Codec, annotations_of, decode_error, encode_error
@@ -104,10 +105,14 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
             return _replay(ctx, spec, recorded)
+        if _crash.ARMED:
+            _crash.hit("step.before_body")
         if spec.is_async:
             value, exc = asyncio.run(_run_async(spec, args, kwargs))
         else:
             value, exc = _run_sync(spec, args, kwargs)
+        if _crash.ARMED:
+            _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, pos, value, exc)
         ctx.journal.submit(rec)
         if err is not None:
@@ -118,7 +123,11 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
             return _replay(ctx, spec, recorded)
+        if _crash.ARMED:
+            _crash.hit("step.before_body")
         value, exc = await _run_async(spec, args, kwargs)
+        if _crash.ARMED:
+            _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, pos, value, exc)
         await ctx.journal.submit_async(rec)
         if err is not None:
@@ -156,13 +165,20 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
 
     def body_for(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Callable[[Any], tuple[Any, Any]]:
         where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
+        # On the writer thread the body sees its workflow (engine.workflow_id
+        # works) but may not start steps: they would wait on this very writer.
+        inner = WorkflowContext(ctx.engine, ctx.workflow_id, ctx.name, {}, False)
+        inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
 
         def body(tx: Any) -> tuple[Any, Any]:
+            token = current.set(inner)
             try:
                 value = spec.fn(tx, *args, **kwargs)
             except Exception as exc:
                 box.append(exc)
                 return None, encode_error(exc)
+            finally:
+                current.reset(token)
             if value is None:
                 box.append(None)
                 return None, None

@@ -14,6 +14,7 @@ import asyncio
 import inspect
 from typing import Any, Callable
 
+from .. import _crash
 from .. import _records as R
 from .. import errors
 from ..codec import Codec, annotations_of, encode_error
@@ -97,7 +98,11 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     rec = _records_for(ctx, _classify(ctx, spec, result, exc))
     try:
         if rec is not None:
+            if _crash.ARMED:
+                _crash.hit("workflow.before_complete")
             ctx.journal.submit(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_complete")
     except errors.DurablyError:
         pass  # writer stopped: the workflow stays PENDING for the next open
     finally:
@@ -117,7 +122,11 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     rec = _records_for(ctx, _classify(ctx, spec, result, exc))
     try:
         if rec is not None:
+            if _crash.ARMED:
+                _crash.hit("workflow.before_complete")
             await ctx.journal.submit_async(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_complete")
     except errors.DurablyError:
         pass
     finally:

@@ -26,8 +26,7 @@ MIGRATIONS: tuple[str, ...] = (
         created_at  REAL NOT NULL DEFAULT (unixepoch('subsec')),
         updated_at  REAL NOT NULL DEFAULT (unixepoch('subsec'))
     );
-    -- recovery scans only the pending ones
-    CREATE INDEX workflows_pending ON workflows (created_at) WHERE status = 'PENDING';
+    -- serves recovery (status = 'PENDING') and list_workflows(status=...)
     CREATE INDEX workflows_status ON workflows (status, created_at);
     CREATE INDEX workflows_parent ON workflows (parent_id) WHERE parent_id IS NOT NULL;
 

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 import apsw
 
+from .. import _crash
 from .. import _records as R
 from .. import errors
 from ._connection import connect, is_memory
@@ -149,6 +150,8 @@ class Store:
                     self._apply_many(conn, _INSERT_STEP, steps)
                 if completes:
                     self._apply_many(conn, _COMPLETE, completes)
+                if _crash.ARMED:
+                    _crash.hit("store.before_commit")
                 conn.execute("COMMIT")
             except BaseException as exc:
                 self._abort(conn)

@@ -1,0 +1,103 @@
+"""A crash-test workload: run as a subprocess, killed and restarted by the harness.
+
+    python crashtests/workload.py DB LEDGER [--workflows N] [--steps K] [--synchronous full]
+
+Starts a fixed set of workflows (sync, async, parents with a child) under
+fixed ids, so a restart re-issues the same starts idempotently, waits for all
+of them and prints their results as JSON. Every step body appends one fsynced
+line ``workflow_id|position|input|pid`` to LEDGER *before* returning a fresh
+random value, so the checker can tell which bodies ran, in which process, and
+on which input (a step that ran on an input that was later erased is
+speculative progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+
+import durably
+
+parser = argparse.ArgumentParser()
+parser.add_argument("db")
+parser.add_argument("ledger")
+parser.add_argument("--workflows", type=int, default=6)
+parser.add_argument("--steps", type=int, default=4)
+parser.add_argument("--synchronous", default="full")
+opts = parser.parse_args()
+
+engine = durably.Engine(opts.db, synchronous=opts.synchronous, workers=8)
+ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+rng = random.Random()
+
+
+def effect(position: int, value: int) -> None:
+    line = f"{engine.workflow_id}|{position}|{value}|{os.getpid()}\n".encode()
+    os.write(ledger_fd, line)
+    os.fsync(ledger_fd)
+
+
+@engine.step()
+def add(position: int, x: int) -> int:
+    effect(position, x)
+    return x + rng.randint(1, 1_000_000)
+
+
+@engine.step()
+async def add_async(position: int, x: int) -> int:
+    effect(position, x)
+    await asyncio.sleep(0)
+    return x + rng.randint(1, 1_000_000)
+
+
+@engine.transaction()
+def book(db: durably.Tx, position: int, x: int) -> int:
+    db.execute("CREATE TABLE IF NOT EXISTS effects (workflow_id TEXT, position INTEGER, value INTEGER)")
+    db.execute("INSERT INTO effects VALUES (?, ?, ?)", (engine.workflow_id, position, x))
+    return x
+
+
+@engine.workflow()
+def sync_flow(steps: int) -> int:
+    s = 0
+    for i in range(steps):
+        s = add(i, s)
+    return book(steps, s)
+
+
+@engine.workflow()
+async def async_flow(steps: int) -> int:
+    s = 0
+    for i in range(steps):
+        s = await add_async(i, s)
+    return await book(steps, s)
+
+
+@engine.workflow()
+def parent_flow(steps: int) -> int:
+    child = sync_flow(steps)  # position 0: start the child, then wait for it
+    return add(1, child)
+
+
+def plan() -> list[tuple[str, object]]:
+    kinds = [("sync", sync_flow), ("async", async_flow), ("parent", parent_flow)]
+    return [(f"{kinds[i % 3][0]}-{i}", kinds[i % 3][1]) for i in range(opts.workflows)]
+
+
+async def main() -> dict[str, int]:
+    handles = []
+    for wid, fn in plan():
+        if fn is async_flow:
+            handles.append(await engine.start_async(fn, opts.steps, workflow_id=wid))
+        else:
+            handles.append(engine.start(fn, opts.steps, workflow_id=wid))
+    return {h.workflow_id: await h.result_async(timeout=60) for h in handles}
+
+
+with engine:
+    results = asyncio.run(main())
+json.dump({"results": results, "recovered": engine.recovery.resumed}, sys.stdout)

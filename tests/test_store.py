@@ -1,0 +1,158 @@
+"""Storage rules: PRAGMAs, file modes, schema versions, bad files, error mapping."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import apsw
+import pytest
+
+import durably
+from durably import errors
+from durably.store import APPLICATION_ID, SCHEMA_VERSION, Store, expected_pragmas, read_pragmas
+
+
+@pytest.mark.parametrize("synchronous", ["full", "normal"])
+def test_every_engine_connection_has_the_durable_pragmas(make_engine, db_path, synchronous) -> None:
+    engine = make_engine(synchronous=synchronous)
+    with engine:
+        conns = engine._store.connections()
+        assert len(conns) == 2  # writer and reader
+        for conn in conns:
+            assert read_pragmas(conn) == expected_pragmas(db_path, synchronous)
+            assert conn.pragma("journal_mode") == "wal"
+            assert conn.pragma("synchronous") == (2 if synchronous == "full" else 1)
+
+
+def test_memory_engine_pragmas(make_engine) -> None:
+    with make_engine(":memory:") as engine:
+        (conn,) = engine._store.connections()
+        assert read_pragmas(conn) == expected_pragmas(":memory:", "full")
+
+
+def test_files_are_created_private(make_engine, db_path) -> None:
+    engine = make_engine()
+
+    @engine.workflow()
+    def noop() -> int:
+        return 1
+
+    with engine:
+        engine.run(noop)
+        for suffix in ("", "-wal", "-shm"):
+            mode = stat.S_IMODE(os.stat(db_path + suffix).st_mode)
+            assert mode == 0o600, (suffix, oct(mode))
+
+
+def test_schema_version_and_application_id(make_engine, db_path) -> None:
+    with make_engine():
+        pass
+    conn = apsw.Connection(db_path)
+    assert conn.pragma("user_version") == SCHEMA_VERSION
+    assert conn.pragma("application_id") == APPLICATION_ID
+    conn.close()
+    with make_engine():  # reopening an up-to-date database changes nothing
+        pass
+
+
+def test_newer_schema_is_refused_and_left_untouched(make_engine, db_path) -> None:
+    with make_engine():
+        pass
+    conn = apsw.Connection(db_path)
+    conn.pragma("user_version", SCHEMA_VERSION + 1)
+    conn.close()
+    before = Path(db_path).read_bytes()
+    with pytest.raises(errors.SchemaVersionError) as info:
+        make_engine().open()
+    assert info.value.found == SCHEMA_VERSION + 1 and info.value.supported == SCHEMA_VERSION
+    assert "newer" in str(info.value)
+    assert Path(db_path).read_bytes() == before
+
+
+def test_foreign_sqlite_database_is_refused(make_engine, db_path) -> None:
+    conn = apsw.Connection(db_path)
+    conn.execute("CREATE TABLE mine(x)")
+    conn.close()
+    with pytest.raises(errors.SchemaVersionError, match="not durably's"):
+        make_engine().open()
+    conn = apsw.Connection(db_path)
+    conn.pragma("application_id", 1234)
+    conn.close()
+    with pytest.raises(errors.SchemaVersionError, match="not a durably one"):
+        make_engine().open()
+
+
+def test_non_sqlite_file_gets_a_typed_error(make_engine, tmp_path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"this is not a database, just some text" * 100)
+    before = path.read_bytes()
+    with pytest.raises(errors.NotADatabaseError):
+        make_engine(str(path)).open()
+    assert path.read_bytes() == before
+
+
+def test_directory_path_gets_a_typed_error(make_engine, tmp_path) -> None:
+    with pytest.raises(errors.CantOpenError, match="directory"):
+        make_engine(str(tmp_path)).open()
+
+
+def test_missing_parent_directory(make_engine, tmp_path) -> None:
+    with pytest.raises(errors.CantOpenError):
+        make_engine(str(tmp_path / "no" / "such" / "dir.db")).open()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(make_engine, db_path) -> None:
+    with make_engine():
+        pass
+    os.chmod(db_path, 0)
+    with pytest.raises(errors.StorageError):
+        make_engine().open()
+
+
+def test_storage_errors_are_mapped_by_type() -> None:
+    from durably.store._errors import map_error
+
+    assert isinstance(map_error(apsw.FullError("x"), "p"), errors.DiskFullError)
+    assert isinstance(map_error(apsw.IOError("x"), "p"), errors.DiskIOError)
+    assert isinstance(map_error(apsw.CorruptError("x"), "p"), errors.DatabaseCorruptError)
+    assert isinstance(map_error(apsw.NotADBError("x"), "p"), errors.NotADatabaseError)
+    assert isinstance(map_error(apsw.BusyError("x"), "p"), errors.DatabaseBusyError)
+    assert isinstance(map_error(apsw.ConstraintError("x"), "p"), errors.ConstraintError)
+    # the message text does not decide the type
+    assert type(map_error(apsw.IOError("database is locked"), "p")) is errors.DiskIOError
+    assert type(map_error(apsw.SchemaChangeError("disk I/O error"), "p")) is errors.StorageError
+
+
+def test_storage_errors_pickle_with_their_data() -> None:
+    import pickle
+
+    err = errors.SchemaVersionError("newer", path="/x.db", found=9, supported=1)
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is errors.SchemaVersionError
+    assert (back.path, back.found, back.supported, str(back)) == ("/x.db", 9, 1, "newer")
+
+
+def test_store_reopens_after_close(db_path) -> None:
+    store = Store(db_path)
+    store.open()
+    store.close()
+    store.close()
+    store.open()
+    assert store.pending_workflows() == []
+    store.close()
+
+
+def test_recovery_query_uses_the_pending_index(make_engine, db_path) -> None:
+    with make_engine() as engine:
+        conn = engine._store.connections()[1]
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT workflow_id, name, inputs, parent_id FROM workflows"
+            " WHERE status = 'PENDING' ORDER BY created_at"))
+        assert "workflows_status" in plan and "SCAN" not in plan
+        plan = " ".join(str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT position, name, output, error FROM steps"
+            " WHERE workflow_id = ? ORDER BY position", ("x",)))
+        assert "SCAN" not in plan
