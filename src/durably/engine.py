@@ -90,6 +90,7 @@ class Engine:
         self._lock = threading.Lock()
         self._active: dict[str, WorkflowContext] = {}
         self._completions: dict[str, _Completion] = {}
+        self._relaunch: set[str] = set()  # resumed while still unwinding a cancel
         self._journal: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -381,10 +382,18 @@ class Engine:
     # -- finishing and waiting ------------------------------------------------------
 
     def _finished(self, ctx: WorkflowContext) -> None:
+        wid = ctx.workflow_id
         with self._lock:
-            if self._active.get(ctx.workflow_id) is ctx:
-                del self._active[ctx.workflow_id]
-        self._notify(ctx.workflow_id)
+            if self._active.get(wid) is ctx:
+                del self._active[wid]
+            relaunch = wid in self._relaunch
+            self._relaunch.discard(wid)
+        if relaunch and not self._closing:
+            row = self._store.get_workflow(wid)
+            spec = self._workflows.get(ctx.name)
+            if row is not None and row[2] == "PENDING" and spec is not None:
+                self._launch(spec, wid, row[3], replay=True)
+        self._notify(wid)
 
     def _notify(self, wid: str) -> None:
         with self._lock:
@@ -474,7 +483,7 @@ class Engine:
         row = self._row(workflow_id)
         name, status, inputs = row[1], row[2], row[3]
         handle = WorkflowHandle(self, workflow_id)
-        if status == "SUCCESS" or workflow_id in self._active:
+        if status == "SUCCESS":
             return handle
         spec = self._workflows.get(name)
         if spec is None:
@@ -487,6 +496,14 @@ class Engine:
             " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
             (workflow_id,),
         )))
+        with self._lock:
+            ctx = self._active.get(workflow_id)
+            if ctx is not None:
+                # Still unwinding (e.g. a cancel not yet reached a step
+                # boundary): run it again as soon as that instance ends.
+                if isinstance(ctx.interrupt, errors.WorkflowCancelled):
+                    self._relaunch.add(workflow_id)
+                return handle
         self._launch(spec, workflow_id, inputs, replay=True)
         return handle
 

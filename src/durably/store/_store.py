@@ -289,10 +289,11 @@ class Store:
         )
 
     def pending_workflows(self) -> list[tuple[str, str, Any, Any]]:
-        """Every PENDING workflow that is not parked: (id, name, inputs, parent_id)."""
+        """Every PENDING workflow, parked ones included (a deploy may have
+        fixed what parked them): (id, name, inputs, parent_id)."""
         return self.query(  # type: ignore[return-value]
             "SELECT workflow_id, name, inputs, parent_id FROM workflows"
-            " WHERE status = 'PENDING' AND parked IS NULL ORDER BY created_at"
+            " WHERE status = 'PENDING' ORDER BY created_at"
         )
 
     def list_workflows(self, status: str | None, name: str | None, limit: int) -> list[tuple[Any, ...]]:
