@@ -49,7 +49,8 @@ class Verdict:
 
 
 def run_workload(db: Path, ledger: Path, crash_at: str | None, *, workflows: int, steps: int,
-                 synchronous: str = "full", extra_env: dict[str, str] | None = None, timeout: float = 120) -> Run:
+                 synchronous: str = "full", extra_env: dict[str, str] | None = None, timeout: float = 120,
+                 kill_after: float | None = None) -> Run:
     env = dict(os.environ)
     env.pop("DURABLY_CRASH_AT", None)
     if crash_at:
@@ -60,7 +61,14 @@ def run_workload(db: Path, ledger: Path, crash_at: str | None, *, workflows: int
          "--steps", str(steps), "--synchronous", synchronous],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    out, err = proc.communicate(timeout=timeout)
+    if kill_after is not None:
+        try:
+            out, err = proc.communicate(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            out, err = proc.communicate(timeout=timeout)
+    else:
+        out, err = proc.communicate(timeout=timeout)
     return Run(crash_at, proc.returncode, proc.pid, recorded_steps(db), out, err)
 
 
@@ -76,12 +84,28 @@ def recorded_steps(db: Path) -> set[tuple[str, int]]:
         conn.close()
 
 
-def run_case(workdir: Path, crashes: list[str], *, workflows: int = 6, steps: int = 4,
+def pending_count(db: Path) -> int:
+    conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return conn.execute("SELECT count(*) FROM workflows WHERE status = 'PENDING'").get
+    finally:
+        conn.close()
+
+
+def run_case(workdir: Path, crashes: list[str | float], *, workflows: int = 6, steps: int = 4,
              extra_env: dict[str, str] | None = None, max_clean_runs: int = 3) -> Verdict:
+    """Apply each crash in turn (``"point:n"``, or a float: SIGKILL after that
+    many seconds), then run clean until the workload finishes, then check."""
     db, ledger = workdir / "crash.db", workdir / "ledger.txt"
     verdict = Verdict()
     for spec in crashes:
-        run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, extra_env=extra_env)
+        if isinstance(spec, float):
+            run = run_workload(db, ledger, None, workflows=workflows, steps=steps, extra_env=extra_env,
+                               kill_after=spec)
+        else:
+            if spec.endswith(":pending"):  # the n-th launch where n = pending workflows now
+                spec = spec.replace(":pending", f":{max(1, pending_count(db))}")
+            run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, extra_env=extra_env)
         verdict.runs.append(run)
         if run.returncode not in (0, -signal.SIGKILL):
             verdict.problems.append(f"run with DURABLY_CRASH_AT={spec} exited {run.returncode}: {run.stderr[-2000:]}")

@@ -63,6 +63,8 @@ class Engine:
         codec: ``"json"`` (default, typed by annotations) or ``"pickle"``
             (arbitrary objects; trust every writer of the file).
         workers: threads running sync workflows concurrently.
+        vfs: name of a registered apsw VFS to open the file through (for
+            fault-injection tests; normally None, SQLite's default).
 
     Example::
 
@@ -79,11 +81,12 @@ class Engine:
             print(engine.run(crawl, "https://example.com"))
     """
 
-    def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64) -> None:
+    def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
+                 vfs: str | None = None) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         self.path = path
-        self._store = Store(path, synchronous)
+        self._store = Store(path, synchronous, vfs)
         self._codec = get_codec(codec)
         self._workers = workers
         self._workflows: dict[str, WorkflowSpec] = {}

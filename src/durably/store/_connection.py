@@ -44,7 +44,7 @@ def expected_pragmas(path: str, synchronous: str) -> dict[str, object]:
     }
 
 
-def connect(path: str, synchronous: str, *, readonly: bool = False) -> apsw.Connection:
+def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
     """Open one engine connection with the durable PRAGMAs, or raise StorageError."""
     if not is_memory(path) and os.path.isdir(path):
         raise errors.CantOpenError(f"database path {path!r} is a directory", path=path)
@@ -53,7 +53,7 @@ def connect(path: str, synchronous: str, *, readonly: bool = False) -> apsw.Conn
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY
     try:
-        conn = apsw.Connection(path, flags=flags)
+        conn = apsw.Connection(path, flags=flags, vfs=vfs) if vfs else apsw.Connection(path, flags=flags)
     except apsw.Error as exc:
         raise map_error(exc, path) from exc
     try:

@@ -48,11 +48,12 @@ _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id
 class Store:
     """One durably database file (or ``:memory:``)."""
 
-    def __init__(self, path: str, synchronous: str = "full") -> None:
+    def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None) -> None:
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self.path = path
         self.synchronous = synchronous
+        self.vfs = vfs
         self._writer: apsw.Connection | None = None
         self._reader: apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
@@ -63,11 +64,11 @@ class Store:
 
     def open(self) -> None:
         """Open the connections and create or migrate the schema (atomic)."""
-        self._writer = connect(self.path, self.synchronous)
+        self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
             self._migrate(self._writer)
             if not is_memory(self.path):
-                self._reader = connect(self.path, self.synchronous)
+                self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
         except BaseException:
             self.close()
             raise

@@ -1,0 +1,214 @@
+"""The group-commit journal, both implementations: batching, isolation, fail-stop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import durably
+from durably import _records as R
+from durably import errors
+from durably.journal import _journal_py
+from durably.store import Store
+
+from .conftest import expected_implementation
+from .faultvfs import FaultVFS
+
+IMPLEMENTATIONS = [_journal_py]
+if expected_implementation() == "cython":
+    from durably.journal import _journal_c
+
+    IMPLEMENTATIONS.append(_journal_c)
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda m: m.__name__.rsplit(".", 1)[1])
+def impl(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def test_concurrent_submitters_share_batches(impl) -> None:
+    flushed: list[int] = []
+
+    def flush(batch: list[Any]) -> None:
+        time.sleep(0.005)  # a slow fsync: submitters pile up behind it
+        flushed.append(len(batch))
+        for rec in batch:
+            rec.result = rec.params * 2
+
+    journal = impl.Journal(flush)
+    journal.start()
+    results: list[int] = []
+    lock = threading.Lock()
+
+    def worker(base: int) -> None:
+        for i in range(20):
+            value = journal.submit(impl.Record(R.SQL, base + i))
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=worker, args=(k * 100,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    journal.stop()
+    assert sorted(results) == sorted(2 * (k * 100 + i) for k in range(16) for i in range(20))
+    assert sum(flushed) == 320 == journal.records
+    assert journal.batches == len(flushed) < 320  # group commit happened
+    assert max(flushed) > 1
+
+
+def test_async_waiters_on_two_loops_are_woken(impl) -> None:
+    def flush(batch: list[Any]) -> None:
+        for rec in batch:
+            rec.result = rec.params
+
+    journal = impl.Journal(flush)
+    journal.start()
+
+    async def many(offset: int) -> list[int]:
+        return list(await asyncio.gather(*[journal.submit_async(impl.Record(R.SQL, offset + i)) for i in range(200)]))
+
+    out: dict[int, list[int]] = {}
+    threads = [threading.Thread(target=lambda o=o: out.__setitem__(o, asyncio.run(many(o)))) for o in (0, 1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    journal.stop()
+    assert out[0] == list(range(200)) and out[1000] == list(range(1000, 1200))
+
+
+def test_fatal_flush_error_fails_every_waiter_and_stops(impl) -> None:
+    calls: list[int] = []
+    release = threading.Event()
+
+    def flush(batch: list[Any]) -> None:
+        calls.append(len(batch))
+        release.wait(5)
+        raise OSError("fsync: EIO")
+
+    journal = impl.Journal(flush)
+    journal.start()
+    errs: list[BaseException] = []
+
+    def submit() -> None:
+        try:
+            journal.submit(impl.Record(R.SQL, None))
+        except BaseException as exc:
+            errs.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    release.set()
+    for t in threads:
+        t.join()
+    assert len(errs) == 5 and all(isinstance(e, errors.JournalStoppedError) for e in errs)
+    assert len(calls) == 1  # never retried
+    with pytest.raises(errors.JournalStoppedError):
+        journal.submit(impl.Record(R.SQL, None))
+    assert not journal.running and isinstance(journal.failure, errors.JournalStoppedError)
+    journal.stop()
+
+
+def test_stop_commits_what_is_pending(impl) -> None:
+    seen: list[int] = []
+
+    def flush(batch: list[Any]) -> None:
+        time.sleep(0.01)
+        seen.extend(r.params for r in batch)
+
+    journal = impl.Journal(flush)
+    journal.start()
+    threads = [threading.Thread(target=journal.submit, args=(impl.Record(R.SQL, i),)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    journal.stop()
+    assert sorted(seen) == list(range(10))
+    with pytest.raises(errors.NotOpenError):
+        journal.submit(impl.Record(R.SQL, 1))
+
+
+def test_a_rejected_record_fails_alone(impl, db_path) -> None:
+    store = Store(db_path)
+    store.open()
+    store.flush([impl.Record(R.START, ("w", "flow", "[[],{}]", None, None))])
+    store.flush([impl.Record(R.STEP, ("w", 0, "s", "1", None))])
+    # one batch: a duplicate position, a step of an unknown workflow (FK), good ones around
+    recs = [
+        impl.Record(R.STEP, ("w", 1, "s", "2", None)),
+        impl.Record(R.STEP, ("w", 0, "dup", "9", None)),
+        impl.Record(R.STEP, ("ghost", 0, "s", "1", None)),
+        impl.Record(R.STEP, ("w", 2, "s", "3", None)),
+        impl.Record(R.SQL, ("UPDATE workflows SET status = 'BAD' WHERE workflow_id = 'w'", ())),
+        impl.Record(R.COMPLETE, ("SUCCESS", "6", None, "w")),
+    ]
+    store.flush(recs)
+    assert isinstance(recs[1].error, errors.ConstraintError)
+    assert isinstance(recs[2].error, errors.ConstraintError)
+    assert isinstance(recs[4].error, errors.ConstraintError)  # CHECK (status IN ...)
+    assert [r.error for r in (recs[0], recs[3], recs[5])] == [None, None, None]
+    assert [(r[0], r[1]) for r in store.load_steps("w")] == [(0, "s"), (1, "s"), (2, "s")]
+    assert store.get_workflow("w")[2] == "SUCCESS"
+    store.close()
+
+
+def _try(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except errors.DurablyError as exc:
+        return exc
+
+
+def test_failed_fsync_stops_the_engine_with_a_typed_error(make_engine, db_path) -> None:
+    vfs = FaultVFS("fault-sync")
+    engine = make_engine(vfs="fault-sync")
+
+    @engine.step()
+    def step(i: int) -> int:
+        return i
+
+    @engine.workflow()
+    def flow(n: int) -> int:
+        return sum(step(i) for i in range(n))
+
+    engine.open()
+    assert engine.run(flow, 3, workflow_id="before") == 3
+    vfs.fail_sync = True
+    with pytest.raises(errors.JournalStoppedError) as info:
+        engine.run(flow, 3, workflow_id="during")
+    assert isinstance(info.value.__cause__, errors.DiskIOError)
+    with pytest.raises(errors.JournalStoppedError):
+        engine.start(flow, 1)
+    engine.close()
+    vfs.fail_sync = False
+    with make_engine() as again:  # reopen through the normal VFS: what was acked is there
+        assert again.handle("before").result(timeout=10) == 3
+        assert again.list_workflows(status="ERROR") == []
+    vfs.unregister()
+
+
+def test_disk_full_fails_with_a_typed_error(make_engine) -> None:
+    vfs = FaultVFS("fault-full")
+    engine = make_engine(vfs="fault-full")
+
+    @engine.workflow()
+    def flow(blob: str) -> int:
+        return len(blob)
+
+    engine.open()
+    assert engine.run(flow, "x") == 1
+    vfs.fail_write = True
+    with pytest.raises(errors.JournalStoppedError) as info:
+        engine.run(flow, "y" * 100_000)
+    assert isinstance(info.value.__cause__, errors.DiskFullError)
+    engine.close()
+    vfs.unregister()
