@@ -79,6 +79,7 @@ cdef class Journal:
     cdef _Generation _generation
     cdef int _state
     cdef bint _writer_idle
+    cdef bint _busy
     cdef object _failure
     cdef object _thread
     cdef public long long batches
@@ -93,6 +94,7 @@ cdef class Journal:
         self._generation = _Generation()
         self._state = _NEW
         self._writer_idle = False
+        self._busy = False
         self._failure = None
         self._thread = None
         self.batches = 0
@@ -113,7 +115,9 @@ cdef class Journal:
         with self._lock:
             if self._state == _RUNNING:
                 self._state = _STOPPING
-            self._wakeup.notify()
+            self._wakeup.notify_all()
+            while self._busy:  # a leader's flush in flight: let it finish
+                self._wakeup.wait()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
@@ -140,12 +144,51 @@ cdef class Journal:
         return gen
 
     def submit(self, Record rec):
-        """Journal ``rec`` and block until it is durable; return its result."""
-        cdef _Generation gen = self._enqueue(rec)
-        gen.event.wait()
+        """Journal ``rec`` and block until it is durable; return its result.
+
+        A lone caller with nothing in flight writes its own record (see the twin).
+        """
+        cdef _Generation gen = None
+        cdef bint lead = False
+        with self._lock:
+            if self._state != _RUNNING:
+                raise self._stopped_error()
+            if self._busy or self._pending:
+                self._pending.append(rec)
+                if self._writer_idle:
+                    self._writer_idle = False
+                    self._wakeup.notify()
+                gen = self._generation
+            else:
+                self._busy = True
+                lead = True
+        if lead:
+            self._lead(rec)
+        else:
+            gen.event.wait()
         if rec.error is not None:
             raise rec.error
         return rec.result
+
+    cdef _lead(self, Record rec):
+        cdef list batch = [rec]
+        if _crash.ARMED:
+            _crash.hit("journal.batch_built")
+        try:
+            self._flush(batch)
+        except BaseException as exc:  # fatal: never retry on this connection
+            self._fail(batch, None, exc)
+            return
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._pending:
+                    self._wakeup.notify_all()
+        self.batches += 1
+        self.records += 1
+        if _crash.ARMED:
+            _crash.hit("journal.after_commit")
+            _crash.hit("journal.after_wake")
 
     def submit_async(self, Record rec):
         """Journal ``rec``; the returned future resolves once it is durable."""
@@ -167,13 +210,15 @@ cdef class Journal:
         cdef _Generation gen
         while True:
             with self._lock:
-                while not self._pending and self._state == _RUNNING:
+                while (not self._pending or self._busy) and self._state == _RUNNING:
                     self._writer_idle = True
                     self._wakeup.wait()
                 self._writer_idle = False
-                if not self._pending:
-                    self._state = _STOPPED
+                if not self._pending:  # stopping (or failed) with nothing left
+                    if self._state == _STOPPING:
+                        self._state = _STOPPED
                     return
+                self._busy = True
                 batch = self._pending
                 self._pending = []
                 gen = self._generation
@@ -185,6 +230,10 @@ cdef class Journal:
             except BaseException as exc:  # fatal: never retry on this connection
                 self._fail(batch, gen, exc)
                 return
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._wakeup.notify_all()
             self.batches += 1
             self.records += len(batch)
             if _crash.ARMED:
@@ -228,6 +277,7 @@ cdef class Journal:
         with self._lock:
             self._failure = err
             self._state = _FAILED
+            self._wakeup.notify_all()
             rest = self._pending
             self._pending = []
             later = self._generation
@@ -236,5 +286,6 @@ cdef class Journal:
             rec.result = None
         for rec in rest:
             rec.error = err
-        self._wake(batch, gen)
+        if gen is not None:
+            self._wake(batch, gen)
         self._wake(rest, later)

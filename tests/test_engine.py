@@ -555,3 +555,18 @@ def test_error_hierarchy() -> None:
     for cls in (errors.NonDeterminismError, errors.WorkflowFailedError, errors.JournalStoppedError):
         e = cls("m")
         assert type(pickle.loads(pickle.dumps(e))) is cls
+
+
+def test_custom_names_work_for_every_way_of_starting(make_engine) -> None:
+    engine = make_engine()
+
+    @engine.workflow(name="custom.name")
+    def flow(x: int) -> int:
+        return x + 1
+
+    with engine:
+        assert flow(1) == 2  # direct call
+        assert engine.run(flow, 2) == 3
+        assert engine.run("custom.name", 3) == 4
+        assert engine.run(flow.__wrapped__, 4) == 5  # the undecorated function
+        assert {i.name for i in engine.list_workflows()} == {"custom.name"}

@@ -277,15 +277,15 @@ class Engine:
         """Start a workflow and wait for its result."""
         return self.start(workflow, *args, workflow_id=workflow_id, **kwargs).result(timeout)
 
-    def _spec(self, workflow: Callable[..., Any] | str) -> WorkflowSpec:
-        if isinstance(workflow, str):
+    def _spec(self, workflow: Callable[..., Any] | str | WorkflowSpec) -> WorkflowSpec:
+        if isinstance(workflow, WorkflowSpec):
+            spec: WorkflowSpec | None = workflow
+        elif isinstance(workflow, str):
             spec = self._workflows.get(workflow)
         else:
             spec = getattr(workflow, "__durably_workflow__", None)
-            if spec is None:
-                spec = self._workflows.get(_name_of(workflow))
-                if spec is not None and spec.fn is not workflow:
-                    spec = None
+            if spec is None:  # the undecorated function
+                spec = next((s for s in self._workflows.values() if s.fn is workflow), None)
         if spec is None or self._workflows.get(spec.name) is not spec:
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec
@@ -323,7 +323,7 @@ class Engine:
 
     def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A sync workflow called directly: run it in the calling thread."""
-        spec, wid, rec = self._prepare_start(spec.fn, args, kwargs, None)
+        spec, wid, rec = self._prepare_start(spec, args, kwargs, None)
         assert rec is not None
         self._journal.submit(rec)
         ctx = self._register(spec, wid)

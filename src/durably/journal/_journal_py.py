@@ -75,6 +75,7 @@ class Journal:
         self._generation = _Generation()
         self._state = _NEW
         self._writer_idle = False
+        self._busy = False  # a batch is being flushed (by the writer or a leader)
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         self.batches = 0
@@ -95,7 +96,9 @@ class Journal:
         with self._lock:
             if self._state == _RUNNING:
                 self._state = _STOPPING
-            self._wakeup.notify()
+            self._wakeup.notify_all()
+            while self._busy:  # a leader's flush in flight: let it finish
+                self._wakeup.wait()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
@@ -121,12 +124,53 @@ class Journal:
             return self._generation
 
     def submit(self, rec: Record) -> Any:
-        """Journal ``rec`` and block until it is durable; return its result."""
-        gen = self._enqueue(rec)
-        gen.event.wait()
+        """Journal ``rec`` and block until it is durable; return its result.
+
+        When no batch is being written and nothing is queued, the calling
+        thread writes its record itself (it "leads" a batch of one): a lone
+        sequential workflow then pays one fsync per step and no thread
+        hand-offs. Records arriving meanwhile queue up for the writer thread
+        as usual. Event-loop callers never lead (see ``submit_async``).
+        """
+        with self._lock:
+            if self._state != _RUNNING:
+                raise self._stopped_error()
+            if self._busy or self._pending:
+                self._pending.append(rec)
+                if self._writer_idle:
+                    self._writer_idle = False
+                    self._wakeup.notify()
+                gen = self._generation
+            else:
+                self._busy = True
+                gen = None
+        if gen is None:
+            self._lead(rec)
+        else:
+            gen.event.wait()
         if rec.error is not None:
             raise rec.error
         return rec.result
+
+    def _lead(self, rec: Record) -> None:
+        batch = [rec]
+        if _crash.ARMED:
+            _crash.hit("journal.batch_built")
+        try:
+            self._flush(batch)
+        except BaseException as exc:  # fatal: never retry on this connection
+            self._fail(batch, None, exc)
+            return
+        finally:
+            with self._lock:
+                self._busy = False
+                if self._pending:
+                    self._wakeup.notify_all()
+        self.batches += 1
+        self.records += 1
+        if _crash.ARMED:
+            _crash.hit("journal.after_commit")
+            _crash.hit("journal.after_wake")
 
     def submit_async(self, rec: Record) -> "asyncio.Future[Any]":
         """Journal ``rec``; the returned future resolves once it is durable.
@@ -149,13 +193,15 @@ class Journal:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and self._state == _RUNNING:
+                while (not self._pending or self._busy) and self._state == _RUNNING:
                     self._writer_idle = True
                     self._wakeup.wait()
                 self._writer_idle = False
-                if not self._pending:
-                    self._state = _STOPPED
+                if not self._pending:  # stopping (or failed) with nothing left
+                    if self._state == _STOPPING:
+                        self._state = _STOPPED
                     return
+                self._busy = True
                 batch = self._pending
                 self._pending = []
                 gen = self._generation
@@ -167,6 +213,10 @@ class Journal:
             except BaseException as exc:  # fatal: never retry on this connection
                 self._fail(batch, gen, exc)
                 return
+            finally:
+                with self._lock:
+                    self._busy = False
+                    self._wakeup.notify_all()
             self.batches += 1
             self.records += len(batch)
             if _crash.ARMED:
@@ -199,7 +249,7 @@ class Journal:
             for other_loop, recs in others.items():
                 _call_soon(other_loop, recs)
 
-    def _fail(self, batch: list[Record], gen: _Generation, exc: BaseException) -> None:
+    def _fail(self, batch: list[Record], gen: _Generation | None, exc: BaseException) -> None:
         err = errors.JournalStoppedError(
             f"journal writer stopped: {exc}; reopen the engine (nothing in the failed batch was acknowledged)",
             cause=repr(exc),
@@ -208,6 +258,7 @@ class Journal:
         with self._lock:
             self._failure = err
             self._state = _FAILED
+            self._wakeup.notify_all()
             rest = self._pending
             self._pending = []
             later = self._generation
@@ -216,7 +267,8 @@ class Journal:
             rec.result = None
         for rec in rest:
             rec.error = err
-        self._wake(batch, gen)
+        if gen is not None:
+            self._wake(batch, gen)
         self._wake(rest, later)
 
 

@@ -1,0 +1,46 @@
+"""The ``durably`` command line: the demo, and a first look at a database."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import demo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="durably", description="durable workflows on SQLite")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="run a batch of workflows, SIGKILL the worker, recover, report")
+    p.add_argument("--db", default="durably-demo.db", help="database file (recreated)")
+    p.add_argument("--orders", type=int, default=5000)
+    p.add_argument("--kill-at", type=float, default=0.4, help="fraction of steps done when the worker is killed")
+    p.add_argument("--worker", metavar="DB", help=argparse.SUPPRESS)
+    p = sub.add_parser("list", help="list workflows in a database")
+    p.add_argument("db")
+    p.add_argument("--status")
+    p.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("steps", help="show the recorded steps of one workflow")
+    p.add_argument("db")
+    p.add_argument("workflow_id")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        if args.worker:
+            demo.worker(args.worker, args.orders)
+            return 0
+        return demo.main(args.db, args.orders, args.kill_at)
+    from .engine import Engine
+
+    with Engine(args.db) as engine:  # nothing registered: pending work is left parked? no: see below
+        if args.command == "list":
+            for info in engine.list_workflows(status=args.status, limit=args.limit):
+                print(f"{info.workflow_id}\t{info.status}\t{info.name}\t{info.parked or ''}")
+        else:
+            for step in engine.steps(args.workflow_id):
+                print(f"{step.position}\t{step.name}\t{step.output if step.error is None else 'ERROR ' + step.error}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
