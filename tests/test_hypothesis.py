@@ -65,7 +65,7 @@ def _replay_into(module: Any, path: str, plan: list[list[tuple[int, Any]]]) -> t
 
 
 @pytest.mark.skipif(expected_implementation() != "cython", reason="needs the compiled journal")
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=batches)
 def test_compiled_journal_commits_what_the_twin_commits(plan: list[list[tuple[int, Any]]]) -> None:
     from durably.journal import _journal_c

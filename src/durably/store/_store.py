@@ -42,6 +42,8 @@ _COMPLETE = (
     "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
     " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status = 'PENDING'"
 )
+# Record kinds written with one statement each, batched through executemany.
+_MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 
 
@@ -134,23 +136,26 @@ class Store:
         conn = self._writer
         if conn is None:
             raise errors.NotOpenError("the store is closed")
-        steps: list[Any] = []
-        completes: list[Any] = []
         with self._write_lock:
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                # Records apply in submission order, so the outcome never depends
+                # on how records were split into batches; consecutive records of
+                # one kind go through a single executemany.
+                run: list[Any] = []
+                run_sql = None
                 for rec in batch:
-                    kind = rec.kind
-                    if kind == R.STEP:
-                        steps.append(rec)
-                    elif kind == R.COMPLETE:
-                        completes.append(rec)
-                    else:
+                    sql = _MANY.get(rec.kind)
+                    if sql is not run_sql and run:
+                        self._apply_many(conn, run_sql, run)
+                        run = []
+                    run_sql = sql
+                    if sql is None:
                         self._apply_one(conn, rec)
-                if steps:
-                    self._apply_many(conn, _INSERT_STEP, steps)
-                if completes:
-                    self._apply_many(conn, _COMPLETE, completes)
+                    else:
+                        run.append(rec)
+                if run:
+                    self._apply_many(conn, run_sql, run)
                 if _crash.ARMED:
                     _crash.hit("store.before_commit")
                 conn.execute("COMMIT")
