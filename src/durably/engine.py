@@ -40,9 +40,13 @@ class RecoveryReport:
 
 
 class _Completion:
-    __slots__ = ("event", "futures")
+    """Waiters for one workflow's end; ``final`` is (name, status, output,
+    error) when its outcome was journaled in this process."""
+
+    __slots__ = ("event", "futures", "final")
 
     def __init__(self) -> None:
+        self.final: tuple[str, str, Any, Any] | None = None
         self.event = threading.Event()
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
@@ -339,10 +343,14 @@ class Engine:
             self._active[wid] = ctx
             return ctx
 
-    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
+    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None,
+                journal: list[tuple[Any, ...]] | None = None) -> None:
         ctx = self._register(spec, wid)
         if ctx is None:
             return
+        if journal is not None:  # already loaded (recovery): no query per workflow
+            ctx.load(journal)
+            replay = False
         if not spec.is_async:
             assert self._pool is not None
             self._pool.submit(run_sync, ctx, spec, inputs, replay)
@@ -384,7 +392,7 @@ class Engine:
 
     # -- finishing and waiting ------------------------------------------------------
 
-    def _finished(self, ctx: WorkflowContext) -> None:
+    def _finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | None = None) -> None:
         wid = ctx.workflow_id
         with self._lock:
             if self._active.get(wid) is ctx:
@@ -396,13 +404,15 @@ class Engine:
             spec = self._workflows.get(ctx.name)
             if row is not None and row[2] == "PENDING" and spec is not None:
                 self._launch(spec, wid, row[3], replay=True)
-        self._notify(wid)
+                final = None
+        self._notify(wid, final)
 
-    def _notify(self, wid: str) -> None:
+    def _notify(self, wid: str, final: tuple[str, str, Any, Any] | None = None) -> None:
         with self._lock:
             done = self._completions.pop(wid, None)
         if done is None:
             return
+        done.final = final
         done.event.set()
         for loop, fut in done.futures:
             try:
@@ -410,17 +420,18 @@ class Engine:
             except RuntimeError:
                 pass  # that loop is closed
 
-    def _completion(self, wid: str) -> _Completion:
+    def _completion(self, wid: str, loop: asyncio.AbstractEventLoop | None = None) -> tuple[_Completion, "asyncio.Future[None] | None", bool]:
+        """Register interest in ``wid``'s end: (completion, future for
+        ``loop`` or None, whether it is running in this process right now).
+        If it is running, its end will be notified: no need to read the row."""
+        fut = loop.create_future() if loop is not None else None
         with self._lock:
             done = self._completions.get(wid)
             if done is None:
                 done = self._completions[wid] = _Completion()
-            return done
-
-    def _completion_future(self, wid: str, loop: asyncio.AbstractEventLoop) -> "asyncio.Future[None]":
-        fut: asyncio.Future[None] = loop.create_future()
-        self._completion(wid).futures.append((loop, fut))
-        return fut
+            if fut is not None:
+                done.futures.append((loop, fut))  # type: ignore[arg-type]
+            return done, fut, wid in self._active
 
     def _row(self, wid: str) -> tuple[Any, ...]:
         self._check_open()
@@ -467,17 +478,19 @@ class Engine:
             children = [c for wid in frontier for c in self._store.children(wid)]
             ids.extend(children)
             frontier = children
+        # Interrupt first: a completion racing with the cancel then never
+        # reports SUCCESS to waiters without re-reading the row.
+        with self._lock:
+            for wid in ids:
+                ctx = self._active.get(wid)
+                if ctx is not None:
+                    ctx.interrupt = errors.WorkflowCancelled(wid)
         for wid in ids:
             self._journal.submit(Record(R.SQL, (
                 "UPDATE workflows SET status = 'CANCELLED', updated_at = unixepoch('subsec')"
                 " WHERE workflow_id = ? AND status = 'PENDING'",
                 (wid,),
             )))
-        with self._lock:
-            for wid in ids:
-                ctx = self._active.get(wid)
-                if ctx is not None:
-                    ctx.interrupt = errors.WorkflowCancelled(wid)
         for wid in ids:
             self._notify(wid)
 
@@ -514,6 +527,7 @@ class Engine:
         report = RecoveryReport()
         if _crash.ARMED:
             _crash.hit("recovery.scan")
+        journals = self._store.pending_journals()
         for wid, name, inputs, _parent in self._store.pending_workflows():
             spec = self._workflows.get(name)
             if spec is None:
@@ -524,7 +538,7 @@ class Engine:
                 )))
                 continue
             report.resumed.append(wid)
-            self._launch(spec, wid, inputs, replay=True)
+            self._launch(spec, wid, inputs, replay=False, journal=journals.get(wid, []))
             if _crash.ARMED:
                 _crash.hit("recovery.launched")
         if report.unknown:

@@ -89,10 +89,11 @@ class WorkflowHandle:
         engine = self._engine
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            waiter = engine._completion(self.workflow_id)
-            row = engine._row(self.workflow_id)
-            if row[2] in TERMINAL:
-                return _outcome(engine, row)
+            waiter, _, running = engine._completion(self.workflow_id)
+            if not running:
+                row = engine._row(self.workflow_id)
+                if row[2] in TERMINAL:
+                    return _outcome(engine, self.workflow_id, row[1], row[2], row[4], row[5])
             remaining = None if deadline is None else deadline - time.monotonic()
             if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
                 raise errors.ResultTimeoutError(
@@ -100,6 +101,8 @@ class WorkflowHandle:
                     workflow_id=self.workflow_id, timeout=timeout,
                 )
             engine._check_open()
+            if waiter.final is not None:
+                return _outcome(engine, self.workflow_id, *waiter.final)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """``result`` for asyncio code: waits without blocking the event loop."""
@@ -107,23 +110,26 @@ class WorkflowHandle:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            fut = engine._completion_future(self.workflow_id, loop)
-            row = engine._row(self.workflow_id)
-            if row[2] in TERMINAL:
-                return _outcome(engine, row)
+            waiter, fut, running = engine._completion(self.workflow_id, loop)
+            assert fut is not None
+            if not running:
+                row = engine._row(self.workflow_id)
+                if row[2] in TERMINAL:
+                    return _outcome(engine, self.workflow_id, row[1], row[2], row[4], row[5])
             remaining = None if deadline is None else deadline - loop.time()
             try:
-                await asyncio.wait_for(asyncio.shield(fut), remaining)
+                await asyncio.wait_for(fut, remaining)
             except asyncio.TimeoutError:
                 raise errors.ResultTimeoutError(
                     f"workflow {self.workflow_id!r} did not finish within {timeout}s",
                     workflow_id=self.workflow_id, timeout=timeout,
                 ) from None
             engine._check_open()
+            if waiter.final is not None:
+                return _outcome(engine, self.workflow_id, *waiter.final)
 
 
-def _outcome(engine: "Engine", row: tuple[Any, ...]) -> Any:
-    wid, name, status, _inputs, output, error = row[:6]
+def _outcome(engine: "Engine", wid: str, name: str, status: str, output: Any, error: Any) -> Any:
     if status == "SUCCESS":
         if output is None:
             return None

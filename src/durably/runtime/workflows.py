@@ -83,6 +83,15 @@ def _prepare(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
 
 
+def _final(ctx: WorkflowContext, rec: Record) -> tuple[str, str, Any, Any] | None:
+    """The durable outcome to hand to waiters, or None if the row must be read
+    (a park, or a completion that lost to a concurrent cancel)."""
+    if rec.kind != R.COMPLETE or ctx.interrupt is not None:
+        return None
+    status, output, error, _wid = rec.params
+    return ctx.name, status, output, error
+
+
 def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
     """Run a sync workflow in this thread to an outcome and journal it."""
     token = current.set(ctx)
@@ -96,17 +105,19 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     finally:
         current.reset(token)
     rec = _records_for(ctx, _classify(ctx, spec, result, exc))
+    final = None
     try:
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_complete")
             ctx.journal.submit(rec)
+            final = _final(ctx, rec)
             if _crash.ARMED:
                 _crash.hit("workflow.after_complete")
     except errors.DurablyError:
         pass  # writer stopped: the workflow stays PENDING for the next open
     finally:
-        ctx.engine._finished(ctx)
+        ctx.engine._finished(ctx, final)
 
 
 async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
@@ -120,15 +131,17 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     except BaseException as e:
         exc = e
     rec = _records_for(ctx, _classify(ctx, spec, result, exc))
+    final = None
     try:
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_complete")
             await ctx.journal.submit_async(rec)
+            final = _final(ctx, rec)
             if _crash.ARMED:
                 _crash.hit("workflow.after_complete")
     except errors.DurablyError:
         pass
     finally:
         current.set(None)
-        ctx.engine._finished(ctx)
+        ctx.engine._finished(ctx, final)

@@ -209,7 +209,11 @@ class Store:
 
     def _start(self, conn: apsw.Connection, rec: Any) -> None:
         workflow_id, name, inputs, parent_id, parent_step = rec.params
-        conn.execute("SAVEPOINT start")
+        # A child's start and its parent's step row are two statements that
+        # must land together: a SAVEPOINT makes them one unit.
+        nested = parent_step is not None
+        if nested:
+            conn.execute("SAVEPOINT start")
         try:
             conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id))
             if conn.changes() == 0:
@@ -218,12 +222,13 @@ class Store:
                 ).get
             else:
                 rec.result = None
-                if parent_step is not None:
-                    conn.execute(_INSERT_STEP, (*parent_step, None))
-            conn.execute("RELEASE start")
+            if nested:
+                conn.execute(_INSERT_STEP, (*parent_step, None))
+                conn.execute("RELEASE start")
         except RECORD_ERRORS as exc:
-            conn.execute("ROLLBACK TO start")
-            conn.execute("RELEASE start")
+            if nested:
+                conn.execute("ROLLBACK TO start")
+                conn.execute("RELEASE start")
             rec.error = map_error(exc, self.path)
 
     def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
@@ -285,6 +290,18 @@ class Store:
             "SELECT position, name, output, error FROM steps WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
+
+    def pending_journals(self) -> dict[str, list[tuple[int, str, Any, Any]]]:
+        """The journals of every PENDING workflow, in one ordered query
+        (recovery loads them all at once instead of one query per workflow)."""
+        journals: dict[str, list[tuple[int, str, Any, Any]]] = {}
+        for wid, pos, name, output, error in self.query(
+            "SELECT s.workflow_id, s.position, s.name, s.output, s.error FROM workflows w"
+            " JOIN steps s ON s.workflow_id = w.workflow_id WHERE w.status = 'PENDING'"
+            " ORDER BY s.workflow_id, s.position"
+        ):
+            journals.setdefault(wid, []).append((pos, name, output, error))
+        return journals
 
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """Steps with their timestamps: (position, name, output, error, recorded_at)."""
