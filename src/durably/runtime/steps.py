@@ -125,7 +125,14 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
-        value, exc = await _run_async(spec, args, kwargs)
+        if spec.retries == 0 and spec.is_async:  # the common case: no extra coroutine
+            exc = None
+            try:
+                value = await spec.fn(*args, **kwargs)
+            except Exception as e:
+                value, exc = None, e
+        else:
+            value, exc = await _run_async(spec, args, kwargs)
         if _crash.ARMED:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, pos, value, exc)
