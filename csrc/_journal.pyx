@@ -131,11 +131,14 @@ cdef class Journal:
 
     # -- submitting ------------------------------------------------------------
 
-    cdef _Generation _enqueue(self, Record rec):
+    cdef _Generation _enqueue(self, Record rec, bint may_lead=False):
         cdef _Generation gen
         with self._lock:
             if self._state != _RUNNING:
                 raise self._stopped_error()
+            if may_lead and not self._busy and not self._pending:
+                self._busy = True
+                return None
             self._pending.append(rec)
             if self._writer_idle:
                 self._writer_idle = False
@@ -148,47 +151,14 @@ cdef class Journal:
 
         A lone caller with nothing in flight writes its own record (see the twin).
         """
-        cdef _Generation gen = None
-        cdef bint lead = False
-        with self._lock:
-            if self._state != _RUNNING:
-                raise self._stopped_error()
-            if self._busy or self._pending:
-                self._pending.append(rec)
-                if self._writer_idle:
-                    self._writer_idle = False
-                    self._wakeup.notify()
-                gen = self._generation
-            else:
-                self._busy = True
-                lead = True
-        if lead:
-            self._lead(rec)
+        cdef _Generation gen = self._enqueue(rec, True)
+        if gen is None:
+            self._commit([rec], None)
         else:
             gen.event.wait()
         if rec.error is not None:
             raise rec.error
         return rec.result
-
-    cdef _lead(self, Record rec):
-        cdef list batch = [rec]
-        if _crash.ARMED:
-            _crash.hit("journal.batch_built")
-        try:
-            self._flush(batch)
-        except BaseException as exc:  # fatal: never retry on this connection
-            self._fail(batch, None, exc)
-            return
-        finally:
-            with self._lock:
-                self._busy = False
-                if self._pending:
-                    self._wakeup.notify_all()
-        self.batches += 1
-        self.records += 1
-        if _crash.ARMED:
-            _crash.hit("journal.after_commit")
-            _crash.hit("journal.after_wake")
 
     def submit_async(self, Record rec):
         """Journal ``rec``; the returned future resolves once it is durable."""
@@ -223,24 +193,31 @@ cdef class Journal:
                 self._pending = []
                 gen = self._generation
                 self._generation = _Generation()
-            if _crash.ARMED:
-                _crash.hit("journal.batch_built")
-            try:
-                self._flush(batch)
-            except BaseException as exc:  # fatal: never retry on this connection
-                self._fail(batch, gen, exc)
+            if not self._commit(batch, gen):
                 return
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._wakeup.notify_all()
-            self.batches += 1
-            self.records += len(batch)
-            if _crash.ARMED:
-                _crash.hit("journal.after_commit")
+
+    cdef bint _commit(self, list batch, _Generation gen):
+        """Flush one batch (the caller set ``_busy``) and wake its waiters."""
+        if _crash.ARMED:
+            _crash.hit("journal.batch_built")
+        try:
+            self._flush(batch)
+        except BaseException as exc:  # fatal: never retry on this connection
+            self._fail(batch, gen, exc)
+            return False
+        finally:
+            with self._lock:
+                self._busy = False
+                self._wakeup.notify_all()
+        self.batches += 1
+        self.records += len(batch)
+        if _crash.ARMED:
+            _crash.hit("journal.after_commit")
+        if gen is not None:
             self._wake(batch, gen)
-            if _crash.ARMED:
-                _crash.hit("journal.after_wake")
+        if _crash.ARMED:
+            _crash.hit("journal.after_wake")
+        return True
 
     cdef _wake(self, list batch, _Generation gen):
         cdef Record rec

@@ -212,3 +212,38 @@ def test_disk_full_fails_with_a_typed_error(make_engine) -> None:
     assert isinstance(info.value.__cause__, errors.DiskFullError)
     engine.close()
     vfs.unregister()
+
+
+def test_a_lone_caller_writes_its_own_record_and_others_queue(impl) -> None:
+    threads_seen: list[str] = []
+    release = threading.Event()
+
+    def flush(batch: list[Any]) -> None:
+        threads_seen.append(threading.current_thread().name)
+        if batch[0].params == "slow":
+            release.wait(5)
+        for rec in batch:
+            rec.result = rec.params
+
+    journal = impl.Journal(flush)
+    journal.start()
+    assert journal.submit(impl.Record(R.SQL, "alone")) == "alone"
+    assert threads_seen == [threading.current_thread().name]  # no hand-off
+    # while a leader's flush is in flight, other records go to the writer thread
+    leader = threading.Thread(target=journal.submit, args=(impl.Record(R.SQL, "slow"),), name="leader")
+    leader.start()
+    while len(threads_seen) < 2:
+        time.sleep(0.001)
+    out: list[Any] = []
+    followers = [threading.Thread(target=lambda i=i: out.append(journal.submit(impl.Record(R.SQL, i)))) for i in range(5)]
+    for t in followers:
+        t.start()
+    time.sleep(0.05)
+    assert out == []  # nobody overtook the leader's commit
+    release.set()
+    leader.join()
+    for t in followers:
+        t.join()
+    journal.stop()
+    assert sorted(out) == list(range(5))
+    assert threads_seen[1] == "leader" and set(threads_seen[2:]) == {"durably-journal"}

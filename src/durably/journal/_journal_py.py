@@ -113,10 +113,16 @@ class Journal:
 
     # -- submitting ------------------------------------------------------------
 
-    def _enqueue(self, rec: Record) -> _Generation:
+    def _enqueue(self, rec: Record, may_lead: bool = False) -> _Generation | None:
+        """Queue ``rec`` for the writer and return its batch's generation, or
+        return None when the caller should write it itself (``may_lead`` and
+        nothing in flight or queued)."""
         with self._lock:
             if self._state != _RUNNING:
                 raise self._stopped_error()
+            if may_lead and not self._busy and not self._pending:
+                self._busy = True
+                return None
             self._pending.append(rec)
             if self._writer_idle:
                 self._writer_idle = False
@@ -132,45 +138,14 @@ class Journal:
         hand-offs. Records arriving meanwhile queue up for the writer thread
         as usual. Event-loop callers never lead (see ``submit_async``).
         """
-        with self._lock:
-            if self._state != _RUNNING:
-                raise self._stopped_error()
-            if self._busy or self._pending:
-                self._pending.append(rec)
-                if self._writer_idle:
-                    self._writer_idle = False
-                    self._wakeup.notify()
-                gen = self._generation
-            else:
-                self._busy = True
-                gen = None
+        gen = self._enqueue(rec, may_lead=True)
         if gen is None:
-            self._lead(rec)
+            self._commit([rec], None)
         else:
             gen.event.wait()
         if rec.error is not None:
             raise rec.error
         return rec.result
-
-    def _lead(self, rec: Record) -> None:
-        batch = [rec]
-        if _crash.ARMED:
-            _crash.hit("journal.batch_built")
-        try:
-            self._flush(batch)
-        except BaseException as exc:  # fatal: never retry on this connection
-            self._fail(batch, None, exc)
-            return
-        finally:
-            with self._lock:
-                self._busy = False
-                if self._pending:
-                    self._wakeup.notify_all()
-        self.batches += 1
-        self.records += 1
-        if _crash.ARMED:
-            _crash.hit("journal.after_commit")
-            _crash.hit("journal.after_wake")
 
     def submit_async(self, rec: Record) -> "asyncio.Future[Any]":
         """Journal ``rec``; the returned future resolves once it is durable.
@@ -206,24 +181,35 @@ class Journal:
                 self._pending = []
                 gen = self._generation
                 self._generation = _Generation()
-            if _crash.ARMED:
-                _crash.hit("journal.batch_built")
-            try:
-                self._flush(batch)
-            except BaseException as exc:  # fatal: never retry on this connection
-                self._fail(batch, gen, exc)
+            if not self._commit(batch, gen):
                 return
-            finally:
-                with self._lock:
-                    self._busy = False
-                    self._wakeup.notify_all()
-            self.batches += 1
-            self.records += len(batch)
-            if _crash.ARMED:
-                _crash.hit("journal.after_commit")
+
+    def _commit(self, batch: list[Record], gen: _Generation | None) -> bool:
+        """Flush one batch (the caller set ``_busy``) and wake its waiters.
+
+        ``gen`` is None for a leader's batch of one (its waiter is the caller).
+        Returns False after a fatal error, which stops the journal for good.
+        """
+        if _crash.ARMED:
+            _crash.hit("journal.batch_built")
+        try:
+            self._flush(batch)
+        except BaseException as exc:  # fatal: never retry on this connection
+            self._fail(batch, gen, exc)
+            return False
+        finally:
+            with self._lock:
+                self._busy = False
+                self._wakeup.notify_all()
+        self.batches += 1
+        self.records += len(batch)
+        if _crash.ARMED:
+            _crash.hit("journal.after_commit")
+        if gen is not None:
             self._wake(batch, gen)
-            if _crash.ARMED:
-                _crash.hit("journal.after_wake")
+        if _crash.ARMED:
+            _crash.hit("journal.after_wake")
+        return True
 
     def _wake(self, batch: list[Record], gen: _Generation) -> None:
         gen.event.set()
