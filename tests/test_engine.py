@@ -570,3 +570,38 @@ def test_custom_names_work_for_every_way_of_starting(make_engine) -> None:
         assert engine.run("custom.name", 3) == 4
         assert engine.run(flow.__wrapped__, 4) == 5  # the undecorated function
         assert {i.name for i in engine.list_workflows()} == {"custom.name"}
+
+
+def test_sync_parents_waiting_on_children_cannot_starve_the_pool(make_engine) -> None:
+    engine = make_engine(workers=2)
+
+    @engine.workflow()
+    def leaf(x: int) -> int:
+        return x
+
+    @engine.workflow()
+    def parent(x: int) -> int:
+        return leaf(x) + leaf(x + 1)  # children run in this thread
+
+    with engine:
+        handles = [engine.start(parent, i) for i in range(6)]  # 6 parents, 2 workers
+        assert [h.result(timeout=20) for h in handles] == [2 * i + 1 for i in range(6)]
+
+
+def test_async_step_called_from_a_sync_workflow(make_engine) -> None:
+    import asyncio
+
+    engine = make_engine()
+
+    @engine.step()
+    async def fetch(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 3
+
+    @engine.workflow()
+    def flow(x: int) -> int:
+        return fetch(x) + 1
+
+    with engine:
+        assert engine.run(flow, 2, workflow_id="mix") == 7
+        assert engine.steps("mix")[0].output == "6"

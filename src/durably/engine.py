@@ -140,9 +140,7 @@ class Engine:
 
         @functools.wraps(spec.fn)
         def call(*args: Any, **kwargs: Any) -> Any:
-            if current.get() is None:
-                return self._run_inline(spec, args, kwargs)
-            return self.start(spec.fn, *args, **kwargs).result()
+            return self._run_inline(spec, args, kwargs)
 
         call.__durably_workflow__ = spec  # type: ignore[attr-defined]
         return call
@@ -314,7 +312,7 @@ class Engine:
         parent_step = (ctx.workflow_id, pos, step_name, self._codec.encode(wid, "child id"))
         return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step))
 
-    def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any) -> None:
+    def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
         if existing is not None:
             name, _status = existing
             if name != spec.name:
@@ -323,16 +321,22 @@ class Engine:
                     workflow_id=wid, existing_name=name, requested_name=spec.name,
                 )
             return
-        self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
+        if launch:
+            self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
 
     def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A sync workflow called directly: run it in the calling thread."""
+        """A sync workflow called directly runs in the calling thread.
+
+        Inside a workflow that makes it a child run by its parent's thread,
+        so parents waiting on children can never starve the worker pool.
+        """
         spec, wid, rec = self._prepare_start(spec, args, kwargs, None)
-        assert rec is not None
-        self._journal.submit(rec)
-        ctx = self._register(spec, wid)
-        if ctx is not None:
-            run_sync(ctx, spec, rec.params[2], False)
+        if rec is not None:
+            existing = self._journal.submit(rec)
+            self._started(spec, wid, rec, existing, loop=None, launch=False)
+            ctx = self._register(spec, wid) if existing is None else None
+            if ctx is not None:
+                run_sync(ctx, spec, rec.params[2], False)
         return WorkflowHandle(self, wid).result()
 
     def _register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
