@@ -90,16 +90,17 @@ def test_random_sigkill(tmp_path: Path, seed: int) -> None:
     _assert_clean(verdict)
 
 
-def test_checker_catches_reruns_and_speculation(tmp_path: Path) -> None:
-    """The checker must be able to fail: feed it a forged ledger."""
+def test_checker_catches_forged_failures(tmp_path: Path) -> None:
+    """The checker must be able to fail: feed it forged ledger lines."""
     verdict = run_case(tmp_path, ["workflow.before_complete:2"])
     _assert_clean(verdict)
     crashed, final = verdict.runs[0], verdict.runs[-1]
     wid, pos = sorted(crashed.recorded)[0]
     ledger = tmp_path / "ledger.txt"
     with ledger.open("a") as f:
-        f.write(f"{wid}|{pos}|-1|{final.pid}\n")  # re-ran after recorded, on a wrong input
-    verdict.problems.clear()
-    verdict.rerun_recorded = verdict.speculative = 0
-    check(verdict, tmp_path / "crash.db", ledger, 4)
-    assert verdict.rerun_recorded == 1 and verdict.speculative == 1 and not verdict.ok
+        f.write(f"E|{wid}|{pos}|-1|{final.pid}\n")  # re-ran after recorded, on a wrong input
+        f.write(f"A|{wid}|{pos}|-7|{final.pid}\n")  # an acknowledged value the journal lacks
+    fresh = type(verdict)(runs=verdict.runs)
+    check(fresh, tmp_path / "crash.db", ledger, 4)
+    assert fresh.rerun_recorded == 1 and fresh.speculative == 1 and fresh.acked_lost == 1
+    assert fresh.unjustified_duplicates == 1 and not fresh.ok

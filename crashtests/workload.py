@@ -5,10 +5,14 @@
 Starts a fixed set of workflows (sync, async, parents with a child) under
 fixed ids, so a restart re-issues the same starts idempotently, waits for all
 of them and prints their results as JSON. Every step body appends one fsynced
-line ``workflow_id|position|input|pid`` to LEDGER *before* returning a fresh
-random value, so the checker can tell which bodies ran, in which process, and
-on which input (a step that ran on an input that was later erased is
-speculative progress).
+line ``E|workflow_id|position|input|pid`` to LEDGER *before* returning a
+fresh random value, so the checker can tell which bodies ran, in which
+process, and on which input (a step that ran on an input that was later
+erased is speculative progress). After a step returns to the workflow (its
+outcome is durable: acknowledged), the workflow appends
+``A|workflow_id|position|output|pid``: an acknowledged outcome must survive.
+
+``DURABLY_VFS`` arms the power-loss / disk-fault shim of ``crashtests/vfs.py``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ import sys
 
 import durably
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vfs import install_from_env  # noqa: E402
+
 parser = argparse.ArgumentParser()
 parser.add_argument("db")
 parser.add_argument("ledger")
@@ -30,15 +37,25 @@ parser.add_argument("--steps", type=int, default=4)
 parser.add_argument("--synchronous", default="full")
 opts = parser.parse_args()
 
-engine = durably.Engine(opts.db, synchronous=opts.synchronous, workers=8)
+shim = install_from_env()
+engine = durably.Engine(opts.db, synchronous=opts.synchronous, workers=8, vfs="shim" if shim else None)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 rng = random.Random()
 
 
-def effect(position: int, value: int) -> None:
-    line = f"{engine.workflow_id}|{position}|{value}|{os.getpid()}\n".encode()
+def log(kind: str, position: int, value: int) -> None:
+    line = f"{kind}|{engine.workflow_id}|{position}|{value}|{os.getpid()}\n".encode()
     os.write(ledger_fd, line)
     os.fsync(ledger_fd)
+
+
+def effect(position: int, value: int) -> None:
+    log("E", position, value)
+
+
+def ack(position: int, value: int) -> int:
+    log("A", position, value)
+    return value
 
 
 @engine.step()
@@ -65,22 +82,22 @@ def book(db: durably.Tx, position: int, x: int) -> int:
 def sync_flow(steps: int) -> int:
     s = 0
     for i in range(steps):
-        s = add(i, s)
-    return book(steps, s)
+        s = ack(i, add(i, s))
+    return ack(steps, book(steps, s))
 
 
 @engine.workflow()
 async def async_flow(steps: int) -> int:
     s = 0
     for i in range(steps):
-        s = await add_async(i, s)
-    return await book(steps, s)
+        s = ack(i, await add_async(i, s))
+    return ack(steps, await book(steps, s))
 
 
 @engine.workflow()
 def parent_flow(steps: int) -> int:
     child = sync_flow(steps)  # position 0: start the child, then wait for it
-    return add(1, child)
+    return ack(1, add(1, child))
 
 
 def plan() -> list[tuple[str, object]]:
@@ -98,6 +115,13 @@ async def main() -> dict[str, int]:
     return {h.workflow_id: await h.result_async(timeout=60) for h in handles}
 
 
-with engine:
-    results = asyncio.run(main())
-json.dump({"results": results, "recovered": engine.recovery.resumed}, sys.stdout)
+try:
+    with engine:
+        results = asyncio.run(main())
+except durably.StorageError as exc:  # an injected disk fault: report the typed error, exit 3
+    cause = exc.__cause__
+    json.dump({"error": type(exc).__name__, "cause": type(cause).__name__ if cause else None,
+               "io_ops": shim.shared.ops if shim else None}, sys.stdout)
+    sys.exit(3)
+json.dump({"results": results, "recovered": engine.recovery.resumed,
+           "io_ops": shim.shared.ops if shim else None}, sys.stdout)

@@ -69,6 +69,8 @@ class Engine:
         workers: threads running sync workflows concurrently.
         vfs: name of a registered apsw VFS to open the file through (for
             fault-injection tests; normally None, SQLite's default).
+        check: when to run ``PRAGMA quick_check`` at open: ``"auto"`` (after
+            a crash, the default), ``"always"``, or ``"never"``.
 
     Example::
 
@@ -86,11 +88,11 @@ class Engine:
     """
 
     def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
-                 vfs: str | None = None) -> None:
+                 vfs: str | None = None, check: str = "auto") -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         self.path = path
-        self._store = Store(path, synchronous, vfs)
+        self._store = Store(path, synchronous, vfs, check)
         self._codec = get_codec(codec)
         self._workers = workers
         self._workflows: dict[str, WorkflowSpec] = {}

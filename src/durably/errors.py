@@ -40,6 +40,7 @@ __all__ = [
     "SchemaVersionError",
     "NotADatabaseError",
     "DatabaseCorruptError",
+    "WalMissingError",
     "DiskFullError",
     "DiskIOError",
     "DatabaseBusyError",
@@ -179,6 +180,11 @@ class NotADatabaseError(StorageError):
 
 class DatabaseCorruptError(StorageError):
     """SQLite reports the database image is malformed."""
+
+
+class WalMissingError(DatabaseCorruptError):
+    """The -wal file of a database that was not closed cleanly is gone:
+    committed transactions it held would be silently lost, so durably refuses."""
 
 
 class DiskFullError(StorageError):

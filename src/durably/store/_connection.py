@@ -48,8 +48,6 @@ def expected_pragmas(path: str, synchronous: str) -> dict[str, object]:
 
 def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
     """Open one engine connection with the durable PRAGMAs, or raise StorageError."""
-    if not is_memory(path) and os.path.isdir(path):
-        raise errors.CantOpenError(f"database path {path!r} is a directory", path=path)
     creating = not is_memory(path) and not os.path.exists(path)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     if readonly:

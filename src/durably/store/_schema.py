@@ -41,6 +41,14 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (workflow_id, position)
     ) WITHOUT ROWID;
     """,
+    # v2: whether an engine has the file open, to tell a crash from a clean close.
+    """
+    CREATE TABLE engine_state (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value
+    ) WITHOUT ROWID;
+    INSERT INTO engine_state (key, value) VALUES ('open', 0);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

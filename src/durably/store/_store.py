@@ -19,6 +19,7 @@ writer connection between batches.
 
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
@@ -28,6 +29,7 @@ import apsw
 from .. import _crash
 from .. import _records as R
 from .. import errors
+from . import _lifecycle
 from ._connection import connect, is_memory
 from ._errors import RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -50,9 +52,12 @@ _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id
 class Store:
     """One durably database file (or ``:memory:``)."""
 
-    def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None) -> None:
+    def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto") -> None:
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if check not in _lifecycle.CHECKS:
+            raise errors.UsageError(f"check must be one of {_lifecycle.CHECKS}, not {check!r}")
+        self.check = check
         self.path = path
         self.synchronous = synchronous
         self.vfs = vfs
@@ -65,18 +70,51 @@ class Store:
     # -- lifecycle -------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the connections and create or migrate the schema (atomic)."""
+        """Open the connections and create or migrate the schema (atomic).
+
+        Refuses damaged files with a typed error before anything is written:
+        an empty file, a crashed database whose -wal is gone, one failing
+        ``quick_check`` (after a crash, or always with ``check="always"``).
+        """
+        memory = is_memory(self.path)
+        if memory:
+            self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
+            self._migrate(self._writer)
+            return
+        if os.path.isdir(self.path):
+            raise errors.CantOpenError(f"database path {self.path!r} is a directory", path=self.path)
+        if not os.path.exists(self.path):
+            _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
+        wal_size = _lifecycle.preflight(self.path)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
             self._migrate(self._writer)
-            if not is_memory(self.path):
-                self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
+            _lifecycle.vet_and_mark_open(self._writer, self.path, wal_size, self.check)
+            self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
+        except apsw.Error as exc:
+            self._refuse()
+            raise map_error(exc, self.path) from exc
         except BaseException:
-            self.close()
+            self._refuse()
             raise
 
-    def close(self) -> None:
-        """Close both connections. Safe to call twice."""
+    def _refuse(self) -> None:
+        """Close after refusing a file, leaving it exactly as found: no
+        checkpoint of its WAL into a possibly damaged main file."""
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+        self.close(clean=False)
+
+    def close(self, clean: bool = True) -> None:
+        """Close both connections, marking the file cleanly closed unless the
+        writer failed. Safe to call twice."""
+        if clean and self._failed is None and self._writer is not None and not is_memory(self.path):
+            try:
+                with self._write_lock:
+                    _lifecycle.mark_closed(self._writer)
+            except apsw.Error:
+                pass  # stays marked open: the next open treats it as a crash
         for conn in (self._reader, self._writer):
             if conn is not None:
                 try:

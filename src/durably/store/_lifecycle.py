@@ -1,0 +1,83 @@
+"""Creating, vetting and marking database files so damage is refused at open.
+
+* A new database is built under a temporary name, fully initialised and
+  closed, then renamed into place: the path never names a half-made file,
+  so an empty file there is damage, not a crash during creation.
+* ``engine_state.open`` is set (and checkpointed into the main file) when an
+  engine opens and cleared when it closes cleanly. Finding it set means the
+  last engine crashed: its -wal file must still exist (deleting a hot WAL
+  silently drops committed transactions) and, by default, the file gets a
+  ``PRAGMA quick_check`` before any workflow runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import apsw
+
+from .. import errors
+from ._connection import connect
+
+CHECKS = ("auto", "always", "never")
+
+
+def create(path: str, synchronous: str, vfs: str | None, migrate: "callable") -> None:  # type: ignore[valid-type]
+    """Create ``path`` atomically: build it under a temporary name, then rename."""
+    tmp = f"{path}.init-{os.getpid()}"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(tmp + suffix):
+            os.remove(tmp + suffix)  # a leftover of our own crashed creation
+    conn = connect(tmp, synchronous, vfs=vfs)
+    try:
+        migrate(conn)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()  # the last connection: SQLite checkpoints and removes the -wal
+    os.rename(tmp, path)
+
+
+def preflight(path: str) -> int | None:
+    """Vet an existing file before SQLite touches it; return the size of its
+    -wal file, or None if there is none."""
+    if os.path.getsize(path) == 0:
+        raise errors.DatabaseCorruptError(
+            f"{path!r} is an empty file, not a durably database (truncated?). Restore it from a "
+            "backup, or delete it to start an empty one", path=path,
+        )
+    wal = path + "-wal"
+    return os.path.getsize(wal) if os.path.exists(wal) else None
+
+
+def vet_and_mark_open(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> None:
+    """Refuse a crashed database whose WAL is gone; check it; mark it open."""
+    was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get
+    if was_open and wal_size is None:
+        raise errors.WalMissingError(
+            f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "
+            "in it would be lost. Put the -wal file back (it must sit next to the database), or "
+            "restore from a backup", path=path,
+        )
+    if not wal_size:  # no WAL content: the main file alone must hold every page its header counts
+        expected = conn.pragma("page_count") * conn.pragma("page_size")
+        actual = os.path.getsize(path)
+        if actual < expected:
+            raise errors.DatabaseCorruptError(
+                f"{path!r} is truncated: {actual} bytes, its header says {expected}; restore it "
+                "from a backup", path=path,
+            )
+    if check == "always" or (check == "auto" and was_open):
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise errors.DatabaseCorruptError(
+                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path,
+            )
+    conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the mark must reach the main file
+
+
+def mark_closed(conn: apsw.Connection) -> None:
+    """Clear the mark and fold the WAL into the main file (a clean close
+    leaves no WAL content to lose)."""
+    conn.execute("UPDATE engine_state SET value = 0 WHERE key = 'open'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
