@@ -62,7 +62,7 @@ class Verdict:
 
 def run_workload(db: Path, ledger: Path, crash_at: str | None, *, workflows: int, steps: int,
                  synchronous: str = "full", extra_env: dict[str, str] | None = None, timeout: float = 120,
-                 kill_after: float | None = None) -> Run:
+                 kill_after: float | None = None, delay: float = 0.0) -> Run:
     env = dict(os.environ)
     env.pop("DURABLY_CRASH_AT", None)
     if crash_at:
@@ -70,7 +70,7 @@ def run_workload(db: Path, ledger: Path, crash_at: str | None, *, workflows: int
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, str(WORKLOAD), str(db), str(ledger), "--workflows", str(workflows),
-         "--steps", str(steps), "--synchronous", synchronous],
+         "--steps", str(steps), "--synchronous", synchronous, "--delay", str(delay)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     if kill_after is not None:
@@ -114,7 +114,7 @@ def pending_count(db: Path) -> int:
 
 def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: int = 4,
              extra_env: dict[str, str] | None = None, max_clean_runs: int = 3,
-             synchronous: str = "full", prior_runs: list[Run] | None = None) -> Verdict:
+             synchronous: str = "full", prior_runs: list[Run] | None = None, delay: float = 0.0) -> Verdict:
     """Apply each crash in turn, then run clean until the workload finishes,
     then check. A crash is ``"point:n"`` (a crash point), a float (SIGKILL
     after that many seconds) or a dict of environment for that run (for
@@ -124,7 +124,7 @@ def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: in
     for spec in crashes:
         if isinstance(spec, float):
             run = run_workload(db, ledger, None, workflows=workflows, steps=steps, extra_env=extra_env,
-                               kill_after=spec, synchronous=synchronous)
+                               kill_after=spec, synchronous=synchronous, delay=delay)
         elif isinstance(spec, dict):
             run = run_workload(db, ledger, None, workflows=workflows, steps=steps,
                                extra_env={**(extra_env or {}), **spec}, synchronous=synchronous)
@@ -132,7 +132,7 @@ def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: in
             if spec.endswith(":pending"):  # the n-th launch where n = pending workflows now
                 spec = spec.replace(":pending", f":{max(1, pending_count(db))}")
             run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, extra_env=extra_env,
-                               synchronous=synchronous)
+                               synchronous=synchronous, delay=delay)
         verdict.runs.append(run)
         if run.torn_batches:
             verdict.problems.append(f"after {spec}: {run.torn_batches} transaction step(s) half committed")
@@ -279,3 +279,37 @@ def raw_power_loss(workdir: Path, seed: int, n: int, synchronous: str, journal: 
         result["acked_lost"] = len(acked)
     result["caught"] = result["integrity"] != "ok" or result["acked_lost"] > 0
     return result
+
+
+def run_chaos(workdir: Path, seed: int, *, workflows: int = 60, steps: int = 12, delay: float = 0.04,
+              max_runs: int = 60) -> tuple[Verdict, int]:
+    """Kill the workload over and over until it finishes: each run is killed
+    by SIGKILL after a seeded random delay or at a seeded random crash point.
+    Returns the verdict and how many kills landed (the process really died).
+    The same seed gives the same schedule of kills."""
+    from durably._crash import POINTS
+
+    rng = random.Random(seed)
+    db, ledger = workdir / "crash.db", workdir / "ledger.txt"
+    verdict = Verdict()
+    landed = 0
+    for _ in range(max_runs):
+        if rng.random() < 0.7:
+            run = run_workload(db, ledger, None, workflows=workflows, steps=steps, delay=delay,
+                               kill_after=round(rng.uniform(0.15, 0.5), 3))
+        else:
+            spec = f"{rng.choice(POINTS)}:{rng.randint(1, 40)}"
+            run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, delay=delay)
+        verdict.runs.append(run)
+        if run.returncode == -signal.SIGKILL:
+            landed += 1
+        elif run.returncode == 0:
+            break
+        else:
+            verdict.problems.append(f"run exited {run.returncode}: {run.stderr[-1500:]}")
+            return verdict, landed
+    else:
+        verdict.problems.append(f"the workload never finished in {max_runs} runs")
+        return verdict, landed
+    check(verdict, db, ledger, steps)
+    return verdict, landed

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import sys
+import time
 
 import durably
 
@@ -35,6 +36,7 @@ parser.add_argument("ledger")
 parser.add_argument("--workflows", type=int, default=6)
 parser.add_argument("--steps", type=int, default=4)
 parser.add_argument("--synchronous", default="full")
+parser.add_argument("--delay", type=float, default=0.0, help="max seconds a step body sleeps")
 opts = parser.parse_args()
 
 shim = install_from_env()
@@ -61,13 +63,15 @@ def ack(position: int, value: int) -> int:
 @engine.step()
 def add(position: int, x: int) -> int:
     effect(position, x)
+    if opts.delay:
+        time.sleep(rng.uniform(0, opts.delay))
     return x + rng.randint(1, 1_000_000)
 
 
 @engine.step()
 async def add_async(position: int, x: int) -> int:
     effect(position, x)
-    await asyncio.sleep(0)
+    await asyncio.sleep(rng.uniform(0, opts.delay))
     return x + rng.randint(1, 1_000_000)
 
 

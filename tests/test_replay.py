@@ -147,3 +147,38 @@ def test_close_leaves_running_workflows_pending_for_the_next_open(make_engine) -
     with engine2:
         assert engine2.handle("L").result(timeout=10) == 3
     assert log.count(0) == 1
+
+
+def test_recovering_many_parents_and_children_cannot_deadlock_the_pool(make_engine, db_path) -> None:
+    """Regression (chaos seed 3): after a crash every pending parent and child
+    is queued at once; parents waiting on children queued behind them used to
+    fill every worker and wait forever."""
+    from durably import _records as R
+    from durably.journal import Journal, Record
+    from durably.store import Store
+
+    store = Store(db_path)
+    store.open()
+    journal = Journal(store.flush)
+    journal.start()
+    for i in range(6):
+        parent, child = f"p{i}", f"p{i}/0"
+        journal.submit(Record(R.START, (parent, "parent", "[[],{}]", None, None)))
+        journal.submit(Record(R.START, (child, "child", f"[[{i}],{{}}]", parent,
+                                        (parent, 0, "start:child", f'"{child}"'))))
+    journal.stop()
+    store.close()
+
+    engine = make_engine(workers=2)
+
+    @engine.workflow(name="child")
+    def child(x: int) -> int:
+        return x * 10
+
+    @engine.workflow(name="parent")
+    def parent() -> int:
+        return engine.start(child, -1).result() + 1  # replays the recorded start
+
+    with engine:
+        assert len(engine.recovery.resumed) == 12
+        assert sorted(engine.handle(f"p{i}").result(timeout=20) for i in range(6)) == [1, 11, 21, 31, 41, 51]

@@ -100,6 +100,8 @@ class Engine:
         self._active: dict[str, WorkflowContext] = {}
         self._completions: dict[str, _Completion] = {}
         self._relaunch: set[str] = set()  # resumed while still unwinding a cancel
+        # sync workflows handed to the pool but not started: (ctx, spec, inputs, replay)
+        self._queued: dict[str, tuple[WorkflowContext, WorkflowSpec, Any, bool]] = {}
         self._journal: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -339,6 +341,15 @@ class Engine:
             ctx = self._register(spec, wid) if existing is None else None
             if ctx is not None:
                 run_sync(ctx, spec, rec.params[2], False)
+        else:
+            # A replayed parent reaching a child it started before a crash: if
+            # the child is still pending and nobody runs it, run it here.
+            self._steal(wid)
+            row = self._store.get_workflow(wid)
+            if row is not None and row[2] == "PENDING":
+                ctx = self._register(spec, wid)
+                if ctx is not None:
+                    run_sync(ctx, spec, row[3], True)
         return WorkflowHandle(self, wid).result()
 
     def _register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
@@ -359,7 +370,9 @@ class Engine:
             replay = False
         if not spec.is_async:
             assert self._pool is not None
-            self._pool.submit(run_sync, ctx, spec, inputs, replay)
+            with self._lock:
+                self._queued[wid] = (ctx, spec, inputs, replay)
+            self._pool.submit(self._run_queued, wid)
             return
         coro = run_async(ctx, spec, inputs, replay)
         if loop is not None:
@@ -368,6 +381,26 @@ class Engine:
             task.add_done_callback(self._tasks.discard)
         else:
             asyncio.run_coroutine_threadsafe(coro, self._engine_loop())
+
+    def _run_queued(self, wid: str) -> None:
+        """Pool task: run a queued sync workflow unless a waiter already ran it."""
+        with self._lock:
+            item = self._queued.pop(wid, None)
+        if item is not None:
+            run_sync(*item)
+
+    def _steal(self, wid: str) -> None:
+        """Run a queued (not yet started) sync workflow in this thread.
+
+        Whoever waits for a queued workflow runs it instead of blocking a
+        worker while it sits behind them in the pool queue: parents waiting
+        on children (after recovery, every pending parent and child is queued
+        at once) can then never deadlock the pool.
+        """
+        with self._lock:
+            item = self._queued.pop(wid, None)
+        if item is not None:
+            run_sync(*item)
 
     def _engine_loop(self) -> asyncio.AbstractEventLoop:
         """The engine's own event loop, for async workflows started from sync code."""
@@ -534,7 +567,8 @@ class Engine:
         if _crash.ARMED:
             _crash.hit("recovery.scan")
         journals = self._store.pending_journals()
-        for wid, name, inputs, _parent in self._store.pending_workflows():
+        # Newest first: children before the parents that wait for them.
+        for wid, name, inputs, _parent in reversed(self._store.pending_workflows()):
             spec = self._workflows.get(name)
             if spec is None:
                 report.unknown.append((wid, name))

@@ -88,6 +88,7 @@ class WorkflowHandle:
         """
         engine = self._engine
         deadline = None if timeout is None else time.monotonic() + timeout
+        engine._steal(self.workflow_id)  # queued behind us in the pool: run it here
         while True:
             waiter, _, running = engine._completion(self.workflow_id)
             if not running:

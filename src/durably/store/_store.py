@@ -84,7 +84,10 @@ class Store:
         if os.path.isdir(self.path):
             raise errors.CantOpenError(f"database path {self.path!r} is a directory", path=self.path)
         if not os.path.exists(self.path):
-            _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
+            try:
+                _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
+            except apsw.Error as exc:
+                raise map_error(exc, self.path) from exc
         wal_size = _lifecycle.preflight(self.path)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
