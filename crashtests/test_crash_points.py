@@ -5,7 +5,6 @@ again, no step ran on erased input, and transaction rows exist exactly once."""
 from __future__ import annotations
 
 import os
-import random
 from collections import Counter
 from pathlib import Path
 

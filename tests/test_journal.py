@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-import durably
 from durably import _records as R
 from durably import errors
 from durably.journal import _journal_py

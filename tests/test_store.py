@@ -9,7 +9,6 @@ from pathlib import Path
 import apsw
 import pytest
 
-import durably
 from durably import errors
 from durably.store import APPLICATION_ID, SCHEMA_VERSION, Store, expected_pragmas, read_pragmas
 

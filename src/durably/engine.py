@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
@@ -22,9 +20,10 @@ from . import errors
 from .codec import get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
-from .runtime.context import EngineShutdown, WorkflowContext, current
+from .runtime.context import EngineShutdown, current
 from .runtime.steps import StepSpec, make_step, make_transaction
-from .runtime.workflows import WorkflowSpec, run_async, run_sync
+from .runtime.scheduler import Scheduler
+from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
 
 log = logging.getLogger("durably")
@@ -39,23 +38,11 @@ class RecoveryReport:
     unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
 
 
-class _Completion:
-    """Waiters for one workflow's end; ``final`` is (name, status, output,
-    error) when its outcome was journaled in this process."""
-
-    __slots__ = ("event", "futures", "final")
-
-    def __init__(self) -> None:
-        self.final: tuple[str, str, Any, Any] | None = None
-        self.event = threading.Event()
-        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-
-
 def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-class Engine:
+class Engine(Scheduler):
     """An embedded durable-workflow engine on one SQLite file.
 
     Parameters:
@@ -91,22 +78,12 @@ class Engine:
                  vfs: str | None = None, check: str = "auto") -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
+        super().__init__(workers)
         self.path = path
         self._store = Store(path, synchronous, vfs, check)
         self._codec = get_codec(codec)
-        self._workers = workers
         self._workflows: dict[str, WorkflowSpec] = {}
-        self._lock = threading.Lock()
-        self._active: dict[str, WorkflowContext] = {}
-        self._completions: dict[str, _Completion] = {}
-        self._relaunch: set[str] = set()  # resumed while still unwinding a cancel
-        # sync workflows handed to the pool but not started: (ctx, spec, inputs, replay)
-        self._queued: dict[str, tuple[WorkflowContext, WorkflowSpec, Any, bool]] = {}
         self._journal: Any = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._open = False
         self._closing = False
         self.recovery = RecoveryReport()
@@ -197,7 +174,7 @@ class Engine:
         self._store.open()
         self._journal = Journal(self._store.flush)
         self._journal.start()
-        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
+        self._start_pool()
         self._closing = False
         self._open = True
         try:
@@ -216,16 +193,7 @@ class Engine:
         if not self._open:
             return
         self._closing = True
-        with self._lock:
-            for ctx in self._active.values():
-                if ctx.interrupt is None:
-                    ctx.interrupt = EngineShutdown()
-            waiting = list(self._completions)
-        for wid in waiting:
-            self._notify(wid)
-        self._stop_loop()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        self._stop_all(EngineShutdown())
         self._journal.stop()
         self._store.close()
         self._open = False
@@ -352,126 +320,6 @@ class Engine:
                     run_sync(ctx, spec, row[3], True)
         return WorkflowHandle(self, wid).result()
 
-    def _register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
-        with self._lock:
-            if wid in self._active:
-                return None  # already running in this process
-            ctx = WorkflowContext(self, wid, spec.name, {}, spec.is_async)
-            self._active[wid] = ctx
-            return ctx
-
-    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None,
-                journal: list[tuple[Any, ...]] | None = None) -> None:
-        ctx = self._register(spec, wid)
-        if ctx is None:
-            return
-        if journal is not None:  # already loaded (recovery): no query per workflow
-            ctx.load(journal)
-            replay = False
-        if not spec.is_async:
-            assert self._pool is not None
-            with self._lock:
-                self._queued[wid] = (ctx, spec, inputs, replay)
-            self._pool.submit(self._run_queued, wid)
-            return
-        coro = run_async(ctx, spec, inputs, replay)
-        if loop is not None:
-            task = loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            asyncio.run_coroutine_threadsafe(coro, self._engine_loop())
-
-    def _run_queued(self, wid: str) -> None:
-        """Pool task: run a queued sync workflow unless a waiter already ran it."""
-        with self._lock:
-            item = self._queued.pop(wid, None)
-        if item is not None:
-            run_sync(*item)
-
-    def _steal(self, wid: str) -> None:
-        """Run a queued (not yet started) sync workflow in this thread.
-
-        Whoever waits for a queued workflow runs it instead of blocking a
-        worker while it sits behind them in the pool queue: parents waiting
-        on children (after recovery, every pending parent and child is queued
-        at once) can then never deadlock the pool.
-        """
-        with self._lock:
-            item = self._queued.pop(wid, None)
-        if item is not None:
-            run_sync(*item)
-
-    def _engine_loop(self) -> asyncio.AbstractEventLoop:
-        """The engine's own event loop, for async workflows started from sync code."""
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="durably-loop", daemon=True)
-                thread.start()
-                self._loop, self._loop_thread = loop, thread
-            return self._loop
-
-    def _stop_loop(self) -> None:
-        loop, thread = self._loop, self._loop_thread
-        if loop is None or thread is None:
-            return
-
-        async def drain() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(drain(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-        self._loop = self._loop_thread = None
-
-    # -- finishing and waiting ------------------------------------------------------
-
-    def _finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | None = None) -> None:
-        wid = ctx.workflow_id
-        with self._lock:
-            if self._active.get(wid) is ctx:
-                del self._active[wid]
-            relaunch = wid in self._relaunch
-            self._relaunch.discard(wid)
-        if relaunch and not self._closing:
-            row = self._store.get_workflow(wid)
-            spec = self._workflows.get(ctx.name)
-            if row is not None and row[2] == "PENDING" and spec is not None:
-                self._launch(spec, wid, row[3], replay=True)
-                final = None
-        self._notify(wid, final)
-
-    def _notify(self, wid: str, final: tuple[str, str, Any, Any] | None = None) -> None:
-        with self._lock:
-            done = self._completions.pop(wid, None)
-        if done is None:
-            return
-        done.final = final
-        done.event.set()
-        for loop, fut in done.futures:
-            try:
-                loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:
-                pass  # that loop is closed
-
-    def _completion(self, wid: str, loop: asyncio.AbstractEventLoop | None = None) -> tuple[_Completion, "asyncio.Future[None] | None", bool]:
-        """Register interest in ``wid``'s end: (completion, future for
-        ``loop`` or None, whether it is running in this process right now).
-        If it is running, its end will be notified: no need to read the row."""
-        fut = loop.create_future() if loop is not None else None
-        with self._lock:
-            done = self._completions.get(wid)
-            if done is None:
-                done = self._completions[wid] = _Completion()
-            if fut is not None:
-                done.futures.append((loop, fut))  # type: ignore[arg-type]
-            return done, fut, wid in self._active
-
     def _row(self, wid: str) -> tuple[Any, ...]:
         self._check_open()
         row = self._store.get_workflow(wid)
@@ -588,7 +436,3 @@ class Engine:
             log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
         self.recovery = report
 
-
-def _set_done(fut: "asyncio.Future[None]") -> None:
-    if not fut.done():
-        fut.set_result(None)
