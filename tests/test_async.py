@@ -127,3 +127,28 @@ def test_async_direct_call_and_children(make_engine) -> None:
     with engine:
         assert asyncio.run(main()) == 203
         assert len(engine.list_workflows(name=child)) == 2
+
+
+def test_async_workflow_outlives_the_callers_event_loop(make_engine) -> None:
+    engine = make_engine()
+    ran: list[int] = []
+
+    @engine.step()
+    async def slow(i: int) -> int:
+        await asyncio.sleep(0.01)
+        ran.append(i)
+        return i
+
+    @engine.workflow()
+    async def flow() -> int:
+        return sum([await slow(i) for i in range(20)])
+
+    async def start_and_leave() -> str:
+        h = await engine.start_async(flow, workflow_id="leaver")
+        await asyncio.sleep(0.03)  # the loop ends while the workflow is mid-way
+        return h.workflow_id
+
+    with engine:
+        wid = asyncio.run(start_and_leave())
+        assert engine.handle(wid).result(timeout=20) == sum(range(20))
+        assert sorted(ran) == list(range(20))  # each step ran once, none lost

@@ -97,6 +97,14 @@ class Scheduler:
         else:
             asyncio.run_coroutine_threadsafe(coro, self._engine_loop())
 
+    def _hand_over(self, ctx: WorkflowContext) -> None:
+        """Continue an async workflow whose task was cancelled under it on the
+        engine's own loop, replaying its journal."""
+        spec = self._workflows.get(ctx.name)
+        row = self._store.get_workflow(ctx.workflow_id)
+        if spec is not None and row is not None and row[2] == "PENDING":
+            self._launch(spec, ctx.workflow_id, row[3], replay=True)
+
     def _run_queued(self, wid: str) -> None:
         """Pool task: run a queued sync workflow unless a waiter already ran it."""
         with self._lock:

@@ -145,3 +145,8 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     finally:
         current.set(None)
         ctx.engine._finished(ctx, final)
+    if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.engine._closing:
+        # The task was cancelled from outside (typically the caller's event
+        # loop ending under it) while the engine stays open: carry on, from
+        # the journal, on the engine's own loop.
+        ctx.engine._hand_over(ctx)
