@@ -1,17 +1,22 @@
-"""durably benchmarks: fsync and throughput profiling on local disk.
+"""durably benchmarks: fsync and throughput profiling on local disk, with the
+raw SQLite limit and a peer (DBOS Transact, when installed) side by side.
 
-    python bench/run.py [--dir DIR] [--reps 5] [--quick] [--only a,b]
+    python bench/run.py [--dir DIR] [--reps 5] [--quick] [--only PATTERN,...] [--list]
 
-Every figure is a median over ``--reps`` repetitions, each in a fresh
-process; repetitions of different scenarios are interleaved (shuffled per
-round) so that machine noise hits them alike, and ratios (durably / raw
-fdatasync) are computed per repetition within the same round.
-Results go to ``bench/results/<time>.json`` and are printed as Markdown.
+Method: every figure is a median over ``--reps`` repetitions, each in a fresh
+process; within a repetition the scenarios run in shuffled order (so machine
+noise hits them alike), and ratios (durably / fdatasync, durably / raw SQLite,
+durably / peer, compiled / twin) are computed per repetition, then summarised.
+Output: ``bench/results/<time>/`` with ``results.json`` (figures, raw runs and
+the environment), ``report.md`` and PNG charts. ``--quick`` is a smoke run of
+a subset (3 repetitions, smaller sizes; about two minutes).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import importlib.util
 import json
 import os
 import platform
@@ -22,97 +27,151 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from scenarios import SCENARIOS  # noqa: E402
+from scenarios import REGISTRY  # noqa: E402
 
-RATIOS = {
-    "sequential/fdatasync": ("sequential", "steps_per_s", "fdatasync", "ops_per_s"),
-    "sequential/sqlite_1row": ("sequential", "steps_per_s", "sqlite_1row", "commits_per_s"),
-    "sqlite_1row/fdatasync": ("sqlite_1row", "commits_per_s", "fdatasync", "ops_per_s"),
+# (numerator entry, figure, denominator entry, figure): the first pair whose
+# entries both ran is used for each ratio.
+RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
+    "sequential / fdatasync": [("durably.sequential[full]", "steps_per_s", "disk.fdatasync[append]", "ops_per_s")],
+    "sequential / raw SQLite 1-row commits": [
+        ("durably.sequential[full]", "steps_per_s", "sqlite.commit[rows=1]", "commits_per_s")],
+    "async 1024 / raw SQLite rows (100-row commits)": [
+        ("durably.async[c=1024,full]", "steps_per_s", "sqlite.commit[rows=100]", "rows_per_s")],
+    "async 1024 / peer (DBOS)": [
+        ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=1024,full]", "steps_per_s"),
+        ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=64,full]", "steps_per_s")],
+    "compiled / twin journal (async 1024)": [
+        ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")],
+    "step cost 10^6 / 10^4 recorded": [
+        ("growth.history[steps=1000000]", "us_per_step", "growth.history[steps=10000]", "us_per_step"),
+        ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step")],
 }
 
 
-def run_one(name: str, workdir: Path, quick: bool) -> dict:
-    cmd = [sys.executable, str(HERE / "run.py"), "--scenario", name, "--dir", str(workdir)]
-    if quick:
-        cmd.append("--quick")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
+def child(name: str, workdir: Path, quick: bool) -> int:
+    entry = REGISTRY[name]
+    if entry.params.get("impl") == "python":
+        os.environ["DURABLY_NO_EXTENSIONS"] = "1"  # before durably is first imported
+    print(json.dumps(entry.fn(workdir, quick, **entry.params)))
+    return 0
+
+
+def run_one(name: str, workdir: Path, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "run.py"), "--scenario", name, "--dir", str(workdir)] + (["--quick"] if quick else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def environment() -> dict:
+def environment(workdir: Path) -> dict[str, Any]:
     import apsw
 
     import durably
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    def sh(*cmd: str) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
     return {
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "sqlite": apsw.sqlite_lib_version(),
-        "apsw": apsw.apsw_version(),
-        "durably": durably.__version__,
-        "implementation": durably.IMPLEMENTATION,
-        "commit": commit,
+        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+        "disk": sh("df", "-hT", str(workdir)).splitlines()[-1:] or [""],
+        "sqlite": apsw.sqlite_lib_version(), "apsw": apsw.apsw_version(), "durably": durably.__version__,
+        "implementation": durably.IMPLEMENTATION, "commit": sh("git", "rev-parse", "--short", "HEAD"),
+        "dbos": _version("dbos"),
     }
+
+
+def _version(module: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(module)
+    except Exception:
+        return None
+
+
+def summarise(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    out = {}
+    for name, runs in raw.items():
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+        out[name] = {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
+                         "max": max(r[k] for r in runs)} for k in keys}
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=None, help="directory for the databases (the disk under test)")
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smaller runs, 3 repetitions")
-    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, quick 3)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: a subset, smaller sizes, 3 repetitions")
+    parser.add_argument("--only", default="", help="comma-separated name patterns (fnmatch), e.g. 'durably.async*'")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="durably-bench-", dir=HERE))
     workdir.mkdir(parents=True, exist_ok=True)
-    if args.scenario:  # child process: one repetition of one scenario
-        print(json.dumps(SCENARIOS[args.scenario](workdir, args.quick)))
+    if args.scenario:
+        return child(args.scenario, workdir, args.quick)
+
+    patterns = [p for p in args.only.split(",") if p]
+    names = [n for n, e in REGISTRY.items()
+             if (not patterns or any(fnmatch.fnmatch(n, p) for p in patterns))
+             and (not args.quick or e.quick or patterns)
+             and (not e.needs or importlib.util.find_spec(e.needs) is not None)]
+    if args.list:
+        for n in REGISTRY:
+            e = REGISTRY[n]
+            print(f"{n:45s} group={e.group:15s} quick={e.quick} {'needs ' + e.needs if e.needs else ''}"
+                  f"{'' if n in names else '  (not selected)'}")
         return 0
+    reps = args.reps or (3 if args.quick else 5)
+    raw: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    ratio_runs: dict[str, list[float]] = {}
 
-    names = [n for n in SCENARIOS if not args.only or n in args.only.split(",")]
-    reps = 3 if args.quick and args.reps == 5 else args.reps
-    raw: dict[str, list[dict]] = {n: [] for n in names}
-    ratios: dict[str, list[float]] = {r: [] for r in RATIOS}
-    for rep in range(reps):
-        order = names[:]
-        random.shuffle(order)
-        this_round = {}
-        for name in order:
-            print(f"[{rep + 1}/{reps}] {name} ...", file=sys.stderr, flush=True)
-            this_round[name] = run_one(name, workdir, args.quick)
-            raw[name].append(this_round[name])
-        for rname, (a, ak, b, bk) in RATIOS.items():
-            if a in this_round and b in this_round:
-                ratios[rname].append(this_round[a][ak] / this_round[b][bk])
+    from rich.progress import Progress
 
-    summary = {}
-    for name, runs in raw.items():
-        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
-        summary[name] = {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
-                             "max": max(r[k] for r in runs)} for k in keys}
-    ratio_summary = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in ratios.items() if v}
-    result = {"environment": environment(), "reps": reps, "quick": args.quick, "summary": summary,
-              "ratios": ratio_summary, "raw": raw}
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
-    out = out_dir / time.strftime("%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps(result, indent=2))
+    with Progress() as progress:
+        task = progress.add_task("benchmarks", total=reps * len(names))
+        for rep in range(reps):
+            order = names[:]
+            random.shuffle(order)
+            this: dict[str, dict[str, Any]] = {}
+            for name in order:
+                progress.update(task, description=f"[{rep + 1}/{reps}] {name}")
+                this[name] = run_one(name, workdir, args.quick)
+                raw[name].append(this[name])
+                progress.advance(task)
+            for label, choices in RATIOS.items():
+                for a, ak, b, bk in choices:
+                    if a in this and b in this:
+                        ratio_runs.setdefault(f"{label} [{a} / {b}]", []).append(this[a][ak] / this[b][bk])
+                        break
 
-    print(f"\n{reps} repetitions per figure, fresh process each, interleaved; median (min-max)\n")
-    print("| scenario | figure | median | min | max |\n|---|---|---|---|---|")
-    for name, figs in summary.items():
-        for k, v in figs.items():
-            print(f"| {name} | {k} | {v['median']:,.1f} | {v['min']:,.1f} | {v['max']:,.1f} |")
-    for k, v in ratio_summary.items():
-        print(f"| ratio | {k} | {v['median']:.2f} | {v['min']:.2f} | {v['max']:.2f} |")
-    print(f"\nraw results: {out}")
+    summary = summarise(raw)
+    ratios = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in ratio_runs.items()}
+    out_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = {"environment": environment(workdir), "reps": reps, "quick": args.quick, "summary": summary,
+              "ratios": ratios, "raw": raw, "ratio_runs": ratio_runs}
+    (out_dir / "results.json").write_text(json.dumps(result, indent=2))
+    from report import charts, markdown
+
+    md = markdown(result, charts(result, out_dir))
+    (out_dir / "report.md").write_text(md)
+    print(md)
+    print(f"\nresults: {out_dir}")
     if not args.dir:
         for p in workdir.iterdir():
             p.unlink()

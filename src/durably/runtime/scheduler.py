@@ -49,6 +49,7 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._to_start: list[Any] = []  # coroutines handed to the engine loop, not yet tasks
 
     def _start_pool(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
@@ -95,7 +96,23 @@ class Scheduler:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
-            asyncio.run_coroutine_threadsafe(coro, self._engine_loop())
+            # Batched hand-off: recovering 10^5 workflows wakes the loop once,
+            # not once per workflow.
+            loop = self._engine_loop()
+            with self._lock:
+                self._to_start.append(coro)
+                first = len(self._to_start) == 1
+            if first:
+                loop.call_soon_threadsafe(self._start_tasks, loop)
+
+    def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the engine loop: turn every handed-over coroutine into a task."""
+        with self._lock:
+            coros, self._to_start = self._to_start, []
+        for coro in coros:
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _hand_over(self, ctx: WorkflowContext) -> None:
         """Continue an async workflow whose task was cancelled under it on the
@@ -151,6 +168,10 @@ class Scheduler:
         thread.join()
         loop.close()
         self._loop = self._loop_thread = None
+        with self._lock:
+            leftovers, self._to_start = self._to_start, []
+        for coro in leftovers:  # handed over as the loop stopped: they stay PENDING
+            coro.close()
 
     # -- finishing and waiting ------------------------------------------------------
 

@@ -1,0 +1,49 @@
+"""Benchmark scenarios. Each runs in a fresh process (``run.py --scenario``)
+and returns a dict of figures; ``run.py`` interleaves repetitions and takes
+medians. A scenario is registered with the parameters it is run at, so one
+function yields several named entries (``durably.async[c=1024,full]``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+
+@dataclass
+class Entry:
+    name: str
+    fn: Callable[..., dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    group: str = ""        # report table and chart the entry belongs to
+    quick: bool = True      # part of --quick
+    needs: str = ""        # an optional module the entry needs (skipped if missing)
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, fn: Callable[..., dict[str, Any]], group: str, quick: bool = True, needs: str = "", **params: Any) -> None:
+    REGISTRY[name] = Entry(name, fn, params, group, quick, needs)
+
+
+def fresh_path(workdir: Path, stem: str) -> str:
+    path = workdir / f"{stem}-{os.getpid()}.db"
+    cleanup(str(path))
+    return str(path)
+
+
+def cleanup(path: str) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+# importing the modules registers their scenarios
+from . import disk, durably_engine, growth, peer, sqlite_raw  # noqa: E402,F401
