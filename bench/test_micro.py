@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-import durably
 from durably import _records as R
 from durably.codec import JsonCodec
 from durably.journal import _journal_py
@@ -72,19 +71,9 @@ def test_journal_async_batch_of_1000(benchmark: Any, impl: Any) -> None:
 
 @pytest.fixture
 def memory_engine() -> Any:
-    engine = durably.Engine(":memory:")
+    from scenarios import counting_engine
 
-    @engine.step(name="inc")
-    def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="loop")
-    def loop(n: int) -> int:
-        x = 0
-        for _ in range(n):
-            x = inc(x)
-        return x
-
+    engine, loop = counting_engine(":memory:")
     with engine:
         yield loop
 

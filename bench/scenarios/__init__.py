@@ -45,5 +45,31 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
 
 
+def counting_engine(path: str, synchronous: str = "full", lat: list[float] | None = None) -> tuple[Any, Any]:
+    """An engine with a sync workflow ``loop(k)`` of k sequential ``inc``
+    steps; with ``lat``, each step's call-to-acknowledgement time is appended."""
+    import time
+
+    import durably
+
+    engine = durably.Engine(path, synchronous=synchronous)
+
+    @engine.step(name="inc")
+    def inc(x: int) -> int:
+        return x + 1
+
+    @engine.workflow(name="loop")
+    def loop(k: int) -> int:
+        x = 0
+        for _ in range(k):
+            t = time.perf_counter()
+            x = inc(x)
+            if lat is not None:
+                lat.append(time.perf_counter() - t)
+        return x
+
+    return engine, loop
+
+
 # importing the modules registers their scenarios
 from . import disk, durably_engine, growth, peer, sqlite_raw  # noqa: E402,F401

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cleanup, fresh_path, percentile, register
+from . import cleanup, counting_engine, fresh_path, percentile, register
 
 
 def _engine(path: str, synchronous: str = "full") -> Any:
@@ -20,25 +20,10 @@ def _engine(path: str, synchronous: str = "full") -> Any:
 
 def sequential(workdir: Path, quick: bool, synchronous: str = "full", memory: bool = False) -> dict[str, Any]:
     """One workflow of N sequential steps; each step waits for its own commit."""
-    import time as _t
-
     n = (5000 if quick else 20000) if memory else (500 if quick else 2000)
     path = ":memory:" if memory else fresh_path(workdir, "seq")
-    engine = _engine(path, synchronous)
     lat: list[float] = []
-
-    @engine.step(name="inc")
-    def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="loop")
-    def loop(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            t = _t.perf_counter()
-            x = inc(x)
-            lat.append(_t.perf_counter() - t)
-        return x
+    engine, loop = counting_engine(path, synchronous, lat)
 
     with engine:
         loop(50)
@@ -57,21 +42,8 @@ def threads(workdir: Path, quick: bool, count: int, synchronous: str = "full") -
     """``count`` threads, each running sync workflows of 10 steps back to back."""
     per_thread = max(2, (200 if quick else 600) // count)
     path = fresh_path(workdir, "threads")
-    engine = _engine(path, synchronous)
     lat: list[float] = []
-
-    @engine.step(name="inc")
-    def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    def chain(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            t = time.perf_counter()
-            x = inc(x)
-            lat.append(time.perf_counter() - t)
-        return x
+    engine, chain = counting_engine(path, synchronous, lat)
 
     def worker() -> None:
         for _ in range(per_thread):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cleanup, fresh_path, register
+from . import cleanup, counting_engine, fresh_path, register
 
 
 def _prefill(path: str, workflows: int, steps_each: int, status: str) -> None:
@@ -35,24 +35,10 @@ def _prefill(path: str, workflows: int, steps_each: int, status: str) -> None:
 
 def history(workdir: Path, quick: bool, recorded: int) -> dict[str, Any]:
     """Open time and step cost on a database already holding ``recorded`` steps."""
-    import durably
-
     path = fresh_path(workdir, "hist")
     if recorded:
         _prefill(path, recorded // 100, 100, "SUCCESS")
-    engine = durably.Engine(path, synchronous="normal")  # no fsync noise: the B-tree cost
-
-    @engine.step(name="inc")
-    def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="loop")
-    def loop(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            x = inc(x)
-        return x
-
+    engine, loop = counting_engine(path, "normal")  # no fsync noise: the B-tree cost
     t0 = time.perf_counter()
     engine.open()
     opened = time.perf_counter() - t0
