@@ -84,6 +84,10 @@ _landed: list[int] = []
 
 def chaos(tmp_path: Path, seed: int) -> int:
     verdict, landed = run_chaos(tmp_path, seed)
+    report = os.environ.get("DURABLY_CHAOS_REPORT")
+    if report:  # one line per round, for the tier's figures
+        with open(report, "a") as f:
+            f.write(f"{seed} {landed} {len(verdict.runs)} {int(verdict.ok)} {verdict.duplicated_effects}\n")
     assert verdict.ok, (f"chaos seed {seed} failed: reproduce with run_chaos(dir, {seed})",
                         verdict.counts(), verdict.problems[:5])
     return landed
