@@ -208,7 +208,10 @@ cdef class Journal:
         finally:
             with self._lock:
                 self._busy = False
-                self._wakeup.notify_all()
+                # Wake the writer only if it has work (or stop() is waiting):
+                # waking it after every lone commit costs a thread switch.
+                if self._pending or self._state != _RUNNING:
+                    self._wakeup.notify_all()
         self.batches += 1
         self.records += len(batch)
         if _crash.ARMED:
