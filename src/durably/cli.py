@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from . import demo
+from .errors import DurablyError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,15 +31,25 @@ def main(argv: list[str] | None = None) -> int:
             demo.worker(args.worker, args.orders)
             return 0
         return demo.main(args.db, args.orders, args.kill_at)
-    from .engine import Engine
+    from .handle import StepInfo, WorkflowInfo
+    from .store import Store
 
-    with Engine(args.db) as engine:  # nothing registered: pending work is left parked? no: see below
+    store = Store(args.db)
+    try:
+        store.open_readonly()  # inspection never writes, and never recovers anything
+    except DurablyError as exc:
+        print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "list":
-            for info in engine.list_workflows(status=args.status, limit=args.limit):
+            for row in store.list_workflows(args.status, None, args.limit):
+                info = WorkflowInfo.from_row(row)
                 print(f"{info.workflow_id}\t{info.status}\t{info.name}\t{info.parked or ''}")
         else:
-            for step in engine.steps(args.workflow_id):
+            for step in (StepInfo(*r) for r in store.step_rows(args.workflow_id)):
                 print(f"{step.position}\t{step.name}\t{step.output if step.error is None else 'ERROR ' + step.error}")
+    finally:
+        store.close(clean=False)
     return 0
 
 

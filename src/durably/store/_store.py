@@ -101,6 +101,26 @@ class Store:
             self._refuse()
             raise
 
+    def open_readonly(self) -> None:
+        """Open for inspection only (the CLI): one read-only connection, no
+        migration, no open mark, nothing written. Refuses foreign or newer files."""
+        if is_memory(self.path) or not os.path.isfile(self.path):
+            raise errors.CantOpenError(f"no database file at {self.path!r}", path=self.path)
+        try:
+            extra = {"vfs": self.vfs} if self.vfs else {}
+            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
+            app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+        if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
+            conn.close()
+            raise errors.SchemaVersionError(
+                f"{self.path!r} is not a durably database this version can read "
+                f"(application_id={app_id:#x}, user_version={version})",
+                path=self.path, found=version, supported=SCHEMA_VERSION,
+            )
+        self._reader = conn
+
     def _refuse(self) -> None:
         """Close after refusing a file, leaving it exactly as found: no
         checkpoint of its WAL into a possibly damaged main file."""
