@@ -101,7 +101,7 @@ def test_random_sigkill(tmp_path: Path, seed: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(1000, 2400))
+@pytest.mark.parametrize("seed", range(1000, 2450))
 def test_random_sigkill_full_tier(tmp_path: Path, seed: int) -> None:
     chaos(tmp_path, seed)
 
