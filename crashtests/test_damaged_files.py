@@ -139,7 +139,10 @@ def test_torn_wal_tail_loses_only_the_tail(tmp_path: Path) -> None:
     assert after <= before and len(before - after) <= 9 and torn == 0
     verdict = run_case(tmp_path, [], prior_runs=[_crash_runs[tmp_path]])
     assert verdict.runs[-1].returncode == 0
-    assert verdict.lost == verdict.unexpected == verdict.tx_duplicates == verdict.speculative == 0
-    # a lost record shows as an outcome recorded before the tear and run again
-    # (rerun_recorded) and, if it had been acknowledged, as acked_lost: nothing else
-    assert verdict.rerun_recorded <= len(before - after) and verdict.acked_lost <= len(before - after)
+    assert verdict.lost == verdict.unexpected == verdict.tx_duplicates == 0
+    # A lost record shows as an outcome recorded before the tear and run again
+    # (rerun_recorded), as acked_lost if it had been acknowledged, and as one
+    # "speculative" body: the next step had (legitimately, once the record was
+    # durable) run on the value the tear destroyed. Nothing beyond the tail.
+    lost = len(before - after)
+    assert max(verdict.rerun_recorded, verdict.acked_lost, verdict.speculative) <= lost
