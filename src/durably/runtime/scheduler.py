@@ -14,6 +14,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from .. import _records as R
+from .. import errors
+from ..journal import Record
 from .context import WorkflowContext
 from .workflows import WorkflowSpec, run_async, run_sync
 
@@ -117,6 +120,14 @@ class Scheduler:
     def _hand_over(self, ctx: WorkflowContext) -> None:
         """Continue an async workflow whose task was cancelled under it on the
         engine's own loop, replaying its journal."""
+        # The cancelled task may have left its last record queued in the
+        # journal. Batches commit in order, so once this barrier is durable
+        # that record is too, and the replay finds it instead of running the
+        # step a second time (found by test_async_workflow_outlives_...).
+        try:
+            ctx.journal.submit(Record(R.SQL, ("SELECT 1", ())))
+        except errors.DurablyError:
+            return  # the writer stopped: the workflow resumes at the next open
         spec = self._workflows.get(ctx.name)
         row = self._store.get_workflow(ctx.workflow_id)
         if spec is not None and row is not None and row[2] == "PENDING":
