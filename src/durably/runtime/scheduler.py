@@ -91,7 +91,7 @@ class Scheduler:
             assert self._pool is not None
             with self._lock:
                 self._queued[wid] = (ctx, spec, inputs, replay)
-            self._pool.submit(self._run_queued, wid)
+            self._pool.submit(self._steal, wid)  # unless a waiter runs it first
             return
         coro = run_async(ctx, spec, inputs, replay)
         if loop is not None:
@@ -133,17 +133,11 @@ class Scheduler:
         if spec is not None and row is not None and row[2] == "PENDING":
             self._launch(spec, ctx.workflow_id, row[3], replay=True)
 
-    def _run_queued(self, wid: str) -> None:
-        """Pool task: run a queued sync workflow unless a waiter already ran it."""
-        with self._lock:
-            item = self._queued.pop(wid, None)
-        if item is not None:
-            run_sync(*item)
-
     def _steal(self, wid: str) -> None:
         """Run a queued (not yet started) sync workflow in this thread.
 
-        Whoever waits for a queued workflow runs it instead of blocking a
+        The pool task of a queued workflow and whoever waits for it both call
+        this; the first one runs it. Whoever waits for a queued workflow runs it instead of blocking a
         worker while it sits behind them in the pool queue: parents waiting
         on children (after recovery, every pending parent and child is queued
         at once) can then never deadlock the pool.
