@@ -155,3 +155,31 @@ def test_recovery_query_uses_the_pending_index(make_engine, db_path) -> None:
             "EXPLAIN QUERY PLAN SELECT position, name, output, error FROM steps"
             " WHERE workflow_id = ? ORDER BY position", ("x",)))
         assert "SCAN" not in plan
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["batch-of-one", "batch-of-three"])
+def test_a_rejected_step_record_fails_alone(db_path, alone) -> None:
+    """A step record the database rejects (here: its position is taken) gets
+    its own typed error; the store carries on, and the rest of its batch
+    commits. A batch of one takes the single-call fast path."""
+    from durably import _records as R
+    from durably.journal import Record
+
+    store = Store(db_path)
+    store.open()
+    try:
+        start = Record(R.START, ("w", "wf", "[[],{}]", None, None))
+        store.flush([start, Record(R.STEP, ("w", 0, "s", "1", None))])
+        dup = Record(R.STEP, ("w", 0, "other", "2", None))
+        batch = [dup] if alone else [Record(R.STEP, ("w", 1, "s", "3", None)), dup,
+                                     Record(R.STEP, ("w", 2, "s", "4", None))]
+        store.flush(batch)
+        assert isinstance(dup.error, errors.ConstraintError)
+        assert all(r.error is None for r in batch if r is not dup)
+        rows = [(r[0], r[1], r[2]) for r in store.load_steps("w")]
+        assert rows == [(0, "s", "1")] + ([] if alone else [(1, "s", "3"), (2, "s", "4")])
+        ok = Record(R.STEP, ("w", 3, "s", "5", None))
+        store.flush([ok])  # the fast path is usable again
+        assert ok.error is None and store.load_steps("w")[-1][0] == 3
+    finally:
+        store.close()

@@ -24,6 +24,18 @@ from . import errors
 
 Decoder = Callable[[Any], Any]
 
+# Where a value comes from, for error messages: a string, or a tuple
+# ``(what, name, workflow_id, position)`` formatted only when an error is
+# raised (the hot path builds no message).
+Where = Any
+
+
+def describe(where: Where) -> str:
+    if isinstance(where, tuple):
+        what, name, workflow_id, position = where
+        return f"{what} {name!r} (workflow {workflow_id!r}, position {position})"
+    return str(where)
+
 # Types whose encode-then-decode is the identity: the live path skips decoding.
 _IDENTITY = frozenset({int, str, bool, type(None)})
 _ANY: Any = Any
@@ -42,14 +54,14 @@ class Codec:
 
     name = ""
 
-    def encode(self, value: Any, where: str) -> Any:
+    def encode(self, value: Any, where: Where) -> Any:
         raise NotImplementedError
 
     def decoder(self, annotation: Any) -> Decoder:
         """A function turning a stored value back into ``annotation``'s type."""
         raise NotImplementedError
 
-    def roundtrip(self, value: Any, where: str, decode: Decoder, identity: bool) -> tuple[Any, Any]:
+    def roundtrip(self, value: Any, where: Where, decode: Decoder, identity: bool) -> tuple[Any, Any]:
         """(stored form, decoded value) of a live value.
 
         ``identity`` says the decoder returns primitives unchanged, so a
@@ -102,11 +114,12 @@ class JsonCodec(Codec):
         self._encoder = msgspec.json.Encoder(decimal_format="string")
         self._plain = msgspec.json.Decoder()
 
-    def encode(self, value: Any, where: str) -> str:
+    def encode(self, value: Any, where: Where) -> str:
         try:
             return self._encoder.encode(value).decode()
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
             type_name = _qualname(type(value))
+            where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot encode a value of type {type_name} as JSON ({exc}). "
                 "Use JSON-friendly types (dataclasses, msgspec.Struct, dict, list, str, int, "
@@ -143,11 +156,12 @@ class PickleCodec(Codec):
 
     name = "pickle"
 
-    def encode(self, value: Any, where: str) -> bytes:
+    def encode(self, value: Any, where: Where) -> bytes:
         try:
             return pickle.dumps(value, protocol=5)
         except Exception as exc:
             type_name = _qualname(type(value))
+            where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot pickle a value of type {type_name} ({exc})",
                 where=where, type_name=type_name,

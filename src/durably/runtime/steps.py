@@ -59,7 +59,6 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> 
 
 def _outcome(ctx: WorkflowContext, spec: StepSpec, pos: int, value: Any, exc: BaseException | None) -> tuple[Record, Any, BaseException | None]:
     """The journal record for an outcome, and what the workflow then sees."""
-    where = f"step {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
     if exc is not None:
         err = encode_error(exc)
         seen = decode_error(err)
@@ -67,7 +66,7 @@ def _outcome(ctx: WorkflowContext, spec: StepSpec, pos: int, value: Any, exc: Ba
         return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, err)), None, seen
     if value is None:
         return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, None)), None, None
-    raw, decoded = ctx.codec.roundtrip(value, where, spec.decode, spec.identity)
+    raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, pos), spec.decode, spec.identity)
     return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, None)), decoded, None
 
 

@@ -46,6 +46,9 @@ _COMPLETE = (
 )
 # Record kinds written with one statement each, batched through executemany.
 _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
+# A batch of one step record (a lone sequential workflow): the whole
+# transaction in one call, SQLite's statement cache keeps it prepared.
+_LONE_STEP = f"BEGIN IMMEDIATE; {_INSERT_STEP}; COMMIT"
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 
 
@@ -198,6 +201,8 @@ class Store:
         if conn is None:
             raise errors.NotOpenError("the store is closed")
         with self._write_lock:
+            if len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED and self._lone_step(conn, batch[0]):
+                return
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 # Records apply in submission order, so the outcome never depends
@@ -225,6 +230,22 @@ class Store:
                 err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
                 self._failed = err
                 raise err from exc
+
+    def _lone_step(self, conn: apsw.Connection, rec: Any) -> bool:
+        """Commit a batch of one step record in one call. False (after a
+        rollback) when the record was rejected: the general path then applies
+        it again and records the rejection, with the same outcome."""
+        try:
+            conn.execute(_LONE_STEP, rec.params)
+            return True
+        except RECORD_ERRORS:
+            self._abort(conn)
+            return False
+        except BaseException as exc:
+            self._abort(conn)
+            err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
+            self._failed = err
+            raise err from exc
 
     def _abort(self, conn: apsw.Connection) -> None:
         try:
