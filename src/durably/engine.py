@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import uuid
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from . import _crash
 from . import _records as R
 from . import errors
+from ._ids import new_id
 from .codec import get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
@@ -272,7 +273,7 @@ class Engine(Scheduler):
         inputs = self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
         ctx = current.get()
         if ctx is None:
-            wid = workflow_id or str(uuid.uuid4())
+            wid = workflow_id or new_id()
             return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None))
         # A child: journaled at the parent's next position.
         pos = ctx.take_position()
