@@ -7,6 +7,7 @@ crashes, restarts and power loss and resume where they stopped.
 
 from __future__ import annotations
 
+from .clock import Clock, SystemClock, VirtualClock
 from .engine import Engine, RecoveryReport
 from . import errors as _errors
 from .errors import *  # noqa: F403 - the whole hierarchy is public
@@ -18,6 +19,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "Clock",
+    "SystemClock",
+    "VirtualClock",
     "RecoveryReport",
     "Tx",
     "Status",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 # A step outcome: (workflow_id, position, name, output, error).
 STEP = 0
-# A workflow start: (workflow_id, name, inputs, parent_id, parent_step), where
+# A workflow start: (workflow_id, name, inputs, parent_id, parent_step[, deadline]), where
 # parent_step is None or the parent's step row (workflow_id, position, name,
 # output) written atomically with the child. Result: None when created, else
 # the existing (name, status).
@@ -20,3 +20,11 @@ COMPLETE = 2
 TX = 3
 # One statement on the engine's tables: (sql, params). Result: rows changed.
 SQL = 4
+# A toolkit operation (send, receive, set/get event, enqueue ...):
+# (workflow_id, position, name, op, args). ``op`` names a function of
+# ``store/_ops.py`` run inside the batch in its own SAVEPOINT; its output is
+# recorded as the step's outcome at (workflow_id, position) in the same
+# transaction (workflow_id None: nothing recorded, a client call). An op
+# returning ``NOTHING`` records no step (e.g. a receive that found no message).
+OP = 5
+NOTHING = "durably:nothing"  # an OP result: nothing was recorded (compared by identity)

@@ -21,9 +21,12 @@ from ._ids import new_id
 from .codec import get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
-from .runtime.context import EngineShutdown, current
+from .runtime.context import EngineShutdown, current, stop
 from .runtime.steps import StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
+from .runtime.toolkit import Toolkit, seconds_arg
+from .runtime.waits import Waits
+from .clock import Clock, SystemClock
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
 
@@ -43,7 +46,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-class Engine(Scheduler):
+class Engine(Toolkit, Scheduler):
     """An embedded durable-workflow engine on one SQLite file.
 
     Parameters:
@@ -59,6 +62,8 @@ class Engine(Scheduler):
             fault-injection tests; normally None, SQLite's default).
         check: when to run ``PRAGMA quick_check`` at open: ``"auto"`` (after
             a crash, the default), ``"always"``, or ``"never"``.
+        clock: where durable time comes from; ``durably.VirtualClock()`` in
+            tests makes sleeps and timeouts of days finish at once.
 
     Example::
 
@@ -76,10 +81,11 @@ class Engine(Scheduler):
     """
 
     def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
-                 vfs: str | None = None, check: str = "auto") -> None:
+                 vfs: str | None = None, check: str = "auto", clock: Clock | None = None) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
-        super().__init__(workers)
+        Scheduler.__init__(self, workers)
+        Toolkit.__init__(self)
         self.path = path
         self._store = Store(path, synchronous, vfs, check)
         self._codec = get_codec(codec)
@@ -88,6 +94,10 @@ class Engine(Scheduler):
         self._open = False
         self._closing = False
         self.recovery = RecoveryReport()
+        if clock is not None and not isinstance(clock, Clock):
+            raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
+        self._clock: Clock = clock or SystemClock()
+        self._waits = Waits()
 
     # -- registration ---------------------------------------------------------
 
@@ -180,6 +190,9 @@ class Engine(Scheduler):
         self._open = True
         try:
             self._recover()
+            for wid, deadline in self._store.query(
+                    "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"):
+                self._arm_deadline(wid, deadline)
         except BaseException:
             self.close()
             raise
@@ -194,7 +207,9 @@ class Engine(Scheduler):
         if not self._open:
             return
         self._closing = True
+        self._disarm_deadlines()
         self._stop_all(EngineShutdown())
+        self._waits.fire_all()
         self._journal.stop()
         self._store.close()
         self._open = False
@@ -218,15 +233,18 @@ class Engine(Scheduler):
 
     # -- starting -----------------------------------------------------------------
 
-    def start(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+    def start(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
+              timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
         """Start a workflow once its start record is durable; return its handle.
 
         ``workflow_id`` is an idempotency key: if it exists, the existing
         workflow's handle is returned and nothing new runs (a different
         workflow function under that id raises WorkflowConflictError).
+        ``timeout`` (seconds) sets a durable deadline: when it passes, even
+        across restarts, the workflow and its children are cancelled.
         Inside a workflow this starts a child with id ``<parent>/<position>``.
         """
-        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
+        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id, timeout)
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_start_record")
@@ -236,9 +254,10 @@ class Engine(Scheduler):
             self._started(spec, wid, rec, existing, loop=None)
         return WorkflowHandle(self, wid)
 
-    async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+    async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
+                          timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
-        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id)
+        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id, timeout)
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_start_record")
@@ -248,9 +267,11 @@ class Engine(Scheduler):
             self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
         return WorkflowHandle(self, wid)
 
-    def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any:
-        """Start a workflow and wait for its result."""
-        return self.start(workflow, *args, workflow_id=workflow_id, **kwargs).result(timeout)
+    def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
+            timeout: float | None = None, **kwargs: Any) -> Any:
+        """Start a workflow and wait for its result (``timeout``: as in ``start``,
+        a durable deadline after which it is cancelled)."""
+        return self.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
 
     def _spec(self, workflow: Callable[..., Any] | str | WorkflowSpec) -> WorkflowSpec:
         if isinstance(workflow, WorkflowSpec):
@@ -265,16 +286,19 @@ class Engine(Scheduler):
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec
 
-    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None) -> tuple[WorkflowSpec, str, Record | None]:
+    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
+                       timeout: float | None = None) -> tuple[WorkflowSpec, str, Record | None]:
         self._check_open()
         spec = self._spec(workflow)
         if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
             raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
+        timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
+        deadline = None if timeout is None else self._clock.now() + timeout
         inputs = self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
         ctx = current.get()
         if ctx is None:
             wid = workflow_id or new_id()
-            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None))
+            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline))
         # A child: journaled at the parent's next position.
         pos = ctx.take_position()
         step_name = f"start:{spec.name}"
@@ -283,7 +307,7 @@ class Engine(Scheduler):
             return spec, self._codec.decoder(str)(recorded[0]), None
         wid = workflow_id or f"{ctx.workflow_id}/{pos}"
         parent_step = (ctx.workflow_id, pos, step_name, self._codec.encode(wid, "child id"))
-        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step))
+        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
 
     def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
         if existing is not None:
@@ -294,6 +318,8 @@ class Engine(Scheduler):
                     workflow_id=wid, existing_name=name, requested_name=spec.name,
                 )
             return
+        if len(rec.params) > 5 and rec.params[5] is not None:
+            self._arm_deadline(wid, rec.params[5])
         if launch:
             self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
 
@@ -372,7 +398,7 @@ class Engine(Scheduler):
             for wid in ids:
                 ctx = self._active.get(wid)
                 if ctx is not None:
-                    ctx.interrupt = errors.WorkflowCancelled(wid)
+                    stop(ctx, errors.WorkflowCancelled(wid))
         for wid in ids:
             self._journal.submit(Record(R.SQL, (
                 "UPDATE workflows SET status = 'CANCELLED', updated_at = unixepoch('subsec')"

@@ -38,6 +38,7 @@ class WorkflowContext:
         "interrupt",
         "parked",
         "is_async",
+        "waiter",
     )
 
     def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[int, tuple[Any, ...]], is_async: bool) -> None:
@@ -55,6 +56,8 @@ class WorkflowContext:
         self.interrupt: BaseException | None = None
         self.parked: errors.NonDeterminismError | None = None
         self.is_async = is_async
+        # What the workflow is blocked on (sleep, recv ...), fired on interrupt.
+        self.waiter: Any = None
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
         """Install the journal loaded from the store (one ordered SELECT)."""
@@ -92,6 +95,14 @@ class WorkflowContext:
             )
             raise self.parked
         return row[2], row[3]
+
+
+def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
+    """Interrupt ``ctx`` at its next durable point, waking it if it waits."""
+    ctx.interrupt = interrupt
+    waiter = ctx.waiter
+    if waiter is not None:
+        waiter.fire()
 
 
 def require() -> WorkflowContext:

@@ -17,7 +17,7 @@ from typing import Any
 from .. import _records as R
 from .. import errors
 from ..journal import Record
-from .context import WorkflowContext
+from .context import WorkflowContext, stop
 from .workflows import WorkflowSpec, run_async, run_sync
 
 
@@ -63,7 +63,7 @@ class Scheduler:
         with self._lock:
             for ctx in self._active.values():
                 if ctx.interrupt is None:
-                    ctx.interrupt = interrupt
+                    stop(ctx, interrupt)
             waiting = list(self._completions)
         for wid in waiting:
             self._notify(wid)

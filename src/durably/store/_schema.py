@@ -49,6 +49,59 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     INSERT INTO engine_state (key, value) VALUES ('open', 0);
     """,
+    # v3: the workflow toolkit: durable deadlines, messages, events, queues, schedules.
+    """
+    ALTER TABLE workflows ADD COLUMN deadline REAL;   -- unix time; cancelled when passed
+
+    -- messages waiting to be received; a receive deletes the row in the same
+    -- transaction that records the receiving step (exactly once)
+    CREATE TABLE messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        dest       TEXT NOT NULL REFERENCES workflows (workflow_id),
+        topic      TEXT,
+        payload    NOT NULL,
+        created_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    );
+    CREATE INDEX messages_dest ON messages (dest, topic, id);
+
+    -- the latest value of each (workflow, key) event
+    CREATE TABLE events (
+        workflow_id TEXT NOT NULL REFERENCES workflows (workflow_id),
+        key         TEXT NOT NULL,
+        value,
+        updated_at  REAL NOT NULL DEFAULT (unixepoch('subsec')),
+        PRIMARY KEY (workflow_id, key)
+    ) WITHOUT ROWID;
+
+    -- one row per enqueued workflow; kept after it ends (rate limits count starts)
+    CREATE TABLE queue_entries (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,   -- FIFO order
+        workflow_id TEXT NOT NULL UNIQUE REFERENCES workflows (workflow_id),
+        queue       TEXT NOT NULL,
+        priority    INTEGER NOT NULL DEFAULT 0,          -- lower runs first
+        not_before  REAL NOT NULL,                       -- delayed start (unix time)
+        dedup_key   TEXT,
+        started_at  REAL,                                -- NULL: still waiting
+        done        INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX queue_waiting ON queue_entries (queue, priority, seq) WHERE started_at IS NULL;
+    CREATE INDEX queue_started ON queue_entries (queue, started_at) WHERE started_at IS NOT NULL;
+    CREATE UNIQUE INDEX queue_dedup ON queue_entries (queue, dedup_key)
+        WHERE dedup_key IS NOT NULL AND done = 0;
+    CREATE TRIGGER queue_entry_done AFTER UPDATE OF status ON workflows
+        WHEN new.status != 'PENDING' AND old.status = 'PENDING'
+    BEGIN
+        UPDATE queue_entries SET done = 1 WHERE workflow_id = new.workflow_id AND done = 0;
+    END;
+
+    -- cron schedules: the last slot fired, so no slot fires twice
+    CREATE TABLE schedules (
+        name      TEXT PRIMARY KEY NOT NULL,
+        cron      TEXT NOT NULL,
+        workflow  TEXT NOT NULL,
+        last_slot REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

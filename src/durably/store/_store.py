@@ -29,16 +29,18 @@ import apsw
 from .. import _crash
 from .. import _records as R
 from .. import errors
+from ..codec import encode_error
 from . import _lifecycle
 from ._connection import connect, is_memory
 from ._errors import RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from ._ops import OPS
 from ._tx import Tx, authorizer
 
 _INSERT_STEP = "INSERT INTO steps (workflow_id, position, name, output, error) VALUES (?, ?, ?, ?, ?)"
 _INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id)"
-    " VALUES (?, ?, 'PENDING', ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
+    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
+    " VALUES (?, ?, 'PENDING', ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
 )
 _COMPLETE = (
     "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
@@ -308,6 +310,8 @@ class Store:
             self._start(conn, rec)
         elif kind == R.TX:
             self._transaction(conn, rec)
+        elif kind == R.OP:
+            self._op(conn, rec)
         elif kind == R.SQL:
             sql, params = rec.params
             try:
@@ -319,14 +323,15 @@ class Store:
             raise errors.InternalError(f"unknown journal record kind {kind!r}")
 
     def _start(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, name, inputs, parent_id, parent_step = rec.params
+        workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
+        deadline = extra[0] if extra else None
         # A child's start and its parent's step row are two statements that
         # must land together: a SAVEPOINT makes them one unit.
         nested = parent_step is not None
         if nested:
             conn.execute("SAVEPOINT start")
         try:
-            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id))
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline))
             if conn.changes() == 0:
                 rec.result = conn.execute(
                     "SELECT name, status FROM workflows WHERE workflow_id = ?", (workflow_id,)
@@ -340,6 +345,30 @@ class Store:
             if nested:
                 conn.execute("ROLLBACK TO start")
                 conn.execute("RELEASE start")
+            rec.error = map_error(exc, self.path)
+
+    def _op(self, conn: apsw.Connection, rec: Any) -> None:
+        workflow_id, position, name, op, args = rec.params
+        conn.execute("SAVEPOINT op")
+        try:
+            error = None
+            try:
+                output = OPS[op](conn, *args)
+            except errors.DurablyError as exc:  # a typed refusal: the step's outcome
+                conn.execute("ROLLBACK TO op")
+                output, error = None, encode_error(exc)
+                if workflow_id is None:
+                    rec.error = exc
+            if output is R.NOTHING:
+                rec.result = R.NOTHING
+            else:
+                if workflow_id is not None:
+                    conn.execute(_INSERT_STEP, (workflow_id, position, name, output, error))
+                rec.result = (output, error)
+            conn.execute("RELEASE op")
+        except RECORD_ERRORS as exc:
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
             rec.error = map_error(exc, self.path)
 
     def _transaction(self, conn: apsw.Connection, rec: Any) -> None:

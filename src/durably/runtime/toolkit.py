@@ -1,0 +1,382 @@
+"""The workflow toolkit: durable time, messages, events and patches.
+
+Each primitive is written once, as a generator of requests ("submit this
+record", "give me a waiter", "block until this waiter fires or this
+deadline"), and run by a sync driver (threads) or an async driver (the event
+loop). So ``engine.recv`` and ``await engine.recv_async`` are the same code.
+
+Inside a workflow every primitive takes a step position and is journaled:
+its outcome is recorded once and replayed after a restart (a sleep's wake-up
+time, a received message, ``now()``'s value). Outside a workflow they are
+plain client calls.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import random as _random
+import uuid as _uuid
+from datetime import datetime, timezone
+from typing import Any, Generator
+
+from .. import _records as R
+from .. import errors
+from ..codec import decode_error
+from ..journal import Record
+from .context import WorkflowContext, current
+from .waits import Waiter, block, block_async
+
+# Requests a primitive's generator yields to its driver.
+SUBMIT, WAITER, BLOCK = 0, 1, 2
+
+Gen = Generator[tuple[int, Any], Any, Any]
+
+MAX_WAIT = 10 * 366 * 86400.0  # ten years: anything longer is a bug, not a plan
+
+
+def seconds_arg(value: Any, what: str, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise errors.UsageError(f"{what} must be a number of seconds, not {value!r}")
+    if not math.isfinite(value) or value < 0 or value > MAX_WAIT:
+        raise errors.UsageError(f"{what} must be between 0 and {MAX_WAIT:.0f} seconds (ten years), not {value!r}")
+    return float(value)
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise errors.UsageError(f"{what} must be a non-empty str, not {value!r}")
+    return value
+
+
+def _topic(topic: Any) -> str | None:
+    if topic is not None and not isinstance(topic, str):
+        raise errors.UsageError(f"topic must be a str or None, not {topic!r}")
+    return topic
+
+
+class Toolkit:
+    """Durable time, messages, events and patches (a base of ``Engine``)."""
+
+    _clock: Any
+    _codec: Any
+    _journal: Any
+    _store: Any
+    _waits: Any
+
+    def __init__(self) -> None:
+        self._deadline_lock = threading.Lock()
+        self._deadlines: dict[str, Any] = {}
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    def cancel(self, workflow_id: str) -> None:
+        raise NotImplementedError
+
+    # -- drivers ------------------------------------------------------------------
+
+    def _drive(self, gen: Gen) -> Any:
+        ctx = current.get()
+        value: Any = None
+        exc: BaseException | None = None
+        while True:
+            try:
+                kind, arg = gen.throw(exc) if exc is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, exc = None, None
+            try:
+                if kind == SUBMIT:
+                    value = self._journal.submit(arg)
+                elif kind == WAITER:
+                    value = Waiter()
+                else:
+                    block(self._clock, arg[0], arg[1], ctx)
+            except BaseException as e:  # handed to the generator (its finally runs)
+                exc = e
+
+    async def _drive_async(self, gen: Gen) -> Any:
+        import asyncio
+
+        ctx = current.get()
+        value: Any = None
+        exc: BaseException | None = None
+        while True:
+            try:
+                kind, arg = gen.throw(exc) if exc is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, exc = None, None
+            try:
+                if kind == SUBMIT:
+                    await self._journal.submit_async(arg)
+                    if arg.error is not None:
+                        raise arg.error
+                    value = arg.result
+                elif kind == WAITER:
+                    value = Waiter(asyncio.get_running_loop())
+                else:
+                    await block_async(self._clock, arg[0], arg[1], ctx)
+            except BaseException as e:
+                exc = e
+
+    # -- journaling helpers ----------------------------------------------------------
+
+    def _recorded(self, ctx: WorkflowContext, name: str, make: Any, annotation: Any) -> Gen:
+        """A value computed once, live, and replayed after (now, random ...)."""
+        pos = ctx.take_position()
+        recorded = ctx.replayed(pos, name)
+        if recorded is not None:
+            return self._codec.decoder(annotation)(recorded[0])
+        value = make()
+        raw = self._codec.encode(value, (name, name, ctx.workflow_id, pos))
+        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, name, raw, None))
+        return value
+
+    def _op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
+        """Run a store op; inside a workflow its outcome is the step at ``pos``."""
+        wid = None if ctx is None else ctx.workflow_id
+        result = yield SUBMIT, Record(R.OP, (wid, pos, name, op, args))
+        if result is R.NOTHING:
+            return R.NOTHING
+        output, error = result
+        if error is not None:
+            raise decode_error(error)
+        return output
+
+    def _wait_for(self, ctx: WorkflowContext, name: str, key: Any, op: str, args: tuple[Any, ...], timeout: float | None) -> Gen:
+        """The receive pattern: an optional recorded deadline, then one step
+        that holds what arrived (or None at the deadline)."""
+        deadline = None
+        if timeout is not None:
+            deadline = yield from self._recorded(ctx, f"{name}.deadline", lambda: self._clock.now() + timeout, float)
+        pos = ctx.take_position()
+        recorded = ctx.replayed(pos, name)
+        if recorded is not None:
+            if recorded[1] is not None:
+                raise decode_error(recorded[1])
+            return recorded[0]
+        while True:
+            waiter = yield WAITER, None
+            self._waits.add(key, waiter)  # before looking: a commit in between still wakes us
+            try:
+                final = deadline is not None and self._clock.now() >= deadline
+                output = yield from self._op(ctx, pos, name, op, (*args, final))
+                if output is not R.NOTHING:
+                    return output
+                yield BLOCK, (waiter, deadline)
+            finally:
+                self._waits.remove(key, waiter)
+
+    def _decode(self, raw: Any) -> Any:
+        return None if raw is None else self._codec.decoder(Any)(raw)
+
+    # -- deadlines (start(..., timeout=)) --------------------------------------------
+
+    def _arm_deadline(self, workflow_id: str, deadline: float) -> None:
+        with self._deadline_lock:
+            old = self._deadlines.pop(workflow_id, None)
+            if old is not None:
+                old.cancel()
+            self._deadlines[workflow_id] = self._clock.call_at(deadline, lambda: self._expired(workflow_id))
+
+    def _disarm_deadlines(self) -> None:
+        with self._deadline_lock:
+            for timer in self._deadlines.values():
+                timer.cancel()
+            self._deadlines.clear()
+
+    def _expired(self, workflow_id: str) -> None:
+        # On the clock's thread: the cancel waits for a commit, so hand it off.
+        with self._deadline_lock:
+            self._deadlines.pop(workflow_id, None)
+        threading.Thread(target=self._expire, args=(workflow_id,), name="durably-deadline", daemon=True).start()
+
+    def _expire(self, workflow_id: str) -> None:
+        try:
+            self.cancel(workflow_id)  # cascades to children; no-op once finished
+        except errors.DurablyError:
+            pass  # engine closed meanwhile: re-armed at the next open
+
+    # -- durable time ----------------------------------------------------------------
+
+    def _sleep(self, seconds: Any) -> Gen:
+        seconds = seconds_arg(seconds, "sleep")
+        ctx = current.get()
+        if ctx is None:
+            wake = self._clock.now() + seconds
+        else:
+            wake = yield from self._recorded(ctx, "sleep", lambda: self._clock.now() + seconds, float)
+        if self._clock.now() < wake:
+            waiter = yield WAITER, None
+            yield BLOCK, (waiter, wake)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: inside a workflow the wake-up time is recorded, so
+        after a restart the workflow wakes at that time, not ``seconds`` after
+        the restart. Cancelling the workflow interrupts the sleep."""
+        return self._drive(self._sleep(seconds))
+
+    async def sleep_async(self, seconds: float) -> None:
+        return await self._drive_async(self._sleep(seconds))
+
+    def _value(self, name: str, make: Any, annotation: Any) -> Gen:
+        ctx = current.get()
+        if ctx is None:
+            return make()
+        return (yield from self._recorded(ctx, name, make, annotation))
+
+    def now(self) -> datetime:
+        """The current time (UTC); inside a workflow, recorded and replayed."""
+        ts = self._drive(self._value("now", self._clock.now, float))
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    async def now_async(self) -> datetime:
+        ts = await self._drive_async(self._value("now", self._clock.now, float))
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    def random(self) -> float:
+        """A float in [0, 1); inside a workflow, recorded and replayed."""
+        return self._drive(self._value("random", _random.random, float))
+
+    async def random_async(self) -> float:
+        return await self._drive_async(self._value("random", _random.random, float))
+
+    def uuid4(self) -> str:
+        """A random UUID string; inside a workflow, recorded and replayed."""
+        return self._drive(self._value("uuid4", lambda: str(_uuid.uuid4()), str))
+
+    async def uuid4_async(self) -> str:
+        return await self._drive_async(self._value("uuid4", lambda: str(_uuid.uuid4()), str))
+
+    # -- versioning ------------------------------------------------------------------
+
+    def patched(self, change: str) -> bool:
+        """True if this run of the workflow takes the new code path of ``change``.
+
+        New runs record a marker and take it; a run that recorded steps past
+        this point before the patch existed replays the old path (False).
+        Once no such run is left, the check can be deleted (keep the new path).
+        """
+        change = _name(change, "patched() change name")
+        ctx = current.get()
+        if ctx is None:
+            raise errors.UsageError("patched() is only valid inside a workflow")
+        name = f"patch:{change}"
+        pos = ctx.position
+        if pos < ctx.replay_len:
+            row = ctx.recorded.get(pos)
+            if row is None or row[1] != name:
+                return False  # recorded before the patch: the old path, no position taken
+        ctx.take_position()
+        if pos >= ctx.replay_len:
+            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None)))
+        return True
+
+    # -- messages --------------------------------------------------------------------
+
+    def _send(self, workflow_id: Any, message: Any, topic: Any) -> Gen:
+        self._check_open()
+        dest = _name(workflow_id, "send() workflow_id")
+        topic = _topic(topic)
+        payload = self._codec.encode(message, f"message to workflow {dest!r}")
+        ctx = current.get()
+        if ctx is None:
+            yield from self._op(None, None, "send", "send", (dest, topic, payload))
+        else:
+            pos = ctx.take_position()
+            recorded = ctx.replayed(pos, "send")
+            if recorded is not None:
+                if recorded[1] is not None:
+                    raise decode_error(recorded[1])
+                return
+            yield from self._op(ctx, pos, "send", "send", (dest, topic, payload))
+        self._waits.notify(("msg", dest, topic))
+
+    def send(self, workflow_id: str, message: Any, topic: str | None = None) -> None:
+        """Deliver ``message`` to workflow ``workflow_id`` (received once, in
+        order per topic). Durable before it returns; from inside a workflow it
+        is journaled, so a replay does not send it again.
+        WorkflowNotFoundError if no such workflow exists."""
+        return self._drive(self._send(workflow_id, message, topic))
+
+    async def send_async(self, workflow_id: str, message: Any, topic: str | None = None) -> None:
+        return await self._drive_async(self._send(workflow_id, message, topic))
+
+    def _recv(self, topic: Any, timeout: Any) -> Gen:
+        topic = _topic(topic)
+        timeout = seconds_arg(timeout, "recv timeout", allow_none=True)
+        ctx = current.get()
+        if ctx is None:
+            raise errors.UsageError("recv() is only valid inside a workflow (it consumes that workflow's messages)")
+        raw = yield from self._wait_for(ctx, f"recv:{topic or ''}", ("msg", ctx.workflow_id, topic),
+                                        "recv", (ctx.workflow_id, topic), timeout)
+        return self._decode(raw)
+
+    def recv(self, topic: str | None = None, timeout: float | None = None) -> Any:
+        """The next message sent to this workflow on ``topic`` (oldest first),
+        waiting up to ``timeout`` seconds (None: forever); None on timeout.
+        The timeout's deadline is recorded: it survives restarts."""
+        return self._drive(self._recv(topic, timeout))
+
+    async def recv_async(self, topic: str | None = None, timeout: float | None = None) -> Any:
+        return await self._drive_async(self._recv(topic, timeout))
+
+    # -- events ----------------------------------------------------------------------
+
+    def _set_event(self, key: Any, value: Any) -> Gen:
+        key = _name(key, "event key")
+        ctx = current.get()
+        if ctx is None:
+            raise errors.UsageError("set_event() is only valid inside a workflow (events belong to a workflow)")
+        raw = self._codec.encode(value, f"event {key!r} of workflow {ctx.workflow_id!r}")
+        pos = ctx.take_position()
+        if ctx.replayed(pos, f"set_event:{key}") is None:
+            yield from self._op(ctx, pos, f"set_event:{key}", "set_event", (ctx.workflow_id, key, raw))
+            self._waits.notify(("event", ctx.workflow_id, key))
+
+    def set_event(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` for this workflow (latest wins)."""
+        return self._drive(self._set_event(key, value))
+
+    async def set_event_async(self, key: str, value: Any) -> None:
+        return await self._drive_async(self._set_event(key, value))
+
+    def _get_event(self, workflow_id: Any, key: Any, timeout: Any) -> Gen:
+        self._check_open()
+        wid = _name(workflow_id, "get_event() workflow_id")
+        key = _name(key, "event key")
+        timeout = seconds_arg(timeout, "get_event timeout", allow_none=True)
+        ctx = current.get()
+        if ctx is not None:
+            raw = yield from self._wait_for(ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout)
+            return self._decode(raw)
+        deadline = None if timeout is None else self._clock.now() + timeout
+        while True:
+            waiter = yield WAITER, None
+            self._waits.add(("event", wid, key), waiter)
+            try:
+                rows = self._store.query(
+                    "SELECT w.workflow_id, e.value FROM workflows w LEFT JOIN events e"
+                    " ON e.workflow_id = w.workflow_id AND e.key = ? WHERE w.workflow_id = ?", (key, wid))
+                if not rows:
+                    raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
+                if rows[0][1] is not None:
+                    return self._decode(rows[0][1])
+                if deadline is not None and self._clock.now() >= deadline:
+                    return None
+                yield BLOCK, (waiter, deadline)
+            finally:
+                self._waits.remove(("event", wid, key), waiter)
+
+    def get_event(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:
+        """The latest value workflow ``workflow_id`` published under ``key``,
+        waiting up to ``timeout`` seconds for one (None: forever); None on
+        timeout. Inside a workflow the value read is journaled."""
+        return self._drive(self._get_event(workflow_id, key, timeout))
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:
+        return await self._drive_async(self._get_event(workflow_id, key, timeout))

@@ -1,0 +1,112 @@
+"""Waiting without polling: a workflow (or a client) waiting for a message,
+an event, a wake-up time or a queue slot parks on a :class:`Waiter` that is
+fired by whichever comes first: the commit that makes what it waits for
+visible (``Waits.notify``), its deadline (a clock timer), or an interrupt
+(cancel, deadline expiry, engine close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Hashable
+
+from .context import WorkflowContext
+
+
+def _set(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class Waiter:
+    """One wait: a threading.Event, or a future on the waiter's event loop."""
+
+    __slots__ = ("event", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.event = threading.Event() if loop is None else None
+        self.future = loop.create_future() if loop is not None else None
+
+    def fire(self) -> None:
+        if self.event is not None:
+            self.event.set()
+            return
+        try:
+            self.loop.call_soon_threadsafe(_set, self.future)  # type: ignore[union-attr]
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits any more
+
+    @property
+    def fired(self) -> bool:
+        if self.event is not None:
+            return self.event.is_set()
+        return self.future.done()  # type: ignore[union-attr]
+
+
+class Waits:
+    """Waiters by key, e.g. ("msg", workflow_id, topic); fired on notify."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[Hashable, set[Waiter]] = {}
+
+    def add(self, key: Hashable, waiter: Waiter) -> None:
+        with self._lock:
+            self._by_key.setdefault(key, set()).add(waiter)
+
+    def remove(self, key: Hashable, waiter: Waiter) -> None:
+        with self._lock:
+            group = self._by_key.get(key)
+            if group is not None:
+                group.discard(waiter)
+                if not group:
+                    del self._by_key[key]
+
+    def notify(self, key: Hashable) -> None:
+        with self._lock:
+            group = list(self._by_key.get(key, ()))
+        for waiter in group:
+            waiter.fire()
+
+    def fire_all(self) -> None:
+        with self._lock:
+            groups = [w for g in self._by_key.values() for w in g]
+        for waiter in groups:
+            waiter.fire()
+
+
+def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> None:
+    """Wait in this thread until ``waiter`` fires or ``deadline`` passes;
+    raise the workflow's interrupt (cancel, shutdown) if it was set."""
+    timer = clock.call_at(deadline, waiter.fire) if deadline is not None else None
+    if ctx is not None:
+        ctx.waiter = waiter
+    try:
+        if ctx is None or ctx.interrupt is None:
+            waiter.event.wait()  # type: ignore[union-attr]
+    finally:
+        if ctx is not None:
+            ctx.waiter = None
+        if timer is not None:
+            timer.cancel()
+    if ctx is not None and ctx.interrupt is not None:
+        raise ctx.interrupt
+
+
+async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> None:
+    """``block`` on the running event loop."""
+    timer = clock.call_at(deadline, waiter.fire) if deadline is not None else None
+    if ctx is not None:
+        ctx.waiter = waiter
+    try:
+        if ctx is None or ctx.interrupt is None:
+            await asyncio.shield(waiter.future)  # type: ignore[arg-type]
+    finally:
+        if ctx is not None:
+            ctx.waiter = None
+        if timer is not None:
+            timer.cancel()
+    if ctx is not None and ctx.interrupt is not None:
+        raise ctx.interrupt

@@ -1,0 +1,99 @@
+"""Toolkit operations: SQL run on the writer inside a journal batch.
+
+Each op runs in its own SAVEPOINT and returns the step output to record
+(already encoded), ``NOTHING`` to record nothing, or raises a DurablyError
+that becomes the step's recorded error. Because the op and the step row
+commit in one transaction, a message is consumed exactly once, an event is
+published exactly once, and a queue entry is created exactly once, whatever
+crashes around them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import apsw
+
+from .. import _records as R
+from .. import errors
+
+
+def _require_workflow(conn: apsw.Connection, workflow_id: str) -> None:
+    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (workflow_id,)).get is None:
+        raise errors.WorkflowNotFoundError(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
+
+
+def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any) -> None:
+    _require_workflow(conn, dest)
+    conn.execute("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", (dest, topic, payload))
+    return None
+
+
+def recv(conn: apsw.Connection, workflow_id: str, topic: str | None, final: bool) -> Any:
+    """The oldest message for (workflow, topic), consumed; when there is none,
+    NOTHING (keep waiting) or, once the timeout passed (``final``), None."""
+    row = conn.execute(
+        "SELECT id, payload FROM messages WHERE dest = ? AND topic IS ? ORDER BY id LIMIT 1",
+        (workflow_id, topic),
+    ).get
+    if row is None:
+        return None if final else R.NOTHING
+    conn.execute("DELETE FROM messages WHERE id = ?", (row[0],))
+    return row[1]
+
+
+def set_event(conn: apsw.Connection, workflow_id: str, key: str, value: Any) -> None:
+    conn.execute(
+        "INSERT INTO events (workflow_id, key, value) VALUES (?, ?, ?) ON CONFLICT (workflow_id, key)"
+        " DO UPDATE SET value = excluded.value, updated_at = unixepoch('subsec')",
+        (workflow_id, key, value),
+    )
+    return None
+
+
+def get_event(conn: apsw.Connection, workflow_id: str, key: str, final: bool) -> Any:
+    row = conn.execute("SELECT value FROM events WHERE workflow_id = ? AND key = ?", (workflow_id, key)).get
+    if row is None:
+        return None if final else R.NOTHING
+    return row
+
+
+def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, parent_id: str | None,
+            deadline: float | None, queue: str, priority: int, not_before: float, dedup_key: str | None,
+            encode_id: Callable[[str], Any]) -> Any:
+    """Create the workflow and its queue entry, or return the workflow that
+    already holds the id (or the same live dedup key)."""
+    if dedup_key is not None:
+        row = conn.execute(
+            "SELECT workflow_id FROM queue_entries WHERE queue = ? AND dedup_key = ? AND done = 0",
+            (queue, dedup_key),
+        ).get
+        if row is not None:
+            return encode_id(row)
+    existing = conn.execute("SELECT name FROM workflows WHERE workflow_id = ?", (workflow_id,)).get
+    if existing is not None:
+        if existing != name:
+            raise errors.WorkflowConflictError(
+                f"workflow id {workflow_id!r} already belongs to workflow {existing!r}, not {name!r}",
+                workflow_id=workflow_id, existing_name=existing, requested_name=name,
+            )
+        return encode_id(workflow_id)
+    conn.execute(
+        "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
+        " VALUES (?, ?, 'PENDING', ?, ?, ?)",
+        (workflow_id, name, inputs, parent_id, deadline),
+    )
+    conn.execute(
+        "INSERT INTO queue_entries (workflow_id, queue, priority, not_before, dedup_key) VALUES (?, ?, ?, ?, ?)",
+        (workflow_id, queue, priority, not_before, dedup_key),
+    )
+    return encode_id(workflow_id)
+
+
+OPS: dict[str, Callable[..., Any]] = {
+    "send": send,
+    "recv": recv,
+    "set_event": set_event,
+    "get_event": get_event,
+    "enqueue": enqueue,
+}
