@@ -356,6 +356,7 @@ class Toolkit:
             return self._decode(raw)
         deadline = None if timeout is None else self._clock.now() + timeout
         while True:
+            self._check_open()  # engine closing: end the wait with NotOpenError
             waiter = yield WAITER, None
             self._waits.add(("event", wid, key), waiter)
             try:
