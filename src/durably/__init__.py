@@ -13,12 +13,14 @@ from . import errors as _errors
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
+from .queues import Queue
 from .store import Tx
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "Queue",
     "Clock",
     "SystemClock",
     "VirtualClock",

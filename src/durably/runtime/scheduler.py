@@ -194,6 +194,10 @@ class Scheduler:
                 self._launch(spec, wid, row[3], replay=True)
                 final = None
         self._notify(wid, final)
+        self._queues_kick()
+
+    def _queues_kick(self) -> None:
+        """A workflow ended: a queue may have room (Engine overrides)."""
 
     def _notify(self, wid: str, final: tuple[str, str, Any, Any] | None = None) -> None:
         with self._lock:

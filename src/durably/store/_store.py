@@ -453,10 +453,12 @@ class Store:
 
     def pending_workflows(self) -> list[tuple[str, str, Any, Any]]:
         """Every PENDING workflow, parked ones included (a deploy may have
-        fixed what parked them): (id, name, inputs, parent_id)."""
+        fixed what parked them), except queue entries not started yet (the
+        queue dispatcher starts those): (id, name, inputs, parent_id)."""
         return self.query(  # type: ignore[return-value]
-            "SELECT workflow_id, name, inputs, parent_id FROM workflows"
-            " WHERE status = 'PENDING' ORDER BY created_at"
+            "SELECT workflow_id, name, inputs, parent_id FROM workflows w"
+            " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
+            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY created_at"
         )
 
     def list_workflows(self, status: str | None, name: str | None, limit: int) -> list[tuple[Any, ...]]:

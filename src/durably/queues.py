@@ -1,0 +1,211 @@
+"""Queues: durable enqueue with global concurrency and rate limits,
+priority, deduplication and delayed start.
+
+An enqueued workflow is a PENDING workflow row plus a ``queue_entries`` row,
+written in one transaction before ``enqueue`` returns. One dispatcher thread
+per engine starts waiting entries when their queue has room: ``started_at``
+is recorded (durably) before the workflow is launched, so the limits are
+computed from the database and hold across restarts: a started, unfinished
+entry counts against ``concurrency`` after a crash too, and every start in
+the last ``period`` seconds counts against the rate limit.
+
+Order: lowest ``priority`` first, then FIFO. A ``dedup_key`` that is live
+(its workflow has not finished) returns the existing workflow's handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from typing import Any, Callable
+
+from . import _records as R
+from . import errors
+from ._ids import new_id
+from .handle import WorkflowHandle
+from .journal import Record
+from .runtime.context import current
+from .runtime.toolkit import seconds_arg
+from .runtime.waits import Waiter, block
+
+log = logging.getLogger("durably")
+
+_BATCH = 100  # entries started per dispatcher round and queue
+
+
+class Queue:
+    """A named queue; get one from ``engine.queue(name, ...)``."""
+
+    def __init__(self, engine: Any, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> None:
+        if not isinstance(name, str) or not name:
+            raise errors.UsageError(f"queue name must be a non-empty str, not {name!r}")
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+            raise errors.UsageError(f"queue {name!r}: concurrency must be an int >= 1 or None, not {concurrency!r}")
+        if rate_limit is not None:
+            ok = isinstance(rate_limit, tuple) and len(rate_limit) == 2
+            n, period = rate_limit if ok else (None, None)
+            if not (ok and isinstance(n, int) and not isinstance(n, bool) and n >= 1
+                    and isinstance(period, (int, float)) and math.isfinite(period) and period > 0):
+                raise errors.UsageError(
+                    f"queue {name!r}: rate_limit must be (starts >= 1, seconds > 0), not {rate_limit!r}")
+            rate_limit = (n, float(period))
+        self.engine = engine
+        self.name = name
+        self.concurrency = concurrency
+        self.rate_limit = rate_limit
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r}, concurrency={self.concurrency}, rate_limit={self.rate_limit})"
+
+    def _record(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
+                priority: int, dedup_key: str | None, delay: float, timeout: float | None) -> tuple[Record, Any]:
+        engine = self.engine
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise errors.UsageError(f"priority must be an int (lower runs first), not {priority!r}")
+        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
+            raise errors.UsageError(f"dedup_key must be a non-empty str or None, not {dedup_key!r}")
+        delay = seconds_arg(delay, "enqueue delay")
+        timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
+        engine._check_open()
+        spec = engine._spec(workflow)
+        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
+            raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
+        inputs = engine._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
+        now = engine._clock.now()
+        deadline = None if timeout is None else now + timeout
+        ctx = current.get()
+        pos = name = None
+        if ctx is None:
+            wid = workflow_id or new_id()
+            parent = None
+        else:
+            pos = ctx.take_position()
+            name = f"enqueue:{spec.name}"
+            recorded = ctx.replayed(pos, name)
+            if recorded is not None:
+                return None, engine._codec.decoder(str)(recorded[0])  # type: ignore[return-value]
+            wid = workflow_id or f"{ctx.workflow_id}/{pos}"
+            parent = ctx.workflow_id
+        args_ = (wid, spec.name, inputs, parent, deadline, self.name, priority, now + delay, dedup_key,
+                 lambda i: engine._codec.encode(i, "workflow id"))
+        return Record(R.OP, (parent, pos, name, "enqueue", args_)), None
+
+    def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle:
+        engine = self.engine
+        if rec is None:
+            return WorkflowHandle(engine, replayed)
+        output, error = rec.result
+        if error is not None:
+            from .codec import decode_error
+            raise decode_error(error)
+        wid = engine._codec.decoder(str)(output)
+        engine._queues_kick()
+        return WorkflowHandle(engine, wid)
+
+    def enqueue(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
+                priority: int = 0, dedup_key: str | None = None, delay: float = 0.0,
+                timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+        """Enqueue a workflow; durable before it returns. Returns its handle
+        (the existing workflow's, for a known ``workflow_id`` or a live
+        ``dedup_key``). ``delay``: seconds before it may start."""
+        self.engine._check_queue(self)
+        rec, replayed = self._record(workflow, args, kwargs, workflow_id, priority, dedup_key, delay, timeout)
+        if rec is not None:
+            self.engine._journal.submit(rec)
+        return self._done(rec, replayed)
+
+    async def enqueue_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
+                            priority: int = 0, dedup_key: str | None = None, delay: float = 0.0,
+                            timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+        self.engine._check_queue(self)
+        rec, replayed = self._record(workflow, args, kwargs, workflow_id, priority, dedup_key, delay, timeout)
+        if rec is not None:
+            await self.engine._journal.submit_async(rec)
+            if rec.error is not None:
+                raise rec.error
+        return self._done(rec, replayed)
+
+
+class Dispatcher:
+    """Starts waiting queue entries when their queue has room (one thread)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._waiter = Waiter()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="durably-queues", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        with self._lock:
+            self._waiter.fire()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._waiter.fire()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        engine = self.engine
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                waiter = self._waiter = Waiter()
+            wake: float | None = None
+            try:
+                for queue in list(engine._queues.values()):
+                    t = self._dispatch(queue)
+                    if t is not None and (wake is None or t < wake):
+                        wake = t
+            except errors.DurablyError as exc:
+                if not self._stopping:
+                    log.error("durably: queue dispatcher stopped: %s", exc)
+                return
+            block(engine._clock, waiter, wake, None)
+
+    def _dispatch(self, queue: Queue) -> float | None:
+        """Start what may start now; return when to look again (None: on a kick)."""
+        engine = self.engine
+        store = engine._store
+        now = engine._clock.now()
+        free = _BATCH
+        wake: float | None = None
+        if queue.concurrency is not None:
+            running = store.query(
+                "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
+                (queue.name,))[0][0]
+            free = min(free, queue.concurrency - running)
+        if queue.rate_limit is not None:
+            n, period = queue.rate_limit
+            recent = [r[0] for r in store.query(
+                "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+                " AND started_at > ? ORDER BY started_at", (queue.name, now - period))]
+            free = min(free, n - len(recent))
+            if len(recent) >= n:
+                wake = recent[len(recent) - n] + period  # when the oldest counted start leaves the window
+        if free > 0:
+            ids = [r[0] for r in store.query(
+                "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
+                " AND not_before <= ? ORDER BY priority, seq LIMIT ?", (queue.name, now, free))]
+            if ids:
+                engine._journal.submit(Record(R.SQL, (
+                    f"UPDATE queue_entries SET started_at = ? WHERE started_at IS NULL AND workflow_id IN"
+                    f" ({', '.join('?' * len(ids))})", (now, *ids))))
+                for wid in ids:
+                    engine._launch_queued(wid)
+                if len(ids) == free:
+                    return now  # there may be more: look again at once
+        delayed = store.query(
+            "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
+            " AND not_before > ?", (queue.name, now))[0][0]
+        if delayed is not None and (wake is None or delayed < wake):
+            wake = delayed
+        return wake
