@@ -28,6 +28,7 @@ from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
 from .clock import Clock, SystemClock
 from .queues import Dispatcher, Queue
+from .schedules import Schedule, ScheduleRunner, declare
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
 
@@ -101,6 +102,8 @@ class Engine(Toolkit, Scheduler):
         self._waits = Waits()
         self._queues: dict[str, Queue] = {}
         self._dispatcher: Dispatcher | None = None
+        self._schedules: dict[str, Schedule] = {}
+        self._schedule_runner: ScheduleRunner | None = None
 
     # -- registration ---------------------------------------------------------
 
@@ -200,6 +203,24 @@ class Engine(Toolkit, Scheduler):
             raise errors.UsageError(f"no queue named {queue!r} is declared; call engine.queue({queue!r}, ...) first")
         return declared.enqueue(workflow, *args, **kwargs)
 
+    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest") -> Schedule:
+        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
+        (UTC; ``slot`` is the slot's aware datetime).
+
+        Each slot fires at most once, across crashes and restarts (the slot
+        is the workflow id: ``schedule:<name>@<slot>``). Slots missed while
+        the engine was not running: ``"latest"`` fires the most recent one,
+        ``"all"`` fires each in order (at most 1,000 per round), ``"skip"``
+        fires none. An invalid expression raises UsageError.
+        """
+        schedule = declare(self, name, cron, workflow, missed)
+        if self._open and self._schedule_runner is None:
+            self._schedule_runner = ScheduleRunner(self)
+            self._schedule_runner.start()
+        elif self._schedule_runner is not None:
+            self._schedule_runner.kick()
+        return schedule
+
     def _check_queue(self, queue: Queue) -> None:
         if queue.engine is not self or self._queues.get(queue.name) is not queue:
             raise errors.UsageError(f"{queue!r} is not declared on this engine")
@@ -248,6 +269,9 @@ class Engine(Toolkit, Scheduler):
                 self._arm_deadline(wid, deadline)
             if self._queues:
                 self._start_dispatcher()
+            if self._schedules:
+                self._schedule_runner = ScheduleRunner(self)
+                self._schedule_runner.start()
         except BaseException:
             self.close()
             raise
@@ -266,6 +290,9 @@ class Engine(Toolkit, Scheduler):
         if self._dispatcher is not None:
             self._dispatcher.stop()
             self._dispatcher = None
+        if self._schedule_runner is not None:
+            self._schedule_runner.stop()
+            self._schedule_runner = None
         self._stop_all(EngineShutdown())
         self._waits.fire_all()
         self._journal.stop()
