@@ -1,0 +1,95 @@
+"""Crash-harness workload for the toolkit: messages, events, durable sleep
+and a queue with a concurrency limit, in one process that may be killed at
+any moment. Writes fsynced ledger lines and, if it finishes, its results.
+
+    python toolkit_workload.py DB LEDGER [--messages N] [--jobs K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+
+import durably
+
+parser = argparse.ArgumentParser()
+parser.add_argument("db")
+parser.add_argument("ledger")
+parser.add_argument("--messages", type=int, default=12)
+parser.add_argument("--jobs", type=int, default=8)
+opts = parser.parse_args()
+
+engine = durably.Engine(opts.db, workers=8)
+queue = engine.queue("q", concurrency=2)
+ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+lock = threading.Lock()
+running = [0, 0]  # now, peak in this process
+
+
+def log(*fields: object) -> None:
+    os.write(ledger_fd, ("|".join(map(str, (*fields, os.getpid()))) + "\n").encode())
+    os.fsync(ledger_fd)
+
+
+@engine.workflow(name="consumer")
+def consumer(n: int) -> list:
+    got = []
+    for i in range(n):
+        got.append(engine.recv("m"))
+        engine.set_event("count", i + 1)
+    return got
+
+
+@engine.workflow(name="producer")
+async def producer(n: int) -> int:
+    for i in range(n):
+        await engine.send_async("consumer", i, topic="m")
+        if i % 4 == 0:
+            await engine.sleep_async(0.02)
+    return n
+
+
+@engine.workflow(name="sleeper")
+def sleeper(seconds: float) -> float:
+    before = engine.now().timestamp()
+    engine.sleep(seconds)
+    slept = time.time() - before
+    log("W", seconds, f"{slept:.4f}")
+    return slept
+
+
+@engine.step(name="work")
+def work(i: int) -> int:
+    with lock:
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        log("Q", running[0])
+    time.sleep(random.uniform(0, 0.05))
+    with lock:
+        running[0] -= 1
+    return i
+
+
+@engine.workflow(name="job")
+def job(i: int) -> int:
+    return work(i)
+
+
+async def main() -> dict:
+    handles = [engine.start(consumer, opts.messages, workflow_id="consumer"),
+               await engine.start_async(producer, opts.messages, workflow_id="producer"),
+               engine.start(sleeper, 0.6, workflow_id="sleeper")]
+    handles += [queue.enqueue(job, i, workflow_id=f"job-{i}", dedup_key=f"job-{i}") for i in range(opts.jobs)]
+    results = {h.workflow_id: await h.result_async(timeout=60) for h in handles}
+    results["count-event"] = engine.get_event("consumer", "count", timeout=5)
+    return results
+
+
+with engine:
+    out = asyncio.run(main())
+json.dump(out, os.sys.stdout)
