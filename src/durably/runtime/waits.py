@@ -38,6 +38,11 @@ class Waiter:
         except RuntimeError:
             pass  # the loop is closed: nobody waits any more
 
+    def fire_here(self) -> None:
+        """``fire`` from the waiter's own event loop (no cross-thread call)."""
+        if self.future is not None and not self.future.done():
+            self.future.set_result(None)
+
     @property
     def fired(self) -> bool:
         if self.event is not None:
@@ -97,7 +102,7 @@ def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowConte
 
 async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> None:
     """``block`` on the running event loop."""
-    timer = clock.call_at(deadline, waiter.fire) if deadline is not None else None
+    timer = clock.call_at(deadline, waiter.fire_here, waiter.loop) if deadline is not None else None
     if ctx is not None:
         ctx.waiter = waiter
     try:
