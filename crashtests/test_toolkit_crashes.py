@@ -1,15 +1,18 @@
 """The toolkit under SIGKILL: a process running messages, events, a durable
-sleep and a concurrency-limited queue is killed at seeded random moments
+sleep, a concurrency-limited queue and a per-second cron schedule
+(missed="all") is killed at seeded random moments
 and at crash points, then restarted until it finishes. The checker: every
 message delivered exactly once and in order (none lost, none duplicated,
 none left), the event holds the final count, the sleep never ended before
 its recorded wake-up time, the queue never ran more than its limit at once,
+the schedule fired every second once (no gap, no slot twice in a process),
 and every workflow ended SUCCESS exactly once."""
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 import random
 import signal
 import subprocess
@@ -52,8 +55,21 @@ def _check(db: Path, ledger: Path, final: dict) -> list[str]:
             problems.append(f"{left} message(s) left undelivered (a duplicate send?)")
         statuses = dict(conn.execute("SELECT workflow_id, status FROM workflows"))
         expected = {"consumer", "producer", "sleeper", *(f"job-{i}" for i in range(JOBS))}
-        if set(statuses) != expected or set(statuses.values()) != {"SUCCESS"}:
-            problems.append(f"workflows: {statuses}")
+        ticks = {w: st for w, st in statuses.items() if w.startswith("schedule:tick@")}
+        others = {w: st for w, st in statuses.items() if w not in ticks}
+        if set(others) != expected or set(others.values()) != {"SUCCESS"}:
+            problems.append(f"workflows: {others}")
+        # schedule: missed="all", so the fired slots are every second from the first to the last
+        slots = sorted(datetime.fromisoformat(w.split("@", 1)[1]).timestamp() for w in ticks)
+        if not slots:
+            problems.append("the schedule never fired")
+        elif [b - a for a, b in zip(slots, slots[1:])] != [1.0] * (len(slots) - 1):
+            problems.append(f"schedule slots not contiguous: {slots}")
+        elif conn.execute("SELECT last_slot FROM schedules WHERE name = 'tick'").get != slots[-1]:
+            problems.append("schedules.last_slot is not the last fired slot")
+        pending_ticks = [w for w, st in ticks.items() if st != "SUCCESS"]
+        if len(pending_ticks) > 1:  # only a slot fired just before the final close may be unfinished
+            problems.append(f"unfinished schedule workflows: {pending_ticks}")
         entries = conn.execute("SELECT count(*) FROM queue_entries").get
         if entries != JOBS:
             problems.append(f"{entries} queue entries for {JOBS} jobs")
@@ -62,12 +78,18 @@ def _check(db: Path, ledger: Path, final: dict) -> list[str]:
             problems.append(f"{sends} send steps recorded")
     finally:
         conn.close()
+    tock_pids: dict[str, list[str]] = {}
     for line in ledger.read_text().splitlines():
-        kind, *fields, _pid = line.split("|")
+        kind, *fields, pid = line.split("|")
+        if kind == "T":
+            tock_pids.setdefault(fields[0], []).append(pid)
         if kind == "Q" and int(fields[0]) > 2:
             problems.append(f"queue concurrency {fields[0]} > 2")
         if kind == "W" and float(fields[1]) < float(fields[0]) - 0.005:
             problems.append(f"sleep of {fields[0]} s ended after {fields[1]} s")
+    for slot, pids in tock_pids.items():
+        if len(set(pids)) != len(pids):  # a re-run needs a new process (the old one was killed)
+            problems.append(f"slot {slot} ran twice in one process")
     return problems
 
 
@@ -105,8 +127,9 @@ def test_the_checker_catches_broken_runs(tmp_path: Path) -> None:
     assert _check(db, ledger, final) == []
     forged = dict(final, consumer=[0, 0, *range(2, MESSAGES)])
     with ledger.open("a") as f:
-        f.write("Q|3|1\nW|0.6|0.2|1\n")
+        f.write("Q|3|1\nW|0.6|0.2|1\nT|2027-01-01T00:00:00+00:00|7\nT|2027-01-01T00:00:00+00:00|7\n")
     problems = _check(db, ledger, forged)
     assert any("consumer received" in p for p in problems)
     assert any("concurrency 3" in p for p in problems)
     assert any("ended after 0.2" in p for p in problems)
+    assert any("ran twice in one process" in p for p in problems)

@@ -1,5 +1,5 @@
-"""Crash-harness workload for the toolkit: messages, events, durable sleep
-and a queue with a concurrency limit, in one process that may be killed at
+"""Crash-harness workload for the toolkit: messages, events, durable sleep,
+a queue with a concurrency limit and a per-second cron schedule, in one process that may be killed at
 any moment. Writes fsynced ledger lines and, if it finishes, its results.
 
     python toolkit_workload.py DB LEDGER [--messages N] [--jobs K]
@@ -14,6 +14,7 @@ import os
 import random
 import threading
 import time
+from datetime import datetime
 
 import durably
 
@@ -80,6 +81,20 @@ def job(i: int) -> int:
     return work(i)
 
 
+@engine.step(name="tock")
+def tock(slot: str) -> str:
+    log("T", slot)
+    return slot
+
+
+@engine.workflow(name="tick")
+def tick(slot: datetime) -> str:
+    return tock(slot.isoformat())
+
+
+engine.schedule("tick", "* * * * * *", tick, missed="all")  # every second (croniter's 6th field)
+
+
 async def main() -> dict:
     handles = [engine.start(consumer, opts.messages, workflow_id="consumer"),
                await engine.start_async(producer, opts.messages, workflow_id="producer"),
@@ -87,6 +102,12 @@ async def main() -> dict:
     handles += [queue.enqueue(job, i, workflow_id=f"job-{i}", dedup_key=f"job-{i}") for i in range(opts.jobs)]
     results = {h.workflow_id: await h.result_async(timeout=60) for h in handles}
     results["count-event"] = engine.get_event("consumer", "count", timeout=5)
+    # let the schedule fire at least one slot in this run, and that slot finish
+    first = len(engine.list_workflows(name="tick", status="SUCCESS", limit=100_000))
+    for _ in range(300):
+        if len(engine.list_workflows(name="tick", status="SUCCESS", limit=100_000)) > first:
+            break
+        await asyncio.sleep(0.01)
     return results
 
 
