@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import datetime
 
 import pytest
 
@@ -404,3 +405,57 @@ def test_a_bad_message_inside_a_workflow_fails_it_with_a_serialization_error(mak
 def test_clock_must_be_a_durably_clock() -> None:
     with pytest.raises(errors.UsageError):
         durably.Engine(":memory:", clock=object())  # type: ignore[arg-type]
+
+
+def test_async_events_timeouts_and_client_reads(make_engine) -> None:
+    """The *_async forms: events set and read inside async workflows, an
+    async client read woken by the commit, a recv timeout in virtual time."""
+    clock = durably.VirtualClock(T0)
+    engine = _engine(make_engine, clock)
+
+    @engine.workflow(name="stages")
+    async def stages() -> object:
+        await engine.set_event_async("stage", 1)
+        late = await engine.recv_async("never", timeout=30)
+        await engine.set_event_async("stage", 2)
+        return late
+
+    @engine.workflow(name="watcher")
+    async def watcher(wid: str) -> object:
+        return await engine.get_event_async(wid, "stage", timeout=None)
+
+    async def main() -> tuple:
+        h = await engine.start_async(stages)
+        first = await engine.get_event_async(h.workflow_id, "stage", timeout=None)
+        seen = await engine.start_async(watcher, h.workflow_id)
+        await asyncio.to_thread(clock.wait_for_timers, 1)
+        clock.advance(30)
+        return first, await h.result_async(), await seen.result_async(), \
+            await engine.get_event_async(h.workflow_id, "stage", timeout=0)
+
+    with engine:
+        first, late, watched, last = asyncio.run(main())
+    assert (first, late, last) == (1, None, 2) and watched in (1, 2)
+
+
+def test_async_schedule_workflow(make_engine) -> None:
+    clock = durably.VirtualClock(T0)
+    engine = _engine(make_engine, clock)
+    fired: list[datetime] = []
+
+    @engine.workflow(name="atick")
+    async def atick(slot: datetime) -> None:
+        await engine.sleep_async(0)
+        fired.append(slot)
+
+    engine.schedule("hourly", "@hourly", atick)
+    with engine:
+        import time as _time
+
+        _time.sleep(0.05)
+        clock.advance(3600)
+        for _ in range(500):
+            if fired:
+                break
+            _time.sleep(0.01)
+    assert [f.timestamp() for f in fired] == [(T0 // 3600 + 1) * 3600]
