@@ -174,3 +174,33 @@ def test_a_queue_of_another_engine_is_refused(make_engine, tmp_path) -> None:
     with engine:
         with pytest.raises(errors.UsageError):
             engine._check_queue(foreign)
+
+
+def test_a_queued_workflow_deadline_cancels_it_while_it_waits(make_engine) -> None:
+    order: list[str] = []
+    clock = durably.VirtualClock(T0)
+    engine, queue, job = _build(make_engine, clock, order, concurrency=1)
+    with engine:
+        blocker = queue.enqueue(job, "blocker", True)
+        _wait_until(lambda: order == ["blocker"])
+        waiting = queue.enqueue(job, "late", timeout=60)
+        clock.advance(60)
+        with pytest.raises(errors.WorkflowCancelledError):
+            waiting.result(timeout=10)
+        engine.send(blocker.workflow_id, "go")
+        assert blocker.result(timeout=10) == "blocker"
+        time.sleep(0.05)
+        assert order == ["blocker"]  # the cancelled entry never started
+
+
+def test_blocking_forms_are_refused_in_async_workflows(make_engine) -> None:
+    engine = make_engine(clock=durably.VirtualClock(T0))
+
+    @engine.workflow(name="wrong")
+    async def wrong() -> None:
+        engine.sleep(1)
+
+    with engine:
+        with pytest.raises(errors.WorkflowFailedError) as info:
+            engine.run(wrong)
+    assert "sleep_async" in str(info.value)

@@ -175,3 +175,6 @@ class VirtualClock(Clock):
                 if left <= 0:
                     raise TimeoutError(f"fewer than {count} timers after {timeout} s")
                 self._cond.wait(left)
+
+
+SYSTEM_CLOCK = SystemClock()  # the default of every Engine: one timer thread per process

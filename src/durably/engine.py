@@ -26,7 +26,7 @@ from .runtime.steps import StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
 from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
-from .clock import Clock, SystemClock
+from .clock import SYSTEM_CLOCK, Clock
 from .queues import Dispatcher, Queue
 from .schedules import Schedule, ScheduleRunner, declare
 from .runtime.workflows import WorkflowSpec, run_sync
@@ -98,7 +98,7 @@ class Engine(Toolkit, Scheduler):
         self.recovery = RecoveryReport()
         if clock is not None and not isinstance(clock, Clock):
             raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
-        self._clock: Clock = clock or SystemClock()
+        self._clock: Clock = clock or SYSTEM_CLOCK
         self._waits = Waits()
         self._queues: dict[str, Queue] = {}
         self._dispatcher: Dispatcher | None = None

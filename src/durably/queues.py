@@ -100,6 +100,12 @@ class Queue:
             from .codec import decode_error
             raise decode_error(error)
         wid = engine._codec.decoder(str)(output)
+        if rec.params[4][4] is not None:  # a timeout: arm the deadline the database holds for it
+            rows = engine._store.query(
+                "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
+                (wid,))
+            if rows:
+                engine._arm_deadline(wid, rows[0][0])
         engine._queues_kick()
         return WorkflowHandle(engine, wid)
 

@@ -78,8 +78,12 @@ class Toolkit:
 
     # -- drivers ------------------------------------------------------------------
 
-    def _drive(self, gen: Gen) -> Any:
+    def _drive(self, gen: Gen, name: str) -> Any:
         ctx = current.get()
+        if ctx is not None and ctx.is_async:
+            gen.close()
+            # The blocking form would stall the event loop (and every workflow on it).
+            raise errors.UsageError(f"in an async workflow use `await engine.{name}_async(...)`, not engine.{name}()")
         value: Any = None
         exc: BaseException | None = None
         while True:
@@ -218,7 +222,7 @@ class Toolkit:
         """Sleep durably: inside a workflow the wake-up time is recorded, so
         after a restart the workflow wakes at that time, not ``seconds`` after
         the restart. Cancelling the workflow interrupts the sleep."""
-        return self._drive(self._sleep(seconds))
+        return self._drive(self._sleep(seconds), "sleep")
 
     async def sleep_async(self, seconds: float) -> None:
         return await self._drive_async(self._sleep(seconds))
@@ -231,7 +235,7 @@ class Toolkit:
 
     def now(self) -> datetime:
         """The current time (UTC); inside a workflow, recorded and replayed."""
-        ts = self._drive(self._value("now", self._clock.now, float))
+        ts = self._drive(self._value("now", self._clock.now, float), "now")
         return datetime.fromtimestamp(ts, timezone.utc)
 
     async def now_async(self) -> datetime:
@@ -240,14 +244,14 @@ class Toolkit:
 
     def random(self) -> float:
         """A float in [0, 1); inside a workflow, recorded and replayed."""
-        return self._drive(self._value("random", _random.random, float))
+        return self._drive(self._value("random", _random.random, float), "random")
 
     async def random_async(self) -> float:
         return await self._drive_async(self._value("random", _random.random, float))
 
     def uuid4(self) -> str:
         """A random UUID string; inside a workflow, recorded and replayed."""
-        return self._drive(self._value("uuid4", lambda: str(_uuid.uuid4()), str))
+        return self._drive(self._value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
 
     async def uuid4_async(self) -> str:
         return await self._drive_async(self._value("uuid4", lambda: str(_uuid.uuid4()), str))
@@ -301,7 +305,7 @@ class Toolkit:
         order per topic). Durable before it returns; from inside a workflow it
         is journaled, so a replay does not send it again.
         WorkflowNotFoundError if no such workflow exists."""
-        return self._drive(self._send(workflow_id, message, topic))
+        return self._drive(self._send(workflow_id, message, topic), "send")
 
     async def send_async(self, workflow_id: str, message: Any, topic: str | None = None) -> None:
         return await self._drive_async(self._send(workflow_id, message, topic))
@@ -320,7 +324,7 @@ class Toolkit:
         """The next message sent to this workflow on ``topic`` (oldest first),
         waiting up to ``timeout`` seconds (None: forever); None on timeout.
         The timeout's deadline is recorded: it survives restarts."""
-        return self._drive(self._recv(topic, timeout))
+        return self._drive(self._recv(topic, timeout), "recv")
 
     async def recv_async(self, topic: str | None = None, timeout: float | None = None) -> Any:
         return await self._drive_async(self._recv(topic, timeout))
@@ -340,7 +344,7 @@ class Toolkit:
 
     def set_event(self, key: str, value: Any) -> None:
         """Publish ``value`` under ``key`` for this workflow (latest wins)."""
-        return self._drive(self._set_event(key, value))
+        return self._drive(self._set_event(key, value), "set_event")
 
     async def set_event_async(self, key: str, value: Any) -> None:
         return await self._drive_async(self._set_event(key, value))
@@ -377,7 +381,7 @@ class Toolkit:
         """The latest value workflow ``workflow_id`` published under ``key``,
         waiting up to ``timeout`` seconds for one (None: forever); None on
         timeout. Inside a workflow the value read is journaled."""
-        return self._drive(self._get_event(workflow_id, key, timeout))
+        return self._drive(self._get_event(workflow_id, key, timeout), "get_event")
 
     async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:
         return await self._drive_async(self._get_event(workflow_id, key, timeout))
