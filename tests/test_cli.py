@@ -37,3 +37,27 @@ def test_cli_reports_a_missing_or_foreign_file(tmp_path, capsys) -> None:
     junk.write_bytes(b"not a database at all" * 50)
     assert main(["list", str(junk)]) == 2
     assert "durably:" in capsys.readouterr().err
+
+
+def test_cli_lists_an_older_schema_without_migrating_it(tmp_path, capsys) -> None:
+    """A version-2 file (before queues existed) is listed as it is: read-only
+    inspection never migrates, and nothing in it is ENQUEUED."""
+    import apsw
+
+    from durably.store import APPLICATION_ID
+    from durably.store._schema import MIGRATIONS
+
+    path = str(tmp_path / "v2.db")
+    conn = apsw.Connection(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for script in MIGRATIONS[:2]:
+        conn.execute(script)
+    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('old', 'flow', 'PENDING', '[[],{}]')")
+    conn.pragma("user_version", 2)
+    conn.pragma("application_id", APPLICATION_ID)
+    conn.close()
+    assert main(["list", path]) == 0
+    assert "old\tPENDING\tflow" in capsys.readouterr().out
+    check = apsw.Connection(path, flags=apsw.SQLITE_OPEN_READONLY)
+    assert check.pragma("user_version") == 2
+    check.close()

@@ -48,7 +48,9 @@ def test_concurrency_limit_priority_and_fifo(make_engine) -> None:
         _wait_until(lambda: order == ["blocker"])
         handles = [queue.enqueue(job, tag, priority=prio) for tag, prio in
                    [("low-1", 5), ("high-1", 0), ("low-2", 5), ("high-2", 0), ("mid", 1)]]
-        assert _running(engine) == 1 and all(h.status() == "PENDING" for h in handles)
+        assert _running(engine) == 1 and all(h.status() == "ENQUEUED" for h in handles)
+        assert {w.workflow_id for w in engine.list_workflows(status="ENQUEUED")} == {h.workflow_id for h in handles}
+        assert [w.workflow_id for w in engine.list_workflows(status="PENDING")] == [blocker.workflow_id]
         engine.send(blocker.workflow_id, "go")
         assert [h.result(timeout=10) for h in handles] == ["low-1", "high-1", "low-2", "high-2", "mid"]
         assert order == ["blocker", "high-1", "high-2", "mid", "low-1", "low-2"]
@@ -119,7 +121,7 @@ def test_delay_and_async_enqueue(make_engine) -> None:
     async def main() -> str:
         h = await queue.enqueue_async(job, "later", delay=3600)
         await asyncio.sleep(0.05)
-        assert order == [] and h.status() == "PENDING"
+        assert order == [] and h.status() == "ENQUEUED"
         clock.advance(3600)
         return await h.result_async()
 

@@ -183,3 +183,30 @@ def test_a_rejected_step_record_fails_alone(db_path, alone) -> None:
         assert ok.error is None and store.load_steps("w")[-1][0] == 3
     finally:
         store.close()
+
+
+def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
+    """Files written before the toolkit (schema v2) gain its tables on open,
+    in one transaction, keeping their workflows."""
+    from durably.store._schema import MIGRATIONS
+
+    conn = apsw.Connection(db_path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for script in MIGRATIONS[:2]:
+        conn.execute(script)
+    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES"
+                 " ('old', 'flow', 'SUCCESS', '[[],{}]', '7')")
+    conn.pragma("user_version", 2)
+    conn.pragma("application_id", APPLICATION_ID)
+    conn.close()
+    engine = make_engine()
+
+    @engine.workflow(name="flow")
+    def flow() -> int:
+        return 7
+
+    with engine:
+        assert engine.handle("old").result() == 7
+        assert engine._store.query("SELECT count(*) FROM queue_entries") == [(0,)]
+        conn = engine._store.connections()[0]
+        assert conn.pragma("user_version") == SCHEMA_VERSION == 3

@@ -432,9 +432,9 @@ class Engine(Toolkit, Scheduler):
                     run_sync(ctx, spec, row[3], True)
         return WorkflowHandle(self, wid).result()
 
-    def _row(self, wid: str) -> tuple[Any, ...]:
+    def _row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
         self._check_open()
-        row = self._store.get_workflow(wid)
+        row = self._store.get_workflow(wid, user_view=user_view)
         if row is None:
             raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
         return row
@@ -453,7 +453,7 @@ class Engine(Toolkit, Scheduler):
     def list_workflows(self, status: str | None = None, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
         """Workflows, newest first, optionally filtered by status and name."""
         self._check_open()
-        if status is not None and str(status) not in ("PENDING", "SUCCESS", "ERROR", "CANCELLED"):
+        if status is not None and str(status) not in ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED"):
             raise errors.UsageError(f"unknown status {status!r}")
         if isinstance(name, str) is False and name is not None:
             name = self._spec(name).name

@@ -16,8 +16,10 @@ if TYPE_CHECKING:
 
 
 class Status(str, enum.Enum):
-    """Where a workflow stands. A parked workflow stays PENDING; see ``info().parked``."""
+    """Where a workflow stands. A parked workflow stays PENDING; see
+    ``info().parked``. ENQUEUED: waiting in a queue, not started yet."""
 
+    ENQUEUED = "ENQUEUED"
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
@@ -72,11 +74,11 @@ class WorkflowHandle:
         return f"WorkflowHandle({self.workflow_id!r})"
 
     def info(self) -> WorkflowInfo:
-        row = self._engine._row(self.workflow_id)
+        row = self._engine._row(self.workflow_id, user_view=True)
         return WorkflowInfo.from_row(row)
 
     def status(self) -> Status:
-        """PENDING, SUCCESS, ERROR or CANCELLED."""
+        """ENQUEUED, PENDING, SUCCESS, ERROR or CANCELLED."""
         return self.info().status
 
     def result(self, timeout: float | None = None) -> Any:

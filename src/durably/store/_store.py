@@ -60,6 +60,11 @@ _STEP_VALUES = "(?, ?, ?, ?, ?)"
 _MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error) VALUES "
                + ", ".join([_STEP_VALUES] * n) for n in (2 ** k for k in range(1, 9))}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
+# As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
+_WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+                     " AND q.started_at IS NULL AND q.done = 0)")
+_INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
+    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
 
 
 class Store:
@@ -79,6 +84,7 @@ class Store:
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
         self._failed: errors.StorageError | None = None
+        self._queues_table = True  # False only for an older file opened read-only
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -133,6 +139,7 @@ class Store:
                 path=self.path, found=version, supported=SCHEMA_VERSION,
             )
         self._reader = conn
+        self._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
 
     def _refuse(self) -> None:
         """Close after refusing a file, leaving it exactly as found: no
@@ -419,9 +426,11 @@ class Store:
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
-    def get_workflow(self, workflow_id: str) -> tuple[Any, ...] | None:
-        """The workflow row (columns of ``WORKFLOW_COLUMNS``), or None."""
-        rows = self.query(f"SELECT {_WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?", (workflow_id,))
+    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
+        """The workflow row (columns of ``WORKFLOW_COLUMNS``), or None; with
+        ``user_view`` its status says ENQUEUED while it waits in a queue."""
+        columns = _INFO_COLUMNS if user_view and self._queues_table else _WORKFLOW_COLUMNS
+        rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = ?", (workflow_id,))
         return rows[0] if rows else None
 
     def load_steps(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
@@ -462,17 +471,25 @@ class Store:
         )
 
     def list_workflows(self, status: str | None, name: str | None, limit: int) -> list[tuple[Any, ...]]:
-        """Workflow rows, newest first, filtered by status and name."""
+        """Workflow rows as users see them (ENQUEUED while waiting in a
+        queue), newest first, filtered by status and name."""
         where, params = [], []
         if status is not None:
-            where.append("status = ?")
-            params.append(status)
+            if not self._queues_table:  # an older file: nothing can be ENQUEUED
+                where.append("status = ?")
+                params.append(status)
+            elif status in ("ENQUEUED", "PENDING"):
+                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{_WAITING_IN_QUEUE}")
+            else:
+                where.append("status = ?")
+                params.append(status)
         if name is not None:
             where.append("name = ?")
             params.append(name)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
+        columns = _INFO_COLUMNS if self._queues_table else _WORKFLOW_COLUMNS
         return self.query(
-            f"SELECT {_WORKFLOW_COLUMNS} FROM workflows{clause} ORDER BY created_at DESC LIMIT ?",
+            f"SELECT {columns} FROM workflows{clause} ORDER BY created_at DESC LIMIT ?",
             (*params, limit),
         )
 
