@@ -190,8 +190,7 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
     in one transaction, keeping their workflows."""
     from durably.store._schema import MIGRATIONS
 
-    conn = apsw.Connection(db_path)
-    conn.execute("PRAGMA journal_mode = WAL")
+    conn = apsw.Connection(db_path)  # rollback-journal mode: the engine switches it to WAL
     for script in MIGRATIONS[:2]:
         conn.execute(script)
     conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES"

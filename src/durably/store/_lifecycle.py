@@ -49,9 +49,13 @@ def preflight(path: str) -> int | None:
     return os.path.getsize(wal) if os.path.exists(wal) else None
 
 
-def vet_and_mark_open(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> None:
-    """Refuse a crashed database whose WAL is gone; check it; mark it open."""
-    was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get
+def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> None:
+    """Refuse a crashed database whose WAL is gone, a truncated one, and
+    (after a crash, or always) one failing quick_check. Runs before any
+    migration writes to the file."""
+    has_state = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
+    was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get if has_state else 0
     if was_open and wal_size is None:
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "
@@ -72,6 +76,10 @@ def vet_and_mark_open(conn: apsw.Connection, path: str, wal_size: int | None, ch
             raise errors.DatabaseCorruptError(
                 f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path,
             )
+
+
+def mark_open(conn: apsw.Connection) -> None:
+    """Mark the (migrated) file open, so a crash is told from a clean close."""
     conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the mark must reach the main file
 

@@ -110,8 +110,9 @@ class Store:
         wal_size = _lifecycle.preflight(self.path)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
+            _lifecycle.vet(self._writer, self.path, wal_size, self.check)
             self._migrate(self._writer)
-            _lifecycle.vet_and_mark_open(self._writer, self.path, wal_size, self.check)
+            _lifecycle.mark_open(self._writer)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
         except apsw.Error as exc:
             self._refuse()
