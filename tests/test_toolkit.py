@@ -5,6 +5,7 @@ waits; a new engine on the same file, with a later clock, carries on)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from datetime import datetime
 
@@ -459,3 +460,31 @@ def test_async_schedule_workflow(make_engine) -> None:
                 break
             _time.sleep(0.01)
     assert [f.timestamp() for f in fired] == [(T0 // 3600 + 1) * 3600]
+
+
+@dataclasses.dataclass
+class Order:
+    id: str
+    qty: int
+
+
+def test_typed_messages_and_events(make_engine) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(T0))
+
+    @engine.workflow(name="typed")
+    def typed() -> str:
+        order = engine.recv("orders", type=Order)
+        assert isinstance(order, Order)
+        engine.set_event("last", order)
+        try:
+            engine.recv("orders", type=Order)
+        except errors.SerializationError as exc:
+            return f"{order.id}x{order.qty}; bad: {type(exc).__name__}"
+        return "no error"
+
+    with engine:
+        h = engine.start(typed)
+        engine.send(h.workflow_id, Order("o-1", 3), topic="orders")
+        engine.send(h.workflow_id, {"id": "o-2"}, topic="orders")  # qty missing
+        assert h.result(timeout=10) == "o-1x3; bad: SerializationError"
+        assert engine.get_event(h.workflow_id, "last", type=Order) == Order("o-1", 3)

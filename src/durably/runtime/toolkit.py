@@ -175,8 +175,15 @@ class Toolkit:
             finally:
                 self._waits.remove(key, waiter)
 
-    def _decode(self, raw: Any) -> Any:
-        return None if raw is None else self._codec.decoder(Any)(raw)
+    def _decode(self, raw: Any, as_type: Any, what: str) -> Any:
+        if raw is None:
+            return None
+        try:
+            return self._codec.decoder(Any if as_type is None else as_type)(raw)
+        except Exception as exc:  # msgspec.ValidationError and friends: the value does not fit
+            raise errors.SerializationError(
+                f"{what}: the stored value does not decode as {as_type!r}: {exc}",
+                where=what, type_name=repr(as_type)) from exc
 
     # -- deadlines (start(..., timeout=)) --------------------------------------------
 
@@ -310,7 +317,7 @@ class Toolkit:
     async def send_async(self, workflow_id: str, message: Any, topic: str | None = None) -> None:
         return await self._drive_async(self._send(workflow_id, message, topic))
 
-    def _recv(self, topic: Any, timeout: Any) -> Gen:
+    def _recv(self, topic: Any, timeout: Any, as_type: Any) -> Gen:
         topic = _topic(topic)
         timeout = seconds_arg(timeout, "recv timeout", allow_none=True)
         ctx = current.get()
@@ -318,16 +325,18 @@ class Toolkit:
             raise errors.UsageError("recv() is only valid inside a workflow (it consumes that workflow's messages)")
         raw = yield from self._wait_for(ctx, f"recv:{topic or ''}", ("msg", ctx.workflow_id, topic),
                                         "recv", (ctx.workflow_id, topic), timeout)
-        return self._decode(raw)
+        return self._decode(raw, as_type, f"message on topic {topic!r}")
 
-    def recv(self, topic: str | None = None, timeout: float | None = None) -> Any:
+    def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
         """The next message sent to this workflow on ``topic`` (oldest first),
         waiting up to ``timeout`` seconds (None: forever); None on timeout.
-        The timeout's deadline is recorded: it survives restarts."""
-        return self._drive(self._recv(topic, timeout), "recv")
+        The timeout's deadline is recorded: it survives restarts. ``type``
+        decodes the message into that type (a dataclass, msgspec Struct ...),
+        as annotations do for step results; by default JSON values."""
+        return self._drive(self._recv(topic, timeout, type), "recv")
 
-    async def recv_async(self, topic: str | None = None, timeout: float | None = None) -> Any:
-        return await self._drive_async(self._recv(topic, timeout))
+    async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
+        return await self._drive_async(self._recv(topic, timeout, type))
 
     # -- events ----------------------------------------------------------------------
 
@@ -349,7 +358,7 @@ class Toolkit:
     async def set_event_async(self, key: str, value: Any) -> None:
         return await self._drive_async(self._set_event(key, value))
 
-    def _get_event(self, workflow_id: Any, key: Any, timeout: Any) -> Gen:
+    def _get_event(self, workflow_id: Any, key: Any, timeout: Any, as_type: Any) -> Gen:
         self._check_open()
         wid = _name(workflow_id, "get_event() workflow_id")
         key = _name(key, "event key")
@@ -357,7 +366,7 @@ class Toolkit:
         ctx = current.get()
         if ctx is not None:
             raw = yield from self._wait_for(ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout)
-            return self._decode(raw)
+            return self._decode(raw, as_type, f"event {key!r}")
         deadline = None if timeout is None else self._clock.now() + timeout
         while True:
             self._check_open()  # engine closing: end the wait with NotOpenError
@@ -370,18 +379,20 @@ class Toolkit:
                 if not rows:
                     raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
                 if rows[0][1] is not None:
-                    return self._decode(rows[0][1])
+                    return self._decode(rows[0][1], as_type, f"event {key!r}")
                 if deadline is not None and self._clock.now() >= deadline:
                     return None
                 yield BLOCK, (waiter, deadline)
             finally:
                 self._waits.remove(("event", wid, key), waiter)
 
-    def get_event(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:
+    def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
         """The latest value workflow ``workflow_id`` published under ``key``,
         waiting up to ``timeout`` seconds for one (None: forever); None on
-        timeout. Inside a workflow the value read is journaled."""
-        return self._drive(self._get_event(workflow_id, key, timeout), "get_event")
+        timeout. Inside a workflow the value read is journaled. ``type``: as
+        for ``recv``."""
+        return self._drive(self._get_event(workflow_id, key, timeout, type), "get_event")
 
-    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None) -> Any:
-        return await self._drive_async(self._get_event(workflow_id, key, timeout))
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None,
+                              type: Any = None) -> Any:
+        return await self._drive_async(self._get_event(workflow_id, key, timeout, type))
