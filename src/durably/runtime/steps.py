@@ -18,7 +18,7 @@ from typing import Any, Callable
 from .. import _crash
 from .. import _records as R
 from .. import errors
-from ..codec import Codec, annotations_of, decode_error, encode_error
+from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
 from .context import WorkflowContext, current
 
@@ -140,16 +140,41 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             raise err
         return seen
 
+    fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
+    plain = spec.retries == 0 and not spec.is_async
+
     @functools.wraps(spec.fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         ctx = current.get()
         if ctx is None:
             # Outside a workflow a step is a plain call: nothing is journaled.
-            return spec.fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         if ctx.is_async:
             # Claim the position now, in call order, so asyncio.gather is deterministic.
             return step_async(ctx, ctx.take_position(), args, kwargs)
-        return step_sync(ctx, args, kwargs)
+        pos = ctx.position
+        if not (plain and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None
+                and not _crash.ARMED):
+            return step_sync(ctx, args, kwargs)
+        # The hot path, inlined: a live sync step without retries (what
+        # step_sync does, minus the replay lookup and the helper calls).
+        ctx.position = pos + 1
+        failure: Exception | None = None
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as exc:
+            failure = exc
+        if failure is not None:
+            rec, _, err = _outcome(ctx, spec, pos, None, failure)
+            ctx.journal.submit(rec)
+            raise err  # type: ignore[misc]
+        if value is None:
+            raw = seen = None
+        else:
+            raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
+            seen = value if identity and type(value) in _IDENTITY else decode(raw)
+        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None)))
+        return seen
 
     call.__durably_step__ = spec  # type: ignore[attr-defined]
     return call
