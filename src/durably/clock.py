@@ -146,6 +146,15 @@ class VirtualClock(Clock):
         with self._cond:
             return self._now
 
+    def call_at(self, when: float, fn: Callable[[], None], loop: Any = None) -> _Timer:
+        with self._cond:
+            due = when <= self._now
+        if due:  # already due: nothing would fire it until the next advance()
+            timer = _Timer(when, fn, loop)
+            _fire([timer])
+            return timer
+        return super().call_at(when, fn, loop)
+
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and fire every timer now due."""
         if not seconds >= 0:

@@ -175,6 +175,8 @@ class Dispatcher:
                 if not self._stopping:
                     log.error("durably: queue dispatcher stopped: %s", exc)
                 return
+            if wake is not None and wake <= engine._clock.now():
+                continue  # more is startable right away
             block(engine._clock, waiter, wake, None)
 
     def _dispatch(self, queue: Queue) -> float | None:

@@ -1,0 +1,63 @@
+"""Clocks: virtual time fires timers in order, at once when already due;
+the system clock fires on time."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import durably
+
+
+def test_virtual_clock_fires_due_timers_in_order() -> None:
+    clock = durably.VirtualClock(100.0)
+    fired: list[str] = []
+    clock.call_at(130.0, lambda: fired.append("c"))
+    clock.call_at(110.0, lambda: fired.append("a"))
+    cancelled = clock.call_at(115.0, lambda: fired.append("x"))
+    clock.call_at(120.0, lambda: fired.append("b"))
+    cancelled.cancel()
+    assert clock.pending() == 3
+    clock.advance(20)
+    assert fired == ["a", "b"] and clock.now() == 120.0
+    assert clock.advance_to_next() and fired == ["a", "b", "c"] and clock.now() == 130.0
+    assert not clock.advance_to_next()
+
+
+def test_virtual_clock_fires_a_past_due_timer_at_once() -> None:
+    clock = durably.VirtualClock(100.0)
+    fired = threading.Event()
+    clock.call_at(99.0, fired.set)
+    assert fired.is_set() and clock.pending() == 0
+
+
+def test_virtual_clock_refuses_to_go_back_and_times_out_waiting() -> None:
+    clock = durably.VirtualClock(0.0)
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+    with pytest.raises(TimeoutError):
+        clock.wait_for_timers(1, timeout=0.05)
+
+
+def test_system_clock_fires_on_time() -> None:
+    clock = durably.SystemClock()
+    fired = threading.Event()
+    start = time.time()
+    clock.call_at(start + 0.05, fired.set)
+    assert fired.wait(5)
+    assert time.time() - start >= 0.05
+
+
+def test_a_large_queue_drains_in_virtual_time_without_advancing(make_engine) -> None:
+    engine = make_engine(clock=durably.VirtualClock(0.0))
+    queue = engine.queue("bulk")
+
+    @engine.workflow(name="noop")
+    def noop(i: int) -> int:
+        return i
+
+    with engine:
+        handles = [queue.enqueue(noop, i) for i in range(250)]  # more than one dispatcher round
+        assert [h.result(timeout=20) for h in handles] == list(range(250))
