@@ -116,6 +116,9 @@ class Queue:
         (the existing workflow's, for a known ``workflow_id`` or a live
         ``dedup_key``). ``delay``: seconds before it may start."""
         self.engine._check_queue(self)
+        ctx = current.get()
+        if ctx is not None and ctx.is_async:
+            raise errors.UsageError("in an async workflow use `await queue.enqueue_async(...)`")
         rec, replayed = self._record(workflow, args, kwargs, workflow_id, priority, dedup_key, delay, timeout)
         if rec is not None:
             self.engine._journal.submit(rec)
