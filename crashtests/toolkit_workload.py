@@ -12,11 +12,15 @@ import asyncio
 import json
 import os
 import random
+import sys
 import threading
 import time
 from datetime import datetime
 
 import durably
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vfs import install_from_env  # the power-loss shim, when DURABLY_VFS is set
 
 parser = argparse.ArgumentParser()
 parser.add_argument("db")
@@ -25,7 +29,8 @@ parser.add_argument("--messages", type=int, default=12)
 parser.add_argument("--jobs", type=int, default=8)
 opts = parser.parse_args()
 
-engine = durably.Engine(opts.db, workers=8)
+shim = install_from_env()
+engine = durably.Engine(opts.db, workers=8, vfs="shim" if shim else None)
 queue = engine.queue("q", concurrency=2)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 lock = threading.Lock()
@@ -113,4 +118,4 @@ async def main() -> dict:
 
 with engine:
     out = asyncio.run(main())
-json.dump(out, os.sys.stdout)
+json.dump(out, sys.stdout)
