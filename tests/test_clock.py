@@ -61,3 +61,14 @@ def test_a_large_queue_drains_in_virtual_time_without_advancing(make_engine) -> 
     with engine:
         handles = [queue.enqueue(noop, i) for i in range(250)]  # more than one dispatcher round
         assert [h.result(timeout=20) for h in handles] == list(range(250))
+
+
+def test_cancelled_timers_do_not_accumulate() -> None:
+    clock = durably.VirtualClock(0.0)
+    for i in range(10_000):  # e.g. receives that got their message long before their timeout
+        clock.call_at(1e9 + i, lambda: None).cancel()
+    assert len(clock._heap) <= 2048 and clock.pending() == 0
+    fired: list[int] = []
+    clock.call_at(5.0, lambda: fired.append(1))
+    clock.advance(5)
+    assert fired == [1]

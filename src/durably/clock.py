@@ -67,6 +67,7 @@ class Clock:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._heap: list[_Timer] = []
+        self._inserts = 0
 
     def now(self) -> float:
         raise NotImplementedError
@@ -80,8 +81,20 @@ class Clock:
         timer = _Timer(when, fn, loop)
         with self._cond:
             heapq.heappush(self._heap, timer)
+            self._inserts += 1
+            if self._inserts % 1024 == 0:
+                self._compact()
             self._cond.notify_all()
         return timer
+
+    def _compact(self) -> None:
+        # Cancelled timers (a recv that got its message long before its
+        # timeout) would otherwise stay queued until their time: drop them
+        # once they are most of the heap. Amortised O(1) per timer.
+        live = [t for t in self._heap if not t.cancelled]
+        if len(live) < len(self._heap) // 2:
+            heapq.heapify(live)
+            self._heap = live
 
     def pending(self) -> int:
         """Timers registered and not yet fired or cancelled."""
