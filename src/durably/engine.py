@@ -18,7 +18,7 @@ from . import _crash
 from . import _records as R
 from . import errors
 from ._ids import new_id
-from .codec import get_codec
+from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
 from .runtime.context import EngineShutdown, current, stop
@@ -469,8 +469,14 @@ class Engine(Toolkit, Scheduler):
         """Cancel a PENDING workflow and its pending descendants.
 
         Durable before it returns; a running workflow stops at its next
-        durable point (a step boundary). Finished workflows are left alone.
+        durable point (a step boundary, a sleep, a recv). Finished workflows
+        are left alone.
         """
+        self._cancel(workflow_id, None)
+
+    def _cancel(self, workflow_id: str, reason: str | None) -> None:
+        """``cancel``; ``reason`` (e.g. a deadline) is kept for the root's
+        WorkflowCancelledError."""
         self._row(workflow_id)
         ids, frontier = [workflow_id], [workflow_id]
         while frontier:
@@ -484,11 +490,12 @@ class Engine(Toolkit, Scheduler):
                 ctx = self._active.get(wid)
                 if ctx is not None:
                     stop(ctx, errors.WorkflowCancelled(wid))
+        why = None if reason is None else encode_error(errors.WorkflowCancelledError(reason, workflow_id=workflow_id))
         for wid in ids:
             self._journal.submit(Record(R.SQL, (
-                "UPDATE workflows SET status = 'CANCELLED', updated_at = unixepoch('subsec')"
+                "UPDATE workflows SET status = 'CANCELLED', error = ?, updated_at = unixepoch('subsec')"
                 " WHERE workflow_id = ? AND status = 'PENDING'",
-                (wid,),
+                (why if wid == workflow_id else None, wid),
             )))
         for wid in ids:
             self._notify(wid)

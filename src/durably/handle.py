@@ -138,7 +138,8 @@ def _outcome(engine: "Engine", wid: str, name: str, status: str, output: Any, er
             return None
         return engine._result_decoder(name)(output)
     if status == "CANCELLED":
-        raise errors.WorkflowCancelledError(f"workflow {wid!r} was cancelled", workflow_id=wid)
+        why = str(decode_error(error)) if error is not None else f"workflow {wid!r} was cancelled"
+        raise errors.WorkflowCancelledError(why, workflow_id=wid)
     cause = decode_error(error)
     raise errors.WorkflowFailedError(
         f"workflow {wid!r} failed: {type(cause).__name__}: {cause}", workflow_id=wid, error=cause

@@ -73,7 +73,7 @@ class Toolkit:
     def _check_open(self) -> None:
         raise NotImplementedError
 
-    def cancel(self, workflow_id: str) -> None:
+    def _cancel(self, workflow_id: str, reason: str | None) -> None:
         raise NotImplementedError
 
     # -- drivers ------------------------------------------------------------------
@@ -207,8 +207,8 @@ class Toolkit:
         threading.Thread(target=self._expire, args=(workflow_id,), name="durably-deadline", daemon=True).start()
 
     def _expire(self, workflow_id: str) -> None:
-        try:
-            self.cancel(workflow_id)  # cascades to children; no-op once finished
+        try:  # cascades to children; a no-op once finished
+            self._cancel(workflow_id, f"workflow {workflow_id!r} was cancelled: its deadline (start timeout) passed")
         except errors.DurablyError:
             pass  # engine closed meanwhile: re-armed at the next open
 
