@@ -72,3 +72,16 @@ def test_cancelled_timers_do_not_accumulate() -> None:
     clock.call_at(5.0, lambda: fired.append(1))
     clock.advance(5)
     assert fired == [1]
+
+
+def test_an_engine_stops_the_clock_thread_it_started(make_engine) -> None:
+    engine = make_engine()
+
+    @engine.workflow(name="nap")
+    def nap() -> None:
+        engine.sleep(0.01)
+
+    with engine:
+        engine.run(nap)
+        assert any(t.name == "durably-clock" for t in threading.enumerate())
+    assert not any(t.name == "durably-clock" for t in threading.enumerate())

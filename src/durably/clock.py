@@ -111,26 +111,42 @@ class Clock:
 
 
 class SystemClock(Clock):
-    """Real time; one daemon thread fires the timers."""
+    """Real time; a daemon thread fires the timers while any are waiting
+    (started on demand, ended by ``close``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def now(self) -> float:
         return time.time()
 
     def call_at(self, when: float, fn: Callable[[], None], loop: Any = None) -> _Timer:
         with self._cond:
+            self._closed = False
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="durably-clock", daemon=True)
                 self._thread.start()
         return super().call_at(when, fn, loop)
 
+    def close(self) -> None:
+        """Stop the timer thread (pending timers are dropped; a later
+        ``call_at`` starts a new thread)."""
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            thread, self._thread = self._thread, None
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
     def _run(self) -> None:
         while True:
             with self._cond:
                 while True:
+                    if self._closed:
+                        return
                     due = self._pop_due(time.time())
                     if due:
                         break
@@ -197,6 +213,3 @@ class VirtualClock(Clock):
                 if left <= 0:
                     raise TimeoutError(f"fewer than {count} timers after {timeout} s")
                 self._cond.wait(left)
-
-
-SYSTEM_CLOCK = SystemClock()  # the default of every Engine: one timer thread per process

@@ -26,9 +26,9 @@ from .runtime.steps import StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
 from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
-from .clock import SYSTEM_CLOCK, Clock
-from .queues import Dispatcher, Queue
-from .schedules import Schedule, ScheduleRunner, declare
+from .clock import Clock, SystemClock
+from .queues import Queues
+from .schedules import Schedules
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
 
@@ -48,7 +48,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-class Engine(Toolkit, Scheduler):
+class Engine(Toolkit, Queues, Schedules, Scheduler):
     """An embedded durable-workflow engine on one SQLite file.
 
     Parameters:
@@ -98,12 +98,12 @@ class Engine(Toolkit, Scheduler):
         self.recovery = RecoveryReport()
         if clock is not None and not isinstance(clock, Clock):
             raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
-        self._clock: Clock = clock or SYSTEM_CLOCK
+        # An engine closes the clock it made (its timer thread), never a given one.
+        self._own_clock = clock is None
+        self._clock: Clock = clock or SystemClock()
         self._waits = Waits()
-        self._queues: dict[str, Queue] = {}
-        self._dispatcher: Dispatcher | None = None
-        self._schedules: dict[str, Schedule] = {}
-        self._schedule_runner: ScheduleRunner | None = None
+        Queues.__init__(self)
+        Schedules.__init__(self)
 
     # -- registration ---------------------------------------------------------
 
@@ -176,74 +176,6 @@ class Engine(Toolkit, Scheduler):
 
         return register
 
-    def queue(self, name: str, *, concurrency: int | None = None,
-              rate_limit: tuple[int, float] | None = None) -> Queue:
-        """Declare (or get) the queue ``name``.
-
-        ``concurrency``: at most this many of its workflows run at once;
-        ``rate_limit=(n, seconds)``: at most n starts per sliding window. Both
-        are global to the database and hold across restarts. Declaring a name
-        again with other limits raises UsageError.
-        """
-        queue = Queue(self, name, concurrency, rate_limit)
-        existing = self._queues.get(name)
-        if existing is not None:
-            if (existing.concurrency, existing.rate_limit) != (queue.concurrency, queue.rate_limit):
-                raise errors.UsageError(f"queue {name!r} is already declared as {existing!r}")
-            return existing
-        self._queues[name] = queue
-        if self._open and self._dispatcher is None:
-            self._start_dispatcher()
-        return queue
-
-    def enqueue(self, queue: str, workflow: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
-        """``engine.queue(queue).enqueue(...)`` for a declared queue name."""
-        declared = self._queues.get(queue) if isinstance(queue, str) else None
-        if declared is None:
-            raise errors.UsageError(f"no queue named {queue!r} is declared; call engine.queue({queue!r}, ...) first")
-        return declared.enqueue(workflow, *args, **kwargs)
-
-    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest") -> Schedule:
-        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
-        (UTC; ``slot`` is the slot's aware datetime).
-
-        Each slot fires at most once, across crashes and restarts (the slot
-        is the workflow id: ``schedule:<name>@<slot>``). Slots missed while
-        the engine was not running: ``"latest"`` fires the most recent one,
-        ``"all"`` fires each in order (at most 1,000 per round), ``"skip"``
-        fires none. An invalid expression raises UsageError.
-        """
-        schedule = declare(self, name, cron, workflow, missed)
-        if self._open and self._schedule_runner is None:
-            self._schedule_runner = ScheduleRunner(self)
-            self._schedule_runner.start()
-        elif self._schedule_runner is not None:
-            self._schedule_runner.kick()
-        return schedule
-
-    def _check_queue(self, queue: Queue) -> None:
-        if queue.engine is not self or self._queues.get(queue.name) is not queue:
-            raise errors.UsageError(f"{queue!r} is not declared on this engine")
-
-    def _start_dispatcher(self) -> None:
-        self._dispatcher = Dispatcher(self)
-        self._dispatcher.start()
-
-    def _queues_kick(self) -> None:
-        dispatcher = self._dispatcher
-        if dispatcher is not None:
-            dispatcher.kick()
-
-    def _launch_queued(self, wid: str) -> None:
-        row = self._store.get_workflow(wid)
-        if row is None or row[2] != "PENDING":
-            return
-        spec = self._workflows.get(row[1])
-        if spec is None:
-            log.warning("durably: queued workflow %s runs %r, which is not registered; left pending", wid, row[1])
-            return
-        self._launch(spec, wid, row[3], replay=True)
-
     @property
     def workflow_id(self) -> str | None:
         """The id of the workflow running in the current context, or None."""
@@ -267,11 +199,8 @@ class Engine(Toolkit, Scheduler):
             for wid, deadline in self._store.query(
                     "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"):
                 self._arm_deadline(wid, deadline)
-            if self._queues:
-                self._start_dispatcher()
-            if self._schedules:
-                self._schedule_runner = ScheduleRunner(self)
-                self._schedule_runner.start()
+            self._start_queues()
+            self._start_schedules()
         except BaseException:
             self.close()
             raise
@@ -287,14 +216,12 @@ class Engine(Toolkit, Scheduler):
             return
         self._closing = True
         self._disarm_deadlines()
-        if self._dispatcher is not None:
-            self._dispatcher.stop()
-            self._dispatcher = None
-        if self._schedule_runner is not None:
-            self._schedule_runner.stop()
-            self._schedule_runner = None
+        self._stop_queues()
+        self._stop_schedules()
         self._stop_all(EngineShutdown())
         self._waits.fire_all()
+        if self._own_clock:
+            self._clock.close()  # type: ignore[attr-defined]
         self._journal.stop()
         self._store.close()
         self._open = False

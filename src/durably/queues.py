@@ -220,3 +220,77 @@ class Dispatcher:
         if delayed is not None and (wake is None or delayed < wake):
             wake = delayed
         return wake
+
+
+class Queues:
+    """Declaring queues and running their dispatcher (a base of ``Engine``)."""
+
+    _open: bool
+    _store: Any
+    _workflows: dict[str, Any]
+    _launch: Callable[..., None]  # from runtime.scheduler.Scheduler
+
+    def __init__(self) -> None:
+        self._queues: dict[str, Queue] = {}
+        self._dispatcher: Dispatcher | None = None
+
+    def queue(self, name: str, *, concurrency: int | None = None,
+              rate_limit: tuple[int, float] | None = None) -> Queue:
+        """Declare (or get) the queue ``name``.
+
+        ``concurrency``: at most this many of its workflows run at once;
+        ``rate_limit=(n, seconds)``: at most n starts per sliding window. Both
+        are global to the database and hold across restarts. Declaring a name
+        again with other limits raises UsageError.
+        """
+        queue = Queue(self, name, concurrency, rate_limit)
+        existing = self._queues.get(name)
+        if existing is not None:
+            if (existing.concurrency, existing.rate_limit) != (queue.concurrency, queue.rate_limit):
+                raise errors.UsageError(f"queue {name!r} is already declared as {existing!r}")
+            return existing
+        self._queues[name] = queue
+        if self._open and self._dispatcher is None:
+            self._start_dispatcher()
+        return queue
+
+    def enqueue(self, queue: str, workflow: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
+        """``engine.queue(queue).enqueue(...)`` for a declared queue name."""
+        declared = self._queues.get(queue) if isinstance(queue, str) else None
+        if declared is None:
+            raise errors.UsageError(f"no queue named {queue!r} is declared; call engine.queue({queue!r}, ...) first")
+        return declared.enqueue(workflow, *args, **kwargs)
+
+    def _check_queue(self, queue: Queue) -> None:
+        if queue.engine is not self or self._queues.get(queue.name) is not queue:
+            raise errors.UsageError(f"{queue!r} is not declared on this engine")
+
+    def _start_dispatcher(self) -> None:
+        self._dispatcher = Dispatcher(self)
+        self._dispatcher.start()
+
+    def _start_queues(self) -> None:
+        """At open: dispatch the declared queues."""
+        if self._queues:
+            self._start_dispatcher()
+
+    def _stop_queues(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+            self._dispatcher = None
+
+    def _queues_kick(self) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            dispatcher.kick()
+
+    def _launch_queued(self, wid: str) -> None:
+        row = self._store.get_workflow(wid)
+        if row is None or row[2] != "PENDING":
+            return
+        spec = self._workflows.get(row[1])
+        if spec is None:
+            log.warning("durably: queued workflow %s runs %r, which is not registered; left pending", wid, row[1])
+            return
+        self._launch(spec, wid, row[3], replay=True)
+

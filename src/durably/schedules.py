@@ -145,7 +145,7 @@ class ScheduleRunner:
         return nxt
 
 
-def declare(engine: Any, name: str, cron: str, workflow: Callable[..., Any] | str, missed: str) -> Schedule:
+def _declare(engine: Any, name: str, cron: str, workflow: Callable[..., Any] | str, missed: str) -> Schedule:
     schedule = Schedule(name, cron, workflow, missed)
     engine._spec(workflow)  # a registered workflow, or UsageError now
     existing = engine._schedules.get(name)
@@ -153,3 +153,42 @@ def declare(engine: Any, name: str, cron: str, workflow: Callable[..., Any] | st
         raise errors.UsageError(f"schedule {name!r} is already declared with cron {existing.cron!r}")
     engine._schedules[name] = schedule
     return schedule
+
+
+class Schedules:
+    """Declaring cron schedules and running them (a base of ``Engine``)."""
+
+    _open: bool
+
+    def __init__(self) -> None:
+        self._schedules: dict[str, Schedule] = {}
+        self._schedule_runner: ScheduleRunner | None = None
+
+    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest") -> Schedule:
+        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
+        (UTC; ``slot`` is the slot's aware datetime).
+
+        Each slot fires at most once, across crashes and restarts (the slot
+        is the workflow id: ``schedule:<name>@<slot>``). Slots missed while
+        the engine was not running: ``"latest"`` fires the most recent one,
+        ``"all"`` fires each in order (at most 1,000 per round), ``"skip"``
+        fires none. An invalid expression raises UsageError.
+        """
+        schedule = _declare(self, name, cron, workflow, missed)
+        if self._open and self._schedule_runner is None:
+            self._schedule_runner = ScheduleRunner(self)
+            self._schedule_runner.start()
+        elif self._schedule_runner is not None:
+            self._schedule_runner.kick()
+        return schedule
+
+    def _start_schedules(self) -> None:
+        """At open: fire the declared schedules' slots."""
+        if self._schedules:
+            self._schedule_runner = ScheduleRunner(self)
+            self._schedule_runner.start()
+
+    def _stop_schedules(self) -> None:
+        if self._schedule_runner is not None:
+            self._schedule_runner.stop()
+            self._schedule_runner = None
