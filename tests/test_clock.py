@@ -48,6 +48,7 @@ def test_system_clock_fires_on_time() -> None:
     clock.call_at(start + 0.05, fired.set)
     assert fired.wait(5)
     assert time.time() - start >= 0.05
+    clock.close()
 
 
 def test_a_large_queue_drains_in_virtual_time_without_advancing(make_engine) -> None:
@@ -83,5 +84,6 @@ def test_an_engine_stops_the_clock_thread_it_started(make_engine) -> None:
 
     with engine:
         engine.run(nap)
-        assert any(t.name == "durably-clock" for t in threading.enumerate())
-    assert not any(t.name == "durably-clock" for t in threading.enumerate())
+        thread = engine._clock._thread
+        assert thread is not None and thread.is_alive()
+    assert not thread.is_alive() and engine._clock._thread is None
