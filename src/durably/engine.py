@@ -24,6 +24,7 @@ from .journal import Journal, Record
 from .runtime.context import EngineShutdown, current, stop
 from .runtime.steps import StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
+from .runtime.messaging import Messaging
 from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
 from .clock import Clock, SystemClock
@@ -48,7 +49,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-class Engine(Toolkit, Queues, Schedules, Scheduler):
+class Engine(Messaging, Queues, Schedules, Scheduler):
     """An embedded durable-workflow engine on one SQLite file.
 
     Parameters:
