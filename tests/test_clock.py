@@ -87,3 +87,18 @@ def test_an_engine_stops_the_clock_thread_it_started(make_engine) -> None:
         thread = engine._clock._thread
         assert thread is not None and thread.is_alive()
     assert not thread.is_alive() and engine._clock._thread is None
+
+
+def test_finish_skips_time_until_the_workflow_ends(make_engine) -> None:
+    clock = durably.VirtualClock(0.0)
+    engine = make_engine(clock=clock)
+
+    @engine.workflow(name="drip")
+    def drip() -> float:
+        for _ in range(5):
+            engine.sleep(86400)  # five days
+        engine.recv(timeout=3600)  # nobody sends: an hour's timeout
+        return engine.now().timestamp()
+
+    with engine:  # (days of sleeping for real would hit the test's timeout)
+        assert clock.finish(engine.start(drip)) == 5 * 86400 + 3600
