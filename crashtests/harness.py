@@ -22,6 +22,8 @@ from typing import Any
 
 import apsw
 
+from .ledger import read_ledger
+
 WORKLOAD = Path(__file__).with_name("workload.py")
 
 
@@ -187,8 +189,8 @@ def check(verdict: Verdict, db: Path, ledger: Path, steps: int) -> None:
             verdict.problems.append(f"transaction rows for {wid}@{pos}: {n}")
     pid_round = {run.pid: i for i, run in enumerate(verdict.runs)}
     executions: dict[tuple[str, int], list[int]] = {}
-    for line in ledger.read_text().splitlines():
-        kind, wid, pos_s, value_s, pid_s = line.split("|")
+    records, _torn = read_ledger(ledger)  # a torn record: its writer was killed mid-write
+    for kind, wid, pos_s, value_s, pid_s in records:
         key, value, rnd = (wid, int(pos_s)), int(value_s), pid_round[int(pid_s)]
         if kind == "A":  # acknowledged: the outcome must be in the final journal, unchanged
             if key not in outputs or int(outputs[key]) != value:

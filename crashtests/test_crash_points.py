@@ -13,6 +13,7 @@ import pytest
 from durably._crash import POINTS
 
 from .harness import check, run_case, run_chaos, run_workload
+from .ledger import format_record
 
 RECOVERY_POINTS = {"recovery.scan", "recovery.launched"}
 _hits: Counter[str] | None = None
@@ -114,8 +115,9 @@ def test_checker_catches_forged_failures(tmp_path: Path) -> None:
     wid, pos = sorted(crashed.recorded)[0]
     ledger = tmp_path / "ledger.txt"
     with ledger.open("a") as f:
-        f.write(f"E|{wid}|{pos}|-1|{final.pid}\n")  # re-ran after recorded, on a wrong input
-        f.write(f"A|{wid}|{pos}|-7|{final.pid}\n")  # an acknowledged value the journal lacks
+        f.write(format_record("E", wid, pos, -1, final.pid))  # re-ran after recorded, on a wrong input
+        f.write(format_record("A", wid, pos, -7, final.pid))  # an acknowledged value the journal lacks
+        f.write(format_record("E", wid, pos, -1, final.pid)[:-6])  # torn by a kill: ignored
     fresh = type(verdict)(runs=verdict.runs)
     check(fresh, tmp_path / "crash.db", ledger, 4)
     assert fresh.rerun_recorded == 1 and fresh.speculative == 1 and fresh.acked_lost == 1

@@ -22,6 +22,8 @@ from pathlib import Path
 import apsw
 import pytest
 
+from .ledger import format_record, read_ledger
+
 WORKLOAD = Path(__file__).with_name("toolkit_workload.py")
 MESSAGES, JOBS = 40, 16
 
@@ -82,8 +84,8 @@ def _check(db: Path, ledger: Path, final: dict) -> list[str]:
     finally:
         conn.close()
     tock_pids: dict[str, list[str]] = {}
-    for line in ledger.read_text().splitlines():
-        kind, *fields, pid = line.split("|")
+    records, _torn = read_ledger(ledger)  # a torn record: its writer was killed mid-write
+    for kind, *fields, pid in records:
         if kind == "T":
             tock_pids.setdefault(fields[0], []).append(pid)
         if kind == "Q" and int(fields[0]) > 2:
@@ -130,7 +132,9 @@ def test_the_checker_catches_broken_runs(tmp_path: Path) -> None:
     assert _check(db, ledger, final) == []
     forged = dict(final, consumer=[0, 0, *range(2, MESSAGES)])
     with ledger.open("a") as f:
-        f.write("Q|3|1\nW|0.6|0.2|1\nT|2027-01-01T00:00:00+00:00|7\nT|2027-01-01T00:00:00+00:00|7\n")
+        for rec in [("Q", 3, 1), ("W", 0.6, 0.2, 1), ("T", "2027-01-01T00:00:00+00:00", 7),
+                    ("T", "2027-01-01T00:00:00+00:00", 7)]:
+            f.write(format_record(*rec))
     problems = _check(db, ledger, forged)
     assert any("consumer received" in p for p in problems)
     assert any("concurrency 3" in p for p in problems)

@@ -20,6 +20,7 @@ from datetime import datetime
 import durably
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ledger import write_record  # noqa: E402
 from vfs import install_from_env  # the power-loss shim, when DURABLY_VFS is set
 
 parser = argparse.ArgumentParser()
@@ -38,8 +39,7 @@ running = [0, 0]  # now, peak in this process
 
 
 def log(*fields: object) -> None:
-    os.write(ledger_fd, ("|".join(map(str, (*fields, os.getpid()))) + "\n").encode())
-    os.fsync(ledger_fd)
+    write_record(ledger_fd, *fields, os.getpid())
 
 
 @engine.workflow(name="consumer")

@@ -28,6 +28,7 @@ import time
 import durably
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ledger import write_record  # noqa: E402
 from vfs import install_from_env  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -46,9 +47,7 @@ rng = random.Random()
 
 
 def log(kind: str, position: int, value: int) -> None:
-    line = f"{kind}|{engine.workflow_id}|{position}|{value}|{os.getpid()}\n".encode()
-    os.write(ledger_fd, line)
-    os.fsync(ledger_fd)
+    write_record(ledger_fd, kind, engine.workflow_id, position, value, os.getpid())
 
 
 def effect(position: int, value: int) -> None:
