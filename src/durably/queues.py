@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from typing import Any, Callable
 
 from . import _records as R
@@ -27,7 +26,7 @@ from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import current
 from .runtime.toolkit import seconds_arg
-from .runtime.waits import Waiter, block
+from .runtime.waits import BackgroundLoop
 
 log = logging.getLogger("durably")
 
@@ -136,51 +135,18 @@ class Queue:
         return self._done(rec, replayed)
 
 
-class Dispatcher:
+class Dispatcher(BackgroundLoop):
     """Starts waiting queue entries when their queue has room (one thread)."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._waiter = Waiter()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+    thread_name = "durably-queues"
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="durably-queues", daemon=True)
-        self._thread.start()
-
-    def kick(self) -> None:
-        with self._lock:
-            self._waiter.fire()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._waiter.fire()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        engine = self.engine
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                waiter = self._waiter = Waiter()
-            wake: float | None = None
-            try:
-                for queue in list(engine._queues.values()):
-                    t = self._dispatch(queue)
-                    if t is not None and (wake is None or t < wake):
-                        wake = t
-            except errors.DurablyError as exc:
-                if not self._stopping:
-                    log.error("durably: queue dispatcher stopped: %s", exc)
-                return
-            if wake is not None and wake <= engine._clock.now():
-                continue  # more is startable right away
-            block(engine._clock, waiter, wake, None)
+    def run_round(self) -> float | None:
+        wake: float | None = None
+        for queue in list(self.engine._queues.values()):
+            t = self._dispatch(queue)
+            if t is not None and (wake is None or t < wake):
+                wake = t
+        return wake
 
     def _dispatch(self, queue: Queue) -> float | None:
         """Start what may start now; return when to look again (None: on a kick)."""

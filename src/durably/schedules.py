@@ -14,8 +14,6 @@ waits for the next slot.
 
 from __future__ import annotations
 
-import logging
-import threading
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -24,9 +22,8 @@ from croniter import croniter
 from . import _records as R
 from . import errors
 from .journal import Record
-from .runtime.waits import Waiter, block
+from .runtime.waits import BackgroundLoop
 
-log = logging.getLogger("durably")
 
 MISSED = ("latest", "all", "skip")
 _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
@@ -68,48 +65,17 @@ def slot_id(name: str, slot: float) -> str:
     return f"schedule:{name}@{datetime.fromtimestamp(slot, timezone.utc).isoformat()}"
 
 
-class ScheduleRunner:
+class ScheduleRunner(BackgroundLoop):
     """One thread firing every schedule's slots on the engine's clock."""
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self._lock = threading.Lock()
-        self._waiter = Waiter()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+    thread_name = "durably-schedules"
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="durably-schedules", daemon=True)
-        self._thread.start()
-
-    def kick(self) -> None:
-        with self._lock:
-            self._waiter.fire()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopping = True
-            self._waiter.fire()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        engine = self.engine
-        while True:
-            with self._lock:
-                if self._stopping:
-                    return
-                waiter = self._waiter = Waiter()
-            wake: float | None = None
-            try:
-                for schedule in list(engine._schedules.values()):
-                    nxt = self._fire_due(schedule)
-                    wake = nxt if wake is None else min(wake, nxt)
-            except errors.DurablyError as exc:
-                if not self._stopping:
-                    log.error("durably: schedule runner stopped: %s", exc)
-                return
-            block(engine._clock, waiter, wake, None)
+    def run_round(self) -> float | None:
+        wake: float | None = None
+        for schedule in list(self.engine._schedules.values()):
+            nxt = self._fire_due(schedule)
+            wake = nxt if wake is None else min(wake, nxt)
+        return wake
 
     def _fire_due(self, schedule: Schedule) -> float:
         engine = self.engine

@@ -8,10 +8,14 @@ visible (``Waits.notify``), its deadline (a clock timer), or an interrupt
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from typing import Any, Hashable
 
+from .. import errors
 from .context import WorkflowContext
+
+log = logging.getLogger("durably")
 
 
 def _set(fut: "asyncio.Future[None]") -> None:
@@ -115,3 +119,54 @@ async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: W
             timer.cancel()
     if ctx is not None and ctx.interrupt is not None:
         raise ctx.interrupt
+
+
+class BackgroundLoop:
+    """One engine thread that runs ``run_round()`` again whenever it is
+    kicked or the time that round returned comes (on the engine's clock),
+    until stopped. The queue dispatcher and the schedule runner are two."""
+
+    thread_name = "durably-loop"
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._waiter = Waiter()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def run_round(self) -> float | None:
+        """Do what is due; return when to run again (None: on a kick)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        with self._lock:
+            self._waiter.fire()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._waiter.fire()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        clock = self.engine._clock
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                waiter = self._waiter = Waiter()  # a kick from now on ends this round's wait
+            try:
+                wake = self.run_round()
+            except errors.DurablyError as exc:  # the journal stopped or the engine closed
+                if not self._stopping:
+                    log.error("durably: %s stopped: %s", self.thread_name, exc)
+                return
+            if wake is not None and wake <= clock.now():
+                continue  # more is due right away
+            block(clock, waiter, wake, None)
