@@ -299,15 +299,20 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec
 
-    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
-                       timeout: float | None = None) -> tuple[WorkflowSpec, str, Record | None]:
+    def _start_args(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
+                    timeout: float | None) -> tuple[WorkflowSpec, Any, float | None]:
+        """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
         self._check_open()
         spec = self._spec(workflow)
         if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
             raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
         timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
         deadline = None if timeout is None else self._clock.now() + timeout
-        inputs = self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
+        return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
+
+    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
+                       timeout: float | None = None) -> tuple[WorkflowSpec, str, Record | None]:
+        spec, inputs, deadline = self._start_args(workflow, args, kwargs, workflow_id, timeout)
         ctx = current.get()
         if ctx is None:
             wid = workflow_id or new_id()

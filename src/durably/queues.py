@@ -65,14 +65,8 @@ class Queue:
         if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
             raise errors.UsageError(f"dedup_key must be a non-empty str or None, not {dedup_key!r}")
         delay = seconds_arg(delay, "enqueue delay")
-        timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
-        engine._check_open()
-        spec = engine._spec(workflow)
-        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
-            raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
-        inputs = engine._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}")
-        now = engine._clock.now()
-        deadline = None if timeout is None else now + timeout
+        spec, inputs, deadline = engine._start_args(workflow, args, kwargs, workflow_id, timeout)
+        not_before = engine._clock.now() + delay
         ctx = current.get()
         pos = name = None
         if ctx is None:
@@ -86,7 +80,7 @@ class Queue:
                 return None, engine._codec.decoder(str)(recorded[0])  # type: ignore[return-value]
             wid = workflow_id or f"{ctx.workflow_id}/{pos}"
             parent = ctx.workflow_id
-        args_ = (wid, spec.name, inputs, parent, deadline, self.name, priority, now + delay, dedup_key,
+        args_ = (wid, spec.name, inputs, parent, deadline, self.name, priority, not_before, dedup_key,
                  lambda i: engine._codec.encode(i, "workflow id"))
         return Record(R.OP, (parent, pos, name, "enqueue", args_)), None
 
