@@ -14,6 +14,7 @@ plain client calls.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import random as _random
@@ -98,8 +99,6 @@ class Toolkit:
                 exc = e
 
     async def _drive_async(self, gen: Gen) -> Any:
-        import asyncio
-
         ctx = current.get()
         value: Any = None
         exc: BaseException | None = None
