@@ -244,10 +244,7 @@ class Store:
                     _crash.hit("store.before_commit")
                 conn.execute("COMMIT")
             except BaseException as exc:
-                self._abort(conn)
-                err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
-                self._failed = err
-                raise err from exc
+                raise self._batch_failed(conn, exc) from exc
 
     def _lone_step(self, conn: apsw.Connection, rec: Any) -> bool:
         """Commit a batch of one step record in one call. False (after a
@@ -260,10 +257,15 @@ class Store:
             self._abort(conn)
             return False
         except BaseException as exc:
-            self._abort(conn)
-            err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
-            self._failed = err
-            raise err from exc
+            raise self._batch_failed(conn, exc) from exc
+
+    def _batch_failed(self, conn: apsw.Connection, exc: BaseException) -> BaseException:
+        """Roll the batch back and remember why: the store refuses every later
+        flush (the journal stops; a failed fsync is never retried)."""
+        self._abort(conn)
+        err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
+        self._failed = err
+        return err
 
     def _abort(self, conn: apsw.Connection) -> None:
         try:
