@@ -61,8 +61,9 @@ def test_renamed_step_parks_the_workflow_and_resume_after_fix(make_engine, db_pa
     _register(engine, ["b", "c"], log)  # the code changed: 'b' now comes first
     with engine:
         h = engine.handle("w")
-        with pytest.raises(errors.ResultTimeoutError):
-            h.result(timeout=0.2)
+        with pytest.raises(errors.WorkflowParkedError) as parked:  # at once, not a silent wait
+            h.result(timeout=10)
+        assert "'b'" in parked.value.reason and "'a'" in parked.value.reason
         info = h.info()
         assert info.status == Status.PENDING
         assert "code changed" in info.parked and "'b'" in info.parked and "'a'" in info.parked
@@ -95,8 +96,8 @@ def test_user_code_cannot_swallow_nondeterminism(make_engine, db_path) -> None:
 
     with engine:
         h = engine.handle("w")
-        with pytest.raises(errors.ResultTimeoutError):
-            h.result(timeout=0.2)
+        with pytest.raises(errors.WorkflowParkedError):
+            h.result(timeout=10)
         assert h.status() == Status.PENDING and h.info().parked
 
 

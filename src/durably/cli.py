@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("steps", help="show the recorded steps of one workflow")
     p.add_argument("db")
     p.add_argument("workflow_id")
+    p = sub.add_parser("accept-wal-loss", help="after WalMissingError: go on without the lost -wal file "
+                       "(its committed transactions are gone; a damaged file is still refused)")
+    p.add_argument("db")
     args = parser.parse_args(argv)
 
     if args.command == "demo":
@@ -31,6 +34,17 @@ def main(argv: list[str] | None = None) -> int:
             demo.worker(args.worker, args.orders)
             return 0
         return demo.main(args.db, args.orders, args.kill_at)
+    if args.command == "accept-wal-loss":
+        from .store import accept_wal_loss
+
+        try:
+            accept_wal_loss(args.db)
+        except DurablyError as exc:
+            print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
+        print(f"durably: {args.db}: the loss of its -wal file is accepted; it passed quick_check and opens "
+              "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)")
+        return 0
     from .handle import StepInfo, WorkflowInfo
     from .store import Store
 

@@ -18,6 +18,7 @@ from . import _crash
 from . import _records as R
 from . import errors
 from ._ids import new_id
+from ._names import check_name
 from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
@@ -43,6 +44,10 @@ class RecoveryReport:
 
     resumed: list[str] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
+
+
+# Seconds close() waits, by default, for running step bodies to finish.
+CLOSE_GRACE = 30.0
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -119,7 +124,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return self.workflow()(name)  # used as @engine.workflow
 
         def register(fn: F) -> F:
-            spec = WorkflowSpec(fn, name or _name_of(fn), self._codec)
+            spec = WorkflowSpec(fn, check_name(name or _name_of(fn), "workflow name"), self._codec)
             if spec.name in self._workflows and self._workflows[spec.name].fn is not fn:
                 raise errors.UsageError(f"a workflow named {spec.name!r} is already registered")
             self._workflows[spec.name] = spec
@@ -156,7 +161,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return self.step()(name)
 
         def register(fn: F) -> F:
-            spec = StepSpec(fn, name or _name_of(fn), self._codec, retries, backoff, initial_delay, max_delay)
+            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, retries, backoff, initial_delay, max_delay)
             return make_step(spec)  # type: ignore[return-value]
 
         return register
@@ -172,7 +177,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return self.transaction()(name)
 
         def register(fn: F) -> F:
-            spec = StepSpec(fn, name or _name_of(fn), self._codec, 0, 2.0, 0.0, 0.0)
+            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, 0, 2.0, 0.0, 0.0)
             return make_transaction(spec)  # type: ignore[return-value]
 
         return register
@@ -207,25 +212,41 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             raise
         return self
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
         """Stop running workflows at their next durable point and close.
 
-        Workflows that have not finished stay PENDING and resume at the next
-        open. Waits for step bodies that are running to return.
+        A step body that is running finishes and its outcome is recorded: a
+        clean close never makes a body run twice. Waits up to ``timeout``
+        seconds (None: as long as it takes) for that; workflows still busy
+        then (a body blocked outside any durable point) are logged at ERROR
+        and left behind. Returns their ids (usually empty). Workflows that
+        have not finished stay PENDING and resume at the next open.
+        UsageError if called from inside a workflow or step (it would wait
+        for itself).
         """
+        if current.get() is not None:
+            raise errors.UsageError(
+                "engine.close() was called inside a workflow or step; it waits for running workflows to "
+                "stop, so it would wait for itself. Close the engine from the code that opened it")
+        if timeout is not None:
+            timeout = seconds_arg(timeout, "close timeout")
         if not self._open:
-            return
+            return []
         self._closing = True
         self._disarm_deadlines()
         self._stop_queues()
         self._stop_schedules()
-        self._stop_all(EngineShutdown())
+        self._waits.fire_all()
+        left = self._stop_all(EngineShutdown(), timeout)
         self._waits.fire_all()
         if self._own_clock:
             self._clock.close()  # type: ignore[attr-defined]
+        self._store.stop_waiting()
         self._journal.stop()
         self._store.close()
+        self._interrupted.clear()
         self._open = False
+        return left
 
     def __enter__(self) -> "Engine":
         return self.open()
@@ -304,8 +325,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
         self._check_open()
         spec = self._spec(workflow)
-        if workflow_id is not None and (not isinstance(workflow_id, str) or not workflow_id):
-            raise errors.UsageError(f"workflow_id must be a non-empty str, not {workflow_id!r}")
+        if workflow_id is not None:
+            check_name(workflow_id, "workflow_id")
         timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
         deadline = None if timeout is None else self._clock.now() + timeout
         return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
@@ -367,6 +388,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
     def _row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
         self._check_open()
+        check_name(wid, "workflow id")
         row = self._store.get_workflow(wid, user_view=user_view)
         if row is None:
             raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
@@ -431,6 +453,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 (why if wid == workflow_id else None, wid),
             )))
         for wid in ids:
+            self._disarm_deadline(wid)
             self._notify(wid)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
@@ -451,6 +474,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
             (workflow_id,),
         )))
+        self._interrupted.pop(workflow_id, None)
         with self._lock:
             ctx = self._active.get(workflow_id)
             if ctx is not None:
@@ -466,8 +490,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         report = RecoveryReport()
         if _crash.ARMED:
             _crash.hit("recovery.scan")
-        journals = self._store.pending_journals()
-        # Newest first: children before the parents that wait for them.
+        # Newest first: children before the parents that wait for them. Each
+        # journal is loaded when its workflow starts running, so memory at
+        # recovery is bounded by the workflows actually running.
         for wid, name, inputs, _parent in reversed(self._store.pending_workflows()):
             spec = self._workflows.get(name)
             if spec is None:
@@ -478,7 +503,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 )))
                 continue
             report.resumed.append(wid)
-            self._launch(spec, wid, inputs, replay=False, journal=journals.get(wid, []))
+            self._launch(spec, wid, inputs, replay=True)
             if _crash.ARMED:
                 _crash.hit("recovery.launched")
         if report.unknown:

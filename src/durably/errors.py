@@ -26,6 +26,7 @@ __all__ = [
     "DurablyError",
     "UsageError",
     "NotOpenError",
+    "InvalidNameError",
     "WorkflowNotFoundError",
     "WorkflowConflictError",
     "UnknownWorkflowError",
@@ -35,6 +36,8 @@ __all__ = [
     "NonDeterminismError",
     "WorkflowFailedError",
     "WorkflowCancelledError",
+    "WorkflowParkedError",
+    "WorkflowInterruptedError",
     "StepFailedError",
     "StorageError",
     "SchemaVersionError",
@@ -94,6 +97,15 @@ class NotOpenError(UsageError):
     """The engine is not open (use ``with engine:`` or ``engine.open()``)."""
 
 
+class InvalidNameError(UsageError):
+    """A name or id is not valid text for durably: not a str, empty, longer
+    than 4,096 characters, or holding a lone surrogate (``os.listdir`` gives
+    those for non-UTF-8 file names) or a control character (NUL included).
+    Nothing was written."""
+
+    _fields = ("what",)
+
+
 class WorkflowNotFoundError(UsageError):
     """No workflow with this id exists in the database."""
 
@@ -151,6 +163,22 @@ class WorkflowCancelledError(DurablyError):
     """The workflow was cancelled before it finished."""
 
     _fields = ("workflow_id",)
+
+
+class WorkflowParkedError(DurablyError):
+    """``result()`` on a parked workflow: replay found code that does not
+    match its journal (or its function is not registered). It stays PENDING
+    and resumable; ``reason`` says why (``handle.info().parked`` too)."""
+
+    _fields = ("workflow_id", "reason")
+
+
+class WorkflowInterruptedError(DurablyError):
+    """``result()`` on a workflow whose code raised KeyboardInterrupt or
+    SystemExit in this process: it stopped without an outcome, stays PENDING,
+    and resumes at the next open (or now, with ``engine.resume``)."""
+
+    _fields = ("workflow_id", "cause")
 
 
 class StepFailedError(DurablyError):

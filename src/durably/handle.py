@@ -85,51 +85,72 @@ class WorkflowHandle:
         """Wait for the workflow to end; return its result.
 
         Raises WorkflowFailedError (``.error`` is the workflow's exception),
-        WorkflowCancelledError, or ResultTimeoutError after ``timeout`` seconds
-        (the workflow keeps running).
+        WorkflowCancelledError, ResultTimeoutError after ``timeout`` seconds
+        (the workflow keeps running), WorkflowParkedError for a parked
+        workflow, WorkflowInterruptedError for one whose code raised
+        KeyboardInterrupt/SystemExit in this process (both stay PENDING).
         """
         engine = self._engine
+        wid = self.workflow_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        engine._steal(self.workflow_id)  # queued behind us in the pool: run it here
+        engine._steal_for(wid, timeout)  # a child queued behind its waiting parent
         while True:
-            waiter, _, running = engine._completion(self.workflow_id)
-            if not running:
-                row = engine._row(self.workflow_id)
-                if row[2] in TERMINAL:
-                    return _outcome(engine, self.workflow_id, row[1], row[2], row[4], row[5])
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
-                raise errors.ResultTimeoutError(
-                    f"workflow {self.workflow_id!r} did not finish within {timeout}s",
-                    workflow_id=self.workflow_id, timeout=timeout,
-                )
-            engine._check_open()
-            if waiter.final is not None:
-                return _outcome(engine, self.workflow_id, *waiter.final)
+            waiter, _, running = engine._completion(wid)
+            try:
+                if not running:
+                    row = engine._row(wid)
+                    if row[2] in TERMINAL:
+                        return _outcome(engine, wid, row[1], row[2], row[4], row[5])
+                    _raise_stuck(engine, wid, row)
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
+                    raise errors.ResultTimeoutError(
+                        f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout)
+                engine._check_open()
+                if waiter.final is not None:
+                    return _final(engine, wid, waiter.final)
+            finally:
+                engine._release(wid, waiter)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """``result`` for asyncio code: waits without blocking the event loop."""
         engine = self._engine
+        wid = self.workflow_id
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            waiter, fut, running = engine._completion(self.workflow_id, loop)
+            waiter, fut, running = engine._completion(wid, loop)
             assert fut is not None
-            if not running:
-                row = engine._row(self.workflow_id)
-                if row[2] in TERMINAL:
-                    return _outcome(engine, self.workflow_id, row[1], row[2], row[4], row[5])
-            remaining = None if deadline is None else deadline - loop.time()
             try:
-                await asyncio.wait_for(fut, remaining)
-            except asyncio.TimeoutError:
-                raise errors.ResultTimeoutError(
-                    f"workflow {self.workflow_id!r} did not finish within {timeout}s",
-                    workflow_id=self.workflow_id, timeout=timeout,
-                ) from None
-            engine._check_open()
-            if waiter.final is not None:
-                return _outcome(engine, self.workflow_id, *waiter.final)
+                if not running:
+                    row = engine._row(wid)
+                    if row[2] in TERMINAL:
+                        return _outcome(engine, wid, row[1], row[2], row[4], row[5])
+                    _raise_stuck(engine, wid, row)
+                remaining = None if deadline is None else deadline - loop.time()
+                try:
+                    await asyncio.wait_for(fut, remaining)
+                except asyncio.TimeoutError:
+                    raise errors.ResultTimeoutError(
+                        f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout,
+                    ) from None
+                engine._check_open()
+                if waiter.final is not None:
+                    return _final(engine, wid, waiter.final)
+            finally:
+                engine._release(wid, waiter, fut)
+
+
+def _raise_stuck(engine: "Engine", wid: str, row: tuple[Any, ...]) -> None:
+    stuck = engine._stuck(wid, row)
+    if stuck is not None:
+        raise stuck
+
+
+def _final(engine: "Engine", wid: str, final: Any) -> Any:
+    if isinstance(final, BaseException):
+        raise final
+    return _outcome(engine, wid, *final)
 
 
 def _outcome(engine: "Engine", wid: str, name: str, status: str, output: Any, error: Any) -> Any:

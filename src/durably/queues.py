@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from . import _records as R
 from . import errors
+from ._names import check_name
 from ._ids import new_id
 from .handle import WorkflowHandle
 from .journal import Record
@@ -37,8 +38,7 @@ class Queue:
     """A named queue; get one from ``engine.queue(name, ...)``."""
 
     def __init__(self, engine: Any, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> None:
-        if not isinstance(name, str) or not name:
-            raise errors.UsageError(f"queue name must be a non-empty str, not {name!r}")
+        check_name(name, "queue name")
         if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
             raise errors.UsageError(f"queue {name!r}: concurrency must be an int >= 1 or None, not {concurrency!r}")
         if rate_limit is not None:
@@ -62,8 +62,8 @@ class Queue:
         engine = self.engine
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise errors.UsageError(f"priority must be an int (lower runs first), not {priority!r}")
-        if dedup_key is not None and (not isinstance(dedup_key, str) or not dedup_key):
-            raise errors.UsageError(f"dedup_key must be a non-empty str or None, not {dedup_key!r}")
+        if dedup_key is not None:
+            check_name(dedup_key, "dedup_key")
         delay = seconds_arg(delay, "enqueue delay")
         spec, inputs, deadline = engine._start_args(workflow, args, kwargs, workflow_id, timeout)
         not_before = engine._clock.now() + delay

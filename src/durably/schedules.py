@@ -21,6 +21,7 @@ from croniter import croniter
 
 from . import _records as R
 from . import errors
+from ._names import check_name
 from .journal import Record
 from .runtime.waits import BackgroundLoop
 
@@ -31,8 +32,7 @@ _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
 
 class Schedule:
     def __init__(self, name: str, cron: str, workflow: Any, missed: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise errors.UsageError(f"schedule name must be a non-empty str, not {name!r}")
+        check_name(name, "schedule name")
         if not isinstance(cron, str) or not croniter.is_valid(cron):
             raise errors.UsageError(f"schedule {name!r}: {cron!r} is not a valid cron expression")
         if missed not in MISSED:

@@ -194,9 +194,18 @@ class Journal:
             _crash.hit("journal.batch_built")
         try:
             self._flush(batch)
-        except BaseException as exc:  # fatal: never retry on this connection
+        except Exception as exc:  # fatal: never retry on this connection
             self._fail(batch, gen, exc)
             return False
+        except BaseException as exc:
+            # KeyboardInterrupt or SystemExit in a leader's own thread (Ctrl-C
+            # lands in the main thread): the store rolled the batch back or
+            # finished its commit cleanly, nothing was acknowledged, and the
+            # journal carries on; the signal goes to the leader's caller.
+            if gen is not None:
+                self._fail(batch, gen, exc)
+                return False
+            raise
         finally:
             with self._lock:
                 self._busy = False

@@ -39,6 +39,7 @@ class WorkflowContext:
         "parked",
         "is_async",
         "waiter",
+        "loop",
     )
 
     def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[int, tuple[Any, ...]], is_async: bool) -> None:
@@ -58,6 +59,7 @@ class WorkflowContext:
         self.is_async = is_async
         # What the workflow is blocked on (sleep, recv ...), fired on interrupt.
         self.waiter: Any = None
+        self.loop: Any = None  # the event loop running an async workflow
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
         """Install the journal loaded from the store (one ordered SELECT)."""
@@ -82,7 +84,9 @@ class WorkflowContext:
         """
         if pos >= self.replay_len:
             return None
-        row = self.recorded.get(pos)
+        # Each position is replayed once: drop the row, so a long replay
+        # does not hold every recorded value (one may be 25 MB) to the end.
+        row = self.recorded.pop(pos, None)
         if row is None:
             return None
         if row[1] != name:

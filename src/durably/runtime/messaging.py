@@ -17,9 +17,7 @@ from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg
 
 
 def _topic(topic: Any) -> str | None:
-    if topic is not None and not isinstance(topic, str):
-        raise errors.UsageError(f"topic must be a str or None, not {topic!r}")
-    return topic
+    return None if topic is None else name_arg(topic, "topic")
 
 
 class Messaging(Toolkit):

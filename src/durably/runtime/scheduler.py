@@ -10,27 +10,35 @@ the pool); async workflows run on the caller's loop or the engine's own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import _records as R
 from .. import errors
 from ..journal import Record
-from .context import WorkflowContext, stop
+from .context import WorkflowContext, current, stop
+from .tasks import GuardedTask
 from .workflows import WorkflowSpec, run_async, run_sync
+
+log = logging.getLogger("durably")
 
 
 class _Completion:
-    """Waiters for one workflow's end; ``final`` is (name, status, output,
-    error) when its outcome was journaled in this process."""
+    """Waiters for one workflow's end. ``final`` is (name, status, output,
+    error) when its outcome was journaled in this process, or the error to
+    raise to waiters when it stopped without one (interrupted); ``users``
+    counts the waiters, so the entry goes when the last one leaves."""
 
-    __slots__ = ("event", "futures", "final")
+    __slots__ = ("event", "futures", "final", "users")
 
     def __init__(self) -> None:
-        self.final: tuple[str, str, Any, Any] | None = None
+        self.final: tuple[str, str, Any, Any] | BaseException | None = None
         self.event = threading.Event()
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.users = 0
 
 
 class Scheduler:
@@ -46,6 +54,10 @@ class Scheduler:
         self._active: dict[str, WorkflowContext] = {}
         self._completions: dict[str, _Completion] = {}
         self._relaunch: set[str] = set()  # resumed while still unwinding a cancel
+        self._idle = threading.Condition(self._lock)  # notified when _active empties
+        # Workflows whose code raised KeyboardInterrupt/SystemExit here: no
+        # outcome, PENDING until the next open or resume(); waiters get this.
+        self._interrupted: dict[str, errors.WorkflowInterruptedError] = {}
         # sync workflows handed to the pool but not started: (ctx, spec, inputs, replay)
         self._queued: dict[str, tuple[WorkflowContext, WorkflowSpec, Any, bool]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -57,19 +69,41 @@ class Scheduler:
     def _start_pool(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
 
-    def _stop_all(self, interrupt: BaseException) -> None:
-        """Interrupt every running workflow, wake every waiter, stop the loop
-        and the pool (waiting for step bodies that are running to return)."""
+    def _stop_all(self, interrupt: BaseException, grace: float | None) -> list[str]:
+        """Interrupt every running workflow and let each stop at its next
+        durable point: a step body that is running finishes and its outcome
+        is recorded (a clean close never makes a body run twice). Waits up
+        to ``grace`` seconds (None: no bound); then stops the loop and the
+        pool, and returns the ids of the workflows it left behind."""
         with self._lock:
             for ctx in self._active.values():
                 if ctx.interrupt is None:
                     stop(ctx, interrupt)
+            queued, self._queued = self._queued, {}
             waiting = list(self._completions)
+        for ctx, *_ in queued.values():  # never started: nothing to unwind
+            self._finished(ctx)
         for wid in waiting:
             self._notify(wid)
+        here = _running_loop()
+        deadline = None if grace is None else time.monotonic() + grace
+        with self._lock:
+            while True:
+                # Workflows on the loop that called close() cannot move while
+                # it blocks here: they stop at their next durable point later.
+                busy = [w for w, c in self._active.items() if c.loop is None or c.loop is not here]
+                left = None if deadline is None else deadline - time.monotonic()
+                if not busy or (left is not None and left <= 0):
+                    break
+                self._idle.wait(left)
+        if busy:
+            log.error("durably: close() waited %s s for %d workflow(s) still inside a step body or outside any "
+                      "durable point and gave up on them: %s. They stay PENDING and resume at the next open; "
+                      "a step body cut short there runs again", grace, len(busy), ", ".join(busy[:20]))
         self._stop_loop()
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=not busy, cancel_futures=True)
+        return busy
 
     def _register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
         with self._lock:
@@ -79,14 +113,12 @@ class Scheduler:
             self._active[wid] = ctx
             return ctx
 
-    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None,
-                journal: list[tuple[Any, ...]] | None = None) -> None:
+    def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
+        """Run a workflow here; ``replay``: load its journal first (when it
+        starts running, so only running workflows hold theirs in memory)."""
         ctx = self._register(spec, wid)
         if ctx is None:
             return
-        if journal is not None:  # already loaded (recovery): no query per workflow
-            ctx.load(journal)
-            replay = False
         if not spec.is_async:
             assert self._pool is not None
             with self._lock:
@@ -95,7 +127,7 @@ class Scheduler:
             return
         coro = run_async(ctx, spec, inputs, replay)
         if loop is not None:
-            task = loop.create_task(coro)
+            task = GuardedTask(coro, loop=loop)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         else:
@@ -113,7 +145,7 @@ class Scheduler:
         with self._lock:
             coros, self._to_start = self._to_start, []
         for coro in coros:
-            task = loop.create_task(coro)
+            task = GuardedTask(coro, loop=loop)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -132,6 +164,14 @@ class Scheduler:
         row = self._store.get_workflow(ctx.workflow_id)
         if spec is not None and row is not None and row[2] == "PENDING":
             self._launch(spec, ctx.workflow_id, row[3], replay=True)
+
+    def _steal_for(self, wid: str, timeout: float | None) -> None:
+        """``result()``'s hand: inside a workflow, with no timeout, run a
+        queued child in the waiting thread (parents waiting on children must
+        not starve the pool). Never with a timeout (the wait must end within
+        it) or from outside a workflow (a client thread holds no pool slot)."""
+        if timeout is None and current.get() is not None:
+            self._steal(wid)
 
     def _steal(self, wid: str) -> None:
         """Run a queued (not yet started) sync workflow in this thread.
@@ -180,11 +220,15 @@ class Scheduler:
 
     # -- finishing and waiting ------------------------------------------------------
 
-    def _finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | None = None) -> None:
+    def _finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         wid = ctx.workflow_id
         with self._lock:
             if self._active.get(wid) is ctx:
                 del self._active[wid]
+                if not self._active:
+                    self._idle.notify_all()
+            if isinstance(final, errors.WorkflowInterruptedError):
+                self._interrupted[wid] = final
             relaunch = wid in self._relaunch
             self._relaunch.discard(wid)
         if relaunch and not self._closing:
@@ -193,13 +237,18 @@ class Scheduler:
             if row is not None and row[2] == "PENDING" and spec is not None:
                 self._launch(spec, wid, row[3], replay=True)
                 final = None
+        if isinstance(final, tuple):  # an outcome was recorded: it is over
+            self._disarm_deadline(wid)
         self._notify(wid, final)
         self._queues_kick()
+
+    def _disarm_deadline(self, wid: str) -> None:
+        """A workflow ended: drop its deadline timer (Engine overrides)."""
 
     def _queues_kick(self) -> None:
         """A workflow ended: a queue may have room (Engine overrides)."""
 
-    def _notify(self, wid: str, final: tuple[str, str, Any, Any] | None = None) -> None:
+    def _notify(self, wid: str, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         with self._lock:
             done = self._completions.pop(wid, None)
         if done is None:
@@ -221,11 +270,37 @@ class Scheduler:
             done = self._completions.get(wid)
             if done is None:
                 done = self._completions[wid] = _Completion()
+            done.users += 1
             if fut is not None:
                 done.futures.append((loop, fut))  # type: ignore[arg-type]
             return done, fut, wid in self._active
+
+    def _release(self, wid: str, done: _Completion, fut: "asyncio.Future[None] | None" = None) -> None:
+        """A waiter registered by ``_completion`` leaves: the last one takes
+        the entry away (result() on finished workflows must not pile up)."""
+        with self._lock:
+            if fut is not None:
+                done.futures = [f for f in done.futures if f[1] is not fut]
+            done.users -= 1
+            if done.users <= 0 and self._completions.get(wid) is done:
+                del self._completions[wid]
+
+    def _stuck(self, wid: str, row: tuple[Any, ...]) -> BaseException | None:
+        """Why a PENDING workflow not running here will not end without help:
+        parked (replay mismatch, unregistered function) or interrupted."""
+        if row[7] is not None:
+            return errors.WorkflowParkedError(
+                f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
+        return self._interrupted.get(wid)
 
 
 def _set_done(fut: "asyncio.Future[None]") -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

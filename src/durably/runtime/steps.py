@@ -21,6 +21,7 @@ from .. import errors
 from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
 from .context import WorkflowContext, current
+from .tasks import GuardedTask, run_guarded
 
 
 class StepSpec:
@@ -124,18 +125,30 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
-        if spec.retries == 0 and spec.is_async:  # the common case: no extra coroutine
+        task = asyncio.current_task()
+        if spec.retries == 0 and spec.is_async and type(task) is GuardedTask:
+            # The common case: the body runs right in the workflow's task,
+            # which holds back a cancel from its loop's shutdown meanwhile.
             exc = None
+            task.in_body = True
             try:
                 value = await spec.fn(*args, **kwargs)
             except Exception as e:
                 value, exc = None, e
+            finally:
+                task.in_body = False
+            stop = task.held
         else:
-            value, exc = await _run_async(spec, args, kwargs)
+            (value, exc), stop = await run_guarded(_run_async(spec, args, kwargs))
         if _crash.ARMED:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, pos, value, exc)
         await ctx.journal.submit_async(rec)
+        if stop:
+            # The event loop is ending (asyncio.run returned): the body ran
+            # once and its outcome is durable; the workflow continues from
+            # its journal on the engine's own loop.
+            raise asyncio.CancelledError()
         if err is not None:
             raise err
         return seen
@@ -202,6 +215,7 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
         inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
 
         def body(tx: Any) -> tuple[Any, Any]:
+            box.clear()  # the store may run a body again after rolling back a batch (busy, isolation)
             token = current.set(inner)
             try:
                 value = spec.fn(tx, *args, **kwargs)

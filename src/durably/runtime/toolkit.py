@@ -24,6 +24,7 @@ from typing import Any, Generator
 
 from .. import _records as R
 from .. import errors
+from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
 from .context import WorkflowContext, current
@@ -47,10 +48,7 @@ def seconds_arg(value: Any, what: str, allow_none: bool = False) -> float | None
     return float(value)
 
 
-def name_arg(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise errors.UsageError(f"{what} must be a non-empty str, not {value!r}")
-    return value
+name_arg = check_name  # names and ids follow one rule (durably._names)
 
 
 class Toolkit:
@@ -187,6 +185,14 @@ class Toolkit:
             if old is not None:
                 old.cancel()
             self._deadlines[workflow_id] = self._clock.call_at(deadline, lambda: self._expired(workflow_id))
+
+    def _disarm_deadline(self, workflow_id: str) -> None:
+        """The workflow ended: its deadline timer goes (no leak, no late cancel)."""
+        if self._deadlines:
+            with self._deadline_lock:
+                timer = self._deadlines.pop(workflow_id, None)
+            if timer is not None:
+                timer.cancel()
 
     def _disarm_deadlines(self) -> None:
         with self._deadline_lock:

@@ -12,7 +12,6 @@ import logging
 import threading
 from typing import Any, Hashable
 
-from .. import errors
 from .context import WorkflowContext
 
 log = logging.getLogger("durably")
@@ -121,6 +120,10 @@ async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: W
         raise ctx.interrupt
 
 
+RETRY_FIRST = 0.5  # seconds before a failed background round runs again,
+RETRY_MAX = 30.0  # doubling up to this
+
+
 class BackgroundLoop:
     """One engine thread that runs ``run_round()`` again whenever it is
     kicked or the time that round returned comes (on the engine's clock),
@@ -156,6 +159,7 @@ class BackgroundLoop:
 
     def _run(self) -> None:
         clock = self.engine._clock
+        retry = RETRY_FIRST
         while True:
             with self._lock:
                 if self._stopping:
@@ -163,10 +167,23 @@ class BackgroundLoop:
                 waiter = self._waiter = Waiter()  # a kick from now on ends this round's wait
             try:
                 wake = self.run_round()
-            except errors.DurablyError as exc:  # the journal stopped or the engine closed
-                if not self._stopping:
+            except Exception as exc:
+                if self._stopping:
+                    return
+                journal = self.engine._journal
+                if journal is None or not journal.running:
+                    # The writer stopped: every caller already sees its typed
+                    # error; this thread has nothing left to do.
                     log.error("durably: %s stopped: %s", self.thread_name, exc)
-                return
+                    return
+                # Never die silently: log it and try the round again later
+                # (in real time, so a virtual clock cannot hold it back).
+                log.error("durably: %s failed a round (%r); trying again in %.1f s",
+                          self.thread_name, exc, retry, exc_info=True)
+                waiter.event.wait(retry)  # type: ignore[union-attr]
+                retry = min(retry * 2, RETRY_MAX)
+                continue
+            retry = RETRY_FIRST
             if wake is not None and wake <= clock.now():
                 continue  # more is due right away
             block(clock, waiter, wake, None)

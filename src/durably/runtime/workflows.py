@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
+import sys
+import threading
 from typing import Any, Callable
 
 from .. import _crash
@@ -20,6 +23,8 @@ from .. import errors
 from ..codec import Codec, annotations_of, encode_error
 from ..journal import Record
 from .context import EngineShutdown, WorkflowContext, current
+
+log = logging.getLogger("durably")
 
 
 class WorkflowSpec:
@@ -67,6 +72,9 @@ def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseEx
 
 def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismError) -> Record | None:
     if isinstance(outcome, errors.NonDeterminismError):
+        log.warning("durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
+                    "it stays PENDING (restore the old code path, then resume it)",
+                    outcome.workflow_id, outcome.position, outcome.called, outcome.recorded)
         return Record(R.SQL, (
             "UPDATE workflows SET parked = ?, updated_at = unixepoch('subsec')"
             " WHERE workflow_id = ? AND status = 'PENDING'",
@@ -90,6 +98,20 @@ def _final(ctx: WorkflowContext, rec: Record) -> tuple[str, str, Any, Any] | Non
         return None
     status, output, error, _wid = rec.params
     return ctx.name, status, output, error
+
+
+def _interrupted(ctx: WorkflowContext, exc: BaseException | None) -> errors.WorkflowInterruptedError | None:
+    """KeyboardInterrupt or SystemExit raised in the workflow's code (a step,
+    Ctrl-C): no outcome is recorded, it stays PENDING and resumes at the next
+    open; waiters here get a typed error instead of waiting forever."""
+    if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return None
+    log.warning("durably: workflow %r stopped by %r raised in its code; it stays PENDING and resumes at the "
+                "next open (or with engine.resume)", ctx.workflow_id, exc)
+    return errors.WorkflowInterruptedError(
+        f"workflow {ctx.workflow_id!r} stopped by {type(exc).__name__} raised in its code, without an "
+        "outcome; it stays PENDING and resumes at the next open (or with engine.resume)",
+        workflow_id=ctx.workflow_id, cause=repr(exc))
 
 
 def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
@@ -117,12 +139,19 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     except errors.DurablyError:
         pass  # writer stopped: the workflow stays PENDING for the next open
     finally:
-        ctx.engine._finished(ctx, final)
+        stopped = _interrupted(ctx, exc or sys.exc_info()[1])
+        ctx.engine._finished(ctx, stopped or final)
+    if stopped is not None and not threading.current_thread().name.startswith("durably-"):
+        # The caller's own thread (a workflow called directly, Ctrl-C in the
+        # main thread): the signal goes on as Python intends. An engine
+        # thread logs it and carries on serving other workflows.
+        raise exc  # type: ignore[misc]
 
 
 async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
     """Run an async workflow on this event loop to an outcome and journal it."""
     current.set(ctx)  # this task's own context copy
+    ctx.loop = asyncio.get_running_loop()
     result: Any = None
     exc: BaseException | None = None
     try:
@@ -144,7 +173,10 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
         pass
     finally:
         current.set(None)
-        ctx.engine._finished(ctx, final)
+        stopped = _interrupted(ctx, exc or sys.exc_info()[1])
+        ctx.engine._finished(ctx, stopped or final)
+    if stopped is not None and ctx.loop is not ctx.engine._loop:
+        raise exc  # type: ignore[misc]  # the caller's loop: asyncio stops it, as Python intends
     if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.engine._closing:
         # The task was cancelled from outside (typically the caller's event
         # loop ending under it) while the engine stays open: carry on, from

@@ -60,6 +60,13 @@ def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | N
         if creating:
             # The -wal and -shm files copy the database file's mode.
             os.chmod(path, 0o600)
+        if not is_memory(path):
+            # Closing the last connection must not checkpoint and delete the
+            # -wal behind the crash mark's back (after a writer failure, or a
+            # process ending without close()): the next open would then see
+            # "crashed, WAL gone" and refuse a healthy file. Only a clean
+            # close lifts this (close_clean).
+            conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         _configure(conn, path, synchronous)
     except apsw.Error as exc:
         conn.close()
@@ -68,6 +75,13 @@ def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | N
         conn.close()
         raise
     return conn
+
+
+def close_clean(conn: apsw.Connection) -> None:
+    """Close a connection letting SQLite checkpoint and remove the -wal (when
+    it is the last one): only after the file was marked cleanly closed."""
+    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
+    conn.close()
 
 
 def _configure(conn: apsw.Connection, path: str, synchronous: str) -> None:

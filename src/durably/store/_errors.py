@@ -32,7 +32,12 @@ RECORD_ERRORS: tuple[type[BaseException], ...] = (
     apsw.RangeError,
     TypeError,
     OverflowError,
+    ValueError,  # UnicodeEncodeError: a lone surrogate in a bound str
 )
+
+# Another connection (a second process, a `sqlite3` shell) holds the lock:
+# transient, waited out; never a reason to stop the writer.
+BUSY_ERRORS: tuple[type[BaseException], ...] = (apsw.BusyError, apsw.LockedError)
 
 
 # Errors after which the connection must not be trusted again: the batch fails

@@ -16,8 +16,10 @@ import os
 
 import apsw
 
+from urllib.parse import quote
+
 from .. import errors
-from ._connection import connect
+from ._connection import close_clean, connect
 
 CHECKS = ("auto", "always", "never")
 
@@ -32,21 +34,80 @@ def create(path: str, synchronous: str, vfs: str | None, migrate: "callable") ->
     try:
         migrate(conn)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()  # the last connection: SQLite checkpoints and removes the -wal
+    except BaseException:
+        conn.close()
+        raise
+    close_clean(conn)  # the last connection: SQLite checkpoints and removes the -wal
     os.rename(tmp, path)
 
 
-def preflight(path: str) -> int | None:
+def preflight(path: str, vfs: str | None = None) -> int | None:
     """Vet an existing file before SQLite touches it; return the size of its
-    -wal file, or None if there is none."""
+    -wal file, or None if there is none.
+
+    A file marked open (its last engine crashed) whose -wal is gone is
+    refused here, before any connection could create a new, empty -wal:
+    otherwise a second attempt would find a -wal and open silently with
+    the lost transactions missing. The refusal stands until an operator
+    accepts the loss (:func:`accept_wal_loss`).
+    """
     if os.path.getsize(path) == 0:
         raise errors.DatabaseCorruptError(
             f"{path!r} is an empty file, not a durably database (truncated?). Restore it from a "
             "backup, or delete it to start an empty one", path=path,
         )
     wal = path + "-wal"
-    return os.path.getsize(wal) if os.path.exists(wal) else None
+    if os.path.exists(wal):
+        return os.path.getsize(wal)
+    if _marked_open(path, vfs):
+        raise errors.WalMissingError(
+            f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "
+            "in it would be lost. Put the -wal file back (it must sit next to the database), or "
+            "restore from a backup; to go on without them, accept the loss explicitly with "
+            f"`python -m durably accept-wal-loss {path}`", path=path,
+        )
+    return None
+
+
+def _marked_open(path: str, vfs: str | None) -> bool:
+    """The crash mark, read from the main file alone without creating any
+    file (``immutable``: no locks, no -wal, no -shm; there is no -wal)."""
+    uri = f"file:{quote(os.path.abspath(path))}?immutable=1"
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    try:
+        conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+    except apsw.Error:
+        return False
+    try:
+        has_state = conn.execute(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
+        return bool(has_state and conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get)
+    except apsw.Error:
+        return False  # not readable as a durably database: vet() and migrate() will say why
+    finally:
+        conn.close()
+
+
+def accept_wal_loss(path: str, vfs: str | None = None) -> None:
+    """The operator's explicit decision after a WalMissingError: go on with
+    the main file as it is, accepting that transactions committed in the
+    lost -wal are gone. Runs ``PRAGMA quick_check`` first (a damaged file is
+    still refused), then clears the crash mark. Workflows whose records were
+    lost resume from what the main file holds (steps may run again)."""
+    if not os.path.isfile(path):
+        raise errors.CantOpenError(f"no database file at {path!r}", path=path)
+    conn = connect(path, "full", vfs=vfs)
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise errors.DatabaseCorruptError(
+                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path)
+        if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get:
+            mark_closed(conn)
+    except BaseException:
+        conn.close()
+        raise
+    close_clean(conn)
 
 
 def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> None:

@@ -4,11 +4,18 @@ Contract (each method says what is atomic):
 
 * :meth:`Store.open` creates or migrates the schema in one transaction.
 * :meth:`Store.flush` writes one journal batch in one ``BEGIN IMMEDIATE`` ...
-  ``COMMIT`` (one fsync at ``synchronous=full``). A record SQLite rejects
-  (constraint, too large) fails alone with ``record.error`` set; the rest of
-  the batch commits. Any other error aborts the whole batch, is raised, and
-  leaves the store failed: a failed fsync is never retried on the same
-  connection.
+  ``COMMIT`` (one fsync at ``synchronous=full``). Fail the record, never the
+  store: a record SQLite or the binding rejects (constraint, too large, a
+  value that cannot be bound) fails alone with ``record.error`` set and the
+  rest of the batch commits; any other unexpected error in one record's
+  application rolls the batch back and applies it again with every record
+  in its own SAVEPOINT, so only the culprit fails. Busy (another connection
+  holds the lock) is waited out: the batch is rolled back and retried with
+  backoff, acknowledging nothing meanwhile. KeyboardInterrupt/SystemExit
+  (Ctrl-C in a leader's thread) roll back cleanly and propagate, the store
+  stays usable. Only storage that can no longer be trusted (I/O error,
+  failed fsync, full disk, corruption) fails the store for good: a failed
+  fsync is never retried on the same connection.
 * Read methods see committed data only and never block the writer for long.
 
 One writer connection, used only by the journal's writer thread. Reads use a
@@ -19,8 +26,10 @@ writer connection between batches.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
@@ -31,8 +40,8 @@ from .. import _records as R
 from .. import errors
 from ..codec import encode_error
 from . import _lifecycle
-from ._connection import connect, is_memory
-from ._errors import RECORD_ERRORS, map_error
+from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
+from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._ops import OPS
 from ._tx import Tx, authorizer
@@ -63,6 +72,11 @@ _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
 _WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
                      " AND q.started_at IS NULL AND q.done = 0)")
+log = logging.getLogger("durably")
+# Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
+# between attempts the writer sleeps this long, doubling up to the cap.
+BUSY_BACKOFF = 0.05
+BUSY_BACKOFF_MAX = 1.0
 _INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
     "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
 
@@ -84,6 +98,7 @@ class Store:
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
         self._failed: errors.StorageError | None = None
+        self._closing = False  # set by close(): a busy wait gives up
         self._queues_table = True  # False only for an older file opened read-only
 
     # -- lifecycle -------------------------------------------------------------
@@ -107,7 +122,7 @@ class Store:
                 _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
             except apsw.Error as exc:
                 raise map_error(exc, self.path) from exc
-        wal_size = _lifecycle.preflight(self.path)
+        wal_size = _lifecycle.preflight(self.path, self.vfs)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
             _lifecycle.vet(self._writer, self.path, wal_size, self.check)
@@ -150,19 +165,30 @@ class Store:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.close(clean=False)
 
+    def stop_waiting(self) -> None:
+        """The engine is closing: a batch waiting for another connection's
+        lock gives up (its records fail, unacknowledged) instead of waiting."""
+        self._closing = True
+
     def close(self, clean: bool = True) -> None:
         """Close both connections, marking the file cleanly closed unless the
         writer failed. Safe to call twice."""
+        self._closing = True
+        marked_closed = False
         if clean and self._failed is None and self._writer is not None and not is_memory(self.path):
             try:
                 with self._write_lock:
                     _lifecycle.mark_closed(self._writer)
+                marked_closed = True
             except apsw.Error:
                 pass  # stays marked open: the next open treats it as a crash
         for conn in (self._reader, self._writer):
             if conn is not None:
                 try:
-                    conn.close()
+                    if conn is self._writer and marked_closed:
+                        close_clean(conn)  # last: SQLite may now remove the empty -wal
+                    else:
+                        conn.close()  # the -wal stays, as the crash mark expects
                 except apsw.Error:
                     pass
         self._reader = self._writer = None
@@ -219,32 +245,103 @@ class Store:
         if conn is None:
             raise errors.NotOpenError("the store is closed")
         with self._write_lock:
-            if len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED and self._lone_step(conn, batch[0]):
-                return
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                # Records apply in submission order, so the outcome never depends
-                # on how records were split into batches; consecutive records of
-                # one kind go through a single executemany.
-                run: list[Any] = []
-                run_sql = None
-                for rec in batch:
-                    sql = _MANY.get(rec.kind)
-                    if sql is not run_sql and run:
-                        self._apply_many(conn, run_sql, run)
-                        run = []
-                    run_sql = sql
-                    if sql is None:
-                        self._apply_one(conn, rec)
-                    else:
-                        run.append(rec)
-                if run:
+            isolate = False  # every record in its own SAVEPOINT (after a surprise)
+            busy_since = None
+            delay = BUSY_BACKOFF
+            while True:
+                try:
+                    if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
+                            and self._lone_step(conn, batch[0])):
+                        return
+                    self._write(conn, batch, isolate)
+                    if busy_since is not None:
+                        log.warning("durably: the database lock was released after %.1f s; writing again",
+                                    time.monotonic() - busy_since)
+                    return
+                except BUSY_ERRORS as exc:
+                    self._abort(conn)
+                    now = time.monotonic()
+                    if busy_since is None:
+                        busy_since = now - BUSY_TIMEOUT_MS / 1000  # SQLite waited that long already
+                    if self._closing:
+                        # Closing: give up on this batch (nothing in it was
+                        # acknowledged) without failing the store.
+                        err = map_error(exc, self.path)
+                        for rec in batch:
+                            rec.result, rec.error = None, err
+                        return
+                    log.warning("durably: %r is locked by another connection (a second process, a sqlite3 "
+                                "shell, a long transaction); the writer has waited %.1f s and keeps waiting; "
+                                "nothing is acknowledged meanwhile", self.path, now - busy_since)
+                    _reset(batch)
+                    time.sleep(delay)
+                    delay = min(delay * 2, BUSY_BACKOFF_MAX)
+                except Exception as exc:
+                    if isolate or isinstance(exc, errors.DurablyError) or self._fatal(exc):
+                        raise self._batch_failed(conn, exc) from exc
+                    # Not storage: an error in applying one record that its own
+                    # handler did not expect. Find it: apply again, each record
+                    # in its own SAVEPOINT.
+                    self._abort(conn)
+                    log.error("durably: a record failed unexpectedly (%r); the batch is written again "
+                              "record by record so that only that record fails", exc)
+                    _reset(batch)
+                    isolate = True
+                except BaseException:
+                    # KeyboardInterrupt / SystemExit in a leader's thread: roll
+                    # back what is open (a finished COMMIT stays committed) and
+                    # let it propagate; the store stays usable.
+                    self._abort(conn)
+                    raise
+
+    @staticmethod
+    def _fatal(exc: BaseException) -> bool:
+        """An error that means the connection or the file can't be trusted."""
+        return isinstance(exc, apsw.Error) and not isinstance(exc, RECORD_ERRORS)
+
+    def _write(self, conn: apsw.Connection, batch: Sequence[Any], isolate: bool) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        if isolate:
+            for rec in batch:
+                self._apply_isolated(conn, rec)
+        else:
+            # Records apply in submission order, so the outcome never depends
+            # on how records were split into batches; consecutive records of
+            # one kind go through a single executemany.
+            run: list[Any] = []
+            run_sql = None
+            for rec in batch:
+                sql = _MANY.get(rec.kind)
+                if sql is not run_sql and run:
                     self._apply_many(conn, run_sql, run)
-                if _crash.ARMED:
-                    _crash.hit("store.before_commit")
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                raise self._batch_failed(conn, exc) from exc
+                    run = []
+                run_sql = sql
+                if sql is None:
+                    self._apply_one(conn, rec)
+                else:
+                    run.append(rec)
+            if run:
+                self._apply_many(conn, run_sql, run)
+        if _crash.ARMED:
+            _crash.hit("store.before_commit")
+        conn.execute("COMMIT")
+
+    def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
+        conn.execute("SAVEPOINT record")
+        try:
+            sql = _MANY.get(rec.kind)
+            if sql is None:
+                self._apply_one(conn, rec)
+            else:
+                self._apply_rows(conn, sql, [rec])
+        except Exception as exc:
+            if isinstance(exc, errors.DurablyError) or self._fatal(exc):
+                raise
+            conn.execute("ROLLBACK TO record")
+            rec.result = None
+            rec.error = errors.InternalError(f"durably could not write this record: {exc!r}")
+            rec.error.__cause__ = exc
+        conn.execute("RELEASE record")
 
     def _lone_step(self, conn: apsw.Connection, rec: Any) -> bool:
         """Commit a batch of one step record in one call. False (after a
@@ -256,8 +353,6 @@ class Store:
         except RECORD_ERRORS:
             self._abort(conn)
             return False
-        except BaseException as exc:
-            raise self._batch_failed(conn, exc) from exc
 
     def _batch_failed(self, conn: apsw.Connection, exc: BaseException) -> BaseException:
         """Roll the batch back and remember why: the store refuses every later
@@ -391,6 +486,13 @@ class Store:
             output, error = body(tx)
         except errors.SerializationError as exc:
             rec.error = exc
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            # KeyboardInterrupt / SystemExit from the body: its SQL is undone
+            # and the signal is re-raised in the workflow's own thread (the
+            # writer thread must not die of it).
+            rec.error = exc
         finally:
             conn.authorizer = None
             tx._close()
@@ -443,18 +545,6 @@ class Store:
             (workflow_id,),
         )
 
-    def pending_journals(self) -> dict[str, list[tuple[int, str, Any, Any]]]:
-        """The journals of every PENDING workflow, in one ordered query
-        (recovery loads them all at once instead of one query per workflow)."""
-        journals: dict[str, list[tuple[int, str, Any, Any]]] = {}
-        for wid, pos, name, output, error in self.query(
-            "SELECT s.workflow_id, s.position, s.name, s.output, s.error FROM workflows w"
-            " JOIN steps s ON s.workflow_id = w.workflow_id WHERE w.status = 'PENDING'"
-            " ORDER BY s.workflow_id, s.position"
-        ):
-            journals.setdefault(wid, []).append((pos, name, output, error))
-        return journals
-
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """Steps with their timestamps: (position, name, output, error, recorded_at)."""
         return self.query(
@@ -499,3 +589,10 @@ class Store:
     def children(self, workflow_id: str) -> list[str]:
         """Ids of a workflow's children."""
         return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = ?", (workflow_id,))]
+
+
+def _reset(batch: Sequence[Any]) -> None:
+    """Forget what a rolled-back attempt set on the records (before a retry)."""
+    for rec in batch:
+        rec.result = None
+        rec.error = None
