@@ -6,24 +6,26 @@ Shared by the runtime (which builds records), both journal implementations
 
 from __future__ import annotations
 
-# A step outcome: (workflow_id, position, name, output, error).
+# A step outcome: (workflow_id, position, name, output, error, ident, dseq);
+# ident and dseq are None in sync workflows (see runtime/context.py). Below,
+# "row" is the triple (position, ident, dseq) of the step row a record writes.
 STEP = 0
 # A workflow start: (workflow_id, name, inputs, parent_id, parent_step[, deadline]), where
-# parent_step is None or the parent's step row (workflow_id, position, name,
+# parent_step is None or the parent's step row (workflow_id, row, name,
 # output) written atomically with the child. Result: None when created, else
 # the existing (name, status).
 START = 1
 # A workflow end: (status, output, error, workflow_id); applies only while PENDING.
 COMPLETE = 2
-# A transaction step: (workflow_id, position, name, body), body(Tx) returning
+# A transaction step: (workflow_id, row, name, body), body(Tx) returning
 # (output, error); runs inside the batch in its own SAVEPOINT.
 TX = 3
 # One statement on the engine's tables: (sql, params). Result: rows changed.
 SQL = 4
 # A toolkit operation (send, receive, set/get event, enqueue ...):
-# (workflow_id, position, name, op, args). ``op`` names a function of
+# (workflow_id, row, name, op, args). ``op`` names a function of
 # ``store/_ops.py`` run inside the batch in its own SAVEPOINT; its output is
-# recorded as the step's outcome at (workflow_id, position) in the same
+# recorded as the step's outcome at (workflow_id, row) in the same
 # transaction (workflow_id None: nothing recorded, a client call). An op
 # returning ``NOTHING`` records no step (e.g. a receive that found no message).
 OP = 5

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 info = WorkflowInfo.from_row(row)
                 print(f"{info.workflow_id}\t{info.status}\t{info.name}\t{info.parked or ''}")
         else:
-            for step in (StepInfo(*r) for r in store.step_rows(args.workflow_id)):
+            for step in (StepInfo.from_row(r) for r in store.step_rows(args.workflow_id)):
                 print(f"{step.position}\t{step.name}\t{step.output if step.error is None else 'ERROR ' + step.error}")
     finally:
         store.close(clean=False)

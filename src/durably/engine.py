@@ -22,7 +22,7 @@ from ._names import check_name
 from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
-from .runtime.context import EngineShutdown, current, stop
+from .runtime.context import EngineShutdown, current, stop, workflow_context
 from .runtime.steps import StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
 from .runtime.messaging import Messaging
@@ -291,6 +291,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
     async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
                           timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
+        ctx = workflow_context()
+        key = ctx.peek_key() if ctx is not None and ctx.is_async else None
         spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id, timeout)
         if rec is not None:
             if _crash.ARMED:
@@ -299,6 +301,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             if _crash.ARMED:
                 _crash.hit("workflow.after_start_record")
             self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
+        if key is not None:
+            await ctx.turn(key)  # type: ignore[union-attr]
         return WorkflowHandle(self, wid)
 
     def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
@@ -334,7 +338,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
     def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
                        timeout: float | None = None) -> tuple[WorkflowSpec, str, Record | None]:
         spec, inputs, deadline = self._start_args(workflow, args, kwargs, workflow_id, timeout)
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             wid = workflow_id or new_id()
             return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline))
@@ -344,8 +348,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         recorded = ctx.replayed(pos, step_name)
         if recorded is not None:
             return spec, self._codec.decoder(str)(recorded[0]), None
-        wid = workflow_id or f"{ctx.workflow_id}/{pos}"
-        parent_step = (ctx.workflow_id, pos, step_name, self._codec.encode(wid, "child id"))
+        wid = workflow_id or ctx.child_id(pos)
+        parent_step = (ctx.workflow_id, ctx.row(pos), step_name, self._codec.encode(wid, "child id"))
         return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
 
     def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
@@ -416,9 +420,10 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         return [WorkflowInfo.from_row(r) for r in rows]
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
-        """The recorded steps of a workflow, in call order (values encoded)."""
+        """The recorded steps of a workflow, in the order they were recorded
+        (call order in sync workflows; values encoded)."""
         self._row(workflow_id)
-        return [StepInfo(*r) for r in self._store.step_rows(workflow_id)]
+        return [StepInfo.from_row(r) for r in self._store.step_rows(workflow_id)]
 
     def cancel(self, workflow_id: str) -> None:
         """Cancel a PENDING workflow and its pending descendants.

@@ -52,13 +52,25 @@ class WorkflowInfo:
 
 @dataclass(frozen=True)
 class StepInfo:
-    """One recorded step, as ``engine.steps`` gives it (values left encoded)."""
+    """One recorded step, as ``engine.steps`` gives it (values left encoded).
 
-    position: int
+    ``position``: the step's place in its workflow: its call index (an int)
+    for calls of the workflow's own code; ``"<branch>#<index>"`` for a call
+    made in a task the workflow created (``asyncio.gather``, TaskGroup ...);
+    ``"join:<child id>"`` for an async workflow's wait on a child."""
+
+    position: int | str
     name: str
     output: Any
     error: Any
     recorded_at: float
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "StepInfo":
+        position, name, output, error, recorded_at, ident = row
+        if ident is not None:
+            position = int(ident[1:]) if ident.startswith("#") else ident
+        return cls(position, name, output, error, recorded_at)
 
 
 class WorkflowHandle:

@@ -25,7 +25,7 @@ from ._names import check_name
 from ._ids import new_id
 from .handle import WorkflowHandle
 from .journal import Record
-from .runtime.context import current
+from .runtime.context import workflow_context
 from .runtime.toolkit import seconds_arg
 from .runtime.waits import BackgroundLoop
 
@@ -67,7 +67,7 @@ class Queue:
         delay = seconds_arg(delay, "enqueue delay")
         spec, inputs, deadline = engine._start_args(workflow, args, kwargs, workflow_id, timeout)
         not_before = engine._clock.now() + delay
-        ctx = current.get()
+        ctx = workflow_context()
         pos = name = None
         if ctx is None:
             wid = workflow_id or new_id()
@@ -78,11 +78,11 @@ class Queue:
             recorded = ctx.replayed(pos, name)
             if recorded is not None:
                 return None, engine._codec.decoder(str)(recorded[0])  # type: ignore[return-value]
-            wid = workflow_id or f"{ctx.workflow_id}/{pos}"
+            wid = workflow_id or ctx.child_id(pos)
             parent = ctx.workflow_id
         args_ = (wid, spec.name, inputs, parent, deadline, self.name, priority, not_before, dedup_key,
                  lambda i: engine._codec.encode(i, "workflow id"))
-        return Record(R.OP, (parent, pos, name, "enqueue", args_)), None
+        return Record(R.OP, (parent, None if ctx is None else ctx.row(pos), name, "enqueue", args_)), None
 
     def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle:
         engine = self.engine
@@ -109,7 +109,7 @@ class Queue:
         (the existing workflow's, for a known ``workflow_id`` or a live
         ``dedup_key``). ``delay``: seconds before it may start."""
         self.engine._check_queue(self)
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is not None and ctx.is_async:
             raise errors.UsageError("in an async workflow use `await queue.enqueue_async(...)`")
         rec, replayed = self._record(workflow, args, kwargs, workflow_id, priority, dedup_key, delay, timeout)
@@ -121,11 +121,15 @@ class Queue:
                             priority: int = 0, dedup_key: str | None = None, delay: float = 0.0,
                             timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
         self.engine._check_queue(self)
+        ctx = workflow_context()
+        key = ctx.peek_key() if ctx is not None and ctx.is_async else None
         rec, replayed = self._record(workflow, args, kwargs, workflow_id, priority, dedup_key, delay, timeout)
         if rec is not None:
             await self.engine._journal.submit_async(rec)
             if rec.error is not None:
                 raise rec.error
+        if key is not None:
+            await ctx.turn(key)  # type: ignore[union-attr]
         return self._done(rec, replayed)
 
 

@@ -2,14 +2,35 @@
 
 One :class:`WorkflowContext` per running workflow, reachable through a
 contextvar, so it follows asyncio tasks and threads without a global registry.
-Steps are identified by call order: each step call takes the next position;
-positions below ``replay_len`` come from the journal loaded at resume time,
-so a live step never queries the database.
+
+How a durable call is identified (its *key*), so that a replay finds it:
+
+* In a sync workflow, by call order: each call takes the next position, and
+  the row at that position is its record (one thread, one order).
+* In an async workflow, coroutines interleave in the order their outcomes
+  happen to arrive, so a global call order would depend on timing (a replay,
+  where recorded outcomes return at once, would see another order). Each
+  asyncio task of the workflow is a *branch* instead: the workflow's own task
+  is the root, and a task it (or a branch) creates becomes a child branch,
+  numbered in the order the branches make their first durable call (tasks
+  start in the order they were created). A call's key is (branch, index in
+  that branch): the same whatever the interleaving. Root keys are plain ints,
+  as in older journals. The row's position is only its storage key.
+* Order-dependent code (``asyncio.wait(..., FIRST_COMPLETED)``,
+  ``as_completed``) also needs the recorded outcomes to arrive in the order
+  they arrived live: each row carries ``dseq`` (the order outcomes were
+  submitted, which is the order they were delivered) and its time; a replay
+  hands recorded outcomes to the code in that order (:meth:`turn`), and a
+  live outcome only after every earlier recorded one. A replay that cannot
+  go on because the code never makes a recorded call (changed code) parks
+  the workflow after ``REPLAY_STALL`` seconds without progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import heapq
 from typing import Any
 
 from .. import errors
@@ -17,10 +38,62 @@ from .. import errors
 current: contextvars.ContextVar["WorkflowContext | None"] = contextvars.ContextVar(
     "durably_workflow", default=None
 )
+# The branch (task) of an async workflow this code runs in; see the docstring.
+_BRANCH: contextvars.ContextVar["Branch | None"] = contextvars.ContextVar("durably_branch", default=None)
+# True while an async step body runs in this task: durable calls are plain there.
+_IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("durably_in_step", default=False)
+
+# Seconds a replay may wait for a recorded call that the code does not make.
+REPLAY_STALL = 10.0
 
 
 class EngineShutdown(BaseException):
     """Unwinds a running workflow when its engine closes; it stays PENDING."""
+
+
+class Branch:
+    """One asyncio task of an async workflow (the root: the workflow's task)."""
+
+    __slots__ = ("ctx", "path", "task", "seq", "children")
+
+    def __init__(self, ctx: "WorkflowContext", path: str | None, task: Any) -> None:
+        self.ctx = ctx
+        self.path = path  # None for the root, else "0", "0.2" ...
+        self.task = task
+        self.seq = 0  # index of this branch's next durable call
+        self.children = 0  # branches created from this one so far
+
+
+def encode_key(key: Any) -> str:
+    if isinstance(key, int):
+        return f"#{key}"
+    if key[0] == "join":
+        return f"join:{key[1]}"
+    return f"{key[0]}#{key[1]}"
+
+
+def decode_key(ident: str) -> Any:
+    if ident.startswith("join:"):
+        return ("join", ident[5:])
+    path, _, seq = ident.rpartition("#")
+    return int(seq) if not path else (path, int(seq))
+
+
+def in_step() -> bool:
+    """Inside a step body (sync or async): durable calls are plain calls."""
+    ctx = current.get()
+    if ctx is None:
+        return False
+    return _IN_STEP.get() if ctx.is_async else ctx.in_step
+
+
+def workflow_context() -> "WorkflowContext | None":
+    """The workflow a durable call belongs to: None outside a workflow and
+    inside a step body (where the outer step's outcome covers everything)."""
+    ctx = current.get()
+    if ctx is None or (_IN_STEP.get() if ctx.is_async else ctx.in_step):
+        return None
+    return ctx
 
 
 class WorkflowContext:
@@ -40,9 +113,17 @@ class WorkflowContext:
         "is_async",
         "waiter",
         "loop",
+        "in_step",
+        "root",
+        "dseq",
+        "pending",
+        "heap",
+        "turns",
+        "progress",
+        "branch_top",
     )
 
-    def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[int, tuple[Any, ...]], is_async: bool) -> None:
+    def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]], is_async: bool) -> None:
         self.workflow_id = workflow_id
         self.name = name
         self.engine = engine
@@ -60,45 +141,229 @@ class WorkflowContext:
         # What the workflow is blocked on (sleep, recv ...), fired on interrupt.
         self.waiter: Any = None
         self.loop: Any = None  # the event loop running an async workflow
+        self.in_step = False  # a sync step body is running (durable calls are plain)
+        self.root: Branch | None = None
+        self.dseq = 0  # next delivery sequence number (async)
+        # Recorded outcomes not yet handed to the code: key -> (order, name);
+        # a heap of (order, key) over them; the turns waiting for theirs.
+        self.pending: dict[Any, tuple[Any, str]] = {}
+        self.heap: list[tuple[Any, Any]] = []
+        self.turns: dict[Any, asyncio.Future[None]] = {}
+        self.progress = 0
+        self.branch_top: dict[str | None, int] = {}  # async: last recorded index per branch
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
-        """Install the journal loaded from the store (one ordered SELECT)."""
-        self.recorded = {row[0]: row for row in rows}
-        self.replay_len = (max(self.recorded) + 1) if self.recorded else 0
+        """Install the journal loaded from the store: rows of (position,
+        name, output, error, ident, dseq, recorded_at)."""
+        recorded: dict[Any, tuple[Any, ...]] = {}
+        top = -1
+        last_dseq = -1
+        for row in rows:
+            pos, name, output, error = row[:4]
+            ident = row[4] if len(row) > 4 else None
+            key = pos if ident is None else decode_key(ident)
+            recorded[key] = row
+            top = max(top, pos)
+            if len(row) > 5 and row[5] is not None:
+                last_dseq = max(last_dseq, row[5])
+        self.recorded = recorded
+        if not self.is_async:
+            self.replay_len = top + 1
+            return
+        # Async: new rows go after every recorded one; replayed calls take
+        # no position. Recorded outcomes are delivered in their live order.
+        self.position = top + 1
+        self.replay_len = top + 1
+        self.dseq = last_dseq + 1
+        decode_time = self.codec.decoder(float)
+        now = self.engine._clock.now()
+        for key in recorded:
+            if isinstance(key, int):
+                self.branch_top[None] = max(self.branch_top.get(None, -1), key)
+            elif key[0] != "join":
+                self.branch_top[key[0]] = max(self.branch_top.get(key[0], -1), key[1])
+        for key, row in recorded.items():
+            pos, name, output = row[:3]
+            if name.endswith(".deadline") or name.startswith("patch:"):
+                continue  # consumed inside a call, never handed to the code by itself
+            at = row[6] if len(row) > 6 and row[6] is not None else 0.0
+            if name == "sleep" and output is not None:
+                wake = decode_time(output)
+                if wake > now:
+                    continue  # still asleep: its end is live, not a recorded delivery
+                at = max(at, wake)  # a sleep returns at its wake-up time
+            dseq = row[5] if len(row) > 5 and row[5] is not None else -1
+            order = (at, dseq, pos)
+            self.pending[key] = (order, name)
+            self.heap.append((order, key))
+        heapq.heapify(self.heap)
 
-    def take_position(self) -> int:
-        """Claim the next step position; raise if the workflow must stop."""
+    # -- claiming keys -----------------------------------------------------------------
+
+    def take_position(self) -> Any:
+        """Claim the key of the next durable call; raise if the workflow must
+        stop. Sync: the next position. Async: (branch, index) (see above)."""
         if self.interrupt is not None:
             raise self.interrupt
         if self.parked is not None:
             raise self.parked  # once parked, nothing more may run
+        if not self.is_async:
+            pos = self.position
+            self.position = pos + 1
+            return pos
+        br = self._branch()
+        seq = br.seq
+        br.seq = seq + 1
+        self.progress += 1
+        return seq if br.path is None else (br.path, seq)
+
+    def _branch(self) -> Branch:
+        task = asyncio.current_task()
+        br = _BRANCH.get()
+        if br is None or br.ctx is not self:
+            br = self.root
+            if br is None:
+                br = self.root = Branch(self, None, task)
+        if br.task is not task:
+            # A task created by this branch: a branch of its own, numbered in
+            # the order branches make their first durable call.
+            path = str(br.children) if br.path is None else f"{br.path}.{br.children}"
+            br.children += 1
+            br = Branch(self, path, task)
+            _BRANCH.set(br)
+        return br
+
+    def peek_key(self) -> Any:
+        """The key the next durable call here will take (without taking it)."""
+        if not self.is_async:
+            return self.position
+        br = self._branch()
+        return br.seq if br.path is None else (br.path, br.seq)
+
+    def replaying_at(self, key: Any) -> bool:
+        """Whether the journal holds calls at or after ``key`` in its branch:
+        an older run is being replayed there."""
+        if not self.is_async:
+            return key < self.replay_len
+        path, seq = (None, key) if isinstance(key, int) else key
+        return seq <= self.branch_top.get(path, -1)
+
+    def enter_root(self) -> None:
+        """In the workflow's own task, before its code runs (async)."""
+        self.root = Branch(self, None, asyncio.current_task())
+        _BRANCH.set(self.root)
+
+    def row(self, key: Any) -> tuple[int, str | None, int | None]:
+        """(position, ident, dseq) of the row a live call at ``key`` writes."""
+        if not self.is_async:
+            return key, None, None
         pos = self.position
         self.position = pos + 1
-        return pos
+        dseq = self.dseq
+        self.dseq = dseq + 1
+        return pos, (None if key == pos else encode_key(key)), dseq
 
-    def replayed(self, pos: int, name: str) -> tuple[Any, Any] | None:
-        """The recorded (output, error) at ``pos``, or None if it is live.
+    def child_id(self, key: Any) -> str:
+        """The id of a child started at ``key`` (``<parent>/<position>`` for
+        root calls, as always; ``<parent>/<branch>#<index>`` in a branch)."""
+        if isinstance(key, int):
+            return f"{self.workflow_id}/{key}"
+        return f"{self.workflow_id}/{encode_key(key)}"
+
+    def replayed(self, key: Any, name: str) -> tuple[Any, Any] | None:
+        """The recorded (output, error) at ``key``, or None if it is live.
 
         Raises NonDeterminismError, parking the workflow, when the recorded
         step has another name.
         """
-        if pos >= self.replay_len:
+        if not self.recorded:
             return None
-        # Each position is replayed once: drop the row, so a long replay
-        # does not hold every recorded value (one may be 25 MB) to the end.
-        row = self.recorded.pop(pos, None)
+        # Each key is replayed once: drop the row, so a long replay does not
+        # hold every recorded value (one may be 25 MB) to the end.
+        row = self.recorded.pop(key, None)
         if row is None:
             return None
         if row[1] != name:
+            where = key if isinstance(key, int) else encode_key(key)
             self.parked = errors.NonDeterminismError(
-                f"workflow {self.workflow_id!r} called {name!r} at step {pos}, but its journal "
+                f"workflow {self.workflow_id!r} called {name!r} at step {where}, but its journal "
                 f"recorded {row[1]!r} there; the code changed under a running workflow. It is "
                 "parked (PENDING); restore the old code path (or use a new workflow id) and "
                 "resume it",
-                workflow_id=self.workflow_id, position=pos, recorded=row[1], called=name,
+                workflow_id=self.workflow_id, position=where, recorded=row[1], called=name,
             )
             raise self.parked
         return row[2], row[3]
+
+    # -- ordered delivery (async) ------------------------------------------------------
+
+    async def turn(self, key: Any) -> None:
+        """Wait until the outcome at ``key`` may be handed to the code: after
+        every recorded outcome delivered before it live (a live outcome:
+        after every recorded one). Free when nothing recorded is pending."""
+        if not self.pending:
+            return
+        while self.pending and self._head() != key:
+            fut = asyncio.get_running_loop().create_future()
+            self.turns[key] = fut
+            self._watch(fut)
+            try:
+                await fut
+            finally:
+                self.turns.pop(key, None)
+        if key in self.pending:
+            del self.pending[key]
+        self.progress += 1
+        self._release()
+
+    def _head(self) -> Any:
+        heap = self.heap
+        while heap and heap[0][1] not in self.pending:
+            heapq.heappop(heap)
+        return heap[0][1] if heap else None
+
+    def _release(self) -> None:
+        """Wake whoever may go now: the head's turn, or every live one once
+        nothing recorded is pending."""
+        head = self._head()
+        if head is None:
+            for fut in list(self.turns.values()):
+                if not fut.done():
+                    fut.set_result(None)
+            return
+        fut = self.turns.get(head)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _watch(self, fut: "asyncio.Future[None]") -> None:
+        seen = self.progress
+
+        def check() -> None:
+            if fut.done() or self.progress != seen:
+                if not fut.done():
+                    self._watch(fut)
+                return
+            head = self._head()
+            name = self.pending[head][1] if head in self.pending else "?"
+            where = head if isinstance(head, int) else encode_key(head)
+            self.parked = errors.NonDeterminismError(
+                f"workflow {self.workflow_id!r} did not call {name!r} (step {where}) that its journal "
+                f"recorded before the outcomes it waits for, within {REPLAY_STALL:.0f} s of replay; "
+                "the code changed under a running workflow. It is parked (PENDING); restore the old "
+                "code path and resume it",
+                workflow_id=self.workflow_id, position=where, recorded=name, called=None,
+            )
+            for waiting in list(self.turns.values()):
+                if not waiting.done():
+                    waiting.set_exception(self.parked)
+
+        asyncio.get_running_loop().call_later(REPLAY_STALL, check)
+
+    def interrupt_turns(self) -> None:
+        """On the workflow's loop: end every turn wait with the interrupt."""
+        for fut in list(self.turns.values()):
+            if not fut.done():
+                fut.set_exception(self.interrupt or errors.InternalError("interrupted"))
 
 
 def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
@@ -107,10 +372,15 @@ def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
     waiter = ctx.waiter
     if waiter is not None:
         waiter.fire()
+    if ctx.turns and ctx.loop is not None:
+        try:
+            ctx.loop.call_soon_threadsafe(ctx.interrupt_turns)
+        except RuntimeError:
+            pass  # that loop is closed
 
 
 def require() -> WorkflowContext:
-    ctx = current.get()
+    ctx = workflow_context()
     if ctx is None:
         raise errors.UsageError("this call is only valid inside a workflow")
     return ctx

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import errors
 from ..codec import decode_error
-from .context import current
+from .context import workflow_context
 from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg
 
 
@@ -30,7 +30,7 @@ class Messaging(Toolkit):
         dest = name_arg(workflow_id, "send() workflow_id")
         topic = _topic(topic)
         payload = self._codec.encode(message, f"message to workflow {dest!r}")
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             yield from self._op(None, None, "send", "send", (dest, topic, payload))
         else:
@@ -56,7 +56,7 @@ class Messaging(Toolkit):
     def _recv(self, topic: Any, timeout: Any, as_type: Any) -> Gen:
         topic = _topic(topic)
         timeout = seconds_arg(timeout, "recv timeout", allow_none=True)
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             raise errors.UsageError("recv() is only valid inside a workflow (it consumes that workflow's messages)")
         raw = yield from self._wait_for(ctx, f"recv:{topic or ''}", ("msg", ctx.workflow_id, topic),
@@ -78,7 +78,7 @@ class Messaging(Toolkit):
 
     def _set_event(self, key: Any, value: Any) -> Gen:
         key = name_arg(key, "event key")
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             raise errors.UsageError("set_event() is only valid inside a workflow (events belong to a workflow)")
         raw = self._codec.encode(value, f"event {key!r} of workflow {ctx.workflow_id!r}")
@@ -99,7 +99,7 @@ class Messaging(Toolkit):
         wid = name_arg(workflow_id, "get_event() workflow_id")
         key = name_arg(key, "event key")
         timeout = seconds_arg(timeout, "get_event timeout", allow_none=True)
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is not None:
             raw = yield from self._wait_for(ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout)
             return self._decode(raw, as_type, f"event {key!r}")

@@ -19,7 +19,7 @@ from typing import Any
 from .. import _records as R
 from .. import errors
 from ..journal import Record
-from .context import WorkflowContext, current, stop
+from .context import WorkflowContext, stop, workflow_context
 from .tasks import GuardedTask
 from .workflows import WorkflowSpec, run_async, run_sync
 
@@ -170,7 +170,7 @@ class Scheduler:
         queued child in the waiting thread (parents waiting on children must
         not starve the pool). Never with a timeout (the wait must end within
         it) or from outside a workflow (a client thread holds no pool slot)."""
-        if timeout is None and current.get() is not None:
+        if timeout is None and workflow_context() is not None:
             self._steal(wid)
 
     def _steal(self, wid: str) -> None:

@@ -20,7 +20,7 @@ from .. import _records as R
 from .. import errors
 from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
-from .context import WorkflowContext, current
+from .context import _IN_STEP, WorkflowContext, current, workflow_context
 from .tasks import GuardedTask, run_guarded
 
 
@@ -58,29 +58,36 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> 
     return spec.decode(output) if output is not None else None
 
 
-def _outcome(ctx: WorkflowContext, spec: StepSpec, pos: int, value: Any, exc: BaseException | None) -> tuple[Record, Any, BaseException | None]:
+def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None) -> tuple[Record, Any, BaseException | None]:
     """The journal record for an outcome, and what the workflow then sees."""
     if exc is not None:
         err = encode_error(exc)
         seen = decode_error(err)
         seen.__cause__ = exc
-        return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, err)), None, seen
-    if value is None:
-        return Record(R.STEP, (ctx.workflow_id, pos, spec.name, None, None)), None, None
-    raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, pos), spec.decode, spec.identity)
-    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, None)), decoded, None
+        raw, decoded = None, None
+    elif value is None:
+        err = raw = decoded = seen = None
+    else:
+        err = seen = None
+        raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, key), spec.decode, spec.identity)
+    pos, ident, dseq = ctx.row(key)
+    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, dseq)), decoded, seen
 
 
-def _run_sync(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
     attempt = 0
-    while True:
-        try:
-            return spec.fn(*args, **kwargs), None
-        except Exception as exc:
-            if attempt >= spec.retries:
-                return None, exc
-            time.sleep(spec.delay(attempt))
-            attempt += 1
+    ctx.in_step = True  # durable calls inside the body are plain calls
+    try:
+        while True:
+            try:
+                return spec.fn(*args, **kwargs), None
+            except Exception as exc:
+                if attempt >= spec.retries:
+                    return None, exc
+                time.sleep(spec.delay(attempt))
+                attempt += 1
+    finally:
+        ctx.in_step = False
 
 
 async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
@@ -108,9 +115,13 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         if _crash.ARMED:
             _crash.hit("step.before_body")
         if spec.is_async:
-            value, exc = asyncio.run(_run_async(spec, args, kwargs))
+            ctx.in_step = True
+            try:
+                value, exc = asyncio.run(_run_async(spec, args, kwargs))
+            finally:
+                ctx.in_step = False
         else:
-            value, exc = _run_sync(spec, args, kwargs)
+            value, exc = _run_sync(ctx, spec, args, kwargs)
         if _crash.ARMED:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, pos, value, exc)
@@ -119,31 +130,37 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             raise err
         return seen
 
-    async def step_async(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        recorded = ctx.replayed(pos, spec.name)
+    async def step_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        recorded = ctx.replayed(key, spec.name)
         if recorded is not None:
+            await ctx.turn(key)  # in the order it was delivered live
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
         task = asyncio.current_task()
-        if spec.retries == 0 and spec.is_async and type(task) is GuardedTask:
-            # The common case: the body runs right in the workflow's task,
-            # which holds back a cancel from its loop's shutdown meanwhile.
-            exc = None
-            task.in_body = True
-            try:
-                value = await spec.fn(*args, **kwargs)
-            except Exception as e:
-                value, exc = None, e
-            finally:
-                task.in_body = False
-            stop = task.held
-        else:
-            (value, exc), stop = await run_guarded(_run_async(spec, args, kwargs))
+        token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
+        try:
+            if spec.retries == 0 and spec.is_async and type(task) is GuardedTask:
+                # The common case: the body runs right in the workflow's task,
+                # which holds back a cancel from its loop's shutdown meanwhile.
+                exc = None
+                task.in_body = True
+                try:
+                    value = await spec.fn(*args, **kwargs)
+                except Exception as e:
+                    value, exc = None, e
+                finally:
+                    task.in_body = False
+                stop = task.held
+            else:
+                (value, exc), stop = await run_guarded(_run_async(spec, args, kwargs))
+        finally:
+            _IN_STEP.reset(token)
         if _crash.ARMED:
             _crash.hit("step.after_body")
-        rec, seen, err = _outcome(ctx, spec, pos, value, exc)
+        rec, seen, err = _outcome(ctx, spec, key, value, exc)
         await ctx.journal.submit_async(rec)
+        await ctx.turn(key)
         if stop:
             # The event loop is ending (asyncio.run returned): the body ran
             # once and its outcome is durable; the workflow continues from
@@ -163,8 +180,12 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             # Outside a workflow a step is a plain call: nothing is journaled.
             return fn(*args, **kwargs)
         if ctx.is_async:
-            # Claim the position now, in call order, so asyncio.gather is deterministic.
+            if _IN_STEP.get():
+                return fn(*args, **kwargs)  # inside a step body: the outer step covers it
+            # Claim the key now, in call order, so asyncio.gather is deterministic.
             return step_async(ctx, ctx.take_position(), args, kwargs)
+        if ctx.in_step:
+            return fn(*args, **kwargs)  # inside a step body: the outer step covers it
         pos = ctx.position
         if not (plain and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None
                 and not _crash.ARMED):
@@ -173,10 +194,13 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         # step_sync does, minus the replay lookup and the helper calls).
         ctx.position = pos + 1
         failure: Exception | None = None
+        ctx.in_step = True
         try:
             value = fn(*args, **kwargs)
         except Exception as exc:
             failure = exc
+        finally:
+            ctx.in_step = False
         if failure is not None:
             rec, _, err = _outcome(ctx, spec, pos, None, failure)
             ctx.journal.submit(rec)
@@ -186,7 +210,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         else:
             raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
             seen = value if identity and type(value) in _IDENTITY else decode(raw)
-        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None)))
+        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, None)))
         return seen
 
     call.__durably_step__ = spec  # type: ignore[attr-defined]
@@ -207,7 +231,7 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
     if spec.is_async:
         raise errors.UsageError(f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)")
 
-    def body_for(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Callable[[Any], tuple[Any, Any]]:
+    def body_for(ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Callable[[Any], tuple[Any, Any]]:
         where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
         # On the writer thread the body sees its workflow (engine.workflow_id
         # works) but may not start steps: they would wait on this very writer.
@@ -247,22 +271,28 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
         if recorded is not None:
             return _replay(ctx, spec, recorded)
         box: list[Any] = []
-        rec = Record(R.TX, (ctx.workflow_id, pos, spec.name, body_for(ctx, pos, args, kwargs, box)))
+        rec = Record(R.TX, (ctx.workflow_id, ctx.row(pos), spec.name, body_for(ctx, pos, args, kwargs, box)))
         ctx.journal.submit(rec)
         return finish(rec, box)
 
-    async def tx_async(ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        recorded = ctx.replayed(pos, spec.name)
+    async def tx_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        recorded = ctx.replayed(key, spec.name)
         if recorded is not None:
+            await ctx.turn(key)
             return _replay(ctx, spec, recorded)
         box: list[Any] = []
-        rec = Record(R.TX, (ctx.workflow_id, pos, spec.name, body_for(ctx, pos, args, kwargs, box)))
+        rec = Record(R.TX, (ctx.workflow_id, ctx.row(key), spec.name, body_for(ctx, key, args, kwargs, box)))
         await ctx.journal.submit_async(rec)
+        await ctx.turn(key)
         return finish(rec, box)
 
     @functools.wraps(spec.fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        ctx = current.get()
+        ctx = workflow_context()
+        if ctx is None and current.get() is not None:
+            raise errors.UsageError(
+                f"transaction step {spec.name!r} was called inside a step body; call it from the "
+                "workflow (a step's outcome cannot cover a transaction's SQL)")
         if ctx is None:
             raise errors.UsageError(
                 f"transaction step {spec.name!r} was called outside a workflow; it needs the "

@@ -27,7 +27,7 @@ from .. import errors
 from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
-from .context import WorkflowContext, current
+from .context import WorkflowContext, workflow_context
 from .waits import Waiter, block, block_async
 
 # Requests a primitive's generator yields to its driver.
@@ -73,7 +73,7 @@ class Toolkit:
     # -- drivers ------------------------------------------------------------------
 
     def _drive(self, gen: Gen, name: str) -> Any:
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is not None and ctx.is_async:
             gen.close()
             # The blocking form would stall the event loop (and every workflow on it).
@@ -97,7 +97,24 @@ class Toolkit:
                 exc = e
 
     async def _drive_async(self, gen: Gen) -> Any:
-        ctx = current.get()
+        ctx = workflow_context()
+        if ctx is not None:
+            # In a workflow the primitive's outcome is handed to the code in
+            # the order it was delivered live (see runtime/context.py).
+            branch = ctx._branch()
+            first = branch.seq
+            try:
+                result = await self._drive_gen(gen, ctx)
+            except BaseException as exc:
+                if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
+                    await ctx.turn(branch.seq - 1 if branch.path is None else (branch.path, branch.seq - 1))
+                raise
+            if branch.seq > first:
+                await ctx.turn(branch.seq - 1 if branch.path is None else (branch.path, branch.seq - 1))
+            return result
+        return await self._drive_gen(gen, None)
+
+    async def _drive_gen(self, gen: Gen, ctx: WorkflowContext | None) -> Any:
         value: Any = None
         exc: BaseException | None = None
         while True:
@@ -129,13 +146,15 @@ class Toolkit:
             return self._codec.decoder(annotation)(recorded[0])
         value = make()
         raw = self._codec.encode(value, (name, name, ctx.workflow_id, pos))
-        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, name, raw, None))
+        row_pos, ident, dseq = ctx.row(pos)
+        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, dseq))
         return value
 
     def _op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
         """Run a store op; inside a workflow its outcome is the step at ``pos``."""
         wid = None if ctx is None else ctx.workflow_id
-        result = yield SUBMIT, Record(R.OP, (wid, pos, name, op, args))
+        row = None if ctx is None else ctx.row(pos)
+        result = yield SUBMIT, Record(R.OP, (wid, row, name, op, args))
         if result is R.NOTHING:
             return R.NOTHING
         output, error = result
@@ -216,7 +235,7 @@ class Toolkit:
 
     def _sleep(self, seconds: Any) -> Gen:
         seconds = seconds_arg(seconds, "sleep")
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             wake = self._clock.now() + seconds
         else:
@@ -235,7 +254,7 @@ class Toolkit:
         return await self._drive_async(self._sleep(seconds))
 
     def _value(self, name: str, make: Any, annotation: Any) -> Gen:
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             return make()
         return (yield from self._recorded(ctx, name, make, annotation))
@@ -273,16 +292,20 @@ class Toolkit:
         Once no such run is left, the check can be deleted (keep the new path).
         """
         change = name_arg(change, "patched() change name")
-        ctx = current.get()
+        ctx = workflow_context()
         if ctx is None:
             raise errors.UsageError("patched() is only valid inside a workflow")
         name = f"patch:{change}"
-        pos = ctx.position
-        if pos < ctx.replay_len:
-            row = ctx.recorded.get(pos)
+        key = ctx.peek_key()
+        replaying = ctx.replaying_at(key)
+        if replaying:
+            row = ctx.recorded.get(key)
             if row is None or row[1] != name:
                 return False  # recorded before the patch: the old path, no position taken
         ctx.take_position()
-        if pos >= ctx.replay_len:
-            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None)))
+        if replaying:
+            ctx.recorded.pop(key, None)
+        else:
+            pos, ident, dseq = ctx.row(key)
+            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq)))
         return True

@@ -152,6 +152,7 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     """Run an async workflow on this event loop to an outcome and journal it."""
     current.set(ctx)  # this task's own context copy
     ctx.loop = asyncio.get_running_loop()
+    ctx.enter_root()
     result: Any = None
     exc: BaseException | None = None
     try:

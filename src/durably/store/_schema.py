@@ -102,6 +102,15 @@ MIGRATIONS: tuple[str, ...] = (
         last_slot REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # v4: replay under concurrency. In an async workflow a step is identified
+    # by its task's branch and its index there (``ident``; NULL: the root
+    # task's call at this very position, as every older row), and ``dseq``
+    # orders the outcomes as they were delivered, so a replay delivers them
+    # in the same order (see runtime/context.py).
+    """
+    ALTER TABLE steps ADD COLUMN ident TEXT;
+    ALTER TABLE steps ADD COLUMN dseq INTEGER;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -46,7 +46,8 @@ from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._ops import OPS
 from ._tx import Tx, authorizer
 
-_INSERT_STEP = "INSERT INTO steps (workflow_id, position, name, output, error) VALUES (?, ?, ?, ?, ?)"
+_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_WORKFLOW = (
     "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
     " VALUES (?, ?, 'PENDING', ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
@@ -65,8 +66,8 @@ _LONE_STEP = f"BEGIN IMMEDIATE; {_INSERT_STEP}; COMMIT"
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
 # batch of 512 rows costs 1 statement instead of 512 round trips.
 _CHUNK_MAX = 256
-_STEP_VALUES = "(?, ?, ?, ?, ?)"
-_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error) VALUES "
+_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq) VALUES "
                + ", ".join([_STEP_VALUES] * n) for n in (2 ** k for k in range(1, 9))}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
@@ -100,6 +101,7 @@ class Store:
         self._failed: errors.StorageError | None = None
         self._closing = False  # set by close(): a busy wait gives up
         self._queues_table = True  # False only for an older file opened read-only
+        self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -156,6 +158,7 @@ class Store:
             )
         self._reader = conn
         self._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
+        self._version = version
 
     def _refuse(self) -> None:
         """Close after refusing a file, leaving it exactly as found: no
@@ -444,7 +447,8 @@ class Store:
             else:
                 rec.result = None
             if nested:
-                conn.execute(_INSERT_STEP, (*parent_step, None))
+                wid, (pos, ident, dseq), step_name, output = parent_step
+                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, dseq))
                 conn.execute("RELEASE start")
         except RECORD_ERRORS as exc:
             if nested:
@@ -453,7 +457,7 @@ class Store:
             rec.error = map_error(exc, self.path)
 
     def _op(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, position, name, op, args = rec.params
+        workflow_id, row, name, op, args = rec.params
         conn.execute("SAVEPOINT op")
         try:
             error = None
@@ -468,7 +472,8 @@ class Store:
                 rec.result = R.NOTHING
             else:
                 if workflow_id is not None:
-                    conn.execute(_INSERT_STEP, (workflow_id, position, name, output, error))
+                    pos, ident, dseq = row
+                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq))
                 rec.result = (output, error)
             conn.execute("RELEASE op")
         except RECORD_ERRORS as exc:
@@ -477,7 +482,7 @@ class Store:
             rec.error = map_error(exc, self.path)
 
     def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, position, name, body = rec.params
+        workflow_id, (pos, ident, dseq), name, body = rec.params
         conn.execute("SAVEPOINT tx")
         tx = Tx(conn)
         conn.authorizer = authorizer
@@ -502,7 +507,7 @@ class Store:
             conn.execute("ROLLBACK TO tx")
         try:
             if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, position, name, output, error))
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq))
                 rec.result = (output, error)
         except RECORD_ERRORS as exc:
             conn.execute("ROLLBACK TO tx")
@@ -538,17 +543,21 @@ class Store:
         rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = ?", (workflow_id,))
         return rows[0] if rows else None
 
-    def load_steps(self, workflow_id: str) -> list[tuple[int, str, Any, Any]]:
-        """A workflow's journal, in call order: (position, name, output, error)."""
-        return self.query(  # type: ignore[return-value]
-            "SELECT position, name, output, error FROM steps WHERE workflow_id = ? ORDER BY position",
+    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        """A workflow's journal, in call order: (position, name, output,
+        error, ident, dseq, recorded_at)."""
+        return self.query(
+            "SELECT position, name, output, error, ident, dseq, recorded_at FROM steps"
+            " WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
 
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        """Steps with their timestamps: (position, name, output, error, recorded_at)."""
+        """Steps with their timestamps: (position, name, output, error,
+        recorded_at, ident), in the order they were recorded."""
+        ident = "ident" if self._version >= 4 else "NULL"
         return self.query(
-            "SELECT position, name, output, error, recorded_at FROM steps"
+            f"SELECT position, name, output, error, recorded_at, {ident} FROM steps"
             " WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
