@@ -50,6 +50,15 @@ class RecoveryReport:
 CLOSE_GRACE = 30.0
 
 
+def _not_a_step_yet(fn: Callable[..., Any]) -> None:
+    """``@step`` over ``@transaction`` (or the reverse, or twice) would journal
+    one call as two steps: refused."""
+    inner = getattr(fn, "__durably_step__", None)
+    if inner is not None:
+        raise errors.UsageError(f"{inner.name!r} is already a durably step or transaction step; "
+                                "decorate the plain function once")
+
+
 def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
@@ -161,6 +170,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return self.step()(name)
 
         def register(fn: F) -> F:
+            _not_a_step_yet(fn)
             spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, retries, backoff, initial_delay, max_delay)
             return make_step(spec)  # type: ignore[return-value]
 
@@ -177,6 +187,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return self.transaction()(name)
 
         def register(fn: F) -> F:
+            _not_a_step_yet(fn)
             spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, 0, 2.0, 0.0, 0.0)
             return make_transaction(spec)  # type: ignore[return-value]
 

@@ -8,8 +8,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import _records as R
 from . import errors
 from .codec import decode_error
+from .journal import Record
+from .runtime.context import workflow_context
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -125,7 +128,28 @@ class WorkflowHandle:
                 engine._release(wid, waiter)
 
     async def result_async(self, timeout: float | None = None) -> Any:
-        """``result`` for asyncio code: waits without blocking the event loop."""
+        """``result`` for asyncio code: waits without blocking the event loop.
+
+        Inside an async workflow, the moment a child's outcome arrives is
+        journaled (a ``join`` record), so a replay hands it to the code in
+        the same order relative to the workflow's other outcomes
+        (``asyncio.wait``, ``as_completed`` over children)."""
+        ctx = workflow_context()
+        if ctx is None or not ctx.is_async or ctx.interrupt is not None:
+            return await self._wait_async(timeout)
+        key = ("join", self.workflow_id)
+        if ctx.replayed(key, "join") is not None:
+            await ctx.turn(key)
+            return await self._wait_async(timeout)
+        try:
+            value = await self._wait_async(timeout)
+        except (errors.WorkflowFailedError, errors.WorkflowCancelledError):
+            await _joined(ctx, key)
+            raise
+        await _joined(ctx, key)
+        return value
+
+    async def _wait_async(self, timeout: float | None) -> Any:
         engine = self._engine
         wid = self.workflow_id
         loop = asyncio.get_running_loop()
@@ -151,6 +175,13 @@ class WorkflowHandle:
                     return _final(engine, wid, waiter.final)
             finally:
                 engine._release(wid, waiter, fut)
+
+
+async def _joined(ctx: Any, key: Any) -> None:
+    """Journal that the child's outcome reached the workflow, then deliver it."""
+    pos, ident, dseq = ctx.row(key)
+    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, dseq)))
+    await ctx.turn(key)
 
 
 def _raise_stuck(engine: "Engine", wid: str, row: tuple[Any, ...]) -> None:

@@ -19,9 +19,10 @@ How a durable call is identified (its *key*), so that a replay finds it:
 * Order-dependent code (``asyncio.wait(..., FIRST_COMPLETED)``,
   ``as_completed``) also needs the recorded outcomes to arrive in the order
   they arrived live: each row carries ``dseq`` (the order outcomes were
-  submitted, which is the order they were delivered) and its time; a replay
-  hands recorded outcomes to the code in that order (:meth:`turn`), and a
-  live outcome only after every earlier recorded one. A replay that cannot
+  submitted, which is the order they were delivered; the end of a sleep and
+  the arrival of a child's outcome are recorded as ``wake`` and ``join``
+  rows for this); a replay hands recorded outcomes to the code in that order
+  (:meth:`turn`), and a live outcome only after every recorded one. A replay that cannot
   go on because the code never makes a recorded call (changed code) parks
   the workflow after ``REPLAY_STALL`` seconds without progress.
 """
@@ -54,7 +55,7 @@ class EngineShutdown(BaseException):
 class Branch:
     """One asyncio task of an async workflow (the root: the workflow's task)."""
 
-    __slots__ = ("ctx", "path", "task", "seq", "children")
+    __slots__ = ("ctx", "path", "task", "seq", "children", "deliver")
 
     def __init__(self, ctx: "WorkflowContext", path: str | None, task: Any) -> None:
         self.ctx = ctx
@@ -62,19 +63,24 @@ class Branch:
         self.task = task
         self.seq = 0  # index of this branch's next durable call
         self.children = 0  # branches created from this one so far
+        self.deliver: Any = None  # the key a primitive delivers under, if not its last call's
+
+
+_MARKS = ("join", "wake")  # keys of rows that mark a delivery, not a call
 
 
 def encode_key(key: Any) -> str:
     if isinstance(key, int):
         return f"#{key}"
-    if key[0] == "join":
-        return f"join:{key[1]}"
+    if key[0] in _MARKS:
+        return f"{key[0]}:{key[1]}"
     return f"{key[0]}#{key[1]}"
 
 
 def decode_key(ident: str) -> Any:
-    if ident.startswith("join:"):
-        return ("join", ident[5:])
+    mark, colon, rest = ident.partition(":")
+    if colon and mark in _MARKS:
+        return (mark, rest)
     path, _, seq = ident.rpartition("#")
     return int(seq) if not path else (path, int(seq))
 
@@ -175,25 +181,17 @@ class WorkflowContext:
         self.position = top + 1
         self.replay_len = top + 1
         self.dseq = last_dseq + 1
-        decode_time = self.codec.decoder(float)
-        now = self.engine._clock.now()
         for key in recorded:
             if isinstance(key, int):
                 self.branch_top[None] = max(self.branch_top.get(None, -1), key)
-            elif key[0] != "join":
+            elif key[0] not in _MARKS:
                 self.branch_top[key[0]] = max(self.branch_top.get(key[0], -1), key[1])
         for key, row in recorded.items():
-            pos, name, output = row[:3]
-            if name.endswith(".deadline") or name.startswith("patch:"):
+            pos, name = row[:2]
+            if name == "sleep" or name.endswith(".deadline") or name.startswith("patch:"):
                 continue  # consumed inside a call, never handed to the code by itself
-            at = row[6] if len(row) > 6 and row[6] is not None else 0.0
-            if name == "sleep" and output is not None:
-                wake = decode_time(output)
-                if wake > now:
-                    continue  # still asleep: its end is live, not a recorded delivery
-                at = max(at, wake)  # a sleep returns at its wake-up time
-            dseq = row[5] if len(row) > 5 and row[5] is not None else -1
-            order = (at, dseq, pos)
+            dseq = row[5] if len(row) > 5 and row[5] is not None else -1  # older rows: by position
+            order = (dseq, pos)
             self.pending[key] = (order, name)
             self.heap.append((order, key))
         heapq.heapify(self.heap)
@@ -247,6 +245,11 @@ class WorkflowContext:
             return key < self.replay_len
         path, seq = (None, key) if isinstance(key, int) else key
         return seq <= self.branch_top.get(path, -1)
+
+    def deliver_as(self, key: Any) -> None:
+        """The primitive running in this task delivers under ``key`` (a mark
+        row), not under the key of its last call."""
+        self._branch().deliver = key
 
     def enter_root(self) -> None:
         """In the workflow's own task, before its code runs (async)."""

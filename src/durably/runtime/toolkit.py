@@ -27,7 +27,7 @@ from .. import errors
 from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
-from .context import WorkflowContext, workflow_context
+from .context import WorkflowContext, encode_key, workflow_context
 from .waits import Waiter, block, block_async
 
 # Requests a primitive's generator yields to its driver.
@@ -107,10 +107,10 @@ class Toolkit:
                 result = await self._drive_gen(gen, ctx)
             except BaseException as exc:
                 if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
-                    await ctx.turn(branch.seq - 1 if branch.path is None else (branch.path, branch.seq - 1))
+                    await ctx.turn(_delivered(branch))
                 raise
             if branch.seq > first:
-                await ctx.turn(branch.seq - 1 if branch.path is None else (branch.path, branch.seq - 1))
+                await ctx.turn(_delivered(branch))
             return result
         return await self._drive_gen(gen, None)
 
@@ -239,10 +239,22 @@ class Toolkit:
         if ctx is None:
             wake = self._clock.now() + seconds
         else:
+            key = ctx.peek_key()
             wake = yield from self._recorded(ctx, "sleep", lambda: self._clock.now() + seconds, float)
+            if ctx.is_async:
+                # The end of a sleep is a delivery: its moment relative to the
+                # workflow's other outcomes is recorded (a "wake" row), so a
+                # replay ends the sleep in the same order (runtime/context.py).
+                mark = ("wake", encode_key(key))
+                ctx.deliver_as(mark)
+                if ctx.replayed(mark, "wake") is not None:
+                    return
         if self._clock.now() < wake:
             waiter = yield WAITER, None
             yield BLOCK, (waiter, wake)
+        if ctx is not None and ctx.is_async:
+            pos, ident, dseq = ctx.row(mark)
+            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, dseq))
 
     def sleep(self, seconds: float) -> None:
         """Sleep durably: inside a workflow the wake-up time is recorded, so
@@ -309,3 +321,13 @@ class Toolkit:
             pos, ident, dseq = ctx.row(key)
             self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq)))
         return True
+
+
+def _delivered(branch: Any) -> Any:
+    """The key a primitive that just ended in ``branch`` delivers under."""
+    key = branch.deliver
+    if key is not None:
+        branch.deliver = None
+        return key
+    seq = branch.seq - 1
+    return seq if branch.path is None else (branch.path, seq)
