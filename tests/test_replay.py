@@ -38,7 +38,7 @@ def _crash_after_first_step(db_path: str) -> None:
     journal = Journal(store.flush)
     journal.start()
     journal.submit(Record(R.START, ("w", "flow", "[[],{}]", None, None)))
-    journal.submit(Record(R.STEP, ("w", 0, "a", "1", None, None, None)))
+    journal.submit(Record(R.STEP, ("w", 0, "a", "1", None, None, None, None)))
     journal.stop()
     store.close()
 

@@ -6,8 +6,9 @@ Shared by the runtime (which builds records), both journal implementations
 
 from __future__ import annotations
 
-# A step outcome: (workflow_id, position, name, output, error, ident, dseq);
-# ident and dseq are None in sync workflows (see runtime/context.py). Below,
+# A step outcome: (workflow_id, position, name, output, error, ident, dseq,
+# started_at); ident and dseq are None in sync workflows (see
+# runtime/context.py), started_at is when a step body started (or None). Below,
 # "row" is the triple (position, ident, dseq) of the step row a record writes.
 STEP = 0
 # A workflow start: (workflow_id, name, inputs, parent_id, parent_step[, deadline]), where

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import socket
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -19,11 +21,11 @@ from . import _records as R
 from . import errors
 from ._ids import new_id
 from ._names import check_name
-from .codec import encode_error, get_codec
+from .codec import decode_error, encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
-from .runtime.context import EngineShutdown, current, stop, workflow_context
-from .runtime.steps import StepSpec, make_step, make_transaction
+from .runtime.context import EngineShutdown, current, in_step, stop, workflow_context
+from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
 from .runtime.scheduler import Scheduler
 from .runtime.messaging import Messaging
 from .runtime.toolkit import Toolkit, seconds_arg
@@ -33,6 +35,7 @@ from .queues import Queues
 from .schedules import Schedules
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
+from .store._store import STATUSES
 
 log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,10 +47,13 @@ class RecoveryReport:
 
     resumed: list[str] = field(default_factory=list)
     unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
+    exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 # Seconds close() waits, by default, for running step bodies to finish.
 CLOSE_GRACE = 30.0
+# Opens that may find a workflow running and run it again (per workflow).
+MAX_RECOVERY_ATTEMPTS = 100
 
 
 def _not_a_step_yet(fn: Callable[..., Any]) -> None:
@@ -105,6 +111,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         Toolkit.__init__(self)
         self.path = path
         self._store = Store(path, synchronous, vfs, check)
+        # This engine, as recorded on the workflows it runs (introspection).
+        self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
+        self._store.executor = self.executor_id
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
         self._journal: Any = None
@@ -122,18 +131,22 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
     # -- registration ---------------------------------------------------------
 
-    def workflow(self, name: str | None = None) -> Callable[[F], F]:
+    def workflow(self, name: str | None = None, *, max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS) -> Callable[[F], F]:
         """Register a sync or async workflow function.
 
         Called from outside a workflow, the decorated function starts a
         workflow and waits for its result; called inside one, it starts a
-        child workflow and waits for it.
+        child workflow and waits for it. ``max_recovery_attempts``: how many
+        opens may find it running (its process died) and run it again; past
+        that it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED (a poison workflow that
+        kills its process at every attempt is not run forever).
         """
         if callable(name):
             return self.workflow()(name)  # used as @engine.workflow
 
         def register(fn: F) -> F:
-            spec = WorkflowSpec(fn, check_name(name or _name_of(fn), "workflow name"), self._codec)
+            spec = WorkflowSpec(fn, check_name(name or _name_of(fn), "workflow name"), self._codec,
+                                max_recovery_attempts)
             if spec.name in self._workflows and self._workflows[spec.name].fn is not fn:
                 raise errors.UsageError(f"a workflow named {spec.name!r} is already registered")
             self._workflows[spec.name] = spec
@@ -159,19 +172,28 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         return call
 
     def step(self, name: str | None = None, *, retries: int = 0, backoff: float = 2.0,
-             initial_delay: float = 0.5, max_delay: float = 60.0) -> Callable[[F], F]:
+             initial_delay: float = 0.5, max_delay: float = 60.0, retry_on: Any = None,
+             should_retry: Callable[[Exception], bool] | None = None,
+             timeout: float | None = None) -> Callable[[F], F]:
         """Register a step: its outcome is journaled once and replayed after.
 
         ``retries`` extra attempts on an exception, sleeping ``initial_delay *
         backoff**n`` (at most ``max_delay``) seconds between them; only the
-        final outcome is recorded. Outside a workflow a step is a plain call.
+        final outcome is recorded. ``retry_on`` (exception classes) and
+        ``should_retry`` (exception -> bool) narrow which exceptions are
+        retried. ``timeout`` (async steps): each attempt's body is cancelled
+        after that many seconds with StepTimeoutError, which the retry policy
+        sees. Inside the body, ``engine.step_attempt`` is the attempt number
+        (0 first). Outside a workflow a step is a plain call, and inside a
+        step body too (the outer step's outcome covers it).
         """
         if callable(name):
             return self.step()(name)
 
         def register(fn: F) -> F:
             _not_a_step_yet(fn)
-            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, retries, backoff, initial_delay, max_delay)
+            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, retries, backoff,
+                            initial_delay, max_delay, retry_on, should_retry, timeout)
             return make_step(spec)  # type: ignore[return-value]
 
         return register
@@ -192,6 +214,12 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return make_transaction(spec)  # type: ignore[return-value]
 
         return register
+
+    @property
+    def step_attempt(self) -> int | None:
+        """Inside a step body: which attempt this is (0: the first; retries
+        count up). None outside a step body."""
+        return ATTEMPT.get() if in_step() else None
 
     @property
     def workflow_id(self) -> str | None:
@@ -420,15 +448,51 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._row(workflow_id)
         return WorkflowHandle(self, workflow_id)
 
-    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int = 100) -> list[WorkflowInfo]:
-        """Workflows, newest first, optionally filtered by status and name."""
+    def list_workflows(self, status: str | None = None, name: Any = None, limit: int | None = 100, *,
+                       id_prefix: str | None = None, start_time: float | None = None, end_time: float | None = None,
+                       queue: str | None = None, parent_id: str | None = None, offset: int = 0,
+                       newest_first: bool = True) -> list[WorkflowInfo]:
+        """Workflows in creation order (newest first unless ``newest_first``
+        is False; workflows created in the same millisecond keep the order
+        they were created in), filtered by status, name (or the workflow
+        function), id prefix, creation time range (``start_time`` <=
+        created_at < ``end_time``, unix seconds), queue and parent; at most
+        ``limit`` (None: all) after skipping ``offset``. Each filter is
+        served by an index."""
         self._check_open()
-        if status is not None and str(status) not in ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED"):
-            raise errors.UsageError(f"unknown status {status!r}")
-        if isinstance(name, str) is False and name is not None:
+        if status is not None and str(status) not in STATUSES:
+            raise errors.UsageError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        if name is not None and not isinstance(name, str):
             name = self._spec(name).name
-        rows = self._store.list_workflows(None if status is None else str(status), name, int(limit))
-        return [WorkflowInfo.from_row(r) for r in rows]
+        for what, value in (("id_prefix", id_prefix), ("queue", queue), ("parent_id", parent_id)):
+            if value is not None:
+                check_name(value, what)
+        for what, value in (("limit", limit), ("offset", offset)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise errors.UsageError(f"{what} must be an int >= 0, not {value!r}")
+        for what, value in (("start_time", start_time), ("end_time", end_time)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise errors.UsageError(f"{what} must be a unix time in seconds, not {value!r}")
+        rows = self._store.list_workflows(
+            None if status is None else str(status), name, limit, id_prefix=id_prefix, start_time=start_time,
+            end_time=end_time, queue=queue, parent_id=parent_id, offset=offset, newest_first=bool(newest_first))
+        return [WorkflowInfo.from_row(r, self) for r in rows]
+
+    def _decode_row(self, name: str, inputs: Any, output: Any, error: Any) -> dict[str, Any]:
+        """input, output and error of a workflow row: the output decoded as its
+        function's annotations say when it is registered here (plain values
+        otherwise); a value that no longer decodes is left as stored."""
+        decoded: dict[str, Any] = {}
+        try:  # as passed: (args, kwargs), values as stored (JSON values, or objects with pickle)
+            decoded["input"] = self._codec.decode_inputs(inputs, None, {})
+        except Exception:
+            decoded["input"] = inputs
+        try:
+            decoded["output"] = None if output is None else self._result_decoder(name)(output)
+        except Exception:
+            decoded["output"] = output
+        decoded["error"] = None if error is None else decode_error(error)
+        return decoded
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
         """The recorded steps of a workflow, in the order they were recorded
@@ -436,20 +500,21 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._row(workflow_id)
         return [StepInfo.from_row(r) for r in self._store.step_rows(workflow_id)]
 
-    def cancel(self, workflow_id: str) -> None:
-        """Cancel a PENDING workflow and its pending descendants.
+    def cancel(self, workflow_id: str, *, children: bool = True) -> None:
+        """Cancel a PENDING workflow and (unless ``children=False``) its
+        pending descendants.
 
         Durable before it returns; a running workflow stops at its next
         durable point (a step boundary, a sleep, a recv). Finished workflows
-        are left alone.
+        are left alone. A cancelled queued workflow frees its queue slot now.
         """
-        self._cancel(workflow_id, None)
+        self._cancel(workflow_id, None, children)
 
-    def _cancel(self, workflow_id: str, reason: str | None) -> None:
+    def _cancel(self, workflow_id: str, reason: str | None, children: bool = True) -> None:
         """``cancel``; ``reason`` (e.g. a deadline) is kept for the root's
         WorkflowCancelledError."""
         self._row(workflow_id)
-        ids, frontier = [workflow_id], [workflow_id]
+        ids, frontier = [workflow_id], [workflow_id] if children else []
         while frontier:
             children = [c for wid in frontier for c in self._store.children(wid)]
             ids.extend(children)
@@ -471,9 +536,36 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         for wid in ids:
             self._disarm_deadline(wid)
             self._notify(wid)
+        # A cancelled queue entry's slot is free once the cancel commits (the
+        # queue_entry_done trigger), not when its body returns.
+        self._queues_kick()
+
+    def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle:
+        """Start a new workflow from a recorded one: the same function and
+        inputs, the first ``start_step`` recorded steps kept (in the order of
+        ``engine.steps(id)``; they replay, child workflows they started
+        included), the rest run again with the current code. ``start_step=0``
+        restarts it from the beginning. The original is untouched; returns
+        the new workflow's handle (its id: ``new_workflow_id`` or a new one).
+        Like DBOS ``fork_workflow``."""
+        row = self._row(workflow_id)
+        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
+            raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
+        spec = self._workflows.get(row[1])
+        if spec is None:
+            raise errors.UnknownWorkflowError(
+                f"workflow {workflow_id!r} runs {row[1]!r}, which is not registered with this engine",
+                workflow_id=workflow_id, name=row[1])
+        new = check_name(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
+        rec = Record(R.OP, (None, None, "fork", "fork", (workflow_id, new, start_step, self.executor_id,
+                                                         lambda i: self._codec.encode(i, "workflow id"))))
+        self._journal.submit(rec)
+        self._launch(spec, new, row[3], replay=True)
+        return WorkflowHandle(self, new)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run a CANCELLED, ERROR or parked workflow again from its last recorded step."""
+        """Run a CANCELLED, ERROR, parked, interrupted or
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
         row = self._row(workflow_id)
         name, status, inputs = row[1], row[2], row[3]
         handle = WorkflowHandle(self, workflow_id)
@@ -487,7 +579,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             )
         self._journal.submit(Record(R.SQL, (
             "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
-            " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
+            " recovery_attempts = 0, updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
             (workflow_id,),
         )))
         self._interrupted.pop(workflow_id, None)
@@ -506,11 +598,32 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         report = RecoveryReport()
         if _crash.ARMED:
             _crash.hit("recovery.scan")
+        # Count this attempt for every pending workflow this engine will run
+        # (one statement), so a poison workflow ends instead of running forever.
+        names = sorted(self._workflows)
+        if names:
+            self._journal.submit(Record(R.SQL, (
+                "UPDATE workflows SET recovery_attempts = recovery_attempts + 1, executor = ?"
+                f" WHERE status = 'PENDING' AND name IN ({', '.join('?' * len(names))}) AND NOT EXISTS"
+                " (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+                " AND q.started_at IS NULL)", (self.executor_id, *names))))
         # Newest first: children before the parents that wait for them. Each
         # journal is loaded when its workflow starts running, so memory at
         # recovery is bounded by the workflows actually running.
-        for wid, name, inputs, _parent in reversed(self._store.pending_workflows()):
+        for wid, name, inputs, _parent, attempts in reversed(self._store.pending_workflows()):
             spec = self._workflows.get(name)
+            if spec is not None and attempts > spec.max_recovery_attempts:
+                report.exceeded.append(wid)
+                why = errors.MaxRecoveryAttemptsExceededError(
+                    f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
+                    f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
+                    "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
+                self._journal.submit(Record(R.SQL, (
+                    "UPDATE workflows SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', error = ?,"
+                    " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status = 'PENDING'",
+                    (encode_error(why), wid))))
+                log.error("durably: %s", why)
+                continue
             if spec is None:
                 report.unknown.append((wid, name))
                 self._journal.submit(Record(R.SQL, (

@@ -37,6 +37,8 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowCancelledError",
     "WorkflowParkedError",
+    "MaxRecoveryAttemptsExceededError",
+    "StepTimeoutError",
     "WorkflowInterruptedError",
     "StepFailedError",
     "StorageError",
@@ -171,6 +173,22 @@ class WorkflowParkedError(DurablyError):
     and resumable; ``reason`` says why (``handle.info().parked`` too)."""
 
     _fields = ("workflow_id", "reason")
+
+
+class MaxRecoveryAttemptsExceededError(DurablyError):
+    """``result()`` on a workflow that was found running at more opens than
+    its ``max_recovery_attempts`` (its process died at every attempt): it is
+    in the terminal MAX_RECOVERY_ATTEMPTS_EXCEEDED state instead of being run
+    forever; ``engine.resume`` runs it again."""
+
+    _fields = ("workflow_id", "attempts")
+
+
+class StepTimeoutError(DurablyError, TimeoutError):
+    """An async step's body ran past its ``timeout``: it was cancelled, and
+    this is its recorded outcome (its retry policy applies first)."""
+
+    _fields = ("step", "timeout")
 
 
 class WorkflowInterruptedError(DurablyError):

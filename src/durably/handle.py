@@ -20,24 +20,37 @@ if TYPE_CHECKING:
 
 class Status(str, enum.Enum):
     """Where a workflow stands. A parked workflow stays PENDING; see
-    ``info().parked``. ENQUEUED: waiting in a queue, not started yet."""
+    ``info().parked``. ENQUEUED: waiting in a queue, not started yet.
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED: a terminal state for a workflow whose
+    process died at every attempt more than its ``max_recovery_attempts``
+    (the dead-letter state; ``engine.resume`` takes it out)."""
 
     ENQUEUED = "ENQUEUED"
     PENDING = "PENDING"
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
     CANCELLED = "CANCELLED"
+    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
 
     def __str__(self) -> str:
         return self.value
 
 
-TERMINAL = frozenset({"SUCCESS", "ERROR", "CANCELLED"})
+TERMINAL = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
+_NOT_DECODED: Any = None
 
 
 @dataclass(frozen=True)
 class WorkflowInfo:
-    """One workflow's row, as ``engine.list_workflows`` and ``handle.info`` give it."""
+    """One workflow, as ``engine.list_workflows`` and ``handle.info`` give it.
+
+    ``input`` is ``(args, kwargs)`` as passed (values as stored), ``output``
+    the result (SUCCESS; decoded by the workflow's return annotation when it
+    is registered here) and ``error`` the exception (ERROR, CANCELLED).
+    Queued workflows also carry their ``queue``, ``priority`` and when they
+    left the queue (``dequeued_at``; ``created_at`` is when they were
+    enqueued). ``recovery_attempts``: how many opens found it running and
+    ran it again; ``executor``: the engine that last ran it."""
 
     workflow_id: str
     name: str
@@ -46,11 +59,27 @@ class WorkflowInfo:
     parked: str | None  # why a PENDING workflow is not making progress
     created_at: float
     updated_at: float
+    input: Any = None
+    output: Any = None
+    error: BaseException | None = None
+    deadline: float | None = None
+    queue: str | None = None
+    priority: int | None = None
+    dequeued_at: float | None = None
+    recovery_attempts: int = 0
+    executor: str | None = None
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> "WorkflowInfo":
-        wid, name, status, _inputs, _out, _err, parent, parked, created, updated = row
-        return cls(wid, name, Status(status), parent, parked, created, updated)
+    def from_row(cls, row: tuple[Any, ...], engine: "Engine | None" = None) -> "WorkflowInfo":
+        wid, name, status, inputs, out, err, parent, parked, created, updated = row[:10]
+        extra: dict[str, Any] = {}
+        if len(row) > 10:
+            deadline, attempts, executor, queue, priority, dequeued = row[10:16]
+            extra = dict(deadline=deadline, recovery_attempts=attempts or 0, executor=executor, queue=queue,
+                         priority=priority, dequeued_at=dequeued)
+        if engine is not None:
+            extra.update(engine._decode_row(name, inputs, out, err))
+        return cls(wid, name, Status(status), parent, parked, created, updated, **extra)
 
 
 @dataclass(frozen=True)
@@ -66,14 +95,16 @@ class StepInfo:
     name: str
     output: Any
     error: Any
-    recorded_at: float
+    recorded_at: float  # when its outcome was recorded (the step's end)
+    started_at: float | None = None  # when its body started (steps; None for toolkit calls)
+    input: Any = None  # the inputs of a child workflow started here; step arguments are not journaled
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> "StepInfo":
-        position, name, output, error, recorded_at, ident = row
+        position, name, output, error, recorded_at, ident, started_at = row[:7]
         if ident is not None:
             position = int(ident[1:]) if ident.startswith("#") else ident
-        return cls(position, name, output, error, recorded_at)
+        return cls(position, name, output, error, recorded_at, started_at)
 
 
 class WorkflowHandle:
@@ -90,7 +121,7 @@ class WorkflowHandle:
 
     def info(self) -> WorkflowInfo:
         row = self._engine._row(self.workflow_id, user_view=True)
-        return WorkflowInfo.from_row(row)
+        return WorkflowInfo.from_row(row, self._engine)
 
     def status(self) -> Status:
         """ENQUEUED, PENDING, SUCCESS, ERROR or CANCELLED."""
@@ -180,7 +211,7 @@ class WorkflowHandle:
 async def _joined(ctx: Any, key: Any) -> None:
     """Journal that the child's outcome reached the workflow, then deliver it."""
     pos, ident, dseq = ctx.row(key)
-    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, dseq)))
+    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, dseq, None)))
     await ctx.turn(key)
 
 
@@ -204,6 +235,12 @@ def _outcome(engine: "Engine", wid: str, name: str, status: str, output: Any, er
     if status == "CANCELLED":
         why = str(decode_error(error)) if error is not None else f"workflow {wid!r} was cancelled"
         raise errors.WorkflowCancelledError(why, workflow_id=wid)
+    if status == "MAX_RECOVERY_ATTEMPTS_EXCEEDED":
+        cause = decode_error(error) if error is not None else None
+        if isinstance(cause, errors.MaxRecoveryAttemptsExceededError):
+            raise cause
+        raise errors.MaxRecoveryAttemptsExceededError(f"workflow {wid!r} exceeded its recovery attempts",
+                                                      workflow_id=wid)
     cause = decode_error(error)
     raise errors.WorkflowFailedError(
         f"workflow {wid!r} failed: {type(cause).__name__}: {cause}", workflow_id=wid, error=cause

@@ -109,13 +109,11 @@ class Messaging(Toolkit):
             waiter = yield WAITER, None
             self._waits.add(("event", wid, key), waiter)
             try:
-                rows = self._store.query(
-                    "SELECT w.workflow_id, e.value FROM workflows w LEFT JOIN events e"
-                    " ON e.workflow_id = w.workflow_id AND e.key = ? WHERE w.workflow_id = ?", (key, wid))
-                if not rows:
-                    raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
-                if rows[0][1] is not None:
-                    return self._decode(rows[0][1], as_type, f"event {key!r}")
+                # A workflow that does not exist yet has no event yet: wait
+                # for it, as inside a workflow (it is often about to start).
+                rows = self._store.query("SELECT value FROM events WHERE workflow_id = ? AND key = ?", (wid, key))
+                if rows and rows[0][0] is not None:
+                    return self._decode(rows[0][0], as_type, f"event {key!r}")
                 if deadline is not None and self._clock.now() >= deadline:
                     return None
                 yield BLOCK, (waiter, deadline)

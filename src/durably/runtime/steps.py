@@ -10,6 +10,7 @@ run and a replay see identical values.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import time
@@ -27,15 +28,34 @@ from .tasks import GuardedTask, run_guarded
 class StepSpec:
     """A registered step: body, name, retry policy and typed decoder."""
 
-    __slots__ = ("fn", "name", "retries", "backoff", "initial_delay", "max_delay", "decode", "identity", "is_async")
+    __slots__ = ("fn", "name", "retries", "backoff", "initial_delay", "max_delay", "decode", "identity", "is_async",
+                 "retry_on", "should_retry", "timeout", "plain")
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, retries: int, backoff: float,
-                 initial_delay: float, max_delay: float) -> None:
+                 initial_delay: float, max_delay: float, retry_on: Any = None,
+                 should_retry: Callable[[Exception], bool] | None = None, timeout: float | None = None) -> None:
         if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
             raise errors.UsageError(
                 f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
                 f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
             )
+        if retry_on is not None:
+            retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+            if not all(isinstance(t, type) and issubclass(t, Exception) for t in retry_on):
+                raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {retry_on!r}")
+        if should_retry is not None and not callable(should_retry):
+            raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
+        self.is_async = inspect.iscoroutinefunction(fn)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+                raise errors.UsageError(f"step {name!r}: timeout must be a number of seconds > 0, not {timeout!r}")
+            if not self.is_async:
+                raise errors.UsageError(
+                    f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
+                    "stopped); bound the sync body itself (e.g. the timeout of the call it makes)")
+        self.retry_on = retry_on
+        self.should_retry = should_retry
+        self.timeout = timeout
         self.fn = fn
         self.name = name
         self.retries = retries
@@ -45,10 +65,40 @@ class StepSpec:
         ret = annotations_of(fn).get("return", Any)
         self.decode = codec.decoder(ret)
         self.identity = codec.name == "json"
-        self.is_async = inspect.iscoroutinefunction(fn)
+        # The inlined hot path: no retries, no timeout, no predicate.
+        self.plain = retries == 0 and timeout is None
 
     def delay(self, attempt: int) -> float:
         return min(self.initial_delay * self.backoff ** attempt, self.max_delay)
+
+    def retry(self, exc: Exception, attempt: int) -> bool:
+        """Whether attempt number ``attempt`` (0: the first) failing with
+        ``exc`` is tried again. A ``should_retry`` that raises means no."""
+        if attempt >= self.retries:
+            return False
+        if self.retry_on is not None and not isinstance(exc, self.retry_on):
+            return False
+        if self.should_retry is not None:
+            try:
+                return bool(self.should_retry(exc))
+            except Exception:
+                return False
+        return True
+
+    async def call_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """One attempt of an async body, bounded by ``timeout``."""
+        if self.timeout is None:
+            return await self.fn(*args, **kwargs)
+        try:
+            return await asyncio.wait_for(self.fn(*args, **kwargs), self.timeout)
+        except asyncio.TimeoutError:
+            raise errors.StepTimeoutError(
+                f"step {self.name!r} ran past its timeout of {self.timeout} s and was cancelled",
+                step=self.name, timeout=self.timeout) from None
+
+
+# The attempt number (0: the first) of the step body running in this context.
+ATTEMPT: "contextvars.ContextVar[int]" = contextvars.ContextVar("durably_attempt", default=0)
 
 
 def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> Any:
@@ -58,7 +108,8 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> 
     return spec.decode(output) if output is not None else None
 
 
-def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None) -> tuple[Record, Any, BaseException | None]:
+def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None,
+             started: float | None) -> tuple[Record, Any, BaseException | None]:
     """The journal record for an outcome, and what the workflow then sees."""
     if exc is not None:
         err = encode_error(exc)
@@ -71,7 +122,7 @@ def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: Ba
         err = seen = None
         raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, key), spec.decode, spec.identity)
     pos, ident, dseq = ctx.row(key)
-    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, dseq)), decoded, seen
+    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, dseq, started)), decoded, seen
 
 
 def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
@@ -79,13 +130,16 @@ def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwarg
     ctx.in_step = True  # durable calls inside the body are plain calls
     try:
         while True:
+            token = ATTEMPT.set(attempt)
             try:
                 return spec.fn(*args, **kwargs), None
             except Exception as exc:
-                if attempt >= spec.retries:
+                if not spec.retry(exc, attempt):
                     return None, exc
                 time.sleep(spec.delay(attempt))
                 attempt += 1
+            finally:
+                ATTEMPT.reset(token)
     finally:
         ctx.in_step = False
 
@@ -93,15 +147,18 @@ def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwarg
 async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
     attempt = 0
     while True:
+        token = ATTEMPT.set(attempt)  # to_thread copies it into the thread
         try:
             if spec.is_async:
-                return await spec.fn(*args, **kwargs), None
+                return await spec.call_async(args, kwargs), None
             return await asyncio.to_thread(spec.fn, *args, **kwargs), None
         except Exception as exc:
-            if attempt >= spec.retries:
+            if not spec.retry(exc, attempt):
                 return None, exc
             await asyncio.sleep(spec.delay(attempt))
             attempt += 1
+        finally:
+            ATTEMPT.reset(token)
 
 
 def make_step(spec: StepSpec) -> Callable[..., Any]:
@@ -114,6 +171,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
+        started = time.time()
         if spec.is_async:
             ctx.in_step = True
             try:
@@ -124,7 +182,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             value, exc = _run_sync(ctx, spec, args, kwargs)
         if _crash.ARMED:
             _crash.hit("step.after_body")
-        rec, seen, err = _outcome(ctx, spec, pos, value, exc)
+        rec, seen, err = _outcome(ctx, spec, pos, value, exc, started)
         ctx.journal.submit(rec)
         if err is not None:
             raise err
@@ -137,10 +195,11 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
+        started = time.time()
         task = asyncio.current_task()
         token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
         try:
-            if spec.retries == 0 and spec.is_async and type(task) is GuardedTask:
+            if spec.plain and spec.is_async and type(task) is GuardedTask:
                 # The common case: the body runs right in the workflow's task,
                 # which holds back a cancel from its loop's shutdown meanwhile.
                 exc = None
@@ -158,7 +217,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             _IN_STEP.reset(token)
         if _crash.ARMED:
             _crash.hit("step.after_body")
-        rec, seen, err = _outcome(ctx, spec, key, value, exc)
+        rec, seen, err = _outcome(ctx, spec, key, value, exc, started)
         await ctx.journal.submit_async(rec)
         await ctx.turn(key)
         if stop:
@@ -171,7 +230,8 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         return seen
 
     fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
-    plain = spec.retries == 0 and not spec.is_async
+    _now = time.time
+    plain = spec.plain and not spec.is_async
 
     @functools.wraps(spec.fn)
     def call(*args: Any, **kwargs: Any) -> Any:
@@ -194,6 +254,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         # step_sync does, minus the replay lookup and the helper calls).
         ctx.position = pos + 1
         failure: Exception | None = None
+        started = _now()
         ctx.in_step = True
         try:
             value = fn(*args, **kwargs)
@@ -202,7 +263,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         finally:
             ctx.in_step = False
         if failure is not None:
-            rec, _, err = _outcome(ctx, spec, pos, None, failure)
+            rec, _, err = _outcome(ctx, spec, pos, None, failure, started)
             ctx.journal.submit(rec)
             raise err  # type: ignore[misc]
         if value is None:
@@ -210,7 +271,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         else:
             raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
             seen = value if identity and type(value) in _IDENTITY else decode(raw)
-        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, None)))
+        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, None, started)))
         return seen
 
     call.__durably_step__ = spec  # type: ignore[attr-defined]

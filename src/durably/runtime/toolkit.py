@@ -147,7 +147,7 @@ class Toolkit:
         value = make()
         raw = self._codec.encode(value, (name, name, ctx.workflow_id, pos))
         row_pos, ident, dseq = ctx.row(pos)
-        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, dseq))
+        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, dseq, None))
         return value
 
     def _op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
@@ -254,7 +254,7 @@ class Toolkit:
             yield BLOCK, (waiter, wake)
         if ctx is not None and ctx.is_async:
             pos, ident, dseq = ctx.row(mark)
-            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, dseq))
+            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, dseq, None))
 
     def sleep(self, seconds: float) -> None:
         """Sleep durably: inside a workflow the wake-up time is recorded, so
@@ -319,7 +319,7 @@ class Toolkit:
             ctx.recorded.pop(key, None)
         else:
             pos, ident, dseq = ctx.row(key)
-            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq)))
+            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq, None)))
         return True
 
 

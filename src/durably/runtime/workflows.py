@@ -30,9 +30,14 @@ log = logging.getLogger("durably")
 class WorkflowSpec:
     """A registered workflow function."""
 
-    __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async")
+    __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async", "max_recovery_attempts")
 
-    def __init__(self, fn: Callable[..., Any], name: str, codec: Codec) -> None:
+    def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, max_recovery_attempts: int = 100) -> None:
+        if isinstance(max_recovery_attempts, bool) or not isinstance(max_recovery_attempts, int) \
+                or max_recovery_attempts < 0:
+            raise errors.UsageError(f"workflow {name!r}: max_recovery_attempts must be an int >= 0, "
+                                    f"not {max_recovery_attempts!r}")
+        self.max_recovery_attempts = max_recovery_attempts
         self.fn = fn
         self.name = name
         self.signature = inspect.signature(fn)

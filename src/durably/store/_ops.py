@@ -90,7 +90,28 @@ def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, par
     return encode_id(workflow_id)
 
 
+def fork(conn: apsw.Connection, source: str, new_id: str, start_step: int, executor: str | None,
+         encode_id: Callable[[str], Any]) -> Any:
+    """A new PENDING workflow running ``source``'s function on its inputs,
+    with the first ``start_step`` recorded steps of ``source`` (in recorded
+    order) copied: they replay, the rest runs again. ``source`` is untouched."""
+    row = conn.execute("SELECT name, inputs FROM workflows WHERE workflow_id = ?", (source,)).get
+    if row is None:
+        raise errors.WorkflowNotFoundError(f"no workflow with id {source!r}", workflow_id=source)
+    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (new_id,)).get is not None:
+        raise errors.WorkflowConflictError(f"workflow id {new_id!r} already exists", workflow_id=new_id,
+                                           existing_name=None, requested_name=row[0])
+    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)",
+                 (new_id, row[0], row[1], executor))
+    conn.execute(
+        "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at, recorded_at)"
+        " SELECT ?, position, name, output, error, ident, dseq, started_at, recorded_at FROM steps"
+        " WHERE workflow_id = ? ORDER BY position LIMIT ?", (new_id, source, start_step))
+    return encode_id(new_id)
+
+
 OPS: dict[str, Callable[..., Any]] = {
+    "fork": fork,
     "send": send,
     "recv": recv,
     "set_event": set_event,

@@ -107,9 +107,62 @@ MIGRATIONS: tuple[str, ...] = (
     # task's call at this very position, as every older row), and ``dseq``
     # orders the outcomes as they were delivered, so a replay delivers them
     # in the same order (see runtime/context.py).
+    #
+    # Also: when a step body started (introspection); a terminal status for
+    # workflows that exceeded their recovery attempts, with the count and the
+    # executor that last ran each workflow (the workflows table is rebuilt:
+    # SQLite cannot change a CHECK in place); a total order of workflows
+    # (``seq``); runtime schedule state; idempotency keys of client sends.
     """
     ALTER TABLE steps ADD COLUMN ident TEXT;
     ALTER TABLE steps ADD COLUMN dseq INTEGER;
+    ALTER TABLE steps ADD COLUMN started_at REAL;
+
+    CREATE TABLE workflows_v4 (
+        seq         INTEGER PRIMARY KEY,   -- creation order: a total order for listings
+        workflow_id TEXT NOT NULL UNIQUE,
+        name        TEXT NOT NULL,
+        status      TEXT NOT NULL
+                    CHECK (status IN ('PENDING', 'SUCCESS', 'ERROR', 'CANCELLED',
+                                      'MAX_RECOVERY_ATTEMPTS_EXCEEDED')),
+        inputs      NOT NULL,
+        output,
+        error,
+        parent_id   TEXT,
+        parked      TEXT,
+        created_at  REAL NOT NULL DEFAULT (unixepoch('subsec')),
+        updated_at  REAL NOT NULL DEFAULT (unixepoch('subsec')),
+        deadline    REAL,
+        recovery_attempts INTEGER NOT NULL DEFAULT 0,  -- opens that found it running and ran it again
+        executor    TEXT                               -- the engine that last ran it (host:pid:id)
+    );
+    INSERT INTO workflows_v4 (workflow_id, name, status, inputs, output, error, parent_id, parked,
+                              created_at, updated_at, deadline)
+        SELECT workflow_id, name, status, inputs, output, error, parent_id, parked,
+               created_at, updated_at, deadline
+        FROM workflows ORDER BY created_at, rowid;
+    DROP TABLE workflows;
+    ALTER TABLE workflows_v4 RENAME TO workflows;
+    CREATE INDEX workflows_status ON workflows (status, seq);
+    CREATE INDEX workflows_parent ON workflows (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX workflows_name ON workflows (name, seq);
+    CREATE INDEX workflows_created ON workflows (created_at);
+    CREATE TRIGGER queue_entry_done AFTER UPDATE OF status ON workflows
+        WHEN new.status != 'PENDING' AND old.status = 'PENDING'
+    BEGIN
+        UPDATE queue_entries SET done = 1 WHERE workflow_id = new.workflow_id AND done = 0;
+    END;
+
+    ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE schedules ADD COLUMN tz TEXT;          -- NULL: UTC
+
+    -- idempotency keys of sends from outside a workflow: a retried send
+    -- with the same key delivers nothing new
+    CREATE TABLE send_keys (
+        key        TEXT PRIMARY KEY NOT NULL,
+        dest       TEXT NOT NULL,
+        created_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    ) WITHOUT ROWID;
     """,
 )
 

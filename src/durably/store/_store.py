@@ -46,11 +46,11 @@ from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._ops import OPS
 from ._tx import Tx, authorizer
 
-_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)")
+_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
-    " VALUES (?, ?, 'PENDING', ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
+    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor)"
+    " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
 )
 _COMPLETE = (
     "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
@@ -66,8 +66,8 @@ _LONE_STEP = f"BEGIN IMMEDIATE; {_INSERT_STEP}; COMMIT"
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
 # batch of 512 rows costs 1 statement instead of 512 round trips.
 _CHUNK_MAX = 256
-_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
-_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq) VALUES "
+_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at) VALUES "
                + ", ".join([_STEP_VALUES] * n) for n in (2 ** k for k in range(1, 9))}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
@@ -80,6 +80,14 @@ BUSY_BACKOFF = 0.05
 BUSY_BACKOFF_MAX = 1.0
 _INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
     "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
+# What introspection adds (WorkflowInfo): from the row, and from the queue
+# entry of a queued workflow (NULLs for older files read as they are).
+_MORE_COLUMNS = ("deadline, recovery_attempts, executor,"
+                 " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+                 " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+                 " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)")
+_NO_MORE_COLUMNS = "NULL, 0, NULL, NULL, NULL, NULL"
+STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
 class Store:
@@ -100,6 +108,7 @@ class Store:
         self._read_lock = threading.Lock()
         self._failed: errors.StorageError | None = None
         self._closing = False  # set by close(): a busy wait gives up
+        self.executor: str | None = None  # recorded as the executor of workflows started here
         self._queues_table = True  # False only for an older file opened read-only
         self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
 
@@ -225,16 +234,25 @@ class Store:
                     f"{self.path!r} already holds tables that are not durably's",
                     path=self.path, found=version, supported=SCHEMA_VERSION,
                 )
+            # Rebuilding a table others reference (SQLite's 12-step ALTER)
+            # needs foreign keys off around the transaction; every reference
+            # is checked again before it commits.
+            conn.pragma("foreign_keys", 0)
             conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
             try:
                 for script in MIGRATIONS[version:]:
                     conn.execute(script)
+                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
                 conn.pragma("user_version", SCHEMA_VERSION)
                 conn.pragma("application_id", APPLICATION_ID)
                 conn.execute("COMMIT")
             except BaseException:
                 self._abort(conn)
                 raise
+            finally:
+                conn.pragma("foreign_keys", 1)
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
@@ -439,7 +457,7 @@ class Store:
         if nested:
             conn.execute("SAVEPOINT start")
         try:
-            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline))
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, self.executor))
             if conn.changes() == 0:
                 rec.result = conn.execute(
                     "SELECT name, status FROM workflows WHERE workflow_id = ?", (workflow_id,)
@@ -448,7 +466,7 @@ class Store:
                 rec.result = None
             if nested:
                 wid, (pos, ident, dseq), step_name, output = parent_step
-                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, dseq))
+                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, dseq, None))
                 conn.execute("RELEASE start")
         except RECORD_ERRORS as exc:
             if nested:
@@ -473,7 +491,7 @@ class Store:
             else:
                 if workflow_id is not None:
                     pos, ident, dseq = row
-                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq))
+                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq, None))
                 rec.result = (output, error)
             conn.execute("RELEASE op")
         except RECORD_ERRORS as exc:
@@ -507,7 +525,7 @@ class Store:
             conn.execute("ROLLBACK TO tx")
         try:
             if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq))
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq, None))
                 rec.result = (output, error)
         except RECORD_ERRORS as exc:
             conn.execute("ROLLBACK TO tx")
@@ -539,9 +557,17 @@ class Store:
     def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
         """The workflow row (columns of ``WORKFLOW_COLUMNS``), or None; with
         ``user_view`` its status says ENQUEUED while it waits in a queue."""
-        columns = _INFO_COLUMNS if user_view and self._queues_table else _WORKFLOW_COLUMNS
+        if user_view:
+            columns = self._user_columns()
+        else:
+            columns = _WORKFLOW_COLUMNS
         rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = ?", (workflow_id,))
         return rows[0] if rows else None
+
+    def _user_columns(self) -> str:
+        if self._version >= 4:
+            return f"{_INFO_COLUMNS}, {_MORE_COLUMNS}"
+        return f"{_INFO_COLUMNS if self._queues_table else _WORKFLOW_COLUMNS}, {_NO_MORE_COLUMNS}"
 
     def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """A workflow's journal, in call order: (position, name, output,
@@ -554,28 +580,35 @@ class Store:
 
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """Steps with their timestamps: (position, name, output, error,
-        recorded_at, ident), in the order they were recorded."""
-        ident = "ident" if self._version >= 4 else "NULL"
+        recorded_at, ident, started_at), in the order they were recorded."""
+        more = "ident, started_at" if self._version >= 4 else "NULL, NULL"
         return self.query(
-            f"SELECT position, name, output, error, recorded_at, {ident} FROM steps"
+            f"SELECT position, name, output, error, recorded_at, {more} FROM steps"
             " WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
 
-    def pending_workflows(self) -> list[tuple[str, str, Any, Any]]:
+    def pending_workflows(self) -> list[tuple[str, str, Any, Any, int]]:
         """Every PENDING workflow, parked ones included (a deploy may have
         fixed what parked them), except queue entries not started yet (the
-        queue dispatcher starts those): (id, name, inputs, parent_id)."""
+        queue dispatcher starts those): (id, name, inputs, parent_id,
+        recovery_attempts)."""
         return self.query(  # type: ignore[return-value]
-            "SELECT workflow_id, name, inputs, parent_id FROM workflows w"
+            "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
             " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
-            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY created_at"
+            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
         )
 
-    def list_workflows(self, status: str | None, name: str | None, limit: int) -> list[tuple[Any, ...]]:
+    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int | None = 100, *,
+                       id_prefix: str | None = None, start_time: float | None = None,
+                       end_time: float | None = None, queue: str | None = None, parent_id: str | None = None,
+                       offset: int = 0, newest_first: bool = True) -> list[tuple[Any, ...]]:
         """Workflow rows as users see them (ENQUEUED while waiting in a
-        queue), newest first, filtered by status and name."""
+        queue), in creation order (``seq``: a total order; newest first by
+        default), filtered. Every filter is served by an index: status, name,
+        id prefix (the id's unique index), creation time, parent, queue."""
         where, params = [], []
+        v4 = self._version >= 4
         if status is not None:
             if not self._queues_table:  # an older file: nothing can be ENQUEUED
                 where.append("status = ?")
@@ -588,11 +621,28 @@ class Store:
         if name is not None:
             where.append("name = ?")
             params.append(name)
+        if id_prefix is not None:
+            where.append("workflow_id >= ? AND workflow_id < ?")
+            params += [id_prefix, id_prefix + "\U0010ffff"]
+        if start_time is not None:
+            where.append("created_at >= ?")
+            params.append(start_time)
+        if end_time is not None:
+            where.append("created_at < ?")
+            params.append(end_time)
+        if parent_id is not None:
+            where.append("parent_id = ?")
+            params.append(parent_id)
+        if queue is not None:
+            where.append("workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)")
+            params.append(queue)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        columns = _INFO_COLUMNS if self._queues_table else _WORKFLOW_COLUMNS
+        order = "seq" if v4 else "created_at, rowid"
+        direction = " DESC" if newest_first else ""
+        order = ", ".join(f"{c}{direction}" for c in order.split(", "))
         return self.query(
-            f"SELECT {columns} FROM workflows{clause} ORDER BY created_at DESC LIMIT ?",
-            (*params, limit),
+            f"SELECT {self._user_columns()} FROM workflows{clause} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*params, -1 if limit is None else limit, offset),
         )
 
     def children(self, workflow_id: str) -> list[str]:
