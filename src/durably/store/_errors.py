@@ -30,6 +30,7 @@ RECORD_ERRORS: tuple[type[BaseException], ...] = (
     apsw.TooBigError,
     apsw.MismatchError,
     apsw.RangeError,
+    apsw.BindingsError,  # a record with the wrong number of values: that record's bug
     TypeError,
     OverflowError,
     ValueError,  # UnicodeEncodeError: a lone surrogate in a bound str
