@@ -147,6 +147,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX workflows_parent ON workflows (parent_id) WHERE parent_id IS NOT NULL;
     CREATE INDEX workflows_name ON workflows (name, seq);
     CREATE INDEX workflows_created ON workflows (created_at);
+    CREATE INDEX queue_entries_queue ON queue_entries (queue, workflow_id);   -- list_workflows(queue=)
     CREATE TRIGGER queue_entry_done AFTER UPDATE OF status ON workflows
         WHEN new.status != 'PENDING' AND old.status = 'PENDING'
     BEGIN
@@ -155,6 +156,7 @@ MIGRATIONS: tuple[str, ...] = (
 
     ALTER TABLE schedules ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE schedules ADD COLUMN tz TEXT;          -- NULL: UTC
+    ALTER TABLE schedules ADD COLUMN missed TEXT NOT NULL DEFAULT 'latest';  -- the missed-slot policy
 
     -- idempotency keys of sends from outside a workflow: a retried send
     -- with the same key delivers nothing new

@@ -43,7 +43,7 @@ from . import _lifecycle
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from ._ops import OPS
+from ._ops import OPS, READS
 from ._tx import Tx, authorizer
 
 _INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at)"
@@ -546,6 +546,14 @@ class Store:
             with self._write_lock:  # between batches: committed data only
                 yield conn
 
+    def read(self, name: str, *args: Any) -> Any:
+        """Run the read ``name`` of ``store/_ops.py`` (``READS``) on committed data."""
+        try:
+            with self._read() as conn:
+                return READS[name](conn, *args)
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on committed data."""
         try:
@@ -618,24 +626,15 @@ class Store:
             else:
                 where.append("status = ?")
                 params.append(status)
-        if name is not None:
-            where.append("name = ?")
-            params.append(name)
-        if id_prefix is not None:
+        if id_prefix is not None:  # a range of the id's unique index
             where.append("workflow_id >= ? AND workflow_id < ?")
             params += [id_prefix, id_prefix + "\U0010ffff"]
-        if start_time is not None:
-            where.append("created_at >= ?")
-            params.append(start_time)
-        if end_time is not None:
-            where.append("created_at < ?")
-            params.append(end_time)
-        if parent_id is not None:
-            where.append("parent_id = ?")
-            params.append(parent_id)
-        if queue is not None:
-            where.append("workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)")
-            params.append(queue)
+        for value, clause in ((name, "name = ?"), (start_time, "created_at >= ?"), (end_time, "created_at < ?"),
+                              (parent_id, "parent_id = ?"),
+                              (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)")):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         order = "seq" if v4 else "created_at, rowid"
         direction = " DESC" if newest_first else ""
