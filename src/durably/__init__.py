@@ -14,6 +14,7 @@ from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
 from .queues import Queue
+from .schedules import ScheduleInfo
 from .store import Tx
 
 __version__ = "0.1.0"
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Engine",
     "Queue",
+    "ScheduleInfo",
     "Clock",
     "SystemClock",
     "VirtualClock",

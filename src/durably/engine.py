@@ -341,7 +341,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 _crash.hit("workflow.after_start_record")
             self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
         if key is not None:
-            await ctx.turn(key)  # type: ignore[union-attr]
+            if ctx.pending:  # type: ignore[union-attr]
+                await ctx.turn(key)
         return WorkflowHandle(self, wid)
 
     def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,

@@ -28,6 +28,7 @@ __all__ = [
     "NotOpenError",
     "InvalidNameError",
     "WorkflowNotFoundError",
+    "ScheduleNotFoundError",
     "WorkflowConflictError",
     "UnknownWorkflowError",
     "SerializationError",
@@ -112,6 +113,14 @@ class WorkflowNotFoundError(UsageError):
     """No workflow with this id exists in the database."""
 
     _fields = ("workflow_id",)
+
+
+class ScheduleNotFoundError(UsageError):
+    """No schedule with this name exists in the database (``pause_schedule``,
+    ``resume_schedule``, ``delete_schedule``, ``trigger_schedule``,
+    ``backfill_schedule``)."""
+
+    _fields = ("name",)
 
 
 class WorkflowConflictError(UsageError):

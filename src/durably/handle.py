@@ -170,7 +170,8 @@ class WorkflowHandle:
             return await self._wait_async(timeout)
         key = ("join", self.workflow_id)
         if ctx.replayed(key, "join") is not None:
-            await ctx.turn(key)
+            if ctx.pending:
+                await ctx.turn(key)
             return await self._wait_async(timeout)
         try:
             value = await self._wait_async(timeout)
@@ -212,7 +213,8 @@ async def _joined(ctx: Any, key: Any) -> None:
     """Journal that the child's outcome reached the workflow, then deliver it."""
     pos, ident, dseq = ctx.row(key)
     await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, dseq, None)))
-    await ctx.turn(key)
+    if ctx.pending:
+        await ctx.turn(key)
 
 
 def _raise_stuck(engine: "Engine", wid: str, row: tuple[Any, ...]) -> None:

@@ -129,7 +129,8 @@ class Queue:
             if rec.error is not None:
                 raise rec.error
         if key is not None:
-            await ctx.turn(key)  # type: ignore[union-attr]
+            if ctx.pending:  # type: ignore[union-attr]
+                await ctx.turn(key)
         return self._done(rec, replayed)
 
 

@@ -1,57 +1,144 @@
 """Cron schedules: start a workflow once per slot, with the slot time.
 
-Slots come from croniter (standard 5-field cron, plus ``@hourly`` and the
-like), in UTC. Each slot starts its workflow with the id
-``schedule:<name>@<slot ISO time>``: the id is the idempotency key, so a slot
-can never fire twice, even if the process dies between starting the
-workflow and recording the slot. ``schedules.last_slot`` records progress.
+A schedule is a row of the ``schedules`` table: its definition (cron
+expression, workflow name, time zone, missed-slot policy), its progress
+(``last_slot``: every slot at or before it has been fired or deliberately
+skipped) and whether it is paused. The row is the schedule: one created at
+runtime keeps firing after a restart without being declared again, as long
+as its workflow function is registered. ``engine.schedule`` in code
+declares one (inserting the row, or replacing the definition of the row of
+that name; progress and paused state are kept).
+
+Slots come from croniter (standard 5-field cron, a 6th field for seconds,
+``@hourly`` and the like), evaluated in the schedule's time zone (UTC by
+default; any IANA zone through zoneinfo). Each slot starts its workflow with
+the id ``schedule:<name>@<slot ISO time>`` (local time with its UTC offset):
+the id is the idempotency key, so a slot can never fire twice, even if the
+process dies between starting the workflow and recording the slot, and a
+backfill never duplicates a slot that already ran.
 
 Missed slots (the engine was closed, or the machine was down) follow
 ``missed``: ``"latest"`` (default) fires only the most recent missed slot,
 ``"all"`` fires every missed slot in order, ``"skip"`` fires none of them and
-waits for the next slot.
+waits for the next slot. A paused schedule fires nothing; resuming it skips
+the slots that fell while it was paused (pausing is a decision, not an
+outage; ``backfill_schedule`` runs any of them on purpose).
+
+Daylight saving time is croniter's rule for aware datetimes: a slot at a
+local time that does not exist (the spring-forward gap) fires once, at the
+first local time after the gap; a slot at an ambiguous local time (the
+fall-back hour) fires at both occurrences, an hour apart, with two ids that
+differ by their UTC offset.
+
+All of it lives in this module's SQL, written through the journal like
+every other record; the runner and the management calls are serialized by
+one lock, so once ``pause_schedule`` or ``delete_schedule`` returns, this
+process fires no further slot of that schedule.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
 from . import _records as R
 from . import errors
 from ._names import check_name
+from .handle import WorkflowHandle
 from .journal import Record
+from .runtime.context import workflow_context
 from .runtime.waits import BackgroundLoop
 
+log = logging.getLogger("durably")
 
 MISSED = ("latest", "all", "skip")
 _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
+MAX_BACKFILL = 10_000  # slots one backfill_schedule call may start
+_LATE = 60.0  # a due slot older than this (seconds) was missed: the runner was not there for it
+
+# The schedule state, in one place (one statement per change).
+_COLUMNS = "name, cron, workflow, last_slot, paused, tz, missed"
+_SELECT_ALL = f"SELECT {_COLUMNS} FROM schedules ORDER BY name"
+_SELECT_ONE = f"SELECT {_COLUMNS} FROM schedules WHERE name = ?"
+_UPSERT = ("INSERT INTO schedules (name, cron, workflow, last_slot, tz, missed) VALUES (?, ?, ?, ?, ?, ?)"
+           " ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, workflow = excluded.workflow,"
+           " tz = excluded.tz, missed = excluded.missed")
+_ADVANCE = "UPDATE schedules SET last_slot = ? WHERE name = ? AND last_slot < ?"
+_PAUSE = "UPDATE schedules SET paused = 1 WHERE name = ?"
+# Resuming skips what fell while paused: progress jumps to the moment of resuming.
+_RESUME = "UPDATE schedules SET paused = 0, last_slot = max(last_slot, ?) WHERE name = ? AND paused = 1"
+_DELETE = "DELETE FROM schedules WHERE name = ?"
+
+
+def _zone(tz: Any, name: str) -> tzinfo:
+    if tz is None:
+        return timezone.utc
+    check_name(tz, f"schedule {name!r} tz")
+    try:
+        return ZoneInfo(tz)
+    except Exception as exc:  # ZoneInfoNotFoundError, ValueError (a path-like key) ...
+        raise errors.UsageError(
+            f"schedule {name!r}: tz {tz!r} is not an IANA time zone known here (e.g. 'Europe/Paris'; "
+            "on Windows install the tzdata package)") from exc
 
 
 class Schedule:
-    def __init__(self, name: str, cron: str, workflow: Any, missed: str) -> None:
+    """A schedule's definition, and its slots."""
+
+    __slots__ = ("name", "cron", "workflow", "missed", "tz", "zone")
+
+    def __init__(self, name: str, cron: str, workflow: str, missed: str = "latest", tz: str | None = None) -> None:
         check_name(name, "schedule name")
         if not isinstance(cron, str) or not croniter.is_valid(cron):
             raise errors.UsageError(f"schedule {name!r}: {cron!r} is not a valid cron expression")
-        if missed not in MISSED:
+        if not isinstance(missed, str) or missed not in MISSED:
             raise errors.UsageError(f"schedule {name!r}: missed must be one of {MISSED}, not {missed!r}")
+        self.zone = _zone(tz, name)
         self.name = name
         self.cron = cron
-        self.workflow = workflow
+        self.workflow = workflow  # the workflow's registered name
         self.missed = missed
+        self.tz = tz
+
+    @property
+    def definition(self) -> tuple[str, str, str, str | None]:
+        return (self.cron, self.workflow, self.missed, self.tz)
+
+    def __repr__(self) -> str:
+        tz = "" if self.tz is None else f", tz={self.tz!r}"
+        return f"Schedule({self.name!r}, {self.cron!r}, {self.workflow!r}, missed={self.missed!r}{tz})"
+
+    def at(self, ts: float) -> datetime:
+        """The aware local datetime of a unix time (the right offset in a fold)."""
+        return datetime.fromtimestamp(ts, self.zone)
+
+    def slot_id(self, slot: float) -> str:
+        return f"schedule:{self.name}@{self.at(slot).isoformat()}"
+
+    def next_after(self, ts: float) -> float:
+        """The first slot strictly after ``ts``."""
+        return croniter(self.cron, self.at(ts)).get_next(float)
+
+    def latest_at(self, ts: float) -> float:
+        """The newest slot at or before ``ts``."""
+        prev = croniter(self.cron, self.at(ts)).get_prev(float)  # strictly before ts
+        nxt = self.next_after(prev)
+        return nxt if nxt <= ts else prev
 
     def slots_after(self, after: float, until: float) -> tuple[list[float], float]:
         """Due slots in (after, until] (only the newest unless missed="all"),
         and the first slot after ``until``."""
-        at = datetime.fromtimestamp(until, timezone.utc)
-        nxt = croniter(self.cron, at).get_next(float)
+        nxt = self.next_after(until)
         if self.missed != "all":
-            # the newest slot <= until (a second later, so a slot exactly at until counts)
-            latest = croniter(self.cron, datetime.fromtimestamp(until + 1, timezone.utc)).get_prev(float)
+            latest = self.latest_at(until)
             return ([latest] if latest > after else []), nxt
-        it = croniter(self.cron, datetime.fromtimestamp(after, timezone.utc))
+        it = croniter(self.cron, self.at(after))
         due: list[float] = []
         while len(due) < _CATCH_UP_MAX:
             slot = it.get_next(float)
@@ -60,9 +147,51 @@ class Schedule:
             due.append(slot)
         return due, nxt
 
+    def slots_between(self, start: float, end: float) -> list[float]:
+        """The slots in [start, end); UsageError past MAX_BACKFILL of them."""
+        first = self.latest_at(start)
+        if first < start:
+            first = self.next_after(start)
+        it = croniter(self.cron, self.at(first))
+        slots: list[float] = []
+        slot = first
+        while slot < end:
+            if len(slots) == MAX_BACKFILL:
+                raise errors.UsageError(
+                    f"schedule {self.name!r}: the range holds more than {MAX_BACKFILL} slots; nothing was "
+                    "started. Backfill it in smaller ranges")
+            slots.append(slot)
+            slot = it.get_next(float)
+        return slots
 
-def slot_id(name: str, slot: float) -> str:
-    return f"schedule:{name}@{datetime.fromtimestamp(slot, timezone.utc).isoformat()}"
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    """One schedule, as ``engine.list_schedules`` gives it.
+
+    ``workflow`` is the workflow's registered name; ``tz`` None means UTC.
+    ``last_slot``: progress; every slot at or before it has been fired or
+    deliberately skipped (missed-slot policy, pause). Before the first slot
+    comes (and after a resume) it is the moment the schedule was created
+    (resumed). ``next_slot``: the first slot after now, None while paused.
+    Both are aware datetimes in the schedule's time zone."""
+
+    name: str
+    cron: str
+    workflow: str
+    tz: str | None
+    missed: str
+    paused: bool
+    last_slot: datetime
+    next_slot: datetime | None
+
+
+def _not_in_workflow(what: str) -> None:
+    if workflow_context() is not None:
+        # Not journaled: a replay would run it again, maybe undoing a later change.
+        raise errors.UsageError(
+            f"engine.{what}() manages schedules and is not journaled; call it outside workflow code "
+            "(or inside a step, whose recorded outcome covers it)")
 
 
 class ScheduleRunner(BackgroundLoop):
@@ -70,89 +199,268 @@ class ScheduleRunner(BackgroundLoop):
 
     thread_name = "durably-schedules"
 
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self._parsed: dict[tuple[Any, ...], Schedule | None] = {}
+        self._warned: set[tuple[Any, ...]] = set()
+
     def run_round(self) -> float | None:
+        engine = self.engine
         wake: float | None = None
-        for schedule in list(self.engine._schedules.values()):
-            nxt = self._fire_due(schedule)
-            wake = nxt if wake is None else min(wake, nxt)
+        with engine._schedules_lock:
+            for row in engine._store.query(_SELECT_ALL):
+                nxt = self._fire_due(row)
+                if nxt is not None:
+                    wake = nxt if wake is None else min(wake, nxt)
         return wake
 
-    def _fire_due(self, schedule: Schedule) -> float:
+    def _warn_once(self, key: tuple[Any, ...], message: str, *args: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _definition(self, row: tuple[Any, ...]) -> Schedule | None:
+        name, cron, workflow, _last, _paused, tz, missed = row
+        key = (name, cron, workflow, tz, missed)
+        if key not in self._parsed:
+            try:
+                self._parsed[key] = Schedule(name, cron, workflow, missed, tz)
+            except errors.UsageError as exc:  # e.g. a time zone this machine does not know
+                self._parsed[key] = None
+                log.error("durably: schedule %r cannot run here: %s", name, exc)
+        return self._parsed[key]
+
+    def _fire_due(self, row: tuple[Any, ...]) -> float | None:
         engine = self.engine
+        name, _cron, workflow, last, paused, _tz, _missed = row
+        if paused:
+            return None
+        schedule = self._definition(row)
+        if schedule is None:
+            return None
+        spec = engine._workflows.get(workflow)
+        if spec is None:
+            # Its slots wait (progress is not moved) until an engine that
+            # registers the workflow runs them, by the missed-slot policy.
+            self._warn_once(("unregistered", name, workflow),
+                            "durably: schedule %r starts workflow %r, which is not registered with this "
+                            "engine; its slots wait", name, workflow)
+            return None
         now = engine._clock.now()
-        rows = engine._store.query("SELECT cron, last_slot FROM schedules WHERE name = ?", (schedule.name,))
-        spec = engine._spec(schedule.workflow)
-        if not rows:
-            # First time: nothing is missed before the schedule existed.
-            engine._journal.submit(Record(R.SQL, (
-                "INSERT INTO schedules (name, cron, workflow, last_slot) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (name) DO NOTHING", (schedule.name, schedule.cron, spec.name, now))))
-            last = now
-        else:
-            last = rows[0][1]
-            if rows[0][0] != schedule.cron:
-                engine._journal.submit(Record(R.SQL, (
-                    "UPDATE schedules SET cron = ?, workflow = ? WHERE name = ?",
-                    (schedule.cron, spec.name, schedule.name))))
         due, nxt = schedule.slots_after(last, now)
         if not due:
             return nxt
         missed, current = due[:-1], due[-1]
-        # A slot is "missed" when it is more than a minute old: the runner was not there for it.
-        if now - current > 60:
+        if now - current > _LATE:
             missed, current = due, None
         fire = [*({"all": missed, "latest": missed[-1:] if current is None else [], "skip": []}[schedule.missed]),
                 *([current] if current is not None else [])]
         for slot in fire:
-            engine.start(spec, datetime.fromtimestamp(slot, timezone.utc), workflow_id=slot_id(schedule.name, slot))
-        engine._journal.submit(Record(R.SQL, (
-            "UPDATE schedules SET last_slot = ? WHERE name = ? AND last_slot < ?",
-            (due[-1], schedule.name, due[-1]))))
+            try:
+                engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))
+            except errors.WorkflowConflictError as exc:
+                # The slot's id belongs to another workflow (the schedule's
+                # workflow changed): that slot cannot run; the others do.
+                log.error("durably: schedule %r skips a slot: %s", name, exc)
+        engine._journal.submit(Record(R.SQL, (_ADVANCE, (due[-1], name, due[-1]))))
+        if len(due) == _CATCH_UP_MAX:
+            return now  # more may be due: another round at once
         return nxt
 
 
-def _declare(engine: Any, name: str, cron: str, workflow: Callable[..., Any] | str, missed: str) -> Schedule:
-    schedule = Schedule(name, cron, workflow, missed)
-    engine._spec(workflow)  # a registered workflow, or UsageError now
-    existing = engine._schedules.get(name)
-    if existing is not None and (existing.cron, existing.missed) != (cron, missed):
-        raise errors.UsageError(f"schedule {name!r} is already declared with cron {existing.cron!r}")
-    engine._schedules[name] = schedule
-    return schedule
-
-
 class Schedules:
-    """Declaring cron schedules and running them (a base of ``Engine``)."""
+    """Cron schedules: declaring, managing and running them (a base of ``Engine``).
+
+    Every method but ``schedule`` needs the engine open, and none may be
+    called from workflow code (they are not journaled; a step may call them).
+    """
 
     _open: bool
+    _closing: bool
+    _clock: Any
+    _journal: Any
+    _store: Any
+    _workflows: dict[str, Any]
 
     def __init__(self) -> None:
-        self._schedules: dict[str, Schedule] = {}
+        self._schedules: dict[str, Schedule] = {}  # declared by this process's code
+        self._schedules_lock = threading.Lock()  # the runner's rounds and the changes below
         self._schedule_runner: ScheduleRunner | None = None
 
-    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest") -> Schedule:
-        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
-        (UTC; ``slot`` is the slot's aware datetime).
+    # -- declaring ------------------------------------------------------------------
 
-        Each slot fires at most once, across crashes and restarts (the slot
-        is the workflow id: ``schedule:<name>@<slot>``). Slots missed while
-        the engine was not running: ``"latest"`` fires the most recent one,
-        ``"all"`` fires each in order (at most 1,000 per round), ``"skip"``
-        fires none. An invalid expression raises UsageError.
+    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest",
+                 tz: str | None = None) -> Schedule:
+        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
+        (``slot``: the slot's aware datetime in the schedule's time zone).
+
+        ``tz``: an IANA time zone name (``"Europe/Paris"``) the expression is
+        read in; None (default) is UTC. Each slot fires at most once, across
+        crashes and restarts (the slot is the workflow id:
+        ``schedule:<name>@<slot ISO>``). Slots missed while the engine was
+        not running: ``"latest"`` fires the most recent one, ``"all"`` fires
+        each in order (at most 1,000 per round), ``"skip"`` fires none.
+
+        Called before ``open`` it declares the schedule (written at open);
+        called on an open engine it creates it at once (durable before this
+        returns) and it starts firing. The schedule persists: it keeps
+        firing after a restart whether or not the code declares it again.
+        Declaring a name that exists replaces its definition and keeps its
+        progress and paused state; declaring one name twice in one process
+        with different definitions raises UsageError (``delete_schedule``
+        first). An invalid expression, policy or time zone raises UsageError.
         """
-        schedule = _declare(self, name, cron, workflow, missed)
-        if self._open and self._schedule_runner is None:
-            self._schedule_runner = ScheduleRunner(self)
-            self._schedule_runner.start()
-        elif self._schedule_runner is not None:
-            self._schedule_runner.kick()
+        _not_in_workflow("schedule")
+        check_name(name, "schedule name")
+        Schedule(name, cron, "", missed, tz)  # vet the definition before the workflow
+        spec = self._spec(workflow)  # type: ignore[attr-defined]  # registered, or UsageError
+        schedule = Schedule(name, cron, spec.name, missed, tz)
+        with self._schedules_lock:
+            existing = self._schedules.get(name)
+            if existing is not None and existing.definition != schedule.definition:
+                raise errors.UsageError(
+                    f"schedule {name!r} is already declared as {existing!r}; delete_schedule({name!r}) first "
+                    "to replace it")
+            if self._open:
+                self._check_open()  # type: ignore[attr-defined]
+                self._write_schedule(schedule)
+            self._schedules[name] = schedule
+            if self._open:
+                self._kick_schedules()
         return schedule
 
+    def _write_schedule(self, schedule: Schedule) -> None:
+        self._journal.submit(Record(R.SQL, (_UPSERT, (
+            schedule.name, schedule.cron, schedule.workflow, self._clock.now(), schedule.tz, schedule.missed))))
+
+    # -- managing -------------------------------------------------------------------
+
+    def _schedule_call(self, what: str, name: Any) -> str:
+        _not_in_workflow(what)
+        self._check_open()  # type: ignore[attr-defined]
+        return check_name(name, "schedule name")
+
+    def _schedule_row(self, name: str) -> tuple[Any, ...]:
+        rows = self._store.query(_SELECT_ONE, (name,))
+        if not rows:
+            raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
+        return rows[0]
+
+    def pause_schedule(self, name: str) -> None:
+        """Pause the schedule ``name``: it fires no slot until resumed (across
+        restarts too; a code declaration does not resume it). Durable before
+        it returns; workflows it already started keep running. Pausing a
+        paused schedule does nothing. ScheduleNotFoundError if none."""
+        name = self._schedule_call("pause_schedule", name)
+        with self._schedules_lock:
+            changed = self._journal.submit(Record(R.SQL, (_PAUSE, (name,))))
+        if not changed:
+            raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
+
+    def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule. The slots that fell while it was paused
+        are skipped, whatever its ``missed`` policy (which is for outages,
+        not decisions): the first slot after this call fires next. Use
+        ``backfill_schedule`` to run skipped slots. Resuming a schedule that
+        is not paused does nothing. ScheduleNotFoundError if none."""
+        name = self._schedule_call("resume_schedule", name)
+        with self._schedules_lock:
+            changed = self._journal.submit(Record(R.SQL, (_RESUME, (self._clock.now(), name))))
+            if not changed:
+                self._schedule_row(name)  # ScheduleNotFoundError, or it was not paused
+            self._kick_schedules()
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete the schedule ``name``: no further slot fires; the workflows it
+        started are untouched. A schedule declared in code is created again
+        (with fresh progress) the next time that code declares it.
+        ScheduleNotFoundError if none."""
+        name = self._schedule_call("delete_schedule", name)
+        with self._schedules_lock:
+            changed = self._journal.submit(Record(R.SQL, (_DELETE, (name,))))
+            self._schedules.pop(name, None)
+        if not changed:
+            raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
+
+    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
+        """Run the schedule's workflow now, once, outside its slot sequence:
+        ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
+        and next slot are unchanged; a paused schedule can be triggered.
+
+        The id is ``workflow_id`` when given (an idempotency key: triggering
+        again with it returns the first run's handle), else
+        ``schedule:<name>@trigger:<now ISO>``, ``now`` on the engine's clock
+        (so two triggers at one instant of that clock are one run).
+        ScheduleNotFoundError if there is no such schedule; UsageError if its
+        workflow is not registered here.
+        """
+        name = self._schedule_call("trigger_schedule", name)
+        if workflow_id is not None:
+            check_name(workflow_id, "workflow_id")
+        row = self._schedule_row(name)
+        schedule = Schedule(name, row[1], row[2], row[6], row[5])
+        spec = self._spec(row[2])  # type: ignore[attr-defined]
+        now = schedule.at(self._clock.now())
+        wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
+        return self.start(spec, now, workflow_id=wid)  # type: ignore[attr-defined,no-any-return]
+
+    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
+        """Start the schedule's workflow for every slot in [start, end) (aware
+        datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
+        a slot that already ran (or was already backfilled) is not run again,
+        its existing workflow's handle is returned. Returns one handle per
+        slot, in slot order. Progress is unchanged; paused schedules can be
+        backfilled. UsageError for a naive datetime, ``end`` before
+        ``start``, or more than 10,000 slots (nothing is started);
+        ScheduleNotFoundError if there is no such schedule.
+        """
+        name = self._schedule_call("backfill_schedule", name)
+        for what, value in (("start", start), ("end", end)):
+            if not isinstance(value, datetime) or value.utcoffset() is None:
+                raise errors.UsageError(
+                    f"backfill_schedule {what} must be an aware datetime (with a tzinfo), not {value!r}")
+        if end < start:
+            raise errors.UsageError(f"backfill_schedule: end ({end}) is before start ({start})")
+        row = self._schedule_row(name)
+        schedule = Schedule(name, row[1], row[2], row[6], row[5])
+        spec = self._spec(row[2])  # type: ignore[attr-defined]
+        slots = schedule.slots_between(start.timestamp(), end.timestamp())
+        return [self.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[attr-defined]
+                for slot in slots]
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the database, by name (``ScheduleInfo``)."""
+        _not_in_workflow("list_schedules")
+        self._check_open()  # type: ignore[attr-defined]
+        now = self._clock.now()
+        infos = []
+        for name, cron, workflow, last, paused, tz, missed in self._store.query(_SELECT_ALL):
+            try:
+                schedule = Schedule(name, cron, workflow, missed, tz)
+            except errors.UsageError:  # a zone unknown on this machine: shown in UTC
+                schedule = Schedule(name, cron, workflow, missed, None)
+            nxt = None if paused else schedule.at(schedule.next_after(max(last, now)))
+            infos.append(ScheduleInfo(name, cron, workflow, tz, missed, bool(paused), schedule.at(last), nxt))
+        return infos
+
+    # -- running --------------------------------------------------------------------
+
+    def _kick_schedules(self) -> None:
+        """Start the runner, or make it look again (holding ``_schedules_lock``)."""
+        runner = self._schedule_runner
+        if runner is None:
+            runner = self._schedule_runner = ScheduleRunner(self)
+            runner.start()
+        else:
+            runner.kick()
+
     def _start_schedules(self) -> None:
-        """At open: fire the declared schedules' slots."""
-        if self._schedules:
-            self._schedule_runner = ScheduleRunner(self)
-            self._schedule_runner.start()
+        """At open: write the declared schedules, then fire every schedule's slots."""
+        with self._schedules_lock:
+            for schedule in self._schedules.values():
+                self._write_schedule(schedule)
+            if self._schedules or self._store.query("SELECT 1 FROM schedules LIMIT 1"):
+                self._kick_schedules()
 
     def _stop_schedules(self) -> None:
         if self._schedule_runner is not None:

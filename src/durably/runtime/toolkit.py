@@ -107,10 +107,12 @@ class Toolkit:
                 result = await self._drive_gen(gen, ctx)
             except BaseException as exc:
                 if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
-                    await ctx.turn(_delivered(branch))
+                    if ctx.pending:
+                        await ctx.turn(_delivered(branch))
                 raise
             if branch.seq > first:
-                await ctx.turn(_delivered(branch))
+                if ctx.pending:
+                    await ctx.turn(_delivered(branch))
             return result
         return await self._drive_gen(gen, None)
 
@@ -301,7 +303,9 @@ class Toolkit:
 
         New runs record a marker and take it; a run that recorded steps past
         this point before the patch existed replays the old path (False).
-        Once no such run is left, the check can be deleted (keep the new path).
+        Once no such run is left, replace the check with
+        ``deprecate_patch(change)`` (runs that recorded the marker still
+        replay); once none of those is left either, delete the call.
         """
         change = name_arg(change, "patched() change name")
         ctx = workflow_context()
@@ -320,6 +324,30 @@ class Toolkit:
         else:
             pos, ident, dseq = ctx.row(key)
             self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq, None)))
+        return True
+
+    def deprecate_patch(self, change: str) -> bool:
+        """The second step of removing ``patched(change)`` (Temporal's and
+        DBOS's ``deprecate_patch``): always True, the new code path.
+
+        A run that recorded the ``change`` marker (it passed this point with
+        ``patched`` code) replays past it: the marker is consumed here. A
+        run that gets here live records nothing. The removal, in steps:
+        (1) ``if engine.patched(change): new() else: old()``; once no run
+        started before (1) is left (they would park: their journals hold the
+        old path), (2) ``engine.deprecate_patch(change); new()``; once no run
+        that recorded the marker is left, (3) plain ``new()``.
+        """
+        change = name_arg(change, "deprecate_patch() change name")
+        ctx = workflow_context()
+        if ctx is None:
+            raise errors.UsageError("deprecate_patch() is only valid inside a workflow")
+        key = ctx.peek_key()
+        if ctx.replaying_at(key):
+            row = ctx.recorded.get(key)
+            if row is not None and row[1] == f"patch:{change}":
+                ctx.take_position()  # the marker's position, as patched() took it
+                ctx.recorded.pop(key, None)
         return True
 
 

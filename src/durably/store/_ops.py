@@ -4,8 +4,12 @@ Each op runs in its own SAVEPOINT and returns the step output to record
 (already encoded), ``NOTHING`` to record nothing, or raises a DurablyError
 that becomes the step's recorded error. Because the op and the step row
 commit in one transaction, a message is consumed exactly once, an event is
-published exactly once, and a queue entry is created exactly once, whatever
-crashes around them.
+published exactly once, a batch of messages is delivered all or none, a
+keyed client send is delivered once, and a queue entry is created exactly
+once, whatever crashes around them.
+
+``READS`` are plain reads of committed data, run by ``Store.read`` on the
+read connection (client calls outside a workflow; nothing is recorded).
 """
 
 from __future__ import annotations
@@ -23,9 +27,34 @@ def _require_workflow(conn: apsw.Connection, workflow_id: str) -> None:
         raise errors.WorkflowNotFoundError(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
 
 
-def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any) -> None:
-    _require_workflow(conn, dest)
+def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any, key: str | None = None) -> None:
+    """Deliver one message. With an idempotency ``key`` (client sends only),
+    the key and the message commit together: a key already recorded for
+    ``dest`` makes this a no-op; one recorded for another destination is a
+    UsageError (and nothing is delivered)."""
+    if key is not None:
+        seen = conn.execute("SELECT dest FROM send_keys WHERE key = ?", (key,)).get
+        if seen is not None:
+            if seen != dest:
+                raise errors.UsageError(
+                    f"idempotency key {key!r} was already used to send to workflow {seen!r}, not {dest!r}; "
+                    "a key names one send: use a distinct key per destination")
+            return None  # delivered before: a retry delivers nothing new
+        _require_workflow(conn, dest)
+        conn.execute("INSERT INTO send_keys (key, dest) VALUES (?, ?)", (key, dest))
+    else:
+        _require_workflow(conn, dest)
     conn.execute("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", (dest, topic, payload))
+    return None
+
+
+def send_many(conn: apsw.Connection, messages: list[tuple[str, str | None, Any]]) -> None:
+    """Deliver ``messages`` ((dest, topic, payload), in order) all or none:
+    an unknown destination raises before anything is inserted (and the op's
+    SAVEPOINT undoes everything on any error)."""
+    for dest in dict.fromkeys(m[0] for m in messages):
+        _require_workflow(conn, dest)
+    conn.executemany("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", messages)
     return None
 
 
@@ -56,6 +85,27 @@ def get_event(conn: apsw.Connection, workflow_id: str, key: str, final: bool) ->
     if row is None:
         return None if final else R.NOTHING
     return row
+
+
+def get_all_events(conn: apsw.Connection, workflow_id: str, pack: Callable[[list[tuple[str, Any]]], Any]) -> Any:
+    """Every event of ``workflow_id`` (latest values), packed into one stored
+    value by ``pack`` (the codec's): recorded as the step's output."""
+    return pack(all_events(conn, workflow_id))
+
+
+# -- reads: run by Store.read on committed data (the read connection) ---------------
+
+
+def event(conn: apsw.Connection, workflow_id: str, key: str) -> Any:
+    """The stored value of one event, or None (no such event, or no such workflow yet)."""
+    return conn.execute("SELECT value FROM events WHERE workflow_id = ? AND key = ?", (workflow_id, key)).get
+
+
+def all_events(conn: apsw.Connection, workflow_id: str) -> list[tuple[str, Any]]:
+    """(key, stored value) of every event of ``workflow_id``, by key."""
+    return conn.execute(
+        "SELECT key, value FROM events WHERE workflow_id = ? AND value IS NOT NULL ORDER BY key", (workflow_id,)
+    ).fetchall()
 
 
 def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, parent_id: str | None,
@@ -113,8 +163,15 @@ def fork(conn: apsw.Connection, source: str, new_id: str, start_step: int, execu
 OPS: dict[str, Callable[..., Any]] = {
     "fork": fork,
     "send": send,
+    "send_many": send_many,
     "recv": recv,
     "set_event": set_event,
     "get_event": get_event,
+    "get_all_events": get_all_events,
     "enqueue": enqueue,
+}
+
+READS: dict[str, Callable[..., Any]] = {
+    "event": event,
+    "all_events": all_events,
 }

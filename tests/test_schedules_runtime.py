@@ -1,0 +1,363 @@
+"""Schedules at runtime: create while open, pause, resume, delete, trigger,
+backfill, list; persistence across restarts; time zones across DST."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import pytest
+
+import durably
+from durably import errors
+
+UTC = timezone.utc
+T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
+PARIS = "Europe/Paris"
+
+
+def _slot(minute: int, hour: int = 0) -> datetime:
+    return datetime(2027, 1, 1, hour, minute, tzinfo=UTC)
+
+
+def _engine(make_engine, clock, fired: list) -> durably.Engine:
+    engine = make_engine(clock=clock)
+
+    @engine.workflow(name="tick")
+    def tick(slot: datetime) -> str:
+        fired.append(slot)
+        return slot.isoformat()
+
+    return engine
+
+
+def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, what
+        time.sleep(0.01)
+
+
+def _settle(engine: durably.Engine, count: int) -> list[str]:
+    """Wait for ``count`` finished workflows, give the runner a moment to do
+    anything more it would (wrongly) do, and return all workflow ids, oldest first."""
+    _until(lambda: len(engine.list_workflows(status="SUCCESS", limit=None)) >= count, "schedule did not fire")
+    time.sleep(0.1)
+    return [w.workflow_id for w in engine.list_workflows(limit=None, newest_first=False)]
+
+
+def test_a_schedule_created_while_the_engine_is_open_starts_firing(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with engine:
+        assert engine._schedule_runner is None  # no schedule yet: no thread
+        engine.schedule("five", "*/5 * * * *", "tick")
+        assert [s.name for s in engine.list_schedules()] == ["five"]
+        clock.advance(300)
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert fired == [_slot(5)]
+
+
+def test_a_runtime_schedule_keeps_firing_after_a_restart_without_being_declared_again(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    with _engine(make_engine, clock, fired) as engine:
+        engine.schedule("five", "*/5 * * * *", "tick", missed="all")
+    clock.advance(600)  # down across 00:05 and 00:10
+    engine2 = _engine(make_engine, clock, fired)  # registers the workflow only
+    with engine2:
+        assert _settle(engine2, 2) == ["schedule:five@2027-01-01T00:05:00+00:00",
+                                       "schedule:five@2027-01-01T00:10:00+00:00"]
+        clock.advance(300)
+        _settle(engine2, 3)
+    assert sorted(fired) == [_slot(5), _slot(10), _slot(15)]
+
+
+def test_a_paused_schedule_fires_nothing_and_resuming_skips_the_paused_slots(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with engine:
+        engine.schedule("five", "*/5 * * * *", "tick", missed="all")  # even "all" does not catch up
+        engine.pause_schedule("five")
+        engine.pause_schedule("five")  # pausing a paused schedule does nothing
+        (info,) = engine.list_schedules()
+        assert info.paused and info.next_slot is None
+        clock.advance(600)  # 00:05 and 00:10 fall while paused
+        assert _settle(engine, 0) == [] and fired == []
+        engine.resume_schedule("five")
+        (info,) = engine.list_schedules()
+        assert not info.paused and info.next_slot == _slot(15)
+        assert info.last_slot.timestamp() == T0 + 600  # progress jumped to the resume
+        assert _settle(engine, 0) == []
+        clock.advance(300)
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:15:00+00:00"]
+        engine.resume_schedule("five")  # not paused: nothing changes
+        clock.advance(300)
+        _settle(engine, 2)
+    assert fired == [_slot(15), _slot(20)]
+
+
+def test_paused_survives_a_restart_even_when_the_code_declares_the_schedule_again(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("five", "*/5 * * * *", "tick")
+    with engine:
+        engine.pause_schedule("five")
+    clock.advance(3600)
+    engine2 = _engine(make_engine, clock, fired)
+    engine2.schedule("five", "*/5 * * * *", "tick")
+    with engine2:
+        assert engine2.list_schedules()[0].paused
+        clock.advance(300)
+        assert _settle(engine2, 0) == []
+        engine2.resume_schedule("five")
+        clock.advance(300)
+        assert _settle(engine2, 1) == ["schedule:five@2027-01-01T01:10:00+00:00"]
+    assert fired == [_slot(10, hour=1)]
+
+
+def test_a_deleted_schedule_fires_no_more_and_its_started_workflows_are_kept(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("five", "*/5 * * * *", "tick")
+    with engine:
+        clock.advance(300)
+        _settle(engine, 1)
+        engine.delete_schedule("five")
+        assert engine.list_schedules() == []
+        clock.advance(600)
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        with pytest.raises(errors.ScheduleNotFoundError):
+            engine.delete_schedule("five")
+        # Deleted, the name is free: declared again, with another definition,
+        # it starts from now (fresh progress).
+        engine.schedule("five", "*/10 * * * *", "tick")
+        clock.advance(600)
+        assert _settle(engine, 2)[-1] == "schedule:five@2027-01-01T00:20:00+00:00"
+
+
+def test_trigger_runs_the_workflow_now_once_outside_the_slot_sequence(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with engine:
+        engine.schedule("five", "*/5 * * * *", "tick")
+        engine.pause_schedule("five")  # a paused schedule can be triggered
+        h = engine.trigger_schedule("five")
+        assert h.workflow_id == "schedule:five@trigger:2027-01-01T00:00:30+00:00"
+        assert h.result(timeout=10) == "2027-01-01T00:00:30+00:00"
+        # The default id is the engine clock's instant: one run per instant.
+        assert engine.trigger_schedule("five").workflow_id == h.workflow_id
+        # An explicit id is an idempotency key.
+        first = engine.trigger_schedule("five", workflow_id="manual-1")
+        clock.advance(10)
+        again = engine.trigger_schedule("five", workflow_id="manual-1")
+        assert again.workflow_id == "manual-1" and again.result(timeout=10) == first.result(timeout=10)
+        assert len(engine.list_workflows(limit=None)) == 2
+        # Progress is untouched: once resumed, the next slot fires as usual.
+        engine.resume_schedule("five")
+        (info,) = engine.list_schedules()
+        assert info.next_slot == _slot(5)
+        clock.advance(290)
+        _settle(engine, 3)
+    assert fired == [_slot(0) + timedelta(seconds=30), _slot(0) + timedelta(seconds=30), _slot(5)]
+
+
+def test_backfill_starts_each_slot_of_the_range_once_with_its_usual_id(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("five", "*/5 * * * *", "tick")  # missed="latest"
+    with engine:
+        clock.advance(600)  # 00:05 and 00:10 due at once: only 00:10 fires
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:10:00+00:00"]
+        handles = engine.backfill_schedule("five", _slot(0), _slot(15))  # [00:00, 00:15)
+        ids = [f"schedule:five@2027-01-01T00:{m:02d}:00+00:00" for m in (0, 5, 10)]
+        assert [h.workflow_id for h in handles] == ids
+        assert [h.result(timeout=10) for h in handles] == [_slot(m).isoformat() for m in (0, 5, 10)]
+        assert [h.workflow_id for h in engine.backfill_schedule("five", _slot(0), _slot(15))] == ids
+        again = engine.backfill_schedule("five", _slot(1), _slot(10, hour=0) + timedelta(seconds=1))
+        assert [h.workflow_id for h in again] == ids[1:]
+        assert sorted(w.workflow_id for w in engine.list_workflows(limit=None)) == ids  # nothing duplicated
+        assert engine.backfill_schedule("five", _slot(1), _slot(1)) == []
+        (info,) = engine.list_schedules()
+        assert info.last_slot == _slot(10)  # a backfill leaves progress alone
+    assert sorted(fired) == [_slot(0), _slot(5), _slot(10)]
+
+
+@pytest.mark.parametrize("start, end", [
+    (datetime(2027, 1, 1), datetime(2027, 1, 2)),                                  # naive
+    (datetime(2027, 1, 2, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),          # end before start
+    (T0, T0 + 60),                                                                  # not datetimes
+    (datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 1, 2, tzinfo=UTC)),          # 86,400 slots
+], ids=["naive", "reversed", "floats", "too-many"])
+def test_bad_backfills_are_refused_and_start_nothing(make_engine, start, end) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with engine:
+        engine.schedule("secs", "* * * * * *", "tick")
+        engine.pause_schedule("secs")
+        with pytest.raises(errors.UsageError):
+            engine.backfill_schedule("secs", start, end)
+        assert engine.list_workflows(limit=None) == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.pause_schedule("nope"),
+    lambda e: e.resume_schedule("nope"),
+    lambda e: e.delete_schedule("nope"),
+    lambda e: e.trigger_schedule("nope"),
+    lambda e: e.backfill_schedule("nope", _slot(0), _slot(5)),
+], ids=["pause", "resume", "delete", "trigger", "backfill"])
+def test_an_unknown_schedule_is_a_typed_error(make_engine, call) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    with engine:
+        with pytest.raises(errors.ScheduleNotFoundError) as raised:
+            call(engine)
+    assert raised.value.name == "nope" and isinstance(raised.value, errors.UsageError)
+
+
+@pytest.mark.parametrize("tz", ["Mars/Olympus_Mons", "", 5, "../../etc/passwd", "Europe/Paris\x00"])
+def test_a_bad_time_zone_is_refused_and_nothing_is_written(make_engine, tz) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    with engine:
+        with pytest.raises(errors.UsageError):
+            engine.schedule("s", "* * * * *", "tick", tz=tz)
+        assert engine.list_schedules() == []
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.pause_schedule("s"), lambda e: e.list_schedules(), lambda e: e.trigger_schedule("s"),
+    lambda e: e.schedule("t", "* * * * *", "tick"),
+], ids=["pause", "list", "trigger", "create"])
+def test_schedule_management_is_refused_in_workflow_code(make_engine, call) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+
+    @engine.workflow(name="manager")
+    def manager() -> None:
+        call(engine)
+
+    with engine:
+        engine.schedule("s", "0 0 1 1 *", "tick")
+        with pytest.raises(errors.WorkflowFailedError) as raised:
+            engine.run(manager)
+        assert isinstance(raised.value.error, errors.UsageError)
+        assert not engine.list_schedules()[0].paused
+
+
+def test_schedule_management_needs_an_open_engine(make_engine) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    engine.schedule("s", "* * * * *", "tick")  # declaring before open is fine
+    for call in (lambda: engine.pause_schedule("s"), engine.list_schedules,
+                 lambda: engine.backfill_schedule("s", _slot(0), _slot(5))):
+        with pytest.raises(errors.NotOpenError):
+            call()
+
+
+def test_list_schedules_gives_typed_info(make_engine) -> None:
+    clock = durably.VirtualClock(datetime(2027, 6, 1, 12, 0, tzinfo=UTC))
+    engine = _engine(make_engine, clock, [])
+    with engine:
+        engine.schedule("paris", "0 9 * * 1-5", "tick", tz=PARIS, missed="skip")
+        engine.schedule("utc", "@hourly", "tick")
+        engine.pause_schedule("utc")
+        paris, utc = engine.list_schedules()
+    assert isinstance(paris, durably.ScheduleInfo)
+    assert (paris.name, paris.cron, paris.workflow, paris.tz, paris.missed, paris.paused) == \
+        ("paris", "0 9 * * 1-5", "tick", PARIS, "skip", False)
+    assert paris.last_slot == datetime(2027, 6, 1, 12, 0, tzinfo=UTC)  # created then, nothing fired yet
+    # Tuesday 1 June 2027, 14:00 in Paris: next is Wednesday 09:00 CEST
+    assert paris.next_slot.isoformat() == "2027-06-02T09:00:00+02:00"
+    assert (utc.tz, utc.paused, utc.next_slot, utc.missed) == (None, True, None, "latest")
+
+
+def test_redeclaring_replaces_the_definition_and_keeps_progress(make_engine) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("s", "*/5 * * * *", "tick")
+    with engine:
+        clock.advance(300)
+        _settle(engine, 1)
+        with pytest.raises(errors.UsageError, match="already declared"):
+            engine.schedule("s", "*/10 * * * *", "tick")  # twice in one process
+    engine2 = _engine(make_engine, clock, fired)
+    engine2.schedule("s", "*/10 * * * *", "tick", tz=PARIS)  # a deploy changes it
+    with engine2:
+        (info,) = engine2.list_schedules()
+        assert (info.cron, info.tz, info.last_slot) == ("*/10 * * * *", PARIS, _slot(5))
+        clock.advance(300)
+        assert _settle(engine2, 2)[-1] == "schedule:s@2027-01-01T01:10:00+01:00"
+
+
+# -- daylight saving time (Europe/Paris, 2027) ---------------------------------------
+# Spring forward: Sunday 28 March 2027, 02:00 CET (+01:00) becomes 03:00 CEST
+# (+02:00); local times from 02:00 to 02:59 do not exist.
+# Fall back: Sunday 31 October 2027, 03:00 CEST becomes 02:00 CET; local times
+# from 02:00 to 02:59 happen twice.
+
+
+def test_a_slot_at_a_nonexistent_local_time_fires_once_at_the_end_of_the_gap(make_engine) -> None:
+    clock, fired = durably.VirtualClock(datetime(2027, 3, 27, 23, 0, tzinfo=UTC)), []  # 00:00 CET
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS, missed="all")
+    with engine:
+        clock.advance(3600)  # 01:00 CET: nothing yet
+        assert _settle(engine, 0) == []
+        clock.advance(3600 - 1)  # 01:59:59 CET
+        assert _settle(engine, 0) == []
+        clock.advance(1)  # 03:00 CEST, the first local time after the gap
+        assert _settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
+        clock.advance(3600)  # 04:00 CEST: nothing more that day
+        assert _settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
+        clock.advance(22 * 3600 + 30 * 60)  # the next day, back at 02:30 local
+        assert _settle(engine, 2)[-1] == "schedule:paris@2027-03-29T02:30:00+02:00"
+    assert fired == [datetime(2027, 3, 28, 1, 0, tzinfo=UTC), datetime(2027, 3, 29, 0, 30, tzinfo=UTC)]
+    assert fired[0].utcoffset() == timedelta(hours=2)  # the workflow gets the local time
+
+
+def test_a_slot_at_an_ambiguous_local_time_fires_at_both_occurrences(make_engine) -> None:
+    clock, fired = durably.VirtualClock(datetime(2027, 10, 30, 22, 0, tzinfo=UTC)), []  # 00:00 CEST
+    engine = _engine(make_engine, clock, fired)
+    engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS, missed="all")
+    with engine:
+        clock.advance(2.5 * 3600)  # 02:30 CEST, the first 02:30
+        assert _settle(engine, 1) == ["schedule:paris@2027-10-31T02:30:00+02:00"]
+        clock.advance(3600)  # 02:30 CET, the second 02:30, an hour later
+        assert _settle(engine, 2) == ["schedule:paris@2027-10-31T02:30:00+02:00",
+                                      "schedule:paris@2027-10-31T02:30:00+01:00"]
+        clock.advance(3600)
+        assert len(_settle(engine, 2)) == 2
+    assert fired == [datetime(2027, 10, 31, 0, 30, tzinfo=UTC), datetime(2027, 10, 31, 1, 30, tzinfo=UTC)]
+    assert [f.utcoffset() for f in fired] == [timedelta(hours=2), timedelta(hours=1)]
+
+
+def test_backfill_across_both_dst_changes_follows_the_same_rule(make_engine) -> None:
+    engine = _engine(make_engine, durably.VirtualClock(datetime(2027, 12, 1, tzinfo=UTC)), [])
+    with engine:
+        engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS)
+        engine.schedule("half", "*/30 * * * *", "tick", tz=PARIS)
+        spring = engine.backfill_schedule("paris", datetime(2027, 3, 27, tzinfo=UTC), datetime(2027, 3, 30, tzinfo=UTC))
+        fall = engine.backfill_schedule("paris", datetime(2027, 10, 30, tzinfo=UTC), datetime(2027, 11, 1, tzinfo=UTC))
+        gap = engine.backfill_schedule("half", datetime(2027, 3, 28, 0, 0, tzinfo=UTC),
+                                       datetime(2027, 3, 28, 2, 0, tzinfo=UTC))
+    assert [h.workflow_id.split("@")[1] for h in spring] == [
+        "2027-03-27T02:30:00+01:00", "2027-03-28T03:00:00+02:00", "2027-03-29T02:30:00+02:00"]
+    assert [h.workflow_id.split("@")[1] for h in fall] == [
+        "2027-10-30T02:30:00+02:00", "2027-10-31T02:30:00+02:00", "2027-10-31T02:30:00+01:00"]
+    # Every 30 minutes across the gap: 02:00 and 02:30 (not existing) become one 03:00 slot.
+    assert [h.workflow_id.split("@")[1] for h in gap] == [
+        "2027-03-28T01:00:00+01:00", "2027-03-28T01:30:00+01:00", "2027-03-28T03:00:00+02:00",
+        "2027-03-28T03:30:00+02:00"]
+
+
+def test_a_schedule_whose_workflow_is_not_registered_waits(make_engine, caplog) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    with _engine(make_engine, clock, fired) as engine:
+        engine.schedule("five", "*/5 * * * *", "tick", missed="all")
+    bare = make_engine(clock=clock)  # does not register "tick"
+    with bare:
+        clock.advance(300)
+        time.sleep(0.1)
+        assert bare.list_workflows(limit=None) == []
+        assert any("not registered" in r.getMessage() for r in caplog.records)
+    engine3 = _engine(make_engine, clock, fired)  # registers it again: the slot runs
+    with engine3:
+        assert _settle(engine3, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
