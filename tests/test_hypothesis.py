@@ -26,9 +26,9 @@ from .conftest import expected_implementation
 wids = st.sampled_from(["a", "b", "c", "d"])
 values = st.one_of(st.none(), st.integers(-5, 5).map(str), st.text(max_size=5).map(lambda s: f'"{s}"'))
 record = st.one_of(
-    st.tuples(st.just(R.START), st.tuples(wids, st.sampled_from(["f", "g"]), st.just("[[],{}]"), st.none(), st.none(), st.none())),
+    st.tuples(st.just(R.START), st.tuples(wids, st.sampled_from(["f", "g"]), st.just("[[],{}]"), st.none(), st.none())),
     st.tuples(st.just(R.STEP), st.tuples(wids, st.integers(0, 3), st.sampled_from(["s", "t"]), values, st.none(),
-                                         st.none(), st.none(), st.none())),
+                                         st.none(), st.none())),
     st.tuples(st.just(R.COMPLETE), st.tuples(st.sampled_from(["SUCCESS", "ERROR"]), values, st.none(), wids)),
     st.tuples(st.just(R.SQL), st.tuples(st.just("UPDATE workflows SET parked = ? WHERE workflow_id = ?"),
                                          st.tuples(st.text(max_size=3), wids))),

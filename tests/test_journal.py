@@ -140,13 +140,13 @@ def test_a_rejected_record_fails_alone(impl, db_path) -> None:
     store = Store(db_path)
     store.open()
     store.flush([impl.Record(R.START, ("w", "flow", "[[],{}]", None, None))])
-    store.flush([impl.Record(R.STEP, ("w", 0, "s", "1", None, None, None, None))])
+    store.flush([impl.Record(R.STEP, ("w", 0, "s", "1", None, None, None))])
     # one batch: a duplicate position, a step of an unknown workflow (FK), good ones around
     recs = [
-        impl.Record(R.STEP, ("w", 1, "s", "2", None, None, None, None)),
-        impl.Record(R.STEP, ("w", 0, "dup", "9", None, None, None, None)),
-        impl.Record(R.STEP, ("ghost", 0, "s", "1", None, None, None, None)),
-        impl.Record(R.STEP, ("w", 2, "s", "3", None, None, None, None)),
+        impl.Record(R.STEP, ("w", 1, "s", "2", None, None, None)),
+        impl.Record(R.STEP, ("w", 0, "dup", "9", None, None, None)),
+        impl.Record(R.STEP, ("ghost", 0, "s", "1", None, None, None)),
+        impl.Record(R.STEP, ("w", 2, "s", "3", None, None, None)),
         impl.Record(R.SQL, ("UPDATE workflows SET status = 'BAD' WHERE workflow_id = 'w'", ())),
         impl.Record(R.COMPLETE, ("SUCCESS", "6", None, "w")),
     ]

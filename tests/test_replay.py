@@ -38,7 +38,7 @@ def _crash_after_first_step(db_path: str) -> None:
     journal = Journal(store.flush)
     journal.start()
     journal.submit(Record(R.START, ("w", "flow", "[[],{}]", None, None)))
-    journal.submit(Record(R.STEP, ("w", 0, "a", "1", None, None, None, None)))
+    journal.submit(Record(R.STEP, ("w", 0, "a", "1", None, None, None)))
     journal.stop()
     store.close()
 
@@ -166,7 +166,7 @@ def test_recovering_many_parents_and_children_cannot_deadlock_the_pool(make_engi
         parent, child = f"p{i}", f"p{i}/0"
         journal.submit(Record(R.START, (parent, "parent", "[[],{}]", None, None)))
         journal.submit(Record(R.START, (child, "child", f"[[{i}],{{}}]", parent,
-                                        (parent, (0, None, None), "start:child", f'"{child}"'))))
+                                        (parent, (0, None), "start:child", f'"{child}"'))))
     journal.stop()
     store.close()
 

@@ -169,16 +169,16 @@ def test_a_rejected_step_record_fails_alone(db_path, alone) -> None:
     store.open()
     try:
         start = Record(R.START, ("w", "wf", "[[],{}]", None, None))
-        store.flush([start, Record(R.STEP, ("w", 0, "s", "1", None, None, None, None))])
-        dup = Record(R.STEP, ("w", 0, "other", "2", None, None, None, None))
-        batch = [dup] if alone else [Record(R.STEP, ("w", 1, "s", "3", None, None, None, None)), dup,
-                                     Record(R.STEP, ("w", 2, "s", "4", None, None, None, None))]
+        store.flush([start, Record(R.STEP, ("w", 0, "s", "1", None, None, None))])
+        dup = Record(R.STEP, ("w", 0, "other", "2", None, None, None))
+        batch = [dup] if alone else [Record(R.STEP, ("w", 1, "s", "3", None, None, None)), dup,
+                                     Record(R.STEP, ("w", 2, "s", "4", None, None, None))]
         store.flush(batch)
         assert isinstance(dup.error, errors.ConstraintError)
         assert all(r.error is None for r in batch if r is not dup)
         rows = [(r[0], r[1], r[2]) for r in store.load_steps("w")]
         assert rows == [(0, "s", "1")] + ([] if alone else [(1, "s", "3"), (2, "s", "4")])
-        ok = Record(R.STEP, ("w", 3, "s", "5", None, None, None, None))
+        ok = Record(R.STEP, ("w", 3, "s", "5", None, None, None))
         store.flush([ok])  # the fast path is usable again
         assert ok.error is None and store.load_steps("w")[-1][0] == 3
     finally:

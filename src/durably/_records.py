@@ -6,10 +6,10 @@ Shared by the runtime (which builds records), both journal implementations
 
 from __future__ import annotations
 
-# A step outcome: (workflow_id, position, name, output, error, ident, dseq,
-# started_at); ident and dseq are None in sync workflows (see
-# runtime/context.py), started_at is when a step body started (or None). Below,
-# "row" is the triple (position, ident, dseq) of the step row a record writes.
+# A step outcome: (workflow_id, position, name, output, error, ident,
+# started_at); ident is None in sync workflows (see runtime/context.py),
+# started_at is when a step body started (or None). Below,
+# "row" is the pair (position, ident) of the step row a record writes.
 STEP = 0
 # A workflow start: (workflow_id, name, inputs, parent_id, parent_step[, deadline]), where
 # parent_step is None or the parent's step row (workflow_id, row, name,

@@ -211,8 +211,8 @@ class WorkflowHandle:
 
 async def _joined(ctx: Any, key: Any) -> None:
     """Journal that the child's outcome reached the workflow, then deliver it."""
-    pos, ident, dseq = ctx.row(key)
-    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, dseq, None)))
+    pos, ident = ctx.row(key)
+    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, None)))
     if ctx.pending:
         await ctx.turn(key)
 

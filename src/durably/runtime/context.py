@@ -18,8 +18,8 @@ How a durable call is identified (its *key*), so that a replay finds it:
   as in older journals. The row's position is only its storage key.
 * Order-dependent code (``asyncio.wait(..., FIRST_COMPLETED)``,
   ``as_completed``) also needs the recorded outcomes to arrive in the order
-  they arrived live: each row carries ``dseq`` (the order outcomes were
-  submitted, which is the order they were delivered; the end of a sleep and
+  they arrived live: an async workflow's rows take their positions in the
+  order outcomes were submitted, which is the order they were delivered (the end of a sleep and
   the arrival of a child's outcome are recorded as ``wake`` and ``join``
   rows for this); a replay hands recorded outcomes to the code in that order
   (:meth:`turn`), and a live outcome only after every recorded one. A replay that cannot
@@ -86,19 +86,27 @@ def decode_key(ident: str) -> Any:
     return int(seq) if not path else (path, int(seq))
 
 
+def in_async_step(ctx: "WorkflowContext") -> bool:
+    """Inside a step body of an async workflow: a body run in the workflow's
+    own task marks that task (``in_body``), one run in a task or a thread of
+    its own sets ``_IN_STEP`` in the context that task or thread copies."""
+    task = current_task(ctx.loop)
+    return _IN_STEP.get() or getattr(task, "in_body", False)
+
+
 def in_step() -> bool:
     """Inside a step body (sync or async): durable calls are plain calls."""
     ctx = current.get()
     if ctx is None:
         return False
-    return _IN_STEP.get() if ctx.is_async else ctx.in_step
+    return in_async_step(ctx) if ctx.is_async else ctx.in_step
 
 
 def workflow_context() -> "WorkflowContext | None":
     """The workflow a durable call belongs to: None outside a workflow and
     inside a step body (where the outer step's outcome covers everything)."""
     ctx = current.get()
-    if ctx is None or (_IN_STEP.get() if ctx.is_async else ctx.in_step):
+    if ctx is None or (in_async_step(ctx) if ctx.is_async else ctx.in_step):
         return None
     return ctx
 
@@ -122,7 +130,6 @@ class WorkflowContext:
         "loop",
         "in_step",
         "root",
-        "dseq",
         "pending",
         "heap",
         "turns",
@@ -150,7 +157,6 @@ class WorkflowContext:
         self.loop: Any = None  # the event loop running an async workflow
         self.in_step = False  # a sync step body is running (durable calls are plain)
         self.root: Branch | None = None
-        self.dseq = 0  # next delivery sequence number (async)
         # Recorded outcomes not yet handed to the code: key -> (order, name);
         # a heap of (order, key) over them; the turns waiting for theirs.
         self.pending: dict[Any, tuple[Any, str]] = {}
@@ -161,27 +167,22 @@ class WorkflowContext:
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
         """Install the journal loaded from the store: rows of (position,
-        name, output, error, ident, dseq, recorded_at)."""
+        name, output, error, ident)."""
         recorded: dict[Any, tuple[Any, ...]] = {}
         top = -1
-        last_dseq = -1
         for row in rows:
-            pos, name, output, error = row[:4]
+            pos = row[0]
             ident = row[4] if len(row) > 4 else None
-            key = pos if ident is None else decode_key(ident)
-            recorded[key] = row
+            recorded[pos if ident is None else decode_key(ident)] = row
             top = max(top, pos)
-            if len(row) > 5 and row[5] is not None:
-                last_dseq = max(last_dseq, row[5])
         self.recorded = recorded
+        self.replay_len = top + 1
         if not self.is_async:
-            self.replay_len = top + 1
             return
         # Async: new rows go after every recorded one; replayed calls take
-        # no position. Recorded outcomes are delivered in their live order.
+        # no position. Recorded outcomes are delivered in their live order,
+        # which is their rows' order.
         self.position = top + 1
-        self.replay_len = top + 1
-        self.dseq = last_dseq + 1
         for key in recorded:
             if isinstance(key, int):
                 self.branch_top[None] = max(self.branch_top.get(None, -1), key)
@@ -191,10 +192,8 @@ class WorkflowContext:
             pos, name = row[:2]
             if name == "sleep" or name.endswith(".deadline") or name.startswith("patch:"):
                 continue  # consumed inside a call, never handed to the code by itself
-            dseq = row[5] if len(row) > 5 and row[5] is not None else -1  # older rows: by position
-            order = (dseq, pos)
-            self.pending[key] = (order, name)
-            self.heap.append((order, key))
+            self.pending[key] = (pos, name)
+            self.heap.append((pos, key))
         heapq.heapify(self.heap)
 
     # -- claiming keys -----------------------------------------------------------------
@@ -210,14 +209,22 @@ class WorkflowContext:
             pos = self.position
             self.position = pos + 1
             return pos
-        br = self._branch()
+        return self.claim(current_task(self.loop))
+
+    def claim(self, task: Any) -> Any:
+        """The next key of the branch running in ``task`` (async; the caller
+        checked for an interrupt or a park)."""
+        br = self.root
+        if br is None or br.task is not task:
+            br = self._branch(task)
         seq = br.seq
         br.seq = seq + 1
         self.progress += 1
         return seq if br.path is None else (br.path, seq)
 
-    def _branch(self) -> Branch:
-        task = current_task(self.loop)
+    def _branch(self, task: Any = None) -> Branch:
+        if task is None:
+            task = current_task(self.loop)
         br = _BRANCH.get()
         if br is None or br.ctx is not self:
             br = self.root
@@ -257,15 +264,14 @@ class WorkflowContext:
         self.root = Branch(self, None, asyncio.current_task())
         _BRANCH.set(self.root)
 
-    def row(self, key: Any) -> tuple[int, str | None, int | None]:
-        """(position, ident, dseq) of the row a live call at ``key`` writes."""
+    def row(self, key: Any) -> tuple[int, str | None]:
+        """(position, ident) of the row a live call at ``key`` writes: in an
+        async workflow positions follow submission (= delivery) order."""
         if not self.is_async:
-            return key, None, None
+            return key, None
         pos = self.position
         self.position = pos + 1
-        dseq = self.dseq
-        self.dseq = dseq + 1
-        return pos, (None if key == pos else encode_key(key)), dseq
+        return pos, (None if key == pos else encode_key(key))
 
     def child_id(self, key: Any) -> str:
         """The id of a child started at ``key`` (``<parent>/<position>`` for

@@ -21,7 +21,7 @@ from .. import _records as R
 from .. import errors
 from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
-from .context import _IN_STEP, WorkflowContext, current, workflow_context
+from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
 from .tasks import GuardedTask, current_task, run_guarded
 
 
@@ -121,8 +121,8 @@ def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: Ba
     else:
         err = seen = None
         raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, key), spec.decode, spec.identity)
-    pos, ident, dseq = ctx.row(key)
-    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, dseq, started)), decoded, seen
+    pos, ident = ctx.row(key)
+    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, started)), decoded, seen
 
 
 def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
@@ -164,6 +164,10 @@ async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, An
 def make_step(spec: StepSpec) -> Callable[..., Any]:
     """The callable users get from ``@engine.step``."""
 
+    fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
+    _now = time.time
+    inline_async = spec.plain and spec.is_async
+
     def step_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, spec.name)
@@ -189,33 +193,49 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         return seen
 
     async def step_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        recorded = ctx.replayed(key, spec.name)
-        if recorded is not None:
-            if ctx.pending:  # in the order it was delivered live
-                await ctx.turn(key)
-            return _replay(ctx, spec, recorded)
+        if ctx.recorded:
+            recorded = ctx.replayed(key, spec.name)
+            if recorded is not None:
+                if ctx.pending:  # in the order it was delivered live
+                    await ctx.turn(key)
+                return _replay(ctx, spec, recorded)
         if _crash.ARMED:
             _crash.hit("step.before_body")
-        started = time.time()
+        started = _now()
         task = current_task(ctx.loop)
-        token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
-        try:
-            if spec.plain and spec.is_async and type(task) is GuardedTask:
-                # The common case: the body runs right in the workflow's task,
-                # which holds back a cancel from its loop's shutdown meanwhile.
-                exc = None
-                task.in_body = True
-                try:
-                    value = await spec.fn(*args, **kwargs)
-                except Exception as e:
-                    value, exc = None, e
-                finally:
-                    task.in_body = False
-                stop = task.held
-            else:
+        if inline_async and type(task) is GuardedTask:
+            # The common case: the body runs right in the workflow's task,
+            # which holds back a cancel from its loop's shutdown meanwhile;
+            # its in_body flag also makes durable calls in the body plain.
+            exc = None
+            task.in_body = True
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as e:
+                value, exc = None, e
+            finally:
+                task.in_body = False
+            stop = task.held
+            if exc is None and not stop and not _crash.ARMED:
+                # The hot path, inlined (what _outcome does for a value).
+                if value is None:
+                    raw = seen = None
+                else:
+                    raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, key))
+                    seen = value if identity and type(value) in _IDENTITY else decode(raw)
+                pos = ctx.position
+                ctx.position = pos + 1
+                await ctx.journal.submit_async(Record(R.STEP, (
+                    ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started)))
+                if ctx.pending:
+                    await ctx.turn(key)
+                return seen
+        else:
+            token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
+            try:
                 (value, exc), stop = await run_guarded(_run_async(spec, args, kwargs))
-        finally:
-            _IN_STEP.reset(token)
+            finally:
+                _IN_STEP.reset(token)
         if _crash.ARMED:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, key, value, exc, started)
@@ -231,8 +251,6 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             raise err
         return seen
 
-    fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
-    _now = time.time
     plain = spec.plain and not spec.is_async
 
     @functools.wraps(spec.fn)
@@ -242,10 +260,21 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             # Outside a workflow a step is a plain call: nothing is journaled.
             return fn(*args, **kwargs)
         if ctx.is_async:
-            if _IN_STEP.get():
-                return fn(*args, **kwargs)  # inside a step body: the outer step covers it
             # Claim the key now, in call order, so asyncio.gather is deterministic.
-            return step_async(ctx, ctx.take_position(), args, kwargs)
+            task = current_task(ctx.loop)
+            br = ctx.root
+            if br is not None and br.task is task:  # the workflow's own task
+                if task.in_body:
+                    return fn(*args, **kwargs)  # inside a step body: the outer step covers it
+                if ctx.interrupt is None and ctx.parked is None and not ctx.pending:
+                    key = br.seq
+                    br.seq = key + 1
+                    return step_async(ctx, key, args, kwargs)
+            elif _IN_STEP.get() or getattr(task, "in_body", False):
+                return fn(*args, **kwargs)  # inside a step body: the outer step covers it
+            if ctx.interrupt is not None or ctx.parked is not None:
+                ctx.take_position()  # raises the interrupt or the park
+            return step_async(ctx, ctx.claim(task), args, kwargs)
         if ctx.in_step:
             return fn(*args, **kwargs)  # inside a step body: the outer step covers it
         pos = ctx.position
@@ -273,7 +302,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         else:
             raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
             seen = value if identity and type(value) in _IDENTITY else decode(raw)
-        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, None, started)))
+        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, started)))
         return seen
 
     call.__durably_step__ = spec  # type: ignore[attr-defined]

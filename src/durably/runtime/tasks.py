@@ -31,12 +31,13 @@ except ImportError:  # pragma: no cover - another asyncio
     _CURRENT = None
 
 
-def current_task(loop: Any) -> Any:
-    """``asyncio.current_task()`` for a known running loop: a dict lookup
-    (20 ns) instead of 230 ns; the hot async path calls it once per step."""
-    if type(_CURRENT) is dict:
-        return _CURRENT.get(loop)
+def _current_task(loop: Any) -> Any:
     return asyncio.current_task(loop)
+
+
+# ``asyncio.current_task()`` for a known running loop: a dict lookup (20 ns)
+# instead of 230 ns; the hot async path calls it twice per step.
+current_task = _CURRENT.get if type(_CURRENT) is dict else _current_task
 
 
 def _from_loop_shutdown() -> bool:

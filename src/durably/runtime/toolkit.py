@@ -148,8 +148,8 @@ class Toolkit:
             return self._codec.decoder(annotation)(recorded[0])
         value = make()
         raw = self._codec.encode(value, (name, name, ctx.workflow_id, pos))
-        row_pos, ident, dseq = ctx.row(pos)
-        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, dseq, None))
+        row_pos, ident = ctx.row(pos)
+        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, None))
         return value
 
     def _op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
@@ -255,8 +255,8 @@ class Toolkit:
             waiter = yield WAITER, None
             yield BLOCK, (waiter, wake)
         if ctx is not None and ctx.is_async:
-            pos, ident, dseq = ctx.row(mark)
-            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, dseq, None))
+            pos, ident = ctx.row(mark)
+            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, None))
 
     def sleep(self, seconds: float) -> None:
         """Sleep durably: inside a workflow the wake-up time is recorded, so
@@ -322,8 +322,8 @@ class Toolkit:
         if replaying:
             ctx.recorded.pop(key, None)
         else:
-            pos, ident, dseq = ctx.row(key)
-            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, dseq, None)))
+            pos, ident = ctx.row(key)
+            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, None)))
         return True
 
     def deprecate_patch(self, change: str) -> bool:

@@ -154,8 +154,8 @@ def fork(conn: apsw.Connection, source: str, new_id: str, start_step: int, execu
     conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)",
                  (new_id, row[0], row[1], executor))
     conn.execute(
-        "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at, recorded_at)"
-        " SELECT ?, position, name, output, error, ident, dseq, started_at, recorded_at FROM steps"
+        "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
+        " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
         " WHERE workflow_id = ? ORDER BY position LIMIT ?", (new_id, source, start_step))
     return encode_id(new_id)
 

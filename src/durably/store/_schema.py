@@ -104,9 +104,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # v4: replay under concurrency. In an async workflow a step is identified
     # by its task's branch and its index there (``ident``; NULL: the root
-    # task's call at this very position, as every older row), and ``dseq``
-    # orders the outcomes as they were delivered, so a replay delivers them
-    # in the same order (see runtime/context.py).
+    # task's call at this very position, as every older row). In an async
+    # workflow a row's position is the order outcomes were delivered, so a
+    # replay delivers them in the same order (see runtime/context.py).
     #
     # Also: when a step body started (introspection); a terminal status for
     # workflows that exceeded their recovery attempts, with the count and the
@@ -115,7 +115,6 @@ MIGRATIONS: tuple[str, ...] = (
     # (``seq``); runtime schedule state; idempotency keys of client sends.
     """
     ALTER TABLE steps ADD COLUMN ident TEXT;
-    ALTER TABLE steps ADD COLUMN dseq INTEGER;
     ALTER TABLE steps ADD COLUMN started_at REAL;
 
     CREATE TABLE workflows_v4 (

@@ -46,8 +46,8 @@ from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._ops import OPS, READS
 from ._tx import Tx, authorizer
 
-_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_WORKFLOW = (
     "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor)"
     " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
@@ -66,8 +66,8 @@ _LONE_STEP = f"BEGIN IMMEDIATE; {_INSERT_STEP}; COMMIT"
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
 # batch of 512 rows costs 1 statement instead of 512 round trips.
 _CHUNK_MAX = 256
-_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
-_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, dseq, started_at) VALUES "
+_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
+_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at) VALUES "
                + ", ".join([_STEP_VALUES] * n) for n in (2 ** k for k in range(1, 9))}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
@@ -465,8 +465,8 @@ class Store:
             else:
                 rec.result = None
             if nested:
-                wid, (pos, ident, dseq), step_name, output = parent_step
-                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, dseq, None))
+                wid, (pos, ident), step_name, output = parent_step
+                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None))
                 conn.execute("RELEASE start")
         except RECORD_ERRORS as exc:
             if nested:
@@ -490,8 +490,8 @@ class Store:
                 rec.result = R.NOTHING
             else:
                 if workflow_id is not None:
-                    pos, ident, dseq = row
-                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq, None))
+                    pos, ident = row
+                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
                 rec.result = (output, error)
             conn.execute("RELEASE op")
         except RECORD_ERRORS as exc:
@@ -500,7 +500,7 @@ class Store:
             rec.error = map_error(exc, self.path)
 
     def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, (pos, ident, dseq), name, body = rec.params
+        workflow_id, (pos, ident), name, body = rec.params
         conn.execute("SAVEPOINT tx")
         tx = Tx(conn)
         conn.authorizer = authorizer
@@ -525,7 +525,7 @@ class Store:
             conn.execute("ROLLBACK TO tx")
         try:
             if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, dseq, None))
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
                 rec.result = (output, error)
         except RECORD_ERRORS as exc:
             conn.execute("ROLLBACK TO tx")
@@ -579,9 +579,9 @@ class Store:
 
     def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """A workflow's journal, in call order: (position, name, output,
-        error, ident, dseq, recorded_at)."""
+        error, ident)."""
         return self.query(
-            "SELECT position, name, output, error, ident, dseq, recorded_at FROM steps"
+            "SELECT position, name, output, error, ident FROM steps"
             " WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
