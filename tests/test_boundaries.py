@@ -920,10 +920,10 @@ def test_an_unexpected_error_applying_one_record_fails_that_record_alone(make_en
     engine = make_engine()
     real_send = _ops.OPS["send"]
 
-    def send(conn: Any, dest: str, topic: Any, payload: Any) -> None:
+    def send(conn: Any, dest: str, topic: Any, *rest: Any) -> Any:
         if topic == "boom":
             raise RuntimeError("a bug in one record's handler")
-        real_send(conn, dest, topic, payload)
+        return real_send(conn, dest, topic, *rest)
 
     monkeypatch.setitem(_ops.OPS, "send", send)
 
