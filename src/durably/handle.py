@@ -97,7 +97,8 @@ class StepInfo:
     error: Any
     recorded_at: float  # when its outcome was recorded (the step's end)
     started_at: float | None = None  # when its body started (steps; None for toolkit calls)
-    input: Any = None  # the inputs of a child workflow started here; step arguments are not journaled
+    # Step arguments are not journaled (only outcomes are): a child's inputs
+    # are in its own WorkflowInfo (the "start:" step's output is its id).
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> "StepInfo":
