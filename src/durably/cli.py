@@ -1,25 +1,54 @@
-"""The ``durably`` command line: the demo, and a first look at a database."""
+"""The ``durably`` command line: the demo, and a first look at a database.
+
+Conventions: bad input (an unknown workflow id, a bad ``--status``, a file
+that is not a durably database) prints one line on stderr and exits 2;
+output piped into a command that stops reading (``| head``) ends quietly;
+every string read from the database is printed with its control
+characters escaped, so a stored id cannot drive the operator's terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import Any
 
 from . import demo
 from .errors import DurablyError
+
+STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+
+
+def shown(value: Any) -> str:
+    """``value`` as text for a terminal: control characters (C0, DEL, C1)
+    and lone surrogates escaped as ``\\xNN``/``\\uNNNN``."""
+    text = "" if value is None else str(value)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+                       if ord(ch) < 0x10000 else ch)
+    return "".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="durably", description="durable workflows on SQLite")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run a batch of workflows, SIGKILL the worker, recover, report")
-    p.add_argument("--db", default="durably-demo.db", help="database file (recreated)")
+    p.add_argument("--db", default="durably-demo.db",
+                   help="database file (recreated if it is an earlier demo's; any other file is refused)")
+    p.add_argument("--force", action="store_true", help="replace --db even if it is not an earlier demo's")
     p.add_argument("--orders", type=int, default=5000)
     p.add_argument("--kill-at", type=float, default=0.4, help="fraction of steps done when the worker is killed")
     p.add_argument("--worker", metavar="DB", help=argparse.SUPPRESS)
     p = sub.add_parser("list", help="list workflows in a database")
     p.add_argument("db")
-    p.add_argument("--status")
+    p.add_argument("--status", choices=STATUSES)
     p.add_argument("--limit", type=int, default=50)
     p = sub.add_parser("steps", help="show the recorded steps of one workflow")
     p.add_argument("db")
@@ -33,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker:
             demo.worker(args.worker, args.orders)
             return 0
-        return demo.main(args.db, args.orders, args.kill_at)
+        return demo.main(args.db, args.orders, args.kill_at, force=args.force)
     if args.command == "accept-wal-loss":
         from .store import accept_wal_loss
 
@@ -58,10 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             for row in store.list_workflows(args.status, None, args.limit):
                 info = WorkflowInfo.from_row(row)
-                print(f"{info.workflow_id}\t{info.status}\t{info.name}\t{info.parked or ''}")
+                print("\t".join(shown(v) for v in (info.workflow_id, info.status, info.name, info.parked)))
         else:
+            if store.get_workflow(args.workflow_id) is None:
+                print(f"durably: no workflow with id {shown(args.workflow_id)!r} in {args.db}", file=sys.stderr)
+                return 2
             for step in (StepInfo.from_row(r) for r in store.step_rows(args.workflow_id)):
-                print(f"{step.position}\t{step.name}\t{step.output if step.error is None else 'ERROR ' + step.error}")
+                outcome = step.output if step.error is None else "ERROR " + str(step.error)
+                print("\t".join(shown(v) for v in (step.position, step.name, outcome)))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader stopped (``| head``): end quietly, as cat and grep do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     finally:
         store.close(clean=False)
     return 0

@@ -107,9 +107,29 @@ def worker(path: str, orders: int) -> None:
         asyncio.run(run_all())
 
 
-def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4) -> int:
+def _made_by_the_demo(path: str) -> bool:
+    """Whether ``path`` is a durably database an earlier demo run made (every
+    workflow in it is one of the demo's): the only kind the demo replaces."""
+    from .store import Store
+
+    store = Store(path)
+    try:
+        store.open_readonly()
+        names = {r[0] for r in store.query("SELECT DISTINCT name FROM workflows")}
+    except durably.DurablyError:
+        return False
+    finally:
+        store.close(clean=False)
+    return bool(names) and all(n.startswith("demo.") for n in names)
+
+
+def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4, force: bool = False) -> int:
+    if os.path.lexists(path) and not force and not _made_by_the_demo(path):
+        print(f"durably demo: {path} exists and is not a database an earlier demo made; the demo replaces only "
+              "its own files. Choose another --db, or pass --force to replace it", file=sys.stderr)
+        return 2
     for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
+        if os.path.lexists(path + suffix):
             os.remove(path + suffix)
     total = orders * STEPS_PER_ORDER
     print(f"durably demo ({durably.IMPLEMENTATION} journal): {orders} order workflows x {STEPS_PER_ORDER} steps "

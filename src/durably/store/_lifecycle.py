@@ -69,10 +69,15 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
     return None
 
 
+def immutable_uri(path: str) -> str:
+    """A URI reading ``path`` alone: no locks, no -wal, no -shm created."""
+    return f"file:{quote(os.path.abspath(path))}?immutable=1"
+
+
 def _marked_open(path: str, vfs: str | None) -> bool:
     """The crash mark, read from the main file alone without creating any
     file (``immutable``: no locks, no -wal, no -shm; there is no -wal)."""
-    uri = f"file:{quote(os.path.abspath(path))}?immutable=1"
+    uri = immutable_uri(path)
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     try:
         conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)

@@ -128,6 +128,13 @@ class Store:
             return
         if os.path.isdir(self.path):
             raise errors.CantOpenError(f"database path {self.path!r} is a directory", path=self.path)
+        if os.path.islink(self.path) and not os.path.exists(self.path):
+            # Creating the file would replace the link with a regular file
+            # (the new database is renamed into place): refuse instead.
+            raise errors.CantOpenError(
+                f"database path {self.path!r} is a symbolic link to {os.readlink(self.path)!r}, which does not "
+                "exist; create the target's directory or point the link at a database (durably follows a "
+                "link to an existing file)", path=self.path)
         if not os.path.exists(self.path):
             try:
                 _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
@@ -149,12 +156,19 @@ class Store:
 
     def open_readonly(self) -> None:
         """Open for inspection only (the CLI): one read-only connection, no
-        migration, no open mark, nothing written. Refuses foreign or newer files."""
+        migration, no open mark, nothing written, no file left behind (a
+        file without a -wal, closed cleanly or never opened, is read as it
+        is, immutable: SQLite then creates no -wal or -shm). Refuses foreign
+        or newer files."""
         if is_memory(self.path) or not os.path.isfile(self.path):
             raise errors.CantOpenError(f"no database file at {self.path!r}", path=self.path)
         try:
             extra = {"vfs": self.vfs} if self.vfs else {}
-            conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
+            if os.path.exists(self.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
+                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
+            else:
+                conn = apsw.Connection(_lifecycle.immutable_uri(self.path),
+                                       flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, **extra)
             app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
