@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable
 
 import apsw
 
 from .. import errors
 from ._errors import FATAL_ERRORS, map_error
+from ._schema import MIGRATIONS
 
 # Statements a transaction step may not run: its SQL lives inside the
 # writer's batch transaction, so ending or nesting transactions would commit
@@ -20,16 +22,52 @@ _DENIED_ACTIONS = {
     apsw.SQLITE_PRAGMA,
 }
 _WRITES = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE}
-_ENGINE_TABLES = {"workflows", "steps"}
-_DDL_ON_ENGINE = {apsw.SQLITE_DROP_TABLE, apsw.SQLITE_ALTER_TABLE, apsw.SQLITE_DROP_INDEX}
+# DDL whose second argument is the table it attaches to (an index, a trigger)
+_ON_TABLE = {apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TEMP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
+             apsw.SQLITE_CREATE_TEMP_TRIGGER, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_DROP_TEMP_INDEX,
+             apsw.SQLITE_DROP_TRIGGER, apsw.SQLITE_DROP_TEMP_TRIGGER}
+# DDL whose first argument names the object created or dropped
+_NAMING = {apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_CREATE_VIEW,
+           apsw.SQLITE_CREATE_TEMP_VIEW, apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DROP_TEMP_TABLE,
+           apsw.SQLITE_DROP_VIEW, apsw.SQLITE_DROP_TEMP_VIEW, apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE}
+
+
+@functools.cache
+def engine_objects() -> tuple[frozenset[str], frozenset[str]]:
+    """(durably's tables, every durably object: tables, indexes, triggers),
+    derived from the schema itself (the migrations run on an empty
+    in-memory database), so a table added by a new migration is protected
+    without anyone listing it here."""
+    conn = apsw.Connection(":memory:")
+    try:
+        for script in MIGRATIONS:
+            conn.execute(script)
+        rows = list(conn.execute("SELECT type, lower(name) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'"))
+    finally:
+        conn.close()
+    tables = frozenset(name for kind, name in rows if kind == "table")
+    return tables, frozenset(name for _kind, name in rows)
 
 
 def authorizer(action: int, p1: str | None, p2: str | None, dbname: str | None, trigger: str | None) -> int:
-    """Deny transaction control and writes to durably's own tables."""
+    """What a transaction step's SQL may do: anything on its own tables;
+    on durably's, read only. Denied: transaction control, PRAGMA, ATTACH;
+    any write to a durably table; dropping or altering one of its tables,
+    indexes or triggers; an index or a trigger (TEMP too) on its tables; a
+    table, view or virtual table (TEMP too) named like one of its objects,
+    which would shadow it for the engine's own SQL."""
     if action in _DENIED_ACTIONS:
         return apsw.SQLITE_DENY
-    if (action in _WRITES or action in _DDL_ON_ENGINE) and p1 in _ENGINE_TABLES:
-        return apsw.SQLITE_DENY
+    tables, objects = engine_objects()
+    if action in _WRITES:
+        return apsw.SQLITE_DENY if p1 is not None and p1.lower() in tables else apsw.SQLITE_OK
+    if action in _ON_TABLE:
+        hit = (p2 is not None and p2.lower() in tables) or (p1 is not None and p1.lower() in objects)
+        return apsw.SQLITE_DENY if hit else apsw.SQLITE_OK
+    if action in _NAMING:
+        return apsw.SQLITE_DENY if p1 is not None and p1.lower() in objects else apsw.SQLITE_OK
+    if action == apsw.SQLITE_ALTER_TABLE:  # (database, table)
+        return apsw.SQLITE_DENY if p2 is not None and p2.lower() in tables else apsw.SQLITE_OK
     return apsw.SQLITE_OK
 
 
@@ -72,8 +110,9 @@ class Tx:
             return call()
         except apsw.AuthError as exc:
             raise errors.UsageError(
-                "a transaction step may not run BEGIN/COMMIT/SAVEPOINT, PRAGMA, ATTACH, "
-                f"or write durably's own tables ({exc})"
+                "a transaction step may not run BEGIN/COMMIT/SAVEPOINT, PRAGMA or ATTACH, write, drop or "
+                "alter durably's tables, indexes and triggers, put an index or a trigger on them, or create "
+                f"an object named like one of them ({exc})"
             ) from exc
         except FATAL_ERRORS as exc:
             self._fatal = map_error(exc, "")
