@@ -117,6 +117,12 @@ class JsonCodec(Codec):
     def encode(self, value: Any, where: Where) -> str:
         try:
             return self._encoder.encode(value).decode()
+        except RecursionError as exc:  # a cyclic value, or one nested past msgspec's limit
+            type_name = _qualname(type(value))
+            where = describe(where)
+            raise errors.SerializationError(
+                f"{where}: cannot encode a value of type {type_name} as JSON: it is cyclic or nested "
+                f"too deeply ({exc})", where=where, type_name=type_name) from exc
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
             type_name = _qualname(type(value))
             where = describe(where)

@@ -233,7 +233,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
-        self._store.open()
+        self._store.open(self._codec.name)
         self._journal = Journal(self._store.flush)
         self._journal.start()
         self._start_pool()

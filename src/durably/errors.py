@@ -47,6 +47,7 @@ __all__ = [
     "NotADatabaseError",
     "DatabaseCorruptError",
     "WalMissingError",
+    "CodecMismatchError",
     "DiskFullError",
     "DiskIOError",
     "DatabaseBusyError",
@@ -240,6 +241,13 @@ class DatabaseCorruptError(StorageError):
 class WalMissingError(DatabaseCorruptError):
     """The -wal file of a database that was not closed cleanly is gone:
     committed transactions it held would be silently lost, so durably refuses."""
+
+
+class CodecMismatchError(StorageError):
+    """The database was written with another values codec (``codec=``) than
+    the engine opening it: refused at open, nothing read or written."""
+
+    _fields = ("path", "stored", "requested")
 
 
 class DiskFullError(StorageError):

@@ -144,6 +144,20 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
             )
 
 
+def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
+    """Record the values codec at the first open; refuse another one later
+    (JSON text decoded as pickle, or the reverse, would fail every pending
+    workflow)."""
+    stored = conn.execute("SELECT value FROM engine_state WHERE key = 'codec'").get
+    if stored is None:
+        conn.execute("INSERT INTO engine_state (key, value) VALUES ('codec', ?) ON CONFLICT (key) DO NOTHING",
+                     (codec,))
+    elif stored != codec:
+        raise errors.CodecMismatchError(
+            f"{path!r} holds values written with codec={stored!r}; open it with "
+            f"durably.Engine(..., codec={stored!r}), not {codec!r}", path=path, stored=stored, requested=codec)
+
+
 def mark_open(conn: apsw.Connection) -> None:
     """Mark the (migrated) file open, so a crash is told from a clean close."""
     conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")

@@ -114,17 +114,22 @@ class Store:
 
     # -- lifecycle -------------------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, codec: str | None = None) -> None:
         """Open the connections and create or migrate the schema (atomic).
 
         Refuses damaged files with a typed error before anything is written:
         an empty file, a crashed database whose -wal is gone, one failing
         ``quick_check`` (after a crash, or always with ``check="always"``).
+        ``codec``: the values codec the engine uses; the first open records
+        it, a later open with another one is refused (CodecMismatchError)
+        before anything is read or written.
         """
         memory = is_memory(self.path)
         if memory:
             self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
             self._migrate(self._writer)
+            if codec is not None:
+                _lifecycle.check_codec(self._writer, self.path, codec)
             return
         if os.path.isdir(self.path):
             raise errors.CantOpenError(f"database path {self.path!r} is a directory", path=self.path)
@@ -145,6 +150,8 @@ class Store:
         try:
             _lifecycle.vet(self._writer, self.path, wal_size, self.check)
             self._migrate(self._writer)
+            if codec is not None:
+                _lifecycle.check_codec(self._writer, self.path, codec)
             _lifecycle.mark_open(self._writer)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
         except apsw.Error as exc:

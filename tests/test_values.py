@@ -1,0 +1,66 @@
+"""Values that cannot be stored get a typed error naming where they came
+from, and a database is only ever read with the codec that wrote it."""
+
+from __future__ import annotations
+
+import pytest
+
+import durably
+from durably import errors
+
+
+@pytest.mark.parametrize("first,second", [("pickle", "json"), ("json", "pickle")])
+def test_a_database_is_refused_with_another_codec_than_it_was_written_with(db_path, first: str, second: str) -> None:
+    engine = durably.Engine(db_path, codec=first)
+
+    @engine.workflow(name="wait")
+    def wait() -> str:
+        return engine.recv("go", timeout=3600)
+
+    with engine:
+        engine.start(wait, workflow_id="pending")
+    other = durably.Engine(db_path, codec=second)
+
+    @other.workflow(name="wait")
+    def wait2() -> str:
+        return other.recv("go", timeout=3600)
+
+    with pytest.raises(errors.CodecMismatchError) as exc:
+        other.open()
+    assert exc.value.stored == first and exc.value.requested == second
+    again = durably.Engine(db_path, codec=first)  # nothing changed: the right codec still opens it
+
+    @again.workflow(name="wait")
+    def wait3() -> str:
+        return again.recv("go", timeout=3600)
+
+    with again:
+        again.send("pending", "now", topic="go")
+        assert again.handle("pending").result(timeout=10) == "now"
+
+
+def test_cyclic_and_deeply_nested_values_raise_serialization_error_naming_the_argument_or_step(make_engine) -> None:
+    engine = make_engine()
+    cyclic: list = []
+    cyclic.append(cyclic)
+    deep: list = []
+    for _ in range(1000):
+        deep = [deep]
+
+    @engine.step(name="makes_a_cycle")
+    def makes_a_cycle() -> list:
+        return cyclic
+
+    @engine.workflow(name="w")
+    def w(x: list) -> str:
+        try:
+            makes_a_cycle()
+        except errors.SerializationError as exc:
+            return str(exc)
+        return "stored?"
+
+    with engine:
+        for bad in (cyclic, deep):
+            with pytest.raises(errors.SerializationError, match="inputs of workflow 'w'"):
+                engine.start(w, bad)
+        assert "makes_a_cycle" in engine.run(w, [1])
