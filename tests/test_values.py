@@ -64,3 +64,54 @@ def test_cyclic_and_deeply_nested_values_raise_serialization_error_naming_the_ar
             with pytest.raises(errors.SerializationError, match="inputs of workflow 'w'"):
                 engine.start(w, bad)
         assert "makes_a_cycle" in engine.run(w, [1])
+
+
+class TwoArgs(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+class HasDefault(Exception):
+    def __init__(self, code: int = 404) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+
+
+def test_exceptions_come_back_with_their_type_args_and_attributes(make_engine, db_path) -> None:
+    def build(engine: durably.Engine) -> None:
+        @engine.step(name="two")
+        def two() -> None:
+            raise TwoArgs(500, "boom")
+
+        @engine.step(name="default")
+        def default() -> None:
+            raise HasDefault(404)
+
+        @engine.workflow(name="w")
+        def w() -> list:
+            seen = []
+            for step in (two, default):
+                try:
+                    step()
+                except Exception as exc:
+                    seen.append((type(exc).__name__, exc.args, getattr(exc, "code", None), str(exc)))
+            engine.recv("go", timeout=3600)
+            return seen
+
+    engine = make_engine()
+    build(engine)
+    want = [["TwoArgs", [500, "boom"], 500, "(500, 'boom')"], ["HasDefault", ["code 404"], 404, "code 404"]]
+    with engine:
+        engine.start("w", workflow_id="w1")
+        import time
+        deadline = time.monotonic() + 10
+        while len(engine.steps("w1")) < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    again = make_engine()
+    build(again)
+    with again:  # replayed: the recorded errors, rebuilt
+        again.send("w1", "go", topic="go")
+        assert again.handle("w1").result(timeout=10) == want

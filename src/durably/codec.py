@@ -194,8 +194,13 @@ def get_codec(name: str) -> Codec:
 _error_encoder = msgspec.json.Encoder()
 
 
+_ENCODE_FAILURES = (TypeError, msgspec.EncodeError, OverflowError, ValueError, RecursionError)
+
+
 def encode_error(exc: BaseException) -> str:
-    """A JSON description of an exception: type, message, args, fields."""
+    """A JSON description of an exception: type, message, args, and its
+    attributes (``__dict__``), so that it is rebuilt as it was, without
+    calling its constructor (whose signature may not match its args)."""
     doc: dict[str, Any] = {"type": _qualname(type(exc)), "message": str(exc)}
     if isinstance(exc, errors.DurablyError):
         fields = {name: getattr(exc, name, None) for name in exc._fields}
@@ -203,25 +208,41 @@ def encode_error(exc: BaseException) -> str:
         doc["fields"] = fields
     else:
         doc["args"] = list(exc.args)
+        state = {k: v for k, v in getattr(exc, "__dict__", {}).items() if not k.startswith("__")}
+        if state:
+            doc["state"] = state
     try:
         return _error_encoder.encode(doc).decode()
-    except (TypeError, msgspec.EncodeError, OverflowError, ValueError):
+    except _ENCODE_FAILURES:
+        # Something in it is not JSON: keep what is certain (type, message,
+        # args as text); it comes back as StepFailedError (``exact`` false).
         doc.pop("fields", None)
-        doc["args"] = [str(exc)]
+        doc.pop("state", None)
+        doc["args"] = [str(a) for a in getattr(exc, "args", ())] or [str(exc)]
+        doc["inexact"] = True
         return _error_encoder.encode(doc).decode()
 
 
 def decode_error(raw: Any) -> BaseException:
-    """Rebuild a stored exception; :class:`StepFailedError` if its type is gone."""
+    """Rebuild a stored exception as it was: its class (looked up among
+    imported modules), its args and its attributes, without calling its
+    constructor. Falls back to :class:`StepFailedError` (carrying the type
+    name, message and args) when the class is gone or the exception could
+    not be stored exactly; never an object with wrong attributes."""
     doc = msgspec.json.decode(raw)
     type_name = doc.get("type", "")
     args = doc.get("args", [])
     cls = _import_qualname(type_name)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if isinstance(cls, type) and issubclass(cls, Exception) and not doc.get("inexact"):
         try:
             if issubclass(cls, errors.DurablyError):
                 return cls(*args[:1], **(doc.get("fields") or {}))
-            return cls(*args)
+            exc = cls.__new__(cls, *args)  # BaseException.__new__ sets args; __init__ is not run
+            exc.args = tuple(args)
+            state = doc.get("state")
+            if state:
+                exc.__dict__.update(state)
+            return exc
         except Exception:
             pass
     return errors.StepFailedError(f"{type_name}: {doc.get('message', '')}", type_name=type_name, args=args)
