@@ -115,3 +115,23 @@ def test_exceptions_come_back_with_their_type_args_and_attributes(make_engine, d
     with again:  # replayed: the recorded errors, rebuilt
         again.send("w1", "go", topic="go")
         assert again.handle("w1").result(timeout=10) == want
+
+
+def test_a_user_chosen_id_can_never_be_a_childs_generated_id(make_engine) -> None:
+    engine = make_engine()
+
+    @engine.workflow(name="child")
+    def child(x: int) -> int:
+        return x
+
+    @engine.workflow(name="order")
+    def order() -> int:
+        return child(7)
+
+    with engine:
+        for reserved in ("order/0", "a/b/12", "order/0#1", "order/1.2#0"):
+            with pytest.raises(errors.InvalidNameError, match="reserved"):
+                engine.start(child, 99, workflow_id=reserved)
+        assert engine.run(order, workflow_id="order") == 7  # its child is order/0, and only its own
+        assert engine.handle("order/0").result() == 7
+        engine.run(child, 1, workflow_id="order/v0")  # other shapes are fine

@@ -41,3 +41,21 @@ def check_name(value: Any, what: str) -> str:
 
 def check_optional(value: Any, what: str) -> str | None:
     return None if value is None else check_name(value, what)
+
+
+# The ids durably generates for children: "<parent>/<index>" and
+# "<parent>/<branch>#<index>". A user-chosen id of that shape could be the id
+# of another workflow's child (the parent would get that workflow's result),
+# so it is reserved.
+_CHILD_SHAPE = re.compile(r"/(\d+|\d+(\.\d+)*#\d+)$")
+
+
+def check_workflow_id(value: Any, what: str = "workflow_id") -> str:
+    """A user-chosen workflow id: a name, and not in the child-id namespace."""
+    wid = check_name(value, what)
+    if _CHILD_SHAPE.search(wid):
+        raise errors.InvalidNameError(
+            f"{what} {wid[:80]!r} ends like the id durably gives a child workflow ('<parent>/<n>' or "
+            "'<parent>/<branch>#<n>'), which is reserved so that a child can never be another workflow; "
+            "use another separator (e.g. 'order-0' or 'order/n0')", what=what)
+    return wid

@@ -20,7 +20,7 @@ from . import _crash
 from . import _records as R
 from . import errors
 from ._ids import new_id
-from ._names import check_name
+from ._names import check_name, check_workflow_id
 from .codec import decode_error, encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
@@ -370,7 +370,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._check_open()
         spec = self._spec(workflow)
         if workflow_id is not None:
-            check_name(workflow_id, "workflow_id")
+            check_workflow_id(workflow_id)
         timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
         deadline = None if timeout is None else self._clock.now() + timeout
         return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
@@ -557,7 +557,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             raise errors.UnknownWorkflowError(
                 f"workflow {workflow_id!r} runs {row[1]!r}, which is not registered with this engine",
                 workflow_id=workflow_id, name=row[1])
-        new = check_name(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
+        new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
         rec = Record(R.OP, (None, None, "fork", "fork", (workflow_id, new, start_step, self.executor_id,
                                                          lambda i: self._codec.encode(i, "workflow id"))))
         self._journal.submit(rec)
