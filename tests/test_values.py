@@ -135,3 +135,46 @@ def test_a_user_chosen_id_can_never_be_a_childs_generated_id(make_engine) -> Non
         assert engine.run(order, workflow_id="order") == 7  # its child is order/0, and only its own
         assert engine.handle("order/0").result() == 7
         engine.run(child, 1, workflow_id="order/v0")  # other shapes are fine
+
+
+def test_nan_and_infinity_are_refused_by_the_json_codec_and_kept_by_pickle(make_engine, tmp_path) -> None:
+    import math
+
+    engine = make_engine()
+
+    @engine.step(name="floats")
+    def floats() -> list:
+        return [math.nan, math.inf, -math.inf]
+
+    @engine.step(name="typed")
+    def typed() -> float:
+        return math.nan
+
+    @engine.workflow(name="w")
+    def w(x: float) -> list:
+        out = []
+        for step in (floats, typed):
+            try:
+                out.append(step())
+            except errors.SerializationError as exc:
+                out.append(str(exc).split(":")[0])
+        return out
+
+    with engine:
+        with pytest.raises(errors.SerializationError, match="NaN or infinity"):
+            engine.start(w, math.nan)
+        out = engine.run(w, 1.0)
+        assert "step 'floats'" in out[0] and "step 'typed'" in out[1]  # a typed error naming each step
+    pickled = durably.Engine(str(tmp_path / "p.db"), codec="pickle")
+
+    @pickled.step(name="floats")
+    def pfloats() -> list:
+        return [math.nan, math.inf, -math.inf]
+
+    @pickled.workflow(name="pw")
+    def pw() -> list:
+        return pfloats()
+
+    with pickled:
+        got = pickled.run(pw)
+        assert math.isnan(got[0]) and got[1:] == [math.inf, -math.inf]

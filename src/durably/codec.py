@@ -13,7 +13,9 @@ Errors are always stored as JSON descriptions, whatever the codec.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import math
 import pickle
 import typing
 from typing import Any, Callable
@@ -116,7 +118,7 @@ class JsonCodec(Codec):
 
     def encode(self, value: Any, where: Where) -> str:
         try:
-            return self._encoder.encode(value).decode()
+            text = self._encoder.encode(value).decode()
         except RecursionError as exc:  # a cyclic value, or one nested past msgspec's limit
             type_name = _qualname(type(value))
             where = describe(where)
@@ -133,6 +135,16 @@ class JsonCodec(Codec):
                 "codec='pickle'",
                 where=where, type_name=type_name,
             ) from exc
+        # JSON has no NaN or infinity: msgspec writes them as null, which would
+        # silently turn the value into another one. Refuse them instead (only
+        # a text holding "null" can hold one, so the walk is rare).
+        if "null" in text and _non_finite(value, 0):
+            where = describe(where)
+            raise errors.SerializationError(
+                f"{where}: a float NaN or infinity cannot be stored as JSON (it would come back as None); "
+                "store it as a string, or open the Engine with codec='pickle'",
+                where=where, type_name="float")
+        return text
 
     def decoder(self, annotation: Any) -> Decoder:
         if annotation is _ANY or annotation is inspect.Signature.empty:
@@ -246,6 +258,27 @@ def decode_error(raw: Any) -> BaseException:
         except Exception:
             pass
     return errors.StepFailedError(f"{type_name}: {doc.get('message', '')}", type_name=type_name, args=args)
+
+
+def _non_finite(value: Any, depth: int) -> bool:
+    """Whether ``value`` holds a float NaN or infinity (containers,
+    dataclasses and msgspec Structs walked; deeper than JSON nests, no)."""
+    if depth > 200:
+        return False
+    if type(value) is float or isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (str, bytes, int)) or value is None:
+        return False
+    if isinstance(value, dict):
+        return any(_non_finite(k, depth + 1) or _non_finite(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_non_finite(v, depth + 1) for v in value)
+    fields = getattr(value, "__struct_fields__", None)
+    if fields is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f.name for f in dataclasses.fields(value)]
+    if fields:
+        return any(_non_finite(getattr(value, f, None), depth + 1) for f in fields)
+    return False
 
 
 def _qualname(cls: type) -> str:
