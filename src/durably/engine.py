@@ -56,6 +56,12 @@ CLOSE_GRACE = 30.0
 MAX_RECOVERY_ATTEMPTS = 100
 
 
+def _positive(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise errors.UsageError(f"{what} must be a number of seconds > 0, not {value!r}")
+    return float(value)
+
+
 def _not_a_step_yet(fn: Callable[..., Any]) -> None:
     """``@step`` over ``@transaction`` (or the reverse, or twice) would journal
     one call as two steps: refused."""
@@ -104,13 +110,15 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
     """
 
     def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
-                 vfs: str | None = None, check: str = "auto", clock: Clock | None = None) -> None:
+                 vfs: str | None = None, check: str = "auto", clock: Clock | None = None,
+                 transaction_timeout: float = 10.0) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         Scheduler.__init__(self, workers)
         Toolkit.__init__(self)
         self.path = path
         self._store = Store(path, synchronous, vfs, check)
+        self._store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
         # This engine, as recorded on the workflows it runs (introspection).
         self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self._store.executor = self.executor_id
@@ -198,20 +206,24 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
         return register
 
-    def transaction(self, name: str | None = None) -> Callable[[F], F]:
+    def transaction(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[F], F]:
         """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
 
         Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
         commits exactly once together with its outcome record. Keep it short:
-        it holds the writer.
+        it holds the writer for everyone. ``timeout`` (default: the engine's
+        ``transaction_timeout``, 10 s): SQLite interrupts its SQL after that
+        long, and so do ``cancel()`` of its workflow and ``close()``; the
+        step's outcome is then TransactionTimeoutError, its SQL undone.
         """
         if callable(name):
             return self.transaction()(name)
+        budget = None if timeout is None else _positive(timeout, "transaction timeout")
 
         def register(fn: F) -> F:
             _not_a_step_yet(fn)
             spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, 0, 2.0, 0.0, 0.0)
-            return make_transaction(spec)  # type: ignore[return-value]
+            return make_transaction(spec, budget)  # type: ignore[return-value]
 
         return register
 
@@ -272,6 +284,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if not self._open:
             return []
         self._closing = True
+        self._store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
         self._disarm_deadlines()
         self._stop_queues()
         self._stop_schedules()
@@ -527,6 +540,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 ctx = self._active.get(wid)
                 if ctx is not None:
                     stop(ctx, errors.WorkflowCancelled(wid))
+                    self._store.interrupt_tx(wid)  # a transaction step running now ends at once
         why = None if reason is None else encode_error(errors.WorkflowCancelledError(reason, workflow_id=workflow_id))
         for wid in ids:
             self._journal.submit(Record(R.SQL, (

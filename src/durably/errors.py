@@ -40,6 +40,7 @@ __all__ = [
     "WorkflowParkedError",
     "MaxRecoveryAttemptsExceededError",
     "StepTimeoutError",
+    "TransactionTimeoutError",
     "WorkflowInterruptedError",
     "StepFailedError",
     "StorageError",
@@ -197,6 +198,14 @@ class MaxRecoveryAttemptsExceededError(DurablyError):
 class StepTimeoutError(DurablyError, TimeoutError):
     """An async step's body ran past its ``timeout``: it was cancelled, and
     this is its recorded outcome (its retry policy applies first)."""
+
+    _fields = ("step", "timeout")
+
+
+class TransactionTimeoutError(DurablyError, TimeoutError):
+    """A transaction step's SQL ran past its time budget (or its workflow was
+    cancelled, or the engine closed, while it ran): SQLite interrupted it,
+    its SQL is undone, and this is its recorded outcome."""
 
     _fields = ("step", "timeout")
 

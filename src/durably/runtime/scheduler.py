@@ -222,6 +222,7 @@ class Scheduler:
 
     def _finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         wid = ctx.workflow_id
+        self._store.tx_done(wid)
         with self._lock:
             if self._active.get(wid) is ctx:
                 del self._active[wid]

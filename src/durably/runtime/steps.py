@@ -312,7 +312,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
 # -- transaction steps ------------------------------------------------------------
 
 
-def make_transaction(spec: StepSpec) -> Callable[..., Any]:
+def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[..., Any]:
     """The callable users get from ``@engine.transaction``.
 
     The body runs on the journal's writer thread inside the batch transaction,
@@ -347,6 +347,7 @@ def make_transaction(spec: StepSpec) -> Callable[..., Any]:
             box.append(decoded)
             return raw, None
 
+        body.timeout = timeout  # type: ignore[attr-defined]  # None: the engine's budget
         return body
 
     def finish(rec: Record, box: list[Any]) -> Any:

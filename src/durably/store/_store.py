@@ -74,6 +74,10 @@ _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id
 _WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
                      " AND q.started_at IS NULL AND q.done = 0)")
 log = logging.getLogger("durably")
+# A transaction step's SQL may run this long (seconds) by default; it holds
+# the writer meanwhile. SQLite checks every _PROGRESS_STEPS VM instructions.
+TX_BUDGET = 10.0
+_PROGRESS_STEPS = 10_000
 # Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
@@ -107,7 +111,11 @@ class Store:
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
         self._failed: errors.StorageError | None = None
-        self._closing = False  # set by close(): a busy wait gives up
+        self._closing = False  # set by close(): a busy wait gives up, a transaction step is interrupted
+        self._stop_tx: set[str] = set()  # workflows cancelled: their running transaction step is interrupted
+        self._stop_all_tx = False  # the engine is closing: any running transaction step is interrupted
+        self._expired_tx: dict[int, BaseException] = {}
+        self.tx_budget = TX_BUDGET  # seconds a transaction step's SQL may run (Engine(transaction_timeout=))
         self.executor: str | None = None  # recorded as the executor of workflows started here
         self._queues_table = True  # False only for an older file opened read-only
         self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
@@ -197,6 +205,19 @@ class Store:
             if conn is not None:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.close(clean=False)
+
+    def interrupt_tx(self, workflow_id: str) -> None:
+        """A workflow was cancelled: its transaction step running now (if
+        any) is interrupted (the next ones are not run: the workflow stops)."""
+        self._stop_tx.add(workflow_id)
+
+    def interrupt_all_tx(self) -> None:
+        """The engine is closing: a transaction step running now is interrupted."""
+        self._stop_all_tx = True
+
+    def tx_done(self, workflow_id: str) -> None:
+        """The workflow ended here: forget its cancel (see interrupt_tx)."""
+        self._stop_tx.discard(workflow_id)
 
     def stop_waiting(self) -> None:
         """The engine is closing: a batch waiting for another connection's
@@ -300,6 +321,10 @@ class Store:
                         log.warning("durably: the database lock was released after %.1f s; writing again",
                                     time.monotonic() - busy_since)
                     return
+                except _BatchLost:
+                    self._abort(conn)
+                    _reset(batch)
+                    continue
                 except BUSY_ERRORS as exc:
                     self._abort(conn)
                     now = time.monotonic()
@@ -522,9 +547,37 @@ class Store:
 
     def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
         workflow_id, (pos, ident), name, body = rec.params
+        expired = self._expired_tx.pop(id(rec), None)
+        if expired is not None:
+            # An earlier attempt of this batch was interrupted inside a write,
+            # and SQLite rolled the whole batch back: the step's outcome is
+            # the timeout (nothing, if the engine is closing), its body is not
+            # run again.
+            if isinstance(expired, errors.NotOpenError):
+                rec.error = expired
+            else:
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None))
+                rec.result = (None, encode_error(expired))
+            return
+        budget = getattr(body, "timeout", None) or self.tx_budget
+        deadline = time.monotonic() + budget
+
+        def why() -> errors.TransactionTimeoutError:
+            if self._stop_all_tx:
+                reason = "the engine closed while it ran"
+            elif workflow_id in self._stop_tx:
+                reason = "its workflow was cancelled while it ran"
+            else:
+                reason = f"it ran past its time budget of {budget} s (transaction steps hold the writer)"
+            return errors.TransactionTimeoutError(
+                f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget)
+
         conn.execute("SAVEPOINT tx")
-        tx = Tx(conn)
+        tx = Tx(conn, why)
         conn.authorizer = authorizer
+        stop_tx = self._stop_tx
+        conn.setprogresshandler(
+            lambda: time.monotonic() > deadline or self._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS)
         output = error = None
         try:
             output, error = body(tx)
@@ -538,10 +591,26 @@ class Store:
             # writer thread must not die of it).
             rec.error = exc
         finally:
+            conn.setprogresshandler(None)
             conn.authorizer = None
             tx._close()
         if tx._fatal is not None:
             raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
+        if tx.expired is not None:
+            # Interrupted by close(): no outcome, the step runs again at the
+            # next open (its SQL is undone); otherwise the timeout is its outcome.
+            outcome: BaseException = tx.expired if not self._stop_all_tx else errors.NotOpenError(
+                f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
+            if not conn.in_transaction:
+                # SQLite rolls back the whole transaction when it interrupts a
+                # write: the batch is gone. Write it again, with this step's
+                # outcome decided (flush retries on _BatchLost).
+                self._expired_tx[id(rec)] = outcome
+                raise _BatchLost()
+            if isinstance(outcome, errors.NotOpenError):
+                rec.error = outcome
+            else:
+                output, error = None, encode_error(tx.expired)
         if error is not None or rec.error is not None:
             conn.execute("ROLLBACK TO tx")
         try:
@@ -668,6 +737,11 @@ class Store:
     def children(self, workflow_id: str) -> list[str]:
         """Ids of a workflow's children."""
         return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = ?", (workflow_id,))]
+
+
+class _BatchLost(Exception):
+    """SQLite rolled the batch back under a record (an interrupted write):
+    write it again (the record knows what to record instead)."""
 
 
 def _reset(batch: Sequence[Any]) -> None:

@@ -80,11 +80,16 @@ class Tx:
     PRAGMAs and writes to durably's tables are refused.
     """
 
-    __slots__ = ("_conn", "_open", "_fatal")
+    __slots__ = ("_conn", "_open", "_fatal", "expired", "_why")
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: apsw.Connection, why: Any = None) -> None:
         self._conn = conn
         self._open = True
+        # Why SQLite interrupted the body's SQL (time budget, cancel, close):
+        # a TransactionTimeoutError, recorded as the step's outcome even if
+        # the body caught it. ``why()`` builds it once the handler fired.
+        self.expired: errors.TransactionTimeoutError | None = None
+        self._why = why
         # An environment error (I/O, corruption, full disk) seen by user SQL.
         # The store re-raises it after the step body even if the body caught
         # it: the whole batch must fail, not only this step.
@@ -108,6 +113,10 @@ class Tx:
             raise errors.UsageError("a Tx handle is only valid inside its transaction step")
         try:
             return call()
+        except apsw.InterruptError as exc:
+            self.expired = self._why() if self._why is not None else errors.TransactionTimeoutError(
+                "the transaction step was interrupted")
+            raise self.expired from exc
         except apsw.AuthError as exc:
             raise errors.UsageError(
                 "a transaction step may not run BEGIN/COMMIT/SAVEPOINT, PRAGMA or ATTACH, write, drop or "
