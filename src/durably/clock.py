@@ -22,17 +22,19 @@ _seq = itertools.count()
 
 
 class _Timer:
-    __slots__ = ("when", "seq", "fn", "cancelled", "loop")
+    __slots__ = ("when", "key", "seq", "fn", "cancelled", "loop", "fired")
 
-    def __init__(self, when: float, fn: Callable[[], None], loop: Any = None) -> None:
-        self.when = when
+    def __init__(self, when: float, fn: Callable[[], None], loop: Any = None, key: float | None = None) -> None:
+        self.when = when  # the wall-clock instant (a durable time)
+        self.key = when if key is None else key  # what the heap orders by (SystemClock: monotonic)
         self.seq = next(_seq)
         self.fn = fn
         self.cancelled = False
+        self.fired = False  # (SystemClock: fired early by a wall-clock jump, still in the heap)
         self.loop = loop  # run fn on this event loop (batched with the loop's other due timers)
 
     def __lt__(self, other: "_Timer") -> bool:
-        return (self.when, self.seq) < (other.when, other.seq)
+        return (self.key, self.seq) < (other.key, other.seq)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -78,7 +80,12 @@ class Clock:
     def call_at(self, when: float, fn: Callable[[], None], loop: Any = None) -> _Timer:
         """Call ``fn`` at ``when``: on the clock's thread, or with ``loop`` on
         that event loop (all of a loop's due timers in one hand-off)."""
-        timer = _Timer(when, fn, loop)
+        return self._push(_Timer(when, fn, loop, self._key(when)))
+
+    def _key(self, when: float) -> float:
+        return when
+
+    def _push(self, timer: _Timer) -> _Timer:
         with self._cond:
             heapq.heappush(self._heap, timer)
             self._inserts += 1
@@ -91,7 +98,7 @@ class Clock:
         # Cancelled timers (a recv that got its message long before its
         # timeout) would otherwise stay queued until their time: drop them
         # once they are most of the heap. Amortised O(1) per timer.
-        live = [t for t in self._heap if not t.cancelled]
+        live = [t for t in self._heap if not t.cancelled and not t.fired]
         if len(live) < len(self._heap) // 2:
             heapq.heapify(live)
             self._heap = live
@@ -99,20 +106,28 @@ class Clock:
     def pending(self) -> int:
         """Timers registered and not yet fired or cancelled."""
         with self._cond:
-            return sum(1 for t in self._heap if not t.cancelled)
+            return sum(1 for t in self._heap if not t.cancelled and not t.fired)
 
     def _pop_due(self, now: float) -> list[_Timer]:
         due = []
-        while self._heap and self._heap[0].when <= now:
+        while self._heap and self._heap[0].key <= now:
             timer = heapq.heappop(self._heap)
-            if not timer.cancelled:
+            if not timer.cancelled and not timer.fired:
                 due.append(timer)
         return due
 
 
 class SystemClock(Clock):
     """Real time; a daemon thread fires the timers while any are waiting
-    (started on demand, ended by ``close``)."""
+    (started on demand, ended by ``close``).
+
+    Durable times are wall-clock instants (they must mean the same after a
+    restart), but a wait armed in this process is also bounded by the
+    monotonic clock: a timer fires when the wall clock reaches its instant
+    *or* when the time that remained at arming has passed, whichever comes
+    first. So a backward jump of the wall clock never stretches a wait (a
+    2 s sleep is not held for an hour), and a forward jump ends the waits
+    whose instant it passed, as a restart at that moment would."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -121,6 +136,9 @@ class SystemClock(Clock):
 
     def now(self) -> float:
         return time.time()
+
+    def _key(self, when: float) -> float:
+        return time.monotonic() + (when - time.time())  # the remaining time, on the monotonic clock
 
     def call_at(self, when: float, fn: Callable[[], None], loop: Any = None) -> _Timer:
         with self._cond:
@@ -142,16 +160,25 @@ class SystemClock(Clock):
             thread.join()
 
     def _run(self) -> None:
+        offset = time.time() - time.monotonic()
         while True:
             with self._cond:
                 while True:
                     if self._closed:
                         return
-                    due = self._pop_due(time.time())
+                    due = self._pop_due(time.monotonic())
+                    now_offset = time.time() - time.monotonic()
+                    if now_offset - offset > 0.5:  # the wall clock jumped forward
+                        wall = time.time()
+                        for timer in self._heap:  # waits whose wall-clock instant it passed
+                            if not timer.cancelled and not timer.fired and timer.when <= wall:
+                                timer.fired = True  # skipped when it reaches the top
+                                due.append(timer)
+                    offset = now_offset
                     if due:
                         break
                     # Re-read the wall clock at least every second: it may jump.
-                    wait = min(1.0, self._heap[0].when - time.time()) if self._heap else 1.0
+                    wait = min(1.0, self._heap[0].key - time.monotonic()) if self._heap else 1.0
                     self._cond.wait(max(wait, 0.0))
             _fire(due)
 

@@ -161,12 +161,16 @@ class Dispatcher(BackgroundLoop):
             free = min(free, queue.concurrency - running)
         if queue.rate_limit is not None:
             n, period = queue.rate_limit
+            # Starts "in the future" were recorded before the wall clock went
+            # back: they are older than the window, not in it (else the queue
+            # would stall for as long as the clock jumped).
             recent = [r[0] for r in store.query(
                 "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-                " AND started_at > ? ORDER BY started_at", (queue.name, now - period))]
+                " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue.name, now - period, now + 1.0))]
             free = min(free, n - len(recent))
             if len(recent) >= n:
-                wake = recent[len(recent) - n] + period  # when the oldest counted start leaves the window
+                # when the oldest counted start leaves the window
+                wake = recent[len(recent) - n] + period
         if free > 0:
             ids = [r[0] for r in store.query(
                 "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"

@@ -185,6 +185,7 @@ class Messaging(Toolkit):
             raw = yield from self._wait_for(ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout)
             return self._decode(raw, as_type, f"event {key!r}")
         deadline = None if timeout is None else self._clock.now() + timeout
+        expired = False  # the deadline's timer fired (a backward clock jump does not stretch it)
         while True:
             self._check_open()  # engine closing: end the wait with NotOpenError
             waiter = yield WAITER, None
@@ -195,9 +196,9 @@ class Messaging(Toolkit):
                 raw = self._store.read("event", wid, key)
                 if raw is not None:
                     return self._decode(raw, as_type, f"event {key!r}")
-                if deadline is not None and self._clock.now() >= deadline:
+                if deadline is not None and (expired or self._clock.now() >= deadline):
                     return None
-                yield BLOCK, (waiter, deadline)
+                expired = yield BLOCK, (waiter, deadline)
             finally:
                 self._waits.remove(("event", wid, key), waiter)
 

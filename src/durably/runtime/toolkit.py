@@ -92,7 +92,7 @@ class Toolkit:
                 elif kind == WAITER:
                     value = Waiter()
                 else:
-                    block(self._clock, arg[0], arg[1], ctx)
+                    value = block(self._clock, arg[0], arg[1], ctx)
             except BaseException as e:  # handed to the generator (its finally runs)
                 exc = e
 
@@ -134,7 +134,7 @@ class Toolkit:
                 elif kind == WAITER:
                     value = Waiter(asyncio.get_running_loop())
                 else:
-                    await block_async(self._clock, arg[0], arg[1], ctx)
+                    value = await block_async(self._clock, arg[0], arg[1], ctx)
             except BaseException as e:
                 exc = e
 
@@ -176,15 +176,16 @@ class Toolkit:
             if recorded[1] is not None:
                 raise decode_error(recorded[1])
             return recorded[0]
+        expired = False  # the deadline's timer fired (a backward clock jump does not stretch it)
         while True:
             waiter = yield WAITER, None
             self._waits.add(key, waiter)  # before looking: a commit in between still wakes us
             try:
-                final = deadline is not None and self._clock.now() >= deadline
+                final = deadline is not None and (expired or self._clock.now() >= deadline)
                 output = yield from self._op(ctx, pos, name, op, (*args, final))
                 if output is not R.NOTHING:
                     return output
-                yield BLOCK, (waiter, deadline)
+                expired = yield BLOCK, (waiter, deadline)
             finally:
                 self._waits.remove(key, waiter)
 

@@ -85,10 +85,18 @@ class Waits:
             waiter.fire()
 
 
-def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> None:
+def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> bool:
     """Wait in this thread until ``waiter`` fires or ``deadline`` passes;
-    raise the workflow's interrupt (cancel, shutdown) if it was set."""
-    timer = clock.call_at(deadline, waiter.fire) if deadline is not None else None
+    raise the workflow's interrupt (cancel, shutdown) if it was set. True if
+    the deadline's timer fired (it may fire before the wall clock reaches
+    the deadline: see SystemClock)."""
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        waiter.fire()
+
+    timer = clock.call_at(deadline, expire) if deadline is not None else None
     if ctx is not None:
         ctx.waiter = waiter
     try:
@@ -101,11 +109,18 @@ def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowConte
             timer.cancel()
     if ctx is not None and ctx.interrupt is not None:
         raise ctx.interrupt
+    return bool(expired)
 
 
-async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> None:
+async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowContext | None) -> bool:
     """``block`` on the running event loop."""
-    timer = clock.call_at(deadline, waiter.fire_here, waiter.loop) if deadline is not None else None
+    expired: list[bool] = []
+
+    def expire() -> None:
+        expired.append(True)
+        waiter.fire_here()
+
+    timer = clock.call_at(deadline, expire, waiter.loop) if deadline is not None else None
     if ctx is not None:
         ctx.waiter = waiter
     try:
@@ -118,6 +133,7 @@ async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: W
             timer.cancel()
     if ctx is not None and ctx.interrupt is not None:
         raise ctx.interrupt
+    return bool(expired)
 
 
 RETRY_FIRST = 0.5  # seconds before a failed background round runs again,
