@@ -16,8 +16,8 @@ from typing import Any
 
 from . import demo
 from .errors import DurablyError
+from .store._store import STATUSES
 
-STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
 def shown(value: Any) -> str:

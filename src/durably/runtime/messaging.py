@@ -18,9 +18,9 @@ import msgspec
 
 from .. import errors
 from .._names import check_optional
-from ..codec import JsonCodec, decode_error
+from ..codec import JsonCodec
 from .context import workflow_context
-from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg
+from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg, replayed_outcome
 
 Message = tuple[str, str | None, Any]  # (destination, topic, encoded payload): what the store inserts
 
@@ -52,9 +52,7 @@ class Messaging(Toolkit):
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, op)
         if recorded is not None:
-            if recorded[1] is not None:
-                raise decode_error(recorded[1])
-            return recorded[0]
+            return replayed_outcome(recorded)
         return (yield from self._op(ctx, pos, op, op, args))
 
     # -- messages --------------------------------------------------------------------

@@ -173,9 +173,7 @@ class Toolkit:
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, name)
         if recorded is not None:
-            if recorded[1] is not None:
-                raise decode_error(recorded[1])
-            return recorded[0]
+            return replayed_outcome(recorded)
         expired = False  # the deadline's timer fired (a backward clock jump does not stretch it)
         while True:
             waiter = yield WAITER, None
@@ -350,6 +348,14 @@ class Toolkit:
                 ctx.take_position()  # the marker's position, as patched() took it
                 ctx.recorded.pop(key, None)
         return True
+
+
+def replayed_outcome(recorded: tuple[Any, Any]) -> Any:
+    """A recorded (output, error) of a toolkit call: the output as stored, or
+    the error raised."""
+    if recorded[1] is not None:
+        raise decode_error(recorded[1])
+    return recorded[0]
 
 
 def _delivered(branch: Any) -> Any:
