@@ -354,7 +354,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 _crash.hit("workflow.after_start_record")
             self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
         if key is not None:
-            if ctx.pending:  # type: ignore[union-attr]
+            if not ctx.deliver_now():  # type: ignore[union-attr]
                 await ctx.turn(key)
         return WorkflowHandle(self, wid)
 

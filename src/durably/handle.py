@@ -171,7 +171,7 @@ class WorkflowHandle:
             return await self._wait_async(timeout)
         key = ("join", self.workflow_id)
         if ctx.replayed(key, "join") is not None:
-            if ctx.pending:
+            if not ctx.deliver_now():
                 await ctx.turn(key)
             return await self._wait_async(timeout)
         try:
@@ -214,7 +214,7 @@ async def _joined(ctx: Any, key: Any) -> None:
     """Journal that the child's outcome reached the workflow, then deliver it."""
     pos, ident = ctx.row(key)
     await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, None)))
-    if ctx.pending:
+    if not ctx.deliver_now():
         await ctx.turn(key)
 
 

@@ -129,7 +129,7 @@ class Queue:
             if rec.error is not None:
                 raise rec.error
         if key is not None:
-            if ctx.pending:  # type: ignore[union-attr]
+            if not ctx.deliver_now():  # type: ignore[union-attr]
                 await ctx.turn(key)
         return self._done(rec, replayed)
 

@@ -25,6 +25,14 @@ How a durable call is identified (its *key*), so that a replay finds it:
   (:meth:`turn`), and a live outcome only after every recorded one. A replay that cannot
   go on because the code never makes a recorded call (changed code) parks
   the workflow after ``REPLAY_STALL`` seconds without progress.
+* Which outcomes a branch sees as done when it resumes (``asyncio.wait``
+  returns a *set*) depends on how many outcomes arrived before it ran. So
+  every outcome of an async workflow, live or replayed, passes a *gate*
+  (:class:`Settle`): the next outcome is handed over only once the previous
+  one has settled, that is once the event loop ran out of ready callbacks
+  (everything that outcome set off has run), or at the latest after
+  ``SETTLE_PASSES`` loop iterations on a loop that never runs dry. Live and
+  on replay alike, each outcome is then seen alone, in its recorded order.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import heapq
+import weakref
+from collections import deque
 from typing import Any
 
 from .. import errors
@@ -47,6 +57,91 @@ _IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("durably_in_step
 
 # Seconds a replay may wait for a recorded call that the code does not make.
 REPLAY_STALL = 10.0
+
+
+# Loop iterations after which an outcome counts as settled on a loop that
+# never runs out of ready callbacks (a chain of N nested tasks settles in
+# about 2N iterations).
+SETTLE_PASSES = 32
+
+
+class Settle:
+    """Per event loop: when the outcome last handed to each workflow has
+    settled (see the module docstring). One self-rescheduling callback counts
+    loop iterations while some outcome is settling; a loop that runs dry
+    settles everything at once."""
+
+    __slots__ = ("loop", "count", "armed", "busy_until", "queued", "ready", "__weakref__")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self.count = SETTLE_PASSES  # a gate taken at g is free once count >= g + SETTLE_PASSES
+        self.armed = False
+        self.busy_until = 0
+        self.queued: list[WorkflowContext] = []
+        # asyncio's ready queue (CPython's event loops); on another loop
+        # (uvloop), only the iteration bound applies.
+        ready = getattr(loop, "_ready", None)
+        self.ready = ready if isinstance(ready, deque) else None
+
+    def take(self, ctx: "WorkflowContext") -> bool:
+        """Hand an outcome to ``ctx`` now if its gate is free."""
+        if ctx.gate_q or ctx.gate_at + SETTLE_PASSES > self.count:
+            return False
+        self._take(ctx)
+        return True
+
+    def _take(self, ctx: "WorkflowContext") -> None:
+        ctx.gate_at = self.count
+        self.busy_until = self.count + SETTLE_PASSES
+        if not self.armed:
+            self.armed = True
+            self.loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        ready = self.ready
+        # Nothing else ready: whatever the last outcomes set off has run.
+        self.count += SETTLE_PASSES if ready is not None and not ready else 1
+        if self.queued:
+            queued, self.queued = self.queued, []
+            for ctx in queued:
+                self._open(ctx)
+        if self.count < self.busy_until or self.queued:
+            self.loop.call_soon(self._tick)
+        else:
+            self.armed = False
+
+    def _open(self, ctx: "WorkflowContext") -> None:
+        q = ctx.gate_q
+        if ctx.gate_at + SETTLE_PASSES <= self.count:
+            while q:
+                fut = q.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    self._take(ctx)
+                    break
+        if q:
+            self.queued.append(ctx)
+
+    def wait(self, ctx: "WorkflowContext") -> "asyncio.Future[None]":
+        fut = self.loop.create_future()
+        if not ctx.gate_q:
+            self.queued.append(ctx)
+        ctx.gate_q.append(fut)
+        if not self.armed:
+            self.armed = True
+            self.loop.call_soon(self._tick)
+        return fut
+
+
+_SETTLE: "weakref.WeakKeyDictionary[Any, Settle]" = weakref.WeakKeyDictionary()
+
+
+def settle_for(loop: Any) -> Settle:
+    settle = _SETTLE.get(loop)
+    if settle is None:
+        settle = _SETTLE[loop] = Settle(loop)
+    return settle
 
 
 class EngineShutdown(BaseException):
@@ -135,6 +230,9 @@ class WorkflowContext:
         "turns",
         "progress",
         "branch_top",
+        "settle",
+        "gate_at",
+        "gate_q",
     )
 
     def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]], is_async: bool) -> None:
@@ -164,6 +262,9 @@ class WorkflowContext:
         self.turns: dict[Any, asyncio.Future[None]] = {}
         self.progress = 0
         self.branch_top: dict[str | None, int] = {}  # async: last recorded index per branch
+        self.settle: Settle | None = None  # async: the gate of its loop (set when it starts)
+        self.gate_at = -SETTLE_PASSES  # when its last outcome was handed over (Settle.count)
+        self.gate_q: deque[asyncio.Future[None]] = deque()  # outcomes waiting at the gate
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
         """Install the journal loaded from the store: rows of (position,
@@ -307,12 +408,36 @@ class WorkflowContext:
 
     # -- ordered delivery (async) ------------------------------------------------------
 
+    def deliver_now(self) -> bool:
+        """Whether an outcome may be handed to the code at once: nothing
+        recorded is pending and the previous outcome settled (the gate is
+        then taken). Otherwise the caller awaits :meth:`turn`."""
+        if self.pending:
+            return False
+        settle = self.settle
+        if settle is None:
+            return True
+        count = settle.count  # Settle.take, inlined: once per outcome
+        if self.gate_q or self.gate_at + SETTLE_PASSES > count:
+            return False
+        self.gate_at = count
+        settle.busy_until = count + SETTLE_PASSES
+        if not settle.armed:
+            settle.armed = True
+            settle.loop.call_soon(settle._tick)
+        return True
+
     async def turn(self, key: Any) -> None:
         """Wait until the outcome at ``key`` may be handed to the code: after
         every recorded outcome delivered before it live (a live outcome:
-        after every recorded one). Free when nothing recorded is pending."""
-        if not self.pending:
-            return
+        after every recorded one), and once the previous outcome settled."""
+        if self.pending:
+            await self._recorded_turn(key)
+        settle = self.settle
+        if settle is not None and not settle.take(self):
+            await settle.wait(self)
+
+    async def _recorded_turn(self, key: Any) -> None:
         while self.pending and self._head() != key:
             fut = asyncio.get_running_loop().create_future()
             self.turns[key] = fut
@@ -371,7 +496,7 @@ class WorkflowContext:
 
     def interrupt_turns(self) -> None:
         """On the workflow's loop: end every turn wait with the interrupt."""
-        for fut in list(self.turns.values()):
+        for fut in [*self.turns.values(), *self.gate_q]:
             if not fut.done():
                 fut.set_exception(self.interrupt or errors.InternalError("interrupted"))
 
@@ -382,7 +507,7 @@ def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
     waiter = ctx.waiter
     if waiter is not None:
         waiter.fire()
-    if ctx.turns and ctx.loop is not None:
+    if (ctx.turns or ctx.gate_q) and ctx.loop is not None:
         try:
             ctx.loop.call_soon_threadsafe(ctx.interrupt_turns)
         except RuntimeError:

@@ -196,7 +196,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         if ctx.recorded:
             recorded = ctx.replayed(key, spec.name)
             if recorded is not None:
-                if ctx.pending:  # in the order it was delivered live
+                if not ctx.deliver_now():  # in the order it was delivered live
                     await ctx.turn(key)
                 return _replay(ctx, spec, recorded)
         if _crash.ARMED:
@@ -227,7 +227,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
                 ctx.position = pos + 1
                 await ctx.journal.submit_async(Record(R.STEP, (
                     ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started)))
-                if ctx.pending:
+                if not ctx.deliver_now():
                     await ctx.turn(key)
                 return seen
         else:
@@ -240,7 +240,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             _crash.hit("step.after_body")
         rec, seen, err = _outcome(ctx, spec, key, value, exc, started)
         await ctx.journal.submit_async(rec)
-        if ctx.pending:
+        if not ctx.deliver_now():
             await ctx.turn(key)
         if stop:
             # The event loop is ending (asyncio.run returned): the body ran
@@ -371,13 +371,13 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
     async def tx_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         recorded = ctx.replayed(key, spec.name)
         if recorded is not None:
-            if ctx.pending:
+            if not ctx.deliver_now():
                 await ctx.turn(key)
             return _replay(ctx, spec, recorded)
         box: list[Any] = []
         rec = Record(R.TX, (ctx.workflow_id, ctx.row(key), spec.name, body_for(ctx, key, args, kwargs, box)))
         await ctx.journal.submit_async(rec)
-        if ctx.pending:
+        if not ctx.deliver_now():
             await ctx.turn(key)
         return finish(rec, box)
 

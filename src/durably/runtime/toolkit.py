@@ -107,11 +107,11 @@ class Toolkit:
                 result = await self._drive_gen(gen, ctx)
             except BaseException as exc:
                 if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
-                    if ctx.pending:
+                    if not ctx.deliver_now():
                         await ctx.turn(_delivered(branch))
                 raise
             if branch.seq > first:
-                if ctx.pending:
+                if not ctx.deliver_now():
                     await ctx.turn(_delivered(branch))
             return result
         return await self._drive_gen(gen, None)

@@ -22,7 +22,7 @@ from .. import _records as R
 from .. import errors
 from ..codec import Codec, annotations_of, encode_error
 from ..journal import Record
-from .context import EngineShutdown, WorkflowContext, current
+from .context import EngineShutdown, WorkflowContext, current, settle_for
 
 log = logging.getLogger("durably")
 
@@ -157,6 +157,7 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     """Run an async workflow on this event loop to an outcome and journal it."""
     current.set(ctx)  # this task's own context copy
     ctx.loop = asyncio.get_running_loop()
+    ctx.settle = settle_for(ctx.loop)
     ctx.enter_root()
     result: Any = None
     exc: BaseException | None = None
