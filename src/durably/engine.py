@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import socket
+import time
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
@@ -35,7 +37,10 @@ from .queues import Queues
 from .schedules import Schedules
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
+from .store import _executors
 from .store._store import STATUSES
+from .runtime.coordination import POLL, Coordinator, cancel_here
+from .runtime.context import Fenced
 
 log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -56,6 +61,11 @@ CLOSE_GRACE = 30.0
 MAX_RECOVERY_ATTEMPTS = 100
 
 
+# Executors open in this process (an engine of this pid missing here was
+# dropped without close(): its workflows may be taken at once).
+_OPEN_HERE: set[str] = set()
+
+
 def _positive(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise errors.UsageError(f"{what} must be a number of seconds > 0, not {value!r}")
@@ -69,6 +79,11 @@ def _not_a_step_yet(fn: Callable[..., Any]) -> None:
     if inner is not None:
         raise errors.UsageError(f"{inner.name!r} is already a durably step or transaction step; "
                                 "decorate the plain function once")
+
+
+def _by_name(*args: Any, **kwargs: Any) -> Any:
+    """The stand-in function of a workflow a client starts by name."""
+    raise errors.UsageError("a client engine does not run workflows")
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -93,6 +108,14 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             a crash, the default), ``"always"``, or ``"never"``.
         clock: where durable time comes from; ``durably.VirtualClock()`` in
             tests makes sleeps and timeouts of days finish at once.
+        app_version: this application's release (default: the environment
+            variable ``DURABLY_APP_VERSION``, else ``"0"``). An executor only
+            takes over workflows started by the same version (README,
+            "Several processes").
+        lease: seconds this process's lease lasts without a heartbeat; past
+            it, another process on the file takes its workflows over.
+        client: start, enqueue, send, cancel and read only (by workflow
+            name, without the workflow code); never runs a workflow.
 
     Example::
 
@@ -111,7 +134,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
     def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
                  vfs: str | None = None, check: str = "auto", clock: Clock | None = None,
-                 transaction_timeout: float = 10.0) -> None:
+                 transaction_timeout: float = 10.0, app_version: str | None = None,
+                 lease: float = _executors.LEASE, client: bool = False, poll: float = POLL) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         Scheduler.__init__(self, workers)
@@ -122,6 +146,13 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         # This engine, as recorded on the workflows it runs (introspection).
         self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
         self._store.executor = self.executor_id
+        self.client = bool(client)
+        self._store.start_owner = None if self.client else self.executor_id
+        self.app_version = check_name(app_version if app_version is not None
+                                      else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
+        self._lease = _positive(lease, "lease")
+        self._poll = _positive(poll, "poll")
+        self._coord: Coordinator | None = None
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
         self._journal: Any = None
@@ -252,12 +283,16 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._closing = False
         self._open = True
         try:
+            self._register_executor()
             self._recover()
             for wid, deadline in self._store.query(
                     "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"):
                 self._arm_deadline(wid, deadline)
-            self._start_queues()
-            self._start_schedules()
+            if not self.client:
+                self._start_queues()
+                self._start_schedules()
+            self._coord = Coordinator(self, self._lease, self._poll)
+            self._coord.start(self._store.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
         except BaseException:
             self.close()
             raise
@@ -284,6 +319,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if not self._open:
             return []
         self._closing = True
+        if self._coord is not None:
+            self._coord.stop()
+            self._coord = None
         self._store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
         self._disarm_deadlines()
         self._stop_queues()
@@ -293,6 +331,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._waits.fire_all()
         if self._own_clock:
             self._clock.close()  # type: ignore[attr-defined]
+        _OPEN_HERE.discard(self.executor_id)
+        if not left:
+            self._stop_executor()  # its pending workflows are released for others to take
         self._store.stop_waiting()
         self._journal.stop()
         self._store.close()
@@ -373,6 +414,11 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             spec = getattr(workflow, "__durably_workflow__", None)
             if spec is None:  # the undecorated function
                 spec = next((s for s in self._workflows.values() if s.fn is workflow), None)
+        if spec is None and self.client and isinstance(workflow, str):
+            # A client starts by name, without the code: inputs are encoded
+            # as given, the result read back untyped; an executor runs it.
+            spec = WorkflowSpec(_by_name, check_name(workflow, "workflow name"), self._codec)
+            return spec
         if spec is None or self._workflows.get(spec.name) is not spec:
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec
@@ -416,7 +462,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             return
         if len(rec.params) > 5 and rec.params[5] is not None:
             self._arm_deadline(wid, rec.params[5])
-        if launch:
+        if launch and not self.client:
             self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
 
     def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -594,8 +640,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             )
         self._journal.submit(Record(R.SQL, (
             "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
-            " recovery_attempts = 0, updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
-            (workflow_id,),
+            " recovery_attempts = 0, executor = ?, epoch = epoch + 1, app_version = ?,"
+            " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
+            (self.executor_id, self.app_version, workflow_id),
         )))
         self._interrupted.pop(workflow_id, None)
         with self._lock:
@@ -609,25 +656,55 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._launch(spec, workflow_id, inputs, replay=True)
         return handle
 
-    def _recover(self) -> None:
-        report = RecoveryReport()
-        if _crash.ARMED:
-            _crash.hit("recovery.scan")
-        # Count this attempt for every pending workflow this engine will run
-        # (one statement), so a poison workflow ends instead of running forever.
-        names = sorted(self._workflows)
-        if names:
-            self._journal.submit(Record(R.SQL, (
-                "UPDATE workflows SET recovery_attempts = recovery_attempts + 1, executor = ?"
-                f" WHERE status = 'PENDING' AND name IN ({', '.join('?' * len(names))}) AND NOT EXISTS"
-                " (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-                " AND q.started_at IS NULL)", (self.executor_id, *names))))
-        # Newest first: children before the parents that wait for them. Each
-        # journal is loaded when its workflow starts running, so memory at
-        # recovery is bounded by the workflows actually running.
-        for wid, name, inputs, _parent, attempts in reversed(self._store.pending_workflows()):
-            spec = self._workflows.get(name)
-            if spec is not None and attempts > spec.max_recovery_attempts:
+    # -- several processes (store/_executors.py, runtime/coordination.py) ------------
+
+    def _run_op(self, op: str, *args: Any) -> Any:
+        """Run a store op in a journal batch (atomic) and return its result."""
+        rec = Record(R.OP, (None, None, op, op, args))
+        self._journal.submit(rec)
+        if rec.error is not None:
+            raise rec.error
+        return rec.result[0]
+
+    def _register_executor(self) -> None:
+        now = time.time()
+        self._store.on_fenced = self._fenced
+        self._run_op("register_executor", self.executor_id, os.getpid(), _executors.pid_started(os.getpid()),
+                 self.app_version, now + self._lease, now)
+        _OPEN_HERE.add(self.executor_id)
+
+    def _stop_executor(self) -> None:
+        _OPEN_HERE.discard(self.executor_id)
+        try:
+            self._run_op("stop_executor", self.executor_id)
+        except errors.DurablyError:
+            pass  # its lease runs out instead
+
+    def _heartbeat(self) -> None:
+        if not self._run_op("heartbeat", self.executor_id, time.time() + self._lease):
+            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.executor_id)
+
+    def _dead_executors(self) -> str:
+        rows = self._store.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+        dead = _executors.dead_here(rows, self.executor_id)
+        # An engine of this very process that is not open any more (it was
+        # dropped without close()) is gone too.
+        dead += [r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead]
+        return json.dumps(dead)
+
+    def _claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
+        if self.client or not self._workflows:
+            return []
+        names, dead = json.dumps(sorted(self._workflows)), self._dead_executors()
+        if not _executors.any_claimable(self._store, self.app_version, names, dead):
+            return []
+        return self._run_op("claim", self.executor_id, self.app_version, names, dead, time.time(), limit,
+                            None if only is None else json.dumps(only))
+
+    def _run_claimed(self, rows: list[tuple[Any, ...]], report: "RecoveryReport") -> None:
+        for wid, name, inputs, attempts, epoch in rows:
+            spec = self._workflows[name]
+            if attempts > spec.max_recovery_attempts:
                 report.exceeded.append(wid)
                 why = errors.MaxRecoveryAttemptsExceededError(
                     f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
@@ -639,21 +716,72 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                     (encode_error(why), wid))))
                 log.error("durably: %s", why)
                 continue
-            if spec is None:
-                report.unknown.append((wid, name))
-                self._journal.submit(Record(R.SQL, (
-                    "UPDATE workflows SET parked = ? WHERE workflow_id = ? AND status = 'PENDING'",
-                    (f"no workflow function registered as {name!r} when the engine opened", wid),
-                )))
-                continue
             report.resumed.append(wid)
+            self._store.owned[wid] = epoch
             self._launch(spec, wid, inputs, replay=True)
             if _crash.ARMED:
                 _crash.hit("recovery.launched")
+
+    def _recover(self) -> None:
+        """At open: claim and run the pending workflows nobody live owns."""
+        report = RecoveryReport()
+        if _crash.ARMED:
+            _crash.hit("recovery.scan")
+        self._run_claimed(self._claim(), report)
+        if not self.client and not _executors.others_live_here(self._store, self.executor_id):
+            # Alone on the file: a pending workflow whose function nobody
+            # registered is parked with the reason (another process would
+            # claim it if it had the function).
+            known = set(self._workflows)
+            for wid, name, _inputs, _parent, _attempts in self._store.pending_workflows():
+                if name in known:
+                    continue
+                report.unknown.append((wid, name))
+                self._journal.submit(Record(R.SQL, (
+                    "UPDATE workflows SET parked = ? WHERE workflow_id = ? AND status = 'PENDING' AND parked IS NULL",
+                    (f"no workflow function registered as {name!r} when the engine opened", wid),
+                )))
         if report.unknown:
             log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
                         len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
         if report.resumed:
             log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
         self.recovery = report
+
+    def _claim_orphans(self) -> None:
+        """The lease keeper's round: take over what dead or stopped executors
+        (or clients) left, and run it here."""
+        if self._closing:
+            return
+        rows = self._claim()
+        if rows:
+            log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s", self.executor_id,
+                        len(rows), ", ".join(r[0] for r in rows[:10]))
+            self._run_claimed(rows, RecoveryReport())
+
+    def _fenced(self, wids: list[str]) -> None:
+        """The writer found these taken over by another executor: abandon them."""
+        log.warning("durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
+                    "process paused?); it abandons them: %s", self.executor_id, len(wids), ", ".join(wids[:10]))
+        with self._lock:
+            for wid in wids:
+                ctx = self._active.get(wid)
+                if ctx is not None and ctx.interrupt is None:
+                    stop(ctx, Fenced())
+
+    def _cancelled_elsewhere(self, wid: str) -> None:
+        cancel_here(self, wid)
+
+    def _check_remote_waits(self) -> None:
+        """Waiters here for workflows not running here: wake those that ended
+        (or parked) in another process."""
+        with self._lock:
+            ids = [w for w in self._completions if w not in self._active]
+        for at in range(0, len(ids), 500):
+            chunk = ids[at:at + 500]
+            for wid, status, parked in self._store.query(
+                    f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
+                    chunk):
+                if status != "PENDING" or parked is not None:
+                    self._notify(wid)
 

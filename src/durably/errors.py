@@ -186,6 +186,15 @@ class WorkflowParkedError(DurablyError):
     _fields = ("workflow_id", "reason")
 
 
+class FencedError(DurablyError):
+    """A record for a workflow this process no longer owns: another executor
+    took it over (this one lost its lease, e.g. it was paused past it). The
+    record is not written; this process abandons the workflow, its new owner
+    runs it."""
+
+    _fields = ("workflow_id",)
+
+
 class MaxRecoveryAttemptsExceededError(DurablyError):
     """``result()`` on a workflow that was found running at more opens than
     its ``max_recovery_attempts`` (its process died at every attempt): it is

@@ -148,46 +148,31 @@ class Dispatcher(BackgroundLoop):
         return wake
 
     def _dispatch(self, queue: Queue) -> float | None:
-        """Start what may start now; return when to look again (None: on a kick)."""
+        """Start what may start now; return when to look again (None: on a kick).
+
+        The claim is one atomic op (store/_executors.claim_queue): the
+        queue's running count and rate window are read in the same write
+        transaction that marks the entries started, so limits hold across
+        every process serving the queue."""
         engine = self.engine
-        store = engine._store
-        now = engine._clock.now()
-        free = _BATCH
-        wake: float | None = None
-        if queue.concurrency is not None:
-            running = store.query(
-                "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
-                (queue.name,))[0][0]
-            free = min(free, queue.concurrency - running)
-        if queue.rate_limit is not None:
-            n, period = queue.rate_limit
-            # Starts "in the future" were recorded before the wall clock went
-            # back: they are older than the window, not in it (else the queue
-            # would stall for as long as the clock jumped).
-            recent = [r[0] for r in store.query(
-                "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-                " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue.name, now - period, now + 1.0))]
-            free = min(free, n - len(recent))
-            if len(recent) >= n:
-                # when the oldest counted start leaves the window
-                wake = recent[len(recent) - n] + period
-        if free > 0:
-            ids = [r[0] for r in store.query(
-                "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
-                " AND not_before <= ? ORDER BY priority, seq LIMIT ?", (queue.name, now, free))]
-            if ids:
+        rec = Record(R.OP, (None, None, "claim_queue", "claim_queue", (
+            engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit,
+            engine._clock.now(), _BATCH)))
+        engine._journal.submit(rec)
+        if rec.error is not None:
+            raise rec.error
+        claimed, wake = rec.result[0]
+        for wid, name, inputs, _attempts, epoch in claimed:
+            spec = engine._workflows.get(name)
+            if spec is None:
+                log.warning("durably: queued workflow %s runs %r, which is not registered here; it is released",
+                            wid, name)
                 engine._journal.submit(Record(R.SQL, (
-                    f"UPDATE queue_entries SET started_at = ? WHERE started_at IS NULL AND workflow_id IN"
-                    f" ({', '.join('?' * len(ids))})", (now, *ids))))
-                for wid in ids:
-                    engine._launch_queued(wid)
-                if len(ids) == free:
-                    return now  # there may be more: look again at once
-        delayed = store.query(
-            "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
-            " AND not_before > ?", (queue.name, now))[0][0]
-        if delayed is not None and (wake is None or delayed < wake):
-            wake = delayed
+                    "UPDATE workflows SET executor = NULL WHERE workflow_id = ? AND executor = ?",
+                    (wid, engine.executor_id))))
+                continue
+            engine._store.owned[wid] = epoch
+            engine._launch(spec, wid, inputs, replay=True)
         return wake
 
 
@@ -252,14 +237,4 @@ class Queues:
         dispatcher = self._dispatcher
         if dispatcher is not None:
             dispatcher.kick()
-
-    def _launch_queued(self, wid: str) -> None:
-        row = self._store.get_workflow(wid)
-        if row is None or row[2] != "PENDING":
-            return
-        spec = self._workflows.get(row[1])
-        if spec is None:
-            log.warning("durably: queued workflow %s runs %r, which is not registered; left pending", wid, row[1])
-            return
-        self._launch(spec, wid, row[3], replay=True)
 

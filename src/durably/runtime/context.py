@@ -148,6 +148,11 @@ class EngineShutdown(BaseException):
     """Unwinds a running workflow when its engine closes; it stays PENDING."""
 
 
+class Fenced(EngineShutdown):
+    """Unwinds a workflow another executor took over (this process lost its
+    lease): nothing more is recorded here; its new owner runs it."""
+
+
 class Branch:
     """One asyncio task of an async workflow (the root: the workflow's task)."""
 

@@ -111,6 +111,7 @@ class Scheduler:
                 return None  # already running in this process
             ctx = WorkflowContext(self, wid, spec.name, {}, spec.is_async)
             self._active[wid] = ctx
+            self._store.owned.setdefault(wid, None)  # its epoch if claimed here (else: owner checked alone)
             return ctx
 
     def _launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
@@ -226,6 +227,8 @@ class Scheduler:
         with self._lock:
             if self._active.get(wid) is ctx:
                 del self._active[wid]
+                self._store.owned.pop(wid, None)
+                self._store.fenced.discard(wid)
                 if not self._active:
                     self._idle.notify_all()
             if isinstance(final, errors.WorkflowInterruptedError):

@@ -22,7 +22,7 @@ from .. import _records as R
 from .. import errors
 from ..codec import Codec, annotations_of, encode_error
 from ..journal import Record
-from .context import EngineShutdown, WorkflowContext, current, settle_for
+from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
 log = logging.getLogger("durably")
 
@@ -58,6 +58,8 @@ class Outcome:
 
 
 def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseException | None) -> Outcome | errors.NonDeterminismError:
+    if isinstance(ctx.interrupt, Fenced):
+        return Outcome(None)  # another executor owns it now
     if ctx.parked is not None:
         return ctx.parked  # even if user code swallowed the NonDeterminismError
     if exc is None:

@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import os
+import time
 
 import apsw
 
 from urllib.parse import quote
 
 from .. import errors
+from . import _executors
 from ._connection import close_clean, connect
 
 CHECKS = ("auto", "always", "never")
@@ -122,6 +124,8 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
     has_state = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
     was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get if has_state else 0
+    if was_open and _executors.others_live(conn, None, time.time()):
+        was_open = 0  # another process has it open: not a crash
     if was_open and wal_size is None:
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "

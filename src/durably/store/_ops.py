@@ -20,6 +20,8 @@ import apsw
 
 from .. import _records as R
 from .. import errors
+from . import _executors
+from ._executors import notice
 
 
 def _require_workflow(conn: apsw.Connection, workflow_id: str) -> None:
@@ -45,6 +47,7 @@ def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any, key:
     else:
         _require_workflow(conn, dest)
     conn.execute("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", (dest, topic, payload))
+    notice(conn, "msg", dest, topic)
     return None
 
 
@@ -55,6 +58,8 @@ def send_many(conn: apsw.Connection, messages: list[tuple[str, str | None, Any]]
     for dest in dict.fromkeys(m[0] for m in messages):
         _require_workflow(conn, dest)
     conn.executemany("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", messages)
+    conn.executemany("INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', ?, ?)",
+                     dict.fromkeys((m[0], m[1]) for m in messages))
     return None
 
 
@@ -77,6 +82,7 @@ def set_event(conn: apsw.Connection, workflow_id: str, key: str, value: Any) -> 
         " DO UPDATE SET value = excluded.value, updated_at = unixepoch('subsec')",
         (workflow_id, key, value),
     )
+    notice(conn, "event", workflow_id, key)
     return None
 
 
@@ -137,6 +143,7 @@ def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, par
         "INSERT INTO queue_entries (workflow_id, queue, priority, not_before, dedup_key) VALUES (?, ?, ?, ?, ?)",
         (workflow_id, queue, priority, not_before, dedup_key),
     )
+    notice(conn, "queue", workflow_id, queue)
     return encode_id(workflow_id)
 
 
@@ -169,6 +176,11 @@ OPS: dict[str, Callable[..., Any]] = {
     "get_event": get_event,
     "get_all_events": get_all_events,
     "enqueue": enqueue,
+    "register_executor": _executors.register,
+    "heartbeat": _executors.heartbeat,
+    "stop_executor": _executors.stop,
+    "claim": _executors.claim,
+    "claim_queue": _executors.claim_queue,
 }
 
 READS: dict[str, Callable[..., Any]] = {

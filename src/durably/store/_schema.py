@@ -165,6 +165,51 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
     ) WITHOUT ROWID;
     """,
+    # v5: several processes on one file. Every engine that opens the file is
+    # an executor with a lease it keeps alive; a PENDING workflow is owned by
+    # the executor in ``workflows.executor`` with a fencing ``epoch`` raised
+    # at each change of owner; ``takeovers`` counts changes of owner, so a
+    # writer re-checks what it owns only when it moved. ``notices`` carry
+    # wake-ups across processes (a message, an event, a cancel, a queue
+    # entry, a workflow waiting for an owner), read by every executor's watcher.
+    """
+    CREATE TABLE executors (
+        executor_id TEXT PRIMARY KEY NOT NULL,
+        host        TEXT NOT NULL,     -- hostname/boot id: pids are comparable only on one boot of one host
+        pid         INTEGER NOT NULL,
+        pid_started TEXT,              -- the process's start time (a reused pid is another process)
+        app_version TEXT NOT NULL,
+        started_at  REAL NOT NULL DEFAULT (unixepoch('subsec')),
+        lease_until REAL NOT NULL,     -- unix time; renewed by its heartbeat
+        stopped_at  REAL               -- set by a clean close
+    ) WITHOUT ROWID;
+    ALTER TABLE workflows ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workflows ADD COLUMN app_version TEXT;
+    CREATE INDEX workflows_owner ON workflows (executor) WHERE status = 'PENDING';
+    INSERT INTO engine_state (key, value) VALUES ('takeovers', 0);
+    CREATE TABLE notices (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,     -- msg, event, cancel, queue, start
+        workflow_id TEXT,
+        detail      TEXT,              -- the topic, event key or queue name
+        created_at  REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    );
+    CREATE TRIGGER workflow_owner_changed AFTER UPDATE OF executor ON workflows
+        WHEN old.executor IS NOT NULL AND new.executor IS NOT old.executor
+    BEGIN
+        UPDATE engine_state SET value = value + 1 WHERE key = 'takeovers';
+    END;
+    CREATE TRIGGER queue_slot_freed AFTER UPDATE OF done ON queue_entries
+        WHEN new.done = 1 AND old.done = 0
+    BEGIN
+        INSERT INTO notices (kind, workflow_id, detail) VALUES ('queue', new.workflow_id, new.queue);
+    END;
+    CREATE TRIGGER workflow_cancelled AFTER UPDATE OF status ON workflows
+        WHEN new.status = 'CANCELLED' AND old.status = 'PENDING'
+    BEGIN
+        INSERT INTO notices (kind, workflow_id) VALUES ('cancel', new.workflow_id);
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

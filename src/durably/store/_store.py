@@ -43,6 +43,7 @@ from . import _lifecycle
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from . import _executors
 from ._ops import OPS, READS
 from ._tx import Tx, authorizer
 
@@ -60,7 +61,12 @@ _COMPLETE = (
 _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 # A batch of one step record (a lone sequential workflow): the whole
 # transaction in one call, SQLite's statement cache keeps it prepared.
-_LONE_STEP = f"BEGIN IMMEDIATE; {_INSERT_STEP}; COMMIT"
+# Written only if no workflow changed owner since this process last looked
+# (``engine_state.takeovers``, see _fence); else the general path fences.
+_LONE_STEP = ("BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+              " SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?;"
+              " COMMIT")
+_TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
 # Runs of step records go in multi-row INSERTs of power-of-two sizes: apsw
 # releases the GIL around every SQLite call and the writer must win it back
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
@@ -117,6 +123,14 @@ class Store:
         self._expired_tx: dict[int, BaseException] = {}
         self.tx_budget = TX_BUDGET  # seconds a transaction step's SQL may run (Engine(transaction_timeout=))
         self.executor: str | None = None  # recorded as the executor of workflows started here
+        self.start_owner: str | None = None  # the owner of workflows started here (None: a client's)
+        # Fencing (store/_executors.py): the epoch of every workflow this
+        # process runs; those another executor took over (their records
+        # fail with FencedError); the takeovers count last seen; who to tell.
+        self.owned: dict[str, int | None] = {}
+        self.fenced: set[str] = set()
+        self._takeovers: Any = None
+        self.on_fenced: Any = None
         self._queues_table = True  # False only for an older file opened read-only
         self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
 
@@ -232,8 +246,11 @@ class Store:
         if clean and self._failed is None and self._writer is not None and not is_memory(self.path):
             try:
                 with self._write_lock:
-                    _lifecycle.mark_closed(self._writer)
-                marked_closed = True
+                    # The last executor out clears the mark; while another
+                    # process has the file open it stays set (theirs).
+                    if not _executors.others_live(self._writer, self.executor, time.time()):
+                        _lifecycle.mark_closed(self._writer)
+                        marked_closed = True
             except apsw.Error:
                 pass  # stays marked open: the next open treats it as a crash
         for conn in (self._reader, self._writer):
@@ -368,6 +385,7 @@ class Store:
 
     def _write(self, conn: apsw.Connection, batch: Sequence[Any], isolate: bool) -> None:
         conn.execute("BEGIN IMMEDIATE")
+        batch = self._fence(conn, batch)
         if isolate:
             for rec in batch:
                 self._apply_isolated(conn, rec)
@@ -393,6 +411,53 @@ class Store:
             _crash.hit("store.before_commit")
         conn.execute("COMMIT")
 
+    def _fence(self, conn: apsw.Connection, batch: Sequence[Any]) -> Sequence[Any]:
+        """Inside the batch's write transaction: if any workflow changed owner
+        since the last look, find those this process lost; their records
+        fail with FencedError, unwritten. The rest of the batch goes on."""
+        takeovers = conn.execute(_TAKEOVERS).get
+        if takeovers != self._takeovers:
+            self._takeovers = takeovers
+            self._refresh_owned(conn)
+        fenced = self.fenced
+        if not fenced:
+            return batch
+        keep = []
+        for rec in batch:
+            wid = _workflow_of(rec)
+            if wid is not None and wid in fenced:
+                rec.result = None
+                rec.error = errors.FencedError(
+                    f"workflow {wid!r} was taken over by another executor (this one lost its lease); "
+                    "this record is not written and this process abandons the workflow", workflow_id=wid)
+            else:
+                keep.append(rec)
+        return keep
+
+    def _refresh_owned(self, conn: apsw.Connection) -> None:
+        owned = self.owned
+        ids = list(owned)
+        lost = []
+        for at in range(0, len(ids), 500):
+            chunk = ids[at:at + 500]
+            rows = conn.execute(
+                f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
+                chunk).fetchall()
+            now = {wid: (owner, epoch) for wid, owner, epoch in rows}
+            for wid in chunk:
+                if wid not in now:
+                    continue
+                owner, epoch = now[wid]
+                mine = owned.get(wid)
+                if owner != self.executor or (mine is not None and epoch != mine):
+                    lost.append(wid)
+        if lost:
+            for wid in lost:
+                owned.pop(wid, None)
+            self.fenced.update(lost)
+            if self.on_fenced is not None:
+                self.on_fenced(lost)
+
     def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
         conn.execute("SAVEPOINT record")
         try:
@@ -414,9 +479,11 @@ class Store:
         """Commit a batch of one step record in one call. False (after a
         rollback) when the record was rejected: the general path then applies
         it again and records the rejection, with the same outcome."""
+        if self.fenced and rec.params[0] in self.fenced:
+            return False
         try:
-            conn.execute(_LONE_STEP, rec.params)
-            return True
+            conn.execute(_LONE_STEP, (*rec.params, self._takeovers))
+            return conn.changes() == 1
         except RECORD_ERRORS:
             self._abort(conn)
             return False
@@ -503,8 +570,11 @@ class Store:
         if nested:
             conn.execute("SAVEPOINT start")
         try:
-            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, self.executor))
-            if conn.changes() == 0:
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, self.start_owner))
+            inserted = conn.changes()
+            if inserted and self.start_owner is None:
+                _executors.notice(conn, "start", workflow_id)  # a client's: some executor claims it
+            if not inserted:
                 rec.result = conn.execute(
                     "SELECT name, status FROM workflows WHERE workflow_id = ?", (workflow_id,)
                 ).get
@@ -734,6 +804,19 @@ class Store:
             (*params, -1 if limit is None else limit, offset),
         )
 
+    def data_version(self) -> int:
+        """Changes whenever another connection committed (the watcher's poll)."""
+        with self._read() as conn:
+            return conn.pragma("data_version")
+
+    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
+        """Cross-process wake-ups after id ``last``: (id, kind, workflow_id, detail)."""
+        try:
+            with self._read() as conn:
+                return _executors.notices_since(conn, last)
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+
     def children(self, workflow_id: str) -> list[str]:
         """Ids of a workflow's children."""
         return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = ?", (workflow_id,))]
@@ -742,6 +825,19 @@ class Store:
 class _BatchLost(Exception):
     """SQLite rolled the batch back under a record (an interrupted write):
     write it again (the record knows what to record instead)."""
+
+
+def _workflow_of(rec: Any) -> str | None:
+    """The running workflow a record advances (None: a client record)."""
+    kind = rec.kind
+    if kind in (R.STEP, R.TX, R.OP):
+        return rec.params[0]
+    if kind == R.COMPLETE:
+        return rec.params[3]
+    if kind == R.START:
+        parent_step = rec.params[4]
+        return None if parent_step is None else parent_step[0]
+    return None
 
 
 def _reset(batch: Sequence[Any]) -> None:

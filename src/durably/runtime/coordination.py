@@ -1,0 +1,122 @@
+"""Several processes on one file: the lease keeper and the watcher.
+
+One thread per open engine (``durably-coord``):
+
+* every ``lease / 4`` seconds it renews this executor's lease; every
+  ``CLAIM_EVERY`` seconds it claims workflows whose owner is gone
+  (store/_executors.py: a stopped executor, an expired lease, a dead process
+  on this host), then runs them here;
+* every ``poll`` seconds it reads ``PRAGMA data_version``; when another
+  connection committed, it reads the new *notices* (a message, an event, a
+  cancel, a queue entry, a workflow waiting for an owner, committed by any
+  process) and wakes what waits for them here, and checks whether a
+  workflow some caller here waits for, running in another process, ended.
+
+Polling ``data_version`` is one cheap pragma on the read connection (no
+disk I/O while nothing changed); the bench measures the wake-up latency it
+gives (``bench/scenarios/processes.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .. import errors
+from .context import stop
+
+log = logging.getLogger("durably")
+
+# Seconds between two looks at data_version (the cross-process wake-up delay).
+POLL = 0.01
+# Seconds between two looks for workflows whose owner is gone (a dead
+# process on this host is taken over within this; an expired lease too).
+CLAIM_EVERY = 0.5
+
+
+class Coordinator:
+    """The lease keeper and cross-process watcher of one engine."""
+
+    def __init__(self, engine: Any, lease: float, poll: float) -> None:
+        self.engine = engine
+        self.lease = lease
+        self.poll = poll
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._version: Any = None
+        self._last_notice = 0
+
+    def start(self, last_notice: int) -> None:
+        self._last_notice = last_notice
+        self._thread = threading.Thread(target=self._run, name="durably-coord", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        engine = self.engine
+        next_beat = time.monotonic() + self.lease / 4
+        next_claim = time.monotonic() + CLAIM_EVERY
+        failures = 0
+        while not self._stop.wait(self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)):
+            if engine._journal is None or engine._journal.failure is not None:
+                return  # the writer stopped: nothing more can be recorded
+            try:
+                now = time.monotonic()
+                if now >= next_beat:
+                    next_beat = now + self.lease / 4
+                    engine._heartbeat()
+                if now >= next_claim:
+                    next_claim = now + min(CLAIM_EVERY, self.lease / 4)
+                    if not engine.client:
+                        engine._claim_orphans()
+                version = engine._store.data_version()
+                if version != self._version:
+                    self._version = version
+                    self._react()
+                failures = 0
+            except errors.NotOpenError:
+                return
+            except Exception:  # logged and retried: a lock held elsewhere, a full disk ...
+                failures += 1
+                log.exception("durably: the coordination round failed (attempt %d); retrying", failures)
+
+    def _react(self) -> None:
+        """Another connection committed: wake what its notices concern."""
+        engine = self.engine
+        notices = engine._store.notices_since(self._last_notice)
+        claim = False
+        kick = False
+        for nid, kind, wid, detail in notices:
+            self._last_notice = nid
+            if kind == "msg":
+                engine._waits.notify(("msg", wid, detail))
+            elif kind == "event":
+                engine._waits.notify(("event", wid, detail))
+            elif kind == "cancel":
+                engine._cancelled_elsewhere(wid)
+            elif kind == "queue":
+                kick = True
+            elif kind == "start":
+                claim = True
+        if kick:
+            engine._queues_kick()
+        if claim and not engine.client:
+            engine._claim_orphans()
+        engine._check_remote_waits()
+
+
+def cancel_here(engine: Any, wid: str) -> None:
+    """A cancel committed by another process, of a workflow running here."""
+    with engine._lock:
+        ctx = engine._active.get(wid)
+    if ctx is not None and ctx.interrupt is None:
+        stop(ctx, errors.WorkflowCancelled(wid))
+        engine._store.interrupt_tx(wid)
+    engine._notify(wid)

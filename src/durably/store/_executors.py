@@ -1,0 +1,228 @@
+"""Several processes on one file: executors, leases, ownership, notices.
+
+Every engine that opens the file registers as an *executor* (a row in
+``executors``) and keeps a lease alive. A PENDING workflow is owned by the
+executor named in ``workflows.executor``; ``workflows.epoch`` (its fencing
+token) is raised at every change of owner, and so is
+``engine_state.takeovers``, which lets a writer re-check what it owns only
+when some owner changed (the check runs inside its write transaction:
+``Store._fence``).
+
+A workflow may be *claimed* when it has no owner (started by a client, or
+released by a clean close), or when its owner is gone: stopped, its lease
+expired, unknown (an older file), or, on the same host and boot, its
+process is dead (a reused pid is told apart by its start time). Only an
+executor that registered the workflow's function and runs the same
+application version claims it.
+
+The functions taking a connection run on the writer inside a journal batch
+(``OPS`` of store/_ops.py), so each claim is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Sequence
+
+import apsw
+
+# Seconds an executor's lease lasts; its heartbeat renews it every LEASE / 4.
+LEASE = 10.0
+# Stopped executors' rows are kept this long (introspection), then deleted.
+_KEEP_STOPPED = 86400.0
+# Notices older than this are deleted (every watcher reads them within its poll).
+KEEP_NOTICES = 600.0
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:  # not a database file
+            return f.read().decode().strip()[:8]
+    except OSError:
+        return "noboot"
+
+
+HOST = f"{socket.gethostname()}/{_boot_id()}"
+
+
+def pid_started(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:  # not a database file
+            stat = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after it
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def pid_alive(pid: int, started: str | None) -> bool:
+    """Whether the process that registered as (pid, started) still runs here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process with that pid: compare start times
+    if started is None:
+        return True
+    now = pid_started(pid)
+    return now is None or now == started
+
+
+def dead_here(executors: Sequence[tuple[Any, ...]], me: str) -> list[str]:
+    """Executors on this host and boot whose process is gone (no need to
+    wait for their lease): rows of (executor_id, host, pid, pid_started)."""
+    return [eid for eid, host, pid, started in executors
+            if eid != me and host == HOST and not pid_alive(pid, started)]
+
+
+# -- ops: run on the writer, inside a journal batch ---------------------------------------
+
+
+def register(conn: apsw.Connection, executor_id: str, pid: int, started: str | None, version: str,
+             lease_until: float, now: float) -> None:
+    conn.execute(
+        "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
+        " VALUES (?, ?, ?, ?, ?, ?)", (executor_id, HOST, pid, started, version, lease_until))
+    conn.execute("DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < ?", (now - _KEEP_STOPPED,))
+    conn.execute("DELETE FROM notices WHERE created_at < ?", (now - KEEP_NOTICES,))
+    return None
+
+
+def heartbeat(conn: apsw.Connection, executor_id: str, lease_until: float) -> Any:
+    conn.execute("UPDATE executors SET lease_until = ? WHERE executor_id = ? AND stopped_at IS NULL",
+                 (lease_until, executor_id))
+    return conn.changes()
+
+
+def stop(conn: apsw.Connection, executor_id: str) -> None:
+    """A clean close: the executor is gone, and its PENDING workflows are
+    released for any live executor to claim (a notice wakes them)."""
+    conn.execute("UPDATE executors SET stopped_at = unixepoch('subsec'), lease_until = 0 WHERE executor_id = ?",
+                 (executor_id,))
+    conn.execute("UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?", (executor_id,))
+    if conn.changes():
+        conn.execute("INSERT INTO notices (kind) VALUES ('start')")
+    return None
+
+
+def others_live(conn: apsw.Connection, executor_id: str | None, now: float) -> bool:
+    """Whether another executor has the file open: a live lease, and on this
+    host a live process (the crash mark stays set while one does; a file
+    marked open with none is a crash)."""
+    if not conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'executors'").get:
+        return False
+    rows = conn.execute("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id IS NOT ?"
+                        " AND stopped_at IS NULL AND lease_until >= ?", (executor_id, now)).fetchall()
+    dead = set(dead_here(rows, executor_id or ""))
+    return any(row[0] not in dead for row in rows)
+
+
+def others_live_here(store: Any, executor_id: str) -> bool:
+    """``others_live`` on a store's read connection."""
+    with store._read() as conn:
+        return others_live(conn, executor_id, time.time())
+
+
+_GONE = ("(executor IS NULL OR executor IN (SELECT value FROM json_each(:dead))"
+         " OR NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
+         " AND e.stopped_at IS NULL AND e.lease_until >= :now))")
+
+
+def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, now: float,
+          limit: int, only: str | None) -> list[tuple[Any, ...]]:
+    """Take up to ``limit`` PENDING workflows (of the JSON list ``names``)
+    whose owner is gone or that have none, not waiting in a queue, of this
+    application version (or none recorded); ``only``: a JSON
+    list of ids to consider (None: any). Raises their epoch; counts a
+    recovery attempt for those taken from an owner that was running them.
+    Returns (workflow_id, name, inputs, recovery_attempts, epoch) rows,
+    newest first (children before the parents that wait for them)."""
+    rows = conn.execute(_claimable(only), {"names": names, "version": version, "dead": dead, "now": now,
+                                           "only": only, "limit": limit}).fetchall()
+    if not rows:
+        return []
+    return _take(conn, me, version, rows)
+
+
+def _claimable(only: str | None) -> str:
+    where = (f"status = 'PENDING' AND name IN (SELECT value FROM json_each(:names))"
+             f" AND (app_version IS NULL OR app_version = :version) AND {_GONE}"
+             " AND NOT EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+             " AND q.started_at IS NULL AND q.done = 0)")
+    if only is not None:
+        where += " AND workflow_id IN (SELECT value FROM json_each(:only))"
+    return f"SELECT workflow_id, executor FROM workflows WHERE {where} ORDER BY seq DESC LIMIT :limit"
+
+
+def any_claimable(store: Any, version: str, names: str, dead: str) -> bool:
+    """A read first (no write transaction when there is nothing to take)."""
+    return bool(store.query(_claimable(None), {"names": names, "version": version, "dead": dead,
+                                               "now": time.time(), "only": None, "limit": 1}))
+
+
+def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
+    out = []  # (the workflow_owner_changed trigger counts the takeovers)
+    for wid, before in rows:
+        taken_from_owner = before is not None and before != me
+        row = conn.execute(
+            "UPDATE workflows SET executor = ?, epoch = epoch + 1, app_version = coalesce(app_version, ?),"
+            " recovery_attempts = recovery_attempts + ? WHERE workflow_id = ?"
+            " RETURNING workflow_id, name, inputs, recovery_attempts, epoch",
+            (me, version, 1 if taken_from_owner else 0, wid)).fetchall()
+        out.extend(row)
+    return out
+
+
+def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concurrency: int | None,
+                rate: tuple[int, float] | None, now: float, batch: int) -> Any:
+    """Start what a queue may start now, atomically across processes: its
+    running count and its rate window are read in this write transaction.
+    Returns (claimed rows as in :func:`claim`, when to look again or None)."""
+    free = batch
+    wake = None
+    if concurrency is not None:
+        running = conn.execute(
+            "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
+            (queue,)).get
+        free = min(free, concurrency - running)
+    if rate is not None:
+        n, period = rate
+        # Starts "in the future" were recorded before the wall clock went
+        # back: they are older than the window, not in it.
+        recent = [r[0] for r in conn.execute(
+            "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+            " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue, now - period, now + 1.0))]
+        free = min(free, n - len(recent))
+        if len(recent) >= n:
+            wake = recent[len(recent) - n] + period
+    claimed: list[tuple[Any, ...]] = []
+    if free > 0:
+        ids = [r[0] for r in conn.execute(
+            "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
+            " AND not_before <= ? ORDER BY priority, seq LIMIT ?", (queue, now, free))]
+        for wid in ids:
+            conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (now, wid))
+        claimed = _take(conn, me, version, [(wid, None) for wid in ids])
+        if len(ids) == free:
+            wake = now  # there may be more: look again at once
+    if wake is None or wake > now:
+        delayed = conn.execute(
+            "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
+            " AND not_before > ?", (queue, now)).get
+        if delayed is not None and (wake is None or delayed < wake):
+            wake = delayed
+    return claimed, wake
+
+
+def notice(conn: apsw.Connection, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:
+    conn.execute("INSERT INTO notices (kind, workflow_id, detail) VALUES (?, ?, ?)", (kind, workflow_id, detail))
+
+
+def notices_since(conn: apsw.Connection, last: int) -> list[tuple[Any, ...]]:
+    return conn.execute("SELECT id, kind, workflow_id, detail FROM notices WHERE id > ? ORDER BY id LIMIT 10000",
+                        (last,)).fetchall()

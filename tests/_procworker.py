@@ -1,0 +1,77 @@
+"""A worker process for tests/test_processes.py: opens the engine on DB, with
+the workflows below registered, runs until killed or told to stop (a file
+``<DB>.stop-<tag>`` appearing), and records every step body it runs in a
+ledger (a separate SQLite file, through apsw) so the test can count re-runs.
+
+    python tests/_procworker.py DB LEDGER TAG [lease] [start N]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import apsw
+
+import durably
+
+
+def ledger(path: str) -> apsw.Connection:
+    conn = apsw.Connection(path)
+    conn.setbusytimeout(10_000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS runs (wid TEXT, step TEXT, pid INTEGER, t0 REAL, t1 REAL)")
+    return conn
+
+
+def build(engine: durably.Engine, led: apsw.Connection) -> None:
+    def note(step: str, t0: float) -> None:
+        led.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0, time.time()))
+
+    @engine.step(name="work")
+    def work(i: int, seconds: float) -> int:
+        t0 = time.time()
+        time.sleep(seconds)
+        note(f"work{i}", t0)
+        return i
+
+    @engine.workflow(name="chain")
+    def chain(n: int, seconds: float) -> int:
+        return sum(work(i, seconds) for i in range(n))
+
+    @engine.workflow(name="waiter")
+    def waiter() -> str:
+        work(0, 0.0)
+        got = engine.recv("go")
+        work(1, 0.0)
+        return f"got {got}"
+
+    @engine.workflow(name="double")
+    def double(x: int) -> int:
+        return 2 * work(0, 0.0) + 2 * x
+
+    @engine.workflow(name="slot")
+    def slot(i: int) -> int:
+        return work(i, 0.2)
+
+    engine.queue("q", concurrency=2)
+
+
+def main() -> None:
+    db, led_path, tag = sys.argv[1:4]
+    lease = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+    engine = durably.Engine(db, lease=lease) if lease else durably.Engine(db)
+    led = ledger(led_path)
+    build(engine, led)
+    with engine:
+        if len(sys.argv) > 6 and sys.argv[5] == "start":
+            for k in range(int(sys.argv[6])):
+                engine.start("waiter", workflow_id=f"{tag}-w{k}")
+        print("ready", flush=True)
+        while not os.path.exists(f"{db}.stop-{tag}"):
+            time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    main()

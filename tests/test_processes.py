@@ -1,0 +1,293 @@
+"""Several processes on one database file (issue 11): executors, leases,
+fencing, takeover, cross-process wake-ups, client mode, queue limits.
+
+Worker processes run ``tests/_procworker.py``; every step body they run is
+written to a ledger (a separate SQLite file), so re-runs are counted, not
+guessed. On 8213365 the first test fails: a second process opening a live
+file recovered every in-flight workflow of the first and ran its steps again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import apsw
+import pytest
+
+import durably
+from durably import Status
+from durably import _records as R
+from durably.journal import Record
+
+WORKER = str(Path(__file__).with_name("_procworker.py"))
+sys.path.insert(0, str(Path(__file__).parent))
+import _procworker  # noqa: E402
+
+
+def _spawn(db: str, led: str, tag: str, lease: float = 0.0, start: int = 0) -> subprocess.Popen[str]:
+    """A worker process (lease 0: the default lease)."""
+    args = [sys.executable, WORKER, db, led, tag, str(lease)] + (["start", str(start)] if start else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(durably.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+def _stop(db: str, tag: str, proc: subprocess.Popen[str]) -> None:
+    Path(f"{db}.stop-{tag}").touch()
+    try:
+        proc.wait(30)
+    finally:
+        _reap(proc)
+
+
+def _reap(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate()  # closes its pipes
+
+
+def _runs(led: str) -> list[tuple[Any, ...]]:
+    conn = apsw.Connection(led)
+    conn.setbusytimeout(10_000)
+    try:
+        return conn.execute("SELECT wid, step, pid, t0, t1 FROM runs ORDER BY t0").fetchall()
+    finally:
+        conn.close()
+
+
+def _wait_until(cond: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[str, str]:
+    return str(tmp_path / "shared.db"), str(tmp_path / "ledger.db")
+
+
+@pytest.mark.timeout(120)
+def test_a_second_process_on_a_live_file_does_not_run_the_first_ones_workflows(files) -> None:
+    """The issue's headline: B opens the file while A runs 8 workflows, each
+    waiting for a message after its first step. B recovers nothing, no step
+    runs twice, a message sent from B wakes A's workflow, and B's result()
+    returns what A recorded."""
+    db, led = files
+    a = _spawn(db, led, "a", start=8)
+    try:
+        _wait_until(lambda: len(_runs(led)) == 8)
+        engine = durably.Engine(db)
+        _procworker.build(engine, _procworker.ledger(led))
+        with engine:
+            assert engine.recovery.resumed == []
+            time.sleep(1.0)  # a round of B's lease keeper
+            assert len(_runs(led)) == 8
+            for k in range(8):
+                engine.send(f"a-w{k}", k, topic="go")
+            for k in range(8):
+                assert engine.handle(f"a-w{k}").result(timeout=20) == f"got {k}"
+            runs = _runs(led)
+            assert sorted((w, s) for w, s, *_ in runs) == sorted(
+                [(f"a-w{k}", "work0") for k in range(8)] + [(f"a-w{k}", "work1") for k in range(8)])
+            assert {pid for *_, pid, _t0, _t1 in [(r[0], r[1], r[2], r[3], r[4]) for r in runs]} == {a.pid}
+            assert all(i.status is Status.SUCCESS for i in engine.list_workflows())
+    finally:
+        _stop(db, "a", a)
+
+
+@pytest.mark.timeout(120)
+def test_a_second_engine_in_the_same_process_does_not_take_the_first_ones_workflows(tmp_path: Path) -> None:
+    db, led = str(tmp_path / "one.db"), str(tmp_path / "ledger.db")
+    first = durably.Engine(db)
+    _procworker.build(first, _procworker.ledger(led))
+    second = durably.Engine(db)
+    _procworker.build(second, _procworker.ledger(led))
+    with first:
+        for k in range(4):
+            first.start("waiter", workflow_id=f"w{k}")
+        _wait_until(lambda: len(_runs(led)) == 4)
+        with second:
+            assert second.recovery.resumed == []
+            time.sleep(1.0)
+            assert len(_runs(led)) == 4
+            for k in range(4):
+                second.send(f"w{k}", k, topic="go")
+            for k in range(4):
+                assert first.handle(f"w{k}").result(timeout=20) == f"got {k}"
+        assert len(_runs(led)) == 8
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_owner_is_taken_over_at_once_on_the_same_host(files) -> None:
+    """SIGKILL of A: B (lease 30 s, so not by expiry) sees A's pid is dead and
+    takes A's workflows within a second or two; they finish once."""
+    db, led = files
+    a = _spawn(db, led, "a", lease=30.0, start=4)
+    b = None
+    try:
+        _wait_until(lambda: len(_runs(led)) == 4)
+        b = _spawn(db, led, "b", lease=30.0)
+        a.send_signal(signal.SIGKILL)
+        a.wait(10)
+        client = durably.Engine(db, client=True)
+        with client:
+            t0 = time.monotonic()
+            _wait_until(lambda: all(i.executor and i.executor.startswith(_host_pid(b)) for i in client.list_workflows()),
+                        timeout=10)
+            taken = time.monotonic() - t0
+            assert taken < 5.0, taken
+            for k in range(4):
+                client.send(f"a-w{k}", k, topic="go")
+            for k in range(4):
+                assert client.handle(f"a-w{k}").result(timeout=20) == f"got {k}"
+        steps = [(w, s) for w, s, *_ in _runs(led)]
+        for k in range(4):  # work0 ran once (recorded before the kill), work1 once (in B)
+            assert steps.count((f"a-w{k}", "work0")) == 1 and steps.count((f"a-w{k}", "work1")) == 1
+    finally:
+        if b is not None:
+            _stop(db, "b", b)
+        _reap(a)
+
+
+def _host_pid(proc: subprocess.Popen[str]) -> str:
+    import socket
+    return f"{socket.gethostname()}:{proc.pid}:"
+
+
+@pytest.mark.timeout(120)
+def test_a_paused_owner_is_fenced_and_records_nothing_for_what_was_taken_over(files) -> None:
+    """SIGSTOP of A (lease 1 s) in the middle of long chains: B takes them
+    over after the lease and finishes them; A, continued, is fenced: its
+    late records are refused and it abandons those workflows. Every chain
+    ends once with the right result, and a step body ran again only where A
+    was stopped inside it."""
+    db, led = files
+    a = _spawn(db, led, "a", lease=1.0)
+    b = None
+    try:
+        client = durably.Engine(db, client=True)
+        with client:
+            # started by a client: A claims them (the only executor)
+            handles = [client.start("chain", 10, 0.1, workflow_id=f"c{k}") for k in range(3)]
+            _wait_until(lambda: len(_runs(led)) >= 6)
+            a.send_signal(signal.SIGSTOP)
+            stopped_at = time.time()
+            b = _spawn(db, led, "b", lease=1.0)
+            for h in handles:
+                assert h.result(timeout=30) == sum(range(10))
+            a.send_signal(signal.SIGCONT)
+            time.sleep(1.5)  # A wakes up, tries to record, is fenced
+            for h in handles:
+                assert h.status() is Status.SUCCESS and h.result() == sum(range(10))
+                assert [s.name for s in client.steps(h.workflow_id)] == ["work"] * 10
+        runs = _runs(led)
+        for k in range(3):
+            mine = [(s, pid, t0) for w, s, pid, t0, _t1 in runs if w == f"c{k}"]
+            names = [s for s, *_ in mine]
+            twice = {s for s in names if names.count(s) > 1}
+            # only a step A was inside when stopped may have run again (in B)
+            assert len(twice) <= 1, mine
+            for s in twice:
+                assert [p for n, p, _ in mine if n == s] == [a.pid, b.pid] or \
+                    sorted(p for n, p, _ in mine if n == s) == sorted([a.pid, b.pid]), mine
+        # nothing A ran after it was continued was recorded: B's results stand (checked above)
+        assert stopped_at > 0
+    finally:
+        if b is not None:
+            _stop(db, "b", b)
+        if a.poll() is None:
+            a.send_signal(signal.SIGCONT)
+            _stop(db, "a", a)
+
+
+@pytest.mark.timeout(120)
+def test_client_mode_starts_by_name_and_a_worker_process_runs_it(files) -> None:
+    db, led = files
+    worker = _spawn(db, led, "w")
+    try:
+        client = durably.Engine(db, client=True)
+        with client:
+            assert client.start("double", 20).result(timeout=20) == 40
+            h = client.start("waiter", workflow_id="wait-1")
+            _wait_until(lambda: len(client.steps("wait-1")) >= 1)
+            client.send("wait-1", "hi", topic="go")
+            assert h.result(timeout=20) == "got hi"
+            with pytest.raises(durably.UsageError):
+                client.start("not-a-name-anyone-runs\x00")  # names are still checked
+        assert {pid for _w, _s, pid, *_ in _runs(led)} == {worker.pid}
+    finally:
+        _stop(db, "w", worker)
+
+
+@pytest.mark.timeout(180)
+def test_queue_concurrency_holds_across_two_processes(files) -> None:
+    """Two worker processes serve queue q (concurrency 2); 12 entries from a
+    client: never more than 2 bodies at once across both processes."""
+    db, led = files
+    workers = [_spawn(db, led, t) for t in ("p", "q")]
+    try:
+        client = durably.Engine(db, client=True)
+        client.queue("q", concurrency=2)
+        with client:
+            handles = [client.enqueue("q", "slot", i) for i in range(12)]
+            assert [h.result(timeout=60) for h in handles] == list(range(12))
+        runs = _runs(led)
+        assert len(runs) == 12
+        events = sorted([(t0, 1) for *_, t0, _ in runs] + [(t1, -1) for *_, t1 in runs])
+        level = peak = 0
+        for _t, d in events:
+            level += d
+            peak = max(peak, level)
+        assert peak <= 2, (peak, runs)
+    finally:
+        for t, w in zip(("p", "q"), workers):
+            _stop(db, t, w)
+
+
+def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: Path) -> None:
+    """Two executors on one file, one queue with concurrency 2: what one
+    claimed counts against the other's claim (the count is read in the
+    claim's write transaction), so the second gets nothing until a slot frees."""
+    db = str(tmp_path / "q.db")
+    x, y = durably.Engine(db, client=True), durably.Engine(db, client=True)
+    x.queue("q", concurrency=2)
+    with x, y:
+        for i in range(5):
+            x.enqueue("q", "slot", i)
+
+        def claim(engine: durably.Engine) -> list[str]:
+            claimed, _wake = engine._run_op("claim_queue", engine.executor_id, "0", "q", 2, None, time.time(), 64)
+            return [row[0] for row in claimed]
+
+        first = claim(x)
+        assert len(first) == 2
+        assert claim(y) == []  # x's two are running
+        x._journal.submit(Record(R.SQL, (  # the first one ends (its queue entry is done)
+            "UPDATE workflows SET status = 'SUCCESS' WHERE workflow_id = ?", (first[0],))))
+        assert len(claim(y)) == 1  # one slot freed: y takes exactly one
+        owners = dict(x._store.query("SELECT workflow_id, executor FROM workflows WHERE executor IS NOT NULL"))
+        assert set(owners.values()) == {x.executor_id, y.executor_id}
+
+
+def test_executors_are_registered_and_a_clean_close_releases_its_workflows(tmp_path: Path) -> None:
+    db = str(tmp_path / "x.db")
+    engine = durably.Engine(db, app_version="v7")
+    with engine:
+        rows = engine._store.query("SELECT executor_id, pid, app_version, stopped_at FROM executors")
+        assert rows == [(engine.executor_id, os.getpid(), "v7", None)]
+    conn = apsw.Connection(db)
+    try:
+        assert conn.execute("SELECT stopped_at IS NOT NULL FROM executors").get == 1
+    finally:
+        conn.close()
