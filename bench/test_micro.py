@@ -49,7 +49,7 @@ def test_journal_submit_and_flush_one(benchmark: Any, impl: Any) -> None:
     """A lone caller: enqueue, flush (a no-op store), acknowledge."""
     journal = impl.Journal(lambda batch: None)
     journal.start()
-    rec = impl.Record(R.SQL, None)
+    rec = impl.Record(R.WRITE, None)
     benchmark(journal.submit, rec)
     journal.stop()
 
@@ -61,7 +61,7 @@ def test_journal_async_batch_of_1000(benchmark: Any, impl: Any) -> None:
     journal.start()
 
     async def burst() -> None:
-        await asyncio.gather(*[journal.submit_async(impl.Record(R.SQL, i)) for i in range(1000)])
+        await asyncio.gather(*[journal.submit_async(impl.Record(R.WRITE, i)) for i in range(1000)])
 
     loop = asyncio.new_event_loop()
     benchmark(lambda: loop.run_until_complete(burst()))

@@ -30,8 +30,7 @@ record = st.one_of(
     st.tuples(st.just(R.STEP), st.tuples(wids, st.integers(0, 3), st.sampled_from(["s", "t"]), values, st.none(),
                                          st.none(), st.none())),
     st.tuples(st.just(R.COMPLETE), st.tuples(st.sampled_from(["SUCCESS", "ERROR"]), values, st.none(), wids)),
-    st.tuples(st.just(R.SQL), st.tuples(st.just("UPDATE workflows SET parked = ? WHERE workflow_id = ?"),
-                                         st.tuples(st.text(max_size=3), wids))),
+    st.tuples(st.just(R.WRITE), st.tuples(st.just("park"), st.tuples(st.text(max_size=3), wids))),
 )
 batches = st.lists(st.lists(record, min_size=1, max_size=8), min_size=1, max_size=8)
 

@@ -12,6 +12,7 @@ import pytest
 from durably import _records as R
 from durably import errors
 from durably.journal import _journal_py
+from durably.store._writes import WRITES
 from durably.store import Store
 
 from .conftest import expected_implementation
@@ -45,7 +46,7 @@ def test_concurrent_submitters_share_batches(impl) -> None:
 
     def worker(base: int) -> None:
         for i in range(20):
-            value = journal.submit(impl.Record(R.SQL, base + i))
+            value = journal.submit(impl.Record(R.WRITE, base + i))
             with lock:
                 results.append(value)
 
@@ -70,7 +71,7 @@ def test_async_waiters_on_two_loops_are_woken(impl) -> None:
     journal.start()
 
     async def many(offset: int) -> list[int]:
-        return list(await asyncio.gather(*[journal.submit_async(impl.Record(R.SQL, offset + i)) for i in range(200)]))
+        return list(await asyncio.gather(*[journal.submit_async(impl.Record(R.WRITE, offset + i)) for i in range(200)]))
 
     out: dict[int, list[int]] = {}
     threads = [threading.Thread(target=lambda o=o: out.__setitem__(o, asyncio.run(many(o)))) for o in (0, 1000)]
@@ -97,7 +98,7 @@ def test_fatal_flush_error_fails_every_waiter_and_stops(impl) -> None:
 
     def submit() -> None:
         try:
-            journal.submit(impl.Record(R.SQL, None))
+            journal.submit(impl.Record(R.WRITE, None))
         except BaseException as exc:
             errs.append(exc)
 
@@ -111,7 +112,7 @@ def test_fatal_flush_error_fails_every_waiter_and_stops(impl) -> None:
     assert len(errs) == 5 and all(isinstance(e, errors.JournalStoppedError) for e in errs)
     assert len(calls) == 1  # never retried
     with pytest.raises(errors.JournalStoppedError):
-        journal.submit(impl.Record(R.SQL, None))
+        journal.submit(impl.Record(R.WRITE, None))
     assert not journal.running and isinstance(journal.failure, errors.JournalStoppedError)
     journal.stop()
 
@@ -125,7 +126,7 @@ def test_stop_commits_what_is_pending(impl) -> None:
 
     journal = impl.Journal(flush)
     journal.start()
-    threads = [threading.Thread(target=journal.submit, args=(impl.Record(R.SQL, i),)) for i in range(10)]
+    threads = [threading.Thread(target=journal.submit, args=(impl.Record(R.WRITE, i),)) for i in range(10)]
     for t in threads:
         t.start()
     for t in threads:
@@ -133,10 +134,12 @@ def test_stop_commits_what_is_pending(impl) -> None:
     journal.stop()
     assert sorted(seen) == list(range(10))
     with pytest.raises(errors.NotOpenError):
-        journal.submit(impl.Record(R.SQL, 1))
+        journal.submit(impl.Record(R.WRITE, 1))
 
 
-def test_a_rejected_record_fails_alone(impl, db_path) -> None:
+def test_a_rejected_record_fails_alone(impl, db_path, monkeypatch) -> None:
+    # a named write that breaks the status CHECK (none of the real ones does)
+    monkeypatch.setitem(WRITES, "test:bad_status", "UPDATE workflows SET status = 'BAD' WHERE workflow_id = 'w'")
     store = Store(db_path)
     store.open()
     store.flush([impl.Record(R.START, ("w", "flow", "[[],{}]", None, None))])
@@ -147,7 +150,7 @@ def test_a_rejected_record_fails_alone(impl, db_path) -> None:
         impl.Record(R.STEP, ("w", 0, "dup", "9", None, None, None)),
         impl.Record(R.STEP, ("ghost", 0, "s", "1", None, None, None)),
         impl.Record(R.STEP, ("w", 2, "s", "3", None, None, None)),
-        impl.Record(R.SQL, ("UPDATE workflows SET status = 'BAD' WHERE workflow_id = 'w'", ())),
+        impl.Record(R.WRITE, ("test:bad_status", ())),
         impl.Record(R.COMPLETE, ("SUCCESS", "6", None, "w")),
     ]
     store.flush(recs)
@@ -226,15 +229,15 @@ def test_a_lone_caller_writes_its_own_record_and_others_queue(impl) -> None:
 
     journal = impl.Journal(flush)
     journal.start()
-    assert journal.submit(impl.Record(R.SQL, "alone")) == "alone"
+    assert journal.submit(impl.Record(R.WRITE, "alone")) == "alone"
     assert threads_seen == [threading.current_thread().name]  # no hand-off
     # while a leader's flush is in flight, other records go to the writer thread
-    leader = threading.Thread(target=journal.submit, args=(impl.Record(R.SQL, "slow"),), name="leader")
+    leader = threading.Thread(target=journal.submit, args=(impl.Record(R.WRITE, "slow"),), name="leader")
     leader.start()
     while len(threads_seen) < 2:
         time.sleep(0.001)
     out: list[Any] = []
-    followers = [threading.Thread(target=lambda i=i: out.append(journal.submit(impl.Record(R.SQL, i)))) for i in range(5)]
+    followers = [threading.Thread(target=lambda i=i: out.append(journal.submit(impl.Record(R.WRITE, i)))) for i in range(5)]
     for t in followers:
         t.start()
     time.sleep(0.05)

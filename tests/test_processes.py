@@ -273,8 +273,7 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
         first = claim(x)
         assert len(first) == 2
         assert claim(y) == []  # x's two are running
-        x._journal.submit(Record(R.SQL, (  # the first one ends (its queue entry is done)
-            "UPDATE workflows SET status = 'SUCCESS' WHERE workflow_id = ?", (first[0],))))
+        x._journal.submit(Record(R.WRITE, ("cancel", (None, first[0]))))  # the first one ends: its slot frees
         assert len(claim(y)) == 1  # one slot freed: y takes exactly one
         owners = dict(x._store.query("SELECT workflow_id, executor FROM workflows WHERE executor IS NOT NULL"))
         assert set(owners.values()) == {x.executor_id, y.executor_id}

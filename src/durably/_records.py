@@ -21,8 +21,8 @@ COMPLETE = 2
 # A transaction step: (workflow_id, row, name, body), body(Tx) returning
 # (output, error); runs inside the batch in its own SAVEPOINT.
 TX = 3
-# One statement on the engine's tables: (sql, params). Result: rows changed.
-SQL = 4
+# A named write (store/_writes.py): (name, params). Result: rows changed.
+WRITE = 4
 # A toolkit operation (send, receive, set/get event, enqueue ...):
 # (workflow_id, row, name, op, args). ``op`` names a function of
 # ``store/_ops.py`` run inside the batch in its own SAVEPOINT; its output is

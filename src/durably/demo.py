@@ -115,7 +115,7 @@ def _made_by_the_demo(path: str) -> bool:
     store = Store(path)
     try:
         store.open_readonly()
-        names = {r[0] for r in store.query("SELECT DISTINCT name FROM workflows")}
+        names = store.workflow_names()
     except durably.DurablyError:
         return False
     finally:
@@ -156,8 +156,8 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
 
     store = Store(path)
     store.open()
-    recorded = store.query("SELECT count(*) FROM steps WHERE workflow_id LIKE 'order-%'")[0][0]
-    pending = store.query("SELECT count(*) FROM workflows WHERE status = 'PENDING'")[0][0]
+    recorded = sum(len(store.load_steps(row[0])) for row in store.list_workflows(id_prefix="order-", limit=None))
+    pending = len(store.list_workflows(status="PENDING", limit=None))
     store.close()
 
     counter = [0]

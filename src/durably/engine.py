@@ -150,6 +150,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._store.start_owner = None if self.client else self.executor_id
         self.app_version = check_name(app_version if app_version is not None
                                       else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
+        self._store.app_version = self.app_version
         self._lease = _positive(lease, "lease")
         self._poll = _positive(poll, "poll")
         self._coord: Coordinator | None = None
@@ -285,14 +286,13 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         try:
             self._register_executor()
             self._recover()
-            for wid, deadline in self._store.query(
-                    "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"):
+            for wid, deadline in self._store.deadlines():
                 self._arm_deadline(wid, deadline)
             if not self.client:
                 self._start_queues()
                 self._start_schedules()
             self._coord = Coordinator(self, self._lease, self._poll)
-            self._coord.start(self._store.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
+            self._coord.start(self._store.last_notice())
         except BaseException:
             self.close()
             raise
@@ -589,11 +589,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                     self._store.interrupt_tx(wid)  # a transaction step running now ends at once
         why = None if reason is None else encode_error(errors.WorkflowCancelledError(reason, workflow_id=workflow_id))
         for wid in ids:
-            self._journal.submit(Record(R.SQL, (
-                "UPDATE workflows SET status = 'CANCELLED', error = ?, updated_at = unixepoch('subsec')"
-                " WHERE workflow_id = ? AND status = 'PENDING'",
-                (why if wid == workflow_id else None, wid),
-            )))
+            self._journal.submit(Record(R.WRITE, ("cancel", (why if wid == workflow_id else None, wid))))
         for wid in ids:
             self._disarm_deadline(wid)
             self._notify(wid)
@@ -638,12 +634,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 f"workflow {workflow_id!r} runs {name!r}, which is not registered with this engine",
                 workflow_id=workflow_id, name=name,
             )
-        self._journal.submit(Record(R.SQL, (
-            "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
-            " recovery_attempts = 0, executor = ?, epoch = epoch + 1, app_version = ?,"
-            " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status != 'SUCCESS'",
-            (self.executor_id, self.app_version, workflow_id),
-        )))
+        self._journal.submit(Record(R.WRITE, ("resume", (self.executor_id, self.app_version, workflow_id))))
         self._interrupted.pop(workflow_id, None)
         with self._lock:
             ctx = self._active.get(workflow_id)
@@ -685,7 +676,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.executor_id)
 
     def _dead_executors(self) -> str:
-        rows = self._store.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+        rows = self._store.executors()
         dead = _executors.dead_here(rows, self.executor_id)
         # An engine of this very process that is not open any more (it was
         # dropped without close()) is gone too.
@@ -696,7 +687,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if self.client or not self._workflows:
             return []
         names, dead = json.dumps(sorted(self._workflows)), self._dead_executors()
-        if not _executors.any_claimable(self._store, self.app_version, names, dead):
+        if not self._store.claimable(self.app_version, names, dead):
             return []
         return self._run_op("claim", self.executor_id, self.app_version, names, dead, time.time(), limit,
                             None if only is None else json.dumps(only))
@@ -710,10 +701,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                     f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
                     f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
                     "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
-                self._journal.submit(Record(R.SQL, (
-                    "UPDATE workflows SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', error = ?,"
-                    " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status = 'PENDING'",
-                    (encode_error(why), wid))))
+                self._journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
                 log.error("durably: %s", why)
                 continue
             report.resumed.append(wid)
@@ -737,10 +725,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 if name in known:
                     continue
                 report.unknown.append((wid, name))
-                self._journal.submit(Record(R.SQL, (
-                    "UPDATE workflows SET parked = ? WHERE workflow_id = ? AND status = 'PENDING' AND parked IS NULL",
-                    (f"no workflow function registered as {name!r} when the engine opened", wid),
-                )))
+                self._journal.submit(Record(R.WRITE, ("park_unregistered", (
+                    f"no workflow function registered as {name!r} when the engine opened", wid))))
         if report.unknown:
             log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
                         len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
@@ -777,11 +763,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         (or parked) in another process."""
         with self._lock:
             ids = [w for w in self._completions if w not in self._active]
-        for at in range(0, len(ids), 500):
-            chunk = ids[at:at + 500]
-            for wid, status, parked in self._store.query(
-                    f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
-                    chunk):
-                if status != "PENDING" or parked is not None:
-                    self._notify(wid)
+        for wid, status, parked in self._store.statuses(ids) if ids else ():
+            if status != "PENDING" or parked is not None:
+                self._notify(wid)
 

@@ -94,11 +94,9 @@ class Queue:
             raise decode_error(error)
         wid = engine._codec.decoder(str)(output)
         if rec.params[4][4] is not None:  # a timeout: arm the deadline the database holds for it
-            rows = engine._store.query(
-                "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
-                (wid,))
-            if rows:
-                engine._arm_deadline(wid, rows[0][0])
+            deadline = engine._store.deadline(wid)
+            if deadline is not None:
+                engine._arm_deadline(wid, deadline)
         engine._queues_kick()
         return WorkflowHandle(engine, wid)
 
@@ -167,9 +165,7 @@ class Dispatcher(BackgroundLoop):
             if spec is None:
                 log.warning("durably: queued workflow %s runs %r, which is not registered here; it is released",
                             wid, name)
-                engine._journal.submit(Record(R.SQL, (
-                    "UPDATE workflows SET executor = NULL WHERE workflow_id = ? AND executor = ?",
-                    (wid, engine.executor_id))))
+                engine._journal.submit(Record(R.WRITE, ("release", (wid, engine.executor_id))))
                 continue
             engine._store.owned[wid] = epoch
             engine._launch(spec, wid, inputs, replay=True)

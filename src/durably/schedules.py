@@ -62,18 +62,6 @@ _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
 MAX_BACKFILL = 10_000  # slots one backfill_schedule call may start
 _LATE = 60.0  # a due slot older than this (seconds) was missed: the runner was not there for it
 
-# The schedule state, in one place (one statement per change).
-_COLUMNS = "name, cron, workflow, last_slot, paused, tz, missed"
-_SELECT_ALL = f"SELECT {_COLUMNS} FROM schedules ORDER BY name"
-_SELECT_ONE = f"SELECT {_COLUMNS} FROM schedules WHERE name = ?"
-_UPSERT = ("INSERT INTO schedules (name, cron, workflow, last_slot, tz, missed) VALUES (?, ?, ?, ?, ?, ?)"
-           " ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, workflow = excluded.workflow,"
-           " tz = excluded.tz, missed = excluded.missed")
-_ADVANCE = "UPDATE schedules SET last_slot = ? WHERE name = ? AND last_slot < ?"
-_PAUSE = "UPDATE schedules SET paused = 1 WHERE name = ?"
-# Resuming skips what fell while paused: progress jumps to the moment of resuming.
-_RESUME = "UPDATE schedules SET paused = 0, last_slot = max(last_slot, ?) WHERE name = ? AND paused = 1"
-_DELETE = "DELETE FROM schedules WHERE name = ?"
 
 
 def _zone(tz: Any, name: str) -> tzinfo:
@@ -208,7 +196,7 @@ class ScheduleRunner(BackgroundLoop):
         engine = self.engine
         wake: float | None = None
         with engine._schedules_lock:
-            for row in engine._store.query(_SELECT_ALL):
+            for row in engine._store.schedules():
                 nxt = self._fire_due(row)
                 if nxt is not None:
                     wake = nxt if wake is None else min(wake, nxt)
@@ -262,7 +250,7 @@ class ScheduleRunner(BackgroundLoop):
                 # The slot's id belongs to another workflow (the schedule's
                 # workflow changed): that slot cannot run; the others do.
                 log.error("durably: schedule %r skips a slot: %s", name, exc)
-        engine._journal.submit(Record(R.SQL, (_ADVANCE, (due[-1], name, due[-1]))))
+        engine._journal.submit(Record(R.WRITE, ("schedule_advance", (due[-1], name, due[-1]))))
         if len(due) == _CATCH_UP_MAX:
             return now  # more may be due: another round at once
         return nxt
@@ -330,7 +318,7 @@ class Schedules:
         return schedule
 
     def _write_schedule(self, schedule: Schedule) -> None:
-        self._journal.submit(Record(R.SQL, (_UPSERT, (
+        self._journal.submit(Record(R.WRITE, ("schedule_upsert", (
             schedule.name, schedule.cron, schedule.workflow, self._clock.now(), schedule.tz, schedule.missed))))
 
     # -- managing -------------------------------------------------------------------
@@ -341,7 +329,7 @@ class Schedules:
         return check_name(name, "schedule name")
 
     def _schedule_row(self, name: str) -> tuple[Any, ...]:
-        rows = self._store.query(_SELECT_ONE, (name,))
+        rows = self._store.schedules(name)
         if not rows:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
         return rows[0]
@@ -353,7 +341,7 @@ class Schedules:
         paused schedule does nothing. ScheduleNotFoundError if none."""
         name = self._schedule_call("pause_schedule", name)
         with self._schedules_lock:
-            changed = self._journal.submit(Record(R.SQL, (_PAUSE, (name,))))
+            changed = self._journal.submit(Record(R.WRITE, ("schedule_pause", (name,))))
         if not changed:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
@@ -365,7 +353,7 @@ class Schedules:
         is not paused does nothing. ScheduleNotFoundError if none."""
         name = self._schedule_call("resume_schedule", name)
         with self._schedules_lock:
-            changed = self._journal.submit(Record(R.SQL, (_RESUME, (self._clock.now(), name))))
+            changed = self._journal.submit(Record(R.WRITE, ("schedule_resume", (self._clock.now(), name))))
             if not changed:
                 self._schedule_row(name)  # ScheduleNotFoundError, or it was not paused
             self._kick_schedules()
@@ -377,7 +365,7 @@ class Schedules:
         ScheduleNotFoundError if none."""
         name = self._schedule_call("delete_schedule", name)
         with self._schedules_lock:
-            changed = self._journal.submit(Record(R.SQL, (_DELETE, (name,))))
+            changed = self._journal.submit(Record(R.WRITE, ("schedule_delete", (name,))))
             self._schedules.pop(name, None)
         if not changed:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
@@ -434,7 +422,7 @@ class Schedules:
         self._check_open()  # type: ignore[attr-defined]
         now = self._clock.now()
         infos = []
-        for name, cron, workflow, last, paused, tz, missed in self._store.query(_SELECT_ALL):
+        for name, cron, workflow, last, paused, tz, missed in self._store.schedules():
             try:
                 schedule = Schedule(name, cron, workflow, missed, tz)
             except errors.UsageError:  # a zone unknown on this machine: shown in UTC
@@ -459,7 +447,7 @@ class Schedules:
         with self._schedules_lock:
             for schedule in self._schedules.values():
                 self._write_schedule(schedule)
-            if self._schedules or self._store.query("SELECT 1 FROM schedules LIMIT 1"):
+            if self._schedules or self._store.has_schedules():
                 self._kick_schedules()
 
     def _stop_schedules(self) -> None:

@@ -158,7 +158,7 @@ class Scheduler:
         # that record is too, and the replay finds it instead of running the
         # step a second time (found by test_async_workflow_outlives_...).
         try:
-            ctx.journal.submit(Record(R.SQL, ("SELECT 1", ())))
+            ctx.journal.submit(Record(R.WRITE, ("barrier", ())))
         except errors.DurablyError:
             return  # the writer stopped: the workflow resumes at the next open
         spec = self._workflows.get(ctx.name)

@@ -82,11 +82,7 @@ def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismE
         log.warning("durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
                     "it stays PENDING (restore the old code path, then resume it)",
                     outcome.workflow_id, outcome.position, outcome.called, outcome.recorded)
-        return Record(R.SQL, (
-            "UPDATE workflows SET parked = ?, updated_at = unixepoch('subsec')"
-            " WHERE workflow_id = ? AND status = 'PENDING'",
-            (str(outcome), ctx.workflow_id),
-        ))
+        return Record(R.WRITE, ("park", (str(outcome), ctx.workflow_id)))
     if outcome.status is None:
         return None
     return Record(R.COMPLETE, (outcome.status, outcome.output, outcome.error, ctx.workflow_id))

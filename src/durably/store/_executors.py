@@ -44,7 +44,10 @@ def _boot_id() -> str:
         return "noboot"
 
 
-HOST = f"{socket.gethostname()}/{_boot_id()}"
+# Where pids are comparable: this host and boot. ``DURABLY_HOST`` overrides
+# it (containers that share the database file but not a pid namespace must
+# each set a distinct value, or their dead processes are only found by lease).
+HOST = os.environ.get("DURABLY_HOST") or f"{socket.gethostname()}/{_boot_id()}"
 
 
 def pid_started(pid: int) -> str | None:

@@ -45,13 +45,14 @@ from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from . import _executors
 from ._ops import OPS, READS
+from ._writes import WRITES
 from ._tx import Tx, authorizer
 
 _INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)")
 _INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor)"
-    " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
+    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
+    " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
 )
 _COMPLETE = (
     "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
@@ -124,6 +125,7 @@ class Store:
         self.tx_budget = TX_BUDGET  # seconds a transaction step's SQL may run (Engine(transaction_timeout=))
         self.executor: str | None = None  # recorded as the executor of workflows started here
         self.start_owner: str | None = None  # the owner of workflows started here (None: a client's)
+        self.app_version = "0"  # recorded on workflows started here (a client's: none, any version runs them)
         # Fencing (store/_executors.py): the epoch of every workflow this
         # process runs; those another executor took over (their records
         # fail with FencedError); the takeovers count last seen; who to tell.
@@ -551,10 +553,10 @@ class Store:
             self._transaction(conn, rec)
         elif kind == R.OP:
             self._op(conn, rec)
-        elif kind == R.SQL:
-            sql, params = rec.params
+        elif kind == R.WRITE:
+            name, params = rec.params
             try:
-                conn.execute(sql, params)
+                conn.execute(WRITES[name], params)
                 rec.result = conn.changes()
             except RECORD_ERRORS as exc:
                 rec.error = map_error(exc, self.path)
@@ -570,9 +572,11 @@ class Store:
         if nested:
             conn.execute("SAVEPOINT start")
         try:
-            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, self.start_owner))
+            owner = self.start_owner
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, owner,
+                                            None if owner is None else self.app_version))
             inserted = conn.changes()
-            if inserted and self.start_owner is None:
+            if inserted and owner is None:
                 _executors.notice(conn, "start", workflow_id)  # a client's: some executor claims it
             if not inserted:
                 rec.result = conn.execute(
@@ -803,6 +807,56 @@ class Store:
             f"SELECT {self._user_columns()} FROM workflows{clause} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, -1 if limit is None else limit, offset),
         )
+
+    # -- reads the runtime needs (store/contract.py) ------------------------------
+
+    def deadlines(self) -> list[tuple[str, float]]:
+        """(workflow_id, deadline) of every PENDING workflow that has one."""
+        return self.query("SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING'"
+                          " AND deadline IS NOT NULL")  # type: ignore[return-value]
+
+    def deadline(self, workflow_id: str) -> float | None:
+        """The deadline of a PENDING workflow, or None."""
+        rows = self.query("SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING'"
+                          " AND deadline IS NOT NULL", (workflow_id,))
+        return rows[0][0] if rows else None
+
+    def executors(self) -> list[tuple[Any, ...]]:
+        """(executor_id, host, pid, pid_started) of executors not stopped."""
+        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+
+    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        """(workflow_id, status, parked) of those of ``ids`` that exist."""
+        out: list[tuple[str, str, str | None]] = []
+        for at in range(0, len(ids), 500):
+            chunk = list(ids[at:at + 500])
+            out += self.query(f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN"
+                              f" ({', '.join('?' * len(chunk))})", chunk)  # type: ignore[arg-type]
+        return out
+
+    def last_notice(self) -> int:
+        """The id of the newest notice (a watcher starts after it)."""
+        return self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0]
+
+    def claimable(self, version: str, names: str, dead: str) -> bool:
+        """Whether a claim would take anything (a read: no write transaction
+        when there is nothing to take; see store/_executors.claim)."""
+        return _executors.any_claimable(self, version, names, dead)
+
+    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
+        """Schedule rows (name, cron, workflow, last_slot, paused, tz, missed),
+        by name; only ``name``'s when given."""
+        cols = "name, cron, workflow, last_slot, paused, tz, missed"
+        if name is None:
+            return self.query(f"SELECT {cols} FROM schedules ORDER BY name")
+        return self.query(f"SELECT {cols} FROM schedules WHERE name = ?", (name,))
+
+    def has_schedules(self) -> bool:
+        return bool(self.query("SELECT 1 FROM schedules LIMIT 1"))
+
+    def workflow_names(self) -> set[str]:
+        """The names of every workflow in the file (the demo's check)."""
+        return {r[0] for r in self.query("SELECT DISTINCT name FROM workflows")}
 
     def data_version(self) -> int:
         """Changes whenever another connection committed (the watcher's poll)."""

@@ -1,0 +1,195 @@
+"""The store contract (src/durably/store/contract.py), exercised directly on
+a store, without an engine: what each record kind and op guarantees,
+atomically, including claims and fencing between two executors.
+
+The ``backend`` fixture builds stores; a second backend joins by adding a
+parameter, and is held to the same tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from durably import _records as R
+from durably import errors
+from durably.journal import Record
+from durably.store import Store
+from durably.store.contract import StoreContract
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
+    made: list[Any] = []
+
+    def make() -> Any:
+        store = Store(str(tmp_path / "contract.db"))
+        store.open("json")
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def _flush(store: Any, *recs: Record) -> list[Record]:
+    store.flush(list(recs))
+    return list(recs)
+
+
+def _op(store: Any, op: str, *args: Any) -> Any:
+    (rec,) = _flush(store, Record(R.OP, (None, None, op, op, args)))
+    if rec.error is not None:
+        raise rec.error
+    return rec.result[0]
+
+
+def _register(store: Any, eid: str, lease_until: float, pid: int = 1) -> None:
+    store.executor = store.start_owner = eid
+    store.app_version = "v1"
+    _op(store, "register_executor", eid, pid, None, "v1", lease_until, time.time())
+
+
+def test_the_sqlite_store_fulfils_the_contract(backend) -> None:
+    assert isinstance(backend(), StoreContract)
+
+
+def test_start_is_idempotent_and_complete_applies_only_while_pending(backend) -> None:
+    store = backend()
+    first, again = _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)),
+                          Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    assert first.result is None and again.result == ("flow", "PENDING")
+    _flush(store, Record(R.WRITE, ("cancel", (None, "w"))))
+    (done,) = _flush(store, Record(R.COMPLETE, ("SUCCESS", "1", None, "w")))
+    assert done.error is None and store.get_workflow("w")[2] == "CANCELLED"  # a cancel wins
+
+
+def test_a_rejected_step_fails_alone_and_the_batch_commits(backend) -> None:
+    store = backend()
+    _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    recs = _flush(store, Record(R.STEP, ("w", 0, "a", "1", None, None, None)),
+                  Record(R.STEP, ("w", 0, "dup", "2", None, None, None)),
+                  Record(R.STEP, ("w", 1, "b", "3", None, None, None)))
+    assert [type(r.error) for r in recs] == [type(None), errors.ConstraintError, type(None)]
+    assert [r[1] for r in store.load_steps("w")] == ["a", "b"]
+
+
+def test_a_message_is_consumed_once_and_its_notice_is_visible(backend) -> None:
+    store = backend()
+    _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    last = store.last_notice()
+    _op(store, "send", "w", "t", '"hi"')
+    assert [(k, w, d) for _i, k, w, d in store.notices_since(last)] == [("msg", "w", "t")]
+    recv = [Record(R.OP, ("w", (i, None), "recv:t", "recv", ("w", "t", False))) for i in range(2)]
+    store.flush(recv)
+    assert recv[0].result == ('"hi"', None) and recv[1].result is R.NOTHING
+
+
+def test_a_cancel_leaves_a_notice_for_other_processes(backend) -> None:
+    store = backend()
+    _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    last = store.last_notice()
+    _flush(store, Record(R.WRITE, ("cancel", (None, "w"))))
+    assert [(k, w) for _i, k, w, _d in store.notices_since(last)] == [("cancel", "w")]
+
+
+def test_claims_take_only_what_no_live_executor_owns(backend) -> None:
+    x, y = backend(), backend()
+    now = time.time()
+    _register(x, "X", now + 60)
+    _register(y, "Y", now + 60)
+    _flush(x, Record(R.START, ("mine", "flow", "[[],{}]", None, None)))  # owned by X
+    x.start_owner = None
+    _flush(x, Record(R.START, ("free", "flow", "[[],{}]", None, None)))  # a client's: no owner
+    names = json.dumps(["flow"])
+    taken = _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)
+    assert [(r[0], r[3], r[4]) for r in taken] == [("free", 0, 1)]  # no attempt counted: it had no owner
+    assert _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None) == []
+    _op(x, "stop_executor", "X")  # a clean close releases "mine"
+    taken = _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)
+    assert [(r[0], r[3]) for r in taken] == [("mine", 0)]
+    # a workflow started by an executor of v1 is not taken by one of v2
+    x2 = backend()
+    _register(x2, "X2", time.time() + 60)
+    _flush(x2, Record(R.START, ("other", "flow", "[[],{}]", None, None)))
+    _op(x2, "stop_executor", "X2")
+    assert _op(y, "claim", "Y", "v2", names, "[]", time.time(), 100, None) == []
+    assert [r[0] for r in _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)] == ["other"]
+
+
+def test_an_expired_lease_or_a_dead_process_lets_another_executor_take_over(backend) -> None:
+    x, y = backend(), backend()
+    _register(x, "X", time.time() + 60)
+    _register(y, "Y", time.time() + 60)
+    _flush(x, Record(R.START, ("a", "flow", "[[],{}]", None, None)))
+    names = json.dumps(["flow"])
+    assert _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None) == []
+    # X's process is dead on this host: taken at once, one recovery attempt counted
+    taken = _op(y, "claim", "Y", "v1", names, json.dumps(["X"]), time.time(), 100, None)
+    assert [(r[0], r[3], r[4]) for r in taken] == [("a", 1, 1)]
+    # Y's lease runs out (time passes): X's claim takes it back
+    taken = _op(x, "claim", "X", "v1", names, "[]", time.time() + 120, 100, None)
+    assert [(r[0], r[4]) for r in taken] == [("a", 2)]
+
+
+def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
+    x, y = backend(), backend()
+    _register(x, "X", time.time() + 60)
+    _register(y, "Y", time.time() + 60)
+    _flush(x, Record(R.START, ("a", "flow", "[[],{}]", None, None)),
+           Record(R.START, ("b", "flow", "[[],{}]", None, None)))
+    x.owned.update({"a": 0, "b": 0})
+    lost: list[list[str]] = []
+    x.on_fenced = lost.append
+    _flush(x, Record(R.STEP, ("a", 0, "s", "1", None, None, None)))
+    # X is paused past its lease: Y takes "a" over (only "a": the claim is limited to it)
+    taken = _op(y, "claim", "Y", "v1", json.dumps(["flow"]), "[]", time.time() + 120, 100, json.dumps(["a"]))
+    assert [r[0] for r in taken] == ["a"]
+    late = _flush(x, Record(R.STEP, ("a", 1, "s", "2", None, None, None)),
+                  Record(R.STEP, ("b", 0, "s", "3", None, None, None)),
+                  Record(R.COMPLETE, ("SUCCESS", "9", None, "a")))
+    assert isinstance(late[0].error, errors.FencedError) and isinstance(late[2].error, errors.FencedError)
+    assert late[1].error is None  # "b" is still X's
+    assert lost == [["a"]]
+    assert [r[0] for r in x.load_steps("a")] == [0] and x.get_workflow("a")[2] == "PENDING"
+    assert [r[0] for r in x.load_steps("b")] == [0]
+    # the lone-step path (a batch of one step record) is fenced too
+    (alone,) = _flush(x, Record(R.STEP, ("a", 5, "s", "4", None, None, None)))
+    assert isinstance(alone.error, errors.FencedError) and [r[0] for r in x.load_steps("a")] == [0]
+
+
+def test_a_queue_claim_counts_what_other_executors_run(backend) -> None:
+    x, y = backend(), backend()
+    _register(x, "X", time.time() + 60)
+    _register(y, "Y", time.time() + 60)
+    for i in range(5):
+        _op(x, "enqueue", f"q{i}", "slot", "[[],{}]", None, None, "q", 0, 0.0, None, lambda i: i)
+    claimed, _ = _op(x, "claim_queue", "X", "v1", "q", 2, None, time.time(), 64)
+    assert len(claimed) == 2
+    claimed_y, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, time.time(), 64)
+    assert claimed_y == []
+    _flush(x, Record(R.COMPLETE, ("SUCCESS", None, None, claimed[0][0])))
+    claimed_y, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, time.time(), 64)
+    assert len(claimed_y) == 1
+
+
+def test_data_version_moves_when_another_connection_commits(backend) -> None:
+    x, y = backend(), backend()
+    before = x.data_version()
+    assert x.data_version() == before
+    _flush(y, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    assert x.data_version() != before
+
+
+def test_schedule_progress_only_moves_forward(backend) -> None:
+    store = backend()
+    _flush(store, Record(R.WRITE, ("schedule_upsert", ("s", "* * * * *", "flow", 100.0, None, "latest"))))
+    advanced = _flush(store, Record(R.WRITE, ("schedule_advance", (160.0, "s", 160.0))),
+                      Record(R.WRITE, ("schedule_advance", (120.0, "s", 120.0))))
+    assert [r.result for r in advanced] == [1, 0]  # a second runner's older slot does nothing
+    assert store.schedules("s")[0][3] == 160.0
