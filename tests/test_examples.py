@@ -29,6 +29,13 @@ def test_approval_saga_runs_again_on_the_same_database(tmp_path: Path) -> None:
     assert "compensate" not in second.stdout
 
 
+def test_web_and_worker_processes_finish_every_order_once_when_a_worker_dies(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(EXAMPLES / "web_and_worker.py"), "demo"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "all orders done exactly once: True" in out.stdout
+
+
 def test_checkout_with_crash_twice_finishes_on_the_second_run(tmp_path: Path) -> None:
     import signal
 

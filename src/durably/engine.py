@@ -693,7 +693,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                             None if only is None else json.dumps(only))
 
     def _run_claimed(self, rows: list[tuple[Any, ...]], report: "RecoveryReport") -> None:
-        for wid, name, inputs, attempts, epoch in rows:
+        for wid, name, inputs, attempts, epoch, _before in rows:
             spec = self._workflows[name]
             if attempts > spec.max_recovery_attempts:
                 report.exceeded.append(wid)
@@ -740,9 +740,11 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if self._closing:
             return
         rows = self._claim()
-        if rows:
+        taken = [r[0] for r in rows if r[5] is not None]
+        if taken:
             log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s", self.executor_id,
-                        len(rows), ", ".join(r[0] for r in rows[:10]))
+                        len(taken), ", ".join(taken[:10]))
+        if rows:
             self._run_claimed(rows, RecoveryReport())
 
     def _fenced(self, wids: list[str]) -> None:

@@ -160,7 +160,7 @@ class Dispatcher(BackgroundLoop):
         if rec.error is not None:
             raise rec.error
         claimed, wake = rec.result[0]
-        for wid, name, inputs, _attempts, epoch in claimed:
+        for wid, name, inputs, _attempts, epoch, _before in claimed:
             spec = engine._workflows.get(name)
             if spec is None:
                 log.warning("durably: queued workflow %s runs %r, which is not registered here; it is released",

@@ -143,8 +143,8 @@ def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, n
     application version (or none recorded); ``only``: a JSON
     list of ids to consider (None: any). Raises their epoch; counts a
     recovery attempt for those taken from an owner that was running them.
-    Returns (workflow_id, name, inputs, recovery_attempts, epoch) rows,
-    newest first (children before the parents that wait for them)."""
+    Returns (workflow_id, name, inputs, recovery_attempts, epoch, previous
+    owner) rows, newest first (children before the parents that wait for them)."""
     rows = conn.execute(_claimable(only), {"names": names, "version": version, "dead": dead, "now": now,
                                            "only": only, "limit": limit}).fetchall()
     if not rows:
@@ -177,7 +177,7 @@ def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, An
             " recovery_attempts = recovery_attempts + ? WHERE workflow_id = ?"
             " RETURNING workflow_id, name, inputs, recovery_attempts, epoch",
             (me, version, 1 if taken_from_owner else 0, wid)).fetchall()
-        out.extend(row)
+        out.extend((*r, before) for r in row)
     return out
 
 
