@@ -464,3 +464,59 @@ def test_results_of_children_are_statuses_not_only_values(make_engine) -> None:
         engine2.send("p", 1, topic="go")
         assert engine2.handle("p").result(timeout=10) == "ValueError"
         assert engine2.handle("p").status() is Status.SUCCESS
+
+
+@pytest.mark.timeout(60)
+def test_a_durable_call_during_close_unwinds_the_workflow_instead_of_raising_a_catchable_error(make_engine) -> None:
+    """Found by the state machine with wait-first nodes under load: while the
+    engine closed, a branch starting a child got NotOpenError, an ordinary
+    exception; the code reacted (wait returned, a step ran and was recorded),
+    and the replay, where no such error happens, parked. Inside a workflow of
+    a closing engine every durable call now unwinds the whole workflow
+    (EngineShutdown, a BaseException), so nothing is recorded in reaction."""
+    def build(engine: durably.Engine, log: list[str]) -> None:
+        @engine.step(name="hold")
+        async def hold() -> int:
+            while not engine._closing:  # until close() has begun
+                await asyncio.sleep(0.005)
+            return 1
+
+        @engine.step(name="reaction")
+        async def reaction() -> str:
+            log.append("reaction")
+            return "reacted"
+
+        @engine.workflow(name="kid")
+        async def kid() -> int:
+            return 2
+
+        @engine.workflow(name="parent")
+        async def parent() -> list[Any]:
+            first = await hold()
+            try:
+                second = await kid()
+            except Exception as exc:  # NotOpenError used to land here, live only
+                return [first, await reaction(), type(exc).__name__]
+            return [first, second]
+
+    engine = make_engine()
+    log: list[str] = []
+    build(engine, log)
+    stop_queues = engine._stop_queues
+
+    def slow_stop_queues() -> None:  # close() takes a moment between deciding and interrupting
+        time.sleep(0.3)
+        stop_queues()
+
+    engine._stop_queues = slow_stop_queues  # type: ignore[method-assign]
+    engine.open()
+    engine.start("parent", workflow_id="p")
+    _wait_pending(engine, "p", 0)
+    time.sleep(0.05)
+    engine.close(timeout=10)
+    again = make_engine()
+    build(again, log)
+    with again:
+        assert again.handle("p").result(timeout=20) == [1, 2]
+        assert [s.name for s in again.steps("p")] == ["hold", "start:kid", "join"]
+    assert log == []

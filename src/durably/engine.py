@@ -319,6 +319,10 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if not self._open:
             return []
         self._closing = True
+        with self._lock:  # running workflows unwind from their next durable point on
+            for ctx in self._active.values():
+                if ctx.interrupt is None:
+                    stop(ctx, EngineShutdown())
         if self._coord is not None:
             self._coord.stop()
             self._coord = None
@@ -353,6 +357,16 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
     def _check_open(self) -> None:
         if not self._open or self._closing:
+            ctx = current.get()
+            if ctx is not None and ctx.engine is self and self._closing:
+                # Inside a workflow of this closing engine: the whole workflow
+                # unwinds (a BaseException, and every later durable call in any
+                # of its tasks raises it too). A NotOpenError here would be an
+                # ordinary outcome its code could react to, live only: the
+                # reaction would be journaled, the replay would differ.
+                if ctx.interrupt is None:
+                    stop(ctx, EngineShutdown())
+                raise ctx.interrupt  # type: ignore[misc]
             raise errors.NotOpenError("the engine is not open; use `with engine:` or engine.open()")
         failure = self._journal.failure
         if failure is not None:

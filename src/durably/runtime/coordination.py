@@ -113,10 +113,17 @@ class Coordinator:
 
 
 def cancel_here(engine: Any, wid: str) -> None:
-    """A cancel committed by another process, of a workflow running here."""
+    """A cancel committed (by any process) of a workflow that may run here.
+    The notice may be stale (a resume since): the row decides."""
     with engine._lock:
         ctx = engine._active.get(wid)
-    if ctx is not None and ctx.interrupt is None:
+    if ctx is None or ctx.interrupt is not None:
+        return
+    if not any(status == "CANCELLED" for _w, status, _p in engine._store.statuses([wid])):
+        return
+    with engine._lock:
+        if engine._active.get(wid) is not ctx or ctx.interrupt is not None:
+            return
         stop(ctx, errors.WorkflowCancelled(wid))
         engine._store.interrupt_tx(wid)
     engine._notify(wid)
