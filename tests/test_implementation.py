@@ -63,3 +63,15 @@ def test_crash_points_off_by_default() -> None:
 
     if not os.environ.get("DURABLY_CRASH_AT") and not os.environ.get("DURABLY_CRASH_LOG"):
         assert _crash.ARMED is False
+
+
+def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
+    """The Engine's parts are bases; a name defined by two of them (a no-op
+    hook in one, the real method in another) would work or silently not
+    depending on their order (queue dispatch stopped when two were swapped)."""
+    import durably
+
+    bases = durably.Engine.__mro__[:-1]
+    names = set().union(*(vars(b).keys() for b in bases))
+    twice = {n: [b.__name__ for b in bases if n in vars(b)] for n in names if not n.startswith("__")}
+    assert {n: owners for n, owners in twice.items() if len(owners) > 1} == {}

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 from .. import _records as R
 from .. import errors
@@ -246,11 +246,10 @@ class Scheduler:
         self._notify(wid, final)
         self._queues_kick()
 
-    def _disarm_deadline(self, wid: str) -> None:
-        """A workflow ended: drop its deadline timer (Engine overrides)."""
-
-    def _queues_kick(self) -> None:
-        """A workflow ended: a queue may have room (Engine overrides)."""
+    # Supplied by the Engine's other parts (declared, not defined here: a
+    # no-op here would silently win or lose by the order of the bases).
+    _disarm_deadline: Callable[[str], None]  # a workflow ended: drop its deadline timer
+    _queues_kick: Callable[[], None]  # a workflow ended: a queue may have room
 
     def _notify(self, wid: str, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         with self._lock:

@@ -20,7 +20,7 @@ import threading
 import random as _random
 import uuid as _uuid
 from datetime import datetime, timezone
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 from .. import _records as R
 from .. import errors
@@ -64,11 +64,10 @@ class Toolkit:
         self._deadline_lock = threading.Lock()
         self._deadlines: dict[str, Any] = {}
 
-    def _check_open(self) -> None:
-        raise NotImplementedError
-
-    def _cancel(self, workflow_id: str, reason: str | None) -> None:
-        raise NotImplementedError
+    # Supplied by the Engine (declared, not defined here: a base that defined
+    # them too would win or lose by the order of the Engine's bases).
+    _check_open: Callable[[], None]
+    _cancel: Callable[..., None]
 
     # -- drivers ------------------------------------------------------------------
 
