@@ -76,20 +76,28 @@ def test_gather_over_branches_of_sequential_steps_replays_without_parking(make_e
     assert log2 == []  # every step replayed, none ran again
 
 
+def _job_and_marks(engine: durably.Engine, ran: list[str], marks: int, mark_delay: float = 0.0) -> Any:
+    """A step ``job(i, delay)`` (logged in ``ran``) and steps ``mark0..``: the
+    mark a workflow calls shows which outcome it saw first."""
+    @engine.step(name="job")
+    async def job(i: int, delay: float) -> int:
+        ran.append(f"job{i}")
+        await asyncio.sleep(delay)
+        return i
+
+    made = []
+    for i in range(marks):
+        @engine.step(name=f"mark{i}")
+        async def mark(i: int = i) -> int:
+            await asyncio.sleep(mark_delay)
+            return i
+        made.append(mark)
+    return job, made
+
+
 def test_as_completed_and_wait_first_completed_replay_in_the_live_order(make_engine) -> None:
     def build(engine: durably.Engine, ran: list[str]) -> None:
-        @engine.step(name="job")
-        async def job(i: int, delay: float) -> int:
-            ran.append(f"job{i}")
-            await asyncio.sleep(delay)
-            return i
-
-        marks = []
-        for i in range(3):
-            @engine.step(name=f"mark{i}")
-            async def mark(i: int = i) -> int:
-                return i
-            marks.append(mark)
+        job, marks = _job_and_marks(engine, ran, 3)
 
         @engine.workflow(name="race")
         async def race() -> list[int]:
@@ -129,19 +137,7 @@ def test_wait_first_sees_one_outcome_when_the_next_was_recorded_before_its_react
     parked; found by the state machine below, failed on cf77326). Every
     outcome now settles before the next is handed over, live and on replay."""
     def build(engine: durably.Engine, ran: list[str]) -> None:
-        @engine.step(name="job")
-        async def job(i: int, delay: float) -> int:
-            ran.append(f"job{i}")
-            await asyncio.sleep(delay)
-            return i
-
-        marks = []
-        for i in range(2):
-            @engine.step(name=f"mark{i}")
-            async def mark(i: int = i) -> int:
-                await asyncio.sleep(0.15)  # the slow job ends meanwhile
-                return i
-            marks.append(mark)
+        job, marks = _job_and_marks(engine, ran, 2, mark_delay=0.15)  # the slow job ends during a mark
 
         @engine.workflow(name="first")
         async def first() -> list[int]:

@@ -53,7 +53,9 @@ def _steps_with(workdir: Path, procs: int, total: int) -> float:
     Path(go).unlink(missing_ok=True)
     cleanup(path)
     wall = max(s["t1"] for s in spans) - min(s["t0"] for s in spans)
-    return total * 10 / wall
+    # fairness: the fastest process's time over the slowest's (1.0: none starved)
+    spread = min(s["t1"] - s["t0"] for s in spans) / max(s["t1"] - s["t0"] for s in spans)
+    return total * 10 / wall, spread
 
 
 def steps(workdir: Path, quick: bool) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def steps(workdir: Path, quick: bool) -> dict[str, Any]:
     total = 256 if quick else 1024
     out: dict[str, Any] = {}
     for procs in (1, 2, 4):
-        out[f"steps_per_s_{procs}p"] = _steps_with(workdir, procs, total)
+        out[f"steps_per_s_{procs}p"], out[f"fairness_{procs}p"] = _steps_with(workdir, procs, total)
     for procs in (2, 4):
         out[f"ratio_{procs}p_to_1p"] = out[f"steps_per_s_{procs}p"] / out["steps_per_s_1p"]
     return out
