@@ -290,3 +290,27 @@ def test_executors_are_registered_and_a_clean_close_releases_its_workflows(tmp_p
         assert conn.execute("SELECT stopped_at IS NOT NULL FROM executors").get == 1
     finally:
         conn.close()
+
+
+def test_two_processes_creating_the_file_at_once_share_one_database(tmp_path: Path) -> None:
+    """Each creates the new file under a temporary name and moves it into
+    place: the second must not replace the first one's file (already in use)."""
+    db = str(tmp_path / "new.db")
+    code = ("import sys, durably\n"
+            "e = durably.Engine(sys.argv[1])\n"
+            "@e.workflow(name='one')\n"
+            "def one(x: int) -> int:\n"
+            "    return x\n"
+            "with e:\n"
+            "    print(e.run('one', int(sys.argv[2])))\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
+    for _round in range(5):
+        for suffix in ("", "-wal", "-shm"):
+            Path(db + suffix).unlink(missing_ok=True)
+        procs = [subprocess.Popen([sys.executable, "-c", code, db, str(i)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for i in range(4)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        engine = durably.Engine(db)
+        with engine:
+            assert len(engine.list_workflows()) == 4  # all four in the one file

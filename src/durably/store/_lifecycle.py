@@ -40,7 +40,18 @@ def create(path: str, synchronous: str, vfs: str | None, migrate: "callable") ->
         conn.close()
         raise
     close_clean(conn)  # the last connection: SQLite checkpoints and removes the -wal
-    os.rename(tmp, path)
+    # Into place without replacing: another process may have created the
+    # file meanwhile and be writing to it already (a rename would swap its
+    # database for ours under it). link() fails if the path exists.
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # theirs stands; ours goes
+    except OSError:  # a file system without hard links
+        if not os.path.exists(path):
+            os.rename(tmp, path)
+    if os.path.exists(tmp):
+        os.remove(tmp)
 
 
 def preflight(path: str, vfs: str | None = None) -> int | None:
