@@ -301,6 +301,12 @@ class Store:
             conn.pragma("foreign_keys", 0)
             conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
             try:
+                # Another process may have migrated it while this one waited for the lock.
+                version = conn.pragma("user_version")
+                if version > SCHEMA_VERSION:
+                    raise errors.SchemaVersionError(
+                        f"{self.path!r} was just migrated to schema version {version} by a newer durably",
+                        path=self.path, found=version, supported=SCHEMA_VERSION)
                 for script in MIGRATIONS[version:]:
                     conn.execute(script)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
