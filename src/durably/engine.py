@@ -38,6 +38,7 @@ from .schedules import Schedules
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import Store
 from .store import _executors
+from .store._connection import is_memory
 from .store._store import STATUSES
 from .runtime.coordination import POLL, Coordinator, cancel_here
 from .runtime.context import Fenced
@@ -277,6 +278,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
+        self._store.registration = None if is_memory(self._store.path) else self._registration()
         self._store.open(self._codec.name)
         self._journal = Journal(self._store.flush)
         self._journal.start()
@@ -672,11 +674,17 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         return rec.result[0]
 
     def _register_executor(self) -> None:
-        now = time.time()
+        """This engine's executor row: written at open, with the open mark
+        (Store.open); an in-memory database has no mark, it is written here."""
         self._store.on_fenced = self._fenced
-        self._run_op("register_executor", self.executor_id, os.getpid(), _executors.pid_started(os.getpid()),
-                 self.app_version, now + self._lease, now)
+        if self._store.registration is None:
+            self._run_op("register_executor", *self._registration())
         _OPEN_HERE.add(self.executor_id)
+
+    def _registration(self) -> tuple[Any, ...]:
+        now = time.time()
+        return (self.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.app_version,
+                now + self._lease, now)
 
     def _stop_executor(self) -> None:
         _OPEN_HERE.discard(self.executor_id)

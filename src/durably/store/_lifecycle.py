@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import apsw
 
@@ -173,9 +174,21 @@ def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
             f"durably.Engine(..., codec={stored!r}), not {codec!r}", path=path, stored=stored, requested=codec)
 
 
-def mark_open(conn: apsw.Connection) -> None:
-    """Mark the (migrated) file open, so a crash is told from a clean close."""
-    conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")
+def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) -> None:
+    """Mark the (migrated) file open, so a crash is told from a clean close;
+    with ``register`` (the arguments of ``_executors.register``), register
+    this executor in the same transaction: a process closing meanwhile then
+    either sees it live or finds the mark set again after its own clear."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")
+        if register is not None:
+            _executors.register(conn, *register)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the mark must reach the main file
 
 

@@ -126,6 +126,7 @@ class Store:
         self.executor: str | None = None  # recorded as the executor of workflows started here
         self.start_owner: str | None = None  # the owner of workflows started here (None: a client's)
         self.app_version = "0"  # recorded on workflows started here (a client's: none, any version runs them)
+        self.registration: tuple[Any, ...] | None = None  # this executor's row, written with the open mark
         # Fencing (store/_executors.py): the epoch of every workflow this
         # process runs; those another executor took over (their records
         # fail with FencedError); the takeovers count last seen; who to tell.
@@ -176,7 +177,7 @@ class Store:
             self._migrate(self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
-            _lifecycle.mark_open(self._writer)
+            _lifecycle.mark_open(self._writer, self.registration)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
         except apsw.Error as exc:
             self._refuse()
