@@ -727,6 +727,14 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 log.error("durably: %s", why)
                 continue
             report.resumed.append(wid)
+            with self._lock:
+                if wid in self._active:
+                    # Its earlier run here (fenced: taken over while this
+                    # process was paused) is still unwinding: run it again,
+                    # from the journal and under this epoch, when that ends.
+                    self._relaunch.add(wid)
+                    self._reclaimed[wid] = epoch
+                    continue
             self._store.owned[wid] = epoch
             self._launch(spec, wid, inputs, replay=True)
             if _crash.ARMED:

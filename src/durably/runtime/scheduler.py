@@ -53,7 +53,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._active: dict[str, WorkflowContext] = {}
         self._completions: dict[str, _Completion] = {}
-        self._relaunch: set[str] = set()  # resumed while still unwinding a cancel
+        self._relaunch: set[str] = set()  # resumed (or claimed back) while still unwinding
+        self._reclaimed: dict[str, int] = {}  # claimed back while unwinding: the new epoch
         self._idle = threading.Condition(self._lock)  # notified when _active empties
         # Workflows whose code raised KeyboardInterrupt/SystemExit here: no
         # outcome, PENDING until the next open or resume(); waiters get this.
@@ -235,6 +236,9 @@ class Scheduler:
                 self._interrupted[wid] = final
             relaunch = wid in self._relaunch
             self._relaunch.discard(wid)
+            epoch = self._reclaimed.pop(wid, None)
+            if relaunch and epoch is not None:
+                self._store.owned[wid] = epoch
         if relaunch and not self._closing:
             row = self._store.get_workflow(wid)
             spec = self._workflows.get(ctx.name)

@@ -68,6 +68,7 @@ _LONE_STEP = ("BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, 
               " SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?;"
               " COMMIT")
 _TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
+_CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process now owns
 # Runs of step records go in multi-row INSERTs of power-of-two sizes: apsw
 # releases the GIL around every SQLite call and the writer must win it back
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
@@ -416,6 +417,8 @@ class Store:
                     run.append(rec)
             if run:
                 self._apply_many(conn, run_sql, run)
+        if self.owned:
+            self._lost_to_a_race(batch)
         if _crash.ARMED:
             _crash.hit("store.before_commit")
         conn.execute("COMMIT")
@@ -442,6 +445,42 @@ class Store:
             else:
                 keep.append(rec)
         return keep
+
+    def _own(self, output: Any) -> None:
+        """A claim applied in this batch: its workflows are this process's
+        from this transaction on, at their new epochs. Registered here, in
+        the writer, before any later batch's fence check: a process paused
+        between the claim's commit and running what it claimed, and taken
+        over meanwhile, finds them lost at its next write (it used to
+        register them after the commit, one by one, and wrote with stale
+        epochs beside their new owner)."""
+        rows = output[0] if isinstance(output, tuple) else output
+        for row in rows:
+            self.owned[row[0]] = row[4]
+
+    def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
+        """A step row of a workflow running here refused as a duplicate: its
+        position was recorded by another executor that runs it too (this one
+        lost it and has not seen the change of owner yet). That is a lost
+        workflow, not its error: the record fails with FencedError and the
+        workflow is abandoned here, never ended ERROR by a race."""
+        lost = []
+        for rec in batch:
+            err = rec.error
+            if (rec.kind == R.STEP and isinstance(err, errors.ConstraintError) and "UNIQUE" in str(err)
+                    and rec.params[0] in self.owned):
+                wid = rec.params[0]
+                rec.error = errors.FencedError(
+                    f"workflow {wid!r}: step position {rec.params[1]} was already recorded by another executor; "
+                    "this process abandons the workflow", workflow_id=wid)
+                lost.append(wid)
+        if lost:
+            log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])
+            for wid in lost:
+                self.owned.pop(wid, None)
+            self.fenced.update(lost)
+            if self.on_fenced is not None:
+                self.on_fenced(lost)
 
     def _refresh_owned(self, conn: apsw.Connection) -> None:
         owned = self.owned
@@ -608,6 +647,8 @@ class Store:
             error = None
             try:
                 output = OPS[op](conn, *args)
+                if op in _CLAIMS:
+                    self._own(output)
             except errors.DurablyError as exc:  # a typed refusal: the step's outcome
                 conn.execute("ROLLBACK TO op")
                 output, error = None, encode_error(exc)
