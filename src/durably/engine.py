@@ -735,7 +735,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                     self._relaunch.add(wid)
                     self._reclaimed[wid] = epoch
                     continue
-            self._store.owned[wid] = epoch
+            self._store.own(wid, epoch)
             self._launch(spec, wid, inputs, replay=True)
             if _crash.ARMED:
                 _crash.hit("recovery.launched")

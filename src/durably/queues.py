@@ -167,7 +167,7 @@ class Dispatcher(BackgroundLoop):
                             wid, name)
                 engine._journal.submit(Record(R.WRITE, ("release", (wid, engine.executor_id))))
                 continue
-            engine._store.owned[wid] = epoch
+            engine._store.own(wid, epoch)
             engine._launch(spec, wid, inputs, replay=True)
         return wake
 

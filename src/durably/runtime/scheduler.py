@@ -238,7 +238,7 @@ class Scheduler:
             self._relaunch.discard(wid)
             epoch = self._reclaimed.pop(wid, None)
             if relaunch and epoch is not None:
-                self._store.owned[wid] = epoch
+                self._store.own(wid, epoch)
         if relaunch and not self._closing:
             row = self._store.get_workflow(wid)
             spec = self._workflows.get(ctx.name)

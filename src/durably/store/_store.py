@@ -446,6 +446,14 @@ class Store:
                 keep.append(rec)
         return keep
 
+    def own(self, workflow_id: str, epoch: int | None) -> None:
+        """This process runs ``workflow_id`` at ``epoch`` (registered outside
+        the writer: after a claim, or relaunching a workflow claimed back).
+        The next batch re-checks every owned workflow against the database
+        first: the registration may be stale (lost again meanwhile)."""
+        self.owned[workflow_id] = epoch
+        self._takeovers = None  # after the registration: _fence then refreshes
+
     def _own(self, output: Any) -> None:
         """A claim applied in this batch: its workflows are this process's
         from this transaction on, at their new epochs. Registered here, in
