@@ -735,6 +735,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                     self._relaunch.add(wid)
                     self._reclaimed[wid] = epoch
                     continue
+            if not self._store.still_owns(wid, epoch):
+                continue  # lost again since the claim: its new owner runs it
             self._store.own(wid, epoch)
             self._launch(spec, wid, inputs, replay=True)
             if _crash.ARMED:

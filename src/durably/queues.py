@@ -167,6 +167,8 @@ class Dispatcher(BackgroundLoop):
                             wid, name)
                 engine._journal.submit(Record(R.WRITE, ("release", (wid, engine.executor_id))))
                 continue
+            if not engine._store.still_owns(wid, epoch):
+                continue  # lost again since the claim: its new owner runs it
             engine._store.own(wid, epoch)
             engine._launch(spec, wid, inputs, replay=True)
         return wake

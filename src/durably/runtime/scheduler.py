@@ -237,8 +237,11 @@ class Scheduler:
             relaunch = wid in self._relaunch
             self._relaunch.discard(wid)
             epoch = self._reclaimed.pop(wid, None)
-            if relaunch and epoch is not None:
+        if relaunch and epoch is not None:
+            if self._store.still_owns(wid, epoch):  # claimed back, and not lost again since
                 self._store.own(wid, epoch)
+            else:
+                relaunch = False  # its new owner runs it
         if relaunch and not self._closing:
             row = self._store.get_workflow(wid)
             spec = self._workflows.get(ctx.name)

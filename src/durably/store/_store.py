@@ -446,6 +446,14 @@ class Store:
                 keep.append(rec)
         return keep
 
+    def still_owns(self, workflow_id: str, epoch: int) -> bool:
+        """Whether the database still names this executor, at ``epoch``, as
+        the owner of ``workflow_id`` (checked before running what a claim
+        took: it may have been lost again since)."""
+        rows = self.query("SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'",
+                          (workflow_id,))
+        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
+
     def own(self, workflow_id: str, epoch: int | None) -> None:
         """This process runs ``workflow_id`` at ``epoch`` (registered outside
         the writer: after a claim, or relaunching a workflow claimed back).
