@@ -36,7 +36,7 @@ from .clock import Clock, SystemClock
 from .queues import Queues
 from .schedules import Schedules
 from .runtime.workflows import WorkflowSpec, run_sync
-from .store import Store
+from .store import make_store
 from .store import _executors
 from .store._connection import is_memory
 from .store._store import STATUSES
@@ -117,6 +117,8 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             it, another process on the file takes its workflows over.
         client: start, enqueue, send, cancel and read only (by workflow
             name, without the workflow code); never runs a workflow.
+        schema: with a ``postgresql://`` URL as ``path``, the PostgreSQL
+            schema holding durably's tables (default ``"durably"``).
 
     Example::
 
@@ -136,13 +138,14 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
     def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
                  vfs: str | None = None, check: str = "auto", clock: Clock | None = None,
                  transaction_timeout: float = 10.0, app_version: str | None = None,
-                 lease: float = _executors.LEASE, client: bool = False, poll: float = POLL) -> None:
+                 lease: float = _executors.LEASE, client: bool = False, poll: float = POLL,
+                 schema: str | None = None) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         Scheduler.__init__(self, workers)
         Toolkit.__init__(self)
         self.path = path
-        self._store = Store(path, synchronous, vfs, check)
+        self._store = make_store(path, synchronous, vfs, check, schema)
         self._store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
         # This engine, as recorded on the workflows it runs (introspection).
         self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"

@@ -57,6 +57,7 @@ __all__ = [
     "ConstraintError",
     "ValueTooLargeError",
     "JournalStoppedError",
+    "DatabaseUnavailableError",
     "InternalError",
     "WorkflowCancelled",
 ]
@@ -294,6 +295,12 @@ class ConstraintError(StorageError):
 
 class ValueTooLargeError(StorageError):
     """A value exceeded SQLite's size limits; only that record failed."""
+
+
+class DatabaseUnavailableError(StorageError):
+    """The PostgreSQL server could not be reached (refused, restarting, the
+    connection lost) for longer than the engine waits (``reconnect=``);
+    nothing unacknowledged is assumed written."""
 
 
 class JournalStoppedError(StorageError):

@@ -127,6 +127,8 @@ def others_live(conn: apsw.Connection, executor_id: str | None, now: float) -> b
 
 def others_live_here(store: Any, executor_id: str) -> bool:
     """``others_live`` on a store's read connection."""
+    if hasattr(store, "others_live"):  # the PostgreSQL store's own read
+        return bool(store.others_live(executor_id))
     with store._read() as conn:
         return others_live(conn, executor_id, time.time())
 

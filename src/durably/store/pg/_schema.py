@@ -1,0 +1,179 @@
+"""The PostgreSQL schema: durably's tables in a schema of their own
+(default ``durably``), so several applications can share one database.
+
+``MIGRATIONS[i]`` upgrades a schema from version ``i`` to ``i + 1``; all
+pending scripts run in one transaction under an advisory lock (two
+processes opening a new database at once: one creates, the other waits and
+finds it created). The version lives in ``{schema}.meta``; a newer one is
+refused. ``{V}`` is the type of stored values, fixed at creation by the
+codec: ``text`` (json) or ``bytea`` (pickle).
+
+Compared with the SQLite schema (store/_schema.py), two things are
+PostgreSQL's own:
+
+* every change of a workflow's owner takes the *fence lock* (an exclusive
+  transaction-level advisory lock) before it counts the takeover; every
+  journal batch holds that lock shared, so no claim commits between a
+  batch's ownership check and its commit (store/pg/_store.py, ``_fence``);
+* a notice, or a workflow leaving PENDING, notifies the channel
+  ``durably:{schema}`` at commit (LISTEN/NOTIFY wakes the other processes).
+"""
+
+from __future__ import annotations
+
+NOW = "extract(epoch from clock_timestamp())"
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1: everything the SQLite schema holds at its version 5.
+    """
+    CREATE TABLE {s}.workflows (
+        seq         bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- creation order: a total order
+        workflow_id text PRIMARY KEY,
+        name        text NOT NULL,
+        status      text NOT NULL CHECK (status IN ('PENDING', 'SUCCESS', 'ERROR', 'CANCELLED',
+                                                    'MAX_RECOVERY_ATTEMPTS_EXCEEDED')),
+        inputs      {V} NOT NULL,
+        output      {V},
+        error       text,
+        parent_id   text,
+        parked      text,
+        created_at  float8 NOT NULL DEFAULT {now},
+        updated_at  float8 NOT NULL DEFAULT {now},
+        deadline    float8,
+        recovery_attempts integer NOT NULL DEFAULT 0,
+        executor    text,
+        epoch       bigint NOT NULL DEFAULT 0,
+        app_version text
+    );
+    CREATE INDEX ON {s}.workflows (status, seq);
+    CREATE INDEX ON {s}.workflows (parent_id) WHERE parent_id IS NOT NULL;
+    CREATE INDEX ON {s}.workflows (name, seq);
+    CREATE INDEX ON {s}.workflows (created_at);
+    CREATE INDEX ON {s}.workflows (executor) WHERE status = 'PENDING';
+    CREATE INDEX ON {s}.workflows (workflow_id text_pattern_ops);  -- id prefix listings
+
+    CREATE TABLE {s}.steps (
+        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id),
+        position    integer NOT NULL,
+        name        text NOT NULL,
+        output      {V},
+        error       text,
+        ident       text,
+        started_at  float8,
+        recorded_at float8 NOT NULL DEFAULT {now},
+        PRIMARY KEY (workflow_id, position)
+    );
+
+    CREATE TABLE {s}.engine_state (key text PRIMARY KEY, value bigint NOT NULL);
+    INSERT INTO {s}.engine_state (key, value) VALUES ('takeovers', 0);
+
+    CREATE TABLE {s}.messages (
+        id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        dest       text NOT NULL REFERENCES {s}.workflows (workflow_id),
+        topic      text,
+        payload    {V} NOT NULL,
+        created_at float8 NOT NULL DEFAULT {now}
+    );
+    CREATE INDEX ON {s}.messages (dest, topic, id);
+
+    CREATE TABLE {s}.events (
+        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id),
+        key         text NOT NULL,
+        value       {V},
+        updated_at  float8 NOT NULL DEFAULT {now},
+        PRIMARY KEY (workflow_id, key)
+    );
+
+    CREATE TABLE {s}.queue_entries (
+        seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        workflow_id text NOT NULL UNIQUE REFERENCES {s}.workflows (workflow_id),
+        queue       text NOT NULL,
+        priority    integer NOT NULL DEFAULT 0,
+        not_before  float8 NOT NULL,
+        dedup_key   text,
+        started_at  float8,
+        done        integer NOT NULL DEFAULT 0
+    );
+    CREATE INDEX ON {s}.queue_entries (queue, priority, seq) WHERE started_at IS NULL;
+    CREATE INDEX ON {s}.queue_entries (queue, started_at) WHERE started_at IS NOT NULL;
+    CREATE UNIQUE INDEX ON {s}.queue_entries (queue, dedup_key) WHERE dedup_key IS NOT NULL AND done = 0;
+
+    CREATE TABLE {s}.schedules (
+        name      text PRIMARY KEY,
+        cron      text NOT NULL,
+        workflow  text NOT NULL,
+        last_slot float8 NOT NULL,
+        paused    integer NOT NULL DEFAULT 0,
+        tz        text,
+        missed    text NOT NULL DEFAULT 'latest'
+    );
+
+    CREATE TABLE {s}.send_keys (
+        key        text PRIMARY KEY,
+        dest       text NOT NULL,
+        created_at float8 NOT NULL DEFAULT {now}
+    );
+
+    CREATE TABLE {s}.executors (
+        executor_id text PRIMARY KEY,
+        host        text NOT NULL,
+        pid         integer NOT NULL,
+        pid_started text,
+        app_version text NOT NULL,
+        started_at  float8 NOT NULL DEFAULT {now},
+        lease_until float8 NOT NULL,
+        stopped_at  float8
+    );
+
+    CREATE TABLE {s}.notices (
+        id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        kind        text NOT NULL,
+        workflow_id text,
+        detail      text,
+        created_at  float8 NOT NULL DEFAULT {now}
+    );
+
+    -- a workflow leaving PENDING: its queue slot frees; a cancel leaves a
+    -- notice; every process is told (a result() waiter elsewhere wakes)
+    CREATE FUNCTION {s}.workflow_ended() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE {s}.queue_entries SET done = 1 WHERE workflow_id = NEW.workflow_id AND done = 0;
+        IF NEW.status = 'CANCELLED' THEN
+            INSERT INTO {s}.notices (kind, workflow_id) VALUES ('cancel', NEW.workflow_id);
+        END IF;
+        PERFORM pg_notify({channel}, 'end');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER workflow_ended AFTER UPDATE OF status ON {s}.workflows FOR EACH ROW
+        WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING') EXECUTE FUNCTION {s}.workflow_ended();
+
+    -- a change of owner: taken under the exclusive fence lock, and counted
+    CREATE FUNCTION {s}.workflow_owner_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock({fence});
+        UPDATE {s}.engine_state SET value = value + 1 WHERE key = 'takeovers';
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER workflow_owner_changed AFTER UPDATE OF executor ON {s}.workflows FOR EACH ROW
+        WHEN (OLD.executor IS NOT NULL AND NEW.executor IS DISTINCT FROM OLD.executor)
+        EXECUTE FUNCTION {s}.workflow_owner_changed();
+
+    CREATE FUNCTION {s}.queue_slot_freed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO {s}.notices (kind, workflow_id, detail) VALUES ('queue', NEW.workflow_id, NEW.queue);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER queue_slot_freed AFTER UPDATE OF done ON {s}.queue_entries FOR EACH ROW
+        WHEN (NEW.done = 1 AND OLD.done = 0) EXECUTE FUNCTION {s}.queue_slot_freed();
+
+    CREATE FUNCTION {s}.notice_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify({channel}, 'notice');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER notice_added AFTER INSERT ON {s}.notices FOR EACH STATEMENT
+        EXECUTE FUNCTION {s}.notice_added();
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,882 @@
+"""The PostgreSQL store: the same contract as the SQLite one
+(store/contract.py), for several machines on one database.
+
+* :meth:`PgStore.open` creates or migrates durably's schema (its own
+  PostgreSQL schema, default ``durably``) in one transaction under an
+  advisory lock, and registers this executor.
+* :meth:`PgStore.flush` writes one journal batch in one transaction on the
+  writer connection (one commit, one WAL flush at the server's
+  ``synchronous_commit``): runs of step rows in one multi-row ``INSERT``
+  from arrays, runs of completions through one pipelined ``executemany``.
+  PostgreSQL aborts a whole transaction on any error, so "fail the record,
+  never the store" is: a record the server rejects rolls the batch back, and
+  the batch is applied again with every record in its own SAVEPOINT, so
+  only that record fails. Ops and transaction steps always run in a
+  SAVEPOINT (a typed refusal undoes their writes).
+* Fencing: every batch holds the *fence lock* (a transaction-level advisory
+  lock) shared, then reads the takeovers count; every change of owner holds
+  it exclusive (its trigger takes it; a batch with a claim takes it
+  exclusive from its start). No claim commits between a batch's check and
+  its commit, across hosts.
+* The connection lost (a server restart, ``pg_terminate_backend``, the
+  network): the writer reconnects with backoff for up to ``reconnect``
+  seconds, asks the server whether the batch's transaction committed
+  (``pg_xact_status`` of its transaction id) and either acknowledges it
+  or applies it again; nothing is acknowledged before its commit returned.
+  Past ``reconnect`` the store fails with DatabaseUnavailableError.
+* Reads go through a small pool of autocommit connections (committed data
+  only); a read that loses its connection is tried once more.
+* Wake-ups: one connection LISTENs on ``durably:{schema}``; the schema's
+  triggers notify it at the commit of a notice or of a workflow's end.
+  ``data_version`` moves when a notification arrived (``listen=False``:
+  it moves at every poll, the measured polling fallback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg_pool import ConnectionPool
+
+from ... import _crash
+from ... import _records as R
+from ... import errors
+from ...codec import encode_error
+from .._executors import dead_here
+from . import _ops
+from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
+from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
+from ._tx import PgTx
+from ._writes import OWNER_CHANGING, WRITES
+
+log = logging.getLogger("durably")
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+TX_BUDGET = 10.0
+RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
+_BACKOFF_MAX = 2.0
+_WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
+_WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+                     " AND q.started_at IS NULL AND q.done = 0)")
+_INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
+    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
+_MORE_COLUMNS = ("deadline, recovery_attempts, executor,"
+                 " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+                 " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+                 " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)")
+_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)")
+_COMPLETE = (f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
+             " WHERE workflow_id = %s AND status = 'PENDING'")
+_INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
+                    " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING")
+_TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
+
+
+def is_url(path: Any) -> bool:
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """The URL without its password (it appears in error messages)."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _key(what: str) -> int:
+    """A stable signed 64-bit advisory lock key."""
+    return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+class PgStore:
+    """durably's tables in one PostgreSQL schema."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: str, synchronous: str = "full", *, schema: str = "durably",
+                 reconnect: float = RECONNECT, listen: bool = True) -> None:
+        if synchronous not in ("full", "normal"):
+            raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+            raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), "
+                                    f"not {schema!r}")
+        self._url = url
+        self.path = redact(url)
+        self.schema = schema
+        self.synchronous = synchronous
+        self.reconnect = reconnect
+        self.listen = listen
+        self.channel = f"durably:{schema}"
+        self._fence_key = _key(f"durably:fence:{schema}")
+        self._writer: psycopg.Connection[Any] | None = None
+        self._pool: ConnectionPool | None = None
+        self._listener: psycopg.Connection[Any] | None = None
+        self._listen_lock = threading.Lock()
+        self._notified = 0
+        self._polls = 0
+        self._write_lock = threading.Lock()
+        self._failed: errors.StorageError | None = None
+        self._closing = False
+        self._stop_tx: set[str] = set()
+        self._stop_all_tx = False
+        self._tx_running: str | None = None  # the workflow whose transaction step runs now
+        self.tx_budget = TX_BUDGET
+        self.executor: str | None = None
+        self.start_owner: str | None = None
+        self.app_version = "0"
+        self.registration: tuple[Any, ...] | None = None
+        self.owned: dict[str, int | None] = {}
+        self.fenced: set[str] = set()
+        self._takeovers: Any = None
+        self.on_fenced: Any = None
+        self._user_path = "public"
+        self._value_type = "text"
+        self._xid: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._url, autocommit=autocommit, keepalives=1, keepalives_idle=5,
+                                   keepalives_interval=2, keepalives_count=3, connect_timeout=10,
+                                   application_name="durably")
+        except psycopg.Error as exc:
+            raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
+        return conn
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        """Our SQL is unqualified: durably's schema first on the path."""
+        conn.execute(pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema)))
+        if not conn.autocommit:
+            conn.commit()
+
+    def open(self, codec: str | None = None) -> None:
+        """Connect, create or migrate the schema (atomic, under an advisory
+        lock), check the codec, register this executor, start listening."""
+        self._writer = conn = self._connect()
+        try:
+            self._user_path = conn.execute("SHOW search_path").fetchone()[0]  # type: ignore[index]
+            conn.commit()
+            self._migrate(conn, codec)
+            self._configure(conn)
+            if self.registration is not None:
+                with conn.transaction():
+                    _ops.register(conn, *self.registration)
+            self._open_pool()
+            self._open_listener()
+        except BaseException:
+            self.close(clean=False)
+            raise
+
+    def open_readonly(self) -> None:
+        """Inspection only (the CLI): nothing created or written."""
+        self._open_pool()
+        version = self._schema_version_ro()
+        if version is None:
+            self.close(clean=False)
+            raise errors.CantOpenError(f"no durably schema {self.schema!r} in {self.path}", path=self.path)
+        if version > SCHEMA_VERSION:
+            self.close(clean=False)
+            raise errors.SchemaVersionError(
+                f"schema {self.schema!r} in {self.path} has version {version}, newer than this durably supports",
+                path=self.path, found=version, supported=SCHEMA_VERSION)
+
+    def _schema_version_ro(self) -> int | None:
+        rows = self.query("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.meta",))
+        if not rows[0][0]:
+            return None
+        return int(self.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
+
+    def _open_pool(self) -> None:
+        self._pool = ConnectionPool(self._url, min_size=1, max_size=4, open=False, name=f"durably-{self.schema}",
+                                    kwargs={"autocommit": True, "application_name": "durably-read"},
+                                    configure=self._configure, timeout=30.0)
+        try:
+            self._pool.open(wait=True, timeout=15.0)
+        except Exception as exc:
+            raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
+
+    def _open_listener(self) -> None:
+        if not self.listen:
+            return
+        conn = self._connect(autocommit=True)
+        conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
+        self._listener = conn
+
+    def _migrate(self, conn: psycopg.Connection[Any], codec: str | None) -> None:
+        s = self.schema
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
+                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)).fetchone()[0]  # type: ignore[index]
+                if not exists:
+                    tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)).fetchone()[0]  # type: ignore[index]
+                    if tables:
+                        raise errors.SchemaVersionError(
+                            f"schema {s!r} in {self.path} already holds tables that are not durably's; "
+                            "choose another schema (Engine(..., schema=...))", path=self.path, found=0,
+                            supported=SCHEMA_VERSION)
+                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
+                    conn.execute(pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)")
+                                 .format(pgsql.Identifier(s)))
+                    value_type = "bytea" if codec == "pickle" else "text"
+                    conn.execute(pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('version', '0'),"
+                                           " ('value_type', %s)").format(pgsql.Identifier(s)), (value_type,))
+                meta = dict(conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s)))
+                            .fetchall())
+                version = int(meta["version"])
+                if version > SCHEMA_VERSION:
+                    raise errors.SchemaVersionError(
+                        f"schema {s!r} in {self.path} has version {version}, newer than this durably supports "
+                        f"({SCHEMA_VERSION}); upgrade durably", path=self.path, found=version, supported=SCHEMA_VERSION)
+                self._value_type = meta["value_type"]
+                for script in MIGRATIONS[version:]:
+                    conn.execute(self._ddl(script))  # type: ignore[call-overload]
+                if version < SCHEMA_VERSION:
+                    conn.execute(pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'")
+                                 .format(pgsql.Identifier(s)), (str(SCHEMA_VERSION),))
+                if codec is not None:
+                    stored = meta.get("codec")
+                    if stored is None:
+                        conn.execute(pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)")
+                                     .format(pgsql.Identifier(s)), (codec,))
+                    elif stored != codec:
+                        raise errors.CodecMismatchError(
+                            f"schema {s!r} in {self.path} holds values written with codec={stored!r}; open it with "
+                            f"durably.Engine(..., codec={stored!r}), not {codec!r}", path=self.path, stored=stored,
+                            requested=codec)
+        except psycopg.Error as exc:
+            raise map_error(exc, self.path) from exc
+
+    def _ddl(self, script: str) -> str:
+        return (script.replace("{s}", self.schema).replace("{V}", self._value_type).replace("{now}", NOW)
+                .replace("{channel}", "'" + self.channel + "'").replace("{fence}", str(self._fence_key)))
+
+    def interrupt_tx(self, workflow_id: str) -> None:
+        self._stop_tx.add(workflow_id)
+        self._cancel_tx(lambda wid: wid == workflow_id)
+
+    def interrupt_all_tx(self) -> None:
+        self._stop_all_tx = True
+        self._cancel_tx(lambda wid: True)
+
+    def _cancel_tx(self, which: Callable[[str], bool]) -> None:
+        running, conn = self._tx_running, self._writer
+        if running is not None and conn is not None and which(running):
+            try:
+                conn.cancel_safe(timeout=2.0)
+            except Exception:  # the statement ends by its timeout instead
+                pass
+
+    def tx_done(self, workflow_id: str) -> None:
+        self._stop_tx.discard(workflow_id)
+
+    def stop_waiting(self) -> None:
+        self._closing = True
+
+    def close(self, clean: bool = True) -> None:
+        self._closing = True
+        for conn in (self._listener, self._writer):
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:
+                    pass
+        if self._pool is not None:
+            try:
+                self._pool.close(timeout=5.0)
+            except Exception:
+                pass
+        self._listener = self._writer = None
+        self._pool = None
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def flush(self, batch: Sequence[Any]) -> None:
+        """Write one journal batch in one transaction (module docstring)."""
+        if self._failed is not None:
+            raise self._failed
+        if self._writer is None:
+            raise errors.NotOpenError("the store is closed")
+        with self._write_lock:
+            isolate = False
+            lost_since: float | None = None
+            delay = 0.05
+            while True:
+                conn = self._writer
+                if conn is None:
+                    raise errors.NotOpenError("the store is closed")
+                self._xid = None
+                try:
+                    if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
+                            and self._lone_step(conn, batch[0])):
+                        return
+                    self._write(conn, batch, isolate)
+                    if lost_since is not None:
+                        log.warning("durably: reconnected to %s after %.1f s", self.path, time.monotonic() - lost_since)
+                    return
+                except CONNECTION_ERRORS as exc:
+                    now = time.monotonic()
+                    lost_since = lost_since if lost_since is not None else now
+                    xid = self._xid
+                    if self._reconnect(exc, lost_since):
+                        if xid is not None and self._committed(xid):
+                            return  # the commit landed before the connection went: acknowledged as written
+                        _reset(batch)
+                        continue
+                    if self._closing:
+                        err = errors.NotOpenError("the engine closed while the database was unreachable")
+                        for rec in batch:
+                            rec.result, rec.error = None, err
+                        return
+                    raise self._batch_failed(exc) from exc
+                except TRANSIENT_ERRORS:
+                    self._abort(conn)
+                    _reset(batch)
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                except _BatchLost:
+                    self._abort(conn)
+                    _reset(batch)
+                except RECORD_ERRORS as exc:
+                    self._abort(conn)
+                    if isolate:
+                        raise self._batch_failed(exc) from exc
+                    _reset(batch)
+                    isolate = True  # find the culprit: every record in its own SAVEPOINT
+                except Exception as exc:
+                    if isolate or isinstance(exc, errors.DurablyError) or not isinstance(exc, psycopg.Error) \
+                            or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
+                        raise self._batch_failed(exc) from exc
+                    self._abort(conn)
+                    log.error("durably: a record failed unexpectedly (%r); the batch is written again record by "
+                              "record so that only that record fails", exc)
+                    _reset(batch)
+                    isolate = True
+                except BaseException:
+                    self._abort(conn)
+                    raise
+
+    def _reconnect(self, exc: BaseException, since: float) -> bool:
+        """The writer lost its connection: connect again (with backoff, up
+        to ``reconnect`` seconds since it was lost). False: gave up."""
+        old = self._writer
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+        delay = 0.05
+        log.warning("durably: lost the connection to %s (%s); reconnecting", self.path, exc)
+        while not self._closing:
+            try:
+                conn = self._connect()
+                self._configure(conn)
+                self._writer = conn
+                self._takeovers = None  # re-check ownership at the next batch
+                return True
+            except errors.DatabaseUnavailableError:
+                if time.monotonic() - since > self.reconnect:
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
+        return False
+
+    def _committed(self, xid: str) -> bool:
+        """Whether transaction ``xid`` committed (asked after reconnecting)."""
+        conn = self._writer
+        assert conn is not None
+        while True:
+            status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]  # type: ignore[index]
+            conn.commit()
+            if status != "in progress":  # its backend may still be rolling it back
+                return status == "committed"
+            time.sleep(0.05)
+
+    def _batch_failed(self, exc: BaseException) -> BaseException:
+        if self._writer is not None:
+            self._abort(self._writer)
+        err = exc if isinstance(exc, errors.DurablyError) else map_error(exc, self.path)
+        if isinstance(err, errors.StorageError):
+            self._failed = err
+        return err
+
+    @staticmethod
+    def _abort(conn: psycopg.Connection[Any]) -> None:
+        try:
+            conn.rollback()
+        except Exception:
+            pass
+
+    def _lone_step(self, conn: psycopg.Connection[Any], rec: Any) -> bool:
+        """A batch of one step row in two round trips: the shared fence lock
+        and the insert, guarded by the takeovers count, pipelined; then the
+        commit. False (nothing written) sends it the general way."""
+        if self._takeovers is None or (self.fenced and rec.params[0] in self.fenced):
+            return False
+        try:
+            with conn.pipeline():
+                lock = conn.execute("SELECT pg_current_xact_id()::text, pg_advisory_xact_lock_shared(%s)",
+                                    (self._fence_key,))
+                cur = conn.execute(
+                    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+                    " SELECT %s, %s, %s, %s, %s, %s, %s WHERE (SELECT value FROM engine_state"
+                    " WHERE key = 'takeovers') = %s", (*rec.params, self._takeovers))
+            self._xid = lock.fetchone()[0]  # type: ignore[index]
+            if cur.rowcount != 1:
+                self._abort(conn)
+                return False
+            conn.commit()
+            return True
+        except RECORD_ERRORS:
+            self._abort(conn)
+            return False
+
+    def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Any], isolate: bool) -> None:
+        exclusive = any(_changes_owner(rec) for rec in batch)
+        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        self._xid = conn.execute(f"SELECT pg_current_xact_id()::text, {lock}(%s)",
+                                 (self._fence_key,)).fetchone()[0]  # type: ignore[index]
+        batch = self._fence(conn, batch)
+        if isolate:
+            for rec in batch:
+                self._apply_isolated(conn, rec)
+        else:
+            i, n = 0, len(batch)
+            while i < n:
+                kind = batch[i].kind
+                if kind in (R.STEP, R.COMPLETE):
+                    j = i
+                    while j < n and batch[j].kind == kind:
+                        j += 1
+                    if kind == R.STEP:
+                        self._insert_steps(conn, batch[i:j])
+                    else:
+                        with conn.cursor() as cur:
+                            cur.executemany(_COMPLETE, [rec.params for rec in batch[i:j]])
+                    i = j
+                else:
+                    self._apply_one(conn, batch[i])
+                    i += 1
+        if self.owned:
+            self._lost_to_a_race(batch)
+        if _crash.ARMED:
+            _crash.hit("store.before_commit")
+        conn.commit()
+
+    def _insert_steps(self, conn: psycopg.Connection[Any], recs: Sequence[Any]) -> None:
+        if len(recs) == 1:
+            conn.execute(_INSERT_STEP, recs[0].params)
+            return
+        cols = list(zip(*(rec.params for rec in recs)))
+        v = self._value_type
+        conn.execute(
+            "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+            f" SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::{v}[], %s::text[], %s::text[],"
+            " %s::float8[])", [list(c) for c in cols])
+
+    def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> Sequence[Any]:
+        takeovers = conn.execute(_TAKEOVERS).fetchone()[0]  # type: ignore[index]
+        if takeovers != self._takeovers:
+            self._takeovers = takeovers
+            self._refresh_owned(conn)
+        fenced = self.fenced
+        if not fenced:
+            return batch
+        keep = []
+        for rec in batch:
+            wid = _workflow_of(rec)
+            if wid is not None and wid in fenced:
+                rec.result = None
+                rec.error = errors.FencedError(
+                    f"workflow {wid!r} was taken over by another executor (this one lost its lease); "
+                    "this record is not written and this process abandons the workflow", workflow_id=wid)
+            else:
+                keep.append(rec)
+        return keep
+
+    def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
+        owned = self.owned
+        if not owned:
+            return
+        rows = conn.execute("SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
+                            (list(owned),)).fetchall()
+        lost = []
+        for wid, owner, epoch in rows:
+            mine = owned.get(wid)
+            if owner != self.executor or (mine is not None and epoch != mine):
+                lost.append(wid)
+        self._lose(lost)
+
+    def _lose(self, lost: list[str]) -> None:
+        if lost:
+            for wid in lost:
+                self.owned.pop(wid, None)
+            self.fenced.update(lost)
+            if self.on_fenced is not None:
+                self.on_fenced(lost)
+
+    def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
+        lost = []
+        for rec in batch:
+            err = rec.error
+            if (rec.kind == R.STEP and isinstance(err, errors.ConstraintError)
+                    and isinstance(err.__cause__, psycopg.errors.UniqueViolation) and rec.params[0] in self.owned):
+                wid = rec.params[0]
+                rec.error = errors.FencedError(
+                    f"workflow {wid!r}: step position {rec.params[1]} was already recorded by another executor; "
+                    "this process abandons the workflow", workflow_id=wid)
+                lost.append(wid)
+        if lost:
+            log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])
+            self._lose(lost)
+
+    def still_owns(self, workflow_id: str, epoch: int) -> bool:
+        rows = self.query("SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'",
+                          (workflow_id,))
+        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
+
+    def own(self, workflow_id: str, epoch: int | None) -> None:
+        self.owned[workflow_id] = epoch
+        self._takeovers = None
+
+    def _own(self, output: Any) -> None:
+        rows = output[0] if isinstance(output, tuple) else output
+        for row in rows:
+            self.owned[row[0]] = row[4]
+
+    def _apply_isolated(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        try:
+            with conn.transaction():  # a SAVEPOINT inside the batch
+                if rec.kind == R.STEP:
+                    conn.execute(_INSERT_STEP, rec.params)
+                elif rec.kind == R.COMPLETE:
+                    conn.execute(_COMPLETE, rec.params)
+                else:
+                    self._apply_one(conn, rec)
+        except RECORD_ERRORS as exc:
+            rec.result = None
+            rec.error = map_error(exc, self.path)
+        except CONNECTION_ERRORS:
+            raise
+        except Exception as exc:
+            if isinstance(exc, errors.DurablyError) or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
+                raise
+            rec.result = None
+            rec.error = errors.InternalError(f"durably could not write this record: {exc!r}")
+            rec.error.__cause__ = exc
+
+    def _apply_one(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        kind = rec.kind
+        if kind == R.START:
+            self._start(conn, rec)
+        elif kind == R.TX:
+            self._transaction(conn, rec)
+        elif kind == R.OP:
+            self._op(conn, rec)
+        elif kind == R.WRITE:
+            name, params = rec.params
+            rec.result = conn.execute(WRITES[name], params).rowcount
+        elif kind == R.STEP:
+            conn.execute(_INSERT_STEP, rec.params)
+        elif kind == R.COMPLETE:
+            conn.execute(_COMPLETE, rec.params)
+        else:
+            raise errors.InternalError(f"unknown journal record kind {kind!r}")
+
+    def _start(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
+        deadline = extra[0] if extra else None
+        owner = self.start_owner
+        inserted = conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, owner,
+                                                   None if owner is None else self.app_version)).rowcount
+        if inserted and owner is None:
+            _ops.notice(conn, "start", workflow_id)
+        if not inserted:
+            row = conn.execute("SELECT name, status FROM workflows WHERE workflow_id = %s", (workflow_id,)).fetchone()
+            rec.result = None if row is None else tuple(row)
+        else:
+            rec.result = None
+        if parent_step is not None:
+            wid, (pos, ident), step_name, output = parent_step
+            conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None))
+
+    def _op(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        workflow_id, row, name, op, args = rec.params
+        try:
+            with conn.transaction():
+                error = None
+                try:
+                    with conn.transaction():
+                        output = _ops.OPS[op](conn, *args)
+                except errors.DurablyError as exc:  # a typed refusal: the step's outcome, its writes undone
+                    output, error = None, encode_error(exc)
+                    if workflow_id is None:
+                        rec.error = exc
+                if op in ("claim", "claim_queue") and error is None:
+                    self._own(output)
+                if output is R.NOTHING:
+                    rec.result = R.NOTHING
+                else:
+                    if workflow_id is not None:
+                        pos, ident = row
+                        conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+                    rec.result = (output, error)
+        except RECORD_ERRORS as exc:
+            rec.error = map_error(exc, self.path)
+
+    def _transaction(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        workflow_id, (pos, ident), name, body = rec.params
+        budget = getattr(body, "timeout", None) or self.tx_budget
+        deadline = time.monotonic() + budget
+
+        def why() -> errors.TransactionTimeoutError:
+            if self._stop_all_tx:
+                reason = "the engine closed while it ran"
+            elif workflow_id in self._stop_tx:
+                reason = "its workflow was cancelled while it ran"
+            else:
+                reason = f"it ran past its time budget of {budget} s (transaction steps hold the writer)"
+            return errors.TransactionTimeoutError(
+                f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget)
+
+        if self._stop_all_tx or workflow_id in self._stop_tx:
+            rec.error = errors.NotOpenError(f"transaction step {name!r} not run: its workflow is stopping")
+            return
+        tx = PgTx(conn, self.schema, deadline, why)
+        output = error = None
+        conn.execute("SAVEPOINT durably_tx")
+        conn.execute("SELECT set_config('search_path', %s, true)", (self._user_path,))
+        self._tx_running = workflow_id
+        try:
+            output, error = body(tx)
+        except errors.SerializationError as exc:
+            rec.error = exc
+        except Exception:
+            if tx._fatal is None and tx.expired is None:
+                raise  # not the step's SQL: the batch finds the culprit record by record
+        except BaseException as exc:
+            rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
+        finally:
+            self._tx_running = None
+            tx._close()
+        if tx._fatal is not None:
+            raise tx._fatal
+        if tx.expired is not None:
+            if self._stop_all_tx:
+                rec.error = errors.NotOpenError(
+                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
+            else:
+                output, error = None, encode_error(tx.expired)
+        elif tx.failed is not None and error is None and rec.error is None:
+            # The body caught an SQL error and went on: PostgreSQL aborted
+            # the step's SQL at that error, so that error is its outcome.
+            output, error = None, encode_error(tx.failed)
+        if error is not None or rec.error is not None:
+            conn.execute("ROLLBACK TO SAVEPOINT durably_tx")
+        conn.execute("RELEASE SAVEPOINT durably_tx")
+        conn.execute("SELECT set_config('search_path', %s, true)", (f"{self.schema}, pg_catalog",))
+        if rec.error is None:
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+            rec.result = (output, error)
+
+    # -- reading --------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Connection[Any]]:
+        pool = self._pool
+        if pool is None:
+            raise errors.NotOpenError("the store is closed")
+        with pool.connection() as conn:
+            yield conn
+
+    def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """A read on committed data (tried again once on a lost connection)."""
+        for attempt in (0, 1):
+            try:
+                with self._read() as conn:
+                    return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+            except CONNECTION_ERRORS as exc:
+                if attempt:
+                    raise map_error(exc, self.path) from exc
+            except psycopg.Error as exc:
+                raise map_error(exc, self.path) from exc
+        raise AssertionError("unreachable")
+
+    def read(self, name: str, *args: Any) -> Any:
+        try:
+            with self._read() as conn:
+                return _ops.READS[name](conn, *args)
+        except psycopg.Error as exc:
+            raise map_error(exc, self.path) from exc
+
+    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
+        columns = f"{_INFO_COLUMNS}, {_MORE_COLUMNS}" if user_view else _WORKFLOW_COLUMNS
+        rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = %s", (workflow_id,))
+        return rows[0] if rows else None
+
+    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        return self.query("SELECT position, name, output, error, ident FROM steps WHERE workflow_id = %s"
+                          " ORDER BY position", (workflow_id,))
+
+    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        return self.query("SELECT position, name, output, error, recorded_at, ident, started_at FROM steps"
+                          " WHERE workflow_id = %s ORDER BY position", (workflow_id,))
+
+    def pending_workflows(self) -> list[tuple[Any, ...]]:
+        return self.query(
+            "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
+            " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
+            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq")
+
+    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int | None = 100, *,
+                       id_prefix: str | None = None, start_time: float | None = None,
+                       end_time: float | None = None, queue: str | None = None, parent_id: str | None = None,
+                       offset: int = 0, newest_first: bool = True) -> list[tuple[Any, ...]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            if status in ("ENQUEUED", "PENDING"):
+                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{_WAITING_IN_QUEUE}")
+            else:
+                where.append("status = %s")
+                params.append(status)
+        if id_prefix is not None:
+            where.append("workflow_id LIKE %s")
+            params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+        for value, clause in ((name, "name = %s"), (start_time, "created_at >= %s"), (end_time, "created_at < %s"),
+                              (parent_id, "parent_id = %s"),
+                              (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = %s)")):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        direction = " DESC" if newest_first else ""
+        return self.query(f"SELECT {_INFO_COLUMNS}, {_MORE_COLUMNS} FROM workflows{clause} ORDER BY seq{direction}"
+                          " LIMIT %s OFFSET %s", (*params, limit, offset))
+
+    def deadlines(self) -> list[tuple[str, float]]:
+        return self.query("SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING'"
+                          " AND deadline IS NOT NULL")  # type: ignore[return-value]
+
+    def deadline(self, workflow_id: str) -> float | None:
+        rows = self.query("SELECT deadline FROM workflows WHERE workflow_id = %s AND status = 'PENDING'"
+                          " AND deadline IS NOT NULL", (workflow_id,))
+        return rows[0][0] if rows else None
+
+    def executors(self) -> list[tuple[Any, ...]]:
+        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+
+    def others_live(self, executor_id: str | None) -> bool:
+        """Whether another executor is live (a live lease; on this host a live process)."""
+        rows = self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id"
+                          " IS DISTINCT FROM %s AND stopped_at IS NULL AND lease_until >= %s",
+                          (executor_id, time.time()))
+        dead = set(dead_here(rows, executor_id or ""))
+        return any(row[0] not in dead for row in rows)
+
+    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        return self.query("SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(%s)",
+                          (list(ids),))  # type: ignore[return-value]
+
+    def last_notice(self) -> int:
+        return int(self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
+
+    def claimable(self, version: str, names: str, dead: str) -> bool:
+        return bool(self.query(_ops.claimable_sql(False),
+                               _ops.claim_params(version, names, dead, time.time(), 1, None)))
+
+    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
+        cols = "name, cron, workflow, last_slot, paused, tz, missed"
+        if name is None:
+            return self.query(f"SELECT {cols} FROM schedules ORDER BY name")
+        return self.query(f"SELECT {cols} FROM schedules WHERE name = %s", (name,))
+
+    def has_schedules(self) -> bool:
+        return bool(self.query("SELECT 1 FROM schedules LIMIT 1"))
+
+    def workflow_names(self) -> set[str]:
+        return {r[0] for r in self.query("SELECT DISTINCT name FROM workflows")}
+
+    def children(self, workflow_id: str) -> list[str]:
+        return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = %s", (workflow_id,))]
+
+    # -- cross-process wake-ups -------------------------------------------------------------
+
+    def data_version(self) -> int:
+        """Moves when a notification arrived (LISTEN), or at every call
+        without a listener (the polling fallback)."""
+        listener = self._listener
+        if listener is None:
+            self._polls += 1
+            return self._polls
+        with self._listen_lock:
+            try:
+                for _ in listener.notifies(timeout=0.0, stop_after=1000):
+                    self._notified += 1
+            except CONNECTION_ERRORS:
+                self._relisten()
+        return self._notified
+
+    def _relisten(self) -> None:
+        """The listener lost its connection: listen again, and count it as a
+        change (what was notified meanwhile is read from the notices)."""
+        try:
+            if self._listener is not None:
+                self._listener.close()
+        except Exception:
+            pass
+        self._listener = None
+        self._notified += 1
+        try:
+            self._open_listener()
+        except errors.DurablyError:
+            self._listener = None
+            self._polls = self._notified  # fall back to polling until it comes back
+            self._notified += 1
+
+    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
+        return self.query("SELECT id, kind, workflow_id, detail FROM notices WHERE id > %s ORDER BY id LIMIT 10000",
+                          (last,))
+
+
+class _BatchLost(Exception):
+    """The batch's transaction cannot go on: apply it again."""
+
+
+def _fatal(exc: BaseException) -> bool:
+    return isinstance(exc, (psycopg.errors.DiskFull, psycopg.errors.IoError, psycopg.errors.DataCorrupted,
+                            psycopg.errors.IndexCorrupted, psycopg.errors.InternalError_))
+
+
+def _changes_owner(rec: Any) -> bool:
+    if rec.kind == R.OP:
+        return rec.params[3] in _ops.OWNER_CHANGING_OPS
+    if rec.kind == R.WRITE:
+        return rec.params[0] in OWNER_CHANGING
+    return False
+
+
+def _workflow_of(rec: Any) -> str | None:
+    kind = rec.kind
+    if kind in (R.STEP, R.TX, R.OP):
+        return rec.params[0]  # type: ignore[no-any-return]
+    if kind == R.COMPLETE:
+        return rec.params[3]  # type: ignore[no-any-return]
+    if kind == R.START:
+        parent_step = rec.params[4]
+        return None if parent_step is None else parent_step[0]
+    return None
+
+
+def _reset(batch: Sequence[Any]) -> None:
+    for rec in batch:
+        rec.result = None
+        rec.error = None

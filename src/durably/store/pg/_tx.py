@@ -1,0 +1,111 @@
+"""The handle a transaction step receives on PostgreSQL: the user's SQL runs
+on the writer connection, inside the journal batch's transaction, in a
+SAVEPOINT of its own, so it commits with the step's outcome or not at all
+(DBOS's model). Parameters use psycopg's placeholders (``%s``, ``%(name)s``).
+
+Protection of durably's own tables is a statement check, a guard against
+accidents rather than a sandbox: during the step ``search_path`` is the
+connection's own (without durably's schema), and a statement that names
+durably's schema, controls the transaction (BEGIN, COMMIT, ROLLBACK,
+SAVEPOINT, PREPARE TRANSACTION), changes session state (SET, RESET, LISTEN,
+...), or runs procedural code that could do any of that (DO, CALL) is
+refused with a UsageError before it reaches the server. The time budget is
+``statement_timeout``, set before each statement to what is left of it; a
+cancel or close interrupts the running statement (``cancel_safe``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Callable, Iterable
+
+import psycopg
+from psycopg import errors as pge
+
+from ... import errors
+from ._errors import CONNECTION_ERRORS, map_error
+
+_DENIED = re.compile(
+    r"^\s*(begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare\s+transaction|"
+    r"set|reset|listen|unlisten|notify|discard|do|call|copy|vacuum|lock|load)\b", re.IGNORECASE)
+
+
+class PgTx:
+    """SQL access for a ``@engine.transaction`` step on PostgreSQL (see the
+    module docstring); the same methods as the SQLite ``Tx``."""
+
+    __slots__ = ("_conn", "_open", "_fatal", "expired", "_why", "_deadline", "_schema_ref", "_rowcount", "failed")
+
+    def __init__(self, conn: psycopg.Connection, schema: str, deadline: float,
+                 why: Callable[[], errors.TransactionTimeoutError]) -> None:
+        self._conn = conn
+        self._open = True
+        self._fatal: errors.DurablyError | None = None
+        self.expired: errors.TransactionTimeoutError | None = None
+        self._why = why
+        self._deadline = deadline
+        self._schema_ref = re.compile(rf'(^|[^\w$"])"?{re.escape(schema)}"?\s*\.', re.IGNORECASE)
+        self._rowcount = -1
+        # The first SQL error of the step (PostgreSQL aborts the step's SQL
+        # there: if the body catches it and returns, it is still the outcome).
+        self.failed: errors.DurablyError | None = None
+
+    def _check(self, sql: str) -> None:
+        if not self._open:
+            raise errors.UsageError("a Tx handle is only valid inside its transaction step")
+        if not isinstance(sql, str):
+            raise errors.UsageError(f"SQL must be a str, not {type(sql).__name__}")
+        if _DENIED.match(sql) or ";" in sql.strip().rstrip(";") or self._schema_ref.search(sql):
+            raise errors.UsageError(
+                "a transaction step may run one statement at a time, and no transaction control, SET/RESET, "
+                "DO/CALL/COPY/LOCK/LISTEN, or any statement naming durably's schema "
+                f"(refused: {sql[:80]!r})")
+
+    def _run(self, sql: str, call: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
+        self._check(sql)
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            self.expired = self._why()
+            raise self.expired
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(left * 1000))}ms",))
+                out = call(cur)
+                self._rowcount = cur.rowcount
+                return out
+        except pge.QueryCanceled as exc:
+            self.expired = self._why()
+            raise self.expired from exc
+        except CONNECTION_ERRORS as exc:
+            self._fatal = map_error(exc, "")
+            raise self._fatal from exc
+        except psycopg.Error as exc:
+            err = map_error(exc, "")
+            if self.failed is None:
+                self.failed = err
+            raise err from exc
+
+    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        """Run one statement; return all its result rows."""
+        def run(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+            cur.execute(sql, params)
+            return [tuple(r) for r in cur.fetchall()] if cur.description is not None else []
+        return self._run(sql, run)  # type: ignore[no-any-return]
+
+    def executemany(self, sql: str, seq: Iterable[Any]) -> None:
+        """Run one statement for each parameter set in ``seq``."""
+        self._run(sql, lambda cur: cur.executemany(sql, list(seq)))
+
+    def query_one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        """First row of a query, or None."""
+        rows = self.execute(sql, params)
+        return rows[0] if rows else None
+
+    @property
+    def changes(self) -> int:
+        """Rows changed by the last statement."""
+        return max(self._rowcount, 0)
+
+    def _close(self) -> None:
+        self._open = False
