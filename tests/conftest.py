@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -9,9 +10,77 @@ import pytest
 import durably
 
 
+# PostgreSQL: the modules below run against both backends (their ``db_path``
+# is a fresh schema of this server on the "postgresql" run); the others
+# hold SQLite-specific tests (files, PRAGMAs, VFS faults, the sqlite3 shell).
+PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BOTH_BACKENDS = {
+    "test_engine", "test_toolkit", "test_messages_more", "test_queues", "test_schedules_runtime",
+    "test_schedules", "test_management", "test_replay", "test_replay_concurrency", "test_async",
+    "test_patching", "test_values", "test_clock", "test_clock_jumps", "test_tx_budget",
+}
+_pg_state: dict[str, Any] = {}
+
+
+def pg_unreachable() -> str | None:
+    """None when the test server answers, else why the PostgreSQL tests skip."""
+    if "why" not in _pg_state:
+        try:
+            import psycopg
+            psycopg.connect(PG_URL, connect_timeout=3).close()
+            _pg_state["why"] = None
+        except Exception as exc:  # ImportError, or no server
+            _pg_state["why"] = (f"PostgreSQL tests skipped: no server at {PG_URL} ({type(exc).__name__}); to run "
+                                "them start PostgreSQL or set DURABLY_TEST_PG to a database URL "
+                                "(.ci/run requires them: DURABLY_REQUIRE_PG=1)")
+    return _pg_state["why"]
+
+
+def pg_schema_url() -> Iterator[str]:
+    """A fresh schema on the test server (dropped afterwards), as an engine URL."""
+    why = pg_unreachable()
+    if why is not None:
+        if os.environ.get("DURABLY_REQUIRE_PG"):
+            pytest.fail(why.replace("skipped", "required"))
+        pytest.skip(why)
+    import psycopg
+    # durably's schema, and the user's own (the search_path of the URL's
+    # connections: a transaction step's tables land there): both dropped after.
+    tag = uuid.uuid4().hex[:12]
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA u_{tag}")
+    yield f"{PG_URL}?schema=t_{tag}&options=-csearch_path%3Du_{tag}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS t_{tag} CASCADE")
+        conn.execute(f"DROP SCHEMA IF EXISTS u_{tag} CASCADE")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if module in BOTH_BACKENDS and "db_path" in metafunc.fixturenames:
+        metafunc.parametrize("db_backend", ["sqlite", "postgresql"], indirect=True)
+
+
 @pytest.fixture
-def db_path(tmp_path: Path) -> str:
-    return str(tmp_path / "test.db")
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_pg = callspec is not None and (callspec.params.get("db_backend") == "postgresql"
+                                          or callspec.params.get("any_path") == "postgresql")
+        if on_pg and item.get_closest_marker("sqlite_only") is not None:
+            item.add_marker(pytest.mark.skip(reason="SQLite-specific (sqlite_only)"))
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, db_backend: str) -> Iterator[str]:
+    if db_backend == "postgresql":
+        yield from pg_schema_url()
+    else:
+        yield str(tmp_path / "test.db")
 
 
 @pytest.fixture
@@ -29,9 +98,12 @@ def make_engine(db_path: str) -> Iterator[Callable[..., durably.Engine]]:
         engine.close()
 
 
-@pytest.fixture(params=["file", "memory"])
-def any_path(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return str(tmp_path / "any.db") if request.param == "file" else ":memory:"
+@pytest.fixture(params=["file", "memory", "postgresql"])
+def any_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "postgresql":
+        yield from pg_schema_url()
+    else:
+        yield str(tmp_path / "any.db") if request.param == "file" else ":memory:"
 
 
 def expected_implementation() -> str:

@@ -26,7 +26,7 @@ def test_async_workflows_on_the_callers_loop(make_engine, any_path) -> None:
 
     @engine.transaction()
     def remember(db: durably.Tx, x: int) -> int:
-        db.execute("CREATE TABLE IF NOT EXISTS seen(x)")
+        db.execute("CREATE TABLE IF NOT EXISTS seen(x INTEGER)")
         db.execute("INSERT INTO seen VALUES (?)", (x,))
         return x
 

@@ -29,11 +29,11 @@ def _register(engine: durably.Engine, order: list[str], log: list[str]):
 
 def _crash_after_first_step(db_path: str) -> None:
     """Leave a PENDING workflow whose journal holds step 'a' at position 0."""
-    from durably.store import Store
+    from durably.store import make_store
     from durably.journal import Journal, Record
     from durably import _records as R
 
-    store = Store(db_path)
+    store = make_store(db_path)
     store.open()
     journal = Journal(store.flush)
     journal.start()
@@ -156,9 +156,9 @@ def test_recovering_many_parents_and_children_cannot_deadlock_the_pool(make_engi
     fill every worker and wait forever."""
     from durably import _records as R
     from durably.journal import Journal, Record
-    from durably.store import Store
+    from durably.store import make_store
 
-    store = Store(db_path)
+    store = make_store(db_path)
     store.open()
     journal = Journal(store.flush)
     journal.start()

@@ -68,6 +68,7 @@ def test_missed_slots_follow_the_policy(make_engine, db_path, missed, expected) 
     assert fired == expected
 
 
+@pytest.mark.sqlite_only
 def test_no_slot_fires_twice_when_its_progress_record_is_lost(make_engine, db_path) -> None:
     """Crash between starting a slot's workflow and recording the slot: the
     slot is computed again at the next open, and its workflow id (the slot)

@@ -26,7 +26,7 @@ def make_store(path: str, synchronous: str = "full", vfs: str | None = None, che
         except ImportError as exc:  # psycopg is an optional dependency
             from .. import errors
             raise errors.UsageError('a postgresql:// database needs psycopg: pip install "durably[postgres]"') from exc
-        return PgStore(path, synchronous, schema=schema or "durably")  # type: ignore[return-value]
+        return PgStore(path, synchronous, schema=schema)  # type: ignore[return-value]
     if schema is not None:
         from .. import errors
         raise errors.UsageError("schema= applies to a PostgreSQL database, not to an SQLite file")

@@ -49,8 +49,8 @@ _BY_TYPE: dict[type[BaseException], type[errors.StorageError]] = {
 
 def map_error(exc: BaseException, path: str) -> errors.DurablyError:
     """The durably error for a psycopg (or binding) exception."""
-    if isinstance(exc, (pge.SyntaxErrorOrAccessRuleViolation, pge.UndefinedTable, pge.UndefinedColumn)) \
-            and not isinstance(exc, pge.InsufficientPrivilege):
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith("42") and state != "42501":  # SQLSTATE class 42: the SQL is wrong (not a privilege)
         err: errors.DurablyError = errors.InvalidSQLError(f"{exc}")
         err.__cause__ = exc
         return err

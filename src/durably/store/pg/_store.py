@@ -41,6 +41,7 @@ import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
@@ -85,6 +86,18 @@ def is_url(path: Any) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
+def _split_schema(url: str) -> tuple[str, str | None]:
+    """Take durably's own ``schema=`` query parameter out of the URL (the
+    rest is libpq's): ``postgresql://host/db?schema=app1``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = [v for k, v in query if k == "schema"]
+    if not schema:
+        return url, None
+    rest = urlencode([(k, v) for k, v in query if k != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema[-1]
+
+
 def redact(url: str) -> str:
     """The URL without its password (it appears in error messages)."""
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
@@ -100,8 +113,12 @@ class PgStore:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, synchronous: str = "full", *, schema: str = "durably",
+    def __init__(self, url: str, synchronous: str = "full", *, schema: str | None = None,
                  reconnect: float = RECONNECT, listen: bool = True) -> None:
+        url, in_url = _split_schema(url)
+        if schema is not None and in_url is not None and schema != in_url:
+            raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
+        schema = schema or in_url or "durably"
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
@@ -153,9 +170,14 @@ class PgStore:
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         """Our SQL is unqualified: durably's schema first on the path."""
-        conn.execute(pgsql.SQL("SET search_path TO {}, pg_catalog").format(pgsql.Identifier(self.schema)))
+        conn.execute("SELECT set_config('search_path', %s, false)", (self._our_path(),))
         if not conn.autocommit:
             conn.commit()
+
+    def _our_path(self) -> str:
+        """Durably's schema first (its SQL is unqualified), then the user's
+        own path (reads of the user's tables, as a transaction step sees them)."""
+        return f'"{self.schema}", {self._user_path}'
 
     def open(self, codec: str | None = None) -> None:
         """Connect, create or migrate the schema (atomic, under an advisory
@@ -270,10 +292,10 @@ class PgStore:
     def _cancel_tx(self, which: Callable[[str], bool]) -> None:
         running, conn = self._tx_running, self._writer
         if running is not None and conn is not None and which(running):
-            try:
-                conn.cancel_safe(timeout=2.0)
-            except Exception:  # the statement ends by its timeout instead
-                pass
+            # A cancel request is a round trip on a connection of its own:
+            # sent from a thread, so the caller's cancel record is queued
+            # for the writer before the interrupted step's outcome returns.
+            threading.Thread(target=_cancel_query, args=(conn,), name="durably-pg-cancel", daemon=True).start()
 
     def tx_done(self, workflow_id: str) -> None:
         self._stop_tx.discard(workflow_id)
@@ -682,7 +704,7 @@ class PgStore:
         if error is not None or rec.error is not None:
             conn.execute("ROLLBACK TO SAVEPOINT durably_tx")
         conn.execute("RELEASE SAVEPOINT durably_tx")
-        conn.execute("SELECT set_config('search_path', %s, true)", (f"{self.schema}, pg_catalog",))
+        conn.execute("SELECT set_config('search_path', %s, true)", (self._our_path(),))
         if rec.error is None:
             conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
             rec.result = (output, error)
@@ -849,6 +871,13 @@ class PgStore:
 
 class _BatchLost(Exception):
     """The batch's transaction cannot go on: apply it again."""
+
+
+def _cancel_query(conn: psycopg.Connection[Any]) -> None:
+    try:
+        conn.cancel_safe(timeout=2.0)
+    except Exception:  # the statement ends by its time budget instead
+        pass
 
 
 def _fatal(exc: BaseException) -> bool:

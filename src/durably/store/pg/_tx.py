@@ -31,6 +31,19 @@ _DENIED = re.compile(
     r"set|reset|listen|unlisten|notify|discard|do|call|copy|vacuum|lock|load)\b", re.IGNORECASE)
 
 
+_QUOTED_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
+
+
+def portable(sql: str, params: Any) -> str:
+    """SQLite-style ``?`` placeholders, so one transaction step runs on both
+    backends: with positional parameters and no ``%s`` in it, each ``?``
+    outside quotes becomes ``%s`` (and a literal ``%`` is escaped). SQL
+    written for psycopg (``%s``, ``%(name)s``) is left as it is."""
+    if not params or isinstance(params, dict) or "%s" in sql or "%(" in sql:
+        return sql
+    return _QUOTED_OR_MARK.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)), sql)
+
+
 class PgTx:
     """SQL access for a ``@engine.transaction`` step on PostgreSQL (see the
     module docstring); the same methods as the SQLite ``Tx``."""
@@ -89,13 +102,14 @@ class PgTx:
     def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement; return all its result rows."""
         def run(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
-            cur.execute(sql, params)
+            cur.execute(portable(sql, params), params)
             return [tuple(r) for r in cur.fetchall()] if cur.description is not None else []
         return self._run(sql, run)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
         """Run one statement for each parameter set in ``seq``."""
-        self._run(sql, lambda cur: cur.executemany(sql, list(seq)))
+        rows = list(seq)
+        self._run(sql, lambda cur: cur.executemany(portable(sql, rows[0] if rows else None), rows))
 
     def query_one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         """First row of a query, or None."""
