@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -53,6 +55,22 @@ def pg_schema_url() -> Iterator[str]:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS t_{tag} CASCADE")
         conn.execute(f"DROP SCHEMA IF EXISTS u_{tag} CASCADE")
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A fresh database of ``kind`` ("sqlite": a file in a temporary
+    directory, "postgresql": a fresh schema), for tests that build their own
+    (Hypothesis examples, state machines)."""
+    if kind == "postgresql":
+        urls = pg_schema_url()
+        try:
+            yield next(urls)
+        finally:
+            next(urls, None)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield str(Path(tmp) / "test.db")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

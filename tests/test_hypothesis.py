@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import durably
+
+from .conftest import database
 from durably import _records as R
 from durably import errors
 from durably.journal import _journal_py
@@ -84,10 +86,12 @@ IDS = st.sampled_from([f"w{i}" for i in range(6)])
 class EngineModel(RuleBasedStateMachine):
     """Start, wait, cancel, resume, reopen: the database must match a simple model."""
 
+    kind = "sqlite"
+
     def __init__(self) -> None:
         super().__init__()
-        self.dir = tempfile.TemporaryDirectory()
-        self.path = str(Path(self.dir.name) / "model.db")
+        self.dir = database(self.kind)
+        self.path = self.dir.__enter__()
         self.bodies: Counter[tuple[str, int]] = Counter()
         self.model: dict[str, dict[str, Any]] = {}
         self.engine = self._build()
@@ -113,7 +117,7 @@ class EngineModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.engine.close()
-        self.dir.cleanup()
+        self.dir.__exit__(None, None, None)
 
     @rule(wid=IDS, n=st.integers(0, 4), fail=st.booleans())
     def start(self, wid: str, n: int, fail: bool) -> None:
@@ -177,3 +181,13 @@ class EngineModel(RuleBasedStateMachine):
 
 TestEngineModel = EngineModel.TestCase
 TestEngineModel.settings = settings(max_examples=25, stateful_step_count=15, deadline=None)
+
+
+class PgEngineModel(EngineModel):
+    """The same model on PostgreSQL (a fresh schema per example)."""
+
+    kind = "postgresql"
+
+
+TestPgEngineModel = PgEngineModel.TestCase
+TestPgEngineModel.settings = settings(max_examples=15, stateful_step_count=15, deadline=None)

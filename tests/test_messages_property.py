@@ -4,13 +4,13 @@ topic, and nothing is left behind."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import durably
+
+from .conftest import database
 
 topics = st.sampled_from([None, "a", "b"])
 # a plan: each item sends one message on a topic; "restart" closes and reopens the engine
@@ -30,14 +30,14 @@ def _engine(path: str) -> durably.Engine:
     return engine
 
 
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 @settings(max_examples=30, deadline=None)
 @given(plans, st.randoms(use_true_random=False))
-def test_messages_exactly_once_in_order_across_restarts(plan, rnd) -> None:
+def test_messages_exactly_once_in_order_across_restarts(db, plan, rnd) -> None:
     sends = [t for kind, t in plan if kind == "send"]
     order = list(sends)
     rnd.shuffle(order)  # the receiver asks for topics in some other order than they were sent
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "p.db")
+    with database(db) as path:
         sent: dict[str, list] = {}
         engine = _engine(path).open()
         try:

@@ -18,16 +18,24 @@ import pytest
 from durably import _records as R
 from durably import errors
 from durably.journal import Record
-from durably.store import Store
+from durably.store import make_store
 from durably.store.contract import StoreContract
 
+from .conftest import pg_schema_url
 
-@pytest.fixture(params=["sqlite"])
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Any]:
     made: list[Any] = []
+    if request.param == "postgresql":
+        urls = pg_schema_url()
+        path = next(urls)
+        request.addfinalizer(lambda: next(urls, None))
+    else:
+        path = str(tmp_path / "contract.db")
 
     def make() -> Any:
-        store = Store(str(tmp_path / "contract.db"))
+        store = make_store(path)
         store.open("json")
         made.append(store)
         return store
@@ -55,7 +63,7 @@ def _register(store: Any, eid: str, lease_until: float, pid: int = 1) -> None:
     _op(store, "register_executor", eid, pid, None, "v1", lease_until, time.time())
 
 
-def test_the_sqlite_store_fulfils_the_contract(backend) -> None:
+def test_the_store_fulfils_the_contract(backend) -> None:
     assert isinstance(backend(), StoreContract)
 
 
@@ -182,8 +190,12 @@ def test_data_version_moves_when_another_connection_commits(backend) -> None:
     x, y = backend(), backend()
     before = x.data_version()
     assert x.data_version() == before
-    _flush(y, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    _flush(y, Record(R.START, ("w", "flow", "[[],{}]", None, None)))  # a client's start: a notice
+    deadline = time.monotonic() + 5  # PostgreSQL delivers the notification asynchronously
+    while x.data_version() == before and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert x.data_version() != before
+    assert [n[1:3] for n in x.notices_since(0)] == [("start", "w")]
 
 
 def test_schedule_progress_only_moves_forward(backend) -> None:

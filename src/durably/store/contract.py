@@ -1,6 +1,6 @@
 """The store contract: everything the runtime asks of a database, and what
-each operation guarantees atomically. ``store/_store.py`` (SQLite) fulfils
-it; ``tests/test_store_contract.py`` holds any store to it, so a second
+each operation guarantees atomically. ``store/_store.py`` (SQLite) and
+``store/pg/_store.py`` (PostgreSQL) fulfil it; ``tests/test_store_contract.py`` holds any store to it, so a second
 backend is tested by the same suite.
 
 Writes go through one method, :meth:`StoreContract.flush`, which applies a
@@ -100,7 +100,9 @@ class StoreContract(Protocol):
 
     # -- cross-process wake-ups ---------------------------------------------------------
     def data_version(self) -> int:
-        """Changes whenever another connection committed."""
+        """Changes after another connection committed, at least whenever it
+        committed a notice or ended a workflow (SQLite: any commit, seen at
+        once; PostgreSQL: a NOTIFY, seen within the delivery delay)."""
     def last_notice(self) -> int: ...
     def notices_since(self, last: int) -> list[tuple[Any, ...]]:
         """(id, kind, workflow_id, detail) committed after ``last``, in order."""
