@@ -1,6 +1,6 @@
 """A worker process for tests/test_processes.py: opens the engine on DB, with
 the workflows below registered, runs until killed or told to stop (a file
-``<DB>.stop-<tag>`` appearing), and records every step body it runs in a
+``<LEDGER>.stop-<tag>`` appearing), and records every step body it runs in a
 ledger (a separate SQLite file, through apsw) so the test can count re-runs.
 
     python tests/_procworker.py DB LEDGER TAG [lease] [start N]
@@ -69,7 +69,7 @@ def main() -> None:
             for k in range(int(sys.argv[6])):
                 engine.start("waiter", workflow_id=f"{tag}-w{k}")
         print("ready", flush=True)
-        while not os.path.exists(f"{db}.stop-{tag}"):
+        while not os.path.exists(f"{led_path}.stop-{tag}"):
             time.sleep(0.05)
 
 

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import apsw
 import pytest
@@ -24,6 +24,8 @@ import durably
 from durably import Status
 from durably import _records as R
 from durably.journal import Record
+
+from .conftest import pg_schema_url
 
 WORKER = str(Path(__file__).with_name("_procworker.py"))
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,8 +44,8 @@ def _spawn(db: str, led: str, tag: str, lease: float = 0.0, start: int = 0) -> s
     return proc
 
 
-def _stop(db: str, tag: str, proc: subprocess.Popen[str]) -> None:
-    Path(f"{db}.stop-{tag}").touch()
+def _stop(led: str, tag: str, proc: subprocess.Popen[str]) -> None:
+    Path(f"{led}.stop-{tag}").touch()
     try:
         proc.wait(30)
     finally:
@@ -72,9 +74,16 @@ def _wait_until(cond: Any, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> tuple[str, str]:
-    return str(tmp_path / "shared.db"), str(tmp_path / "ledger.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def files(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str]]:
+    """The shared database (an SQLite file, or a fresh PostgreSQL schema) and
+    the ledger of step runs (an SQLite file the workers append to)."""
+    ledger = str(tmp_path / "ledger.db")
+    if request.param == "postgresql":
+        for url in pg_schema_url():
+            yield url, ledger
+    else:
+        yield str(tmp_path / "shared.db"), ledger
 
 
 @pytest.mark.timeout(120)
@@ -103,7 +112,7 @@ def test_a_second_process_on_a_live_file_does_not_run_the_first_ones_workflows(f
             assert {pid for *_, pid, _t0, _t1 in [(r[0], r[1], r[2], r[3], r[4]) for r in runs]} == {a.pid}
             assert all(i.status is Status.SUCCESS for i in engine.list_workflows())
     finally:
-        _stop(db, "a", a)
+        _stop(led, "a", a)
 
 
 @pytest.mark.timeout(120)
@@ -156,7 +165,7 @@ def test_a_killed_owner_is_taken_over_at_once_on_the_same_host(files) -> None:
             assert steps.count((f"a-w{k}", "work0")) == 1 and steps.count((f"a-w{k}", "work1")) == 1
     finally:
         if b is not None:
-            _stop(db, "b", b)
+            _stop(led, "b", b)
         _reap(a)
 
 
@@ -205,10 +214,10 @@ def test_a_paused_owner_is_fenced_and_records_nothing_for_what_was_taken_over(fi
         assert stopped_at > 0
     finally:
         if b is not None:
-            _stop(db, "b", b)
+            _stop(led, "b", b)
         if a.poll() is None:
             a.send_signal(signal.SIGCONT)
-            _stop(db, "a", a)
+            _stop(led, "a", a)
 
 
 @pytest.mark.timeout(120)
@@ -227,7 +236,7 @@ def test_client_mode_starts_by_name_and_a_worker_process_runs_it(files) -> None:
                 client.start("not-a-name-anyone-runs\x00")  # names are still checked
         assert {pid for _w, _s, pid, *_ in _runs(led)} == {worker.pid}
     finally:
-        _stop(db, "w", worker)
+        _stop(led, "w", worker)
 
 
 @pytest.mark.timeout(180)
@@ -252,7 +261,7 @@ def test_queue_concurrency_holds_across_two_processes(files) -> None:
         assert peak <= 2, (peak, runs)
     finally:
         for t, w in zip(("p", "q"), workers):
-            _stop(db, t, w)
+            _stop(led, t, w)
 
 
 def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: Path) -> None:
