@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
               "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)")
         return 0
     from .handle import StepInfo, WorkflowInfo
-    from .store import Store
+    from .store import make_store
 
-    store = Store(args.db)
     try:
+        store = make_store(args.db)  # a file, or a postgresql:// URL (?schema=...)
         store.open_readonly()  # inspection never writes, and never recovers anything
     except DurablyError as exc:
         print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)

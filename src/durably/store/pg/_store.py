@@ -118,7 +118,7 @@ class PgStore:
         url, in_url = _split_schema(url)
         if schema is not None and in_url is not None and schema != in_url:
             raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
-        schema = schema or in_url or "durably"
+        schema = schema if schema is not None else in_url if in_url is not None else "durably"
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
@@ -163,7 +163,7 @@ class PgStore:
         try:
             conn = psycopg.connect(self._url, autocommit=autocommit, keepalives=1, keepalives_idle=5,
                                    keepalives_interval=2, keepalives_count=3, connect_timeout=10,
-                                   application_name="durably")
+                                   application_name=f"durably:{self.schema}")
         except psycopg.Error as exc:
             raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
         return conn
@@ -218,7 +218,7 @@ class PgStore:
 
     def _open_pool(self) -> None:
         self._pool = ConnectionPool(self._url, min_size=1, max_size=4, open=False, name=f"durably-{self.schema}",
-                                    kwargs={"autocommit": True, "application_name": "durably-read"},
+                                    kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}"},
                                     configure=self._configure, timeout=30.0)
         try:
             self._pool.open(wait=True, timeout=15.0)
@@ -720,24 +720,29 @@ class PgStore:
             yield conn
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        """A read on committed data (tried again once on a lost connection)."""
-        for attempt in (0, 1):
+        """A read on committed data."""
+        return self._reading(lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()])
+
+    def _reading(self, read: Callable[[psycopg.Connection[Any]], Any]) -> Any:
+        """Run ``read`` on a pooled connection. A lost connection (the pool
+        may hold several, all cut by a restart) is tried again on another,
+        with backoff, for up to ``reconnect`` seconds."""
+        since = time.monotonic()
+        delay = 0.02
+        while True:
             try:
                 with self._read() as conn:
-                    return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+                    return read(conn)
             except CONNECTION_ERRORS as exc:
-                if attempt:
+                if self._closing or time.monotonic() - since > self.reconnect:
                     raise map_error(exc, self.path) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX)
             except psycopg.Error as exc:
                 raise map_error(exc, self.path) from exc
-        raise AssertionError("unreachable")
 
     def read(self, name: str, *args: Any) -> Any:
-        try:
-            with self._read() as conn:
-                return _ops.READS[name](conn, *args)
-        except psycopg.Error as exc:
-            raise map_error(exc, self.path) from exc
+        return self._reading(lambda conn: _ops.READS[name](conn, *args))
 
     def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
         columns = f"{_INFO_COLUMNS}, {_MORE_COLUMNS}" if user_view else _WORKFLOW_COLUMNS
