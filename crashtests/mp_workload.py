@@ -2,7 +2,8 @@
 
     python crashtests/mp_workload.py DB LEDGER TAG [--lease 1.0]
 
-Opens ``durably.Engine(DB, lease=...)`` with the workflows below registered
+Opens ``durably.Engine(DB, lease=...)`` (a SQLite file, or a
+``postgresql://...?schema=`` URL: ``test_pg_process_crashes.py``) with the workflows below registered
 and serves until a file ``<LEDGER>.stop-<TAG>`` appears (then closes
 cleanly), or until it is killed. It starts nothing itself: the test driver,
 a client engine, starts and enqueues the planned workflows and sends
@@ -89,6 +90,8 @@ if PAUSE_IN_CLAIM:
         _launch(*args, **kwargs)
 
     engine._launch = _launch_then_pause  # type: ignore[method-assign]
+# the store's own SQL: psycopg's placeholders on PostgreSQL
+PLACEHOLDER = "%s" if getattr(engine._store, "backend", "sqlite") == "postgresql" else "?"
 queue = engine.queue(QUEUE, concurrency=QUEUE_LIMIT)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 rng = random.Random()
@@ -241,8 +244,8 @@ def watch_ownership(stop: threading.Event) -> None:
     reported: set[str] = set()
     while not stop.wait(0.25):
         try:
-            rows = engine._store.query("SELECT workflow_id FROM workflows WHERE status = 'PENDING' AND executor = ?",
-                                       (engine.executor_id,))
+            rows = engine._store.query("SELECT workflow_id FROM workflows WHERE status = 'PENDING'"
+                                       f" AND executor = {PLACEHOLDER}", (engine.executor_id,))
         except durably.DurablyError:
             continue
         with engine._lock:

@@ -96,6 +96,7 @@ import pytest
 
 import durably
 
+from .backends import Reader, is_pg, placeholders
 from .ledger import format_record, read_ledger
 
 WORKLOAD = Path(__file__).with_name("mp_workload.py")
@@ -177,10 +178,14 @@ class Worker:
 class Run:
     """One seed: a client, three workers, waves, kills, stop rounds."""
 
-    def __init__(self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
+                 db: str | None = None) -> None:
         self.dir, self.seed, self.tier = workdir, seed, tier
         self.rng = random.Random(seed)
-        self.db, self.ledger = workdir / "mp.db", workdir / "ledger.txt"
+        # a file (SQLite), or a postgresql://...?schema= URL (crashtests/backends.py)
+        self.db: Path | str = db if db is not None else workdir / "mp.db"
+        self.pg = is_pg(self.db)
+        self.ledger = workdir / "ledger.txt"
         self.extra_env = env or {}
         self.lock = threading.Lock()
         self.workers: dict[str, Worker] = {}
@@ -200,6 +205,33 @@ class Run:
         self.client.queue("q", concurrency=QUEUE_LIMIT)
         self.probe: Any = None  # tells whether a paused worker holds the write lock
         self.next_send = 0.0
+
+    def q(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """The driver's read (``?`` placeholders) through the client engine. On
+        PostgreSQL a read can fail while the server restarts or after its
+        backend was terminated: tried again for up to 90 s."""
+        if not self.pg:
+            return self.client._store.query(sql, params)
+        deadline = time.monotonic() + 90.0
+        while True:
+            try:
+                return self.client._store.query(placeholders(sql, True), params)
+            except durably.DurablyError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def more_chaos(self, now: float) -> None:
+        """Chaos of a subclass, each round of the driver's loop (PostgreSQL:
+        terminated backends, server restarts)."""
+
+    def excused(self, w: Worker) -> bool:
+        """Whether a worker's error exit is the chaos's doing, not a failure
+        (PostgreSQL: it could not open while the server was down)."""
+        return False
+
+    def quotas_met(self) -> bool:
+        return self.kills >= self.tier.kills and self.completed_stops() >= self.tier.stops
 
     # -- workers ---------------------------------------------------------------------
 
@@ -239,6 +271,8 @@ class Run:
                 elif rc == -signal.SIGKILL and w.crash_at:
                     w.cause = "crashed"
                     self.crashes += 1
+                elif self.excused(w):
+                    w.cause = "excused"
                 else:
                     w.cause = "error"
                     self.problems.append(f"harness: worker {tag} exited {rc}: {w.err.read_text()[-3000:]}")
@@ -274,7 +308,7 @@ class Run:
             ready = [t for t in self.alive if self.workers[t].ready() and self.workers[t].proc.poll() is None]
             if not ready:
                 return False
-            owned_by = {t: dict(self.client._store.query(
+            owned_by = {t: dict(self.q(
                 "SELECT workflow_id, epoch FROM workflows WHERE status = 'PENDING' AND executor = ?",
                 (self.workers[t].executor,))) for t in ready}
             busy = [t for t in ready if owned_by[t]]
@@ -298,6 +332,8 @@ class Run:
     def _holds_write_lock(self) -> bool:
         """Whether the write lock stays taken for 0.3 s (other processes hold it
         for milliseconds at a time): the paused worker holds it."""
+        if self.pg:
+            return self._holds_fence_lock()
         try:
             self.probe.execute("BEGIN IMMEDIATE")
         except apsw.BusyError:
@@ -305,13 +341,31 @@ class Run:
         self.probe.execute("ROLLBACK")
         return False
 
+    def _holds_fence_lock(self) -> bool:
+        """PostgreSQL: a worker paused inside a batch holds the fence lock
+        shared, and the next claim (exclusive) queues behind it, and every
+        batch behind that: frozen when the lock cannot be had for 0.3 s."""
+        from .backends import control
+        key = self.client._store._fence_key
+        try:
+            with control() as conn:
+                deadline = time.monotonic() + 0.3
+                while time.monotonic() < deadline:
+                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                        return False
+                    time.sleep(0.02)
+        except Exception:  # the server is restarting: nobody commits now anyway
+            return False
+        return True
+
     def _cont(self, w: Worker, round_: dict[str, Any]) -> None:
         with self.lock:
             ids = list(round_["owned"])
             after: dict[str, Any] = {}
             for at in range(0, len(ids), 500):
                 chunk = ids[at:at + 500]
-                after.update({wid: (executor, epoch) for wid, executor, epoch in self.client._store.query(
+                after.update({wid: (executor, epoch) for wid, executor, epoch in self.q(
                     f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN"
                     f" ({', '.join('?' * len(chunk))})", chunk)})
             round_["taken"] = {wid: after[wid][1] for wid, e in round_["owned"].items()
@@ -366,7 +420,7 @@ class Run:
             self.client.send(dest, payload, topic="m")
 
     def pending(self) -> int:
-        return self.client._store.query("SELECT count(*) FROM workflows WHERE status = 'PENDING'")[0][0]
+        return self.q("SELECT count(*) FROM workflows WHERE status = 'PENDING'")[0][0]
 
     # -- the run ------------------------------------------------------------------------
 
@@ -374,14 +428,15 @@ class Run:
         t = self.tier
         began = time.monotonic()
         self.client.open()
-        self.probe = apsw.Connection(str(self.db))
-        self.probe.setbusytimeout(300)
+        if not self.pg:
+            self.probe = apsw.Connection(str(self.db))
+            self.probe.setbusytimeout(300)
         try:
             self.reap(chaos=False)
             now = time.monotonic()
             next_wave, next_kill = now, now + self.rng.uniform(*t.kill_gap)
             next_stop = now + self.rng.uniform(*t.stop_gap)
-            while self.kills < t.kills or self.completed_stops() < t.stops:
+            while not self.quotas_met():
                 now = time.monotonic()
                 if now - began > t.max_chaos:
                     self.problems.append(f"harness: quotas not met in {t.max_chaos} s: {self.kills} kills, "
@@ -400,6 +455,7 @@ class Run:
                     next_stop = time.monotonic() + self.rng.uniform(*t.stop_gap)
                 if self.stop_timer is None and now >= next_stop and self.completed_stops() < t.stops:
                     self.stop_one()
+                self.more_chaos(now)
                 self.send_one()
                 time.sleep(0.02)
             chaos_end = time.monotonic()
@@ -415,7 +471,8 @@ class Run:
             for tag in list(self.alive):  # only after a failure above
                 self.workers[tag].proc.kill()
                 self.workers[tag].proc.wait()
-            self.probe.close()
+            if self.probe is not None:
+                self.probe.close()
             self.client.close()
         report = {
             "seed": self.seed, "kills": self.kills, "crash_point_deaths": self.crashes,
@@ -448,7 +505,7 @@ class Run:
                 return
             self.problems.append(f"hang: still pending {self.tier.settle} s after the chaos "
                                  f"(attempt {attempt + 1}): {self.diagnose()}")
-            owners = {e for (e,) in self.client._store.query(
+            owners = {e for (e,) in self.q(
                 "SELECT DISTINCT executor FROM workflows WHERE status = 'PENDING'")}
             for tag in list(self.alive):
                 w = self.workers[tag]
@@ -479,17 +536,17 @@ class Run:
             self.alive.remove(tag)
 
     def diagnose(self) -> str:
-        rows = self.client._store.query(
+        rows = self.q(
             "SELECT workflow_id, name, executor, epoch, parked, recovery_attempts FROM workflows"
             " WHERE status = 'PENDING' LIMIT 20")
-        execs = self.client._store.query(
+        execs = self.q(
             "SELECT executor_id, pid, lease_until, stopped_at FROM executors WHERE stopped_at IS NULL")
         alive = {t: (self.workers[t].proc.pid, self.workers[t].executor) for t in self.alive}
         return f"pending {rows}; executors {execs} (now {time.time():.3f}); alive {alive}"
 
     def save(self) -> None:
         events = {
-            "seed": self.seed, "plan": self.plan, "client_messages": self.client_messages,
+            "seed": self.seed, "db": str(self.db), "plan": self.plan, "client_messages": self.client_messages,
             "stop_rounds": self.stop_rounds, "problems": self.problems,
             "workers": {t: {"pid": w.proc.pid, "spawned": w.spawned, "crash_at": w.crash_at, "died": w.died,
                             "rc": w.rc, "cause": w.cause, "executor": w.executor}
@@ -561,17 +618,17 @@ def check(workdir: Path) -> Verdict:
         elif kind == "O":
             stalls.append(f)
 
-    conn = apsw.Connection(str(workdir / "mp.db"), flags=apsw.SQLITE_OPEN_READONLY)
+    conn = Reader(events.get("db") or workdir / "mp.db")
     try:
-        if conn.execute("PRAGMA integrity_check").get != "ok":
+        if not conn.integrity_ok():
             v.flag("harness", "integrity_check failed")
         flows = {w: (name, st, out if st == "SUCCESS" else err) for w, name, st, out, err in
-                 conn.execute("SELECT workflow_id, name, status, output, error FROM workflows")}
-        steps = conn.execute(f"SELECT workflow_id, position, name, output, recorded_at FROM steps WHERE name IN"
-                             f" ({', '.join('?' * len(STEP_NAMES))})", STEP_NAMES).fetchall()
-        sends = Counter(w for (w,) in conn.execute("SELECT workflow_id FROM steps WHERE name = 'send'"))
-        left = conn.execute("SELECT dest, payload FROM messages").fetchall()
-        counts = dict(conn.execute("SELECT workflow_id, value FROM events WHERE key = 'count'"))
+                 conn.rows("SELECT workflow_id, name, status, output, error FROM workflows")}
+        steps = conn.rows(f"SELECT workflow_id, position, name, output, recorded_at FROM steps WHERE name IN"
+                          f" ({', '.join('?' * len(STEP_NAMES))})", STEP_NAMES)
+        sends = Counter(w for (w,) in conn.rows("SELECT workflow_id FROM steps WHERE name = 'send'"))
+        left = conn.rows("SELECT dest, payload FROM messages")
+        counts = dict(conn.rows("SELECT workflow_id, value FROM events WHERE key = 'count'"))
     finally:
         conn.close()
 
@@ -792,16 +849,17 @@ def check(workdir: Path) -> Verdict:
 
 
 def run_seed(workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
-             report_to: str | None = os.environ.get("DURABLY_CHAOS_REPORT")) -> tuple[dict[str, Any], Verdict]:
+             report_to: str | None = os.environ.get("DURABLY_CHAOS_REPORT"), *, db: str | None = None,
+             run_class: type[Run] = Run, tier_name: str = "processes") -> tuple[dict[str, Any], Verdict]:
     t0 = time.monotonic()
-    report = Run(workdir, seed, tier, env).run()
+    report = run_class(workdir, seed, tier, env, db).run()
     verdict = check(workdir)
     report.update(wall_seconds=round(time.monotonic() - t0, 1), ok=verdict.ok,
                   violations={k: verdict.counts[k] for k in VIOLATIONS}, **dict(verdict.info),
                   problems=verdict.problems[:10], worker_errors=verdict.notes[:10])
     if report_to:  # one JSON object per line and seed (xdist workers append to one file)
         with open(report_to, "a") as f:
-            f.write(json.dumps({"tier": "processes", **report}) + "\n")
+            f.write(json.dumps({"tier": tier_name, **report}) + "\n")
     return report, verdict
 
 
@@ -836,18 +894,25 @@ def _forge(workdir: Path) -> None:
     """Forge one failure of each kind into a finished clean run's evidence."""
     records, _torn = read_ledger(workdir / "ledger.txt")
     starts = {f[4]: f for kind, *f in records if kind == "S"}
-    conn = apsw.Connection(str(workdir / "mp.db"))
+    db = json.loads((workdir / "events.json").read_text()).get("db") or workdir / "mp.db"
+    conn = Reader(db, readonly=False)
+    # json_set (SQLite), jsonb_set (PostgreSQL: values are json text)
+    # (json_set leaves a value that is no object alone: so does the CASE)
+    pg_set = ("CASE WHEN jsonb_typeof(output::jsonb) = 'object' THEN jsonb_set(output::jsonb, '{{{0}}}', '{1}')::text"
+              " ELSE output END")
+    set_sum, set_t = ((pg_set.format("sum", "1"), pg_set.format("t", '"nosuch"')) if conn.pg
+                      else ("json_set(output, '$.sum', 1)", "json_set(output, '$.t', 'nosuch')"))
     try:
-        rows = conn.execute("SELECT workflow_id, output FROM steps WHERE name = 'add'"
-                            " AND workflow_id LIKE 'ch-%' ORDER BY workflow_id, position").fetchall()
+        rows = conn.rows("SELECT workflow_id, output FROM steps WHERE name = 'add'"
+                         " AND workflow_id LIKE 'ch-%' ORDER BY workflow_id, position")
         (wid_a, out_a), (wid_b, out_b), (wid_c, out_c) = rows[0], rows[-1], rows[len(rows) // 2]
         assert len({wid_a, wid_b, wid_c}) == 3
         # an ERROR, a workflow nobody planned, a result that is not the journal's,
         # a recorded outcome no body produced
         conn.execute("UPDATE workflows SET status = 'ERROR' WHERE workflow_id = 'ac-0'")
         conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('zz-1', 'chain', 'SUCCESS', '[]')")
-        conn.execute("UPDATE workflows SET output = json_set(output, '$.sum', 1) WHERE workflow_id = 'ch-1-0'")
-        conn.execute("UPDATE steps SET output = json_set(output, '$.t', 'nosuch') WHERE workflow_id = 'pa-0'")
+        conn.execute(f"UPDATE workflows SET output = {set_sum} WHERE workflow_id = 'ch-1-0'")
+        conn.execute(f"UPDATE steps SET output = {set_t} WHERE workflow_id = 'pa-0'")
         # a message left behind (delivered twice)
         conn.execute("INSERT INTO messages (dest, topic, payload) VALUES ('tk-0', 'm', '\"c:tk-0:0\"')")
     finally:

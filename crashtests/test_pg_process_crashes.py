@@ -1,0 +1,230 @@
+"""The multi-process crash tier on PostgreSQL (issue 13).
+
+The same workload, driver and checker as ``test_process_crashes.py`` (three
+``mp_workload.py`` workers, a client engine starting waves of workflows and
+sending messages, seeded SIGKILLs, restarts armed with named crash points,
+SIGSTOP past the lease), on one fresh PostgreSQL schema
+(``durably.Engine("postgresql://...?schema=crash_...")``), plus what only a
+server brings:
+
+* *terminated backends*: at seeded moments ``pg_terminate_backend`` of the
+  durably connections (writer, read pool, listener) of one worker, of all
+  workers, or of all workers and the driver's client engine (found by their
+  TCP ports, ``crashtests/backends.py``: another test's connections are never
+  touched);
+* *server restarts*: ``pg_ctlcluster 15 main restart`` (``DURABLY_PG_RESTART``)
+  mid-run: every connection drops, the server is down for a moment; leases
+  lapse meanwhile and everybody races to take over after.
+
+The store must reconnect (up to 60 s) and either acknowledge a batch whose
+commit landed (``pg_xact_status``) or apply it again; workers go on. The
+checker is the SQLite tier's: every planned workflow ends SUCCESS once with
+the journal's result, no step body runs twice except after its owner was
+killed or fenced, nothing acknowledged is lost, no constraint race ends a
+workflow ERROR, the queue's peak is within its limit, messages are received
+exactly once. A worker that exits with an error counts as a violation
+(``harness``), except one that was still opening (not yet ``ready``) when
+an outage began: ``Engine.open`` does not wait for an unreachable server
+(it raises DatabaseUnavailableError), so that is the chaos's doing; those
+are counted (``excused_exits``).
+
+**Never run these beside other PostgreSQL tests**: a server restart drops
+every client of the server (``pg_server_restart`` marker; CI runs pytest
+serially). The quick tier runs in CI; the long tier (``--runslow``,
+``-k pg_long_tier``) is sized for >= 2,000 kills and >= 20 server restarts
+across its seeds. ``DURABLY_CHAOS_REPORT=path`` appends one JSON line per
+seed (tier ``pg-processes``).
+
+    .venv/bin/python -m pytest -q crashtests/test_pg_process_crashes.py
+    DURABLY_CHAOS_REPORT=/tmp/pg-long.jsonl .venv/bin/python -m pytest -q --runslow \\
+        crashtests/test_pg_process_crashes.py -k pg_long_tier
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from . import backends
+from .test_process_crashes import VIOLATIONS, Run, Tier, Verdict, Worker, _forge, check, run_seed
+
+pytestmark = pytest.mark.pg_server_restart
+
+
+@dataclass
+class PgTier(Tier):
+    terminations: int = 0  # rounds of pg_terminate_backend to land before the chaos ends
+    restarts: int = 0  # server restarts to land before the chaos ends
+    terminate_gap: tuple[float, float] = (1.0, 4.0)  # seconds between two termination rounds
+    restart_gap: tuple[float, float] = (4.0, 10.0)  # seconds between two server restarts
+    forced_crash_points: tuple[str, ...] = ()  # the first restarted workers are armed with these
+
+
+class PgRun(Run):
+    """A run of the multi-process tier on PostgreSQL, with terminated
+    backends and server restarts added to the chaos."""
+
+    tier: PgTier
+
+    def __init__(self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
+                 db: str | None = None) -> None:
+        assert db is not None and backends.is_pg(db) and isinstance(tier, PgTier)
+        super().__init__(workdir, seed, tier, env, db)
+        self.terminations = 0
+        self.terminated_backends = 0
+        self.restarts = 0
+        self.restart_seconds: list[float] = []
+        self.outages: list[tuple[float, float]] = []  # (start, end) of each restart or termination round
+        self.excused_exits = 0
+        self.forced = list(tier.forced_crash_points)
+        now = time.monotonic()
+        self.next_terminate = now + self.rng.uniform(*tier.terminate_gap)
+        self.next_restart = now + self.rng.uniform(*tier.restart_gap)
+
+    def _crash_spec(self) -> str | None:
+        if self.forced:
+            return self.forced.pop(0)
+        return super()._crash_spec()
+
+    def quotas_met(self) -> bool:
+        t = self.tier
+        return super().quotas_met() and self.terminations >= t.terminations and self.restarts >= t.restarts
+
+    def more_chaos(self, now: float) -> None:
+        t = self.tier
+        if now >= self.next_terminate and self.terminations < t.terminations:
+            self.terminate_some()
+            self.next_terminate = time.monotonic() + self.rng.uniform(*t.terminate_gap)
+        if now >= self.next_restart and self.restarts < t.restarts:
+            self.restart()
+            self.next_restart = time.monotonic() + self.rng.uniform(*t.restart_gap)
+
+    def terminate_some(self) -> None:
+        """pg_terminate_backend of one worker's connections, all workers', or
+        all workers' and the client's (the driver's own engine)."""
+        with self.lock:
+            alive = [self.workers[t] for t in self.alive if self.workers[t].proc.poll() is None]
+        if not alive:
+            return
+        pick = self.rng.random()
+        if pick < 0.5:
+            pids = [self.rng.choice(alive).proc.pid]
+        elif pick < 0.8:
+            pids = [w.proc.pid for w in alive]
+        else:
+            import os
+            pids = [w.proc.pid for w in alive] + [os.getpid()]
+        began = time.time()
+        try:
+            with backends.control() as conn:
+                self.terminated_backends += backends.terminate(conn, backends.backends_of(conn, pids))
+        except Exception as exc:  # the server restarting: try again at the next round
+            self.problems.append(f"harness: terminating backends failed: {exc!r}")
+            return
+        self.terminations += 1
+        self.outages.append((began, time.time()))
+
+    def restart(self) -> None:
+        began = time.time()
+        done = backends.restart_server()
+        ended = time.time()
+        if done.returncode != 0:
+            self.problems.append(f"harness: server restart failed ({done.returncode}): {done.stderr[-2000:]}")
+            return
+        self.restarts += 1
+        self.restart_seconds.append(round(ended - began, 2))
+        self.outages.append((began, ended))
+
+    def excused(self, w: Worker) -> bool:
+        """A worker that died opening (never ``ready``) with the database
+        unreachable, while an outage was under way."""
+        if w.ready():
+            return False
+        err = w.err.read_text(errors="replace")
+        if "DatabaseUnavailableError" not in err and "OperationalError" not in err:
+            return False
+        died = time.time()
+        if any(a - 1.0 <= died and w.spawned <= b + 1.0 for a, b in self.outages):
+            self.excused_exits += 1
+            return True
+        return False
+
+    def run(self) -> dict[str, Any]:
+        report = super().run()
+        report.update(terminations=self.terminations, terminated_backends=self.terminated_backends,
+                      server_restarts=self.restarts, restart_seconds=self.restart_seconds,
+                      excused_exits=self.excused_exits)
+        return report
+
+
+def run_pg_seed(workdir: Path, url: str, seed: int, tier: PgTier, env: dict[str, str] | None = None,
+                **kw: Any) -> tuple[dict[str, Any], Verdict]:
+    return run_seed(workdir, seed, tier, env, db=url, run_class=PgRun, tier_name="pg-processes", **kw)
+
+
+def _assert_clean(report: dict[str, Any], verdict: Verdict, tier: PgTier) -> None:
+    assert verdict.ok, (f"seed {report['seed']}: reproduce with run_pg_seed(dir, url, {report['seed']}, ...)",
+                        {k: n for k, n in verdict.counts.items() if n}, verdict.problems[:12])
+    assert report["kills"] >= tier.kills and report["stop_rounds"] >= tier.stops, report
+    assert report["terminations"] >= tier.terminations and report["server_restarts"] >= tier.restarts, report
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    backends.require_restart()
+    yield from backends.fresh_schema()
+
+
+# Quick tier (CI): per seed 6 kills, one stop round, 2 termination rounds, one
+# server restart; the first two restarted workers are armed with named crash
+# points (the PostgreSQL store's commit, a takeover's launch).
+PG_QUICK = PgTier(kills=6, stops=1, terminations=2, restarts=1, terminate_gap=(0.8, 2.5), restart_gap=(2.0, 5.0),
+                  max_backlog=40)
+QUICK_SEEDS = {0: ("store.before_commit:3", "recovery.launched:1"), 1: ("recovery.scan:1", "store.before_commit:8")}
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("seed", sorted(QUICK_SEEDS))
+def test_pg_quick_tier(tmp_path: Path, pg_url: str, seed: int) -> None:
+    tier = PgTier(**{**PG_QUICK.__dict__, "forced_crash_points": QUICK_SEEDS[seed]})
+    report, verdict = run_pg_seed(tmp_path, pg_url, seed, tier)
+    _assert_clean(report, verdict, tier)
+
+
+# Long tier: 20 seeds x (100 kills, 2 stop rounds, 8 termination rounds, 2
+# server restarts): >= 2,000 kills, >= 40 restarts, >= 160 termination rounds.
+PG_LONG = PgTier(kills=100, stops=2, terminations=8, restarts=2, kill_gap=(0.15, 0.6), terminate_gap=(1.5, 6.0),
+                 restart_gap=(8.0, 20.0), slow=(0.5, 5.0))
+PG_LONG_SEEDS = range(2000, 2020)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("seed", PG_LONG_SEEDS)
+def test_pg_long_tier(tmp_path: Path, pg_url: str, seed: int) -> None:
+    report, verdict = run_pg_seed(tmp_path, pg_url, seed, PG_LONG)
+    _assert_clean(report, verdict, PG_LONG)
+
+
+# -- negative control: the checker must be able to fail on PostgreSQL -------------------------
+
+
+@pytest.mark.timeout(240)
+def test_pg_checker_catches_broken_runs(tmp_path: Path, pg_url: str) -> None:
+    """A clean run on PostgreSQL (kills, a termination round) checks clean;
+    the same evidence with one failure of each kind forged into the ledger
+    and the schema is reported, each in its category."""
+    tier = PgTier(kills=2, stops=1, terminations=1, max_backlog=10, terminate_gap=(0.5, 1.5))
+    report, verdict = run_pg_seed(tmp_path, pg_url, 7, tier, report_to=None)
+    _assert_clean(report, verdict, tier)
+    _forge(tmp_path)
+    broken = check(tmp_path)
+    assert not broken.ok
+    for kind in VIOLATIONS:
+        if kind == "harness":
+            continue
+        assert broken.counts[kind] >= 1, (kind, broken.counts, broken.problems)
