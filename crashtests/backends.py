@@ -9,7 +9,8 @@ have the same names on both). SQL is written once with ``?`` placeholders.
 The PostgreSQL crash tiers need the test server (``tests/conftest.py``:
 ``DURABLY_TEST_PG``, skipped with one reason when none answers, failed
 under ``DURABLY_REQUIRE_PG=1``), a command restarting it
-(``DURABLY_PG_RESTART``, default ``pg_ctlcluster 15 main restart``), and
+(``DURABLY_PG_RESTART``, default ``pg_ctlcluster 15 main restart``; and
+``DURABLY_PG_RESTART_IMMEDIATE``, a crash of the server: ``-m immediate``), and
 :func:`backends_of` finds the server backends of given client processes
 (their TCP ports in ``pg_stat_activity``), so the chaos terminates this run's
 connections only, never another test's.
@@ -31,6 +32,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESTART = os.environ.get("DURABLY_PG_RESTART", "pg_ctlcluster 15 main restart")
+# a server crash: shut down without a checkpoint, WAL recovery at the start
+RESTART_IMMEDIATE = os.environ.get("DURABLY_PG_RESTART_IMMEDIATE", "pg_ctlcluster -m immediate 15 main restart")
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -136,8 +139,9 @@ def control() -> Any:
     return psycopg.connect(PG_URL, autocommit=True, connect_timeout=5, application_name="crashtests-driver")
 
 
-def restart_server() -> subprocess.CompletedProcess[str]:
-    return subprocess.run(shlex.split(RESTART), capture_output=True, text=True, timeout=120)
+def restart_server(immediate: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(shlex.split(RESTART_IMMEDIATE if immediate else RESTART), capture_output=True, text=True,
+                          timeout=120)
 
 
 def _socket_inodes(pid: int) -> set[str]:

@@ -92,6 +92,18 @@ if PAUSE_IN_CLAIM:
     engine._launch = _launch_then_pause  # type: ignore[method-assign]
 # the store's own SQL: psycopg's placeholders on PostgreSQL
 PLACEHOLDER = "%s" if getattr(engine._store, "backend", "sqlite") == "postgresql" else "?"
+if PLACEHOLDER == "%s" and hasattr(engine._store, "_committed"):
+    _committed = engine._store._committed
+
+    def _committed_logged(xid: str) -> bool:
+        # Evidence that a batch was in doubt (its connection lost around its
+        # commit) and how the store settled it (the checker counts these).
+        ok = _committed(xid)
+        logging.getLogger("durably").warning("mp_workload: in doubt after reconnecting: transaction %s %s", xid,
+                                             "committed (acknowledged)" if ok else "did not commit (applied again)")
+        return ok
+
+    engine._store._committed = _committed_logged  # type: ignore[method-assign]
 queue = engine.queue(QUEUE, concurrency=QUEUE_LIMIT)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 rng = random.Random()

@@ -13,8 +13,9 @@ server brings:
   TCP ports, ``crashtests/backends.py``: another test's connections are never
   touched);
 * *server restarts*: ``pg_ctlcluster 15 main restart`` (``DURABLY_PG_RESTART``)
-  mid-run: every connection drops, the server is down for a moment; leases
-  lapse meanwhile and everybody races to take over after.
+  mid-run, half of them in immediate mode (a server crash: no checkpoint,
+  WAL recovery at the start): every connection drops, the server is down
+  for a moment; leases lapse meanwhile and everybody races to take over after.
 
 The store must reconnect (up to 60 s) and either acknowledge a batch whose
 commit landed (``pg_xact_status``) or apply it again; workers go on. The
@@ -61,6 +62,7 @@ class PgTier(Tier):
     restarts: int = 0  # server restarts to land before the chaos ends
     terminate_gap: tuple[float, float] = (1.0, 4.0)  # seconds between two termination rounds
     restart_gap: tuple[float, float] = (4.0, 10.0)  # seconds between two server restarts
+    immediate_p: float = 0.5  # a restart in immediate mode (a server crash: WAL recovery at start)
     forced_crash_points: tuple[str, ...] = ()  # the first restarted workers are armed with these
 
 
@@ -77,6 +79,7 @@ class PgRun(Run):
         self.terminations = 0
         self.terminated_backends = 0
         self.restarts = 0
+        self.immediate_restarts = 0
         self.restart_seconds: list[float] = []
         self.outages: list[tuple[float, float]] = []  # (start, end) of each restart or termination round
         self.excused_exits = 0
@@ -129,13 +132,15 @@ class PgRun(Run):
         self.outages.append((began, time.time()))
 
     def restart(self) -> None:
+        immediate = self.rng.random() < self.tier.immediate_p
         began = time.time()
-        done = backends.restart_server()
+        done = backends.restart_server(immediate)
         ended = time.time()
         if done.returncode != 0:
             self.problems.append(f"harness: server restart failed ({done.returncode}): {done.stderr[-2000:]}")
             return
         self.restarts += 1
+        self.immediate_restarts += immediate
         self.restart_seconds.append(round(ended - began, 2))
         self.outages.append((began, ended))
 
@@ -156,7 +161,8 @@ class PgRun(Run):
     def run(self) -> dict[str, Any]:
         report = super().run()
         report.update(terminations=self.terminations, terminated_backends=self.terminated_backends,
-                      server_restarts=self.restarts, restart_seconds=self.restart_seconds,
+                      server_restarts=self.restarts, immediate_restarts=self.immediate_restarts,
+                      restart_seconds=self.restart_seconds,
                       excused_exits=self.excused_exits)
         return report
 

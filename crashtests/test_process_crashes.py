@@ -196,6 +196,7 @@ class Run:
         self.outbox: list[tuple[str, str]] = []  # (dest, payload) the driver still has to send
         self.waves = 0
         self.kills = 0
+        self.kills_before_ready = 0  # of those, workers still opening
         self.crashes = 0
         self.stop_rounds: list[dict[str, Any]] = []
         self.stopped: str | None = None
@@ -293,6 +294,8 @@ class Run:
                 return
             w.killed_at = time.time()
             self.kills += 1
+            if not w.ready():
+                self.kills_before_ready += 1
         w.proc.wait()
 
     def stop_one(self) -> bool:
@@ -475,7 +478,8 @@ class Run:
                 self.probe.close()
             self.client.close()
         report = {
-            "seed": self.seed, "kills": self.kills, "crash_point_deaths": self.crashes,
+            "seed": self.seed, "kills": self.kills, "kills_before_ready": self.kills_before_ready,
+            "crash_point_deaths": self.crashes,
             "stop_rounds": self.completed_stops(),
             "stop_rounds_past_lease": len(self.past_lease()),
             "stop_rounds_frozen": sum(1 for r in self.past_lease() if r["frozen"]),
@@ -837,6 +841,10 @@ def check(workdir: Path) -> Verdict:
         for line in err.read_text(errors="replace").splitlines():
             if "took over" in line:
                 v.info["log_takeovers"] += 1
+            elif "in doubt after reconnecting" in line:  # PostgreSQL: a batch's commit in doubt, settled
+                v.info["in_doubt_committed" if "committed (acknowledged)" in line else "in_doubt_reapplied"] += 1
+            elif "durably: reconnected to" in line:
+                v.info["log_reconnects"] += 1
             elif "to another executor" in line:
                 v.info["log_fenced"] += 1
             elif " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
