@@ -123,13 +123,22 @@ def fresh_schema() -> Iterator[str]:
     import psycopg
     schema = f"crash_{uuid.uuid4().hex[:12]}"
     yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+    import time
     for _attempt in range(30):  # the server may be coming back from a restart
         try:
             with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+                # A test that failed may leave a connection of its own inside a
+                # transaction (a worker SIGSTOPped, an engine not closed): end
+                # this schema's connections (named durably:<schema>, durably-read:<schema>)
+                # rather than wait on their locks for ever.
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                             " WHERE application_name LIKE %s AND pid <> pg_backend_pid()", (f"%:{schema}",))
+                conn.execute("SET lock_timeout = '20s'")
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             return
+        except psycopg.errors.LockNotAvailable:
+            continue
         except psycopg.OperationalError:
-            import time
             time.sleep(1.0)
 
 

@@ -70,6 +70,12 @@ back while its fenced run unwinds is run again when that ends):
 (reported as ``zombie_records``, ``stale_records`` and ``errors``: a UNIQUE
 constraint race that ends a workflow ERROR).
 
+The driver and the checker read the database through the client engine and
+``crashtests/backends.py`` (apsw for a file, psycopg for a
+``postgresql://...?schema=`` URL): ``test_pg_process_crashes.py`` runs this
+tier on PostgreSQL (``run_seed(..., db=url, run_class=PgRun)``), adding
+terminated backends and server restarts to the chaos.
+
 Reproduce one seed with ``run_seed(Path(dir), seed, QUICK)`` (same seed: the
 same sequence of choices; the moments they land on are real time). With
 ``DURABLY_CHAOS_REPORT=path`` every seed appends one JSON object (one line:
@@ -226,6 +232,10 @@ class Run:
         """Chaos of a subclass, each round of the driver's loop (PostgreSQL:
         terminated backends, server restarts)."""
 
+    def killable(self, w: Worker) -> bool:
+        """Whether the driver's kills may pick this worker."""
+        return True
+
     def excused(self, w: Worker) -> bool:
         """Whether a worker's error exit is the chaos's doing, not a failure
         (PostgreSQL: it could not open while the server was down)."""
@@ -282,7 +292,8 @@ class Run:
 
     def kill_one(self) -> None:
         with self.lock:
-            candidates = [t for t in self.alive if t != self.stopped and self.workers[t].proc.poll() is None]
+            candidates = [t for t in self.alive if t != self.stopped and self.workers[t].proc.poll() is None
+                          and self.killable(self.workers[t])]
             if self.stopped is not None and self.rng.random() < self.tier.kill_stopped_p:
                 candidates = [self.stopped]
             if not candidates:
@@ -792,8 +803,13 @@ def check(workdir: Path) -> Verdict:
         if not run.wid.startswith("q-") or (rec := durable.get((run.wid, run.index))) is None:
             continue
         end = run.t1 if run.t1 is not None else deaths.get(run.tag, float("inf"))
-        # a run stops holding the slot when its workflow is taken over from it
-        later = [r.t0 for r in by_flow[run.wid] if r.epoch > run.epoch and r.t0 >= run.t0]
+        # A run stops holding the slot when its workflow is taken over from
+        # it; one that starts after a run under a newer epoch began (a body
+        # launched by a process that had lost the workflow a moment before:
+        # its record is fenced) never holds one. (On PostgreSQL a live
+        # process's lease lapses while the server restarts, so the claim
+        # can land between its ownership check and its launch.)
+        later = [r.t0 for r in by_flow[run.wid] if r.epoch > run.epoch]
         if later:
             end = min(end, min(later))
         if rec.epoch > run.epoch:
