@@ -45,6 +45,16 @@ RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
     "async 1024 / peer (DBOS)": [
         ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=1024,full]", "steps_per_s"),
         ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=64,full]", "steps_per_s")],
+    "PostgreSQL: sequential / raw 1-row commits": [
+        ("pg.durably.sequential[full]", "steps_per_s", "pg.raw.commit[rows=1]", "commits_per_s")],
+    "PostgreSQL: async 1024 / DBOS on PostgreSQL": [
+        ("pg.durably.async[c=1024,full]", "steps_per_s", "pg.dbos.async[c=1024,full]", "steps_per_s"),
+        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.dbos.async[c=256,full]", "steps_per_s")],
+    "PostgreSQL: sequential / DBOS sequential": [
+        ("pg.durably.sequential[full]", "steps_per_s", "pg.dbos.sequential", "steps_per_s")],
+    "PostgreSQL: async 1024 / raw rows (100-row commits)": [
+        ("pg.durably.async[c=1024,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s"),
+        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s")],
     "compiled / twin journal (async 1024)": [
         ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")],
     "step cost 10^6 / 10^4 recorded": [

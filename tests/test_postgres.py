@@ -130,17 +130,17 @@ def test_a_batch_whose_commit_landed_before_the_connection_went_is_not_written_a
     store.open("json")
     try:
         store.flush([Record(R.START, ("w", "flow", "[[],{}]", None, None))])
-        real = store._writer.commit
+        real = store._commit
         calls = []
 
-        def commit_then_lose_the_reply() -> None:
-            real()
+        def commit_then_lose_the_reply(conn: Any) -> None:
+            real(conn)
             if not calls:
                 calls.append(1)
                 import psycopg
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-        store._writer.commit = commit_then_lose_the_reply  # type: ignore[method-assign]
+        store._commit = commit_then_lose_the_reply  # type: ignore[method-assign]
         recs = [Record(R.STEP, ("w", i, "s", str(i), None, None, None)) for i in range(3)]
         store.flush(recs)
         assert calls == [1]

@@ -35,9 +35,24 @@ def _reap(proc: subprocess.Popen[str]) -> None:
     proc.communicate()
 
 
-def _steps_with(workdir: Path, procs: int, total: int) -> float:
-    path = fresh_path(workdir, f"procs{procs}")
-    go = path + ".go"
+def _fresh(workdir: Path, stem: str, backend: str, **extra: str) -> str:
+    if backend == "postgresql":
+        from ._pg import fresh_url
+        return fresh_url(stem, **extra)
+    return fresh_path(workdir, stem)
+
+
+def _drop(path: str) -> None:
+    if path.startswith("postgresql:"):
+        from ._pg import drop
+        drop(path)
+    else:
+        cleanup(path)
+
+
+def _steps_with(workdir: Path, procs: int, total: int, backend: str = "sqlite") -> tuple[float, float]:
+    path = _fresh(workdir, f"procs{procs}", backend)
+    go = str(workdir / f"procs{procs}-{os.getpid()}.go")
     Path(go).unlink(missing_ok=True)
     import durably
 
@@ -51,32 +66,33 @@ def _steps_with(workdir: Path, procs: int, total: int) -> float:
             raise RuntimeError(err[-2000:])
         spans.append(json.loads(out.strip().splitlines()[-1]))
     Path(go).unlink(missing_ok=True)
-    cleanup(path)
+    _drop(path)
     wall = max(s["t1"] for s in spans) - min(s["t0"] for s in spans)
     # fairness: the fastest process's time over the slowest's (1.0: none starved)
     spread = min(s["t1"] - s["t0"] for s in spans) / max(s["t1"] - s["t0"] for s in spans)
     return total * 10 / wall, spread
 
 
-def steps(workdir: Path, quick: bool) -> dict[str, Any]:
+def steps(workdir: Path, quick: bool, backend: str = "sqlite") -> dict[str, Any]:
     """1,024 async workflows x 10 steps in total (``synchronous="full"``),
-    split over 1, 2 and 4 processes on one file, in one run."""
+    split over 1, 2 and 4 processes on one database, in one run."""
     total = 256 if quick else 1024
     out: dict[str, Any] = {}
     for procs in (1, 2, 4):
-        out[f"steps_per_s_{procs}p"], out[f"fairness_{procs}p"] = _steps_with(workdir, procs, total)
+        out[f"steps_per_s_{procs}p"], out[f"fairness_{procs}p"] = _steps_with(workdir, procs, total, backend)
     for procs in (2, 4):
         out[f"ratio_{procs}p_to_1p"] = out[f"steps_per_s_{procs}p"] / out["steps_per_s_1p"]
     return out
 
 
-def wake_latency(workdir: Path, quick: bool) -> dict[str, Any]:
+def wake_latency(workdir: Path, quick: bool, backend: str = "sqlite", listen: str = "on") -> dict[str, Any]:
     """A message sent by one process (a client) to a workflow waiting in
-    another: from the send being durable to the receive returning there."""
+    another: from the send being durable to the receive returning there
+    (PostgreSQL: LISTEN/NOTIFY, or with ``listen=off`` the polling fallback)."""
     import durably
 
     n = 50 if quick else 200
-    path = fresh_path(workdir, "wake")
+    path = _fresh(workdir, "wake", backend, **({"listen": listen} if backend == "postgresql" else {}))
     durably.Engine(path).open().close()
     worker = _spawn("serve", path, "10")
     try:
@@ -92,7 +108,7 @@ def wake_latency(workdir: Path, quick: bool) -> dict[str, Any]:
             lags = sorted(h.result(timeout=120))
     finally:
         _reap(worker)
-    cleanup(path)
+    _drop(path)
     return {"wake_p50_ms": percentile(lags, 0.5) * 1e3, "wake_p99_ms": percentile(lags, 0.99) * 1e3,
             "messages": n}
 
@@ -141,3 +157,8 @@ def takeover(workdir: Path, quick: bool) -> dict[str, Any]:
 register("processes.steps[c=1024,full]", steps, "processes", quick=True)
 register("processes.wake_latency", wake_latency, "processes", quick=True)
 register("processes.takeover", takeover, "processes", quick=False)
+register("pg.processes.steps[c=1024,full]", steps, "postgresql", quick=True, needs="psycopg", backend="postgresql")
+register("pg.processes.wake_latency[listen]", wake_latency, "postgresql", quick=True, needs="psycopg",
+         backend="postgresql")
+register("pg.processes.wake_latency[poll]", wake_latency, "postgresql", quick=True, needs="psycopg",
+         backend="postgresql", listen="off")

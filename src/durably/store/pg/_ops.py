@@ -211,7 +211,7 @@ def claim(conn: Any, me: str, version: str, names: str, dead: str, now: float, l
 
 
 def _take(conn: Any, me: str, version: str, rows: list[tuple[str, Any, Any]]) -> list[tuple[Any, ...]]:
-    out = []  # (the batch holds the fence lock exclusive: OWNER_CHANGING_OPS)
+    out = []  # (the batch holds the takeovers row exclusive: OWNER_CHANGING_OPS)
     for wid, before, epoch in rows:
         taken_from_owner = before is not None and before != me
         row = conn.execute(
@@ -282,6 +282,6 @@ READS: dict[str, Callable[..., Any]] = {
     "all_events": all_events,
 }
 
-# Ops that change a workflow's owner: their batch takes the fence lock
+# Ops that change a workflow's owner: their batch locks the takeovers row
 # exclusive from its start (store/pg/_store.py).
 OWNER_CHANGING_OPS = frozenset({"claim", "claim_queue", "stop_executor"})

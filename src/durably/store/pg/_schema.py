@@ -11,10 +11,10 @@ codec: ``text`` (json) or ``bytea`` (pickle).
 Compared with the SQLite schema (store/_schema.py), two things are
 PostgreSQL's own:
 
-* every change of a workflow's owner takes the *fence lock* (an exclusive
-  transaction-level advisory lock) before it counts the takeover; every
-  journal batch holds that lock shared, so no claim commits between a
-  batch's ownership check and its commit (store/pg/_store.py, ``_fence``);
+* every change of a workflow's owner counts itself in the ``takeovers`` row,
+  which every journal batch reads with a share lock held to its commit, so
+  no claim commits between a batch's ownership check and its commit
+  (store/pg/_store.py, ``_FENCE``);
 * a notice, or a workflow leaving PENDING, notifies the channel
   ``durably:{schema}`` at commit (LISTEN/NOTIFY wakes the other processes).
 """
@@ -52,8 +52,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ON {s}.workflows (executor) WHERE status = 'PENDING';
     CREATE INDEX ON {s}.workflows (workflow_id text_pattern_ops);  -- id prefix listings
 
+    -- no foreign key to workflows: PostgreSQL would lock the workflow row
+    -- (a WAL-logged tuple lock) for every step row; the engine writes a
+    -- step only for a workflow whose start committed before it
     CREATE TABLE {s}.steps (
-        workflow_id text NOT NULL REFERENCES {s}.workflows (workflow_id),
+        workflow_id text NOT NULL,
         position    integer NOT NULL,
         name        text NOT NULL,
         output      {V},
@@ -147,10 +150,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER workflow_ended AFTER UPDATE OF status ON {s}.workflows FOR EACH ROW
         WHEN (OLD.status = 'PENDING' AND NEW.status <> 'PENDING') EXECUTE FUNCTION {s}.workflow_ended();
 
-    -- a change of owner: taken under the exclusive fence lock, and counted
+    -- a change of owner is counted: the update locks the takeovers row,
+    -- which every journal batch holds shared from its fence check to its commit
     CREATE FUNCTION {s}.workflow_owner_changed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-        PERFORM pg_advisory_xact_lock({fence});
         UPDATE {s}.engine_state SET value = value + 1 WHERE key = 'takeovers';
         RETURN NULL;
     END $$;

@@ -13,11 +13,13 @@
   the batch is applied again with every record in its own SAVEPOINT, so
   only that record fails. Ops and transaction steps always run in a
   SAVEPOINT (a typed refusal undoes their writes).
-* Fencing: every batch holds the *fence lock* (a transaction-level advisory
-  lock) shared, then reads the takeovers count; every change of owner holds
-  it exclusive (its trigger takes it; a batch with a claim takes it
-  exclusive from its start). No claim commits between a batch's check and
-  its commit, across hosts.
+* Fencing: every batch reads the takeovers count with a share row lock
+  held to its commit (READ COMMITTED gives a locking read the latest
+  committed row); every change of owner updates that row, and a batch with
+  a claim locks it exclusive first. No claim commits between a batch's
+  check and its commit, across hosts. A lone step row (a sequential
+  workflow) is one guarded statement in its own implicit transaction: one
+  round trip, like a raw single-row commit.
 * The connection lost (a server restart, ``pg_terminate_backend``, the
   network): the writer reconnects with backoff for up to ``reconnect``
   seconds, asks the server whether the batch's transaction committed
@@ -63,6 +65,7 @@ log = logging.getLogger("durably")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 TX_BUDGET = 10.0
 RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
+IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
 _BACKOFF_MAX = 2.0
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 _WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
@@ -79,23 +82,37 @@ _COMPLETE = (f"UPDATE workflows SET status = %s, output = %s, error = %s, parked
              " WHERE workflow_id = %s AND status = 'PENDING'")
 _INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
                     " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING")
-_TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
+# The fence: the takeovers count, read with a row lock inside the batch's
+# transaction. READ COMMITTED returns the latest committed version to a
+# locking read, and the lock holds until this transaction ends: no change of
+# owner (its trigger updates that row) commits between the check and the
+# commit. Claims take it exclusive before touching any workflow row.
+_FENCE = ("SELECT pg_current_xact_id()::text,"
+          " (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE)")
+_FENCE_EXCLUSIVE = ("SELECT pg_current_xact_id()::text,"
+                    " (SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE)")
+_LONE_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+              " SELECT %s, %s, %s, %s, %s, %s, %s"
+              " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s")
 
 
 def is_url(path: Any) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def _split_schema(url: str) -> tuple[str, str | None]:
-    """Take durably's own ``schema=`` query parameter out of the URL (the
-    rest is libpq's): ``postgresql://host/db?schema=app1``."""
+_OURS = ("schema", "listen")
+
+
+def _split_ours(url: str) -> tuple[str, dict[str, str]]:
+    """Take durably's own query parameters out of the URL (the rest is
+    libpq's): ``postgresql://host/db?schema=app1&listen=off``."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = [v for k, v in query if k == "schema"]
-    if not schema:
-        return url, None
-    rest = urlencode([(k, v) for k, v in query if k != "schema"])
-    return urlunsplit(parts._replace(query=rest)), schema[-1]
+    ours = {k: v for k, v in query if k in _OURS}
+    if not ours:
+        return url, {}
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    return urlunsplit(parts._replace(query=rest)), ours
 
 
 def redact(url: str) -> str:
@@ -115,7 +132,12 @@ class PgStore:
 
     def __init__(self, url: str, synchronous: str = "full", *, schema: str | None = None,
                  reconnect: float = RECONNECT, listen: bool = True) -> None:
-        url, in_url = _split_schema(url)
+        url, ours = _split_ours(url)
+        in_url = ours.get("schema")
+        if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
+            if ours["listen"] not in ("on", "off"):
+                raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
+            listen = ours["listen"] == "on"
         if schema is not None and in_url is not None and schema != in_url:
             raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
         schema = schema if schema is not None else in_url if in_url is not None else "durably"
@@ -131,7 +153,6 @@ class PgStore:
         self.reconnect = reconnect
         self.listen = listen
         self.channel = f"durably:{schema}"
-        self._fence_key = _key(f"durably:fence:{schema}")
         self._writer: psycopg.Connection[Any] | None = None
         self._pool: ConnectionPool | None = None
         self._listener: psycopg.Connection[Any] | None = None
@@ -156,10 +177,11 @@ class PgStore:
         self._user_path = "public"
         self._value_type = "text"
         self._xid: str | None = None
+        self._lone: Any = None  # the lone step record in flight (its outcome may be unknown)
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _connect(self, autocommit: bool = False) -> psycopg.Connection[Any]:
+    def _connect(self, autocommit: bool = True) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(self._url, autocommit=autocommit, keepalives=1, keepalives_idle=5,
                                    keepalives_interval=2, keepalives_count=3, connect_timeout=10,
@@ -169,10 +191,15 @@ class PgStore:
         return conn
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
-        """Our SQL is unqualified: durably's schema first on the path."""
-        conn.execute("SELECT set_config('search_path', %s, false)", (self._our_path(),))
-        if not conn.autocommit:
-            conn.commit()
+        """Our SQL is unqualified: durably's schema first on the path. A
+        writer left idle inside its transaction (its process SIGSTOPped or
+        frozen mid-batch) is cut off by the server after IDLE_IN_TX seconds,
+        so the row lock of its fence check does not block takeovers for
+        longer: resumed, it reconnects, finds that batch rolled back and
+        writes it again, fenced."""
+        conn.execute("SELECT set_config('search_path', %s, false), set_config("
+                     "'idle_in_transaction_session_timeout', %s, false)",
+                     (self._our_path(), f"{int(IDLE_IN_TX * 1000)}ms"))
 
     def _our_path(self) -> str:
         """Durably's schema first (its SQL is unqualified), then the user's
@@ -185,7 +212,6 @@ class PgStore:
         self._writer = conn = self._connect()
         try:
             self._user_path = conn.execute("SHOW search_path").fetchone()[0]  # type: ignore[index]
-            conn.commit()
             self._migrate(conn, codec)
             self._configure(conn)
             if self.registration is not None:
@@ -279,7 +305,7 @@ class PgStore:
 
     def _ddl(self, script: str) -> str:
         return (script.replace("{s}", self.schema).replace("{V}", self._value_type).replace("{now}", NOW)
-                .replace("{channel}", "'" + self.channel + "'").replace("{fence}", str(self._fence_key)))
+                .replace("{channel}", "'" + self.channel + "'"))
 
     def interrupt_tx(self, workflow_id: str) -> None:
         self._stop_tx.add(workflow_id)
@@ -347,10 +373,13 @@ class PgStore:
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
                     lost_since = lost_since if lost_since is not None else now
-                    xid = self._xid
+                    xid, lone = self._xid, self._lone
+                    self._lone = None
                     if self._reconnect(exc, lost_since):
                         if xid is not None and self._committed(xid):
                             return  # the commit landed before the connection went: acknowledged as written
+                        if lone is not None and self._step_landed(lone):
+                            return  # the lone step's statement committed before the connection went
                         _reset(batch)
                         continue
                     if self._closing:
@@ -417,10 +446,18 @@ class PgStore:
         assert conn is not None
         while True:
             status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]  # type: ignore[index]
-            conn.commit()
             if status != "in progress":  # its backend may still be rolling it back
                 return status == "committed"
             time.sleep(0.05)
+
+    def _step_landed(self, rec: Any) -> bool:
+        """Whether a step row written by a lone-step statement whose reply
+        was lost is there (only this executor writes its workflows' rows)."""
+        wid, pos, name, output, error, ident, _started = rec.params
+        row = self._writer.execute(  # type: ignore[union-attr]
+            "SELECT name, output, error, ident FROM steps WHERE workflow_id = %s AND position = %s",
+            (wid, pos)).fetchone()
+        return row is not None and tuple(row) == (name, output, error, ident)
 
     def _batch_failed(self, exc: BaseException) -> BaseException:
         if self._writer is not None:
@@ -432,66 +469,90 @@ class PgStore:
 
     @staticmethod
     def _abort(conn: psycopg.Connection[Any]) -> None:
+        """Roll back whatever transaction the writer has open (its
+        transactions are explicit: the connection is in autocommit mode)."""
         try:
-            conn.rollback()
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
         except Exception:
-            pass
+            pass  # a broken connection: reconnecting replaces it
 
     def _lone_step(self, conn: psycopg.Connection[Any], rec: Any) -> bool:
-        """A batch of one step row in two round trips: the shared fence lock
-        and the insert, guarded by the takeovers count, pipelined; then the
-        commit. False (nothing written) sends it the general way."""
+        """A batch of one step row: ONE statement, committed on its own (one
+        round trip, as the raw single-row commit), guarded by the takeovers
+        count read with a share lock (the latest committed value, and no
+        change of owner can commit before this insert does). False when
+        nothing was written: the general path then fences and writes."""
         if self._takeovers is None or (self.fenced and rec.params[0] in self.fenced):
             return False
+        self._lone = rec
         try:
-            with conn.pipeline():
-                lock = conn.execute("SELECT pg_current_xact_id()::text, pg_advisory_xact_lock_shared(%s)",
-                                    (self._fence_key,))
-                cur = conn.execute(
-                    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                    " SELECT %s, %s, %s, %s, %s, %s, %s WHERE (SELECT value FROM engine_state"
-                    " WHERE key = 'takeovers') = %s", (*rec.params, self._takeovers))
-            self._xid = lock.fetchone()[0]  # type: ignore[index]
-            if cur.rowcount != 1:
-                self._abort(conn)
-                return False
-            conn.commit()
-            return True
+            cur = conn.execute(_LONE_STEP, (*rec.params, self._takeovers))
         except RECORD_ERRORS:
-            self._abort(conn)
             return False
+        finally:
+            self._lone = None
+        return cur.rowcount == 1
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Any], isolate: bool) -> None:
+        # A claim (or any change of owner) takes the takeovers row exclusive
+        # from the start; other batches share it (see _FENCE).
         exclusive = any(_changes_owner(rec) for rec in batch)
-        lock = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        self._xid = conn.execute(f"SELECT pg_current_xact_id()::text, {lock}(%s)",
-                                 (self._fence_key,)).fetchone()[0]  # type: ignore[index]
-        batch = self._fence(conn, batch)
+        with conn.pipeline():  # BEGIN and the fence check: one round trip
+            conn.execute("BEGIN")
+            first = conn.execute(_FENCE_EXCLUSIVE if exclusive else _FENCE)
+        self._xid, takeovers = first.fetchone()  # type: ignore[misc]
+        batch = self._fence(conn, batch, takeovers)
         if isolate:
             for rec in batch:
                 self._apply_isolated(conn, rec)
+            self._finish(conn, batch, ())
+            return
+        # Runs of step rows (one multi-row INSERT) and of completions (one
+        # pipelined executemany); the last run goes out with the COMMIT.
+        i, n = 0, len(batch)
+        while i < n:
+            kind = batch[i].kind
+            if kind in (R.STEP, R.COMPLETE):
+                j = i
+                while j < n and batch[j].kind == kind:
+                    j += 1
+                if j == n:
+                    self._finish(conn, batch, batch[i:j])
+                    return
+                self._write_run(conn, batch[i:j])
+                i = j
+            else:
+                self._apply_one(conn, batch[i])
+                i += 1
+        self._finish(conn, batch, ())
+
+    def _write_run(self, conn: psycopg.Connection[Any], run: Sequence[Any]) -> None:
+        if run[0].kind == R.STEP:
+            self._insert_steps(conn, run)
         else:
-            i, n = 0, len(batch)
-            while i < n:
-                kind = batch[i].kind
-                if kind in (R.STEP, R.COMPLETE):
-                    j = i
-                    while j < n and batch[j].kind == kind:
-                        j += 1
-                    if kind == R.STEP:
-                        self._insert_steps(conn, batch[i:j])
-                    else:
-                        with conn.cursor() as cur:
-                            cur.executemany(_COMPLETE, [rec.params for rec in batch[i:j]])
-                    i = j
-                else:
-                    self._apply_one(conn, batch[i])
-                    i += 1
+            with conn.cursor() as cur:
+                cur.executemany(_COMPLETE, [rec.params for rec in run])
+
+    def _finish(self, conn: psycopg.Connection[Any], batch: Sequence[Any], last_run: Sequence[Any]) -> None:
+        """The last run of plain records and the COMMIT, in one round trip."""
         if self.owned:
             self._lost_to_a_race(batch)
         if _crash.ARMED:
+            if last_run:
+                self._write_run(conn, last_run)
+                last_run = ()
             _crash.hit("store.before_commit")
-        conn.commit()
+        if last_run:
+            with conn.pipeline():
+                self._write_run(conn, last_run)
+                self._commit(conn)
+        else:
+            self._commit(conn)
+
+    @staticmethod
+    def _commit(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("COMMIT")
 
     def _insert_steps(self, conn: psycopg.Connection[Any], recs: Sequence[Any]) -> None:
         if len(recs) == 1:
@@ -504,8 +565,10 @@ class PgStore:
             f" SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::{v}[], %s::text[], %s::text[],"
             " %s::float8[])", [list(c) for c in cols])
 
-    def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> Sequence[Any]:
-        takeovers = conn.execute(_TAKEOVERS).fetchone()[0]  # type: ignore[index]
+    def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any], takeovers: Any) -> Sequence[Any]:
+        """Inside the batch's transaction, under the shared fence lock: if
+        any workflow changed owner since the last look, find those this
+        process lost; their records fail with FencedError, unwritten."""
         if takeovers != self._takeovers:
             self._takeovers = takeovers
             self._refresh_owned(conn)
@@ -675,7 +738,10 @@ class PgStore:
         tx = PgTx(conn, self.schema, deadline, why)
         output = error = None
         conn.execute("SAVEPOINT durably_tx")
-        conn.execute("SELECT set_config('search_path', %s, true)", (self._user_path,))
+        # the user's path; and the step's Python may run between its statements for its whole budget
+        conn.execute("SELECT set_config('search_path', %s, true), set_config("
+                     "'idle_in_transaction_session_timeout', %s, true)",
+                     (self._user_path, f"{int((budget + IDLE_IN_TX) * 1000)}ms"))
         self._tx_running = workflow_id
         try:
             output, error = body(tx)
