@@ -76,7 +76,7 @@ if os.environ.get("DURABLY_MP_BREAK_FENCING") == "1":
 _pause = os.environ.get("DURABLY_MP_PAUSE_IN_CLAIM", "0").split(":")
 PAUSE_IN_CLAIM, PAUSE_LAG = int(_pause[0]), float(_pause[1]) if len(_pause) > 1 else 0.0
 if PAUSE_IN_CLAIM:
-    _launch, _launches = engine._launch, [0]
+    _launch, _launches = engine._runner.launch, [0]
 
     def _launch_then_pause(*args: object, **kwargs: object) -> None:
         # The lease keeper launches what it has just claimed, one at a time:
@@ -88,7 +88,7 @@ if PAUSE_IN_CLAIM:
                 time.sleep(PAUSE_LAG)  # continued: this thread is slow to go on (the others are not)
         _launch(*args, **kwargs)
 
-    engine._launch = _launch_then_pause  # type: ignore[method-assign]
+    engine._runner.launch = _launch_then_pause  # type: ignore[method-assign]
 queue = engine.queue(QUEUE, concurrency=QUEUE_LIMIT)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 rng = random.Random()
@@ -245,8 +245,8 @@ def watch_ownership(stop: threading.Event) -> None:
                                        (engine.executor_id,))
         except durably.DurablyError:
             continue
-        with engine._lock:
-            here = set(engine._active) | set(engine._queued)
+        with engine._runner.lock:
+            here = set(engine._runner.active) | set(engine._runner.queued)
         now = time.time()
         owned = {wid for (wid,) in rows}
         for wid in list(missing):

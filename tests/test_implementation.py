@@ -66,12 +66,27 @@ def test_crash_points_off_by_default() -> None:
 
 
 def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
-    """The Engine's parts are bases; a name defined by two of them (a no-op
-    hook in one, the real method in another) would work or silently not
-    depending on their order (queue dispatch stopped when two were swapped)."""
+    """The Engine used to be assembled from mixin bases, and a name defined
+    by two of them (a no-op hook in one, the real method in another) worked
+    or silently did not depending on their order (queue dispatch stopped when
+    two were swapped). Now the Engine holds its parts and inherits from
+    none; no part inherits from another (each method has one owner, reached
+    through a typed reference); every public method is the Engine's own."""
     import durably
+    from durably.queues import QueueManager
+    from durably.runtime.coordination import Coordinator
+    from durably.runtime.deadlines import Deadlines
+    from durably.runtime.messaging import Messaging
+    from durably.runtime.runner import Runner
+    from durably.runtime.toolkit import Toolkit
+    from durably.schedules import ScheduleManager
 
-    bases = durably.Engine.__mro__[:-1]
-    names = set().union(*(vars(b).keys() for b in bases))
-    twice = {n: [b.__name__ for b in bases if n in vars(b)] for n in names if not n.startswith("__")}
-    assert {n: owners for n, owners in twice.items() if len(owners) > 1} == {}
+    assert durably.Engine.__mro__ == (durably.Engine, object)
+    parts = {"_runner": Runner, "_deadlines": Deadlines, "_toolkit": Toolkit, "_messaging": Messaging,
+             "_queues": QueueManager, "_schedules": ScheduleManager}
+    for cls in (*parts.values(), Coordinator):
+        assert cls.__mro__ == (cls, object), f"{cls.__name__} inherits {cls.__mro__[1:-1]}"
+    engine = durably.Engine(":memory:")
+    assert {attr: type(getattr(engine, attr)) for attr in parts} == parts
+    public = [n for n in dir(durably.Engine) if not n.startswith("_")]
+    assert [n for n in public if n not in vars(durably.Engine)] == []

@@ -140,9 +140,9 @@ class WorkflowHandle:
         engine = self._engine
         wid = self.workflow_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        engine._steal_for(wid, timeout)  # a child queued behind its waiting parent
+        engine._runner.steal_for(wid, timeout)  # a child queued behind its waiting parent
         while True:
-            waiter, _, running = engine._completion(wid)
+            waiter, _, running = engine._runner.completion(wid)
             try:
                 if not running:
                     row = engine._row(wid)
@@ -157,7 +157,7 @@ class WorkflowHandle:
                 if waiter.final is not None:
                     return _final(engine, wid, waiter.final)
             finally:
-                engine._release(wid, waiter)
+                engine._runner.release(wid, waiter)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """``result`` for asyncio code: waits without blocking the event loop.
@@ -188,7 +188,7 @@ class WorkflowHandle:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            waiter, fut, running = engine._completion(wid, loop)
+            waiter, fut, running = engine._runner.completion(wid, loop)
             assert fut is not None
             try:
                 if not running:
@@ -207,7 +207,7 @@ class WorkflowHandle:
                 if waiter.final is not None:
                     return _final(engine, wid, waiter.final)
             finally:
-                engine._release(wid, waiter, fut)
+                engine._runner.release(wid, waiter, fut)
 
 
 async def _joined(ctx: Any, key: Any) -> None:
@@ -219,7 +219,7 @@ async def _joined(ctx: Any, key: Any) -> None:
 
 
 def _raise_stuck(engine: "Engine", wid: str, row: tuple[Any, ...]) -> None:
-    stuck = engine._stuck(wid, row)
+    stuck = engine._runner.stuck(wid, row)
     if stuck is not None:
         raise stuck
 

@@ -42,10 +42,14 @@ import contextvars
 import heapq
 import weakref
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .tasks import current_task
+
+if TYPE_CHECKING:
+    from ..journal import Journal
+    from .runner import Runner
 
 current: contextvars.ContextVar["WorkflowContext | None"] = contextvars.ContextVar(
     "durably_workflow", default=None
@@ -217,7 +221,7 @@ class WorkflowContext:
     __slots__ = (
         "workflow_id",
         "name",
-        "engine",
+        "runner",
         "journal",
         "codec",
         "recorded",
@@ -240,12 +244,13 @@ class WorkflowContext:
         "gate_q",
     )
 
-    def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]], is_async: bool) -> None:
+    def __init__(self, runner: Runner, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]],
+                 is_async: bool) -> None:
         self.workflow_id = workflow_id
         self.name = name
-        self.engine = engine
-        self.journal = engine._journal
-        self.codec = engine._codec
+        self.runner = runner  # where it runs (the engine's Runner)
+        self.journal: Journal = runner.journal  # type: ignore[assignment]  # set: the engine is open
+        self.codec = runner.codec
         self.recorded = recorded
         # Positions at or above this are live (the journal has nothing there).
         self.replay_len = (max(recorded) + 1) if recorded else 0

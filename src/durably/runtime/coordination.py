@@ -22,10 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import errors
-from .context import stop
+
+if TYPE_CHECKING:
+    from ..journal import Journal
+    from ..store import Store
+    from .runner import Runner
+    from .waits import Waits
 
 log = logging.getLogger("durably")
 
@@ -37,10 +42,25 @@ CLAIM_EVERY = 0.5
 
 
 class Coordinator:
-    """The lease keeper and cross-process watcher of one engine."""
+    """The lease keeper and cross-process watcher of one engine (a part of
+    ``Engine``, made at each open).
 
-    def __init__(self, engine: Any, lease: float, poll: float) -> None:
-        self.engine = engine
+    ``heartbeat`` renews this executor's lease; ``claim_orphans`` (None for a
+    client, which runs nothing) takes over what dead executors left and runs
+    it; both are the engine's. What the notices concern is woken through
+    ``waits`` (messages, events), ``runner`` (cancels, remote waiters) and
+    ``kick_queues``."""
+
+    def __init__(self, store: Store, journal: Journal, waits: Waits, runner: Runner,
+                 kick_queues: Callable[[], None], heartbeat: Callable[[], None],
+                 claim_orphans: Callable[[], None] | None, lease: float, poll: float) -> None:
+        self.store = store
+        self.journal = journal
+        self.waits = waits
+        self.runner = runner
+        self.kick_queues = kick_queues
+        self.heartbeat = heartbeat
+        self.claim_orphans = claim_orphans
         self.lease = lease
         self.poll = poll
         self._stop = threading.Event()
@@ -60,23 +80,22 @@ class Coordinator:
         self._thread = None
 
     def _run(self) -> None:
-        engine = self.engine
         next_beat = time.monotonic() + self.lease / 4
         next_claim = time.monotonic() + CLAIM_EVERY
         failures = 0
         while not self._stop.wait(self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)):
-            if engine._journal is None or engine._journal.failure is not None:
+            if self.journal.failure is not None:
                 return  # the writer stopped: nothing more can be recorded
             try:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + self.lease / 4
-                    engine._heartbeat()
+                    self.heartbeat()
                 if now >= next_claim:
                     next_claim = now + min(CLAIM_EVERY, self.lease / 4)
-                    if not engine.client:
-                        engine._claim_orphans()
-                version = engine._store.data_version()
+                    if self.claim_orphans is not None:
+                        self.claim_orphans()
+                version = self.store.data_version()
                 if version != self._version:
                     self._version = version
                     self._react()
@@ -89,41 +108,23 @@ class Coordinator:
 
     def _react(self) -> None:
         """Another connection committed: wake what its notices concern."""
-        engine = self.engine
-        notices = engine._store.notices_since(self._last_notice)
+        notices = self.store.notices_since(self._last_notice)
         claim = False
         kick = False
         for nid, kind, wid, detail in notices:
             self._last_notice = nid
             if kind == "msg":
-                engine._waits.notify(("msg", wid, detail))
+                self.waits.notify(("msg", wid, detail))
             elif kind == "event":
-                engine._waits.notify(("event", wid, detail))
+                self.waits.notify(("event", wid, detail))
             elif kind == "cancel":
-                engine._cancelled_elsewhere(wid)
+                self.runner.cancelled_elsewhere(wid)
             elif kind == "queue":
                 kick = True
             elif kind == "start":
                 claim = True
         if kick:
-            engine._queues_kick()
-        if claim and not engine.client:
-            engine._claim_orphans()
-        engine._check_remote_waits()
-
-
-def cancel_here(engine: Any, wid: str) -> None:
-    """A cancel committed (by any process) of a workflow that may run here.
-    The notice may be stale (a resume since): the row decides."""
-    with engine._lock:
-        ctx = engine._active.get(wid)
-    if ctx is None or ctx.interrupt is not None:
-        return
-    if not any(status == "CANCELLED" for _w, status, _p in engine._store.statuses([wid])):
-        return
-    with engine._lock:
-        if engine._active.get(wid) is not ctx or ctx.interrupt is not None:
-            return
-        stop(ctx, errors.WorkflowCancelled(wid))
-        engine._store.interrupt_tx(wid)
-    engine._notify(wid)
+            self.kick_queues()
+        if claim and self.claim_orphans is not None:
+            self.claim_orphans()
+        self.runner.wake_remote_waiters()
