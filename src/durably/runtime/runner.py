@@ -339,7 +339,15 @@ class Runner:
 
     def wake_remote_waiters(self) -> None:
         """Waiters here for workflows not running here: wake those that ended
-        (or parked) in another process."""
+        (or parked) in another process (such an end leaves no notice: its
+        row is read). The lease keeper calls this at every commit it sees,
+        this process's own included, so it does nothing, not even take the
+        lock, while no caller here waits for a workflow; and it reads rows
+        only for those not running here (a local end notifies its waiters
+        itself). A waiter registers before it reads the row, so one that
+        registers just after this look still sees an end committed before."""
+        if not self.completions:
+            return
         with self.lock:
             ids = [w for w in self.completions if w not in self.active]
         for wid, status, parked in self.store.statuses(ids) if ids else ():
