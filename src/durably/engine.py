@@ -775,7 +775,7 @@ class Engine:
         if _crash.ARMED:
             _crash.hit("recovery.scan")
         self._run_claimed(self._claim(), report)
-        if not self.client and not _executors.others_live_here(self._store, self.executor_id):
+        if not self.client and not self._store.others_live(self.executor_id):
             # Alone on the file: a pending workflow whose function nobody
             # registered is parked with the reason (another process would
             # claim it if it had the function).
