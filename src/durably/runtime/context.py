@@ -89,18 +89,22 @@ class Settle:
         self.ready = ready if isinstance(ready, deque) else None
 
     def take(self, ctx: "WorkflowContext") -> bool:
-        """Hand an outcome to ``ctx`` now if its gate is free."""
-        if ctx.gate_q or ctx.gate_at + SETTLE_PASSES > self.count:
+        """Hand an outcome to ``ctx`` now if its gate is free (then the gate
+        is taken). Once per outcome: kept to one call, arming aside."""
+        count = self.count
+        if ctx.gate_q or ctx.gate_at + SETTLE_PASSES > count:
             return False
-        self._take(ctx)
+        ctx.gate_at = count
+        self.busy_until = count + SETTLE_PASSES
+        if not self.armed:
+            self._arm()
         return True
 
-    def _take(self, ctx: "WorkflowContext") -> None:
-        ctx.gate_at = self.count
-        self.busy_until = self.count + SETTLE_PASSES
-        if not self.armed:
-            self.armed = True
-            self.loop.call_soon(self._tick)
+    def _arm(self) -> None:
+        """Start counting loop iterations: ``_tick`` runs at the next one and
+        reschedules itself while some outcome is settling."""
+        self.armed = True
+        self.loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         ready = self.ready
@@ -122,7 +126,10 @@ class Settle:
                 fut = q.popleft()
                 if not fut.done():
                     fut.set_result(None)
-                    self._take(ctx)
+                    # The gate is taken (as in take); this runs in _tick,
+                    # which stays armed while busy_until is ahead.
+                    ctx.gate_at = self.count
+                    self.busy_until = self.count + SETTLE_PASSES
                     break
         if q:
             self.queued.append(ctx)
@@ -133,8 +140,7 @@ class Settle:
             self.queued.append(ctx)
         ctx.gate_q.append(fut)
         if not self.armed:
-            self.armed = True
-            self.loop.call_soon(self._tick)
+            self._arm()
         return fut
 
 
@@ -425,17 +431,7 @@ class WorkflowContext:
         if self.pending:
             return False
         settle = self.settle
-        if settle is None:
-            return True
-        count = settle.count  # Settle.take, inlined: once per outcome
-        if self.gate_q or self.gate_at + SETTLE_PASSES > count:
-            return False
-        self.gate_at = count
-        settle.busy_until = count + SETTLE_PASSES
-        if not settle.armed:
-            settle.armed = True
-            settle.loop.call_soon(settle._tick)
-        return True
+        return settle is None or settle.take(self)
 
     async def turn(self, key: Any) -> None:
         """Wait until the outcome at ``key`` may be handed to the code: after
