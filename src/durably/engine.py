@@ -160,7 +160,7 @@ class Engine:
         self._coord: Coordinator | None = None
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
-        self._journal: Journal | None = None
+        self._journal: Journal = None  # type: ignore[assignment]  # made at each open
         self._open = False
         self.recovery = RecoveryReport()
         if clock is not None and not isinstance(clock, Clock):

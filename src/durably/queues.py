@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .codec import Codec
     from .engine import Engine
+    from .journal import Journal
     from .runtime.deadlines import Deadlines
     from .runtime.runner import Runner
     from .runtime.workflows import WorkflowSpec
@@ -211,7 +212,7 @@ class QueueManager:
         self.runner = runner
         self.deadlines = deadlines
         self.vet = vet
-        self.journal: Any = None  # set at open
+        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
         self.declared: dict[str, Queue] = {}
         self._dispatcher: Dispatcher | None = None
 

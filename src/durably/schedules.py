@@ -58,6 +58,7 @@ from .runtime.waits import BackgroundLoop
 if TYPE_CHECKING:
     from .clock import Clock
     from .engine import Engine
+    from .journal import Journal
     from .runtime.workflows import WorkflowSpec
     from .store import Store
 
@@ -250,9 +251,10 @@ class ScheduleRunner(BackgroundLoop):
             missed, current = due, None
         fire = [*({"all": missed, "latest": missed[-1:] if current is None else [], "skip": []}[schedule.missed]),
                 *([current] if current is not None else [])]
+        start = schedules.engine.start
         for slot in fire:
             try:
-                schedules.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))
+                start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
             except errors.WorkflowConflictError as exc:
                 # The slot's id belongs to another workflow (the schedule's
                 # workflow changed): that slot cannot run; the others do.
@@ -284,7 +286,7 @@ class ScheduleManager:
         self.spec = spec
         self.check_open = check_open
         self.opened = opened
-        self.journal: Any = None  # set at open
+        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
         self.declared: dict[str, Schedule] = {}  # declared by this process's code
         self.lock = threading.Lock()  # the runner's rounds and the changes below
         self.runner: ScheduleRunner | None = None
@@ -366,7 +368,7 @@ class ScheduleManager:
         spec = self.spec(row[2])
         now = schedule.at(self.clock.now())
         wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
-        return self.engine.start(spec, now, workflow_id=wid)
+        return self.engine.start(spec, now, workflow_id=wid)  # type: ignore[arg-type]
 
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
         """``Engine.backfill_schedule``."""
@@ -381,7 +383,7 @@ class ScheduleManager:
         schedule = Schedule(name, row[1], row[2], row[6], row[5])
         spec = self.spec(row[2])
         slots = schedule.slots_between(start.timestamp(), end.timestamp())
-        return [self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))
+        return [self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
                 for slot in slots]
 
     def list_schedules(self) -> list[ScheduleInfo]:
