@@ -305,7 +305,7 @@ class Engine:
             if not self.client:
                 self._queues.start()
                 self._schedules.start()
-            self._coord = Coordinator(self._store, journal, self._waits, self._runner, self._kick_queues,
+            self._coord = Coordinator(self._store, journal, self._waits, self._runner, self._queues.kick,
                                       self._heartbeat, None if self.client else self._claim_orphans,
                                       self._lease, self._poll)
             self._coord.start(self._store.last_notice())
