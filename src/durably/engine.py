@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import random as _random
 import socket
-import time
 import uuid as _uuid
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
@@ -45,31 +42,16 @@ from .store import Store
 from .store import _executors
 from .store._connection import is_memory
 from .store._store import STATUSES
-from .runtime.coordination import POLL, Coordinator
-from .runtime.context import Fenced
+from .runtime.coordination import POLL, Coordinator, RecoveryReport
 
 log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class RecoveryReport:
-    """What ``open()`` found pending and did with it."""
-
-    resumed: list[str] = field(default_factory=list)
-    unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
-    exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 # Seconds close() waits, by default, for running step bodies to finish.
 CLOSE_GRACE = 30.0
 # Opens that may find a workflow running and run it again (per workflow).
 MAX_RECOVERY_ATTEMPTS = 100
-
-
-# Executors open in this process (an engine of this pid missing here was
-# dropped without close(): its workflows may be taken at once).
-_OPEN_HERE: set[str] = set()
 
 
 def _positive(value: Any, what: str) -> float:
@@ -155,9 +137,7 @@ class Engine:
         self.app_version = check_name(app_version if app_version is not None
                                       else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
         self._store.app_version = self.app_version
-        self._lease = _positive(lease, "lease")
-        self._poll = _positive(poll, "poll")
-        self._coord: Coordinator | None = None
+        lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
         self._journal: Journal = None  # type: ignore[assignment]  # made at each open
@@ -180,6 +160,8 @@ class Engine:
                                     self._start_args)
         self._schedules = ScheduleManager(self, self._store, self._clock, self._workflows, self._spec,
                                           self._check_open, self._opened)
+        self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick,
+                                         lease, poll)
 
     # -- registration ---------------------------------------------------------
 
@@ -289,26 +271,25 @@ class Engine:
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
-        self._store.registration = None if is_memory(self._store.path) else self._registration()
+        keeper = self._lease_keeper
+        self._store.registration = None if is_memory(self._store.path) else keeper.registration()
         self._store.open(self._codec.name)
         journal = self._journal = Journal(self._store.flush)
         journal.start()
-        self._runner.journal = self._toolkit.journal = self._queues.journal = self._schedules.journal = journal
+        for part in (self._runner, self._toolkit, self._queues, self._schedules, keeper):
+            part.journal = journal
         self._runner.start_pool()
         self._runner.closing = False
         self._open = True
         try:
-            self._register_executor()
-            self._recover()
+            keeper.register()
+            self.recovery = keeper.recover()
             for wid, deadline in self._store.deadlines():
                 self._deadlines.arm(wid, deadline)
             if not self.client:
                 self._queues.start()
                 self._schedules.start()
-            self._coord = Coordinator(self._store, journal, self._waits, self._runner, self._queues.kick,
-                                      self._heartbeat, None if self.client else self._claim_orphans,
-                                      self._lease, self._poll)
-            self._coord.start(self._store.last_notice())
+            keeper.start(self._store.last_notice())
         except BaseException:
             self.close()
             raise
@@ -340,9 +321,7 @@ class Engine:
             for ctx in runner.active.values():
                 if ctx.interrupt is None:
                     stop(ctx, EngineShutdown())
-        if self._coord is not None:
-            self._coord.stop()
-            self._coord = None
+        self._lease_keeper.stop()
         self._store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
         self._deadlines.disarm_all()
         self._queues.stop()
@@ -352,9 +331,7 @@ class Engine:
         self._waits.fire_all()
         if self._own_clock:
             self._clock.close()  # type: ignore[attr-defined]
-        _OPEN_HERE.discard(self.executor_id)
-        if not left:
-            self._stop_executor()  # its pending workflows are released for others to take
+        self._lease_keeper.unregister(release=not left)  # released: others may take its pending workflows
         self._store.stop_waiting()
         self._journal.stop()
         self._store.close()
@@ -688,133 +665,6 @@ class Engine:
                 return handle
         runner.launch(spec, workflow_id, inputs, replay=True)
         return handle
-
-    # -- several processes (store/_executors.py, runtime/coordination.py) ------------
-
-    def _run_op(self, op: str, *args: Any) -> Any:
-        """Run a store op in a journal batch (atomic) and return its result."""
-        rec = Record(R.OP, (None, None, op, op, args))
-        self._journal.submit(rec)
-        if rec.error is not None:
-            raise rec.error
-        return rec.result[0]
-
-    def _register_executor(self) -> None:
-        """This engine's executor row: written at open, with the open mark
-        (Store.open); an in-memory database has no mark, it is written here."""
-        self._store.on_fenced = self._fenced
-        if self._store.registration is None:
-            self._run_op("register_executor", *self._registration())
-        _OPEN_HERE.add(self.executor_id)
-
-    def _registration(self) -> tuple[Any, ...]:
-        now = time.time()
-        return (self.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.app_version,
-                now + self._lease, now)
-
-    def _stop_executor(self) -> None:
-        _OPEN_HERE.discard(self.executor_id)
-        try:
-            self._run_op("stop_executor", self.executor_id)
-        except errors.DurablyError:
-            pass  # its lease runs out instead
-
-    def _heartbeat(self) -> None:
-        if not self._run_op("heartbeat", self.executor_id, time.time() + self._lease):
-            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.executor_id)
-
-    def _dead_executors(self) -> str:
-        rows = self._store.executors()
-        dead = _executors.dead_here(rows, self.executor_id)
-        # An engine of this very process that is not open any more (it was
-        # dropped without close()) is gone too.
-        dead += [r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead]
-        return json.dumps(dead)
-
-    def _claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
-        if self.client or not self._workflows:
-            return []
-        names, dead = json.dumps(sorted(self._workflows)), self._dead_executors()
-        if not self._store.claimable(self.app_version, names, dead):
-            return []
-        return self._run_op("claim", self.executor_id, self.app_version, names, dead, time.time(), limit,
-                            None if only is None else json.dumps(only))
-
-    def _run_claimed(self, rows: list[tuple[Any, ...]], report: "RecoveryReport") -> None:
-        for wid, name, inputs, attempts, epoch, _before in rows:
-            spec = self._workflows[name]
-            if attempts > spec.max_recovery_attempts:
-                report.exceeded.append(wid)
-                why = errors.MaxRecoveryAttemptsExceededError(
-                    f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
-                    f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
-                    "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
-                self._journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
-                log.error("durably: %s", why)
-                continue
-            report.resumed.append(wid)
-            runner = self._runner
-            with runner.lock:
-                if wid in runner.active:
-                    # Its earlier run here (fenced: taken over while this
-                    # process was paused) is still unwinding: run it again,
-                    # from the journal and under this epoch, when that ends.
-                    runner.relaunch.add(wid)
-                    runner.reclaimed[wid] = epoch
-                    continue
-            if not self._store.still_owns(wid, epoch):
-                continue  # lost again since the claim: its new owner runs it
-            self._store.own(wid, epoch)
-            runner.launch(spec, wid, inputs, replay=True)
-            if _crash.ARMED:
-                _crash.hit("recovery.launched")
-
-    def _recover(self) -> None:
-        """At open: claim and run the pending workflows nobody live owns."""
-        report = RecoveryReport()
-        if _crash.ARMED:
-            _crash.hit("recovery.scan")
-        self._run_claimed(self._claim(), report)
-        if not self.client and not self._store.others_live(self.executor_id):
-            # Alone on the file: a pending workflow whose function nobody
-            # registered is parked with the reason (another process would
-            # claim it if it had the function).
-            known = set(self._workflows)
-            for wid, name, _inputs, _parent, _attempts in self._store.pending_workflows():
-                if name in known:
-                    continue
-                report.unknown.append((wid, name))
-                self._journal.submit(Record(R.WRITE, ("park_unregistered", (
-                    f"no workflow function registered as {name!r} when the engine opened", wid))))
-        if report.unknown:
-            log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
-                        len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
-        if report.resumed:
-            log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
-        self.recovery = report
-
-    def _claim_orphans(self) -> None:
-        """The lease keeper's round: take over what dead or stopped executors
-        (or clients) left, and run it here."""
-        if self._closing:
-            return
-        rows = self._claim()
-        taken = [r[0] for r in rows if r[5] is not None]
-        if taken:
-            log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s", self.executor_id,
-                        len(taken), ", ".join(taken[:10]))
-        if rows:
-            self._run_claimed(rows, RecoveryReport())
-
-    def _fenced(self, wids: list[str]) -> None:
-        """The writer found these taken over by another executor: abandon them."""
-        log.warning("durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
-                    "process paused?); it abandons them: %s", self.executor_id, len(wids), ", ".join(wids[:10]))
-        with self._runner.lock:
-            for wid in wids:
-                ctx = self._runner.active.get(wid)
-                if ctx is not None and ctx.interrupt is None:
-                    stop(ctx, Fenced())
 
     def _kick_queues(self) -> None:
         """A workflow ended, or a queue entry came: a queue may have room."""
