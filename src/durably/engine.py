@@ -24,7 +24,7 @@ from . import _records as R
 from . import errors
 from ._ids import new_id
 from ._names import check_name, check_workflow_id
-from .codec import decode_error, encode_error, get_codec
+from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
 from .runtime.context import EngineShutdown, current, in_step, stop, workflow_context
@@ -153,7 +153,8 @@ class Engine:
         # the clock, another part, an engine method it is handed); none
         # inherits another's behaviour, and the public methods below delegate.
         self._deadlines = Deadlines(self._clock, self._cancel)
-        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._deadlines, self._kick_queues)
+        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._deadlines, self._kick_queues,
+                              self._check_open)
         self._toolkit = Toolkit(self._store, self._codec, self._clock, self._waits, self._check_open)
         self._messaging = Messaging(self._toolkit)
         self._queues = QueueManager(self, self._store, self._clock, self._codec, self._runner, self._deadlines,
@@ -506,23 +507,11 @@ class Engine:
                     run_sync(ctx, spec, row[3], True)
         return WorkflowHandle(self, wid).result()
 
-    def _row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
-        self._check_open()
-        check_name(wid, "workflow id")
-        row = self._store.get_workflow(wid, user_view=user_view)
-        if row is None:
-            raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
-        return row
-
-    def _result_decoder(self, name: str) -> Callable[[Any], Any]:
-        spec = self._workflows.get(name)
-        return spec.decode if spec is not None else self._codec.decoder(Any)
-
     # -- inspecting and managing ------------------------------------------------------
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle for an existing workflow (WorkflowNotFoundError if none)."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         return WorkflowHandle(self, workflow_id)
 
     def list_workflows(self, status: str | None = None, name: Any = None, limit: int | None = 100, *,
@@ -553,28 +542,12 @@ class Engine:
         rows = self._store.list_workflows(
             None if status is None else str(status), name, limit, id_prefix=id_prefix, start_time=start_time,
             end_time=end_time, queue=queue, parent_id=parent_id, offset=offset, newest_first=bool(newest_first))
-        return [WorkflowInfo.from_row(r, self) for r in rows]
-
-    def _decode_row(self, name: str, inputs: Any, output: Any, error: Any) -> dict[str, Any]:
-        """input, output and error of a workflow row: the output decoded as its
-        function's annotations say when it is registered here (plain values
-        otherwise); a value that no longer decodes is left as stored."""
-        decoded: dict[str, Any] = {}
-        try:  # as passed: (args, kwargs), values as stored (JSON values, or objects with pickle)
-            decoded["input"] = self._codec.decode_inputs(inputs, None, {})
-        except Exception:
-            decoded["input"] = inputs
-        try:
-            decoded["output"] = None if output is None else self._result_decoder(name)(output)
-        except Exception:
-            decoded["output"] = output
-        decoded["error"] = None if error is None else decode_error(error)
-        return decoded
+        return [WorkflowInfo.from_row(r, self._runner) for r in rows]
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
         """The recorded steps of a workflow, in the order they were recorded
         (call order in sync workflows; values encoded)."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         return [StepInfo.from_row(r) for r in self._store.step_rows(workflow_id)]
 
     def cancel(self, workflow_id: str, *, children: bool = True) -> None:
@@ -590,7 +563,7 @@ class Engine:
     def _cancel(self, workflow_id: str, reason: str | None, children: bool = True) -> None:
         """``cancel``; ``reason`` (e.g. a deadline) is kept for the root's
         WorkflowCancelledError."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         ids, frontier = [workflow_id], [workflow_id] if children else []
         while frontier:
             children = [c for wid in frontier for c in self._store.children(wid)]
@@ -623,7 +596,7 @@ class Engine:
         restarts it from the beginning. The original is untouched; returns
         the new workflow's handle (its id: ``new_workflow_id`` or a new one).
         Like DBOS ``fork_workflow``."""
-        row = self._row(workflow_id)
+        row = self._runner.row(workflow_id)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
         spec = self._workflows.get(row[1])
@@ -641,7 +614,7 @@ class Engine:
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run a CANCELLED, ERROR, parked, interrupted or
         MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
-        row = self._row(workflow_id)
+        row = self._runner.row(workflow_id)
         name, status, inputs = row[1], row[2], row[3]
         handle = WorkflowHandle(self, workflow_id)
         if status == "SUCCESS":

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .. import _records as R
 from .. import errors
+from .._names import check_name
+from ..codec import decode_error
 from ..journal import Record
 from .context import WorkflowContext, stop, workflow_context
 from .tasks import GuardedTask
@@ -57,11 +59,14 @@ class Runner:
     ``store``, ``workflows`` (the engine's registry, shared), ``codec`` and
     ``deadlines`` are given; ``journal`` is set at each open; ``closing`` is
     set by the engine's ``close`` (running workflows record nothing more);
-    ``kick_queues`` is called when a workflow ends (a queue may have room).
+    ``kick_queues`` is called when a workflow ends (a queue may have room);
+    ``check_open`` is the engine's (NotOpenError, or a closing engine's
+    workflow unwinds). Handles read rows and wait for outcomes through it.
     """
 
     def __init__(self, workers: int, store: Store, workflows: dict[str, WorkflowSpec], codec: Codec,
-                 deadlines: Deadlines, kick_queues: Callable[[], None]) -> None:
+                 deadlines: Deadlines, kick_queues: Callable[[], None], check_open: Callable[[], None]) -> None:
+        self.check_open = check_open
         self.store = store
         self.workflows = workflows
         self.codec = codec
@@ -318,6 +323,39 @@ class Runner:
                 f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
         return self.interrupted.get(wid)
 
+
+    # -- rows and outcomes (for the engine and its handles) ---------------------------
+
+    def row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
+        """A workflow's row (the engine must be open; WorkflowNotFoundError)."""
+        self.check_open()
+        check_name(wid, "workflow id")
+        row = self.store.get_workflow(wid, user_view=user_view)
+        if row is None:
+            raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
+        return row
+
+    def result_decoder(self, name: str) -> Callable[[Any], Any]:
+        """How workflow ``name``'s result decodes: as its annotations say when
+        it is registered here, else plain values."""
+        spec = self.workflows.get(name)
+        return spec.decode if spec is not None else self.codec.decoder(Any)
+
+    def decode_row(self, name: str, inputs: Any, output: Any, error: Any) -> dict[str, Any]:
+        """input, output and error of a workflow row: the output decoded as its
+        function's annotations say when it is registered here (plain values
+        otherwise); a value that no longer decodes is left as stored."""
+        decoded: dict[str, Any] = {}
+        try:  # as passed: (args, kwargs), values as stored (JSON values, or objects with pickle)
+            decoded["input"] = self.codec.decode_inputs(inputs, None, {})
+        except Exception:
+            decoded["input"] = inputs
+        try:
+            decoded["output"] = None if output is None else self.result_decoder(name)(output)
+        except Exception:
+            decoded["output"] = output
+        decoded["error"] = None if error is None else decode_error(error)
+        return decoded
 
     # -- what other processes did (called by the lease keeper) ----------------------
 
