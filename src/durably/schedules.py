@@ -404,7 +404,7 @@ class ScheduleManager:
     # -- running --------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Start the runner, or make it look again (holding ``_schedules_lock``)."""
+        """Start the runner, or make it look again (holding ``lock``)."""
         runner = self.runner
         if runner is None:
             runner = self.runner = ScheduleRunner(self)
