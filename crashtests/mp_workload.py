@@ -77,7 +77,7 @@ if os.environ.get("DURABLY_MP_BREAK_FENCING") == "1":
 _pause = os.environ.get("DURABLY_MP_PAUSE_IN_CLAIM", "0").split(":")
 PAUSE_IN_CLAIM, PAUSE_LAG = int(_pause[0]), float(_pause[1]) if len(_pause) > 1 else 0.0
 if PAUSE_IN_CLAIM:
-    _launch, _launches = engine._launch, [0]
+    _launch, _launches = engine._runner.launch, [0]
 
     def _launch_then_pause(*args: object, **kwargs: object) -> None:
         # The lease keeper launches what it has just claimed, one at a time:
@@ -89,7 +89,7 @@ if PAUSE_IN_CLAIM:
                 time.sleep(PAUSE_LAG)  # continued: this thread is slow to go on (the others are not)
         _launch(*args, **kwargs)
 
-    engine._launch = _launch_then_pause  # type: ignore[method-assign]
+    engine._runner.launch = _launch_then_pause  # type: ignore[method-assign]
 # the store's own SQL: psycopg's placeholders on PostgreSQL
 PLACEHOLDER = "%s" if getattr(engine._store, "backend", "sqlite") == "postgresql" else "?"
 if PLACEHOLDER == "%s" and hasattr(engine._store, "_committed"):
@@ -260,8 +260,8 @@ def watch_ownership(stop: threading.Event) -> None:
                                        f" AND executor = {PLACEHOLDER}", (engine.executor_id,))
         except durably.DurablyError:
             continue
-        with engine._lock:
-            here = set(engine._active) | set(engine._queued)
+        with engine._runner.lock:
+            here = set(engine._runner.active) | set(engine._runner.queued)
         now = time.time()
         owned = {wid for (wid,) in rows}
         for wid in list(missing):

@@ -75,7 +75,8 @@ def test_any_name_or_value_is_refused_with_a_typed_error_or_round_trips_exactly(
         engine = _build(path)
         kept: list[tuple[str, str, Any]] = []
         with engine:
-            bystanders = [engine.start("bystander", workflow_id=f"by-{i}") for i in range(20)]
+            for i in range(20):
+                engine.start("bystander", workflow_id=f"by-{i}")
             for i, (what, name, value) in enumerate(cases):
                 before = _count(engine)
                 try:

@@ -83,10 +83,8 @@ def _warnings(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) ->
 
 
 def _completions(engine: durably.Engine) -> dict[str, Any]:
-    """The engine's table of waiters per workflow id (wherever it lives)."""
-    runner = getattr(engine, "_runner", None)
-    table = getattr(runner, "_completions", None)
-    return table if table is not None else engine._completions
+    """The engine's table of waiters per workflow id (its runner's)."""
+    return engine._runner.completions
 
 
 # -- 1. a bad name fails its call, not the writer -------------------------------------
@@ -957,7 +955,7 @@ def test_a_background_thread_logs_a_failed_round_and_carries_on(make_engine, cap
 
     with caplog.at_level(logging.ERROR, logger="durably"), engine:
         engine.schedule("every-second", "* * * * * *", on_slot)
-        runner = engine._schedule_runner
+        runner = engine._schedules.runner
         real = runner.run_round
 
         rounds_after: list[int] = []

@@ -7,12 +7,9 @@ wall clock (``time.time``) the engine reads."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-
-import durably
 
 
 class _Wall:

@@ -137,6 +137,44 @@ def test_a_second_engine_in_the_same_process_does_not_take_the_first_ones_workfl
         assert len(_runs(led)) == 8
 
 
+@pytest.mark.timeout(60)
+def test_the_watcher_reads_rows_only_for_callers_waiting_on_a_workflow_running_elsewhere(tmp_path: Path) -> None:
+    """The lease keeper sees every commit on the file (this process's own
+    too); it reads workflow rows only while a caller here waits for a
+    workflow that runs elsewhere, and only those rows; then result() wakes."""
+    db = str(tmp_path / "one.db")
+    owner = durably.Engine(db)
+    watcher = durably.Engine(db, client=True)
+
+    @owner.step()
+    def tick(i: int) -> int:
+        return i
+
+    @owner.workflow(name="slow")
+    def slow() -> int:
+        total = sum(tick(i) for i in range(20))
+        owner.recv(topic="go")
+        return total + sum(tick(i) for i in range(20))
+
+    reads: list[list[str]] = []
+    real = watcher._store.statuses
+
+    def counted(ids: Any) -> Any:
+        reads.append(list(ids))
+        return real(ids)
+
+    watcher._store.statuses = counted  # type: ignore[method-assign]
+    with owner, watcher:
+        handle = owner.start(slow, workflow_id="w")
+        _wait_until(lambda: len(owner.steps("w")) >= 20)
+        time.sleep(0.2)  # the watcher saw those commits, and nobody there waits
+        assert reads == []
+        watcher.send("w", 1, topic="go")
+        assert watcher.handle("w").result(timeout=20) == 2 * sum(range(20))
+        assert handle.result(timeout=20) == 2 * sum(range(20))
+    assert reads and all(r == ["w"] for r in reads)
+
+
 @pytest.mark.timeout(120)
 def test_a_killed_owner_is_taken_over_at_once_on_the_same_host(files) -> None:
     """SIGKILL of A: B (lease 30 s, so not by expiry) sees A's pid is dead and
@@ -276,7 +314,8 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
             x.enqueue("q", "slot", i)
 
         def claim(engine: durably.Engine) -> list[str]:
-            claimed, _wake = engine._run_op("claim_queue", engine.executor_id, "0", "q", 2, None, time.time(), 64)
+            claimed, _wake = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2, None,
+                                                         time.time(), 64)
             return [row[0] for row in claimed]
 
         first = claim(x)

@@ -175,7 +175,7 @@ def test_a_queue_of_another_engine_is_refused(make_engine, tmp_path) -> None:
     foreign = other.queue("jobs")
     with engine:
         with pytest.raises(errors.UsageError):
-            engine._check_queue(foreign)
+            engine._queues.check(foreign)
 
 
 def test_a_queued_workflow_deadline_cancels_it_while_it_waits(make_engine) -> None:

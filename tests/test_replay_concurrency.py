@@ -498,13 +498,13 @@ def test_a_durable_call_during_close_unwinds_the_workflow_instead_of_raising_a_c
     engine = make_engine()
     log: list[str] = []
     build(engine, log)
-    stop_queues = engine._stop_queues
+    stop_queues = engine._queues.stop
 
     def slow_stop_queues() -> None:  # close() takes a moment between deciding and interrupting
         time.sleep(0.3)
         stop_queues()
 
-    engine._stop_queues = slow_stop_queues  # type: ignore[method-assign]
+    engine._queues.stop = slow_stop_queues  # type: ignore[method-assign]
     engine.open()
     engine.start("parent", workflow_id="p")
     _wait_pending(engine, "p", 0)

@@ -51,7 +51,7 @@ def test_a_schedule_created_while_the_engine_is_open_starts_firing(make_engine) 
     clock, fired = durably.VirtualClock(T0), []
     engine = _engine(make_engine, clock, fired)
     with engine:
-        assert engine._schedule_runner is None  # no schedule yet: no thread
+        assert engine._schedules.runner is None  # no schedule yet: no thread
         engine.schedule("five", "*/5 * * * *", "tick")
         assert [s.name for s in engine.list_schedules()] == ["five"]
         clock.advance(300)

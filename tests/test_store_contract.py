@@ -9,6 +9,7 @@ parameter, and is held to the same tests.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -128,6 +129,17 @@ def test_claims_take_only_what_no_live_executor_owns(backend) -> None:
     _op(x2, "stop_executor", "X2")
     assert _op(y, "claim", "Y", "v2", names, "[]", time.time(), 100, None) == []
     assert [r[0] for r in _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)] == ["other"]
+
+
+def test_others_live_sees_a_live_executor_and_not_a_stopped_or_expired_one(backend) -> None:
+    x, y = backend(), backend()
+    assert not x.others_live("X")  # nobody registered
+    _register(x, "X", time.time() + 60, pid=os.getpid())
+    assert not x.others_live("X") and y.others_live("Y")
+    _op(x, "stop_executor", "X")
+    assert not y.others_live("Y")
+    _register(x, "X2", time.time() - 1, pid=os.getpid())  # its lease has run out
+    assert not y.others_live("Y")
 
 
 def test_an_expired_lease_or_a_dead_process_lets_another_executor_take_over(backend) -> None:

@@ -6,7 +6,6 @@ not touched."""
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest

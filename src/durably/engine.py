@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
+import random as _random
 import socket
-import time
+import uuid as _uuid
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 from . import _crash
@@ -23,48 +24,34 @@ from . import _records as R
 from . import errors
 from ._ids import new_id
 from ._names import check_name, check_workflow_id
-from .codec import decode_error, encode_error, get_codec
+from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
 from .runtime.context import EngineShutdown, current, in_step, stop, workflow_context
 from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
-from .runtime.scheduler import Scheduler
+from .runtime.deadlines import Deadlines
+from .runtime.runner import Runner
 from .runtime.messaging import Messaging
 from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
 from .clock import Clock, SystemClock
-from .queues import Queues
-from .schedules import Schedules
+from .queues import Queue, QueueManager
+from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .runtime.workflows import WorkflowSpec, run_sync
 from .store import make_store
 from .store import _executors
 from .store._connection import is_memory
 from .store._store import STATUSES
-from .runtime.coordination import POLL, Coordinator, cancel_here
-from .runtime.context import Fenced
+from .runtime.coordination import POLL, Coordinator, RecoveryReport
 
 log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class RecoveryReport:
-    """What ``open()`` found pending and did with it."""
-
-    resumed: list[str] = field(default_factory=list)
-    unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
-    exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 # Seconds close() waits, by default, for running step bodies to finish.
 CLOSE_GRACE = 30.0
 # Opens that may find a workflow running and run it again (per workflow).
 MAX_RECOVERY_ATTEMPTS = 100
-
-
-# Executors open in this process (an engine of this pid missing here was
-# dropped without close(): its workflows may be taken at once).
-_OPEN_HERE: set[str] = set()
 
 
 def _positive(value: Any, what: str) -> float:
@@ -91,7 +78,7 @@ def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
-class Engine(Messaging, Queues, Schedules, Scheduler):
+class Engine:
     """An embedded durable-workflow engine on one SQLite file.
 
     Parameters:
@@ -142,8 +129,6 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                  schema: str | None = None) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
-        Scheduler.__init__(self, workers)
-        Toolkit.__init__(self)
         self.path = path
         self._store = make_store(path, synchronous, vfs, check, schema)
         self._store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
@@ -155,14 +140,11 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self.app_version = check_name(app_version if app_version is not None
                                       else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
         self._store.app_version = self.app_version
-        self._lease = _positive(lease, "lease")
-        self._poll = _positive(poll, "poll")
-        self._coord: Coordinator | None = None
+        lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
-        self._journal: Any = None
+        self._journal: Journal = None  # type: ignore[assignment]  # made at each open
         self._open = False
-        self._closing = False
         self.recovery = RecoveryReport()
         if clock is not None and not isinstance(clock, Clock):
             raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
@@ -170,8 +152,20 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         self._own_clock = clock is None
         self._clock: Clock = clock or SystemClock()
         self._waits = Waits()
-        Queues.__init__(self)
-        Schedules.__init__(self)
+        # The parts. Each holds typed references to what it uses (the store,
+        # the clock, another part, an engine method it is handed); none
+        # inherits another's behaviour, and the public methods below delegate.
+        self._deadlines = Deadlines(self._clock, self._cancel)
+        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._deadlines, self._kick_queues,
+                              self._check_open)
+        self._toolkit = Toolkit(self._store, self._codec, self._clock, self._waits, self._check_open)
+        self._messaging = Messaging(self._toolkit)
+        self._queues = QueueManager(self, self._store, self._clock, self._codec, self._runner, self._deadlines,
+                                    self._start_args)
+        self._schedules = ScheduleManager(self, self._store, self._clock, self._workflows, self._spec,
+                                          self._check_open, self._opened)
+        self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick,
+                                         lease, poll)
 
     # -- registration ---------------------------------------------------------
 
@@ -281,23 +275,25 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
-        self._store.registration = None if is_memory(self._store.path) else self._registration()
+        keeper = self._lease_keeper
+        self._store.registration = None if is_memory(self._store.path) else keeper.registration()
         self._store.open(self._codec.name)
-        self._journal = Journal(self._store.flush)
-        self._journal.start()
-        self._start_pool()
-        self._closing = False
+        journal = self._journal = Journal(self._store.flush)
+        journal.start()
+        for part in (self._runner, self._toolkit, self._queues, self._schedules, keeper):
+            part.journal = journal
+        self._runner.start_pool()
+        self._runner.closing = False
         self._open = True
         try:
-            self._register_executor()
-            self._recover()
+            keeper.register()
+            self.recovery = keeper.recover()
             for wid, deadline in self._store.deadlines():
-                self._arm_deadline(wid, deadline)
+                self._deadlines.arm(wid, deadline)
             if not self.client:
-                self._start_queues()
-                self._start_schedules()
-            self._coord = Coordinator(self, self._lease, self._poll)
-            self._coord.start(self._store.last_notice())
+                self._queues.start()
+                self._schedules.start()
+            keeper.start(self._store.last_notice())
         except BaseException:
             self.close()
             raise
@@ -323,30 +319,27 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             timeout = seconds_arg(timeout, "close timeout")
         if not self._open:
             return []
-        self._closing = True
-        with self._lock:  # running workflows unwind from their next durable point on
-            for ctx in self._active.values():
+        runner = self._runner
+        runner.closing = True
+        with runner.lock:  # running workflows unwind from their next durable point on
+            for ctx in runner.active.values():
                 if ctx.interrupt is None:
                     stop(ctx, EngineShutdown())
-        if self._coord is not None:
-            self._coord.stop()
-            self._coord = None
+        self._lease_keeper.stop()
         self._store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
-        self._disarm_deadlines()
-        self._stop_queues()
-        self._stop_schedules()
+        self._deadlines.disarm_all()
+        self._queues.stop()
+        self._schedules.stop()
         self._waits.fire_all()
-        left = self._stop_all(EngineShutdown(), timeout)
+        left = runner.stop_all(EngineShutdown(), timeout)
         self._waits.fire_all()
         if self._own_clock:
             self._clock.close()  # type: ignore[attr-defined]
-        _OPEN_HERE.discard(self.executor_id)
-        if not left:
-            self._stop_executor()  # its pending workflows are released for others to take
+        self._lease_keeper.unregister(release=not left)  # released: others may take its pending workflows
         self._store.stop_waiting()
         self._journal.stop()
         self._store.close()
-        self._interrupted.clear()
+        runner.interrupted.clear()
         self._open = False
         return left
 
@@ -358,12 +351,21 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
 
     @property
     def is_open(self) -> bool:
-        return self._open and not self._closing
+        return self._open and not self._runner.closing
+
+    @property
+    def _closing(self) -> bool:
+        """``close()`` has begun (running workflows record nothing more)."""
+        return self._runner.closing
+
+    def _opened(self) -> bool:
+        """``open()`` ran and ``close()`` has not ended (closing included)."""
+        return self._open
 
     def _check_open(self) -> None:
         if not self._open or self._closing:
             ctx = current.get()
-            if ctx is not None and ctx.engine is self and self._closing:
+            if ctx is not None and ctx.runner is self._runner and self._closing:
                 # Inside a workflow of this closing engine: the whole workflow
                 # unwinds (a BaseException, and every later durable call in any
                 # of its tasks raises it too). A NotOpenError here would be an
@@ -480,9 +482,9 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 )
             return
         if len(rec.params) > 5 and rec.params[5] is not None:
-            self._arm_deadline(wid, rec.params[5])
+            self._deadlines.arm(wid, rec.params[5])
         if launch and not self.client:
-            self._launch(spec, wid, rec.params[2], replay=False, loop=loop)
+            self._runner.launch(spec, wid, rec.params[2], replay=False, loop=loop)
 
     def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A sync workflow called directly runs in the calling thread.
@@ -494,37 +496,25 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         if rec is not None:
             existing = self._journal.submit(rec)
             self._started(spec, wid, rec, existing, loop=None, launch=False)
-            ctx = self._register(spec, wid) if existing is None else None
+            ctx = self._runner.register(spec, wid) if existing is None else None
             if ctx is not None:
                 run_sync(ctx, spec, rec.params[2], False)
         else:
             # A replayed parent reaching a child it started before a crash: if
             # the child is still pending and nobody runs it, run it here.
-            self._steal(wid)
+            self._runner.steal(wid)
             row = self._store.get_workflow(wid)
             if row is not None and row[2] == "PENDING":
-                ctx = self._register(spec, wid)
+                ctx = self._runner.register(spec, wid)
                 if ctx is not None:
                     run_sync(ctx, spec, row[3], True)
         return WorkflowHandle(self, wid).result()
-
-    def _row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
-        self._check_open()
-        check_name(wid, "workflow id")
-        row = self._store.get_workflow(wid, user_view=user_view)
-        if row is None:
-            raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
-        return row
-
-    def _result_decoder(self, name: str) -> Callable[[Any], Any]:
-        spec = self._workflows.get(name)
-        return spec.decode if spec is not None else self._codec.decoder(Any)
 
     # -- inspecting and managing ------------------------------------------------------
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle for an existing workflow (WorkflowNotFoundError if none)."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         return WorkflowHandle(self, workflow_id)
 
     def list_workflows(self, status: str | None = None, name: Any = None, limit: int | None = 100, *,
@@ -555,28 +545,12 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         rows = self._store.list_workflows(
             None if status is None else str(status), name, limit, id_prefix=id_prefix, start_time=start_time,
             end_time=end_time, queue=queue, parent_id=parent_id, offset=offset, newest_first=bool(newest_first))
-        return [WorkflowInfo.from_row(r, self) for r in rows]
-
-    def _decode_row(self, name: str, inputs: Any, output: Any, error: Any) -> dict[str, Any]:
-        """input, output and error of a workflow row: the output decoded as its
-        function's annotations say when it is registered here (plain values
-        otherwise); a value that no longer decodes is left as stored."""
-        decoded: dict[str, Any] = {}
-        try:  # as passed: (args, kwargs), values as stored (JSON values, or objects with pickle)
-            decoded["input"] = self._codec.decode_inputs(inputs, None, {})
-        except Exception:
-            decoded["input"] = inputs
-        try:
-            decoded["output"] = None if output is None else self._result_decoder(name)(output)
-        except Exception:
-            decoded["output"] = output
-        decoded["error"] = None if error is None else decode_error(error)
-        return decoded
+        return [WorkflowInfo.from_row(r, self._runner) for r in rows]
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
         """The recorded steps of a workflow, in the order they were recorded
         (call order in sync workflows; values encoded)."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         return [StepInfo.from_row(r) for r in self._store.step_rows(workflow_id)]
 
     def cancel(self, workflow_id: str, *, children: bool = True) -> None:
@@ -592,7 +566,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
     def _cancel(self, workflow_id: str, reason: str | None, children: bool = True) -> None:
         """``cancel``; ``reason`` (e.g. a deadline) is kept for the root's
         WorkflowCancelledError."""
-        self._row(workflow_id)
+        self._runner.row(workflow_id)
         ids, frontier = [workflow_id], [workflow_id] if children else []
         while frontier:
             children = [c for wid in frontier for c in self._store.children(wid)]
@@ -600,9 +574,10 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
             frontier = children
         # Interrupt first: a completion racing with the cancel then never
         # reports SUCCESS to waiters without re-reading the row.
-        with self._lock:
+        runner = self._runner
+        with runner.lock:
             for wid in ids:
-                ctx = self._active.get(wid)
+                ctx = runner.active.get(wid)
                 if ctx is not None:
                     stop(ctx, errors.WorkflowCancelled(wid))
                     self._store.interrupt_tx(wid)  # a transaction step running now ends at once
@@ -610,11 +585,11 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         for wid in ids:
             self._journal.submit(Record(R.WRITE, ("cancel", (why if wid == workflow_id else None, wid))))
         for wid in ids:
-            self._disarm_deadline(wid)
-            self._notify(wid)
+            self._deadlines.disarm(wid)
+            runner.notify(wid)
         # A cancelled queue entry's slot is free once the cancel commits (the
         # queue_entry_done trigger), not when its body returns.
-        self._queues_kick()
+        self._queues.kick()
 
     def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle:
         """Start a new workflow from a recorded one: the same function and
@@ -624,7 +599,7 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         restarts it from the beginning. The original is untouched; returns
         the new workflow's handle (its id: ``new_workflow_id`` or a new one).
         Like DBOS ``fork_workflow``."""
-        row = self._row(workflow_id)
+        row = self._runner.row(workflow_id)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
         spec = self._workflows.get(row[1])
@@ -636,13 +611,13 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
         rec = Record(R.OP, (None, None, "fork", "fork", (workflow_id, new, start_step, self.executor_id,
                                                          lambda i: self._codec.encode(i, "workflow id"))))
         self._journal.submit(rec)
-        self._launch(spec, new, row[3], replay=True)
+        self._runner.launch(spec, new, row[3], replay=True)
         return WorkflowHandle(self, new)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run a CANCELLED, ERROR, parked, interrupted or
         MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
-        row = self._row(workflow_id)
+        row = self._runner.row(workflow_id)
         name, status, inputs = row[1], row[2], row[3]
         handle = WorkflowHandle(self, workflow_id)
         if status == "SUCCESS":
@@ -654,153 +629,252 @@ class Engine(Messaging, Queues, Schedules, Scheduler):
                 workflow_id=workflow_id, name=name,
             )
         self._journal.submit(Record(R.WRITE, ("resume", (self.executor_id, self.app_version, workflow_id))))
-        self._interrupted.pop(workflow_id, None)
-        with self._lock:
-            ctx = self._active.get(workflow_id)
+        runner = self._runner
+        runner.interrupted.pop(workflow_id, None)
+        with runner.lock:
+            ctx = runner.active.get(workflow_id)
             if ctx is not None:
                 # Still unwinding (e.g. a cancel not yet reached a step
                 # boundary): run it again as soon as that instance ends.
                 if isinstance(ctx.interrupt, errors.WorkflowCancelled):
-                    self._relaunch.add(workflow_id)
+                    runner.relaunch.add(workflow_id)
                 return handle
-        self._launch(spec, workflow_id, inputs, replay=True)
+        runner.launch(spec, workflow_id, inputs, replay=True)
         return handle
 
-    # -- several processes (store/_executors.py, runtime/coordination.py) ------------
+    def _kick_queues(self) -> None:
+        """A workflow ended, or a queue entry came: a queue may have room."""
+        self._queues.kick()
 
-    def _run_op(self, op: str, *args: Any) -> Any:
-        """Run a store op in a journal batch (atomic) and return its result."""
-        rec = Record(R.OP, (None, None, op, op, args))
-        self._journal.submit(rec)
-        if rec.error is not None:
-            raise rec.error
-        return rec.result[0]
+    # -- messages and events (runtime/messaging.py) -----------------------------------
 
-    def _register_executor(self) -> None:
-        """This engine's executor row: written at open, with the open mark
-        (Store.open); an in-memory database has no mark, it is written here."""
-        self._store.on_fenced = self._fenced
-        if self._store.registration is None:
-            self._run_op("register_executor", *self._registration())
-        _OPEN_HERE.add(self.executor_id)
+    def send(self, workflow_id: str, message: Any, topic: str | None = None,
+             idempotency_key: str | None = None) -> None:
+        """Deliver ``message`` to workflow ``workflow_id`` (received once, in
+        order per topic). Durable before it returns; from inside a workflow it
+        is journaled, so a replay does not send it again.
+        WorkflowNotFoundError if no such workflow exists.
 
-    def _registration(self) -> tuple[Any, ...]:
-        now = time.time()
-        return (self.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.app_version,
-                now + self._lease, now)
+        ``idempotency_key`` (outside workflow code: a client, a step body):
+        the key commits in the same transaction as the message, so a second
+        send with the same key to the same workflow delivers nothing and
+        returns normally, across restarts, even after the first message was
+        received. Keys are global to the database file: a key already used
+        for another destination raises UsageError (nothing is delivered).
+        The first send wins: a retry's message and topic are not compared.
+        In workflow code it raises UsageError (sends there are exactly-once
+        already)."""
+        return self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
 
-    def _stop_executor(self) -> None:
-        _OPEN_HERE.discard(self.executor_id)
-        try:
-            self._run_op("stop_executor", self.executor_id)
-        except errors.DurablyError:
-            pass  # its lease runs out instead
+    async def send_async(self, workflow_id: str, message: Any, topic: str | None = None,
+                         idempotency_key: str | None = None) -> None:
+        return await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
 
-    def _heartbeat(self) -> None:
-        if not self._run_op("heartbeat", self.executor_id, time.time() + self._lease):
-            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.executor_id)
+    def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
+        """Deliver every message of ``messages``, an iterable of
+        ``(workflow_id, message)`` or ``(workflow_id, message, topic)``
+        tuples, atomically: one transaction, all or nothing (one unknown
+        workflow id raises WorkflowNotFoundError and delivers none). Each
+        receiver gets its messages in the order given, per topic. Inside a
+        workflow the batch is one journaled step (not sent again on replay).
+        Every item is checked (names, encoding) before anything is written;
+        an empty batch does nothing and records nothing."""
+        return self._toolkit.drive(self._messaging.send_many(messages), "send_many")
 
-    def _dead_executors(self) -> str:
-        rows = self._store.executors()
-        dead = _executors.dead_here(rows, self.executor_id)
-        # An engine of this very process that is not open any more (it was
-        # dropped without close()) is gone too.
-        dead += [r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead]
-        return json.dumps(dead)
+    async def send_many_async(self, messages: Iterable[tuple[Any, ...]]) -> None:
+        return await self._toolkit.drive_async(self._messaging.send_many(messages))
 
-    def _claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
-        if self.client or not self._workflows:
-            return []
-        names, dead = json.dumps(sorted(self._workflows)), self._dead_executors()
-        if not self._store.claimable(self.app_version, names, dead):
-            return []
-        return self._run_op("claim", self.executor_id, self.app_version, names, dead, time.time(), limit,
-                            None if only is None else json.dumps(only))
+    def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
+        """The next message sent to this workflow on ``topic`` (oldest first),
+        waiting up to ``timeout`` seconds (None: forever); None on timeout.
+        The timeout's deadline is recorded: it survives restarts. ``type``
+        decodes the message into that type (a dataclass, msgspec Struct ...),
+        as annotations do for step results; by default JSON values."""
+        return self._toolkit.drive(self._messaging.recv(topic, timeout, type), "recv")
 
-    def _run_claimed(self, rows: list[tuple[Any, ...]], report: "RecoveryReport") -> None:
-        for wid, name, inputs, attempts, epoch, _before in rows:
-            spec = self._workflows[name]
-            if attempts > spec.max_recovery_attempts:
-                report.exceeded.append(wid)
-                why = errors.MaxRecoveryAttemptsExceededError(
-                    f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
-                    f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
-                    "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
-                self._journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
-                log.error("durably: %s", why)
-                continue
-            report.resumed.append(wid)
-            with self._lock:
-                if wid in self._active:
-                    # Its earlier run here (fenced: taken over while this
-                    # process was paused) is still unwinding: run it again,
-                    # from the journal and under this epoch, when that ends.
-                    self._relaunch.add(wid)
-                    self._reclaimed[wid] = epoch
-                    continue
-            if not self._store.still_owns(wid, epoch):
-                continue  # lost again since the claim: its new owner runs it
-            self._store.own(wid, epoch)
-            self._launch(spec, wid, inputs, replay=True)
-            if _crash.ARMED:
-                _crash.hit("recovery.launched")
+    async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
+        return await self._toolkit.drive_async(self._messaging.recv(topic, timeout, type))
 
-    def _recover(self) -> None:
-        """At open: claim and run the pending workflows nobody live owns."""
-        report = RecoveryReport()
-        if _crash.ARMED:
-            _crash.hit("recovery.scan")
-        self._run_claimed(self._claim(), report)
-        if not self.client and not _executors.others_live_here(self._store, self.executor_id):
-            # Alone on the file: a pending workflow whose function nobody
-            # registered is parked with the reason (another process would
-            # claim it if it had the function).
-            known = set(self._workflows)
-            for wid, name, _inputs, _parent, _attempts in self._store.pending_workflows():
-                if name in known:
-                    continue
-                report.unknown.append((wid, name))
-                self._journal.submit(Record(R.WRITE, ("park_unregistered", (
-                    f"no workflow function registered as {name!r} when the engine opened", wid))))
-        if report.unknown:
-            log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
-                        len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
-        if report.resumed:
-            log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
-        self.recovery = report
+    def set_event(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` for this workflow (latest wins)."""
+        return self._toolkit.drive(self._messaging.set_event(key, value), "set_event")
 
-    def _claim_orphans(self) -> None:
-        """The lease keeper's round: take over what dead or stopped executors
-        (or clients) left, and run it here."""
-        if self._closing:
-            return
-        rows = self._claim()
-        taken = [r[0] for r in rows if r[5] is not None]
-        if taken:
-            log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s", self.executor_id,
-                        len(taken), ", ".join(taken[:10]))
-        if rows:
-            self._run_claimed(rows, RecoveryReport())
+    async def set_event_async(self, key: str, value: Any) -> None:
+        return await self._toolkit.drive_async(self._messaging.set_event(key, value))
 
-    def _fenced(self, wids: list[str]) -> None:
-        """The writer found these taken over by another executor: abandon them."""
-        log.warning("durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
-                    "process paused?); it abandons them: %s", self.executor_id, len(wids), ", ".join(wids[:10]))
-        with self._lock:
-            for wid in wids:
-                ctx = self._active.get(wid)
-                if ctx is not None and ctx.interrupt is None:
-                    stop(ctx, Fenced())
+    def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
+        """The latest value workflow ``workflow_id`` published under ``key``,
+        waiting up to ``timeout`` seconds for one (None: forever); None on
+        timeout. Inside a workflow the value read is journaled. ``type``: as
+        for ``recv``."""
+        return self._toolkit.drive(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
 
-    def _cancelled_elsewhere(self, wid: str) -> None:
-        cancel_here(self, wid)
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None,
+                              type: Any = None) -> Any:
+        return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type))
 
-    def _check_remote_waits(self) -> None:
-        """Waiters here for workflows not running here: wake those that ended
-        (or parked) in another process."""
-        with self._lock:
-            ids = [w for w in self._completions if w not in self._active]
-        for wid, status, parked in self._store.statuses(ids) if ids else ():
-            if status != "PENDING" or parked is not None:
-                self._notify(wid)
+    def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
+        """The latest value of every event workflow ``workflow_id`` has
+        published, as a dict by key (in key order); empty when it has none
+        (or does not exist yet). Does not wait. Inside a workflow the
+        snapshot read is journaled: a replay returns the recorded one.
+        ``type`` decodes every value into that type, as for ``recv``."""
+        return self._toolkit.drive(self._messaging.get_all_events(workflow_id, type), "get_all_events")
 
+    async def get_all_events_async(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
+        return await self._toolkit.drive_async(self._messaging.get_all_events(workflow_id, type))
+
+    # -- durable time, values and patches (runtime/toolkit.py) ---------------------------
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep durably: inside a workflow the wake-up time is recorded, so
+        after a restart the workflow wakes at that time, not ``seconds`` after
+        the restart. Cancelling the workflow interrupts the sleep."""
+        return self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
+
+    async def sleep_async(self, seconds: float) -> None:
+        return await self._toolkit.drive_async(self._toolkit.sleep(seconds))
+
+    def now(self) -> datetime:
+        """The current time (UTC); inside a workflow, recorded and replayed."""
+        ts = self._toolkit.drive(self._toolkit.value("now", self._clock.now, float), "now")
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    async def now_async(self) -> datetime:
+        ts = await self._toolkit.drive_async(self._toolkit.value("now", self._clock.now, float))
+        return datetime.fromtimestamp(ts, timezone.utc)
+
+    def random(self) -> float:
+        """A float in [0, 1); inside a workflow, recorded and replayed."""
+        return self._toolkit.drive(self._toolkit.value("random", _random.random, float), "random")
+
+    async def random_async(self) -> float:
+        return await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float))
+
+    def uuid4(self) -> str:
+        """A random UUID string; inside a workflow, recorded and replayed."""
+        return self._toolkit.drive(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
+
+    async def uuid4_async(self) -> str:
+        return await self._toolkit.drive_async(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str))
+
+    def patched(self, change: str) -> bool:
+        """True if this run of the workflow takes the new code path of ``change``.
+
+        New runs record a marker and take it; a run that recorded steps past
+        this point before the patch existed replays the old path (False).
+        Once no such run is left, replace the check with
+        ``deprecate_patch(change)`` (runs that recorded the marker still
+        replay); once none of those is left either, delete the call.
+        """
+        return self._toolkit.patched(change)
+
+    def deprecate_patch(self, change: str) -> bool:
+        """The second step of removing ``patched(change)`` (Temporal's and
+        DBOS's ``deprecate_patch``): always True, the new code path.
+
+        A run that recorded the ``change`` marker (it passed this point with
+        ``patched`` code) replays past it: the marker is consumed here. A
+        run that gets here live records nothing. The removal, in steps:
+        (1) ``if engine.patched(change): new() else: old()``; once no run
+        started before (1) is left (they would park: their journals hold the
+        old path), (2) ``engine.deprecate_patch(change); new()``; once no run
+        that recorded the marker is left, (3) plain ``new()``.
+        """
+        return self._toolkit.deprecate_patch(change)
+
+    # -- queues (queues.py) ---------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int | None = None,
+              rate_limit: tuple[int, float] | None = None) -> Queue:
+        """Declare (or get) the queue ``name``.
+
+        ``concurrency``: at most this many of its workflows run at once;
+        ``rate_limit=(n, seconds)``: at most n starts per sliding window. Both
+        are global to the database and hold across restarts. Declaring a name
+        again with other limits raises UsageError.
+        """
+        return self._queues.queue(name, concurrency, rate_limit)
+
+    def enqueue(self, queue: str, workflow: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
+        """``engine.queue(queue).enqueue(...)`` for a declared queue name."""
+        declared = self._queues.declared.get(queue) if isinstance(queue, str) else None
+        if declared is None:
+            raise errors.UsageError(f"no queue named {queue!r} is declared; call engine.queue({queue!r}, ...) first")
+        return declared.enqueue(workflow, *args, **kwargs)
+
+    # -- cron schedules (schedules.py) ----------------------------------------------------
+    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest",
+                 tz: str | None = None) -> Schedule:
+        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
+        (``slot``: the slot's aware datetime in the schedule's time zone).
+
+        ``tz``: an IANA time zone name (``"Europe/Paris"``) the expression is
+        read in; None (default) is UTC. Each slot fires at most once, across
+        crashes and restarts (the slot is the workflow id:
+        ``schedule:<name>@<slot ISO>``). Slots missed while the engine was
+        not running: ``"latest"`` fires the most recent one, ``"all"`` fires
+        each in order (at most 1,000 per round), ``"skip"`` fires none.
+
+        Called before ``open`` it declares the schedule (written at open);
+        called on an open engine it creates it at once (durable before this
+        returns) and it starts firing. The schedule persists: it keeps
+        firing after a restart whether or not the code declares it again.
+        Declaring a name that exists replaces its definition and keeps its
+        progress and paused state; declaring one name twice in one process
+        with different definitions raises UsageError (``delete_schedule``
+        first). An invalid expression, policy or time zone raises UsageError.
+        """
+        return self._schedules.schedule(name, cron, workflow, missed=missed, tz=tz)
+
+    def pause_schedule(self, name: str) -> None:
+        """Pause the schedule ``name``: it fires no slot until resumed (across
+        restarts too; a code declaration does not resume it). Durable before
+        it returns; workflows it already started keep running. Pausing a
+        paused schedule does nothing. ScheduleNotFoundError if none."""
+        return self._schedules.pause_schedule(name)
+
+    def resume_schedule(self, name: str) -> None:
+        """Resume a paused schedule. The slots that fell while it was paused
+        are skipped, whatever its ``missed`` policy (which is for outages,
+        not decisions): the first slot after this call fires next. Use
+        ``backfill_schedule`` to run skipped slots. Resuming a schedule that
+        is not paused does nothing. ScheduleNotFoundError if none."""
+        return self._schedules.resume_schedule(name)
+
+    def delete_schedule(self, name: str) -> None:
+        """Delete the schedule ``name``: no further slot fires; the workflows it
+        started are untouched. A schedule declared in code is created again
+        (with fresh progress) the next time that code declares it.
+        ScheduleNotFoundError if none."""
+        return self._schedules.delete_schedule(name)
+
+    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
+        """Run the schedule's workflow now, once, outside its slot sequence:
+        ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
+        and next slot are unchanged; a paused schedule can be triggered.
+
+        The id is ``workflow_id`` when given (an idempotency key: triggering
+        again with it returns the first run's handle), else
+        ``schedule:<name>@trigger:<now ISO>``, ``now`` on the engine's clock
+        (so two triggers at one instant of that clock are one run).
+        ScheduleNotFoundError if there is no such schedule; UsageError if its
+        workflow is not registered here.
+        """
+        return self._schedules.trigger_schedule(name, workflow_id=workflow_id)
+
+    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
+        """Start the schedule's workflow for every slot in [start, end) (aware
+        datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
+        a slot that already ran (or was already backfilled) is not run again,
+        its existing workflow's handle is returned. Returns one handle per
+        slot, in slot order. Progress is unchanged; paused schedules can be
+        backfilled. UsageError for a naive datetime, ``end`` before
+        ``start``, or more than 10,000 slots (nothing is started);
+        ScheduleNotFoundError if there is no such schedule.
+        """
+        return self._schedules.backfill_schedule(name, start, end)
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule in the database, by name (``ScheduleInfo``)."""
+        return self._schedules.list_schedules()

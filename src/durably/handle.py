@@ -16,6 +16,7 @@ from .runtime.context import workflow_context
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .runtime.runner import Runner
 
 
 class Status(str, enum.Enum):
@@ -70,15 +71,15 @@ class WorkflowInfo:
     executor: str | None = None
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...], engine: "Engine | None" = None) -> "WorkflowInfo":
+    def from_row(cls, row: tuple[Any, ...], runner: "Runner | None" = None) -> "WorkflowInfo":
         wid, name, status, inputs, out, err, parent, parked, created, updated = row[:10]
         extra: dict[str, Any] = {}
         if len(row) > 10:
             deadline, attempts, executor, queue, priority, dequeued = row[10:16]
             extra = dict(deadline=deadline, recovery_attempts=attempts or 0, executor=executor, queue=queue,
                          priority=priority, dequeued_at=dequeued)
-        if engine is not None:
-            extra.update(engine._decode_row(name, inputs, out, err))
+        if runner is not None:  # values decoded as the workflow's function says
+            extra.update(runner.decode_row(name, inputs, out, err))
         return cls(wid, name, Status(status), parent, parked, created, updated, **extra)
 
 
@@ -111,18 +112,18 @@ class StepInfo:
 class WorkflowHandle:
     """A reference to one workflow by id; cheap to create, safe to share."""
 
-    __slots__ = ("_engine", "workflow_id")
+    __slots__ = ("_runner", "workflow_id")
 
     def __init__(self, engine: "Engine", workflow_id: str) -> None:
-        self._engine = engine
+        self._runner = engine._runner  # rows, and who waits for which workflow
         self.workflow_id = workflow_id
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"
 
     def info(self) -> WorkflowInfo:
-        row = self._engine._row(self.workflow_id, user_view=True)
-        return WorkflowInfo.from_row(row, self._engine)
+        runner = self._runner
+        return WorkflowInfo.from_row(runner.row(self.workflow_id, user_view=True), runner)
 
     def status(self) -> Status:
         """ENQUEUED, PENDING, SUCCESS, ERROR or CANCELLED."""
@@ -137,27 +138,27 @@ class WorkflowHandle:
         workflow, WorkflowInterruptedError for one whose code raised
         KeyboardInterrupt/SystemExit in this process (both stay PENDING).
         """
-        engine = self._engine
+        runner = self._runner
         wid = self.workflow_id
         deadline = None if timeout is None else time.monotonic() + timeout
-        engine._steal_for(wid, timeout)  # a child queued behind its waiting parent
+        runner.steal_for(wid, timeout)  # a child queued behind its waiting parent
         while True:
-            waiter, _, running = engine._completion(wid)
+            waiter, _, running = runner.completion(wid)
             try:
                 if not running:
-                    row = engine._row(wid)
+                    row = runner.row(wid)
                     if row[2] in TERMINAL:
-                        return _outcome(engine, wid, row[1], row[2], row[4], row[5])
-                    _raise_stuck(engine, wid, row)
+                        return _outcome(runner, wid, row[1], row[2], row[4], row[5])
+                    _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
                     raise errors.ResultTimeoutError(
                         f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout)
-                engine._check_open()
+                runner.check_open()
                 if waiter.final is not None:
-                    return _final(engine, wid, waiter.final)
+                    return _final(runner, wid, waiter.final)
             finally:
-                engine._release(wid, waiter)
+                runner.release(wid, waiter)
 
     async def result_async(self, timeout: float | None = None) -> Any:
         """``result`` for asyncio code: waits without blocking the event loop.
@@ -183,19 +184,19 @@ class WorkflowHandle:
         return value
 
     async def _wait_async(self, timeout: float | None) -> Any:
-        engine = self._engine
+        runner = self._runner
         wid = self.workflow_id
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
-            waiter, fut, running = engine._completion(wid, loop)
+            waiter, fut, running = runner.completion(wid, loop)
             assert fut is not None
             try:
                 if not running:
-                    row = engine._row(wid)
+                    row = runner.row(wid)
                     if row[2] in TERMINAL:
-                        return _outcome(engine, wid, row[1], row[2], row[4], row[5])
-                    _raise_stuck(engine, wid, row)
+                        return _outcome(runner, wid, row[1], row[2], row[4], row[5])
+                    _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
                     await asyncio.wait_for(fut, remaining)
@@ -203,11 +204,11 @@ class WorkflowHandle:
                     raise errors.ResultTimeoutError(
                         f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout,
                     ) from None
-                engine._check_open()
+                runner.check_open()
                 if waiter.final is not None:
-                    return _final(engine, wid, waiter.final)
+                    return _final(runner, wid, waiter.final)
             finally:
-                engine._release(wid, waiter, fut)
+                runner.release(wid, waiter, fut)
 
 
 async def _joined(ctx: Any, key: Any) -> None:
@@ -218,23 +219,23 @@ async def _joined(ctx: Any, key: Any) -> None:
         await ctx.turn(key)
 
 
-def _raise_stuck(engine: "Engine", wid: str, row: tuple[Any, ...]) -> None:
-    stuck = engine._stuck(wid, row)
+def _raise_stuck(runner: "Runner", wid: str, row: tuple[Any, ...]) -> None:
+    stuck = runner.stuck(wid, row)
     if stuck is not None:
         raise stuck
 
 
-def _final(engine: "Engine", wid: str, final: Any) -> Any:
+def _final(runner: "Runner", wid: str, final: Any) -> Any:
     if isinstance(final, BaseException):
         raise final
-    return _outcome(engine, wid, *final)
+    return _outcome(runner, wid, *final)
 
 
-def _outcome(engine: "Engine", wid: str, name: str, status: str, output: Any, error: Any) -> Any:
+def _outcome(runner: "Runner", wid: str, name: str, status: str, output: Any, error: Any) -> Any:
     if status == "SUCCESS":
         if output is None:
             return None
-        return engine._result_decoder(name)(output)
+        return runner.result_decoder(name)(output)
     if status == "CANCELLED":
         why = str(decode_error(error)) if error is not None else f"workflow {wid!r} was cancelled"
         raise errors.WorkflowCancelledError(why, workflow_id=wid)

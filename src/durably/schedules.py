@@ -42,7 +42,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -54,6 +54,13 @@ from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import workflow_context
 from .runtime.waits import BackgroundLoop
+
+if TYPE_CHECKING:
+    from .clock import Clock
+    from .engine import Engine
+    from .journal import Journal
+    from .runtime.workflows import WorkflowSpec
+    from .store import Store
 
 log = logging.getLogger("durably")
 
@@ -187,16 +194,17 @@ class ScheduleRunner(BackgroundLoop):
 
     thread_name = "durably-schedules"
 
-    def __init__(self, engine: Any) -> None:
-        super().__init__(engine)
+    def __init__(self, schedules: ScheduleManager) -> None:
+        super().__init__(schedules.clock, schedules.journal)
+        self.schedules = schedules
         self._parsed: dict[tuple[Any, ...], Schedule | None] = {}
         self._warned: set[tuple[Any, ...]] = set()
 
     def run_round(self) -> float | None:
-        engine = self.engine
+        schedules = self.schedules
         wake: float | None = None
-        with engine._schedules_lock:
-            for row in engine._store.schedules():
+        with schedules.lock:
+            for row in schedules.store.schedules():
                 nxt = self._fire_due(row)
                 if nxt is not None:
                     wake = nxt if wake is None else min(wake, nxt)
@@ -219,14 +227,14 @@ class ScheduleRunner(BackgroundLoop):
         return self._parsed[key]
 
     def _fire_due(self, row: tuple[Any, ...]) -> float | None:
-        engine = self.engine
+        schedules = self.schedules
         name, _cron, workflow, last, paused, _tz, _missed = row
         if paused:
             return None
         schedule = self._definition(row)
         if schedule is None:
             return None
-        spec = engine._workflows.get(workflow)
+        spec = schedules.workflows.get(workflow)
         if spec is None:
             # Its slots wait (progress is not moved) until an engine that
             # registers the workflow runs them, by the missed-slot policy.
@@ -234,7 +242,7 @@ class ScheduleRunner(BackgroundLoop):
                             "durably: schedule %r starts workflow %r, which is not registered with this "
                             "engine; its slots wait", name, workflow)
             return None
-        now = engine._clock.now()
+        now = self.clock.now()
         due, nxt = schedule.slots_after(last, now)
         if not due:
             return nxt
@@ -243,165 +251,127 @@ class ScheduleRunner(BackgroundLoop):
             missed, current = due, None
         fire = [*({"all": missed, "latest": missed[-1:] if current is None else [], "skip": []}[schedule.missed]),
                 *([current] if current is not None else [])]
+        start = schedules.engine.start
         for slot in fire:
             try:
-                engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))
+                start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
             except errors.WorkflowConflictError as exc:
                 # The slot's id belongs to another workflow (the schedule's
                 # workflow changed): that slot cannot run; the others do.
                 log.error("durably: schedule %r skips a slot: %s", name, exc)
-        engine._journal.submit(Record(R.WRITE, ("schedule_advance", (due[-1], name, due[-1]))))
+        self.journal.submit(Record(R.WRITE, ("schedule_advance", (due[-1], name, due[-1]))))
         if len(due) == _CATCH_UP_MAX:
             return now  # more may be due: another round at once
         return nxt
 
 
-class Schedules:
-    """Cron schedules: declaring, managing and running them (a base of ``Engine``).
+class ScheduleManager:
+    """Cron schedules: declaring, managing and running them (a part of ``Engine``).
 
     Every method but ``schedule`` needs the engine open, and none may be
     called from workflow code (they are not journaled; a step may call them).
+    ``engine`` is used through its public ``start`` only; ``spec`` is the
+    engine's lookup of a registered workflow, ``check_open`` its open check,
+    ``opened`` whether ``open`` ran and ``close`` has not ended; ``journal``
+    is set at each open.
     """
 
-    _open: bool
-    _closing: bool
-    _clock: Any
-    _journal: Any
-    _store: Any
-    _workflows: dict[str, Any]
-
-    def __init__(self) -> None:
-        self._schedules: dict[str, Schedule] = {}  # declared by this process's code
-        self._schedules_lock = threading.Lock()  # the runner's rounds and the changes below
-        self._schedule_runner: ScheduleRunner | None = None
+    def __init__(self, engine: Engine, store: Store, clock: Clock, workflows: dict[str, WorkflowSpec],
+                 spec: Callable[[Any], WorkflowSpec], check_open: Callable[[], None],
+                 opened: Callable[[], bool]) -> None:
+        self.engine = engine
+        self.store = store
+        self.clock = clock
+        self.workflows = workflows
+        self.spec = spec
+        self.check_open = check_open
+        self.opened = opened
+        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
+        self.declared: dict[str, Schedule] = {}  # declared by this process's code
+        self.lock = threading.Lock()  # the runner's rounds and the changes below
+        self.runner: ScheduleRunner | None = None
 
     # -- declaring ------------------------------------------------------------------
 
     def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest",
                  tz: str | None = None) -> Schedule:
-        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
-        (``slot``: the slot's aware datetime in the schedule's time zone).
-
-        ``tz``: an IANA time zone name (``"Europe/Paris"``) the expression is
-        read in; None (default) is UTC. Each slot fires at most once, across
-        crashes and restarts (the slot is the workflow id:
-        ``schedule:<name>@<slot ISO>``). Slots missed while the engine was
-        not running: ``"latest"`` fires the most recent one, ``"all"`` fires
-        each in order (at most 1,000 per round), ``"skip"`` fires none.
-
-        Called before ``open`` it declares the schedule (written at open);
-        called on an open engine it creates it at once (durable before this
-        returns) and it starts firing. The schedule persists: it keeps
-        firing after a restart whether or not the code declares it again.
-        Declaring a name that exists replaces its definition and keeps its
-        progress and paused state; declaring one name twice in one process
-        with different definitions raises UsageError (``delete_schedule``
-        first). An invalid expression, policy or time zone raises UsageError.
-        """
+        """``Engine.schedule``."""
         _not_in_workflow("schedule")
         check_name(name, "schedule name")
         Schedule(name, cron, "", missed, tz)  # vet the definition before the workflow
-        spec = self._spec(workflow)  # type: ignore[attr-defined]  # registered, or UsageError
+        spec = self.spec(workflow)  # registered, or UsageError
         schedule = Schedule(name, cron, spec.name, missed, tz)
-        with self._schedules_lock:
-            existing = self._schedules.get(name)
+        with self.lock:
+            existing = self.declared.get(name)
             if existing is not None and existing.definition != schedule.definition:
                 raise errors.UsageError(
                     f"schedule {name!r} is already declared as {existing!r}; delete_schedule({name!r}) first "
                     "to replace it")
-            if self._open:
-                self._check_open()  # type: ignore[attr-defined]
+            if self.opened():
+                self.check_open()
                 self._write_schedule(schedule)
-            self._schedules[name] = schedule
-            if self._open:
-                self._kick_schedules()
+            self.declared[name] = schedule
+            if self.opened():
+                self.kick()
         return schedule
 
     def _write_schedule(self, schedule: Schedule) -> None:
-        self._journal.submit(Record(R.WRITE, ("schedule_upsert", (
-            schedule.name, schedule.cron, schedule.workflow, self._clock.now(), schedule.tz, schedule.missed))))
+        self.journal.submit(Record(R.WRITE, ("schedule_upsert", (
+            schedule.name, schedule.cron, schedule.workflow, self.clock.now(), schedule.tz, schedule.missed))))
 
     # -- managing -------------------------------------------------------------------
 
     def _schedule_call(self, what: str, name: Any) -> str:
         _not_in_workflow(what)
-        self._check_open()  # type: ignore[attr-defined]
+        self.check_open()
         return check_name(name, "schedule name")
 
     def _schedule_row(self, name: str) -> tuple[Any, ...]:
-        rows = self._store.schedules(name)
+        rows = self.store.schedules(name)
         if not rows:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
         return rows[0]
 
     def pause_schedule(self, name: str) -> None:
-        """Pause the schedule ``name``: it fires no slot until resumed (across
-        restarts too; a code declaration does not resume it). Durable before
-        it returns; workflows it already started keep running. Pausing a
-        paused schedule does nothing. ScheduleNotFoundError if none."""
+        """``Engine.pause_schedule``."""
         name = self._schedule_call("pause_schedule", name)
-        with self._schedules_lock:
-            changed = self._journal.submit(Record(R.WRITE, ("schedule_pause", (name,))))
+        with self.lock:
+            changed = self.journal.submit(Record(R.WRITE, ("schedule_pause", (name,))))
         if not changed:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
     def resume_schedule(self, name: str) -> None:
-        """Resume a paused schedule. The slots that fell while it was paused
-        are skipped, whatever its ``missed`` policy (which is for outages,
-        not decisions): the first slot after this call fires next. Use
-        ``backfill_schedule`` to run skipped slots. Resuming a schedule that
-        is not paused does nothing. ScheduleNotFoundError if none."""
+        """``Engine.resume_schedule``."""
         name = self._schedule_call("resume_schedule", name)
-        with self._schedules_lock:
-            changed = self._journal.submit(Record(R.WRITE, ("schedule_resume", (self._clock.now(), name))))
+        with self.lock:
+            changed = self.journal.submit(Record(R.WRITE, ("schedule_resume", (self.clock.now(), name))))
             if not changed:
                 self._schedule_row(name)  # ScheduleNotFoundError, or it was not paused
-            self._kick_schedules()
+            self.kick()
 
     def delete_schedule(self, name: str) -> None:
-        """Delete the schedule ``name``: no further slot fires; the workflows it
-        started are untouched. A schedule declared in code is created again
-        (with fresh progress) the next time that code declares it.
-        ScheduleNotFoundError if none."""
+        """``Engine.delete_schedule``."""
         name = self._schedule_call("delete_schedule", name)
-        with self._schedules_lock:
-            changed = self._journal.submit(Record(R.WRITE, ("schedule_delete", (name,))))
-            self._schedules.pop(name, None)
+        with self.lock:
+            changed = self.journal.submit(Record(R.WRITE, ("schedule_delete", (name,))))
+            self.declared.pop(name, None)
         if not changed:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
     def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
-        """Run the schedule's workflow now, once, outside its slot sequence:
-        ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
-        and next slot are unchanged; a paused schedule can be triggered.
-
-        The id is ``workflow_id`` when given (an idempotency key: triggering
-        again with it returns the first run's handle), else
-        ``schedule:<name>@trigger:<now ISO>``, ``now`` on the engine's clock
-        (so two triggers at one instant of that clock are one run).
-        ScheduleNotFoundError if there is no such schedule; UsageError if its
-        workflow is not registered here.
-        """
+        """``Engine.trigger_schedule``."""
         name = self._schedule_call("trigger_schedule", name)
         if workflow_id is not None:
             check_name(workflow_id, "workflow_id")
         row = self._schedule_row(name)
         schedule = Schedule(name, row[1], row[2], row[6], row[5])
-        spec = self._spec(row[2])  # type: ignore[attr-defined]
-        now = schedule.at(self._clock.now())
+        spec = self.spec(row[2])
+        now = schedule.at(self.clock.now())
         wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
-        return self.start(spec, now, workflow_id=wid)  # type: ignore[attr-defined,no-any-return]
+        return self.engine.start(spec, now, workflow_id=wid)  # type: ignore[arg-type]
 
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
-        """Start the schedule's workflow for every slot in [start, end) (aware
-        datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
-        a slot that already ran (or was already backfilled) is not run again,
-        its existing workflow's handle is returned. Returns one handle per
-        slot, in slot order. Progress is unchanged; paused schedules can be
-        backfilled. UsageError for a naive datetime, ``end`` before
-        ``start``, or more than 10,000 slots (nothing is started);
-        ScheduleNotFoundError if there is no such schedule.
-        """
+        """``Engine.backfill_schedule``."""
         name = self._schedule_call("backfill_schedule", name)
         for what, value in (("start", start), ("end", end)):
             if not isinstance(value, datetime) or value.utcoffset() is None:
@@ -411,18 +381,18 @@ class Schedules:
             raise errors.UsageError(f"backfill_schedule: end ({end}) is before start ({start})")
         row = self._schedule_row(name)
         schedule = Schedule(name, row[1], row[2], row[6], row[5])
-        spec = self._spec(row[2])  # type: ignore[attr-defined]
+        spec = self.spec(row[2])
         slots = schedule.slots_between(start.timestamp(), end.timestamp())
-        return [self.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[attr-defined]
+        return [self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
                 for slot in slots]
 
     def list_schedules(self) -> list[ScheduleInfo]:
-        """Every schedule in the database, by name (``ScheduleInfo``)."""
+        """``Engine.list_schedules``."""
         _not_in_workflow("list_schedules")
-        self._check_open()  # type: ignore[attr-defined]
-        now = self._clock.now()
+        self.check_open()
+        now = self.clock.now()
         infos = []
-        for name, cron, workflow, last, paused, tz, missed in self._store.schedules():
+        for name, cron, workflow, last, paused, tz, missed in self.store.schedules():
             try:
                 schedule = Schedule(name, cron, workflow, missed, tz)
             except errors.UsageError:  # a zone unknown on this machine: shown in UTC
@@ -433,24 +403,24 @@ class Schedules:
 
     # -- running --------------------------------------------------------------------
 
-    def _kick_schedules(self) -> None:
-        """Start the runner, or make it look again (holding ``_schedules_lock``)."""
-        runner = self._schedule_runner
+    def kick(self) -> None:
+        """Start the runner, or make it look again (holding ``lock``)."""
+        runner = self.runner
         if runner is None:
-            runner = self._schedule_runner = ScheduleRunner(self)
+            runner = self.runner = ScheduleRunner(self)
             runner.start()
         else:
             runner.kick()
 
-    def _start_schedules(self) -> None:
+    def start(self) -> None:
         """At open: write the declared schedules, then fire every schedule's slots."""
-        with self._schedules_lock:
-            for schedule in self._schedules.values():
+        with self.lock:
+            for schedule in self.declared.values():
                 self._write_schedule(schedule)
-            if self._schedules or self._store.has_schedules():
-                self._kick_schedules()
+            if self.declared or self.store.has_schedules():
+                self.kick()
 
-    def _stop_schedules(self) -> None:
-        if self._schedule_runner is not None:
-            self._schedule_runner.stop()
-            self._schedule_runner = None
+    def stop(self) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+            self.runner = None

@@ -42,10 +42,14 @@ import contextvars
 import heapq
 import weakref
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .tasks import current_task
+
+if TYPE_CHECKING:
+    from ..journal import Journal
+    from .runner import Runner
 
 current: contextvars.ContextVar["WorkflowContext | None"] = contextvars.ContextVar(
     "durably_workflow", default=None
@@ -85,18 +89,22 @@ class Settle:
         self.ready = ready if isinstance(ready, deque) else None
 
     def take(self, ctx: "WorkflowContext") -> bool:
-        """Hand an outcome to ``ctx`` now if its gate is free."""
-        if ctx.gate_q or ctx.gate_at + SETTLE_PASSES > self.count:
+        """Hand an outcome to ``ctx`` now if its gate is free (then the gate
+        is taken). Once per outcome: kept to one call, arming aside."""
+        count = self.count
+        if ctx.gate_q or ctx.gate_at + SETTLE_PASSES > count:
             return False
-        self._take(ctx)
+        ctx.gate_at = count
+        self.busy_until = count + SETTLE_PASSES
+        if not self.armed:
+            self._arm()
         return True
 
-    def _take(self, ctx: "WorkflowContext") -> None:
-        ctx.gate_at = self.count
-        self.busy_until = self.count + SETTLE_PASSES
-        if not self.armed:
-            self.armed = True
-            self.loop.call_soon(self._tick)
+    def _arm(self) -> None:
+        """Start counting loop iterations: ``_tick`` runs at the next one and
+        reschedules itself while some outcome is settling."""
+        self.armed = True
+        self.loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         ready = self.ready
@@ -118,7 +126,10 @@ class Settle:
                 fut = q.popleft()
                 if not fut.done():
                     fut.set_result(None)
-                    self._take(ctx)
+                    # The gate is taken (as in take); this runs in _tick,
+                    # which stays armed while busy_until is ahead.
+                    ctx.gate_at = self.count
+                    self.busy_until = self.count + SETTLE_PASSES
                     break
         if q:
             self.queued.append(ctx)
@@ -129,8 +140,7 @@ class Settle:
             self.queued.append(ctx)
         ctx.gate_q.append(fut)
         if not self.armed:
-            self.armed = True
-            self.loop.call_soon(self._tick)
+            self._arm()
         return fut
 
 
@@ -217,7 +227,7 @@ class WorkflowContext:
     __slots__ = (
         "workflow_id",
         "name",
-        "engine",
+        "runner",
         "journal",
         "codec",
         "recorded",
@@ -240,12 +250,13 @@ class WorkflowContext:
         "gate_q",
     )
 
-    def __init__(self, engine: Any, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]], is_async: bool) -> None:
+    def __init__(self, runner: Runner, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]],
+                 is_async: bool) -> None:
         self.workflow_id = workflow_id
         self.name = name
-        self.engine = engine
-        self.journal = engine._journal
-        self.codec = engine._codec
+        self.runner = runner  # where it runs (the engine's Runner)
+        self.journal: Journal = runner.journal  # type: ignore[assignment]  # set: the engine is open
+        self.codec = runner.codec
         self.recorded = recorded
         # Positions at or above this are live (the journal has nothing there).
         self.replay_len = (max(recorded) + 1) if recorded else 0
@@ -420,17 +431,7 @@ class WorkflowContext:
         if self.pending:
             return False
         settle = self.settle
-        if settle is None:
-            return True
-        count = settle.count  # Settle.take, inlined: once per outcome
-        if self.gate_q or self.gate_at + SETTLE_PASSES > count:
-            return False
-        self.gate_at = count
-        settle.busy_until = count + SETTLE_PASSES
-        if not settle.armed:
-            settle.armed = True
-            settle.loop.call_soon(settle._tick)
-        return True
+        return settle is None or settle.take(self)
 
     async def turn(self, key: Any) -> None:
         """Wait until the outcome at ``key`` may be handed to the code: after

@@ -1,6 +1,10 @@
 """Several processes on one file: the lease keeper and the watcher.
 
-One thread per open engine (``durably-coord``):
+The ``Coordinator`` (a part of ``Engine``) registers this executor at open
+(``Store.open`` writes its row with the open mark) and releases it at a
+clean close, claims and runs what an executor that is gone left (at open:
+the recovery), and abandons what the writer finds taken over (fencing).
+While the engine is open it runs one thread (``durably-coord``):
 
 * every ``lease / 4`` seconds it renews this executor's lease; every
   ``CLAIM_EVERY`` seconds it claims workflows whose owner is gone
@@ -19,13 +23,28 @@ gives (``bench/scenarios/processes.py``).
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
+from .. import _crash
+from .. import _records as R
 from .. import errors
-from .context import stop
+from ..codec import encode_error
+from ..journal import Record
+from ..store import _executors
+from .context import Fenced, stop
+
+if TYPE_CHECKING:
+    from ..engine import Engine
+    from ..journal import Journal
+    from ..store import Store
+    from .runner import Runner
+    from .waits import Waits
 
 log = logging.getLogger("durably")
 
@@ -35,20 +54,50 @@ POLL = 0.01
 # process on this host is taken over within this; an expired lease too).
 CLAIM_EVERY = 0.5
 
+# Executors open in this process (an engine of this pid missing here was
+# dropped without close(): its workflows may be taken at once).
+_OPEN_HERE: set[str] = set()
+
+
+@dataclass
+class RecoveryReport:
+    """What ``open()`` found pending and did with it."""
+
+    resumed: list[str] = field(default_factory=list)
+    unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
+    exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
+
 
 class Coordinator:
-    """The lease keeper and cross-process watcher of one engine."""
+    """The lease keeper and cross-process watcher of one engine (a part of
+    ``Engine``).
 
-    def __init__(self, engine: Any, lease: float, poll: float) -> None:
+    ``engine`` is read for its public attributes only (``executor_id``,
+    ``app_version``, ``client``); claimed workflows run through ``runner``;
+    what other processes' notices concern is woken through ``waits``
+    (messages, events), ``runner`` (cancels, remote waiters) and
+    ``kick_queues``. ``journal`` is set at each open."""
+
+    def __init__(self, engine: Engine, store: Store, runner: Runner, waits: Waits,
+                 kick_queues: Callable[[], None], lease: float, poll: float) -> None:
         self.engine = engine
+        self.store = store
+        self.runner = runner
+        self.waits = waits
+        self.kick_queues = kick_queues
         self.lease = lease
         self.poll = poll
+        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._version: Any = None
         self._last_notice = 0
 
+    # -- the thread (one per open) ------------------------------------------------------
+
     def start(self, last_notice: int) -> None:
+        self._stop = threading.Event()
+        self._version = None
         self._last_notice = last_notice
         self._thread = threading.Thread(target=self._run, name="durably-coord", daemon=True)
         self._thread.start()
@@ -60,23 +109,24 @@ class Coordinator:
         self._thread = None
 
     def _run(self) -> None:
-        engine = self.engine
         next_beat = time.monotonic() + self.lease / 4
         next_claim = time.monotonic() + CLAIM_EVERY
         failures = 0
-        while not self._stop.wait(self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)):
-            if engine._journal is None or engine._journal.failure is not None:
+        client = self.engine.client
+        stopped = self._stop
+        while not stopped.wait(self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)):
+            if self.journal.failure is not None:
                 return  # the writer stopped: nothing more can be recorded
             try:
                 now = time.monotonic()
                 if now >= next_beat:
                     next_beat = now + self.lease / 4
-                    engine._heartbeat()
+                    self.heartbeat()
                 if now >= next_claim:
                     next_claim = now + min(CLAIM_EVERY, self.lease / 4)
-                    if not engine.client:
-                        engine._claim_orphans()
-                version = engine._store.data_version()
+                    if not client:
+                        self.claim_orphans()
+                version = self.store.data_version()
                 if version != self._version:
                     self._version = version
                     self._react()
@@ -89,41 +139,160 @@ class Coordinator:
 
     def _react(self) -> None:
         """Another connection committed: wake what its notices concern."""
-        engine = self.engine
-        notices = engine._store.notices_since(self._last_notice)
+        notices = self.store.notices_since(self._last_notice)
         claim = False
         kick = False
         for nid, kind, wid, detail in notices:
             self._last_notice = nid
             if kind == "msg":
-                engine._waits.notify(("msg", wid, detail))
+                self.waits.notify(("msg", wid, detail))
             elif kind == "event":
-                engine._waits.notify(("event", wid, detail))
+                self.waits.notify(("event", wid, detail))
             elif kind == "cancel":
-                engine._cancelled_elsewhere(wid)
+                self.runner.cancelled_elsewhere(wid)
             elif kind == "queue":
                 kick = True
             elif kind == "start":
                 claim = True
         if kick:
-            engine._queues_kick()
-        if claim and not engine.client:
-            engine._claim_orphans()
-        engine._check_remote_waits()
+            self.kick_queues()
+        if claim and not self.engine.client:
+            self.claim_orphans()
+        self.runner.wake_remote_waiters()
 
+    # -- this executor (store/_executors.py) ----------------------------------------------
 
-def cancel_here(engine: Any, wid: str) -> None:
-    """A cancel committed (by any process) of a workflow that may run here.
-    The notice may be stale (a resume since): the row decides."""
-    with engine._lock:
-        ctx = engine._active.get(wid)
-    if ctx is None or ctx.interrupt is not None:
-        return
-    if not any(status == "CANCELLED" for _w, status, _p in engine._store.statuses([wid])):
-        return
-    with engine._lock:
-        if engine._active.get(wid) is not ctx or ctx.interrupt is not None:
+    def run_op(self, op: str, *args: Any) -> Any:
+        """Run a store op in a journal batch (atomic) and return its result."""
+        rec = Record(R.OP, (None, None, op, op, args))
+        self.journal.submit(rec)
+        if rec.error is not None:
+            raise rec.error
+        return rec.result[0]
+
+    def registration(self) -> tuple[Any, ...]:
+        """This executor's row (Store.open writes it with the open mark)."""
+        now = time.time()
+        return (self.engine.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.engine.app_version,
+                now + self.lease, now)
+
+    def register(self) -> None:
+        """This engine's executor row: written at open, with the open mark
+        (Store.open); an in-memory database has no mark, it is written here."""
+        self.store.on_fenced = self.fenced
+        if self.store.registration is None:
+            self.run_op("register_executor", *self.registration())
+        _OPEN_HERE.add(self.engine.executor_id)
+
+    def unregister(self, release: bool) -> None:
+        """Closing: not open here any more; ``release``: stop the executor
+        row too, so its pending workflows are released for others to take."""
+        _OPEN_HERE.discard(self.engine.executor_id)
+        if release:
+            try:
+                self.run_op("stop_executor", self.engine.executor_id)
+            except errors.DurablyError:
+                pass  # its lease runs out instead
+
+    def heartbeat(self) -> None:
+        if not self.run_op("heartbeat", self.engine.executor_id, time.time() + self.lease):
+            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.engine.executor_id)
+
+    def _dead_executors(self) -> str:
+        rows = self.store.executors()
+        dead = _executors.dead_here(rows, self.engine.executor_id)
+        # An engine of this very process that is not open any more (it was
+        # dropped without close()) is gone too.
+        dead += [r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead]
+        return json.dumps(dead)
+
+    # -- claims -------------------------------------------------------------------------
+
+    def claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
+        engine, workflows = self.engine, self.runner.workflows
+        if engine.client or not workflows:
+            return []
+        names, dead = json.dumps(sorted(workflows)), self._dead_executors()
+        if not self.store.claimable(engine.app_version, names, dead):
+            return []
+        return self.run_op("claim", engine.executor_id, engine.app_version, names, dead, time.time(), limit,
+                           None if only is None else json.dumps(only))
+
+    def run_claimed(self, rows: list[tuple[Any, ...]], report: RecoveryReport) -> None:
+        runner = self.runner
+        for wid, name, inputs, attempts, epoch, _before in rows:
+            spec = runner.workflows[name]
+            if attempts > spec.max_recovery_attempts:
+                report.exceeded.append(wid)
+                why = errors.MaxRecoveryAttemptsExceededError(
+                    f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
+                    f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
+                    "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
+                self.journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
+                log.error("durably: %s", why)
+                continue
+            report.resumed.append(wid)
+            with runner.lock:
+                if wid in runner.active:
+                    # Its earlier run here (fenced: taken over while this
+                    # process was paused) is still unwinding: run it again,
+                    # from the journal and under this epoch, when that ends.
+                    runner.relaunch.add(wid)
+                    runner.reclaimed[wid] = epoch
+                    continue
+            if not self.store.still_owns(wid, epoch):
+                continue  # lost again since the claim: its new owner runs it
+            self.store.own(wid, epoch)
+            runner.launch(spec, wid, inputs, replay=True)
+            if _crash.ARMED:
+                _crash.hit("recovery.launched")
+
+    def recover(self) -> RecoveryReport:
+        """At open: claim and run the pending workflows nobody live owns."""
+        report = RecoveryReport()
+        if _crash.ARMED:
+            _crash.hit("recovery.scan")
+        self.run_claimed(self.claim(), report)
+        engine = self.engine
+        if not engine.client and not self.store.others_live(engine.executor_id):
+            # Alone on the file: a pending workflow whose function nobody
+            # registered is parked with the reason (another process would
+            # claim it if it had the function).
+            known = set(self.runner.workflows)
+            for wid, name, _inputs, _parent, _attempts in self.store.pending_workflows():
+                if name in known:
+                    continue
+                report.unknown.append((wid, name))
+                self.journal.submit(Record(R.WRITE, ("park_unregistered", (
+                    f"no workflow function registered as {name!r} when the engine opened", wid))))
+        if report.unknown:
+            log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
+                        len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
+        if report.resumed:
+            log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
+        return report
+
+    def claim_orphans(self) -> None:
+        """The lease keeper's round: take over what dead or stopped executors
+        (or clients) left, and run it here."""
+        if self.runner.closing:
             return
-        stop(ctx, errors.WorkflowCancelled(wid))
-        engine._store.interrupt_tx(wid)
-    engine._notify(wid)
+        rows = self.claim()
+        taken = [r[0] for r in rows if r[5] is not None]
+        if taken:
+            log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s",
+                        self.engine.executor_id, len(taken), ", ".join(taken[:10]))
+        if rows:
+            self.run_claimed(rows, RecoveryReport())
+
+    def fenced(self, wids: list[str]) -> None:
+        """The writer found these taken over by another executor: abandon them."""
+        log.warning("durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
+                    "process paused?); it abandons them: %s", self.engine.executor_id, len(wids),
+                    ", ".join(wids[:10]))
+        runner = self.runner
+        with runner.lock:
+            for wid in wids:
+                ctx = runner.active.get(wid)
+                if ctx is not None and ctx.interrupt is None:
+                    stop(ctx, Fenced())

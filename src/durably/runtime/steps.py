@@ -327,7 +327,7 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
         where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
         # On the writer thread the body sees its workflow (engine.workflow_id
         # works) but may not start steps: they would wait on this very writer.
-        inner = WorkflowContext(ctx.engine, ctx.workflow_id, ctx.name, {}, False)
+        inner = WorkflowContext(ctx.runner, ctx.workflow_id, ctx.name, {}, False)
         inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
 
         def body(tx: Any) -> tuple[Any, Any]:

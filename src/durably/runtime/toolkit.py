@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
-import random as _random
-import uuid as _uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Generator
+from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from .. import _records as R
 from .. import errors
@@ -29,6 +25,13 @@ from ..codec import decode_error
 from ..journal import Record
 from .context import WorkflowContext, encode_key, workflow_context
 from .waits import Waiter, block, block_async
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..codec import Codec
+    from ..journal import Journal
+    from ..store import Store
+    from .waits import Waits
 
 # Requests a primitive's generator yields to its driver.
 SUBMIT, WAITER, BLOCK = 0, 1, 2
@@ -52,26 +55,29 @@ name_arg = check_name  # names and ids follow one rule (durably._names)
 
 
 class Toolkit:
-    """Durable time, messages, events and patches (a base of ``Engine``)."""
+    """The drivers, durable time, values and patches (a part of ``Engine``;
+    messages and events are ``Messaging``, built on it).
 
-    _clock: Any
-    _codec: Any
-    _journal: Any
-    _store: Any
-    _waits: Any
+    A primitive here (``sleep``, ``value``) returns its generator; the
+    engine's public method runs it with ``drive`` or ``drive_async``.
+    ``check_open`` is the engine's: it raises NotOpenError (or unwinds a
+    workflow of a closing engine). ``journal`` is set at each open.
+    """
 
-    def __init__(self) -> None:
-        self._deadline_lock = threading.Lock()
-        self._deadlines: dict[str, Any] = {}
+    __slots__ = ("store", "codec", "clock", "waits", "check_open", "journal")
 
-    # Supplied by the Engine (declared, not defined here: a base that defined
-    # them too would win or lose by the order of the Engine's bases).
-    _check_open: Callable[[], None]
-    _cancel: Callable[..., None]
+    def __init__(self, store: Store, codec: Codec, clock: Clock, waits: Waits,
+                 check_open: Callable[[], None]) -> None:
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.waits = waits
+        self.check_open = check_open
+        self.journal: Journal = None  # type: ignore[assignment]  # set at open
 
     # -- drivers ------------------------------------------------------------------
 
-    def _drive(self, gen: Gen, name: str) -> Any:
+    def drive(self, gen: Gen, name: str) -> Any:
         ctx = workflow_context()
         if ctx is not None and ctx.is_async:
             gen.close()
@@ -87,15 +93,15 @@ class Toolkit:
             value, exc = None, None
             try:
                 if kind == SUBMIT:
-                    value = self._journal.submit(arg)
+                    value = self.journal.submit(arg)
                 elif kind == WAITER:
                     value = Waiter()
                 else:
-                    value = block(self._clock, arg[0], arg[1], ctx)
+                    value = block(self.clock, arg[0], arg[1], ctx)
             except BaseException as e:  # handed to the generator (its finally runs)
                 exc = e
 
-    async def _drive_async(self, gen: Gen) -> Any:
+    async def drive_async(self, gen: Gen) -> Any:
         ctx = workflow_context()
         if ctx is not None:
             # In a workflow the primitive's outcome is handed to the code in
@@ -126,32 +132,32 @@ class Toolkit:
             value, exc = None, None
             try:
                 if kind == SUBMIT:
-                    await self._journal.submit_async(arg)
+                    await self.journal.submit_async(arg)
                     if arg.error is not None:
                         raise arg.error
                     value = arg.result
                 elif kind == WAITER:
                     value = Waiter(asyncio.get_running_loop())
                 else:
-                    value = await block_async(self._clock, arg[0], arg[1], ctx)
+                    value = await block_async(self.clock, arg[0], arg[1], ctx)
             except BaseException as e:
                 exc = e
 
     # -- journaling helpers ----------------------------------------------------------
 
-    def _recorded(self, ctx: WorkflowContext, name: str, make: Any, annotation: Any) -> Gen:
+    def recorded(self, ctx: WorkflowContext, name: str, make: Any, annotation: Any) -> Gen:
         """A value computed once, live, and replayed after (now, random ...)."""
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, name)
         if recorded is not None:
-            return self._codec.decoder(annotation)(recorded[0])
+            return self.codec.decoder(annotation)(recorded[0])
         value = make()
-        raw = self._codec.encode(value, (name, name, ctx.workflow_id, pos))
+        raw = self.codec.encode(value, (name, name, ctx.workflow_id, pos))
         row_pos, ident = ctx.row(pos)
         yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, None))
         return value
 
-    def _op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
+    def op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
         """Run a store op; inside a workflow its outcome is the step at ``pos``."""
         wid = None if ctx is None else ctx.workflow_id
         row = None if ctx is None else ctx.row(pos)
@@ -163,12 +169,12 @@ class Toolkit:
             raise decode_error(error)
         return output
 
-    def _wait_for(self, ctx: WorkflowContext, name: str, key: Any, op: str, args: tuple[Any, ...], timeout: float | None) -> Gen:
+    def wait_for(self, ctx: WorkflowContext, name: str, key: Any, op: str, args: tuple[Any, ...], timeout: float | None) -> Gen:
         """The receive pattern: an optional recorded deadline, then one step
         that holds what arrived (or None at the deadline)."""
         deadline = None
         if timeout is not None:
-            deadline = yield from self._recorded(ctx, f"{name}.deadline", lambda: self._clock.now() + timeout, float)
+            deadline = yield from self.recorded(ctx, f"{name}.deadline", lambda: self.clock.now() + timeout, float)
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, name)
         if recorded is not None:
@@ -176,71 +182,36 @@ class Toolkit:
         expired = False  # the deadline's timer fired (a backward clock jump does not stretch it)
         while True:
             waiter = yield WAITER, None
-            self._waits.add(key, waiter)  # before looking: a commit in between still wakes us
+            self.waits.add(key, waiter)  # before looking: a commit in between still wakes us
             try:
-                final = deadline is not None and (expired or self._clock.now() >= deadline)
-                output = yield from self._op(ctx, pos, name, op, (*args, final))
+                final = deadline is not None and (expired or self.clock.now() >= deadline)
+                output = yield from self.op(ctx, pos, name, op, (*args, final))
                 if output is not R.NOTHING:
                     return output
                 expired = yield BLOCK, (waiter, deadline)
             finally:
-                self._waits.remove(key, waiter)
+                self.waits.remove(key, waiter)
 
-    def _decode(self, raw: Any, as_type: Any, what: str) -> Any:
+    def decode(self, raw: Any, as_type: Any, what: str) -> Any:
         if raw is None:
             return None
         try:
-            return self._codec.decoder(Any if as_type is None else as_type)(raw)
+            return self.codec.decoder(Any if as_type is None else as_type)(raw)
         except Exception as exc:  # msgspec.ValidationError and friends: the value does not fit
             raise errors.SerializationError(
                 f"{what}: the stored value does not decode as {as_type!r}: {exc}",
                 where=what, type_name=repr(as_type)) from exc
 
-    # -- deadlines (start(..., timeout=)) --------------------------------------------
-
-    def _arm_deadline(self, workflow_id: str, deadline: float) -> None:
-        with self._deadline_lock:
-            old = self._deadlines.pop(workflow_id, None)
-            if old is not None:
-                old.cancel()
-            self._deadlines[workflow_id] = self._clock.call_at(deadline, lambda: self._expired(workflow_id))
-
-    def _disarm_deadline(self, workflow_id: str) -> None:
-        """The workflow ended: its deadline timer goes (no leak, no late cancel)."""
-        if self._deadlines:
-            with self._deadline_lock:
-                timer = self._deadlines.pop(workflow_id, None)
-            if timer is not None:
-                timer.cancel()
-
-    def _disarm_deadlines(self) -> None:
-        with self._deadline_lock:
-            for timer in self._deadlines.values():
-                timer.cancel()
-            self._deadlines.clear()
-
-    def _expired(self, workflow_id: str) -> None:
-        # On the clock's thread: the cancel waits for a commit, so hand it off.
-        with self._deadline_lock:
-            self._deadlines.pop(workflow_id, None)
-        threading.Thread(target=self._expire, args=(workflow_id,), name="durably-deadline", daemon=True).start()
-
-    def _expire(self, workflow_id: str) -> None:
-        try:  # cascades to children; a no-op once finished
-            self._cancel(workflow_id, f"workflow {workflow_id!r} was cancelled: its deadline (start timeout) passed")
-        except errors.DurablyError:
-            pass  # engine closed meanwhile: re-armed at the next open
-
     # -- durable time ----------------------------------------------------------------
 
-    def _sleep(self, seconds: Any) -> Gen:
+    def sleep(self, seconds: Any) -> Gen:
         seconds = seconds_arg(seconds, "sleep")
         ctx = workflow_context()
         if ctx is None:
-            wake = self._clock.now() + seconds
+            wake = self.clock.now() + seconds
         else:
             key = ctx.peek_key()
-            wake = yield from self._recorded(ctx, "sleep", lambda: self._clock.now() + seconds, float)
+            wake = yield from self.recorded(ctx, "sleep", lambda: self.clock.now() + seconds, float)
             if ctx.is_async:
                 # The end of a sleep is a delivery: its moment relative to the
                 # workflow's other outcomes is recorded (a "wake" row), so a
@@ -249,62 +220,23 @@ class Toolkit:
                 ctx.deliver_as(mark)
                 if ctx.replayed(mark, "wake") is not None:
                     return
-        if self._clock.now() < wake:
+        if self.clock.now() < wake:
             waiter = yield WAITER, None
             yield BLOCK, (waiter, wake)
         if ctx is not None and ctx.is_async:
             pos, ident = ctx.row(mark)
             yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, None))
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep durably: inside a workflow the wake-up time is recorded, so
-        after a restart the workflow wakes at that time, not ``seconds`` after
-        the restart. Cancelling the workflow interrupts the sleep."""
-        return self._drive(self._sleep(seconds), "sleep")
-
-    async def sleep_async(self, seconds: float) -> None:
-        return await self._drive_async(self._sleep(seconds))
-
-    def _value(self, name: str, make: Any, annotation: Any) -> Gen:
+    def value(self, name: str, make: Any, annotation: Any) -> Gen:
         ctx = workflow_context()
         if ctx is None:
             return make()
-        return (yield from self._recorded(ctx, name, make, annotation))
-
-    def now(self) -> datetime:
-        """The current time (UTC); inside a workflow, recorded and replayed."""
-        ts = self._drive(self._value("now", self._clock.now, float), "now")
-        return datetime.fromtimestamp(ts, timezone.utc)
-
-    async def now_async(self) -> datetime:
-        ts = await self._drive_async(self._value("now", self._clock.now, float))
-        return datetime.fromtimestamp(ts, timezone.utc)
-
-    def random(self) -> float:
-        """A float in [0, 1); inside a workflow, recorded and replayed."""
-        return self._drive(self._value("random", _random.random, float), "random")
-
-    async def random_async(self) -> float:
-        return await self._drive_async(self._value("random", _random.random, float))
-
-    def uuid4(self) -> str:
-        """A random UUID string; inside a workflow, recorded and replayed."""
-        return self._drive(self._value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
-
-    async def uuid4_async(self) -> str:
-        return await self._drive_async(self._value("uuid4", lambda: str(_uuid.uuid4()), str))
+        return (yield from self.recorded(ctx, name, make, annotation))
 
     # -- versioning ------------------------------------------------------------------
 
     def patched(self, change: str) -> bool:
-        """True if this run of the workflow takes the new code path of ``change``.
-
-        New runs record a marker and take it; a run that recorded steps past
-        this point before the patch existed replays the old path (False).
-        Once no such run is left, replace the check with
-        ``deprecate_patch(change)`` (runs that recorded the marker still
-        replay); once none of those is left either, delete the call.
-        """
+        """``Engine.patched``: True if this run takes the new code path of ``change``."""
         change = name_arg(change, "patched() change name")
         ctx = workflow_context()
         if ctx is None:
@@ -321,21 +253,11 @@ class Toolkit:
             ctx.recorded.pop(key, None)
         else:
             pos, ident = ctx.row(key)
-            self._journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, None)))
+            self.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, None)))
         return True
 
     def deprecate_patch(self, change: str) -> bool:
-        """The second step of removing ``patched(change)`` (Temporal's and
-        DBOS's ``deprecate_patch``): always True, the new code path.
-
-        A run that recorded the ``change`` marker (it passed this point with
-        ``patched`` code) replays past it: the marker is consumed here. A
-        run that gets here live records nothing. The removal, in steps:
-        (1) ``if engine.patched(change): new() else: old()``; once no run
-        started before (1) is left (they would park: their journals hold the
-        old path), (2) ``engine.deprecate_patch(change); new()``; once no run
-        that recorded the marker is left, (3) plain ``new()``.
-        """
+        """``Engine.deprecate_patch``: always True; consumes a recorded marker on replay."""
         change = name_arg(change, "deprecate_patch() change name")
         ctx = workflow_context()
         if ctx is None:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Hashable
+from typing import TYPE_CHECKING, Any, Hashable
 
 from .context import WorkflowContext
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..journal import Journal
 
 log = logging.getLogger("durably")
 
@@ -147,8 +151,9 @@ class BackgroundLoop:
 
     thread_name = "durably-loop"
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
+    def __init__(self, clock: Clock, journal: Journal) -> None:
+        self.clock = clock
+        self.journal = journal  # the open engine's writer
         self._lock = threading.Lock()
         self._waiter = Waiter()
         self._stopping = False
@@ -174,7 +179,7 @@ class BackgroundLoop:
             self._thread.join()
 
     def _run(self) -> None:
-        clock = self.engine._clock
+        clock = self.clock
         retry = RETRY_FIRST
         while True:
             with self._lock:
@@ -186,8 +191,7 @@ class BackgroundLoop:
             except Exception as exc:
                 if self._stopping:
                     return
-                journal = self.engine._journal
-                if journal is None or not journal.running:
+                if not self.journal.running:
                     # The writer stopped: every caller already sees its typed
                     # error; this thread has nothing left to do.
                     log.error("durably: %s stopped: %s", self.thread_name, exc)

@@ -72,7 +72,7 @@ def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseEx
         return Outcome(None)
     if isinstance(exc, (EngineShutdown, asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
         return Outcome(None)
-    if not ctx.journal.running or ctx.engine._closing:
+    if not ctx.journal.running or ctx.runner.closing:
         return Outcome(None)  # cannot record anything: stays PENDING
     return Outcome("ERROR", error=encode_error(exc))
 
@@ -90,7 +90,7 @@ def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismE
 
 def _prepare(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if replay:
-        ctx.load(ctx.engine._store.load_steps(ctx.workflow_id))
+        ctx.load(ctx.runner.store.load_steps(ctx.workflow_id))
     return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
 
 
@@ -143,7 +143,7 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
         pass  # writer stopped: the workflow stays PENDING for the next open
     finally:
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
-        ctx.engine._finished(ctx, stopped or final)
+        ctx.runner.finished(ctx, stopped or final)
     if stopped is not None and not threading.current_thread().name.startswith("durably-"):
         # The caller's own thread (a workflow called directly, Ctrl-C in the
         # main thread): the signal goes on as Python intends. An engine
@@ -179,11 +179,11 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     finally:
         current.set(None)
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
-        ctx.engine._finished(ctx, stopped or final)
-    if stopped is not None and ctx.loop is not ctx.engine._loop:
+        ctx.runner.finished(ctx, stopped or final)
+    if stopped is not None and ctx.loop is not ctx.runner.loop:
         raise exc  # type: ignore[misc]  # the caller's loop: asyncio stops it, as Python intends
-    if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.engine._closing:
+    if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.runner.closing:
         # The task was cancelled from outside (typically the caller's event
         # loop ending under it) while the engine stays open: carry on, from
         # the journal, on the engine's own loop.
-        ctx.engine._hand_over(ctx)
+        ctx.runner.hand_over(ctx)

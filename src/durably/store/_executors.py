@@ -125,14 +125,6 @@ def others_live(conn: apsw.Connection, executor_id: str | None, now: float) -> b
     return any(row[0] not in dead for row in rows)
 
 
-def others_live_here(store: Any, executor_id: str) -> bool:
-    """``others_live`` on a store's read connection."""
-    if hasattr(store, "others_live"):  # the PostgreSQL store's own read
-        return bool(store.others_live(executor_id))
-    with store._read() as conn:
-        return others_live(conn, executor_id, time.time())
-
-
 _GONE = ("(executor IS NULL OR executor IN (SELECT value FROM json_each(:dead))"
          " OR NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
          " AND e.stopped_at IS NULL AND e.lease_until >= :now))")

@@ -902,6 +902,15 @@ class Store:
         """The id of the newest notice (a watcher starts after it)."""
         return self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0]
 
+    def others_live(self, executor_id: str) -> bool:
+        """Whether an executor other than ``executor_id`` has the file open
+        (a live lease; on this host, a live process). A read."""
+        try:
+            with self._read() as conn:
+                return _executors.others_live(conn, executor_id, time.time())
+        except apsw.Error as exc:
+            raise map_error(exc, self.path) from exc
+
     def claimable(self, version: str, names: str, dead: str) -> bool:
         """Whether a claim would take anything (a read: no write transaction
         when there is nothing to take; see store/_executors.claim)."""

@@ -1,0 +1,405 @@
+"""Where workflows run: the worker pool, the engine's event loop, and the
+bookkeeping of who is running, queued and waited for.
+
+``Engine`` holds one ``Runner``. Sync workflows run on a
+thread pool; a queued one is run by whoever waits for it first (so parents
+waiting on children can never starve the pool); async workflows run on the
+caller's loop or the engine's own.
+
+Its unprefixed attributes are the interface the engine's other parts use
+(``lock`` guards ``active``, ``queued``, ``completions``, ``relaunch`` and
+``reclaimed``); ``_``-prefixed ones are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable
+
+from .. import _records as R
+from .. import errors
+from .._names import check_name
+from ..codec import decode_error
+from ..journal import Record
+from .context import WorkflowContext, stop, workflow_context
+from .tasks import GuardedTask
+from .workflows import WorkflowSpec, run_async, run_sync
+
+if TYPE_CHECKING:
+    from ..codec import Codec
+    from ..journal import Journal
+    from ..store import Store
+    from .deadlines import Deadlines
+
+log = logging.getLogger("durably")
+
+
+class _Completion:
+    """Waiters for one workflow's end. ``final`` is (name, status, output,
+    error) when its outcome was journaled in this process, or the error to
+    raise to waiters when it stopped without one (interrupted); ``users``
+    counts the waiters, so the entry goes when the last one leaves."""
+
+    __slots__ = ("event", "futures", "final", "users")
+
+    def __init__(self) -> None:
+        self.final: tuple[str, str, Any, Any] | BaseException | None = None
+        self.event = threading.Event()
+        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.users = 0
+
+
+class Runner:
+    """Running, queueing and waiting for workflows (a part of ``Engine``).
+
+    ``store``, ``workflows`` (the engine's registry, shared), ``codec`` and
+    ``deadlines`` are given; ``journal`` is set at each open; ``closing`` is
+    set by the engine's ``close`` (running workflows record nothing more);
+    ``kick_queues`` is called when a workflow ends (a queue may have room);
+    ``check_open`` is the engine's (NotOpenError, or a closing engine's
+    workflow unwinds). Handles read rows and wait for outcomes through it.
+    """
+
+    def __init__(self, workers: int, store: Store, workflows: dict[str, WorkflowSpec], codec: Codec,
+                 deadlines: Deadlines, kick_queues: Callable[[], None], check_open: Callable[[], None]) -> None:
+        self.check_open = check_open
+        self.store = store
+        self.workflows = workflows
+        self.codec = codec
+        self.deadlines = deadlines
+        self.kick_queues = kick_queues
+        self.journal: Journal | None = None  # set at open
+        self.closing = False
+        self._workers = workers
+        self.lock = threading.Lock()
+        self.active: dict[str, WorkflowContext] = {}
+        self.completions: dict[str, _Completion] = {}
+        self.relaunch: set[str] = set()  # resumed (or claimed back) while still unwinding
+        self.reclaimed: dict[str, int] = {}  # claimed back while unwinding: the new epoch
+        self._idle = threading.Condition(self.lock)  # notified when active empties
+        # Workflows whose code raised KeyboardInterrupt/SystemExit here: no
+        # outcome, PENDING until the next open or resume(); waiters get this.
+        self.interrupted: dict[str, errors.WorkflowInterruptedError] = {}
+        # sync workflows handed to the pool but not started: (ctx, spec, inputs, replay)
+        self.queued: dict[str, tuple[WorkflowContext, WorkflowSpec, Any, bool]] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the engine's own loop, once started
+        self._loop_thread: threading.Thread | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._to_start: list[Any] = []  # coroutines handed to the engine loop, not yet tasks
+
+    def start_pool(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
+
+    def stop_all(self, interrupt: BaseException, grace: float | None) -> list[str]:
+        """Interrupt every running workflow and let each stop at its next
+        durable point: a step body that is running finishes and its outcome
+        is recorded (a clean close never makes a body run twice). Waits up
+        to ``grace`` seconds (None: no bound); then stops the loop and the
+        pool, and returns the ids of the workflows it left behind."""
+        with self.lock:
+            for ctx in self.active.values():
+                if ctx.interrupt is None:
+                    stop(ctx, interrupt)
+            queued, self.queued = self.queued, {}
+            waiting = list(self.completions)
+        for ctx, *_ in queued.values():  # never started: nothing to unwind
+            self.finished(ctx)
+        for wid in waiting:
+            self.notify(wid)
+        here = _running_loop()
+        deadline = None if grace is None else time.monotonic() + grace
+        with self.lock:
+            while True:
+                # Workflows on the loop that called close() cannot move while
+                # it blocks here: they stop at their next durable point later.
+                busy = [w for w, c in self.active.items() if c.loop is None or c.loop is not here]
+                left = None if deadline is None else deadline - time.monotonic()
+                if not busy or (left is not None and left <= 0):
+                    break
+                self._idle.wait(left)
+        if busy:
+            log.error("durably: close() waited %s s for %d workflow(s) still inside a step body or outside any "
+                      "durable point and gave up on them: %s. They stay PENDING and resume at the next open; "
+                      "a step body cut short there runs again", grace, len(busy), ", ".join(busy[:20]))
+        self._stop_loop()
+        if self._pool is not None:
+            self._pool.shutdown(wait=not busy, cancel_futures=True)
+        return busy
+
+    def register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
+        with self.lock:
+            if wid in self.active:
+                return None  # already running in this process
+            ctx = WorkflowContext(self, wid, spec.name, {}, spec.is_async)
+            self.active[wid] = ctx
+            self.store.owned.setdefault(wid, None)  # its epoch if claimed here (else: owner checked alone)
+            return ctx
+
+    def launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
+        """Run a workflow here; ``replay``: load its journal first (when it
+        starts running, so only running workflows hold theirs in memory)."""
+        ctx = self.register(spec, wid)
+        if ctx is None:
+            return
+        if not spec.is_async:
+            assert self._pool is not None
+            with self.lock:
+                self.queued[wid] = (ctx, spec, inputs, replay)
+            self._pool.submit(self.steal, wid)  # unless a waiter runs it first
+            return
+        coro = run_async(ctx, spec, inputs, replay)
+        if loop is not None:
+            task = GuardedTask(coro, loop=loop)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            # Batched hand-off: recovering 10^5 workflows wakes the loop once,
+            # not once per workflow.
+            loop = self.engine_loop()
+            with self.lock:
+                self._to_start.append(coro)
+                first = len(self._to_start) == 1
+            if first:
+                loop.call_soon_threadsafe(self._start_tasks, loop)
+
+    def _start_tasks(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the engine loop: turn every handed-over coroutine into a task."""
+        with self.lock:
+            coros, self._to_start = self._to_start, []
+        for coro in coros:
+            task = GuardedTask(coro, loop=loop)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def hand_over(self, ctx: WorkflowContext) -> None:
+        """Continue an async workflow whose task was cancelled under it on the
+        engine's own loop, replaying its journal."""
+        # The cancelled task may have left its last record queued in the
+        # journal. Batches commit in order, so once this barrier is durable
+        # that record is too, and the replay finds it instead of running the
+        # step a second time (found by test_async_workflow_outlives_...).
+        try:
+            ctx.journal.submit(Record(R.WRITE, ("barrier", ())))
+        except errors.DurablyError:
+            return  # the writer stopped: the workflow resumes at the next open
+        spec = self.workflows.get(ctx.name)
+        row = self.store.get_workflow(ctx.workflow_id)
+        if spec is not None and row is not None and row[2] == "PENDING":
+            self.launch(spec, ctx.workflow_id, row[3], replay=True)
+
+    def steal_for(self, wid: str, timeout: float | None) -> None:
+        """``result()``'s hand: inside a workflow, with no timeout, run a
+        queued child in the waiting thread (parents waiting on children must
+        not starve the pool). Never with a timeout (the wait must end within
+        it) or from outside a workflow (a client thread holds no pool slot)."""
+        if timeout is None and workflow_context() is not None:
+            self.steal(wid)
+
+    def steal(self, wid: str) -> None:
+        """Run a queued (not yet started) sync workflow in this thread.
+
+        The pool task of a queued workflow and whoever waits for it both call
+        this; the first one runs it. Whoever waits for a queued workflow runs it instead of blocking a
+        worker while it sits behind them in the pool queue: parents waiting
+        on children (after recovery, every pending parent and child is queued
+        at once) can then never deadlock the pool.
+        """
+        with self.lock:
+            item = self.queued.pop(wid, None)
+        if item is not None:
+            run_sync(*item)
+
+    def engine_loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's own event loop, for async workflows started from sync code."""
+        with self.lock:
+            if self.loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="durably-loop", daemon=True)
+                thread.start()
+                self.loop, self._loop_thread = loop, thread
+            return self.loop
+
+    def _stop_loop(self) -> None:
+        loop, thread = self.loop, self._loop_thread
+        if loop is None or thread is None:
+            return
+
+        async def drain() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(drain(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        self.loop = self._loop_thread = None
+        with self.lock:
+            leftovers, self._to_start = self._to_start, []
+        for coro in leftovers:  # handed over as the loop stopped: they stay PENDING
+            coro.close()
+
+    # -- finishing and waiting ------------------------------------------------------
+
+    def finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
+        wid = ctx.workflow_id
+        self.store.tx_done(wid)
+        with self.lock:
+            if self.active.get(wid) is ctx:
+                del self.active[wid]
+                self.store.owned.pop(wid, None)
+                self.store.fenced.discard(wid)
+                if not self.active:
+                    self._idle.notify_all()
+            if isinstance(final, errors.WorkflowInterruptedError):
+                self.interrupted[wid] = final
+            relaunch = wid in self.relaunch
+            self.relaunch.discard(wid)
+            epoch = self.reclaimed.pop(wid, None)
+        if relaunch and epoch is not None:
+            if self.store.still_owns(wid, epoch):  # claimed back, and not lost again since
+                self.store.own(wid, epoch)
+            else:
+                relaunch = False  # its new owner runs it
+        if relaunch and not self.closing:
+            row = self.store.get_workflow(wid)
+            spec = self.workflows.get(ctx.name)
+            if row is not None and row[2] == "PENDING" and spec is not None:
+                self.launch(spec, wid, row[3], replay=True)
+                final = None
+        if isinstance(final, tuple):  # an outcome was recorded: it is over
+            self.deadlines.disarm(wid)
+        self.notify(wid, final)
+        self.kick_queues()
+
+    def notify(self, wid: str, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
+        with self.lock:
+            done = self.completions.pop(wid, None)
+        if done is None:
+            return
+        done.final = final
+        done.event.set()
+        for loop, fut in done.futures:
+            try:
+                loop.call_soon_threadsafe(_set_done, fut)
+            except RuntimeError:
+                pass  # that loop is closed
+
+    def completion(self, wid: str, loop: asyncio.AbstractEventLoop | None = None) -> tuple[_Completion, "asyncio.Future[None] | None", bool]:
+        """Register interest in ``wid``'s end: (completion, future for
+        ``loop`` or None, whether it is running in this process right now).
+        If it is running, its end will be notified: no need to read the row."""
+        fut = loop.create_future() if loop is not None else None
+        with self.lock:
+            done = self.completions.get(wid)
+            if done is None:
+                done = self.completions[wid] = _Completion()
+            done.users += 1
+            if fut is not None:
+                done.futures.append((loop, fut))  # type: ignore[arg-type]
+            return done, fut, wid in self.active
+
+    def release(self, wid: str, done: _Completion, fut: "asyncio.Future[None] | None" = None) -> None:
+        """A waiter registered by ``_completion`` leaves: the last one takes
+        the entry away (result() on finished workflows must not pile up)."""
+        with self.lock:
+            if fut is not None:
+                done.futures = [f for f in done.futures if f[1] is not fut]
+            done.users -= 1
+            if done.users <= 0 and self.completions.get(wid) is done:
+                del self.completions[wid]
+
+    def stuck(self, wid: str, row: tuple[Any, ...]) -> BaseException | None:
+        """Why a PENDING workflow not running here will not end without help:
+        parked (replay mismatch, unregistered function) or interrupted."""
+        if row[7] is not None:
+            return errors.WorkflowParkedError(
+                f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
+        return self.interrupted.get(wid)
+
+
+    # -- rows and outcomes (for the engine and its handles) ---------------------------
+
+    def row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
+        """A workflow's row (the engine must be open; WorkflowNotFoundError)."""
+        self.check_open()
+        check_name(wid, "workflow id")
+        row = self.store.get_workflow(wid, user_view=user_view)
+        if row is None:
+            raise errors.WorkflowNotFoundError(f"no workflow with id {wid!r}", workflow_id=wid)
+        return row
+
+    def result_decoder(self, name: str) -> Callable[[Any], Any]:
+        """How workflow ``name``'s result decodes: as its annotations say when
+        it is registered here, else plain values."""
+        spec = self.workflows.get(name)
+        return spec.decode if spec is not None else self.codec.decoder(Any)
+
+    def decode_row(self, name: str, inputs: Any, output: Any, error: Any) -> dict[str, Any]:
+        """input, output and error of a workflow row: the output decoded as its
+        function's annotations say when it is registered here (plain values
+        otherwise); a value that no longer decodes is left as stored."""
+        decoded: dict[str, Any] = {}
+        try:  # as passed: (args, kwargs), values as stored (JSON values, or objects with pickle)
+            decoded["input"] = self.codec.decode_inputs(inputs, None, {})
+        except Exception:
+            decoded["input"] = inputs
+        try:
+            decoded["output"] = None if output is None else self.result_decoder(name)(output)
+        except Exception:
+            decoded["output"] = output
+        decoded["error"] = None if error is None else decode_error(error)
+        return decoded
+
+    # -- what other processes did (called by the lease keeper) ----------------------
+
+    def cancelled_elsewhere(self, wid: str) -> None:
+        """A cancel committed (by any process) of a workflow that may run here.
+        The notice may be stale (a resume since): the row decides."""
+        with self.lock:
+            ctx = self.active.get(wid)
+        if ctx is None or ctx.interrupt is not None:
+            return
+        if not any(status == "CANCELLED" for _w, status, _p in self.store.statuses([wid])):
+            return
+        with self.lock:
+            if self.active.get(wid) is not ctx or ctx.interrupt is not None:
+                return
+            stop(ctx, errors.WorkflowCancelled(wid))
+            self.store.interrupt_tx(wid)
+        self.notify(wid)
+
+    def wake_remote_waiters(self) -> None:
+        """Waiters here for workflows not running here: wake those that ended
+        (or parked) in another process (such an end leaves no notice: its
+        row is read). The lease keeper calls this at every commit it sees,
+        this process's own included, so it does nothing, not even take the
+        lock, while no caller here waits for a workflow; and it reads rows
+        only for those not running here (a local end notifies its waiters
+        itself). A waiter registers before it reads the row, so one that
+        registers just after this look still sees an end committed before."""
+        if not self.completions:
+            return
+        with self.lock:
+            ids = [w for w in self.completions if w not in self.active]
+        for wid, status, parked in self.store.statuses(ids) if ids else ():
+            if status != "PENDING" or parked is not None:
+                self.notify(wid)
+
+
+def _set_done(fut: "asyncio.Future[None]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
