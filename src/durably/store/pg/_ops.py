@@ -163,6 +163,9 @@ def register(conn: Any, executor_id: str, pid: int, started: str | None, version
                  " VALUES (%s, %s, %s, %s, %s, %s)", (executor_id, HOST, pid, started, version, lease_until))
     conn.execute("DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < %s", (now - _KEEP_STOPPED,))
     conn.execute("DELETE FROM notices WHERE created_at < %s", (now - KEEP_NOTICES,))
+    # the batch marks of executors whose rows are gone (store/pg/_store.py, _committed)
+    conn.execute("DELETE FROM engine_state WHERE key LIKE 'batch:%%' AND substr(key, 7) NOT IN"
+                 " (SELECT executor_id FROM executors)")
     return None
 
 

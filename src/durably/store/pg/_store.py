@@ -22,12 +22,13 @@
   round trip, like a raw single-row commit.
 * The connection lost (a server restart, ``pg_terminate_backend``, the
   network): the writer reconnects with backoff for up to ``reconnect``
-  seconds, asks the server whether the batch's transaction committed
-  (``pg_xact_status`` of its transaction id) and either acknowledges it
-  or applies it again; nothing is acknowledged before its commit returned.
+  seconds, asks the server whether the batch's transaction committed (the
+  attempt's mark row; a lone step: its row) and either acknowledges it or
+  applies it again; nothing is acknowledged before its commit returned.
   Past ``reconnect`` the store fails with DatabaseUnavailableError.
 * Reads go through a small pool of autocommit connections (committed data
-  only); a read that loses its connection is tried once more.
+  only); a read that loses its connection is tried again on another, for
+  up to ``reconnect`` seconds.
 * Wake-ups: one connection LISTENs on ``durably:{schema}``; the schema's
   triggers notify it at the commit of a notice or of a workflow's end.
   ``data_version`` moves when a notification arrived (``listen=False``:
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -87,10 +89,10 @@ _INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, p
 # locking read, and the lock holds until this transaction ends: no change of
 # owner (its trigger updates that row) commits between the check and the
 # commit. Claims take it exclusive before touching any workflow row.
-_FENCE = ("SELECT pg_current_xact_id()::text,"
-          " (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE)")
-_FENCE_EXCLUSIVE = ("SELECT pg_current_xact_id()::text,"
-                    " (SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE)")
+_FENCE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
+_FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
+_MARK = ("INSERT INTO engine_state (key, value) VALUES (%s, %s)"
+         " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 _LONE_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
               " SELECT %s, %s, %s, %s, %s, %s, %s"
               " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s")
@@ -176,7 +178,11 @@ class PgStore:
         self.on_fenced: Any = None
         self._user_path = "public"
         self._value_type = "text"
-        self._xid: str | None = None
+        # Each batch's transaction writes its attempt number in its mark row
+        # (engine_state ``batch:<executor>``): after a lost connection, that
+        # row tells whether the attempt committed (see _committed).
+        self._mark = 0
+        self._in_doubt: int | None = None
         self._lone: Any = None  # the lone step record in flight (its outcome may be unknown)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -361,7 +367,7 @@ class PgStore:
                 conn = self._writer
                 if conn is None:
                     raise errors.NotOpenError("the store is closed")
-                self._xid = None
+                self._in_doubt = None
                 try:
                     if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
                             and self._lone_step(conn, batch[0])):
@@ -373,10 +379,10 @@ class PgStore:
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
                     lost_since = lost_since if lost_since is not None else now
-                    xid, lone = self._xid, self._lone
+                    mark, lone = self._in_doubt, self._lone
                     self._lone = None
                     if self._reconnect(exc, lost_since):
-                        if xid is not None and self._committed(xid):
+                        if mark is not None and self._committed(mark):
                             return  # the commit landed before the connection went: acknowledged as written
                         if lone is not None and self._step_landed(lone):
                             return  # the lone step's statement committed before the connection went
@@ -440,15 +446,21 @@ class PgStore:
                 delay = min(delay * 2, _BACKOFF_MAX)
         return False
 
-    def _committed(self, xid: str) -> bool:
-        """Whether transaction ``xid`` committed (asked after reconnecting)."""
+    def _mark_key(self) -> str:
+        return f"batch:{self.executor or f'anonymous:{os.getpid()}:{id(self)}'}"
+
+    def _committed(self, mark: int) -> bool:
+        """Whether the batch attempt that wrote ``mark`` committed (asked
+        after reconnecting). Its mark row decides, read with a share lock: if
+        that transaction is still ending on the server (its backend has not
+        noticed the lost connection yet), the read waits for it, then sees
+        what it left. A transaction id cannot decide: after a server crash an
+        id that never reached the WAL is unknown, or given to another
+        transaction."""
         conn = self._writer
         assert conn is not None
-        while True:
-            status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]  # type: ignore[index]
-            if status != "in progress":  # its backend may still be rolling it back
-                return status == "committed"
-            time.sleep(0.05)
+        row = conn.execute("SELECT value FROM engine_state WHERE key = %s FOR SHARE", (self._mark_key(),)).fetchone()
+        return row is not None and row[0] == mark
 
     def _step_landed(self, rec: Any) -> bool:
         """Whether a step row written by a lone-step statement whose reply
@@ -498,10 +510,13 @@ class PgStore:
         # A claim (or any change of owner) takes the takeovers row exclusive
         # from the start; other batches share it (see _FENCE).
         exclusive = any(_changes_owner(rec) for rec in batch)
-        with conn.pipeline():  # BEGIN and the fence check: one round trip
+        self._mark += 1
+        with conn.pipeline():  # BEGIN, the fence check and this attempt's mark: one round trip
             conn.execute("BEGIN")
             first = conn.execute(_FENCE_EXCLUSIVE if exclusive else _FENCE)
-        self._xid, takeovers = first.fetchone()  # type: ignore[misc]
+            conn.execute(_MARK, (self._mark_key(), self._mark))
+            self._in_doubt = self._mark
+        (takeovers,) = first.fetchone()  # type: ignore[misc]
         batch = self._fence(conn, batch, takeovers)
         if isolate:
             for rec in batch:
