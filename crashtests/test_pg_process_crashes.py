@@ -201,9 +201,9 @@ def pg_url() -> Iterator[str]:
 # Quick tier (CI): per seed 6 kills, one stop round, 2 termination rounds, one
 # server restart; the first two restarted workers are armed with named crash
 # points (the PostgreSQL store's commit, a takeover's launch). Its restarts are
-# clean ones (fast mode): a server *crash* can leave a batch in doubt that the
-# store cannot settle (test_a_batch_in_doubt_across_a_server_crash_is_settled,
-# xfail); the long tier crashes the server too and reports it.
+# clean ones (fast mode, a quick run); the long tier also crashes the server
+# (immediate mode), and test_a_batch_in_doubt_across_a_server_crash_is_settled
+# crashes it inside a batch on purpose.
 PG_QUICK = PgTier(kills=6, stops=1, terminations=2, restarts=1, terminate_gap=(0.8, 2.5), restart_gap=(2.0, 5.0),
                   max_backlog=40, immediate_p=0.0)
 QUICK_SEEDS = {0: ("store.before_commit:3", "recovery.launched:1"), 1: ("recovery.scan:1", "store.before_commit:8")}
@@ -270,13 +270,13 @@ def test_pg_checker_catches_a_paused_process_without_fencing(tmp_path: Path, pg_
 
 
 # -- a store bug this tier found, reproduced ------------------------------------------------
+# On 6be86fd the store settled a batch in doubt with pg_xact_status(xid) alone:
+# after a server crash an xid that never reached the WAL is "in the future"
+# (the writer stopped: long tier seeds 2011 and 2018) or is given to another
+# transaction (the store acknowledged a batch that was never written). Fixed
+# in 699d5a5 (each attempt's mark row decides); this test failed before.
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "PgStore._committed settles a batch in doubt with pg_xact_status(xid) alone: after a server crash an xid "
-    "that never reached the WAL is 'in the future' (the writer stops: long tier seeds 2011, 2018) or is given "
-    "to another transaction, which makes the store acknowledge a batch that was never written. Fix: "
-    "/tmp/pgfix-1.patch (each attempt writes its number in engine_state; that row decides)"))
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("after", ["nothing", "others_commit"])
 def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypatch: pytest.MonkeyPatch,
@@ -288,12 +288,17 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypa
     recorded, the workflow ends with it, the writer goes on."""
     from durably.store.pg import _store as pg
     monkeypatch.setattr(_crash, "ARMED", True)  # the general write path; no crash point is armed
+    for shortcut in ("_lone_step", "_write_plain"):  # one-statement paths: never in doubt this way
+        if hasattr(pg.PgStore, shortcut):
+            monkeypatch.setattr(pg.PgStore, shortcut, lambda *args: False)
     armed = [False]
     fence = pg.PgStore._fence
 
-    def crash_in_batch(self: Any, conn: Any, batch: Any) -> Any:
+    def crash_in_batch(self: Any, conn: Any, batch: Any, *args: Any) -> Any:
+        # inside the batch's transaction, before its rows: crash the server
         if armed[0] and any(getattr(rec, "kind", None) == pg.R.STEP for rec in batch):
             armed[0] = False
+            xid = int(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
             done = backends.restart_server(immediate=True)
             assert done.returncode == 0, done.stderr
             if after == "others_commit":
@@ -301,9 +306,9 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypa
                     while True:
                         with other.transaction():
                             x = int(other.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
-                        if x >= int(self._xid):
+                        if x >= xid:
                             break
-        return fence(self, conn, batch)
+        return fence(self, conn, batch, *args)
 
     monkeypatch.setattr(pg.PgStore, "_fence", crash_in_batch)
     engine = durably.Engine(pg_url, lease=30.0)
@@ -328,4 +333,5 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypa
         steps = reader.rows("SELECT position, name FROM steps WHERE workflow_id = 'w1'")
     finally:
         reader.close()
+    assert not armed[0], "the server crash was never injected"
     assert (result, failure, steps) == ("done", None, [(0, "s")])

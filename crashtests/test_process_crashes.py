@@ -356,18 +356,30 @@ class Run:
         return False
 
     def _holds_fence_lock(self) -> bool:
-        """PostgreSQL: a worker paused inside a batch holds the fence lock
-        shared, and the next claim (exclusive) queues behind it, and every
-        batch behind that: frozen when the lock cannot be had for 0.3 s."""
+        """PostgreSQL: a worker paused inside a batch holds the fence shared
+        (the advisory fence lock, or the takeovers row FOR SHARE), and the
+        next claim (exclusive) queues behind it, and every batch behind that:
+        frozen when the fence cannot be had exclusive for 0.3 s."""
         from .backends import control
-        key = self.client._store._fence_key
+        key = getattr(self.client._store, "_fence_key", None)
         try:
             with control() as conn:
+                conn.execute("SELECT set_config('search_path', %s, false)", (f'"{self.client._store.schema}"',))
                 deadline = time.monotonic() + 0.3
                 while time.monotonic() < deadline:
-                    if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                        return False
+                    if key is not None:
+                        if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                            return False
+                    else:
+                        try:
+                            with conn.transaction():
+                                conn.execute("SELECT value FROM engine_state WHERE key = 'takeovers'"
+                                             " FOR UPDATE NOWAIT")
+                            return False
+                        except Exception as exc:
+                            if getattr(exc, "sqlstate", None) != "55P03":  # lock_not_available
+                                raise
                     time.sleep(0.02)
         except Exception:  # the server is restarting: nobody commits now anyway
             return False
