@@ -130,17 +130,17 @@ def test_a_batch_whose_commit_landed_before_the_connection_went_is_not_written_a
     store.open("json")
     try:
         store.flush([Record(R.START, ("w", "flow", "[[],{}]", None, None))])
-        real = store._commit
+        real = store._write
         calls = []
 
-        def commit_then_lose_the_reply(conn: Any) -> None:
-            real(conn)
-            if not calls:
+        def write_then_lose_the_reply(conn: Any, batch: Any, isolate: bool) -> None:
+            real(conn, batch, isolate)  # committed ...
+            if not calls:  # ... and then the connection went before the reply was read
                 calls.append(1)
                 import psycopg
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
 
-        store._commit = commit_then_lose_the_reply  # type: ignore[method-assign]
+        store._write = write_then_lose_the_reply  # type: ignore[method-assign]
         recs = [Record(R.STEP, ("w", i, "s", str(i), None, None, None)) for i in range(3)]
         store.flush(recs)
         assert calls == [1]

@@ -161,6 +161,17 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN (OLD.executor IS NOT NULL AND NEW.executor IS DISTINCT FROM OLD.executor)
         EXECUTE FUNCTION {s}.workflow_owner_changed();
 
+    -- the hot path's fence, inside a batch's one-round-trip transaction:
+    -- the takeovers count still as this writer last saw it, share-locked to
+    -- the commit; else the batch aborts (DRB01) and goes the general way
+    CREATE FUNCTION {s}.fence(expected bigint) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM 1 FROM {s}.engine_state WHERE key = 'takeovers' AND value = expected FOR SHARE;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'durably: a workflow changed owner' USING ERRCODE = 'DRB01';
+        END IF;
+    END $$;
+
     CREATE FUNCTION {s}.queue_slot_freed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         INSERT INTO {s}.notices (kind, workflow_id, detail) VALUES ('queue', NEW.workflow_id, NEW.queue);

@@ -507,6 +507,10 @@ class PgStore:
         return cur.rowcount == 1
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Any], isolate: bool) -> None:
+        if not isolate and self._takeovers is not None and all(_plain(rec) for rec in batch) \
+                and not (self.fenced and any(_workflow_of(rec) in self.fenced for rec in batch)) \
+                and self._write_plain(conn, batch):
+            return
         # A claim (or any change of owner) takes the takeovers row exclusive
         # from the start; other batches share it (see _FENCE).
         exclusive = any(_changes_owner(rec) for rec in batch)
@@ -541,6 +545,112 @@ class PgStore:
                 self._apply_one(conn, batch[i])
                 i += 1
         self._finish(conn, batch, ())
+
+    def _write_plain(self, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> bool:
+        """A batch of step rows, starts and completions (the hot path) in ONE
+        round trip: BEGIN, the fence (``fence()`` aborts the transaction if
+        any workflow changed owner since this writer last looked), the
+        attempt's mark, one statement per run of records, and the COMMIT,
+        sent as one query string (values bound client-side by psycopg).
+        False (rolled back, nothing written): the count moved, or a run this
+        path cannot write in one statement; the general path takes it."""
+        parts = ["BEGIN", "SELECT fence(%s)", _MARK]
+        self._mark += 1
+        params: list[Any] = [self._takeovers, self._mark_key(), self._mark]
+        starts = []
+        i, n = 0, len(batch)
+        while i < n:
+            kind = batch[i].kind
+            j = i
+            while j < n and batch[j].kind == kind:
+                j += 1
+            run = batch[i:j]
+            if kind == R.STEP:
+                parts.append(self._steps_sql())
+                params += [list(c) for c in zip(*(rec.params for rec in run))]
+            elif kind == R.COMPLETE:
+                if len({rec.params[3] for rec in run}) < len(run):
+                    return False  # two ends of one workflow: only the first applies (executemany does that)
+                parts.append(self._completes_sql())
+                params += [list(c) for c in zip(*(rec.params for rec in run))]
+            else:
+                sql, values = self._starts_sql(run)
+                parts.append(sql)
+                params += values
+                starts.append(run)
+            i = j
+        armed = _crash.ARMED
+        if not armed:
+            parts.append("COMMIT")
+        cur = psycopg.ClientCursor(conn)
+        self._in_doubt = self._mark
+        try:
+            cur.execute("; ".join(parts), params)
+        except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None) != "DRB01":
+                raise
+            self._abort(conn)
+            return False
+        rows = []  # the row results, in order: fence(), then each start run's created ids
+        while True:
+            if cur.description is not None:
+                rows.append({r[0] for r in cur.fetchall()})
+            if not cur.nextset():
+                break
+        for run, ids in zip(starts, rows[1:]):
+            self._started(conn, run, ids)
+        if armed:
+            if self.owned:
+                self._lost_to_a_race(batch)
+            _crash.hit("store.before_commit")
+            self._commit(conn)
+        return True
+
+    def _steps_sql(self) -> str:
+        return ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+                f" SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::{self._value_type}[], %s::text[],"
+                " %s::text[], %s::float8[])")
+
+    def _completes_sql(self) -> str:
+        return (f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
+                f" FROM unnest(%s::text[], %s::{self._value_type}[], %s::text[], %s::text[]) AS u(s, o, e, id)"
+                " WHERE w.workflow_id = u.id AND w.status = 'PENDING'")
+
+    def _starts_sql(self, run: Sequence[Any]) -> tuple[str, list[Any]]:
+        """A run of top-level starts as one INSERT returning the ids it
+        created (a client's starts leave their notices too)."""
+        owner = self.start_owner
+        cols: list[list[Any]] = [[], [], [], [], []]
+        for rec in run:
+            wid, name, inputs, parent_id, _parent_step, *extra = rec.params
+            for col, value in zip(cols, (wid, name, inputs, parent_id, extra[0] if extra else None)):
+                col.append(value)
+        v = self._value_type
+        sql = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
+               f" SELECT w, n, 'PENDING', i, p, d, %s, %s FROM unnest(%s::text[], %s::text[], %s::{v}[],"
+               " %s::text[], %s::float8[]) AS u(w, n, i, p, d) ON CONFLICT (workflow_id) DO NOTHING"
+               " RETURNING workflow_id")
+        if owner is None:
+            sql = (f"WITH ins AS ({sql}), noted AS (INSERT INTO notices (kind, workflow_id)"
+                   " SELECT 'start', workflow_id FROM ins) SELECT workflow_id FROM ins")
+        return sql, [owner, None if owner is None else self.app_version, *cols]
+
+    def _started(self, conn: psycopg.Connection[Any], run: Sequence[Any], created: set[str]) -> None:
+        """Each start's result: None if it created its workflow, else the
+        existing (name, status) (a second start of one id in a run: the
+        first created it)."""
+        existing = [rec.params[0] for rec in run if rec.params[0] not in created]
+        rows = {}
+        if existing:
+            rows = {r[0]: (r[1], r[2]) for r in conn.execute(
+                "SELECT workflow_id, name, status FROM workflows WHERE workflow_id = ANY(%s)", (existing,))}
+        for rec in run:
+            wid = rec.params[0]
+            if wid in created:
+                rec.result = None
+                created.discard(wid)
+            else:
+                rec.result = rows.get(wid)
 
     def _write_run(self, conn: psycopg.Connection[Any], run: Sequence[Any]) -> None:
         if run[0].kind == R.STEP:
@@ -969,6 +1079,14 @@ def _cancel_query(conn: psycopg.Connection[Any]) -> None:
 def _fatal(exc: BaseException) -> bool:
     return isinstance(exc, (psycopg.errors.DiskFull, psycopg.errors.IoError, psycopg.errors.DataCorrupted,
                             psycopg.errors.IndexCorrupted, psycopg.errors.InternalError_))
+
+
+def _plain(rec: Any) -> bool:
+    """A record the pipelined hot path writes: a step row, a completion, a
+    top-level start (a child's start, with its parent's step row, and ops,
+    transaction steps and named writes go the general way)."""
+    kind = rec.kind
+    return kind == R.STEP or kind == R.COMPLETE or (kind == R.START and rec.params[4] is None)
 
 
 def _changes_owner(rec: Any) -> bool:
