@@ -20,6 +20,8 @@ import pytest
 
 import durably
 
+from .conftest import pg_schema_url
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 SRC = str(Path(durably.__file__).resolve().parents[1])
 
@@ -74,6 +76,15 @@ def test_the_readme_has_snippets() -> None:
 def test_readme_snippet_runs(tmp_path: Path, line: int, code: str) -> None:
     script = tmp_path / "snippet.py"
     script.write_text(PRELUDE + "\n" + code + "\n" + EPILOGUE)
-    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
+    env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}
+    urls = None
+    if "DATABASE_URL" in code:  # a PostgreSQL snippet: a fresh schema of the test server
+        urls = pg_schema_url()
+        env["DATABASE_URL"] = next(urls)
+    try:
+        run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=60, env=env)
+    finally:
+        if urls is not None:
+            next(urls, None)
     assert run.returncode == 0 and "snippet ok" in run.stdout, f"README.md line {line}:\n{run.stderr[-3000:]}"

@@ -206,6 +206,11 @@ class PgStore:
         conn.execute("SELECT set_config('search_path', %s, false), set_config("
                      "'idle_in_transaction_session_timeout', %s, false)",
                      (self._our_path(), f"{int(IDLE_IN_TX * 1000)}ms"))
+        if self.synchronous == "normal":
+            # Engine(synchronous="normal"): commits return before their WAL is
+            # flushed (the last ones may be lost if the *server* crashes);
+            # "full" keeps the server's own setting (README, "PostgreSQL").
+            conn.execute("SET synchronous_commit = off")
 
     def _our_path(self) -> str:
         """Durably's schema first (its SQL is unqualified), then the user's
@@ -225,6 +230,9 @@ class PgStore:
                     _ops.register(conn, *self.registration)
             self._open_pool()
             self._open_listener()
+        except CONNECTION_ERRORS as exc:  # lost while opening (a restart, a terminated backend)
+            self.close(clean=False)
+            raise map_error(exc, self.path) from exc  # DatabaseUnavailableError, never a raw psycopg error
         except BaseException:
             self.close(clean=False)
             raise
