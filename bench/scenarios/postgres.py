@@ -86,7 +86,7 @@ def durably_async(workdir: Path, quick: bool, count: int, steps: int = 10) -> di
 
     async def go(n: int) -> float:
         t0 = time.perf_counter()
-        handles = [engine.start(chain, steps) for _ in range(n)]
+        handles = await asyncio.gather(*[engine.start_async(chain, steps) for _ in range(n)])
         results = await asyncio.gather(*[h.result_async(timeout=600) for h in handles])
         assert results == [steps] * n
         return time.perf_counter() - t0
