@@ -44,6 +44,7 @@ from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from . import _executors
+from . import _ownership
 from ._ops import OPS, READS
 from ._writes import WRITES
 from ._tx import Tx, authorizer
@@ -431,20 +432,7 @@ class Store:
         if takeovers != self._takeovers:
             self._takeovers = takeovers
             self._refresh_owned(conn)
-        fenced = self.fenced
-        if not fenced:
-            return batch
-        keep = []
-        for rec in batch:
-            wid = _workflow_of(rec)
-            if wid is not None and wid in fenced:
-                rec.result = None
-                rec.error = errors.FencedError(
-                    f"workflow {wid!r} was taken over by another executor (this one lost its lease); "
-                    "this record is not written and this process abandons the workflow", workflow_id=wid)
-            else:
-                keep.append(rec)
-        return keep
+        return _ownership.drop_fenced(self, batch)
 
     def still_owns(self, workflow_id: str, epoch: int) -> bool:
         """Whether the database still names this executor, at ``epoch``, as
@@ -463,64 +451,20 @@ class Store:
         self._takeovers = None  # after the registration: _fence then refreshes
 
     def _own(self, output: Any) -> None:
-        """A claim applied in this batch: its workflows are this process's
-        from this transaction on, at their new epochs. Registered here, in
-        the writer, before any later batch's fence check: a process paused
-        between the claim's commit and running what it claimed, and taken
-        over meanwhile, finds them lost at its next write (it used to
-        register them after the commit, one by one, and wrote with stale
-        epochs beside their new owner)."""
-        rows = output[0] if isinstance(output, tuple) else output
-        for row in rows:
-            self.owned[row[0]] = row[4]
+        _ownership.claimed(self, output)
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
-        """A step row of a workflow running here refused as a duplicate: its
-        position was recorded by another executor that runs it too (this one
-        lost it and has not seen the change of owner yet). That is a lost
-        workflow, not its error: the record fails with FencedError and the
-        workflow is abandoned here, never ended ERROR by a race."""
-        lost = []
-        for rec in batch:
-            err = rec.error
-            if (rec.kind == R.STEP and isinstance(err, errors.ConstraintError) and "UNIQUE" in str(err)
-                    and rec.params[0] in self.owned):
-                wid = rec.params[0]
-                rec.error = errors.FencedError(
-                    f"workflow {wid!r}: step position {rec.params[1]} was already recorded by another executor; "
-                    "this process abandons the workflow", workflow_id=wid)
-                lost.append(wid)
-        if lost:
-            log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])
-            for wid in lost:
-                self.owned.pop(wid, None)
-            self.fenced.update(lost)
-            if self.on_fenced is not None:
-                self.on_fenced(lost)
+        _ownership.lost_to_a_race(self, batch, lambda err: "UNIQUE" in str(err))
 
     def _refresh_owned(self, conn: apsw.Connection) -> None:
-        owned = self.owned
-        ids = list(owned)
+        ids = list(self.owned)
         lost = []
         for at in range(0, len(ids), 500):
             chunk = ids[at:at + 500]
-            rows = conn.execute(
+            lost += _ownership.lost_among(self, conn.execute(
                 f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
-                chunk).fetchall()
-            now = {wid: (owner, epoch) for wid, owner, epoch in rows}
-            for wid in chunk:
-                if wid not in now:
-                    continue
-                owner, epoch = now[wid]
-                mine = owned.get(wid)
-                if owner != self.executor or (mine is not None and epoch != mine):
-                    lost.append(wid)
-        if lost:
-            for wid in lost:
-                owned.pop(wid, None)
-            self.fenced.update(lost)
-            if self.on_fenced is not None:
-                self.on_fenced(lost)
+                chunk).fetchall())
+        _ownership.lose(self, lost)
 
     def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
         conn.execute("SAVEPOINT record")
@@ -954,21 +898,5 @@ class _BatchLost(Exception):
     write it again (the record knows what to record instead)."""
 
 
-def _workflow_of(rec: Any) -> str | None:
-    """The running workflow a record advances (None: a client record)."""
-    kind = rec.kind
-    if kind in (R.STEP, R.TX, R.OP):
-        return rec.params[0]
-    if kind == R.COMPLETE:
-        return rec.params[3]
-    if kind == R.START:
-        parent_step = rec.params[4]
-        return None if parent_step is None else parent_step[0]
-    return None
-
-
-def _reset(batch: Sequence[Any]) -> None:
-    """Forget what a rolled-back attempt set on the records (before a retry)."""
-    for rec in batch:
-        rec.result = None
-        rec.error = None
+_workflow_of = _ownership.workflow_of
+_reset = _ownership.reset

@@ -55,6 +55,7 @@ from ... import _crash
 from ... import _records as R
 from ... import errors
 from ...codec import encode_error
+from .. import _ownership
 from .._executors import dead_here
 from . import _ops
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
@@ -705,56 +706,16 @@ class PgStore:
         if takeovers != self._takeovers:
             self._takeovers = takeovers
             self._refresh_owned(conn)
-        fenced = self.fenced
-        if not fenced:
-            return batch
-        keep = []
-        for rec in batch:
-            wid = _workflow_of(rec)
-            if wid is not None and wid in fenced:
-                rec.result = None
-                rec.error = errors.FencedError(
-                    f"workflow {wid!r} was taken over by another executor (this one lost its lease); "
-                    "this record is not written and this process abandons the workflow", workflow_id=wid)
-            else:
-                keep.append(rec)
-        return keep
+        return _ownership.drop_fenced(self, batch)
 
     def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
-        owned = self.owned
-        if not owned:
-            return
-        rows = conn.execute("SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
-                            (list(owned),)).fetchall()
-        lost = []
-        for wid, owner, epoch in rows:
-            mine = owned.get(wid)
-            if owner != self.executor or (mine is not None and epoch != mine):
-                lost.append(wid)
-        self._lose(lost)
-
-    def _lose(self, lost: list[str]) -> None:
-        if lost:
-            for wid in lost:
-                self.owned.pop(wid, None)
-            self.fenced.update(lost)
-            if self.on_fenced is not None:
-                self.on_fenced(lost)
+        if self.owned:
+            _ownership.lose(self, _ownership.lost_among(self, conn.execute(
+                "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
+                (list(self.owned),)).fetchall()))
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
-        lost = []
-        for rec in batch:
-            err = rec.error
-            if (rec.kind == R.STEP and isinstance(err, errors.ConstraintError)
-                    and isinstance(err.__cause__, psycopg.errors.UniqueViolation) and rec.params[0] in self.owned):
-                wid = rec.params[0]
-                rec.error = errors.FencedError(
-                    f"workflow {wid!r}: step position {rec.params[1]} was already recorded by another executor; "
-                    "this process abandons the workflow", workflow_id=wid)
-                lost.append(wid)
-        if lost:
-            log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])
-            self._lose(lost)
+        _ownership.lost_to_a_race(self, batch, lambda err: isinstance(err.__cause__, psycopg.errors.UniqueViolation))
 
     def still_owns(self, workflow_id: str, epoch: int) -> bool:
         rows = self.query("SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'",
@@ -766,9 +727,7 @@ class PgStore:
         self._takeovers = None
 
     def _own(self, output: Any) -> None:
-        rows = output[0] if isinstance(output, tuple) else output
-        for row in rows:
-            self.owned[row[0]] = row[4]
+        _ownership.claimed(self, output)
 
     def _apply_isolated(self, conn: psycopg.Connection[Any], rec: Any) -> None:
         try:
@@ -1105,19 +1064,5 @@ def _changes_owner(rec: Any) -> bool:
     return False
 
 
-def _workflow_of(rec: Any) -> str | None:
-    kind = rec.kind
-    if kind in (R.STEP, R.TX, R.OP):
-        return rec.params[0]  # type: ignore[no-any-return]
-    if kind == R.COMPLETE:
-        return rec.params[3]  # type: ignore[no-any-return]
-    if kind == R.START:
-        parent_step = rec.params[4]
-        return None if parent_step is None else parent_step[0]
-    return None
-
-
-def _reset(batch: Sequence[Any]) -> None:
-    for rec in batch:
-        rec.result = None
-        rec.error = None
+_workflow_of = _ownership.workflow_of
+_reset = _ownership.reset
