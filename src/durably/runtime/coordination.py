@@ -114,7 +114,18 @@ class Coordinator:
         failures = 0
         client = self.engine.client
         stopped = self._stop
-        while not stopped.wait(self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)):
+        # A store that is told of changes (PostgreSQL's LISTEN) wakes this
+        # thread as soon as one arrives, waiting at most ``poll``; others
+        # (SQLite's data_version) are polled every ``poll``.
+        wait_change = getattr(self.store, "wait_change", None)
+        while True:
+            pause = self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)
+            if wait_change is not None and failures == 0:
+                wait_change(pause)
+                if stopped.is_set():
+                    return
+            elif stopped.wait(pause):
+                return
             if self.journal.failure is not None:
                 return  # the writer stopped: nothing more can be recorded
             try:

@@ -1010,6 +1010,21 @@ class PgStore:
                 self._relisten()
         return self._notified
 
+    def wait_change(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a notification (the watcher's
+        pause: a wake-up from another process is seen when it arrives, not
+        at the next poll). Without a listener: a plain sleep."""
+        listener = self._listener
+        if listener is None or self._closing:
+            time.sleep(timeout)
+            return
+        with self._listen_lock:
+            try:
+                for _ in listener.notifies(timeout=timeout, stop_after=1):
+                    self._notified += 1
+            except CONNECTION_ERRORS:
+                self._relisten()
+
     def _relisten(self) -> None:
         """The listener lost its connection: listen again, and count it as a
         change (what was notified meanwhile is read from the notices)."""
@@ -1020,6 +1035,8 @@ class PgStore:
             pass
         self._listener = None
         self._notified += 1
+        if self._closing:
+            return
         try:
             self._open_listener()
         except errors.DurablyError:
