@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import apsw
 
@@ -175,45 +175,65 @@ def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, An
     return out
 
 
-def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concurrency: int | None,
-                rate: tuple[int, float] | None, now: float, batch: int) -> Any:
-    """Start what a queue may start now, atomically across processes: its
-    running count and its rate window are read in this write transaction.
-    Returns (claimed rows as in :func:`claim`, when to look again or None)."""
+def queue_window(concurrency: int | None, rate: tuple[int, float] | None, now: float, batch: int,
+                 running: Callable[[], int], recent: Callable[[float, float], list[float]],
+                 start: Callable[[int], list[tuple[Any, ...]]],
+                 delayed: Callable[[], float | None]) -> tuple[list[tuple[Any, ...]], float | None]:
+    """What a queue may start now, and when to look again (both stores:
+    each passes its own reads, run inside the claim's transaction):
+    ``running()`` entries started and not done; ``recent(lo, hi)`` start
+    times in (lo, hi], in order; ``start(n)`` starts up to n waiting entries
+    and returns the claimed rows; ``delayed()`` the earliest ``not_before``
+    still in the future. Returns (claimed rows, when to look again or None)."""
     free = batch
     wake = None
     if concurrency is not None:
-        running = conn.execute(
-            "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
-            (queue,)).get
-        free = min(free, concurrency - running)
+        free = min(free, concurrency - running())
     if rate is not None:
         n, period = rate
         # Starts "in the future" were recorded before the wall clock went
         # back: they are older than the window, not in it.
-        recent = [r[0] for r in conn.execute(
-            "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-            " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue, now - period, now + 1.0))]
-        free = min(free, n - len(recent))
-        if len(recent) >= n:
-            wake = recent[len(recent) - n] + period
+        starts = recent(now - period, now + 1.0)
+        free = min(free, n - len(starts))
+        if len(starts) >= n:
+            wake = starts[len(starts) - n] + period
     claimed: list[tuple[Any, ...]] = []
     if free > 0:
+        claimed = start(free)
+        if len(claimed) == free:
+            wake = now  # there may be more: look again at once
+    if wake is None or wake > now:
+        soonest = delayed()
+        if soonest is not None and (wake is None or soonest < wake):
+            wake = soonest
+    return claimed, wake
+
+
+def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concurrency: int | None,
+                rate: tuple[int, float] | None, now: float, batch: int) -> Any:
+    """Start what a queue may start now, atomically across processes: its
+    running count and its rate window are read in this write transaction
+    (SQLite: the only writer). Returns (claimed rows as in :func:`claim`,
+    when to look again or None)."""
+
+    def start(free: int) -> list[tuple[Any, ...]]:
         ids = [r[0] for r in conn.execute(
             "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
             " AND not_before <= ? ORDER BY priority, seq LIMIT ?", (queue, now, free))]
         for wid in ids:
             conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (now, wid))
-        claimed = _take(conn, me, version, [(wid, None) for wid in ids])
-        if len(ids) == free:
-            wake = now  # there may be more: look again at once
-    if wake is None or wake > now:
-        delayed = conn.execute(
-            "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
-            " AND not_before > ?", (queue, now)).get
-        if delayed is not None and (wake is None or delayed < wake):
-            wake = delayed
-    return claimed, wake
+        return _take(conn, me, version, [(wid, None) for wid in ids])
+
+    return queue_window(
+        concurrency, rate, now, batch,
+        running=lambda: conn.execute("SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+                                     " AND done = 0", (queue,)).get,
+        recent=lambda lo, hi: [r[0] for r in conn.execute(
+            "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+            " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue, lo, hi))],
+        start=start,
+        delayed=lambda: conn.execute("SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
+                                     " AND done = 0 AND not_before > ?", (queue, now)).get)
 
 
 def notice(conn: apsw.Connection, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:

@@ -45,6 +45,7 @@ from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from . import _executors
 from . import _ownership
+from ._interrupts import why_interrupted
 from ._ops import OPS, READS
 from ._writes import WRITES
 from ._tx import Tx, authorizer
@@ -644,15 +645,7 @@ class Store:
         budget = getattr(body, "timeout", None) or self.tx_budget
         deadline = time.monotonic() + budget
 
-        def why() -> errors.TransactionTimeoutError:
-            if self._stop_all_tx:
-                reason = "the engine closed while it ran"
-            elif workflow_id in self._stop_tx:
-                reason = "its workflow was cancelled while it ran"
-            else:
-                reason = f"it ran past its time budget of {budget} s (transaction steps hold the writer)"
-            return errors.TransactionTimeoutError(
-                f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget)
+        why = why_interrupted(self, workflow_id, name, budget)
 
         conn.execute("SAVEPOINT tx")
         tx = Tx(conn, why)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ... import _records as R
 from ... import errors
-from .._executors import HOST, KEEP_NOTICES
+from .._executors import HOST, KEEP_NOTICES, queue_window
 
 _KEEP_STOPPED = 86400.0
 
@@ -233,35 +233,24 @@ def claim_queue(conn: Any, me: str, version: str, queue: str, concurrency: int |
     """As store/_executors.claim_queue; the queue's advisory lock makes the
     count-then-start atomic across processes."""
     conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || %s, 0))", (queue,))
-    free = batch
-    wake = None
-    if concurrency is not None:
-        running = _one(conn, "SELECT count(*) FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
-                             " AND done = 0", (queue,))
-        free = min(free, concurrency - running)
-    if rate is not None:
-        n, period = rate
-        recent = [r[0] for r in conn.execute(
-            "SELECT started_at FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
-            " AND started_at > %s AND started_at <= %s ORDER BY started_at", (queue, now - period, now + 1.0))]
-        free = min(free, n - len(recent))
-        if len(recent) >= n:
-            wake = recent[len(recent) - n] + period
-    claimed: list[tuple[Any, ...]] = []
-    if free > 0:
+
+    def start(free: int) -> list[tuple[Any, ...]]:
         ids = [r[0] for r in conn.execute(
             "UPDATE queue_entries SET started_at = %s WHERE seq IN (SELECT seq FROM queue_entries WHERE queue = %s"
             " AND started_at IS NULL AND done = 0 AND not_before <= %s ORDER BY priority, seq LIMIT %s)"
             " RETURNING workflow_id", (now, queue, now, free))]
-        claimed = _take(conn, me, version, [(wid, None, None) for wid in ids])
-        if len(ids) == free:
-            wake = now
-    if wake is None or wake > now:
-        delayed = _one(conn, "SELECT min(not_before) FROM queue_entries WHERE queue = %s AND started_at IS NULL"
-                             " AND done = 0 AND not_before > %s", (queue, now))
-        if delayed is not None and (wake is None or delayed < wake):
-            wake = delayed
-    return claimed, wake
+        return _take(conn, me, version, [(wid, None, None) for wid in ids])
+
+    return queue_window(
+        concurrency, rate, now, batch,
+        running=lambda: _one(conn, "SELECT count(*) FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
+                                   " AND done = 0", (queue,)),
+        recent=lambda lo, hi: [r[0] for r in conn.execute(
+            "SELECT started_at FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
+            " AND started_at > %s AND started_at <= %s ORDER BY started_at", (queue, lo, hi))],
+        start=start,
+        delayed=lambda: _one(conn, "SELECT min(not_before) FROM queue_entries WHERE queue = %s AND started_at IS NULL"
+                                   " AND done = 0 AND not_before > %s", (queue, now)))
 
 
 OPS: dict[str, Callable[..., Any]] = {

@@ -56,6 +56,7 @@ from ... import _records as R
 from ... import errors
 from ...codec import encode_error
 from .. import _ownership
+from .._interrupts import why_interrupted
 from .._executors import dead_here
 from . import _ops
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
@@ -814,15 +815,7 @@ class PgStore:
         budget = getattr(body, "timeout", None) or self.tx_budget
         deadline = time.monotonic() + budget
 
-        def why() -> errors.TransactionTimeoutError:
-            if self._stop_all_tx:
-                reason = "the engine closed while it ran"
-            elif workflow_id in self._stop_tx:
-                reason = "its workflow was cancelled while it ran"
-            else:
-                reason = f"it ran past its time budget of {budget} s (transaction steps hold the writer)"
-            return errors.TransactionTimeoutError(
-                f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget)
+        why = why_interrupted(self, workflow_id, name, budget)
 
         if self._stop_all_tx or workflow_id in self._stop_tx:
             rec.error = errors.NotOpenError(f"transaction step {name!r} not run: its workflow is stopping")
