@@ -13,6 +13,7 @@ import logging
 import os
 import random as _random
 import socket
+import threading
 import uuid as _uuid
 
 from collections.abc import Iterable
@@ -74,6 +75,22 @@ def _by_name(*args: Any, **kwargs: Any) -> Any:
     raise errors.UsageError("a client engine does not run workflows")
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _settle_future(fut: "asyncio.Future[Any]", value: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(value, BaseException):
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)
+
+
 def _name_of(fn: Callable[..., Any]) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
@@ -133,16 +150,16 @@ class Engine:
         self._store = make_store(path, synchronous, vfs, check, schema)
         self._store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
         # This engine, as recorded on the workflows it runs (introspection).
-        self.executor_id = f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
-        self._store.executor = self.executor_id
         self.client = bool(client)
-        self._store.start_owner = None if self.client else self.executor_id
+        self._new_executor_id()
         self.app_version = check_name(app_version if app_version is not None
                                       else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
         self._store.app_version = self.app_version
         lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._close_lock = threading.Lock()
+        self._ever_opened = False
         self._journal: Journal = None  # type: ignore[assignment]  # made at each open
         self._open = False
         self.recovery = RecoveryReport()
@@ -166,6 +183,16 @@ class Engine:
                                           self._check_open, self._opened)
         self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick,
                                          lease, poll)
+
+    def _new_executor_id(self) -> None:
+        # This process, as recorded on the workflows it runs. Made again at an
+        # open in another process than the one that built the engine (an app
+        # module imported before gunicorn forks its workers), so two workers
+        # never share one executor id.
+        self._pid = os.getpid()
+        self.executor_id = f"{socket.gethostname()}:{self._pid}:{new_id()[-8:]}"
+        self._store.executor = self.executor_id
+        self._store.start_owner = None if self.client else self.executor_id
 
     # -- registration ---------------------------------------------------------
 
@@ -275,6 +302,9 @@ class Engine:
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
+        if self._ever_opened or os.getpid() != self._pid:
+            self._new_executor_id()  # each open is a new executor (its row is a new registration)
+        self._ever_opened = True
         keeper = self._lease_keeper
         self._store.registration = None if is_memory(self._store.path) else keeper.registration()
         self._store.open(self._codec.name)
@@ -309,16 +339,65 @@ class Engine:
         and left behind. Returns their ids (usually empty). Workflows that
         have not finished stay PENDING and resume at the next open.
         UsageError if called from inside a workflow or step (it would wait
-        for itself).
+        for itself), or on an event loop that runs async workflows of this
+        engine (blocking that loop, it could not wait for them: use
+        ``await engine.close_async()`` or ``async with engine:`` there).
         """
+        timeout = self._close_args(timeout)
+        if not self._open:
+            return []
+        here = _running_loop()
+        if here is not None:
+            running = self._runner.running_on(here)
+            if running:
+                raise errors.UsageError(
+                    f"engine.close() was called on the event loop that runs {len(running)} async workflow(s) "
+                    f"of this engine ({', '.join(running[:3])}{', ...' if len(running) > 3 else ''}); blocking "
+                    "that loop it could not wait for their step bodies, which would run again at the next "
+                    "open. Use `await engine.close_async()` (or `async with engine:`) on this loop; the "
+                    "engine is still open")
+        return self._close(timeout)
+
+    async def close_async(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
+        """``close()`` for asyncio code (a web app's lifespan, ``async with
+        engine:``): the same steps, waiting without blocking the calling
+        loop, so the workflows running on it finish their step bodies and
+        record them as workflows in threads do. Returns the ids left behind."""
+        timeout = self._close_args(timeout)
+        if not self._open:
+            return []
+        # The blocking part runs in a thread of its own while this loop keeps
+        # running the workflows it waits for (a thread not on any loop waits
+        # for every workflow, see Runner.stop_all).
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+
+        def closer() -> None:
+            try:
+                left: list[str] | BaseException = self._close(timeout)
+            except BaseException as exc:  # handed to the awaiting caller
+                left = exc
+            try:
+                done.get_loop().call_soon_threadsafe(_settle_future, done, left)
+            except RuntimeError:
+                pass  # the caller's loop is gone: nobody waits for the answer
+
+        threading.Thread(target=closer, name="durably-close", daemon=True).start()
+        return await asyncio.shield(done)
+
+    def _close_args(self, timeout: float | None) -> float | None:
         if current.get() is not None:
             raise errors.UsageError(
                 "engine.close() was called inside a workflow or step; it waits for running workflows to "
                 "stop, so it would wait for itself. Close the engine from the code that opened it")
-        if timeout is not None:
-            timeout = seconds_arg(timeout, "close timeout")
-        if not self._open:
-            return []
+        return None if timeout is None else seconds_arg(timeout, "close timeout")
+
+    def _close(self, timeout: float | None) -> list[str]:
+        with self._close_lock:  # close() and close_async() at once: one closes, the other finds it closed
+            if not self._open:
+                return []
+            return self._shut(timeout)
+
+    def _shut(self, timeout: float | None) -> list[str]:
         runner = self._runner
         runner.closing = True
         with runner.lock:  # running workflows unwind from their next durable point on
@@ -348,6 +427,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    async def __aenter__(self) -> "Engine":
+        return self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close_async()
 
     @property
     def is_open(self) -> bool:

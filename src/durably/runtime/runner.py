@@ -126,10 +126,25 @@ class Runner:
             log.error("durably: close() waited %s s for %d workflow(s) still inside a step body or outside any "
                       "durable point and gave up on them: %s. They stay PENDING and resume at the next open; "
                       "a step body cut short there runs again", grace, len(busy), ", ".join(busy[:20]))
+            # Those on a caller's loop are cancelled now: nothing they do can be
+            # recorded any more, and a body holding back its loop's shutdown
+            # cancel (GuardedTask) would otherwise hold that loop's end forever.
+            for task in list(self._tasks):
+                if not task.done():
+                    try:
+                        task.get_loop().call_soon_threadsafe(task.cancel)
+                    except RuntimeError:
+                        pass  # that loop is closed
         self._stop_loop()
         if self._pool is not None:
             self._pool.shutdown(wait=not busy, cancel_futures=True)
         return busy
+
+    def running_on(self, loop: asyncio.AbstractEventLoop) -> list[str]:
+        """The workflows of this engine running on ``loop`` (a caller's loop
+        that close() must not block)."""
+        with self.lock:
+            return [w for w, c in self.active.items() if c.loop is loop]
 
     def register(self, spec: WorkflowSpec, wid: str) -> WorkflowContext | None:
         with self.lock:
@@ -152,6 +167,9 @@ class Runner:
                 self.queued[wid] = (ctx, spec, inputs, replay)
             self._pool.submit(self.steal, wid)  # unless a waiter runs it first
             return
+        # Known from now on, not only once the task runs: close() refuses to
+        # block the loop that runs it (see running_on).
+        ctx.loop = loop if loop is not None else self.engine_loop()
         coro = run_async(ctx, spec, inputs, replay)
         if loop is not None:
             task = GuardedTask(coro, loop=loop)
