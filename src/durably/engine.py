@@ -422,6 +422,10 @@ class Engine:
         self._open = False
         return left
 
+    def __repr__(self) -> str:
+        state = "open" if self._open else "closed"
+        return f"<durably.Engine {self._store.path!r} {state}{' client' if self.client else ''}>"
+
     def __enter__(self) -> "Engine":
         return self.open()
 
@@ -532,12 +536,22 @@ class Engine:
     def _start_args(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
                     timeout: float | None) -> tuple[WorkflowSpec, Any, float | None]:
         """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
+        ctx = workflow_context()
+        self._toolkit.mine(ctx, "start")
         self._check_open()
         spec = self._spec(workflow)
         if workflow_id is not None:
             check_workflow_id(workflow_id)
         timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
-        deadline = None if timeout is None else self._clock.now() + timeout
+        if timeout is not None:
+            deadline: float | None = self._clock.now() + timeout
+        elif ctx is not None:
+            # A child (started or enqueued) inherits its parent's absolute
+            # deadline, so a whole tree is bounded by the root's timeout even
+            # when the parent returns first (as DBOS does).
+            deadline = self._store.deadline(ctx.workflow_id)
+        else:
+            deadline = None
         return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
 
     def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
@@ -826,7 +840,7 @@ class Engine:
         return datetime.fromtimestamp(ts, timezone.utc)
 
     async def now_async(self) -> datetime:
-        ts = await self._toolkit.drive_async(self._toolkit.value("now", self._clock.now, float))
+        ts = await self._toolkit.drive_async(self._toolkit.value("now", self._clock.now, float), "now")
         return datetime.fromtimestamp(ts, timezone.utc)
 
     def random(self) -> float:
@@ -834,14 +848,14 @@ class Engine:
         return self._toolkit.drive(self._toolkit.value("random", _random.random, float), "random")
 
     async def random_async(self) -> float:
-        return await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float))
+        return await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float), "random")
 
     def uuid4(self) -> str:
         """A random UUID string; inside a workflow, recorded and replayed."""
         return self._toolkit.drive(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
 
     async def uuid4_async(self) -> str:
-        return await self._toolkit.drive_async(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str))
+        return await self._toolkit.drive_async(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
 
     def patched(self, change: str) -> bool:
         """True if this run of the workflow takes the new code path of ``change``.

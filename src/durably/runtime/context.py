@@ -520,6 +520,17 @@ def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
             pass  # that loop is closed
 
 
+def other_engine(ctx: WorkflowContext, store: Any, call: str) -> errors.UsageError:
+    """The error for a durable call made, inside a workflow, on an engine
+    other than the one running it (its journal is not that workflow's)."""
+    return errors.UsageError(
+        f"engine.{call}() was called on the engine of {store.path!r} inside workflow {ctx.name!r} "
+        f"(id {ctx.workflow_id!r}), which runs on another Engine object (of {ctx.runner.store.path!r}). A "
+        "workflow's durable calls (sleep, send, recv, events, now, starts, queues, patches) go to the engine "
+        "that runs it: call them on that engine, or register the workflow and its steps with the engine you "
+        "call (decorate them with its @workflow/@step)")
+
+
 def require() -> WorkflowContext:
     ctx = workflow_context()
     if ctx is None:

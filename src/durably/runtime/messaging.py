@@ -19,7 +19,7 @@ import msgspec
 from .. import errors
 from .._names import check_optional
 from ..codec import JsonCodec
-from .context import workflow_context
+from .context import current, workflow_context
 from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg, replayed_outcome
 
 Message = tuple[str, str | None, Any]  # (destination, topic, encoded payload): what the store inserts
@@ -118,7 +118,18 @@ class Messaging:
         key = name_arg(key, "event key")
         ctx = workflow_context()
         if ctx is None:
-            raise errors.UsageError("set_event() is only valid inside a workflow (events belong to a workflow)")
+            outer = current.get()
+            if outer is None:
+                raise errors.UsageError("set_event() is only valid inside a workflow (events belong to a workflow)")
+            # Inside a step body (a long step publishing progress): written
+            # now, so waiters see it while the step runs; not a journaled
+            # position (the step's outcome covers the body). A body that runs
+            # again sets it again: the latest value wins.
+            self.kit.mine(outer, "set_event")
+            raw = self.kit.codec.encode(value, f"event {key!r} of workflow {outer.workflow_id!r}")
+            yield from self.kit.op(None, None, f"set_event:{key}", "set_event", (outer.workflow_id, key, raw))
+            self.kit.waits.notify(("event", outer.workflow_id, key))
+            return
         raw = self.kit.codec.encode(value, f"event {key!r} of workflow {ctx.workflow_id!r}")
         pos = ctx.take_position()
         if ctx.replayed(pos, f"set_event:{key}") is None:

@@ -23,7 +23,7 @@ from .. import errors
 from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
-from .context import WorkflowContext, encode_key, workflow_context
+from .context import WorkflowContext, encode_key, other_engine, workflow_context
 from .waits import Waiter, block, block_async
 
 if TYPE_CHECKING:
@@ -77,8 +77,17 @@ class Toolkit:
 
     # -- drivers ------------------------------------------------------------------
 
+    def mine(self, ctx: WorkflowContext | None, call: str) -> None:
+        """UsageError when ``ctx`` is a workflow of another engine (whose
+        journal this engine's calls would not write)."""
+        if ctx is not None and ctx.runner.store is not self.store:
+            raise other_engine(ctx, self.store, call)
+
     def drive(self, gen: Gen, name: str) -> Any:
         ctx = workflow_context()
+        if ctx is not None and ctx.runner.store is not self.store:
+            gen.close()
+            raise other_engine(ctx, self.store, name)
         if ctx is not None and ctx.is_async:
             gen.close()
             # The blocking form would stall the event loop (and every workflow on it).
@@ -101,8 +110,11 @@ class Toolkit:
             except BaseException as e:  # handed to the generator (its finally runs)
                 exc = e
 
-    async def drive_async(self, gen: Gen) -> Any:
+    async def drive_async(self, gen: Gen, name: str | None = None) -> Any:
         ctx = workflow_context()
+        if ctx is not None and ctx.runner.store is not self.store:
+            gen.close()
+            raise other_engine(ctx, self.store, f"{name or gen.__name__}_async")
         if ctx is not None:
             # In a workflow the primitive's outcome is handed to the code in
             # the order it was delivered live (see runtime/context.py).
@@ -239,6 +251,7 @@ class Toolkit:
         """``Engine.patched``: True if this run takes the new code path of ``change``."""
         change = name_arg(change, "patched() change name")
         ctx = workflow_context()
+        self.mine(ctx, "patched")
         if ctx is None:
             raise errors.UsageError("patched() is only valid inside a workflow")
         name = f"patch:{change}"
@@ -260,6 +273,7 @@ class Toolkit:
         """``Engine.deprecate_patch``: always True; consumes a recorded marker on replay."""
         change = name_arg(change, "deprecate_patch() change name")
         ctx = workflow_context()
+        self.mine(ctx, "deprecate_patch")
         if ctx is None:
             raise errors.UsageError("deprecate_patch() is only valid inside a workflow")
         key = ctx.peek_key()
