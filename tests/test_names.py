@@ -25,7 +25,7 @@ import pytest
 
 import durably
 from durably import Status, errors
-from durably._names import default_name
+from durably import _names
 
 SRC = str(Path(durably.__file__).resolve().parents[1])
 
@@ -155,16 +155,16 @@ def test_how_a_main_module_is_resolved(tmp_path: Path) -> None:
         (tmp_path / init).write_text("")
     (tmp_path / "loose").mkdir()
     main = {"__name__": "__main__", "__spec__": None}
-    assert default_name(_defined_in({**main, "__file__": str(tmp_path / "pkg/sub/app.py")})) == \
+    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "pkg/sub/app.py")})) == \
         ("pkg.sub.app.flow", "__main__.flow")
-    assert default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py")})) == \
+    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py")})) == \
         ("app.flow", "__main__.flow")
-    assert default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py"),
+    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py"),
                                      "__spec__": SimpleNamespace(name="tools.app")})) == \
         ("tools.app.flow", "__main__.flow")  # python -m tools.app
     # An interactive session or a notebook: no file, nothing to resolve.
-    assert default_name(_defined_in(dict(main))) == ("__main__.flow", None)
-    assert default_name(_defined_in({"__name__": "app"})) == ("app.flow", None)
+    assert _names.default_name(_defined_in(dict(main))) == ("__main__.flow", None)
+    assert _names.default_name(_defined_in({"__name__": "app"})) == ("app.flow", None)
 
 
 # -- collisions are refused at registration -------------------------------------------
