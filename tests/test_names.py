@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -24,8 +25,7 @@ from typing import Any, Callable
 import pytest
 
 import durably
-from durably import Status, errors
-from durably import _names
+from durably import Status, _names, errors
 
 SRC = str(Path(durably.__file__).resolve().parents[1])
 
@@ -339,7 +339,7 @@ def test_aliases_adopt_workflows_and_steps_recorded_under_an_old_name(make_engin
         assert old.handle("done").result(timeout=10) == "charged a!"
         for wid in ("pending", "cancelled"):
             old.start(old_flow, wid, workflow_id=wid)
-            _until(lambda: len(old.steps(wid)) == 2)  # charge and record are durable; it waits in recv
+            _until(lambda wid=wid: len(old.steps(wid)) == 2)  # charge and record are durable; it waits in recv
         old.cancel("cancelled")
     assert charged == ["a", "pending", "cancelled"]
 
@@ -437,3 +437,63 @@ def test_a_queued_workflow_recorded_under_an_alias_is_dispatched(make_engine) ->
         new.send("q1", "!", topic="go")
         assert new.handle("q1").result(timeout=10) == "charged q1 anew!"
         assert new.handle("q1").info().name == "old.flow"
+
+
+def test_a_schedule_of_an_old_name_fires_and_backfills_the_aliased_workflow(make_engine) -> None:
+    t0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+    clock, fired = durably.VirtualClock(t0.timestamp()), []
+    old = make_engine(clock=clock)
+
+    @old.workflow(name="tick")
+    def tick(slot: datetime) -> str:
+        return "old"
+
+    with old:
+        old.schedule("five", "*/5 * * * *", "tick", missed="all")  # recorded: workflow "tick"
+        clock.advance(300)
+        _until(lambda: len(old.list_workflows(status="SUCCESS")) == 1)
+    clock.advance(300)  # down across 00:10
+    new = make_engine(clock=clock)
+
+    @new.workflow(name="new.tick", aliases=("tick",))
+    def renamed(slot: datetime) -> str:
+        fired.append(slot)
+        return "new"
+
+    with new:
+        _until(lambda: len(new.list_workflows(status="SUCCESS")) == 2)
+        assert fired == [t0.replace(minute=10, second=0)]
+        # The 00:05 slot ran under the old name: backfilling returns its handle (no conflict, no re-run).
+        handles = new.backfill_schedule("five", t0.replace(minute=5, second=0), t0.replace(minute=6, second=0))
+        assert [h.result(timeout=10) for h in handles] == ["old"]
+        assert len(fired) == 1
+
+
+def test_a_parent_replays_the_start_of_a_child_recorded_under_the_child_s_old_name(make_engine) -> None:
+    def build(engine: durably.Engine, child_name: str, aliases: tuple[str, ...] = ()) -> list[int]:
+        ran: list[int] = []
+
+        @engine.workflow(name=child_name, aliases=aliases)
+        def child(x: int) -> int:
+            ran.append(x)
+            return x * 2
+
+        @engine.workflow(name="parent")
+        def parent(x: int) -> int:
+            doubled = child(x)  # journaled in the parent as "start:<child's name>"
+            return doubled + int(engine.recv(topic="go"))
+
+        return ran
+
+    old = make_engine()
+    ran = build(old, "old.child")
+    with old:
+        old.start("parent", 5, workflow_id="p")
+        _until(lambda: len(old.steps("p")) == 1 and old.handle("p/0").status() == Status.SUCCESS)
+        assert [s.name for s in old.steps("p")] == ["start:old.child"] and ran == [5]
+    new = make_engine()
+    ran = build(new, "new.child", aliases=("old.child",))
+    with new:
+        new.send("p", 1, topic="go")
+        assert new.handle("p").result(timeout=10) == 11
+    assert ran == []  # the child's result was recorded: not run again
