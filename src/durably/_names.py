@@ -7,6 +7,9 @@ valid Unicode text (no lone surrogates, which cannot be stored as UTF-8:
 ``os.listdir`` returns them for non-UTF-8 file names) and holds no control
 character (C0, DEL, C1; NUL included), which SQLite tools and terminals
 treat specially. Anything else raises :class:`InvalidNameError`.
+
+Also here: the default name of a workflow or step (``module_name``,
+``default_name``), which must not depend on how its module was loaded.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def names_of(fn: Callable[..., Any], name: str | None, aliases: Any, what: str) 
         raise errors.UsageError(f"{what} aliases must be a tuple of names (e.g. aliases=('old.name',)), "
                                 f"not {aliases!r}")
     extra = [check_name(a, f"{what} alias") for a in aliases]
-    if name is None:
+    if not name:  # None (or "", as before): the default name
         name, old = default_name(fn)
         if old is not None:
             extra.append(old)
