@@ -7,12 +7,18 @@ valid Unicode text (no lone surrogates, which cannot be stored as UTF-8:
 ``os.listdir`` returns them for non-UTF-8 file names) and holds no control
 character (C0, DEL, C1; NUL included), which SQLite tools and terminals
 treat specially. Anything else raises :class:`InvalidNameError`.
+
+Also here: the default name of a workflow or step (``module_name``,
+``default_name``), which must not depend on how its module was loaded.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
-from typing import Any
+import sys
+from typing import Any, Callable
 
 from . import errors
 
@@ -59,3 +65,63 @@ def check_workflow_id(value: Any, what: str = "workflow_id") -> str:
             "'<parent>/<branch>#<n>'), which is reserved so that a child can never be another workflow; "
             "use another separator (e.g. 'order-0' or 'order/n0')", what=what)
     return wid
+
+
+# -- default names: module.qualname, the same however the module was loaded --------
+
+# A ``__main__`` script's file -> the name Python gives it when imported.
+_SCRIPTS: dict[str, str] = {}
+
+
+def module_name(fn: Callable[..., Any]) -> str:
+    """The import name of the module defining ``fn``: ``fn.__module__``,
+    except that ``__main__`` (a script run as ``python app.py`` or
+    ``python -m app``) is resolved to the name the same file has when it is
+    imported (``app``), so a workflow is recorded under one name whether its
+    module ran as a script or was imported by a worker, a test or the CLI.
+
+    The module is the one whose globals ``fn`` has (the ``__main__`` module,
+    or the namespace ``runpy``, ``cProfile`` or ``coverage`` run a script
+    in): its ``__spec__.name`` when set (``python -m``), else its
+    ``__file__``'s stem, prefixed by the parent directories that hold an
+    ``__init__.py`` (``pkg/sub/app.py`` -> ``pkg.sub.app``). With neither (an
+    interactive session, a notebook) it stays ``__main__``.
+    """
+    module = getattr(fn, "__module__", None)
+    if module != "__main__":
+        return str(module)
+    glob = getattr(inspect.unwrap(fn), "__globals__", None)
+    if glob is None or glob.get("__name__") != "__main__":
+        main = sys.modules.get("__main__")
+        glob = vars(main) if main is not None else {}
+    spec = glob.get("__spec__")
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name and name != "__main__":
+        return name  # python -m app (a zipapp or a directory run has "__main__": use its file)
+    file = glob.get("__file__")
+    if not isinstance(file, str) or not file:
+        return "__main__"
+    resolved = _SCRIPTS.get(file)
+    if resolved is None:
+        path = os.path.abspath(file)
+        parts = [os.path.splitext(os.path.basename(path))[0]]
+        folder = os.path.dirname(path)
+        while os.path.isfile(os.path.join(folder, "__init__.py")):
+            parts.append(os.path.basename(folder))
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        resolved = _SCRIPTS[file] = ".".join(reversed(parts))
+    return resolved
+
+
+def default_name(fn: Callable[..., Any]) -> tuple[str, str | None]:
+    """``fn``'s default workflow or step name, ``module.qualname`` with the
+    module resolved by :func:`module_name`, and the name durably recorded for
+    it before that resolution existed (``__main__.qualname``) when it
+    differs: an implicit alias, so databases written then are adopted."""
+    qualname = fn.__qualname__
+    module = module_name(fn)
+    old = f"__main__.{qualname}" if fn.__module__ == "__main__" and module != "__main__" else None
+    return f"{module}.{qualname}", old

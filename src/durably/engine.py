@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
 
 from . import _crash
+from . import _registry
 from . import _records as R
 from . import errors
 from ._ids import new_id
@@ -91,10 +92,6 @@ def _settle_future(fut: "asyncio.Future[Any]", value: Any) -> None:
         fut.set_result(value)
 
 
-def _name_of(fn: Callable[..., Any]) -> str:
-    return f"{fn.__module__}.{fn.__qualname__}"
-
-
 class Engine:
     """An embedded durable-workflow engine on one SQLite file.
 
@@ -157,7 +154,9 @@ class Engine:
         self._store.app_version = self.app_version
         lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
+        # Registered names and aliases (each its own namespace) -> spec.
         self._workflows: dict[str, WorkflowSpec] = {}
+        self._steps: dict[str, StepSpec] = {}
         self._close_lock = threading.Lock()
         self._ever_opened = False
         self._journal: Journal = None  # type: ignore[assignment]  # made at each open
@@ -196,7 +195,8 @@ class Engine:
 
     # -- registration ---------------------------------------------------------
 
-    def workflow(self, name: str | None = None, *, max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS) -> Callable[[F], F]:
+    def workflow(self, name: str | None = None, *, max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
+                 aliases: Iterable[str] = ()) -> Callable[[F], F]:
         """Register a sync or async workflow function.
 
         Called from outside a workflow, the decorated function starts a
@@ -205,19 +205,35 @@ class Engine:
         opens may find it running (its process died) and run it again; past
         that it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED (a poison workflow that
         kills its process at every attempt is not run forever).
+
+        ``name`` defaults to ``module.qualname``, a ``__main__`` module
+        resolved to its import name (durably/_names.py). ``aliases``: names
+        this workflow was recorded under before (a rename): workflows
+        recorded under one are recovered, resumed, forked and started
+        idempotently by this function; their rows keep the old name. A name
+        or alias another function holds raises UsageError.
         """
         if callable(name):
             return self.workflow()(name)  # used as @engine.workflow
 
         def register(fn: F) -> F:
-            spec = WorkflowSpec(fn, check_name(name or _name_of(fn), "workflow name"), self._codec,
-                                max_recovery_attempts)
-            if spec.name in self._workflows and self._workflows[spec.name].fn is not fn:
-                raise errors.UsageError(f"a workflow named {spec.name!r} is already registered")
-            self._workflows[spec.name] = spec
+            wname, more = _registry.names_of(fn, name, aliases, "workflow")
+            spec = WorkflowSpec(fn, wname, self._codec, max_recovery_attempts)
+            old = _registry.register(self._workflows, spec, more, "workflow")
+            # A parent's journal records the child starts under the child's name.
+            self._accept(old, spec.name, more, ("start:", "enqueue:"))
             return self._workflow_callable(spec)  # type: ignore[return-value]
 
         return register
+
+    def _accept(self, old: Any, name: str, aliases: tuple[str, ...], prefixes: tuple[str, ...]) -> None:
+        """Tell replay which recorded step names the step ``name`` accepts."""
+        accepted = self._runner.accepted
+        for prefix in prefixes:
+            if old is not None:
+                accepted.pop(prefix + old.name, None)
+            if aliases:
+                accepted[prefix + name] = frozenset(prefix + a for a in aliases)
 
     def _workflow_callable(self, spec: WorkflowSpec) -> Callable[..., Any]:
         if spec.is_async:
@@ -239,7 +255,7 @@ class Engine:
     def step(self, name: str | None = None, *, retries: int = 0, backoff: float = 2.0,
              initial_delay: float = 0.5, max_delay: float = 60.0, retry_on: Any = None,
              should_retry: Callable[[Exception], bool] | None = None,
-             timeout: float | None = None) -> Callable[[F], F]:
+             timeout: float | None = None, aliases: Iterable[str] = ()) -> Callable[[F], F]:
         """Register a step: its outcome is journaled once and replayed after.
 
         ``retries`` extra attempts on an exception, sleeping ``initial_delay *
@@ -251,19 +267,26 @@ class Engine:
         sees. Inside the body, ``engine.step_attempt`` is the attempt number
         (0 first). Outside a workflow a step is a plain call, and inside a
         step body too (the outer step's outcome covers it).
+
+        ``name`` and ``aliases``: as for ``workflow``; a replay accepts a step
+        recorded under an alias (step and workflow names are separate
+        namespaces; transaction steps share the steps').
         """
         if callable(name):
             return self.step()(name)
 
         def register(fn: F) -> F:
             _not_a_step_yet(fn)
-            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, retries, backoff,
-                            initial_delay, max_delay, retry_on, should_retry, timeout)
+            sname, more = _registry.names_of(fn, name, aliases, "step")
+            spec = StepSpec(fn, sname, self._codec, retries, backoff, initial_delay, max_delay, retry_on,
+                            should_retry, timeout)
+            self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
             return make_step(spec)  # type: ignore[return-value]
 
         return register
 
-    def transaction(self, name: str | None = None, *, timeout: float | None = None) -> Callable[[F], F]:
+    def transaction(self, name: str | None = None, *, timeout: float | None = None,
+                    aliases: Iterable[str] = ()) -> Callable[[F], F]:
         """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
 
         Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
@@ -272,6 +295,7 @@ class Engine:
         ``transaction_timeout``, 10 s): SQLite interrupts its SQL after that
         long, and so do ``cancel()`` of its workflow and ``close()``; the
         step's outcome is then TransactionTimeoutError, its SQL undone.
+        ``name`` and ``aliases``: as for ``step``.
         """
         if callable(name):
             return self.transaction()(name)
@@ -279,7 +303,9 @@ class Engine:
 
         def register(fn: F) -> F:
             _not_a_step_yet(fn)
-            spec = StepSpec(fn, check_name(name or _name_of(fn), "step name"), self._codec, 0, 2.0, 0.0, 0.0)
+            sname, more = _registry.names_of(fn, name, aliases, "step")
+            spec = StepSpec(fn, sname, self._codec, 0, 2.0, 0.0, 0.0)
+            self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
             return make_transaction(spec, budget)  # type: ignore[return-value]
 
         return register
@@ -476,7 +502,8 @@ class Engine:
 
         ``workflow_id`` is an idempotency key: if it exists, the existing
         workflow's handle is returned and nothing new runs (a different
-        workflow function under that id raises WorkflowConflictError).
+        workflow function under that id raises WorkflowConflictError; one
+        recorded under an alias of this workflow is this workflow).
         ``timeout`` (seconds) sets a durable deadline: when it passes, even
         across restarts, the workflow and its children are cancelled.
         Inside a workflow this starts a child with id ``<parent>/<position>``.
@@ -574,7 +601,7 @@ class Engine:
     def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
         if existing is not None:
             name, _status = existing
-            if name != spec.name:
+            if name != spec.name and self._workflows.get(name) is not spec:  # an alias is this workflow
                 raise errors.WorkflowConflictError(
                     f"workflow id {wid!r} already belongs to workflow {name!r}, not {spec.name!r}",
                     workflow_id=wid, existing_name=name, requested_name=spec.name,

@@ -401,7 +401,7 @@ class WorkflowContext:
         """The recorded (output, error) at ``key``, or None if it is live.
 
         Raises NonDeterminismError, parking the workflow, when the recorded
-        step has another name.
+        step has another name (not one of the step's aliases).
         """
         if not self.recorded:
             return None
@@ -410,7 +410,7 @@ class WorkflowContext:
         row = self.recorded.pop(key, None)
         if row is None:
             return None
-        if row[1] != name:
+        if row[1] != name and row[1] not in self.runner.accepted.get(name, ()):  # an alias: a rename
             where = key if isinstance(key, int) else encode_key(key)
             self.parked = errors.NonDeterminismError(
                 f"workflow {self.workflow_id!r} called {name!r} at step {where}, but its journal "

@@ -69,6 +69,9 @@ class Runner:
         self.check_open = check_open
         self.store = store
         self.workflows = workflows
+        # A step name -> the other recorded names a replay accepts for it
+        # (the aliases of a step; "start:"/"enqueue:" + a workflow's aliases).
+        self.accepted: dict[str, frozenset[str]] = {}
         self.codec = codec
         self.deadlines = deadlines
         self.kick_queues = kick_queues
