@@ -2,6 +2,7 @@
 raw SQLite limit and a peer (DBOS Transact, when installed) side by side.
 
     python bench/run.py [--dir DIR] [--reps 5] [--quick] [--only PATTERN,...] [--list]
+    python bench/run.py --only 'durably.async[[]c=1024,full]' --against ../base   # interleaved pairs
 
 Method: every figure is a median over ``--reps`` repetitions, each in a fresh
 process; within a repetition the scenarios run in shuffled order (so machine
@@ -71,9 +72,12 @@ def child(name: str, workdir: Path, quick: bool) -> int:
     return 0
 
 
-def run_one(name: str, workdir: Path, quick: bool) -> dict[str, Any]:
+def run_one(name: str, workdir: Path, quick: bool, src: Path | None = None) -> dict[str, Any]:
+    """One scenario in a fresh process; ``src``: import durably from that
+    tree's ``src/`` instead (the other side of an --against pair)."""
     cmd = [sys.executable, str(HERE / "run.py"), "--scenario", name, "--dir", str(workdir)] + (["--quick"] if quick else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -119,6 +123,32 @@ def summarise(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[
     return out
 
 
+# The figure compared for each scenario in an --against run.
+PAIR_FIGURES = ("steps_per_s", "ops_per_s", "commits_per_s", "rows_per_s")
+
+
+def against(names: list[str], other: Path, workdir: Path, reps: int, quick: bool) -> int:
+    """Interleaved pairs: each repetition runs every scenario on this tree and
+    on ``other`` (a checkout with its extension built in place) back to back,
+    in random order, so machine noise hits both sides alike; prints each
+    pair's ratio (this / other) and their median."""
+    here_src, other_src = HERE.parent / "src", other.resolve() / "src"
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(reps):
+        for name in random.sample(names, len(names)):
+            sides = [("this", here_src), ("other", other_src)]
+            random.shuffle(sides)
+            got = {side: run_one(name, workdir, quick, src) for side, src in sides}
+            key = next(k for k in PAIR_FIGURES if k in got["this"])
+            ratios[name].append(got["this"][key] / got["other"][key])
+            print(f"[{rep + 1}/{reps}] {name}: this {got['this'][key]:,.0f} {key}, other {got['other'][key]:,.0f}, "
+                  f"ratio {ratios[name][-1]:.3f} ({' then '.join(s for s, _ in sides)})", flush=True)
+    print(f"\nthis tree / {other} (median of {reps} interleaved pairs, min-max):")
+    for name, rs in ratios.items():
+        print(f"  {name:40s} {statistics.median(rs):.3f}  ({min(rs):.3f}-{max(rs):.3f})")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=None, help="directory for the databases (the disk under test)")
@@ -127,6 +157,9 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated name patterns (fnmatch), e.g. 'durably.async*'")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--against", type=Path, default=None,
+                        help="another checkout (extension built in place): run --only's scenarios on both trees "
+                             "in interleaved pairs and print this / other per pair")
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -147,6 +180,8 @@ def main() -> int:
                   f"{'' if n in names else '  (not selected)'}")
         return 0
     reps = args.reps or (3 if args.quick else 5)
+    if args.against is not None:
+        return against(names, args.against, workdir, reps, args.quick)
     raw: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     ratio_runs: dict[str, list[float]] = {}
 
