@@ -38,6 +38,7 @@ __all__ = [
     "WorkflowFailedError",
     "WorkflowCancelledError",
     "WorkflowParkedError",
+    "FencedError",
     "MaxRecoveryAttemptsExceededError",
     "StepTimeoutError",
     "TransactionTimeoutError",
