@@ -206,3 +206,12 @@ def test_a_child_of_a_parent_without_deadline_has_none(make_engine) -> None:
     with engine:
         child = engine.run(root)
         assert engine.handle(child).info().deadline is None
+
+
+def test_every_durably_error_is_exported() -> None:
+    # At 785dce3 FencedError, which the README lists, was not in durably's namespace.
+    classes = [c for c in vars(errors).values()
+               if isinstance(c, type) and issubclass(c, (errors.DurablyError, errors.WorkflowCancelled))]
+    assert len(classes) > 30
+    missing = [c.__name__ for c in classes if getattr(durably, c.__name__, None) is not c]
+    assert missing == []
