@@ -49,7 +49,8 @@ class StepSpec:
             raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
             raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
-        if retry_deadline is not None and (isinstance(retry_deadline, bool) or not isinstance(retry_deadline, (int, float))
+        if retry_deadline is not None and (isinstance(retry_deadline, bool)
+                                           or not isinstance(retry_deadline, (int, float))
                                            or not 0 < retry_deadline < float("inf")):
             raise errors.UsageError(
                 f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}")
