@@ -203,15 +203,14 @@ def test_step_errors_are_recorded_once_and_replayed(make_engine) -> None:
     assert len(attempts) == 3  # 1 + 2 retries, one recorded outcome
 
 
-def test_retries_back_off_exponentially(make_engine, monkeypatch) -> None:
-    engine = make_engine()
-    sleeps: list[float] = []
-    monkeypatch.setattr("durably.runtime.steps.time.sleep", sleeps.append)
-    calls = []
+def test_retries_back_off_exponentially(make_engine) -> None:
+    clock = durably.VirtualClock()
+    engine = make_engine(clock=clock)
+    calls: list[float] = []  # when each attempt started, on the engine's clock
 
     @engine.step(retries=4, backoff=3.0, initial_delay=0.5, max_delay=5.0)
     def wobbly() -> int:
-        calls.append(1)
+        calls.append(clock.now())
         if len(calls) < 5:
             raise ConnectionError("try again")
         return len(calls)
@@ -221,8 +220,9 @@ def test_retries_back_off_exponentially(make_engine, monkeypatch) -> None:
         return wobbly()
 
     with engine:
-        assert engine.run(flow) == 5
-    assert sleeps == [0.5, 1.5, 4.5, 5.0]
+        assert clock.finish(engine.start(flow)) == 5
+    gaps = [round(b - a, 6) for a, b in zip(calls, calls[1:])]
+    assert gaps == [0.5, 1.5, 4.5, 5.0]
 
 
 def test_workflow_failure_surfaces_as_workflow_failed(make_engine) -> None:

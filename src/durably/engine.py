@@ -172,8 +172,8 @@ class Engine:
         # the clock, another part, an engine method it is handed); none
         # inherits another's behaviour, and the public methods below delegate.
         self._deadlines = Deadlines(self._clock, self._cancel)
-        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._deadlines, self._kick_queues,
-                              self._check_open)
+        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._clock, self._deadlines,
+                              self._kick_queues, self._check_open)
         self._toolkit = Toolkit(self._store, self._codec, self._clock, self._waits, self._check_open)
         self._messaging = Messaging(self._toolkit)
         self._queues = QueueManager(self, self._store, self._clock, self._codec, self._runner, self._deadlines,
@@ -255,18 +255,34 @@ class Engine:
     def step(self, name: str | None = None, *, retries: int = 0, backoff: float = 2.0,
              initial_delay: float = 0.5, max_delay: float = 60.0, retry_on: Any = None,
              should_retry: Callable[[Exception], bool] | None = None,
-             timeout: float | None = None, aliases: Iterable[str] = ()) -> Callable[[F], F]:
+             timeout: float | None = None, jitter: float = 0.0, retry_deadline: float | None = None,
+             aliases: Iterable[str] = ()) -> Callable[[F], F]:
         """Register a step: its outcome is journaled once and replayed after.
 
-        ``retries`` extra attempts on an exception, sleeping ``initial_delay *
+        ``retries`` extra attempts on an exception, waiting ``initial_delay *
         backoff**n`` (at most ``max_delay``) seconds between them; only the
-        final outcome is recorded. ``retry_on`` (exception classes) and
-        ``should_retry`` (exception -> bool) narrow which exceptions are
-        retried. ``timeout`` (async steps): each attempt's body is cancelled
-        after that many seconds with StepTimeoutError, which the retry policy
-        sees. Inside the body, ``engine.step_attempt`` is the attempt number
-        (0 first). Outside a workflow a step is a plain call, and inside a
-        step body too (the outer step's outcome covers it).
+        final outcome is recorded. ``jitter`` (a fraction in [0, 1]) draws
+        each wait uniformly from ``[delay * (1 - jitter), delay]`` (1.0: "full
+        jitter"). ``retry_deadline``: seconds after the first attempt started
+        past which no attempt starts; a wait that would end later is not
+        taken, and the last error is the outcome. ``retry_on`` (exception
+        classes) and ``should_retry`` (exception -> bool) narrow which
+        exceptions are retried. Each retry is logged at WARNING on the
+        ``durably.steps`` logger (extra fields ``workflow_id``,
+        ``workflow_name``, ``step``, ``attempt``: the one that failed, counted
+        as ``step_attempt``, and ``delay``).
+
+        The wait is on the engine's clock (a ``VirtualClock`` skips it) and
+        ends at once when the workflow is cancelled, its deadline passes or
+        the engine closes: the workflow stops there as in a durable sleep,
+        nothing is recorded for the step, and if it runs again (resume,
+        reopen) the step starts again from attempt 0.
+
+        ``timeout`` (async steps): each attempt's body is cancelled after
+        that many seconds with StepTimeoutError, which the retry policy sees.
+        Inside the body, ``engine.step_attempt`` is the attempt number (0
+        first). Outside a workflow a step is a plain call, and inside a step
+        body too (the outer step's outcome covers it).
 
         ``name`` and ``aliases``: as for ``workflow``; a replay accepts a step
         recorded under an alias (step and workflow names are separate
@@ -279,7 +295,7 @@ class Engine:
             _not_a_step_yet(fn)
             sname, more = _registry.names_of(fn, name, aliases, "step")
             spec = StepSpec(fn, sname, self._codec, retries, backoff, initial_delay, max_delay, retry_on,
-                            should_retry, timeout)
+                            should_retry, timeout, jitter, retry_deadline)
             self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
             return make_step(spec)  # type: ignore[return-value]
 

@@ -237,6 +237,7 @@ class WorkflowContext:
         "parked",
         "is_async",
         "waiter",
+        "backoffs",
         "loop",
         "in_step",
         "root",
@@ -268,6 +269,10 @@ class WorkflowContext:
         self.is_async = is_async
         # What the workflow is blocked on (sleep, recv ...), fired on interrupt.
         self.waiter: Any = None
+        # The retry backoffs of its steps waiting now (an async workflow may
+        # have several, one per branch), also fired on interrupt; made on
+        # first use (see runtime/retries.py).
+        self.backoffs: set[Any] | None = None
         self.loop: Any = None  # the event loop running an async workflow
         self.in_step = False  # a sync step body is running (durable calls are plain)
         self.root: Branch | None = None
@@ -513,6 +518,10 @@ def stop(ctx: WorkflowContext, interrupt: BaseException) -> None:
     waiter = ctx.waiter
     if waiter is not None:
         waiter.fire()
+    backoffs = ctx.backoffs
+    if backoffs:
+        for backoff in tuple(backoffs):  # (a C-level copy: safe while another thread adds one)
+            backoff.fire()
     if (ctx.turns or ctx.gate_q) and ctx.loop is not None:
         try:
             ctx.loop.call_soon_threadsafe(ctx.interrupt_turns)

@@ -30,6 +30,7 @@ from .tasks import GuardedTask
 from .workflows import WorkflowSpec, run_async, run_sync
 
 if TYPE_CHECKING:
+    from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
     from ..store import Store
@@ -56,15 +57,15 @@ class _Completion:
 class Runner:
     """Running, queueing and waiting for workflows (a part of ``Engine``).
 
-    ``store``, ``workflows`` (the engine's registry, shared), ``codec`` and
-    ``deadlines`` are given; ``journal`` is set at each open; ``closing`` is
+    ``store``, ``workflows`` (the engine's registry, shared), ``codec``,
+    ``clock`` (where step retries wait) and ``deadlines`` are given; ``journal`` is set at each open; ``closing`` is
     set by the engine's ``close`` (running workflows record nothing more);
     ``kick_queues`` is called when a workflow ends (a queue may have room);
     ``check_open`` is the engine's (NotOpenError, or a closing engine's
     workflow unwinds). Handles read rows and wait for outcomes through it.
     """
 
-    def __init__(self, workers: int, store: Store, workflows: dict[str, WorkflowSpec], codec: Codec,
+    def __init__(self, workers: int, store: Store, workflows: dict[str, WorkflowSpec], codec: Codec, clock: Clock,
                  deadlines: Deadlines, kick_queues: Callable[[], None], check_open: Callable[[], None]) -> None:
         self.check_open = check_open
         self.store = store
@@ -73,6 +74,7 @@ class Runner:
         # (the aliases of a step; "start:"/"enqueue:" + a workflow's aliases).
         self.accepted: dict[str, frozenset[str]] = {}
         self.codec = codec
+        self.clock = clock
         self.deadlines = deadlines
         self.kick_queues = kick_queues
         self.journal: Journal | None = None  # set at open

@@ -22,6 +22,7 @@ from .. import errors
 from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
 from ..journal import Record
 from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
+from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
 
 
@@ -29,11 +30,12 @@ class StepSpec:
     """A registered step: body, name, retry policy and typed decoder."""
 
     __slots__ = ("fn", "name", "retries", "backoff", "initial_delay", "max_delay", "decode", "identity", "is_async",
-                 "retry_on", "should_retry", "timeout", "plain")
+                 "retry_on", "should_retry", "timeout", "plain", "jitter", "retry_deadline")
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, retries: int, backoff: float,
                  initial_delay: float, max_delay: float, retry_on: Any = None,
-                 should_retry: Callable[[Exception], bool] | None = None, timeout: float | None = None) -> None:
+                 should_retry: Callable[[Exception], bool] | None = None, timeout: float | None = None,
+                 jitter: float = 0.0, retry_deadline: float | None = None) -> None:
         if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
             raise errors.UsageError(
                 f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
@@ -45,6 +47,13 @@ class StepSpec:
                 raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {retry_on!r}")
         if should_retry is not None and not callable(should_retry):
             raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
+            raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
+        if retry_deadline is not None and (isinstance(retry_deadline, bool)
+                                           or not isinstance(retry_deadline, (int, float))
+                                           or not 0 < retry_deadline < float("inf")):
+            raise errors.UsageError(
+                f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}")
         self.is_async = inspect.iscoroutinefunction(fn)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
@@ -62,6 +71,8 @@ class StepSpec:
         self.backoff = backoff
         self.initial_delay = initial_delay
         self.max_delay = max_delay
+        self.jitter = float(jitter)
+        self.retry_deadline = retry_deadline
         ret = annotations_of(fn).get("return", Any)
         self.decode = codec.decoder(ret)
         self.identity = codec.name == "json"
@@ -127,6 +138,7 @@ def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: Ba
 
 def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
     attempt = 0
+    first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
     ctx.in_step = True  # durable calls inside the body are plain calls
     try:
         while True:
@@ -134,18 +146,21 @@ def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwarg
             try:
                 return spec.fn(*args, **kwargs), None
             except Exception as exc:
-                if not spec.retry(exc, attempt):
+                delay = next_delay(ctx, spec, exc, attempt, first)
+                if delay is None:
                     return None, exc
-                time.sleep(spec.delay(attempt))
-                attempt += 1
             finally:
                 ATTEMPT.reset(token)
+            back_off(ctx, delay)  # on the engine's clock; cancel, a deadline and close end it
+            attempt += 1
     finally:
         ctx.in_step = False
 
 
-async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+async def _run_async(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
     attempt = 0
+    first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
     while True:
         token = ATTEMPT.set(attempt)  # to_thread copies it into the thread
         try:
@@ -153,12 +168,13 @@ async def _run_async(spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, An
                 return await spec.call_async(args, kwargs), None
             return await asyncio.to_thread(spec.fn, *args, **kwargs), None
         except Exception as exc:
-            if not spec.retry(exc, attempt):
+            delay = next_delay(ctx, spec, exc, attempt, first)
+            if delay is None:
                 return None, exc
-            await asyncio.sleep(spec.delay(attempt))
-            attempt += 1
         finally:
             ATTEMPT.reset(token)
+        await back_off_async(ctx, delay)  # on this loop, between attempts (never in a thread)
+        attempt += 1
 
 
 def make_step(spec: StepSpec) -> Callable[..., Any]:
@@ -179,7 +195,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         if spec.is_async:
             ctx.in_step = True
             try:
-                value, exc = asyncio.run(_run_async(spec, args, kwargs))
+                value, exc = asyncio.run(_run_async(ctx, spec, args, kwargs))
             finally:
                 ctx.in_step = False
         else:
@@ -233,7 +249,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         else:
             token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
             try:
-                (value, exc), stop = await run_guarded(_run_async(spec, args, kwargs))
+                (value, exc), stop = await run_guarded(_run_async(ctx, spec, args, kwargs))
             finally:
                 _IN_STEP.reset(token)
         if _crash.ARMED:
