@@ -66,7 +66,8 @@ def dec_hook(tp: Any, obj: Any) -> Any:
     ``msgspec.ValidationError`` with the path to the failing value."""
     base = model_base()
     if base is not None and isinstance(tp, type) and issubclass(tp, base):
-        return tp.model_validate_json(_reencode(obj))
+        model: Any = tp
+        return model.model_validate_json(_reencode(obj))
     raise NotImplementedError  # msgspec then says "Expected `T`, got `dict`"
 
 

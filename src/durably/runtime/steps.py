@@ -232,8 +232,8 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
                     else:
                         try:
                             seen = decode(raw)
-                        except DECODE_FAILURES as exc:  # it would not replay: refused, as an unencodable one
-                            raise decode_failure(("step", name, ctx.workflow_id, key), decode, exc) from exc
+                        except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
+                            raise decode_failure(("step", name, ctx.workflow_id, key), decode, bad) from bad
                 pos = ctx.position
                 ctx.position = pos + 1
                 await ctx.journal.submit_async(Record(R.STEP, (
@@ -317,8 +317,8 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             else:
                 try:
                     seen = decode(raw)
-                except DECODE_FAILURES as exc:  # it would not replay: refused, as an unencodable one
-                    raise decode_failure(("step", name, ctx.workflow_id, pos), decode, exc) from exc
+                except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
+                    raise decode_failure(("step", name, ctx.workflow_id, pos), decode, bad) from bad
         ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, started)))
         return seen
 
