@@ -8,6 +8,7 @@ No ``from __future__ import annotations`` here: some functions are annotated
 with a model passed in as a variable (the same code, with a changed model).
 """
 
+import collections.abc
 import dataclasses
 import datetime
 import decimal
@@ -375,6 +376,34 @@ def test_a_live_value_that_would_not_replay_fails_its_step_with_serialization_er
         out = engine.run(w, workflow_id="w1")
         assert out.startswith("step 'wrong' (workflow 'w1', position 0)") and "TicketV2" in out
         assert engine.steps("w1") == []  # its outcome was not recorded
+
+
+def test_annotations_without_models_decode_as_before_once_pydantic_is_loaded(make_engine) -> None:
+    """The decoding hook is only for models: ``object`` still takes anything,
+    ``Hashable`` still refuses a dict (this module has imported pydantic)."""
+    engine = make_engine()
+
+    @engine.step(name="anything")
+    def anything() -> object:
+        return {"a": [1, "x"]}
+
+    @engine.step(name="hashable")
+    def hashable() -> collections.abc.Hashable:
+        return {"a": 1}
+
+    @engine.workflow(name="w")
+    def w() -> list:
+        out: list = [anything()]
+        try:
+            out.append(hashable())
+        except errors.SerializationError as exc:
+            out.append(str(exc))
+        return out
+
+    with engine:
+        got, refused = engine.run(w)
+    assert got == {"a": [1, "x"]}
+    assert refused.startswith("step 'hashable'") and "Expected `Hashable`, got `dict`" in refused
 
 
 # -- what cannot be stored ------------------------------------------------------------------

@@ -68,7 +68,14 @@ def dec_hook(tp: Any, obj: Any) -> Any:
     if base is not None and isinstance(tp, type) and issubclass(tp, base):
         model: Any = tp
         return model.model_validate_json(_reencode(obj))
-    raise NotImplementedError  # msgspec then says "Expected `T`, got `dict`"
+    # Any other type: what msgspec does without a hook (``object`` takes
+    # anything, ``Hashable`` a str ...), so no annotation changes meaning.
+    try:
+        if isinstance(obj, tp):
+            return obj
+    except TypeError:
+        pass
+    raise TypeError(f"Expected `{getattr(tp, '__name__', tp)}`, got `{type(obj).__name__}`")  # msgspec adds the path
 
 
 def field_names(value: Any) -> list[str] | None:
