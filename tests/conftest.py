@@ -19,7 +19,7 @@ PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 BOTH_BACKENDS = {
     "test_engine", "test_toolkit", "test_messages_more", "test_queues", "test_schedules_runtime",
     "test_schedules", "test_management", "test_replay", "test_replay_concurrency", "test_async",
-    "test_patching", "test_values", "test_clock", "test_clock_jumps", "test_tx_budget",
+    "test_patching", "test_values", "test_model_values", "test_clock", "test_clock_jumps", "test_tx_budget",
     "test_async_close", "test_first_contact", "test_names", "test_retries",
 }
 _pg_state: dict[str, Any] = {}

@@ -1,7 +1,9 @@
 """Encoding of workflow inputs, step outcomes and errors.
 
 Default: JSON through msgspec, decoded by the function's type annotations
-(dataclasses, msgspec Structs, datetime, UUID, Decimal, enums, bytes ...).
+(dataclasses, attrs classes, Pydantic v2 models, msgspec Structs, datetime,
+UUID, Decimal, enums, bytes ...; Pydantic through msgspec's hooks, in
+``_codec_hooks``).
 The value a workflow receives on its first run is the *decoded* one, so a
 live run and a replay see identical values. JSON keeps the journal readable
 with plain SQL (``json_extract``) and loading a database never runs code.
@@ -17,12 +19,15 @@ import dataclasses
 import inspect
 import math
 import pickle
+import sys
 import typing
 from typing import Any, Callable
 
 import msgspec
 
 from . import errors
+from ._codec_hooks import Unencodable, dec_hook, enc_hook, field_names
+from ._codec_hooks import qualname as _qualname
 
 Decoder = Callable[[Any], Any]
 
@@ -37,6 +42,28 @@ def describe(where: Where) -> str:
         what, name, workflow_id, position = where
         return f"{what} {name!r} (workflow {workflow_id!r}, position {position})"
     return str(where)
+
+
+def type_label(annotation: Any) -> str:
+    """``module.Name`` for a class, the annotation's repr otherwise (``list[m.M]``)."""
+    return _qualname(annotation) if isinstance(annotation, type) else repr(annotation)
+
+
+# What a decoder raises for a stored value that does not fit its type
+# (msgspec.ValidationError is a DecodeError; a model's own validation error
+# reaches the caller as one, with its path).
+DECODE_FAILURES = (msgspec.DecodeError,)
+
+
+def decode_failure(where: Where, decode: Decoder, exc: BaseException) -> errors.SerializationError:
+    """The typed error for a stored value that no longer decodes with ``decode``
+    (e.g. its model gained a required field). Nothing is lost: the journal
+    keeps the value, and the workflow can be resumed once the type fits."""
+    where = describe(where)
+    type_name = type_label(getattr(getattr(decode, "__self__", None), "type", Any))  # a msgspec Decoder's type
+    return errors.SerializationError(
+        f"{where}: the stored value does not decode as {type_name}: {exc}", where=where, type_name=type_name)
+
 
 # Types whose encode-then-decode is the identity: the live path skips decoding.
 _IDENTITY = frozenset({int, str, bool, type(None)})
@@ -72,7 +99,10 @@ class Codec:
         raw = self.encode(value, where)
         if identity and type(value) in _IDENTITY:
             return raw, value
-        return raw, decode(raw)
+        try:
+            return raw, decode(raw)
+        except DECODE_FAILURES as exc:  # it would not replay: refuse it now, as an unencodable one
+            raise decode_failure(where, decode, exc) from exc
 
     # -- workflow inputs -------------------------------------------------------
 
@@ -93,17 +123,17 @@ class Codec:
                 continue
             kind = signature.parameters[name].kind
             if kind is inspect.Parameter.VAR_POSITIONAL:
-                bound.arguments[name] = tuple(self._convert(v, ann) for v in value)
+                bound.arguments[name] = tuple(self._convert(v, ann, name) for v in value)
             elif kind is inspect.Parameter.VAR_KEYWORD:
-                bound.arguments[name] = {k: self._convert(v, ann) for k, v in value.items()}
+                bound.arguments[name] = {k: self._convert(v, ann, name) for k, v in value.items()}
             else:
-                bound.arguments[name] = self._convert(value, ann)
+                bound.arguments[name] = self._convert(value, ann, name)
         return bound.args, bound.kwargs
 
     def _load_inputs(self, raw: Any) -> tuple[list[Any], dict[str, Any]]:
         raise NotImplementedError
 
-    def _convert(self, value: Any, annotation: Any) -> Any:
+    def _convert(self, value: Any, annotation: Any, name: str) -> Any:
         return value
 
 
@@ -113,7 +143,8 @@ class JsonCodec(Codec):
     name = "json"
 
     def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder(decimal_format="string")
+        # The hook runs only for types msgspec does not know: no cost on the common path.
+        self._encoder = msgspec.json.Encoder(decimal_format="string", enc_hook=enc_hook)
         self._plain = msgspec.json.Decoder()
 
     def encode(self, value: Any, where: Where) -> str:
@@ -126,13 +157,16 @@ class JsonCodec(Codec):
                 f"{where}: cannot encode a value of type {type_name} as JSON: it is cyclic or nested "
                 f"too deeply ({exc})", where=where, type_name=type_name) from exc
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
-            type_name = _qualname(type(value))
+            outer = _qualname(type(value))
+            # The type that failed (enc_hook saw it), not the list around it.
+            type_name = exc.type_name if isinstance(exc, Unencodable) else outer
+            inside = "" if type_name == outer else f" (inside a {outer})"
             where = describe(where)
             raise errors.SerializationError(
-                f"{where}: cannot encode a value of type {type_name} as JSON ({exc}). "
-                "Use JSON-friendly types (dataclasses, msgspec.Struct, dict, list, str, int, "
-                "float, bool, datetime, UUID, Decimal, enum, bytes) or open the Engine with "
-                "codec='pickle'",
+                f"{where}: cannot encode a value of type {type_name}{inside} as JSON ({exc}). "
+                "Use JSON-friendly types (dataclasses, attrs classes, Pydantic models, msgspec.Struct, "
+                "dict, list, str, int, float, bool, datetime, UUID, Decimal, enum, bytes) or open the "
+                "Engine with codec='pickle'",
                 where=where, type_name=type_name,
             ) from exc
         # JSON has no NaN or infinity: msgspec writes them as null, which would
@@ -149,8 +183,11 @@ class JsonCodec(Codec):
     def decoder(self, annotation: Any) -> Decoder:
         if annotation is _ANY or annotation is inspect.Signature.empty:
             return self._plain.decode
+        # An annotation holding a Pydantic model exists only once pydantic is
+        # imported; without it the decoder is exactly msgspec's own.
+        hook = dec_hook if "pydantic" in sys.modules else None
         try:
-            typed = msgspec.json.Decoder(type=annotation)
+            typed = msgspec.json.Decoder(type=annotation, dec_hook=hook)
         except TypeError:
             return self._plain.decode  # an annotation msgspec cannot target
         return typed.decode
@@ -159,13 +196,14 @@ class JsonCodec(Codec):
         args, kwargs = self._plain.decode(raw)
         return args, kwargs
 
-    def _convert(self, value: Any, annotation: Any) -> Any:
+    def _convert(self, value: Any, annotation: Any, name: str) -> Any:
         try:
-            return msgspec.convert(value, annotation, strict=False)
+            return msgspec.convert(value, annotation, strict=False, dec_hook=dec_hook)
         except (msgspec.ValidationError, TypeError) as exc:
+            type_name = type_label(annotation)
             raise errors.SerializationError(
-                f"stored workflow input {value!r} does not fit annotation {annotation!r}: {exc}",
-                where="workflow inputs", type_name=repr(annotation),
+                f"stored workflow input {name!r} ({value!r}) does not fit annotation {type_name}: {exc}",
+                where="workflow inputs", type_name=type_name,
             ) from exc
 
 
@@ -262,7 +300,8 @@ def decode_error(raw: Any) -> BaseException:
 
 def _non_finite(value: Any, depth: int) -> bool:
     """Whether ``value`` holds a float NaN or infinity (containers,
-    dataclasses and msgspec Structs walked; deeper than JSON nests, no)."""
+    dataclasses, attrs classes, Pydantic models and msgspec Structs walked;
+    deeper than JSON nests, no)."""
     if depth > 200:
         return False
     if type(value) is float or isinstance(value, float):
@@ -276,14 +315,11 @@ def _non_finite(value: Any, depth: int) -> bool:
     fields = getattr(value, "__struct_fields__", None)
     if fields is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = [f.name for f in dataclasses.fields(value)]
+    if fields is None and not isinstance(value, type):
+        fields = field_names(value)
     if fields:
         return any(_non_finite(getattr(value, f, None), depth + 1) for f in fields)
     return False
-
-
-def _qualname(cls: type) -> str:
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
 def _import_qualname(name: str) -> Any:

@@ -830,8 +830,9 @@ class Engine:
         """The next message sent to this workflow on ``topic`` (oldest first),
         waiting up to ``timeout`` seconds (None: forever); None on timeout.
         The timeout's deadline is recorded: it survives restarts. ``type``
-        decodes the message into that type (a dataclass, msgspec Struct ...),
-        as annotations do for step results; by default JSON values."""
+        decodes the message into that type (a dataclass, attrs class, Pydantic
+        model, msgspec Struct ...), as annotations do for step results; by
+        default JSON values."""
         return self._toolkit.drive(self._messaging.recv(topic, timeout, type), "recv")
 
     async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:

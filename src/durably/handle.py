@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _records as R
 from . import errors
-from .codec import decode_error
+from .codec import DECODE_FAILURES, decode_error, decode_failure
 from .journal import Record
 from .runtime.context import workflow_context
 
@@ -235,7 +235,11 @@ def _outcome(runner: "Runner", wid: str, name: str, status: str, output: Any, er
     if status == "SUCCESS":
         if output is None:
             return None
-        return runner.result_decoder(name)(output)
+        decode = runner.result_decoder(name)
+        try:
+            return decode(output)
+        except DECODE_FAILURES as exc:  # the return type changed since: typed, the row keeps the value
+            raise decode_failure(f"result of workflow {wid!r}", decode, exc) from exc
     if status == "CANCELLED":
         why = str(decode_error(error)) if error is not None else f"workflow {wid!r} was cancelled"
         raise errors.WorkflowCancelledError(why, workflow_id=wid)

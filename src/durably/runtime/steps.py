@@ -19,7 +19,7 @@ from typing import Any, Callable
 from .. import _crash
 from .. import _records as R
 from .. import errors
-from ..codec import _IDENTITY, Codec, annotations_of, decode_error, encode_error
+from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
 from ..journal import Record
 from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
 from .retries import back_off, back_off_async, next_delay
@@ -112,11 +112,16 @@ class StepSpec:
 ATTEMPT: "contextvars.ContextVar[int]" = contextvars.ContextVar("durably_attempt", default=0)
 
 
-def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any]) -> Any:
+def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key: Any) -> Any:
     output, error = recorded
     if error is not None:
         raise decode_error(error)
-    return spec.decode(output) if output is not None else None
+    if output is None:
+        return None
+    try:
+        return spec.decode(output)
+    except DECODE_FAILURES as exc:  # the type changed since: typed error, the journal keeps the value
+        raise decode_failure(("step", spec.name, ctx.workflow_id, key), spec.decode, exc) from exc
 
 
 def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None,
@@ -188,7 +193,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
-            return _replay(ctx, spec, recorded)
+            return _replay(ctx, spec, recorded, pos)
         if _crash.ARMED:
             _crash.hit("step.before_body")
         started = time.time()
@@ -214,7 +219,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             if recorded is not None:
                 if not ctx.deliver_now():  # in the order it was delivered live
                     await ctx.turn(key)
-                return _replay(ctx, spec, recorded)
+                return _replay(ctx, spec, recorded, key)
         if _crash.ARMED:
             _crash.hit("step.before_body")
         started = _now()
@@ -238,7 +243,13 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
                     raw = seen = None
                 else:
                     raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, key))
-                    seen = value if identity and type(value) in _IDENTITY else decode(raw)
+                    if identity and type(value) in _IDENTITY:
+                        seen = value
+                    else:
+                        try:
+                            seen = decode(raw)
+                        except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
+                            raise decode_failure(("step", name, ctx.workflow_id, key), decode, bad) from bad
                 pos = ctx.position
                 ctx.position = pos + 1
                 await ctx.journal.submit_async(Record(R.STEP, (
@@ -317,7 +328,13 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             raw = seen = None
         else:
             raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
-            seen = value if identity and type(value) in _IDENTITY else decode(raw)
+            if identity and type(value) in _IDENTITY:
+                seen = value
+            else:
+                try:
+                    seen = decode(raw)
+                except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
+                    raise decode_failure(("step", name, ctx.workflow_id, pos), decode, bad) from bad
         ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, started)))
         return seen
 
@@ -378,7 +395,7 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
-            return _replay(ctx, spec, recorded)
+            return _replay(ctx, spec, recorded, pos)
         box: list[Any] = []
         rec = Record(R.TX, (ctx.workflow_id, ctx.row(pos), spec.name, body_for(ctx, pos, args, kwargs, box)))
         ctx.journal.submit(rec)
@@ -389,7 +406,7 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
         if recorded is not None:
             if not ctx.deliver_now():
                 await ctx.turn(key)
-            return _replay(ctx, spec, recorded)
+            return _replay(ctx, spec, recorded, key)
         box: list[Any] = []
         rec = Record(R.TX, (ctx.workflow_id, ctx.row(key), spec.name, body_for(ctx, key, args, kwargs, box)))
         await ctx.journal.submit_async(rec)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 from .. import _records as R
 from .. import errors
 from .._names import check_name
-from ..codec import decode_error
+from ..codec import decode_error, type_label
 from ..journal import Record
 from .context import WorkflowContext, encode_key, other_engine, workflow_context
 from .waits import Waiter, block, block_async
@@ -210,9 +210,10 @@ class Toolkit:
         try:
             return self.codec.decoder(Any if as_type is None else as_type)(raw)
         except Exception as exc:  # msgspec.ValidationError and friends: the value does not fit
+            type_name = type_label(as_type)
             raise errors.SerializationError(
-                f"{what}: the stored value does not decode as {as_type!r}: {exc}",
-                where=what, type_name=repr(as_type)) from exc
+                f"{what}: the stored value does not decode as {type_name}: {exc}",
+                where=what, type_name=type_name) from exc
 
     # -- durable time ----------------------------------------------------------------
 
