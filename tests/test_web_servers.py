@@ -1,10 +1,12 @@
-"""The FastAPI recipe (examples/fastapi_app.py) under real servers.
+"""The README's web recipes under real servers, in subprocesses.
 
-A deploy sends SIGTERM while orders are inside a step body; the app's
-lifespan closes the engine with ``async with`` (close_async), so those bodies
-finish and are recorded before the process exits, and after the restart no
-step body has run twice. Run under uvicorn and under gunicorn with uvicorn
-workers (two processes on one SQLite file), in subprocesses.
+A deploy sends SIGTERM while orders are inside a step body. The FastAPI app
+(examples/fastapi_app.py) closes its engine in the lifespan with ``async
+with`` (close_async); the WSGI app (tests/webapps/, gunicorn sync workers)
+in gunicorn's ``worker_exit`` hook. Either way the running bodies finish and
+are recorded before the process exits, and after the restart no step body
+has run twice. Servers: uvicorn, gunicorn with two uvicorn workers, gunicorn
+with two sync workers (two processes on one SQLite file).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+WEBAPPS = Path(__file__).resolve().parent / "webapps"
 ORDERS = ["a", "b", "c"]
 
 
@@ -40,11 +43,15 @@ def _server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes
     if kind == "uvicorn":
         cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "--host", "127.0.0.1",
                "--port", str(port), "fastapi_app:app"]
-    else:
+    elif kind == "gunicorn-uvicorn":
         pytest.importorskip("gunicorn")
         pytest.importorskip("uvicorn_worker")
         cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLES), "-k", "uvicorn_worker.UvicornWorker",
                "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "30", "fastapi_app:app"]
+    else:  # gunicorn's sync workers, the WSGI recipe with its hooks
+        pytest.importorskip("gunicorn")
+        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(WEBAPPS), "-c", str(WEBAPPS / "gunicorn_hooks.py"),
+               "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "30", "wsgi_app:app"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -92,7 +99,7 @@ def _clean_exit(proc: subprocess.Popen[bytes], output: str) -> None:
     assert "Traceback" not in output, output[-3000:]
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn-uvicorn", "gunicorn-wsgi"])
 def test_sigterm_while_steps_run_then_restart_runs_no_body_twice(server: str, tmp_path: Path) -> None:
     log = tmp_path / "runs.log"
     env = {**os.environ, "ORDERS_DB": str(tmp_path / "orders.db"), "ORDERS_RUNS_LOG": str(log),

@@ -1,0 +1,14 @@
+"""gunicorn config of the README's WSGI recipe: open the module-level engine
+in each worker after the fork, close it when the worker exits."""
+
+
+def post_worker_init(worker):  # type: ignore[no-untyped-def]
+    from wsgi_app import engine
+
+    engine.open()
+
+
+def worker_exit(server, worker):  # type: ignore[no-untyped-def]
+    from wsgi_app import engine
+
+    engine.close()
