@@ -240,8 +240,8 @@ class ScheduleRunner(BackgroundLoop):
         try:
             nxt = self._fire_due(row)
         except Exception as exc:
-            if not self.journal.running:
-                raise  # the writer stopped: the whole runner stops (BackgroundLoop)
+            if not self.journal.running or isinstance(exc, errors.NotOpenError):
+                raise  # the writer stopped, the engine closes: the runner stops (BackgroundLoop)
             failures = self._failures[name] = self._failures.get(name, 0) + 1
             retry = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
             log.error("durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
@@ -292,10 +292,11 @@ class ScheduleRunner(BackgroundLoop):
         if not due:
             return nxt
         missed, current = due[:-1], due[-1]
-        if now - current > _LATE:
-            missed, current = due, None
-        fire = [*({"all": missed, "latest": missed[-1:] if current is None else [], "skip": []}[schedule.missed]),
-                *([current] if current is not None else [])]
+        late = now - current > _LATE
+        if late:
+            missed = due
+        fire = [*({"all": missed, "latest": missed[-1:] if late else [], "skip": []}[schedule.missed]),
+                *([] if late else [current])]
         start = schedules.engine.start
         for slot in fire:
             try:

@@ -159,7 +159,7 @@ class PgStore:
         # libpq's connect_timeout, when the URL (or PGCONNECT_TIMEOUT) sets
         # none: a connection attempt never hangs for ever.
         given = "connect_timeout" in dict(parse_qsl(urlsplit(url).query)) or "PGCONNECT_TIMEOUT" in os.environ
-        self._timeout: dict[str, int] = {} if given else {"connect_timeout": CONNECT_TIMEOUT}
+        self._timeout: dict[str, Any] = {} if given else {"connect_timeout": CONNECT_TIMEOUT}
         self.schema = schema
         self.synchronous = synchronous
         self.reconnect = reconnect
