@@ -156,3 +156,98 @@ def test_a_dangling_symlink_as_the_database_path_is_refused(tmp_path) -> None:
     with durably.Engine(str(link2)):  # a link to an existing database is followed
         pass
     assert link2.is_symlink()
+
+
+# -- PostgreSQL URLs (issue 19 item 9) -------------------------------------------------------
+
+
+def _cli(*args: str) -> tuple[int, str, str, float]:
+    """The real command line in a process of its own (what an operator
+    sees on stderr, logging included): (exit code, stdout, stderr, seconds)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import durably
+
+    env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
+    env.pop("PGCONNECT_TIMEOUT", None)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "durably", *args], capture_output=True, text=True, env=env,
+                          timeout=100)
+    return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
+
+
+def _one_line(err: str) -> str:
+    assert err.count("\n") == 1 and err.startswith("durably: "), err
+    return err
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_accept_wal_loss_refuses_a_postgresql_url_in_one_line_without_its_password() -> None:
+    code, out, err, _ = _cli("accept-wal-loss", "postgresql://app:s3cret-pw@127.0.0.1:5432/prod")
+    assert code == 2 and out == "" and "s3cret-pw" not in err
+    assert "SQLite" in _one_line(err)
+
+
+@pytest.mark.parametrize("command", [["list"], ["steps", "--", "w1"]])
+def test_a_postgresql_url_that_does_not_parse_is_one_line_and_exit_2(command) -> None:
+    code, out, err, _ = _cli(*command[:1], "postgresql://app:s3cret-pw@[::1", *command[1:])
+    assert code == 2 and out == "" and "s3cret-pw" not in err  # on 785dce3: a traceback, exit 1
+    assert "not a valid PostgreSQL URL" in _one_line(err)
+
+
+@pytest.mark.parametrize("command", [["list"], ["steps", "--", "w1"]])
+def test_a_refused_port_is_told_at_once_in_one_line(command) -> None:
+    """On 785dce3: the read pool retried for 15 s, and its warnings and the
+    final line (5 to 9 lines) hid the reason."""
+    url = f"postgresql://app:s3cret-pw@127.0.0.1:{_free_port()}/prod"
+    code, out, err, _ = _cli(*command[:1], url, *command[1:])
+    assert code == 2 and out == "" and "s3cret-pw" not in err
+    assert "Connection refused" in _one_line(err) and "DatabaseUnavailableError" in err
+
+
+def test_a_silent_server_is_given_up_after_the_urls_connect_timeout() -> None:
+    """A port that accepts connections and never answers: the URL's
+    connect_timeout=1 bounds the wait (on 785dce3 the CLI waited the read
+    pool's 15 s whatever the URL said)."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://app:s3cret-pw@127.0.0.1:{silent.getsockname()[1]}/prod?connect_timeout=1"
+        code, out, err, seconds = _cli("list", url)
+    assert code == 2 and "s3cret-pw" not in err and "timeout" in _one_line(err)
+    assert seconds < 10  # two 1 s attempts (SSL, then plain) and the interpreter's start; not 15 s
+
+
+def test_a_missing_postgresql_database_or_workflow_is_one_line_without_the_password() -> None:
+    """On 785dce3 "no workflow with id ..." named the URL as given: password included."""
+    import durably
+
+    from .conftest import pg_schema_url
+
+    urls = pg_schema_url()  # skips when no server answers
+    url = next(urls)
+    try:
+        with durably.Engine(url):
+            pass  # durably's schema exists, with no workflow
+        with_password = url.replace("postgres@", "postgres:s3cret-pw@", 1)  # trust auth: not checked
+        assert "s3cret-pw" in with_password
+        code, out, err, _ = _cli("steps", with_password, "no-such-workflow")
+        assert code == 2 and out == "" and "s3cret-pw" not in err
+        assert "no workflow with id 'no-such-workflow'" in _one_line(err)
+        missing_db = with_password.split("?")[0].rsplit("/", 1)[0] + "/no_such_db_of_durably"
+        code, out, err, _ = _cli("list", missing_db)
+        assert code == 2 and "s3cret-pw" not in err and "does not exist" in _one_line(err)
+    finally:
+        next(urls, None)

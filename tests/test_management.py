@@ -160,6 +160,33 @@ def test_list_workflows_filters_pages_and_sorts_in_a_total_order(make_engine) ->
                 engine.list_workflows(**bad)
 
 
+@pytest.mark.parametrize("bad", [
+    dict(offset=2**63), dict(limit=2**63), dict(offset=-2**70), dict(limit=True), dict(offset=False),
+    dict(start_time=10**400), dict(end_time=float("nan")), dict(start_time=True),
+])
+def test_listing_bounds_out_of_range_are_a_usage_error_on_both_backends(make_engine, bad) -> None:
+    """Issue 19 item 10: on 785dce3 offset=2**63 raised a raw OverflowError
+    on SQLite and ValueTooLargeError on PostgreSQL; bools passed as ints."""
+    engine = make_engine()
+    with engine:
+        with pytest.raises(errors.UsageError, match=next(iter(bad))):
+            engine.list_workflows(**bad)
+
+
+def test_listing_bounds_at_the_edge_of_the_range_are_fine(make_engine) -> None:
+    engine = make_engine()
+
+    @engine.workflow(name="one")
+    def one() -> int:
+        return 1
+
+    with engine:
+        engine.run(one, workflow_id="w1")
+        assert engine.list_workflows(offset=2**63 - 1) == []
+        assert [i.workflow_id for i in engine.list_workflows(limit=2**63 - 1)] == ["w1"]
+        assert [i.workflow_id for i in engine.list_workflows(start_time=-2**70, end_time=2**70)] == ["w1"]
+
+
 def test_steps_list_start_and_end_times(make_engine) -> None:
     engine = make_engine()
 

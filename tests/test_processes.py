@@ -362,3 +362,111 @@ def test_two_processes_creating_the_file_at_once_share_one_database(tmp_path: Pa
         engine = durably.Engine(db)
         with engine:
             assert len(engine.list_workflows()) == 4  # all four in the one file
+
+
+def _sql(db: str, sql: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
+    """SQL on a connection of its own (another process's, as it were):
+    ``rows``: executemany in one transaction; else the rows of a query."""
+    if db.startswith("postgresql://"):
+        import psycopg
+        from urllib.parse import parse_qs, urlsplit
+
+        from .conftest import PG_URL
+
+        schema = parse_qs(urlsplit(db).query)["schema"][0]
+        with psycopg.connect(PG_URL, autocommit=True) as pg:
+            pg.execute(f"SET search_path = {schema}")
+            sql = sql.replace("?", "%s")
+            if rows is None:
+                return [tuple(r) for r in pg.execute(sql).fetchall()]
+            with pg.transaction(), pg.cursor() as cur:
+                cur.executemany(sql, rows)
+            return []
+    conn = apsw.Connection(db)
+    conn.setbusytimeout(10_000)
+    try:
+        if rows is None:
+            return conn.execute(sql).fetchall()
+        with conn:
+            conn.executemany(sql, rows)
+        return []
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_lease_keeper_prunes_gone_executors_and_old_notices_while_the_engine_runs(files, monkeypatch) -> None:
+    """Issue 19 item 8: on 785dce3 the rows of executors killed without
+    close() were never deleted (an idle engine's watcher looked at every
+    one's pid, twice a second) and notices only when an engine opened. Now
+    the lease keeper prunes both while it runs, a bounded number per round
+    (here more than one round's worth); a dead executor that still owns a
+    PENDING workflow keeps its row until that workflow is no longer its."""
+    from durably.runtime import coordination
+    from durably.store._executors import HOST
+
+    db, _led = files
+    monkeypatch.setattr(coordination, "PRUNE_EVERY", 0.2, raising=False)
+    engine = durably.Engine(db, lease=2.0)  # a round that finds more is followed by one lease / 4 later
+    with engine:
+        now = time.time()
+        old, hour_ago = now - 2 * 86400, now - 3600
+        dead = [(f"dead-{i}", HOST, 4_000_000 + i, old, None) for i in range(1200)]
+        stopped = [(f"stopped-{i}", HOST, 4_100_000 + i, 0.0, old) for i in range(100)]
+        recent = [(f"recent-{i}", HOST, 4_200_000 + i, hour_ago, None) for i in range(5)]  # kept a day
+        ghost = [("ghost", HOST, 4_300_000, old, None)]
+        _sql(db, "INSERT INTO executors (executor_id, host, pid, app_version, lease_until, stopped_at, started_at)"
+                 f" VALUES (?, ?, ?, 'v', ?, ?, {old})", dead + stopped + recent + ghost)
+        _sql(db, "INSERT INTO workflows (workflow_id, name, status, inputs, executor)"
+                 " VALUES (?, 'nobody-registers-it', 'PENDING', '[[],{}]', 'ghost')", [("owned",)])
+        _sql(db, "INSERT INTO notices (kind, workflow_id, detail, created_at) VALUES ('event', ?, 'k', ?)",
+             [(f"w{i}", hour_ago) for i in range(1500)] + [(f"fresh{i}", time.time()) for i in range(10)])
+
+        def executors() -> set[str]:
+            return {r[0] for r in _sql(db, "SELECT executor_id FROM executors")}
+
+        expected = {engine.executor_id, "ghost"} | {r[0] for r in recent}
+        _wait_until(lambda: executors() == expected, timeout=60)
+        _wait_until(lambda: _sql(db, "SELECT count(*) FROM notices WHERE created_at < ?".replace(
+            "?", str(now - 600)))[0][0] == 0, timeout=60)
+        assert _sql(db, "SELECT count(*) FROM notices WHERE workflow_id LIKE 'fresh%'")[0][0] == 10
+        # its workflow ends (as if taken over and finished): the ghost's row goes too
+        _sql(db, "UPDATE workflows SET status = 'SUCCESS' WHERE workflow_id = ?", [("owned",)])
+        _wait_until(lambda: "ghost" not in executors(), timeout=60)
+        assert executors() == expected - {"ghost"}
+
+
+@pytest.mark.timeout(60)
+def test_the_watcher_checks_no_pid_of_an_executor_whose_lease_ran_out(files, monkeypatch) -> None:
+    """The idle cost of issue 19 item 8: on 785dce3 every claim round (twice
+    a second) listed every executor row never stopped and looked at each
+    one's pid; 20,000 rows of killed processes took an idle engine from 1.7%
+    to 12% CPU. An executor whose lease ran out is gone for the claim
+    anyway: only live leases are listed now."""
+    from durably.store import _executors
+    from durably.store._executors import HOST
+
+    db, _led = files
+    checked: list[int] = []
+    real = _executors.pid_alive
+
+    def pid_alive(pid: int, started: str | None) -> bool:
+        checked.append(pid)
+        return real(pid, started)
+
+    monkeypatch.setattr(_executors, "pid_alive", pid_alive)
+    engine = durably.Engine(db)
+
+    @engine.workflow(name="noop")
+    def noop() -> None:
+        return None
+
+    with engine:
+        hour_ago = time.time() - 3600
+        _sql(db, "INSERT INTO executors (executor_id, host, pid, app_version, lease_until) VALUES (?, ?, ?, 'v', ?)",
+             [(f"expired-{i}", HOST, 4_000_000 + i, hour_ago) for i in range(300)]
+             + [("live-but-dead", HOST, 4_999_999, time.time() + 60)])
+        _wait_until(lambda: 4_999_999 in checked)  # a claim round ran and looked at the live lease's pid
+        checked.clear()
+        _wait_until(lambda: 4_999_999 in checked)  # and another one, after the rows were all there
+    assert not [pid for pid in checked if 4_000_000 <= pid < 4_000_300]

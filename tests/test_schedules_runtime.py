@@ -361,3 +361,76 @@ def test_a_schedule_whose_workflow_is_not_registered_waits(make_engine, caplog) 
     engine3 = _engine(make_engine, clock, fired)  # registers it again: the slot runs
     with engine3:
         assert _settle(engine3, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+
+
+# -- one bad schedule holds no other back (issue 19 item 7) ----------------------------------
+
+NEVER = ["0 0 30 2 *", "0 0 31 4 *", "0 0 1 1 * 0 2020"]  # February 30th, April 31st, a year gone by
+
+
+@pytest.mark.parametrize("cron", NEVER)
+def test_a_cron_expression_that_never_matches_is_refused(make_engine, cron) -> None:
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with pytest.raises(errors.UsageError, match="has no slot in the next 50 years"):
+        engine.schedule("never", cron, "tick")  # declared before open: refused all the same
+    with engine:
+        with pytest.raises(errors.UsageError, match="has no slot"):
+            engine.schedule("never", cron, "tick")
+        assert engine.list_schedules() == []
+    # a rare expression is not "never": February 29th
+    with _engine(make_engine, clock, fired) as engine2:
+        engine2.schedule("leap", "0 0 29 2 *", "tick")
+        assert engine2.list_schedules()[0].next_slot == datetime(2028, 2, 29, tzinfo=UTC)
+
+
+def _plant_schedule(engine: durably.Engine, name: str, cron: str) -> None:
+    """A schedule row written as an older version would have (schedule()
+    now refuses it): straight through the journal, as schedule() writes."""
+    from durably import _records as R
+    from durably.journal import Record
+
+    engine._schedules.journal.submit(Record(R.WRITE, ("schedule_upsert", (name, cron, "tick", T0, None, "latest"))))
+
+
+def test_a_stored_schedule_that_never_matches_holds_no_other_back_and_is_listed(make_engine, caplog) -> None:
+    """On 785dce3 every round failed on it (CroniterBadDateError), so "five"
+    never fired, and list_schedules() raised the croniter error."""
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    with engine:
+        _plant_schedule(engine, "a-feb30", "0 0 30 2 *")  # sorts first: a round reads it before "five"
+        engine.schedule("five", "*/5 * * * *", "tick")
+        clock.advance(300)
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        bad, five = engine.list_schedules()
+        assert (bad.name, bad.next_slot, five.next_slot) == ("a-feb30", None, _slot(10))
+        clock.advance(300)
+        assert _settle(engine, 2)[1] == "schedule:five@2027-01-01T00:10:00+00:00"
+    assert any("a-feb30" in r.getMessage() and "no slot" in r.getMessage() for r in caplog.records)
+
+
+def test_a_schedule_whose_workflow_fails_to_start_holds_no_other_back(make_engine, monkeypatch, caplog) -> None:
+    """A start that raises (here a stand-in for any failure) is logged with
+    the schedule's name and tried again later; the other schedules fire on
+    time. On 785dce3 the whole round failed, so "five" never fired."""
+    clock, fired = durably.VirtualClock(T0), []
+    engine = _engine(make_engine, clock, fired)
+    real_start = engine.start
+    broken = [True]
+
+    def start(workflow, *args, **kwargs):
+        if broken[0] and kwargs.get("workflow_id", "").startswith("schedule:a-broken@"):
+            raise RuntimeError("cannot start this one")
+        return real_start(workflow, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "start", start)
+    with engine:
+        engine.schedule("a-broken", "*/5 * * * *", "tick")
+        engine.schedule("five", "*/5 * * * *", "tick")
+        clock.advance(300)
+        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert any(r.levelname == "ERROR" and "'a-broken'" in r.getMessage() for r in caplog.records)
+        broken[0] = False  # mended: its retry (on the engine's clock) fires the slot it missed
+        clock.advance(1)
+        assert _settle(engine, 2)[1] == "schedule:a-broken@2027-01-01T00:05:00+00:00"

@@ -198,6 +198,24 @@ def test_a_queue_claim_counts_what_other_executors_run(backend) -> None:
     assert len(claimed_y) == 1
 
 
+def test_prune_deletes_a_bounded_number_of_gone_executors_and_keeps_an_owner(backend) -> None:
+    """Issue 19 item 8: the lease keeper's prune (at most ``limit`` rows a
+    round). Executors killed two days ago go; one still owning a PENDING
+    workflow stays (its workflow is not taken over yet), and so does a live one."""
+    store = backend()
+    old = time.time() - 2 * 86400
+    for i in range(5):
+        _register(store, f"D{i}", old)  # its lease ran out two days ago: killed without close()
+    _register(store, "OWNER", old)
+    _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))  # owned by OWNER
+    _register(store, "ME", time.time() + 60)
+    assert _op(store, "prune", 3) == (3, 0)
+    assert _op(store, "prune", 3) == (2, 0)
+    assert {r[0] for r in store.query("SELECT executor_id FROM executors")} == {"OWNER", "ME"}
+    _flush(store, Record(R.COMPLETE, ("SUCCESS", "1", None, "w")))
+    assert _op(store, "prune", 3) == (1, 0)
+
+
 def test_data_version_moves_when_another_connection_commits(backend) -> None:
     x, y = backend(), backend()
     before = x.data_version()

@@ -1,10 +1,14 @@
 """The ``durably`` command line: the demo, and a first look at a database.
 
 Conventions: bad input (an unknown workflow id, a bad ``--status``, a file
-that is not a durably database) prints one line on stderr and exits 2;
+that is not a durably database, a PostgreSQL URL that does not parse or
+whose server does not answer) prints one line on stderr and exits 2;
 output piped into a command that stops reading (``| head``) ends quietly;
 every string read from the database is printed with its control
 characters escaped, so a stored id cannot drive the operator's terminal.
+A PostgreSQL URL is never printed with its password, and waits at most
+``connect_timeout`` seconds for the server (``CONNECT_TIMEOUT`` unless the
+URL says: an operator is waiting).
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ import argparse
 import os
 import sys
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from . import demo
 from .errors import DurablyError
+from .store import is_postgres
 from .store._store import STATUSES
 
+CONNECT_TIMEOUT = 5  # seconds the CLI waits for a PostgreSQL server, unless the URL sets connect_timeout
 
 
 def shown(value: Any) -> str:
@@ -34,6 +41,36 @@ def shown(value: Any) -> str:
             out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii")
                        if ord(ch) < 0x10000 else ch)
     return "".join(out)
+
+
+def _fail(what: Any) -> int:
+    """One line on stderr (a server's multi-line reason joined), exit 2."""
+    text = f"{type(what).__name__}: {what}" if isinstance(what, BaseException) else str(what)
+    print("durably: " + shown(" ".join(text.split())), file=sys.stderr)
+    return 2
+
+
+def _where(db: str) -> str:
+    """The database as the operator gave it, without a URL's password."""
+    if not is_postgres(db):
+        return db
+    from .store.pg._store import redact  # psycopg is there: the store was made
+
+    return redact(db)
+
+
+def _with_timeout(url: str) -> str:
+    """``url`` with the CLI's connect_timeout if it sets none (and no
+    PGCONNECT_TIMEOUT does); a URL that does not parse is left to the store
+    to refuse."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "connect_timeout" in dict(parse_qsl(parts.query)) or "PGCONNECT_TIMEOUT" in os.environ:
+        return url
+    query = f"{parts.query}&" if parts.query else ""
+    return parts._replace(query=f"{query}connect_timeout={CONNECT_TIMEOUT}").geturl()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,23 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "accept-wal-loss":
         from .store import accept_wal_loss
 
+        if is_postgres(args.db):  # (not echoed: it may hold a password)
+            return _fail("accept-wal-loss applies to an SQLite file; a PostgreSQL database has no -wal file "
+                         "of durably's to lose (the server recovers its own WAL)")
         try:
             accept_wal_loss(args.db)
         except DurablyError as exc:
-            print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 2
+            return _fail(exc)
         print(f"durably: {args.db}: the loss of its -wal file is accepted; it passed quick_check and opens "
               "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)")
         return 0
     from .handle import StepInfo, WorkflowInfo
     from .store import make_store
 
+    if args.command == "list" and not 0 <= args.limit < 2**63:
+        return _fail(f"--limit must be from 0 to 2**63 - 1, not {args.limit}")
     try:
-        store = make_store(args.db)  # a file, or a postgresql:// URL (?schema=...)
+        # a file, or a postgresql:// URL (?schema=...)
+        store = make_store(_with_timeout(args.db) if is_postgres(args.db) else args.db)
         store.open_readonly()  # inspection never writes, and never recovers anything
     except DurablyError as exc:
-        print(f"durably: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     try:
         if args.command == "list":
             for row in store.list_workflows(args.status, None, args.limit):
@@ -90,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("\t".join(shown(v) for v in (info.workflow_id, info.status, info.name, info.parked)))
         else:
             if store.get_workflow(args.workflow_id) is None:
-                print(f"durably: no workflow with id {shown(args.workflow_id)!r} in {args.db}", file=sys.stderr)
-                return 2
+                return _fail(f"no workflow with id {shown(args.workflow_id)!r} in {_where(args.db)}")
             for step in (StepInfo.from_row(r) for r in store.step_rows(args.workflow_id)):
                 outcome = step.output if step.error is None else "ERROR " + str(step.error)
                 print("\t".join(shown(v) for v in (step.position, step.name, outcome)))
         sys.stdout.flush()
+    except DurablyError as exc:  # the server went away mid-read, ...
+        return _fail(exc)
     except BrokenPipeError:
         # The reader stopped (``| head``): end quietly, as cat and grep do.
         devnull = os.open(os.devnull, os.O_WRONLY)

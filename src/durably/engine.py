@@ -62,6 +62,28 @@ def _positive(value: Any, what: str) -> float:
     return float(value)
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _unix_time(what: str, value: Any) -> float | None:
+    """A time bound of a listing, as a float (an int too large for the
+    stores' integers is one too); None stays None. NaN is refused."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except OverflowError:  # an int past float's range
+        seconds = None
+    if seconds is None or seconds != seconds:
+        raise errors.UsageError(f"{what} must be a unix time in seconds, not {_short(value)}")
+    return seconds
+
+
 def _not_a_step_yet(fn: Callable[..., Any]) -> None:
     """``@step`` over ``@transaction`` (or the reverse, or twice) would journal
     one call as two steps: refused."""
@@ -679,11 +701,12 @@ class Engine:
             if value is not None:
                 check_name(value, what)
         for what, value in (("limit", limit), ("offset", offset)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise errors.UsageError(f"{what} must be an int >= 0, not {value!r}")
-        for what, value in (("start_time", start_time), ("end_time", end_time)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise errors.UsageError(f"{what} must be a unix time in seconds, not {value!r}")
+            # Both stores take a signed 64-bit integer (SQLite's range).
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 <= value <= _INT64_MAX):
+                raise errors.UsageError(f"{what} must be an int from 0 to 2**63 - 1, not {_short(value)}")
+        start_time, end_time = (_unix_time(what, value)
+                                for what, value in (("start_time", start_time), ("end_time", end_time)))
         rows = self._store.list_workflows(
             None if status is None else str(status), name, limit, id_prefix=id_prefix, start_time=start_time,
             end_time=end_time, queue=queue, parent_id=parent_id, offset=offset, newest_first=bool(newest_first))

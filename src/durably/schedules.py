@@ -45,7 +45,7 @@ from datetime import datetime, timezone, tzinfo
 from typing import TYPE_CHECKING, Any, Callable
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from . import _records as R
 from . import errors
@@ -53,7 +53,7 @@ from ._names import check_name
 from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import workflow_context
-from .runtime.waits import BackgroundLoop
+from .runtime.waits import RETRY_FIRST, RETRY_MAX, BackgroundLoop
 
 if TYPE_CHECKING:
     from .clock import Clock
@@ -68,7 +68,9 @@ MISSED = ("latest", "all", "skip")
 _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
 MAX_BACKFILL = 10_000  # slots one backfill_schedule call may start
 _LATE = 60.0  # a due slot older than this (seconds) was missed: the runner was not there for it
-
+# How far croniter looks for the next (or previous) slot: an expression with
+# no slot within this many years (February 30th) has none; schedule() refuses it.
+HORIZON_YEARS = 50
 
 
 def _zone(tz: Any, name: str) -> tzinfo:
@@ -116,27 +118,40 @@ class Schedule:
     def slot_id(self, slot: float) -> str:
         return f"schedule:{self.name}@{self.at(slot).isoformat()}"
 
-    def next_after(self, ts: float) -> float:
-        """The first slot strictly after ``ts``."""
-        return croniter(self.cron, self.at(ts)).get_next(float)
+    def _iter(self, ts: float) -> croniter:
+        return croniter(self.cron, self.at(ts), max_years_between_matches=HORIZON_YEARS)
 
-    def latest_at(self, ts: float) -> float:
-        """The newest slot at or before ``ts``."""
-        prev = croniter(self.cron, self.at(ts)).get_prev(float)  # strictly before ts
-        nxt = self.next_after(prev)
-        return nxt if nxt <= ts else prev
+    def next_after(self, ts: float) -> float | None:
+        """The first slot strictly after ``ts``; None if there is none within
+        HORIZON_YEARS (February 30th; a year field that has passed)."""
+        try:
+            return self._iter(ts).get_next(float)  # type: ignore[no-any-return]
+        except CroniterBadDateError:
+            return None
 
-    def slots_after(self, after: float, until: float) -> tuple[list[float], float]:
+    def latest_at(self, ts: float) -> float | None:
+        """The newest slot at or before ``ts``; None if there is none within HORIZON_YEARS."""
+        try:
+            prev = self._iter(ts).get_prev(float)  # strictly before ts
+        except CroniterBadDateError:
+            prev = None
+        nxt = self.next_after(ts - 1.0 if prev is None else prev)  # a slot at ts itself
+        return nxt if nxt is not None and nxt <= ts else prev
+
+    def slots_after(self, after: float, until: float) -> tuple[list[float], float | None]:
         """Due slots in (after, until] (only the newest unless missed="all"),
-        and the first slot after ``until``."""
+        and the first slot after ``until`` (None: no more slots)."""
         nxt = self.next_after(until)
         if self.missed != "all":
             latest = self.latest_at(until)
-            return ([latest] if latest > after else []), nxt
-        it = croniter(self.cron, self.at(after))
+            return ([latest] if latest is not None and latest > after else []), nxt
+        it = self._iter(after)
         due: list[float] = []
         while len(due) < _CATCH_UP_MAX:
-            slot = it.get_next(float)
+            try:
+                slot = it.get_next(float)
+            except CroniterBadDateError:  # no slot after the last one
+                break
             if slot > until:
                 break
             due.append(slot)
@@ -145,9 +160,11 @@ class Schedule:
     def slots_between(self, start: float, end: float) -> list[float]:
         """The slots in [start, end); UsageError past MAX_BACKFILL of them."""
         first = self.latest_at(start)
-        if first < start:
+        if first is None or first < start:
             first = self.next_after(start)
-        it = croniter(self.cron, self.at(first))
+        if first is None:
+            return []
+        it = self._iter(first)
         slots: list[float] = []
         slot = first
         while slot < end:
@@ -156,7 +173,10 @@ class Schedule:
                     f"schedule {self.name!r}: the range holds more than {MAX_BACKFILL} slots; nothing was "
                     "started. Backfill it in smaller ranges")
             slots.append(slot)
-            slot = it.get_next(float)
+            try:
+                slot = it.get_next(float)
+            except CroniterBadDateError:  # no slot after this one
+                break
         return slots
 
 
@@ -199,16 +219,37 @@ class ScheduleRunner(BackgroundLoop):
         self.schedules = schedules
         self._parsed: dict[tuple[Any, ...], Schedule | None] = {}
         self._warned: set[tuple[Any, ...]] = set()
+        self._failures: dict[str, int] = {}  # schedule name: rounds failed in a row
 
     def run_round(self) -> float | None:
         schedules = self.schedules
         wake: float | None = None
         with schedules.lock:
             for row in schedules.store.schedules():
-                nxt = self._fire_due(row)
+                nxt = self._fire_isolated(row)
                 if nxt is not None:
                     wake = nxt if wake is None else min(wake, nxt)
         return wake
+
+    def _fire_isolated(self, row: tuple[Any, ...]) -> float | None:
+        """One schedule's part of a round: what goes wrong with it (a
+        workflow that fails to start, a row this version cannot read) is
+        logged with its name and retried later, with backoff, on its own;
+        the other schedules fire on time."""
+        name = row[0]
+        try:
+            nxt = self._fire_due(row)
+        except Exception as exc:
+            if not self.journal.running or isinstance(exc, errors.NotOpenError):
+                raise  # the writer stopped, the engine closes: the runner stops (BackgroundLoop)
+            failures = self._failures[name] = self._failures.get(name, 0) + 1
+            retry = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+            log.error("durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
+                      "the other schedules are not held back", name, exc, failures, retry,
+                      exc_info=failures == 1)
+            return self.clock.now() + retry
+        self._failures.pop(name, None)
+        return nxt
 
     def _warn_once(self, key: tuple[Any, ...], message: str, *args: Any) -> None:
         if key not in self._warned:
@@ -244,13 +285,18 @@ class ScheduleRunner(BackgroundLoop):
             return None
         now = self.clock.now()
         due, nxt = schedule.slots_after(last, now)
+        if nxt is None:
+            self._warn_once(("no slot", name, schedule.cron),
+                            "durably: schedule %r (%r) has no slot in the next %d years; it fires nothing more",
+                            name, schedule.cron, HORIZON_YEARS)
         if not due:
             return nxt
         missed, current = due[:-1], due[-1]
-        if now - current > _LATE:
-            missed, current = due, None
-        fire = [*({"all": missed, "latest": missed[-1:] if current is None else [], "skip": []}[schedule.missed]),
-                *([current] if current is not None else [])]
+        late = now - current > _LATE
+        if late:
+            missed = due
+        fire = [*({"all": missed, "latest": missed[-1:] if late else [], "skip": []}[schedule.missed]),
+                *([] if late else [current])]
         start = schedules.engine.start
         for slot in fire:
             try:
@@ -301,6 +347,12 @@ class ScheduleManager:
         Schedule(name, cron, "", missed, tz)  # vet the definition before the workflow
         spec = self.spec(workflow)  # registered, or UsageError
         schedule = Schedule(name, cron, spec.name, missed, tz)
+        now = self.clock.now()
+        if schedule.next_after(now) is None:
+            raise errors.UsageError(
+                f"schedule {name!r}: {cron!r} has no slot in the next {HORIZON_YEARS} years (a date that does not "
+                "exist, such as February 30th, or a year that has passed); nothing was scheduled")
+        check_name(schedule.slot_id(now), f"schedule {name!r}: the id of its workflows")
         with self.lock:
             existing = self.declared.get(name)
             if existing is not None and existing.definition != schedule.definition:
@@ -397,7 +449,9 @@ class ScheduleManager:
                 schedule = Schedule(name, cron, workflow, missed, tz)
             except errors.UsageError:  # a zone unknown on this machine: shown in UTC
                 schedule = Schedule(name, cron, workflow, missed, None)
-            nxt = None if paused else schedule.at(schedule.next_after(max(last, now)))
+            # None: paused, or no slot to come (a row from before schedule() refused those)
+            nxt_ts = None if paused else schedule.next_after(max(last, now))
+            nxt = None if nxt_ts is None else schedule.at(nxt_ts)
             infos.append(ScheduleInfo(name, cron, workflow, tz, missed, bool(paused), schedule.at(last), nxt))
         return infos
 

@@ -10,6 +10,10 @@ While the engine is open it runs one thread (``durably-coord``):
   ``CLAIM_EVERY`` seconds it claims workflows whose owner is gone
   (store/_executors.py: a stopped executor, an expired lease, a dead process
   on this host), then runs them here;
+* every ``PRUNE_EVERY`` seconds it deletes old rows of gone executors and
+  old notices, a bounded number per round (``_executors.prune``): sooner
+  again while a round finds more, so a pile left by crashes melts in
+  minutes, never in one long transaction;
 * every ``poll`` seconds it reads ``PRAGMA data_version``; when another
   connection committed, it reads the new *notices* (a message, an event, a
   cancel, a queue entry, a workflow waiting for an owner, committed by any
@@ -53,6 +57,9 @@ POLL = 0.01
 # Seconds between two looks for workflows whose owner is gone (a dead
 # process on this host is taken over within this; an expired lease too).
 CLAIM_EVERY = 0.5
+# Seconds between two prunes (store/_executors.prune) while the last one
+# found less than PRUNE_LIMIT rows of each table; else every lease / 4.
+PRUNE_EVERY = 60.0
 
 # Executors open in this process (an engine of this pid missing here was
 # dropped without close(): its workflows may be taken at once).
@@ -111,6 +118,7 @@ class Coordinator:
     def _run(self) -> None:
         next_beat = time.monotonic() + self.lease / 4
         next_claim = time.monotonic() + CLAIM_EVERY
+        next_prune = time.monotonic() + PRUNE_EVERY
         failures = 0
         client = self.engine.client
         stopped = self._stop
@@ -137,6 +145,8 @@ class Coordinator:
                     next_claim = now + min(CLAIM_EVERY, self.lease / 4)
                     if not client:
                         self.claim_orphans()
+                if now >= next_prune:
+                    next_prune = now + (self.lease / 4 if self.prune() else PRUNE_EVERY)
                 version = self.store.data_version()
                 if version != self._version:
                     self._version = version
@@ -208,6 +218,12 @@ class Coordinator:
     def heartbeat(self) -> None:
         if not self.run_op("heartbeat", self.engine.executor_id, time.time() + self.lease):
             log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.engine.executor_id)
+
+    def prune(self) -> bool:
+        """One bounded prune (store/_executors.prune); True: there may be more."""
+        limit = _executors.PRUNE_LIMIT
+        executors, notices = self.run_op("prune", limit)
+        return executors >= limit or notices >= limit
 
     def _dead_executors(self) -> str:
         rows = self.store.executors()

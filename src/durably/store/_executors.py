@@ -34,6 +34,12 @@ LEASE = 10.0
 _KEEP_STOPPED = 86400.0
 # Notices older than this are deleted (every watcher reads them within its poll).
 KEEP_NOTICES = 600.0
+# Seconds past its lease an executor is still listed for the watcher's
+# dead-process check (a margin for clocks; later it is gone by its lease).
+LISTED = 60.0
+# Rows of each table one prune deletes at most (the lease keeper prunes
+# while the engine runs: a round's cost stays bounded whatever piled up).
+PRUNE_LIMIT = 500
 
 
 def _boot_id() -> str:
@@ -94,6 +100,30 @@ def register(conn: apsw.Connection, executor_id: str, pid: int, started: str | N
     conn.execute("DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < ?", (now - _KEEP_STOPPED,))
     conn.execute("DELETE FROM notices WHERE created_at < ?", (now - KEEP_NOTICES,))
     return None
+
+
+# Executor rows that may go: stopped, or whose lease ran out (killed without
+# close), more than _KEEP_STOPPED ago, and owning no PENDING workflow (those
+# of a dead owner stay until they are taken over: its row is what names its
+# host and pid, and the owner column points at it). Finished workflows keep
+# the id of the executor that last ran them; nothing else refers to a row.
+_PRUNABLE = ("coalesce(stopped_at, lease_until) < unixepoch('subsec') - :keep"
+             " AND NOT EXISTS (SELECT 1 FROM workflows w WHERE w.executor = executors.executor_id"
+             " AND w.status = 'PENDING')")
+
+
+def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
+    """Delete up to ``limit`` executor rows that may go (_PRUNABLE) and up
+    to ``limit`` notices older than KEEP_NOTICES, among the ``limit`` oldest
+    (a look at that many rows of the id order, not a scan of the table).
+    Times are the database's clock. Returns (executors, notices) deleted:
+    ``limit`` means there may be more."""
+    conn.execute(f"DELETE FROM executors WHERE executor_id IN (SELECT executor_id FROM executors WHERE {_PRUNABLE}"
+                 " LIMIT :limit)", {"keep": _KEEP_STOPPED, "limit": limit})
+    executors = conn.changes()
+    conn.execute("DELETE FROM notices WHERE id IN (SELECT id FROM notices ORDER BY id LIMIT ?)"
+                 " AND created_at < unixepoch('subsec') - ?", (limit, KEEP_NOTICES))
+    return executors, conn.changes()
 
 
 def heartbeat(conn: apsw.Connection, executor_id: str, lease_until: float) -> Any:

@@ -178,6 +178,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "enqueue": enqueue,
     "register_executor": _executors.register,
     "heartbeat": _executors.heartbeat,
+    "prune": _executors.prune,
     "stop_executor": _executors.stop,
     "claim": _executors.claim,
     "claim_queue": _executors.claim_queue,

@@ -823,8 +823,12 @@ class Store:
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
-        """(executor_id, host, pid, pid_started) of executors not stopped."""
-        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+        """(executor_id, host, pid, pid_started) of executors not stopped
+        whose lease has not run out (_executors.LISTED: a margin); one whose
+        lease ran out is gone for every claim anyway, and each row listed
+        costs the watcher a look at a pid every round."""
+        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL"
+                          " AND lease_until >= unixepoch('subsec') - ?", (_executors.LISTED,))
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
         """(workflow_id, status, parked) of those of ``ids`` that exist."""

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ... import _records as R
 from ... import errors
 from .._executors import HOST, KEEP_NOTICES, queue_window
+from ._schema import NOW
 
 _KEEP_STOPPED = 86400.0
 
@@ -169,6 +170,24 @@ def register(conn: Any, executor_id: str, pid: int, started: str | None, version
     return None
 
 
+def prune(conn: Any, limit: int) -> tuple[int, int]:
+    """As store/_executors.prune (the same rows may go). Rows another
+    transaction holds are skipped (``SKIP LOCKED``): two executors pruning
+    at once never wait for, or deadlock on, each other. The batch marks of
+    the executors deleted go with them."""
+    gone = [r[0] for r in conn.execute(
+        f"DELETE FROM executors WHERE executor_id IN (SELECT executor_id FROM executors e"
+        f" WHERE coalesce(stopped_at, lease_until) < {NOW} - %s AND NOT EXISTS (SELECT 1 FROM workflows w"
+        " WHERE w.executor = e.executor_id AND w.status = 'PENDING') LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " RETURNING executor_id", (_KEEP_STOPPED, limit)).fetchall()]
+    if gone:
+        conn.execute("DELETE FROM engine_state WHERE key = ANY(%s)", ([f"batch:{eid}" for eid in gone],))
+    notices = conn.execute(
+        "DELETE FROM notices WHERE id IN (SELECT id FROM notices ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+        f" AND created_at < {NOW} - %s", (limit, KEEP_NOTICES)).rowcount
+    return len(gone), notices
+
+
 def heartbeat(conn: Any, executor_id: str, lease_until: float) -> Any:
     return conn.execute("UPDATE executors SET lease_until = %s WHERE executor_id = %s AND stopped_at IS NULL",
                         (lease_until, executor_id)).rowcount
@@ -264,6 +283,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "enqueue": enqueue,
     "register_executor": register,
     "heartbeat": heartbeat,
+    "prune": prune,
     "stop_executor": stop,
     "claim": claim,
     "claim_queue": claim_queue,

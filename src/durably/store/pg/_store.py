@@ -57,7 +57,7 @@ from ... import errors
 from ...codec import encode_error
 from .. import _ownership
 from .._interrupts import why_interrupted
-from .._executors import dead_here
+from .._executors import LISTED, dead_here
 from . import _ops
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
@@ -69,6 +69,7 @@ log = logging.getLogger("durably")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 TX_BUDGET = 10.0
 RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
+CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_timeout) unless the URL says
 IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
 _BACKOFF_MAX = 2.0
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
@@ -110,7 +111,10 @@ _OURS = ("schema", "listen")
 def _split_ours(url: str) -> tuple[str, dict[str, str]]:
     """Take durably's own query parameters out of the URL (the rest is
     libpq's): ``postgresql://host/db?schema=app1&listen=off``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL" (postgresql://[::1)
+        raise errors.UsageError(f"not a valid PostgreSQL URL: {redact(url)!r} ({exc})") from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in query if k in _OURS}
     if not ours:
@@ -152,6 +156,10 @@ class PgStore:
                                     f"not {schema!r}")
         self._url = url
         self.path = redact(url)
+        # libpq's connect_timeout, when the URL (or PGCONNECT_TIMEOUT) sets
+        # none: a connection attempt never hangs for ever.
+        given = "connect_timeout" in dict(parse_qsl(urlsplit(url).query)) or "PGCONNECT_TIMEOUT" in os.environ
+        self._timeout: dict[str, Any] = {} if given else {"connect_timeout": CONNECT_TIMEOUT}
         self.schema = schema
         self.synchronous = synchronous
         self.reconnect = reconnect
@@ -192,7 +200,7 @@ class PgStore:
     def _connect(self, autocommit: bool = True) -> psycopg.Connection[Any]:
         try:
             conn = psycopg.connect(self._url, autocommit=autocommit, keepalives=1, keepalives_idle=5,
-                                   keepalives_interval=2, keepalives_count=3, connect_timeout=10,
+                                   keepalives_interval=2, keepalives_count=3, **self._timeout,
                                    application_name=f"durably:{self.schema}")
         except psycopg.Error as exc:
             raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
@@ -240,7 +248,11 @@ class PgStore:
             raise
 
     def open_readonly(self) -> None:
-        """Inspection only (the CLI): nothing created or written."""
+        """Inspection only (the CLI): nothing created or written. One
+        connection first, so a wrong host, port, database or password is
+        told at once, with the server's reason (the pool would retry it
+        until its own timeout)."""
+        self._connect().close()
         self._open_pool()
         version = self._schema_version_ro()
         if version is None:
@@ -260,7 +272,8 @@ class PgStore:
 
     def _open_pool(self) -> None:
         self._pool = ConnectionPool(self._url, min_size=1, max_size=4, open=False, name=f"durably-{self.schema}",
-                                    kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}"},
+                                    kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}",
+                                            **self._timeout},
                                     configure=self._configure, timeout=30.0)
         try:
             self._pool.open(wait=True, timeout=15.0)
@@ -950,7 +963,9 @@ class PgStore:
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
-        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL")
+        """As the SQLite store's: not stopped, lease not run out (LISTED: a margin)."""
+        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL"
+                          f" AND lease_until >= {NOW} - %s", (LISTED,))
 
     def others_live(self, executor_id: str | None) -> bool:
         """Whether another executor is live (a live lease; on this host a live process)."""
