@@ -2,7 +2,7 @@
 raw SQLite limit and a peer (DBOS Transact, when installed) side by side.
 
     python bench/run.py [--dir DIR] [--reps 5] [--quick] [--only PATTERN,...] [--list]
-    python bench/run.py --only 'durably.async[[]c=1024,full]' --against ../base   # interleaved pairs
+    python bench/run.py --only 'durably.async?c=1024?full?' --against ../base   # interleaved pairs
 
 Method: every figure is a median over ``--reps`` repetitions, each in a fresh
 process; within a repetition the scenarios run in shuffled order (so machine
