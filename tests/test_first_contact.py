@@ -215,3 +215,20 @@ def test_every_durably_error_is_exported() -> None:
     assert len(classes) > 30
     missing = [c.__name__ for c in classes if getattr(durably, c.__name__, None) is not c]
     assert missing == []
+
+
+def test_arming_a_deadline_already_past_on_a_virtual_clock_does_not_deadlock() -> None:
+    # Deadlines.arm held its lock while a VirtualClock fired the already-due
+    # timer in the same thread, whose callback takes that lock: a hang (seen
+    # reopening an engine after the clock passed a workflow's deadline).
+    from durably.runtime.deadlines import Deadlines
+
+    clock = durably.VirtualClock()
+    cancelled: list[str] = []
+    done = threading.Event()
+    deadlines = Deadlines(clock, lambda wid, reason: (cancelled.append(wid), done.set()))
+    armer = threading.Thread(target=deadlines.arm, args=("w", clock.now() - 1), daemon=True)
+    armer.start()
+    armer.join(10)
+    assert not armer.is_alive(), "arm() deadlocked"
+    assert done.wait(10) and cancelled == ["w"]

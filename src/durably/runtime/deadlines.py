@@ -29,11 +29,14 @@ class Deadlines:
         self._timers: dict[str, Any] = {}
 
     def arm(self, workflow_id: str, deadline: float) -> None:
+        # Outside the lock: a deadline already past fires at once, in this
+        # thread with a VirtualClock, and _expired takes the lock.
+        timer = self._clock.call_at(deadline, lambda: self._expired(workflow_id))
         with self._lock:
             old = self._timers.pop(workflow_id, None)
             if old is not None:
                 old.cancel()
-            self._timers[workflow_id] = self._clock.call_at(deadline, lambda: self._expired(workflow_id))
+            self._timers[workflow_id] = timer
 
     def disarm(self, workflow_id: str) -> None:
         """The workflow ended: its deadline timer goes (no leak, no late cancel)."""
