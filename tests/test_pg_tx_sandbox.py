@@ -130,9 +130,9 @@ def _build(url: str) -> durably.Engine:
 
     @engine.transaction(name="mine")
     def mine(db: durably.Tx, x: int) -> int:
-        db.execute("CREATE TABLE IF NOT EXISTS mine (x integer)")
-        db.execute("INSERT INTO mine VALUES (%s)", (x,))
-        return db.query_one("SELECT count(*) FROM mine")[0]
+        db.execute("CREATE TABLE IF NOT EXISTS own_rows (x integer)")
+        db.execute("INSERT INTO own_rows VALUES (%s)", (x,))
+        return db.query_one("SELECT count(*) FROM own_rows")[0]
 
     @engine.workflow(name="work")
     def work(x: int) -> list[int]:
@@ -189,6 +189,11 @@ def _hidden(text: str) -> str:
     return "".join(f"\\{ord(c):03o}" if c.isalpha() or c == ";" else c for c in text)
 
 
+def _plpgsql(name: str, body: str, options: str = "") -> str:
+    """A function whose body hides its names and semicolons (``_hidden``)."""
+    return f"CREATE FUNCTION {name}() RETURNS int LANGUAGE plpgsql {options} AS E'{_hidden(body)}'"
+
+
 # -- item 3: ways past the statement check -------------------------------------------------
 
 
@@ -199,18 +204,14 @@ def _bypasses(schema: str) -> dict[str, list[str]]:
             f"CREATE FUNCTION purge() RETURNS void LANGUAGE sql SET search_path = {schema} AS 'DELETE FROM messages'",
             "SELECT purge()"],
         "U& identifier": [f"DELETE FROM {_u_escape(schema)}.messages"],
-        "E'' body": [
-            "CREATE FUNCTION purge() RETURNS void LANGUAGE plpgsql AS "
-            f"E'{_hidden(f'BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; END')}'",
-            "SELECT purge()"],
+        "E'' body": [_plpgsql("purge", f"BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END"),
+                     "SELECT purge()"],
         "role reset first": ["SELECT set_config('role', 'none', false)", f"DELETE FROM {schema}/**/.messages"],
         "role reset and back in one statement": [
-            "CREATE FUNCTION purge() RETURNS int LANGUAGE plpgsql AS "
-            f"E'{_hidden(f'BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END')}'",
+            _plpgsql("purge", f"BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END"),
             f"SELECT set_config('role', 'none', true), purge(), set_config('role', 'durably_user_{schema}', true)"],
         "role reset and DDL in one statement": [
-            "CREATE FUNCTION alter_it() RETURNS int LANGUAGE plpgsql AS "
-            f"E'{_hidden(f'BEGIN EXECUTE $q$ALTER TABLE {schema}.messages ADD COLUMN z integer$q$; RETURN 1; END')}'",
+            _plpgsql("alter_it", f"BEGIN EXECUTE $q$ALTER TABLE {schema}.messages ADD COLUMN z integer$q$; RETURN 1; END"),
             "SELECT set_config('role', 'none', true), alter_it()"],
         "temp table shadowing durably's": ["CREATE TEMP TABLE engine_state (key text, value text)",
                                            "INSERT INTO engine_state VALUES ('takeovers', 'x')"],
@@ -277,13 +278,12 @@ def test_prepared_statements_dropped_by_a_step_do_not_break_the_writer(url: str,
     them (DEALLOCATE ALL through a function) or prepares its own names must
     not make durably's next statements fail (not even once: the batch would
     be written again record by record, the step run twice)."""
-    body = _hidden("BEGIN EXECUTE $q$DEALLOCATE ALL$q$; EXECUTE $q$PREPARE _pg3_0 AS SELECT 1$q$; "
-                   "EXECUTE $q$PREPARE _pg3_1 AS SELECT 1$q$; END")
+    body = ("BEGIN EXECUTE $q$DEALLOCATE ALL$q$; EXECUTE $q$PREPARE _pg3_0 AS SELECT 1$q$; "
+            "EXECUTE $q$PREPARE _pg3_1 AS SELECT 1$q$; RETURN 1; END")
     with _build(url) as engine:
         for i in range(20):  # the writer's statements get prepared
             engine.run("work", i)
-        engine.run("attack", [f"CREATE FUNCTION dealloc() RETURNS void LANGUAGE plpgsql AS E'{body}'",
-                              "SELECT dealloc()"])
+        engine.run("attack", [_plpgsql("dealloc", body), "SELECT dealloc()"])
         for i in range(20):
             assert engine.run("work", i)[0] == 4 * i
         assert engine._journal.failure is None
@@ -418,14 +418,31 @@ def test_a_backend_terminated_during_a_transaction_step_reconnects_and_runs_it_a
         _works(engine)
 
 
-def test_a_step_that_ends_its_own_backend_fails_after_a_few_tries_and_the_writer_goes_on(url: str) -> None:
-    """Run again after a lost connection, but not for ever: SQL that ends its
-    own connection (here by switching role back first) fails its step after
-    a few tries, as its recorded outcome."""
-    statement = "SELECT set_config('role', 'none', true), pg_terminate_backend(pg_backend_pid())"
+@pytest.mark.parametrize("how", ["terminates its backend", "sets a 1 ms idle timeout, then pauses"])
+def test_a_step_that_ends_its_own_connection_fails_after_a_few_tries_and_the_writer_goes_on(url: str,
+                                                                                          how: str) -> None:
+    """Run again after a lost connection, but not for ever: a step that ends
+    its own connection each time (by switching role back first, or by an
+    idle timeout it set) fails after a few tries, as its recorded outcome."""
     with _build(url) as engine:
-        outcome = engine.start("attack", [statement]).result(timeout=60)
-        assert outcome.startswith("refused: DatabaseUnavailableError") and "3 times" in outcome, outcome
+        @engine.transaction(name="self_ending")
+        def self_ending(db: durably.Tx) -> None:
+            if how == "terminates its backend":
+                db.execute("SELECT set_config('role', 'none', true), pg_terminate_backend(pg_backend_pid())")
+            else:
+                db.execute("SELECT set_config('idle_in_transaction_session_timeout', '1', false)")
+                time.sleep(0.2)
+
+        @engine.workflow(name="ends")
+        def ends() -> str:
+            try:
+                self_ending()
+            except errors.DatabaseUnavailableError as exc:
+                return str(exc)
+            return "ran"
+
+        outcome = engine.start(ends).result(timeout=60)
+        assert "lost its connection" in outcome and "3 times" in outcome, outcome
         _works(engine)
 
 
@@ -479,17 +496,13 @@ def _hostile(draw: Any, schema: str, n: int) -> list[str]:
         return ["SELECT set_config('role', 'none', false)", qualified]
     fn = f"f{n}"
     if ref == "search_path":
-        body = f"BEGIN EXECUTE $q${unqualified}$q$; RETURN 1; END"
-        return [f"CREATE FUNCTION {fn}() RETURNS int LANGUAGE plpgsql SET search_path = {schema} AS E'{_hidden(body)}'",
+        return [_plpgsql(fn, f"BEGIN EXECUTE $q${unqualified}$q$; RETURN 1; END", f"SET search_path = {schema}"),
                 f"SELECT {fn}()"]
-    body = f"BEGIN EXECUTE $q${qualified}$q$; RETURN 1; END"
-    create = f"CREATE FUNCTION {fn}() RETURNS int LANGUAGE plpgsql AS E'{_hidden(body)}'"
+    create = _plpgsql(fn, f"BEGIN EXECUTE $q${qualified}$q$; RETURN 1; END")
+    back = f", set_config('role', 'durably_user_{schema}', true)" if ref == "escape_back" else ""
     if ref == "hidden":
         return [create, f"SELECT {fn}()"]
-    if ref == "escape":
-        return [create, f"SELECT set_config('role', 'none', true), {fn}()"]
-    return [create, f"SELECT set_config('role', 'none', true), {fn}(), "
-                    f"set_config('role', 'durably_user_{schema}', true)"]
+    return [create, f"SELECT set_config('role', 'none', true), {fn}(){back}"]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

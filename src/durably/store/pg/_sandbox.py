@@ -57,8 +57,10 @@ ENTER = ("SAVEPOINT durably_tx; SELECT pg_catalog.set_config('search_path', %s, 
          " pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true); {snapshot}; SET LOCAL ROLE {role}")
 # Before each statement of the step: its time budget, and who it runs as.
 STATEMENT = "SELECT pg_catalog.set_config('statement_timeout', %s, true), current_user, session_user"
-# After a step whose SQL went well, before its savepoint is released.
-CHECK = "SELECT current_user, session_user, pg_catalog.current_setting('transaction_read_only'); {snapshot}"
+# After a step whose SQL went well, before its savepoint is released (its
+# own statement_timeout, if it set one, is not for durably's statements).
+CHECK = ("SELECT pg_catalog.set_config('statement_timeout', '0', true); SELECT current_user, session_user,"
+         " pg_catalog.current_setting('transaction_read_only'); {snapshot}")
 RESTORE = ("RELEASE SAVEPOINT durably_tx; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; UNLISTEN *;"
            " SELECT pg_catalog.pg_advisory_unlock_all(); {settings}; {snapshot}")
 
@@ -122,9 +124,9 @@ def prepare(conn: psycopg.Connection[Any], role: str, schema: str, user_schemas:
         if row[0]:
             return _refused(role, schema, path, "is a superuser: it would reach durably's schema")
         kind = "SET" if conn.info.server_version >= 160000 else "MEMBER"
-        if not conn.execute("SELECT pg_has_role(session_user, %s, %s)", (role, kind)).fetchone()[0]:  # type: ignore[index]
-            if not _try(conn, pgsql.SQL("GRANT {} TO {}").format(ident, pgsql.Identifier(_login(conn)))):
-                return _refused(role, schema, path, f"cannot be switched to by this login ({_login(conn)!r})")
+        member = conn.execute("SELECT pg_has_role(session_user, %s, %s)", (role, kind)).fetchone()[0]  # type: ignore[index]
+        if not member and not _try(conn, pgsql.SQL("GRANT {} TO {}").format(ident, pgsql.Identifier(_login(conn)))):
+            return _refused(role, schema, path, f"cannot be switched to by this login ({_login(conn)!r})")
         if conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]:  # type: ignore[index]
             return _refused(role, schema, path, f"has USAGE on durably's schema {schema!r}: it must have no rights there")
         for name in user_schemas:
@@ -148,7 +150,7 @@ def _login(conn: psycopg.Connection[Any]) -> str:
     return conn.execute("SELECT session_user").fetchone()[0]  # type: ignore[index,no-any-return]
 
 
-def _try(conn: psycopg.Connection[Any], statement: pgsql.Composable) -> bool:
+def _try(conn: psycopg.Connection[Any], statement: pgsql.Composed) -> bool:
     """Run one statement in a savepoint; False if the server refused it."""
     try:
         with conn.transaction():

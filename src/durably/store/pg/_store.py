@@ -862,19 +862,37 @@ class PgStore:
         if losses >= TX_LOSSES:
             # (a DBA killing it each time, or SQL that ends its own backend): not run again
             gone = errors.DatabaseUnavailableError(
-                f"transaction step {name!r} lost its connection to {self.path} {losses} times while its SQL ran; "
+                f"transaction step {name!r} lost its connection to {self.path} {losses} times while it ran; "
                 "it was not run again", path=self.path)
             rec.result = (None, encode_error(gone))
             conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None))
             return
-        tx = PgTx(conn, self.schema, deadline, why, path=self.path, role=self.tx_role, login=self._login)
+        try:
+            self._sandboxed(conn, rec, budget, PgTx(conn, self.schema, deadline, why, path=self.path,
+                                                    role=self.tx_role, login=self._login))
+        except psycopg.Error as exc:
+            if not isinstance(exc, CONNECTION_ERRORS) and not conn.closed and not conn.broken:
+                raise
+            # The connection went while the step ran (a DBA's pg_terminate_backend, a restart, an
+            # idle timeout its SQL set): the batch, the step's SQL with it, was rolled back; flush
+            # reconnects and applies it again.
+            self._tx_lost[id(rec)] = losses + 1
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise
+            raise psycopg.OperationalError(f"the connection was lost during transaction step {name!r}: {exc}") \
+                from exc
+
+    def _sandboxed(self, conn: psycopg.Connection[Any], rec: Any, budget: float, tx: PgTx) -> None:
+        """The step's body in its savepoint as the sandbox role, the checks
+        after it, the session put back, its outcome row (``_sandbox``)."""
+        workflow_id, (pos, ident), name, body = rec.params
         output = error = None
         # nothing prepared inside the step: the session's prepared statements are compared around it
         threshold, conn.prepare_threshold = conn.prepare_threshold, None
         try:
             cur = psycopg.ClientCursor(conn)
             try:
-                cur.execute(pgsql.SQL(_sandbox.ENTER).format(snapshot=pgsql.SQL(self._snapshot),  # type: ignore[arg-type]
+                cur.execute(pgsql.SQL(_sandbox.ENTER).format(snapshot=pgsql.SQL(self._snapshot),
                                                              role=pgsql.Identifier(self.tx_role)),
                             (self._step_path(), f"{int((budget + IDLE_IN_TX) * 1000)}ms"))
             except CONNECTION_ERRORS:
@@ -901,10 +919,7 @@ class PgStore:
                 self._tx_running = None
                 tx._close()
             if tx.lost is not None:
-                # The connection went while its SQL ran (a DBA's pg_terminate_backend, a restart): the
-                # batch, this step's SQL with it, was rolled back; flush reconnects and applies it again.
-                self._tx_lost[id(rec)] = losses + 1
-                raise tx.lost
+                raise tx.lost  # (see _transaction)
             if tx.expired is not None:
                 if self._stop_all_tx:
                     rec.error = errors.NotOpenError(
@@ -918,13 +933,13 @@ class PgStore:
                 # the step's SQL at that error, so that error is its outcome.
                 output, error = None, encode_error(tx.failed)
             if error is None and rec.error is None:  # its SQL went well: is its session still the sandbox's?
-                cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(self._snapshot)))  # type: ignore[arg-type]
-                (current, session, read_only), now = _sandbox.rows(cur)
+                cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(self._snapshot)))
+                _timeout, (current, session, read_only), now = _sandbox.rows(cur)
                 breach = _sandbox.breach(self.tx_role, self._login, current, session, read_only, before, now)
                 if breach is not None:
                     output, error = None, encode_error(breach)
-            restore = pgsql.SQL(_sandbox.RESTORE).format(settings=pgsql.SQL(self._settings_sql()),  # type: ignore[arg-type]
-                                                         snapshot=pgsql.SQL(self._snapshot))  # type: ignore[arg-type]
+            restore = pgsql.SQL(_sandbox.RESTORE).format(settings=pgsql.SQL(self._settings_sql()),
+                                                         snapshot=pgsql.SQL(self._snapshot))
             if error is not None or rec.error is not None:
                 restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
             cur.execute(restore, self._settings(True))
@@ -946,8 +961,9 @@ class PgStore:
         refused: errors.DurablyError | None = None
         for attempt in range(3):
             try:
-                return self._reading(lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas,
-                                                                self.path))  # type: ignore[no-any-return]
+                ready: errors.DurablyError | None = self._reading(
+                    lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas, self.path))
+                return ready
             except errors.DurablyError as exc:
                 refused = exc
                 time.sleep(0.05 * (attempt + 1))
