@@ -397,69 +397,67 @@ class PgStore:
         if self._writer is None:
             raise errors.NotOpenError("the store is closed")
         with self._write_lock:
-            try:
-                isolate = False
-                lost_since: float | None = None
-                delay = 0.05
-                while True:
-                    conn = self._writer
-                    if conn is None:
-                        raise errors.NotOpenError("the store is closed")
-                    self._in_doubt = None
-                    try:
-                        if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
-                                and self._lone_step(conn, batch[0])):
-                            return
-                        self._write(conn, batch, isolate)
-                        if lost_since is not None:
-                            log.warning("durably: reconnected to %s after %.1f s", self.path, time.monotonic() - lost_since)
+            self._tx_lost.clear()  # per flush: the lost connections of its transaction steps
+            isolate = False
+            lost_since: float | None = None
+            delay = 0.05
+            while True:
+                conn = self._writer
+                if conn is None:
+                    raise errors.NotOpenError("the store is closed")
+                self._in_doubt = None
+                try:
+                    if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
+                            and self._lone_step(conn, batch[0])):
                         return
-                    except CONNECTION_ERRORS as exc:
-                        now = time.monotonic()
-                        lost_since = lost_since if lost_since is not None else now
-                        mark, lone = self._in_doubt, self._lone
-                        self._lone = None
-                        if self._reconnect(exc, lost_since):
-                            if mark is not None and self._committed(mark):
-                                return  # the commit landed before the connection went: acknowledged as written
-                            if lone is not None and self._step_landed(lone):
-                                return  # the lone step's statement committed before the connection went
-                            _reset(batch)
-                            continue
-                        if self._closing:
-                            err = errors.NotOpenError("the engine closed while the database was unreachable")
-                            for rec in batch:
-                                rec.result, rec.error = None, err
-                            return
+                    self._write(conn, batch, isolate)
+                    if lost_since is not None:
+                        log.warning("durably: reconnected to %s after %.1f s", self.path, time.monotonic() - lost_since)
+                    return
+                except CONNECTION_ERRORS as exc:
+                    now = time.monotonic()
+                    lost_since = lost_since if lost_since is not None else now
+                    mark, lone = self._in_doubt, self._lone
+                    self._lone = None
+                    if self._reconnect(exc, lost_since):
+                        if mark is not None and self._committed(mark):
+                            return  # the commit landed before the connection went: acknowledged as written
+                        if lone is not None and self._step_landed(lone):
+                            return  # the lone step's statement committed before the connection went
+                        _reset(batch)
+                        continue
+                    if self._closing:
+                        err = errors.NotOpenError("the engine closed while the database was unreachable")
+                        for rec in batch:
+                            rec.result, rec.error = None, err
+                        return
+                    raise self._batch_failed(exc) from exc
+                except TRANSIENT_ERRORS:
+                    self._abort(conn)
+                    _reset(batch)
+                    time.sleep(delay)
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                except _BatchLost:
+                    self._abort(conn)
+                    _reset(batch)
+                except RECORD_ERRORS as exc:
+                    self._abort(conn)
+                    if isolate:
                         raise self._batch_failed(exc) from exc
-                    except TRANSIENT_ERRORS:
-                        self._abort(conn)
-                        _reset(batch)
-                        time.sleep(delay)
-                        delay = min(delay * 2, _BACKOFF_MAX)
-                    except _BatchLost:
-                        self._abort(conn)
-                        _reset(batch)
-                    except RECORD_ERRORS as exc:
-                        self._abort(conn)
-                        if isolate:
-                            raise self._batch_failed(exc) from exc
-                        _reset(batch)
-                        isolate = True  # find the culprit: every record in its own SAVEPOINT
-                    except Exception as exc:
-                        if isolate or isinstance(exc, errors.DurablyError) or not isinstance(exc, psycopg.Error) \
-                                or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
-                            raise self._batch_failed(exc) from exc
-                        self._abort(conn)
-                        log.error("durably: a record failed unexpectedly (%r); the batch is written again record by "
-                                  "record so that only that record fails", exc)
-                        _reset(batch)
-                        isolate = True
-                    except BaseException:
-                        self._abort(conn)
-                        raise
-            finally:
-                self._tx_lost.clear()  # counts are per flush (records are alive until it returns)
+                    _reset(batch)
+                    isolate = True  # find the culprit: every record in its own SAVEPOINT
+                except Exception as exc:
+                    if isolate or isinstance(exc, errors.DurablyError) or not isinstance(exc, psycopg.Error) \
+                            or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
+                        raise self._batch_failed(exc) from exc
+                    self._abort(conn)
+                    log.error("durably: a record failed unexpectedly (%r); the batch is written again record by "
+                              "record so that only that record fails", exc)
+                    _reset(batch)
+                    isolate = True
+                except BaseException:
+                    self._abort(conn)
+                    raise
 
     def _reconnect(self, exc: BaseException, since: float) -> bool:
         """The writer lost its connection: connect again (with backoff, up
