@@ -24,6 +24,8 @@ its reach.
   statement and after the step, and so are durably's tables' row counters
   for this transaction (``pg_stat_get_xact_tuples_*``): a step that switched
   role or wrote durably's rows is rolled back and fails (:func:`breach`).
+  Beyond any sandbox inside one session: SQL that switches role, changes
+  durably's schema (DDL) and switches back within one statement.
 * After each step the writer's session is put back (:data:`RESTORE`):
   ``RESET ROLE``, ``RESET SESSION AUTHORIZATION``, ``RESET ALL`` and
   durably's own settings again, ``UNLISTEN *``, session advisory locks
