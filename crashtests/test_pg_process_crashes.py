@@ -335,3 +335,85 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypa
         reader.close()
     assert not armed[0], "the server crash was never injected"
     assert (result, failure, steps) == ("done", None, [(0, "s")])
+
+
+# -- terminated backends during transaction steps (issue 19 item 1) ----------------------------
+# On 785dce3 a transaction step's lost connection became a durably error
+# before the reconnect logic saw it: the writer stopped for good.
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_backends_terminated_during_transaction_steps(pg_url: str, seed: int) -> None:
+    """Seeded pg_terminate_backend of the writer while transaction steps run
+    their SQL (and between them): every workflow ends SUCCESS with the
+    result of the run that committed, each step's row is in the user's
+    table exactly once, each step is recorded once, the writer never stops."""
+    import random
+    import threading
+    import uuid
+
+    rng, sleeps = random.Random(seed), random.Random(seed + 100)  # the killer's moments; the steps' lengths
+    _url, schema = backends.split_url(pg_url)
+    user = f"u_{uuid.uuid4().hex[:12]}"
+    with backends.control() as conn:
+        conn.execute(f"CREATE SCHEMA {user}")
+    engine = durably.Engine(f"{pg_url}&options=-csearch_path%3D{user}")
+
+    @engine.step(name="plain")
+    def plain(x: int) -> int:
+        return x + 1
+
+    @engine.transaction(name="book")
+    def book(db: durably.Tx, wid: str, x: int) -> int:
+        db.execute("CREATE TABLE IF NOT EXISTS booked (wid text PRIMARY KEY, x integer)")
+        db.execute("INSERT INTO booked VALUES (%s, %s)", (wid, x))
+        db.execute("SELECT pg_sleep(%s), 'crash-tx'", (sleeps.choice((0.02, 0.1, 0.2)),))
+        return db.query_one("SELECT count(*) FROM booked")[0]
+
+    @engine.workflow(name="booking")
+    def booking(x: int) -> list[int]:
+        return [plain(x), book(engine.workflow_id, x), plain(x + 1)]
+
+    stop, kills = threading.Event(), [0, 0]  # during a step's SQL, elsewhere
+
+    def killer() -> None:
+        """5 kills while a step's SQL runs (polled for), 2 anywhere, at seeded moments."""
+        with backends.control() as conn:
+            while not stop.is_set() and (kills[0] < 5 or kills[1] < 2):
+                during = kills[1] >= 2 or rng.random() < 0.7
+                killed = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
+                    + (" AND state = 'active' AND query LIKE '%%crash-tx%%'" if during else ""),
+                    (f"durably:{schema}",)).fetchone()[0]
+                kills[0 if during else 1] += killed
+                time.sleep(rng.uniform(0.1, 0.4) if killed else 0.01)
+
+    try:
+        with engine:
+            thread = threading.Thread(target=killer, name="crash-killer")
+            thread.start()
+            try:
+                handles = [engine.start(booking, i, workflow_id=f"b{i}") for i in range(24)]
+                results = [h.result(timeout=90) for h in handles]
+            finally:
+                stop.set()
+                thread.join()
+            failure = engine._journal.failure
+            booked = engine._store.query("SELECT wid, count(*) FROM booked GROUP BY wid ORDER BY wid")
+            recorded = engine._store.query("SELECT workflow_id, count(*) FROM steps WHERE name = 'book'"
+                                           " GROUP BY workflow_id ORDER BY workflow_id")
+    finally:
+        with backends.control() as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {user} CASCADE")
+            role = f"durably_user_{schema}"
+            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                conn.execute(f'DROP OWNED BY "{role}"')
+                conn.execute(f'DROP ROLE "{role}"')
+    assert kills[0] >= 5 and kills[1] >= 2, kills  # the chaos landed inside transaction steps, and between
+    assert failure is None
+    assert sorted(r[1] for r in results) == list(range(1, 25))  # each committed run saw the rows before it
+    assert [r[0] for r in results] == [i + 1 for i in range(24)] and [r[2] for r in results] == [i + 2 for i in range(24)]
+    assert booked == sorted((f"b{i}", 1) for i in range(24))
+    assert recorded == booked

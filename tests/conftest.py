@@ -48,7 +48,8 @@ def pg_schema_url() -> Iterator[str]:
         pytest.skip(why)
     import psycopg
     # durably's schema, and the user's own (the search_path of the URL's
-    # connections: a transaction step's tables land there): both dropped after.
+    # connections: a transaction step's tables land there): both dropped
+    # after, and the role transaction steps ran as, if one was made.
     tag = uuid.uuid4().hex[:12]
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA u_{tag}")
@@ -56,6 +57,14 @@ def pg_schema_url() -> Iterator[str]:
     with psycopg.connect(PG_URL, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS t_{tag} CASCADE")
         conn.execute(f"DROP SCHEMA IF EXISTS u_{tag} CASCADE")
+        drop_role(conn, f"durably_user_t_{tag}")
+
+
+def drop_role(conn: Any, role: str) -> None:
+    """Drop a role the tests made (roles are the server's, not a schema's)."""
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
 
 
 @contextlib.contextmanager

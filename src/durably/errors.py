@@ -59,6 +59,7 @@ __all__ = [
     "ValueTooLargeError",
     "JournalStoppedError",
     "DatabaseUnavailableError",
+    "TxRoleError",
     "InternalError",
     "WorkflowCancelled",
 ]
@@ -302,6 +303,15 @@ class DatabaseUnavailableError(StorageError):
     """The PostgreSQL server could not be reached (refused, restarting, the
     connection lost) for longer than the engine waits (``reconnect=``);
     nothing unacknowledged is assumed written."""
+
+
+class TxRoleError(StorageError):
+    """PostgreSQL: the role transaction steps run as (``role``) is missing
+    and cannot be created, cannot be switched to, or could reach durably's
+    schema; transaction steps are refused rather than run unsandboxed. The
+    message names the setup an operator runs (README, "PostgreSQL")."""
+
+    _fields = ("path", "role")
 
 
 class JournalStoppedError(StorageError):

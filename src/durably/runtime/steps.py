@@ -387,7 +387,9 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
         output, error = rec.result
         if error is not None:
             seen = decode_error(error)
-            seen.__cause__ = box[0] if box else None
+            # (the body may have returned a value: on PostgreSQL an SQL error it
+            # caught, or the store's sandbox check, is still its outcome)
+            seen.__cause__ = box[0] if box and isinstance(box[0], BaseException) else None
             raise seen
         return box[0] if box else None
 

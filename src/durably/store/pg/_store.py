@@ -20,12 +20,16 @@
   check and its commit, across hosts. A lone step row (a sequential
   workflow) is one guarded statement in its own implicit transaction: one
   round trip, like a raw single-row commit.
+* Transaction steps run their SQL as a role without rights on durably's
+  schema, and the writer's session is put back after each (``_sandbox``).
 * The connection lost (a server restart, ``pg_terminate_backend``, the
-  network): the writer reconnects with backoff for up to ``reconnect``
-  seconds, asks the server whether the batch's transaction committed (the
-  attempt's mark row; a lone step: its row) and either acknowledges it or
-  applies it again; nothing is acknowledged before its commit returned.
-  Past ``reconnect`` the store fails with DatabaseUnavailableError.
+  network), a transaction step's SQL running or not: the writer reconnects
+  with backoff for up to ``reconnect`` seconds, asks the server whether the
+  batch's transaction committed (the attempt's mark row; a lone step: its
+  row) and either acknowledges it or applies it again (a transaction step
+  runs again: its SQL was rolled back with the batch); nothing is
+  acknowledged before its commit returned. Past ``reconnect`` the store
+  fails with DatabaseUnavailableError.
 * Reads go through a small pool of autocommit connections (committed data
   only); a read that loses its connection is tried again on another, for
   up to ``reconnect`` seconds.
@@ -58,7 +62,7 @@ from ...codec import encode_error
 from .. import _ownership
 from .._interrupts import why_interrupted
 from .._executors import LISTED, dead_here
-from . import _ops
+from . import _ops, _sandbox
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
 from ._tx import PgTx
@@ -67,7 +71,9 @@ from ._writes import OWNER_CHANGING, WRITES
 log = logging.getLogger("durably")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TX_BUDGET = 10.0
+TX_LOSSES = 3  # a transaction step whose SQL lost the connection this many times in one batch fails
 RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
 CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_timeout) unless the URL says
 IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
@@ -105,12 +111,12 @@ def is_url(path: Any) -> bool:
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-_OURS = ("schema", "listen")
+_OURS = ("schema", "listen", "tx_role")
 
 
 def _split_ours(url: str) -> tuple[str, dict[str, str]]:
     """Take durably's own query parameters out of the URL (the rest is
-    libpq's): ``postgresql://host/db?schema=app1&listen=off``."""
+    libpq's): ``postgresql://host/db?schema=app1&listen=off&tx_role=app1_steps``."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # "Invalid IPv6 URL" (postgresql://[::1)
@@ -139,7 +145,7 @@ class PgStore:
     backend = "postgresql"
 
     def __init__(self, url: str, synchronous: str = "full", *, schema: str | None = None,
-                 reconnect: float = RECONNECT, listen: bool = True) -> None:
+                 reconnect: float = RECONNECT, listen: bool = True, tx_role: str | None = None) -> None:
         url, ours = _split_ours(url)
         in_url = ours.get("schema")
         if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
@@ -154,6 +160,10 @@ class PgStore:
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
             raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), "
                                     f"not {schema!r}")
+        tx_role = ours.get("tx_role", tx_role) or _sandbox.default_role(schema)
+        if not _ROLE_NAME.match(tx_role):
+            raise errors.UsageError(f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}")
+        self.tx_role = tx_role
         self._url = url
         self.path = redact(url)
         # libpq's connect_timeout, when the URL (or PGCONNECT_TIMEOUT) sets
@@ -187,6 +197,11 @@ class PgStore:
         self._takeovers: Any = None
         self.on_fenced: Any = None
         self._user_path = "public"
+        self._user_schemas: list[str] = []  # the user's own schemas: a transaction step's search_path
+        self._login = ""  # session_user: what a transaction step's session must still be afterwards
+        self._role_ready = False  # the sandbox role was found usable (_sandbox.prepare)
+        self._snapshot = ""  # _sandbox.snapshot_sql for durably's tables
+        self._tx_lost: dict[int, int] = {}  # id(record) -> connections its SQL lost in this flush
         self._value_type = "text"
         # Each batch's transaction writes its attempt number in its mark row
         # (engine_state ``batch:<executor>``): after a lost connection, that
@@ -206,35 +221,47 @@ class PgStore:
             raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
         return conn
 
-    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+    def _configure(self, conn: psycopg.Connection[Any], writer: bool = False) -> None:
         """Our SQL is unqualified: durably's schema first on the path. A
         writer left idle inside its transaction (its process SIGSTOPped or
         frozen mid-batch) is cut off by the server after IDLE_IN_TX seconds,
         so the row lock of its fence check does not block takeovers for
         longer: resumed, it reconnects, finds that batch rolled back and
-        writes it again, fenced."""
-        conn.execute("SELECT set_config('search_path', %s, false), set_config("
-                     "'idle_in_transaction_session_timeout', %s, false)",
-                     (self._our_path(), f"{int(IDLE_IN_TX * 1000)}ms"))
-        if self.synchronous == "normal":
-            # Engine(synchronous="normal"): commits return before their WAL is
-            # flushed (the last ones may be lost if the *server* crashes);
-            # "full" keeps the server's own setting (README, "PostgreSQL").
-            conn.execute("SET synchronous_commit = off")
+        writes it again, fenced. The writer's path has none of the user's
+        schemas (nothing a transaction step creates can shadow what its SQL
+        names); the readers' also has the user's (reads of the user's
+        tables, as a transaction step sees them)."""
+        conn.execute(self._settings_sql(), self._settings(writer))
 
-    def _our_path(self) -> str:
-        """Durably's schema first (its SQL is unqualified), then the user's
-        own path (reads of the user's tables, as a transaction step sees them)."""
-        return f'"{self.schema}", {self._user_path}'
+    def _settings(self, writer: bool) -> tuple[str, ...]:
+        path = f'"{self.schema}", pg_catalog, pg_temp' if writer else f'"{self.schema}", {self._user_path}'
+        # Engine(synchronous="normal"): commits return before their WAL is
+        # flushed (the last ones may be lost if the *server* crashes);
+        # "full" keeps the server's own setting (README, "PostgreSQL").
+        commit = "off" if self.synchronous == "normal" else None
+        return (path, f"{int(IDLE_IN_TX * 1000)}ms") + ((commit,) if commit else ())
+
+    def _settings_sql(self) -> str:
+        return ("SELECT pg_catalog.set_config('search_path', %s, false), pg_catalog.set_config("
+                "'idle_in_transaction_session_timeout', %s, false)"
+                + (", pg_catalog.set_config('synchronous_commit', %s, false)" if self.synchronous == "normal" else ""))
+
+    def _step_path(self) -> str:
+        return ", ".join('"' + s.replace('"', '""') + '"' for s in self._user_schemas)
 
     def open(self, codec: str | None = None) -> None:
         """Connect, create or migrate the schema (atomic, under an advisory
         lock), check the codec, register this executor, start listening."""
         self._writer = conn = self._connect()
         try:
-            self._user_path = conn.execute("SHOW search_path").fetchone()[0]  # type: ignore[index]
+            self._user_path, schemas, self._login = conn.execute(  # type: ignore[misc]
+                "SELECT current_setting('search_path'), current_schemas(false), session_user").fetchone()
+            self._user_schemas = [s for s in schemas if s != self.schema]
             self._migrate(conn, codec)
-            self._configure(conn)
+            oids = conn.execute("SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
+                                " %s::regnamespace AND relkind = 'r'", (self.schema,)).fetchone()[0]  # type: ignore[index]
+            self._snapshot = _sandbox.snapshot_sql(oids)
+            self._configure(conn, writer=True)
             if self.registration is not None:
                 with conn.transaction():
                     _ops.register(conn, *self.registration)
@@ -383,6 +410,7 @@ class PgStore:
         if self._writer is None:
             raise errors.NotOpenError("the store is closed")
         with self._write_lock:
+            self._tx_lost.clear()  # per flush: the lost connections of its transaction steps
             isolate = False
             lost_since: float | None = None
             delay = 0.05
@@ -458,7 +486,7 @@ class PgStore:
         while not self._closing:
             try:
                 conn = self._connect()
-                self._configure(conn)
+                self._configure(conn, writer=True)
                 self._writer = conn
                 self._takeovers = None  # re-check ownership at the next batch
                 return True
@@ -824,6 +852,8 @@ class PgStore:
             rec.error = map_error(exc, self.path)
 
     def _transaction(self, conn: psycopg.Connection[Any], rec: Any) -> None:
+        """A transaction step: its SQL in a savepoint, as the sandbox role
+        (``_sandbox``), then the session put back and its outcome row written."""
         workflow_id, (pos, ident), name, body = rec.params
         budget = getattr(body, "timeout", None) or self.tx_budget
         deadline = time.monotonic() + budget
@@ -833,45 +863,122 @@ class PgStore:
         if self._stop_all_tx or workflow_id in self._stop_tx:
             rec.error = errors.NotOpenError(f"transaction step {name!r} not run: its workflow is stopping")
             return
-        tx = PgTx(conn, self.schema, deadline, why)
-        output = error = None
-        conn.execute("SAVEPOINT durably_tx")
-        # the user's path; and the step's Python may run between its statements for its whole budget
-        conn.execute("SELECT set_config('search_path', %s, true), set_config("
-                     "'idle_in_transaction_session_timeout', %s, true)",
-                     (self._user_path, f"{int((budget + IDLE_IN_TX) * 1000)}ms"))
-        self._tx_running = workflow_id
+        if not self._role_ready:
+            refused = self._prepare_role()
+            if refused is not None:
+                rec.error = refused  # never run unsandboxed; nothing recorded
+                return
+            self._role_ready = True
+        losses = self._tx_lost.get(id(rec), 0)
+        if losses >= TX_LOSSES:
+            # (a DBA killing it each time, or SQL that ends its own backend): not run again
+            gone = errors.DatabaseUnavailableError(
+                f"transaction step {name!r} lost its connection to {self.path} {losses} times while it ran; "
+                "it was not run again", path=self.path)
+            rec.result = (None, encode_error(gone))
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None))
+            return
         try:
-            output, error = body(tx)
-        except errors.SerializationError as exc:
-            rec.error = exc
-        except Exception:
-            if tx._fatal is None and tx.expired is None:
-                raise  # not the step's SQL: the batch finds the culprit record by record
-        except BaseException as exc:
-            rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
+            self._sandboxed(conn, rec, budget, PgTx(conn, self.schema, deadline, why, path=self.path,
+                                                    role=self.tx_role, login=self._login))
+        except psycopg.Error as exc:
+            if not isinstance(exc, CONNECTION_ERRORS) and not conn.closed and not conn.broken:
+                raise
+            # The connection went while the step ran (a DBA's pg_terminate_backend, a restart, an
+            # idle timeout its SQL set): the batch, the step's SQL with it, was rolled back; flush
+            # reconnects and applies it again.
+            self._tx_lost[id(rec)] = losses + 1
+            if isinstance(exc, CONNECTION_ERRORS):
+                raise
+            raise psycopg.OperationalError(f"the connection was lost during transaction step {name!r}: {exc}") \
+                from exc
+
+    def _sandboxed(self, conn: psycopg.Connection[Any], rec: Any, budget: float, tx: PgTx) -> None:
+        """The step's body in its savepoint as the sandbox role, the checks
+        after it, the session put back, its outcome row (``_sandbox``)."""
+        workflow_id, (pos, ident), name, body = rec.params
+        output = error = None
+        # nothing prepared inside the step: the session's prepared statements are compared around it
+        threshold, conn.prepare_threshold = conn.prepare_threshold, None
+        try:
+            cur = psycopg.ClientCursor(conn)
+            try:
+                cur.execute(pgsql.SQL(_sandbox.ENTER).format(snapshot=pgsql.SQL(self._snapshot),
+                                                             role=pgsql.Identifier(self.tx_role)),
+                            (self._step_path(), f"{int((budget + IDLE_IN_TX) * 1000)}ms"))
+            except CONNECTION_ERRORS:
+                raise
+            except psycopg.Error as exc:  # the role went (dropped, membership revoked) since it was checked
+                cur.execute("ROLLBACK TO SAVEPOINT durably_tx; RELEASE SAVEPOINT durably_tx")
+                self._role_ready = False
+                rec.error = errors.TxRoleError(f"transaction step {name!r} not run: cannot switch to role "
+                                               f"{self.tx_role!r} on {self.path}: {exc}", path=self.path,
+                                               role=self.tx_role)
+                return
+            before = _sandbox.rows(cur)[1]
+            self._tx_running = workflow_id
+            try:
+                output, error = body(tx)
+            except errors.SerializationError as exc:
+                rec.error = exc
+            except Exception:
+                if tx.lost is None and tx.expired is None and tx.breach is None:
+                    raise  # not the step's SQL: the batch finds the culprit record by record
+            except BaseException as exc:
+                rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
+            finally:
+                self._tx_running = None
+                tx._close()
+            if tx.lost is not None:
+                raise tx.lost  # (see _transaction)
+            if tx.expired is not None:
+                if self._stop_all_tx:
+                    rec.error = errors.NotOpenError(
+                        f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
+                else:
+                    output, error = None, encode_error(tx.expired)
+            elif tx.breach is not None:
+                output, error = None, encode_error(tx.breach)
+            elif tx.failed is not None and error is None and rec.error is None:
+                # The body caught an SQL error and went on: PostgreSQL aborted
+                # the step's SQL at that error, so that error is its outcome.
+                output, error = None, encode_error(tx.failed)
+            if error is None and rec.error is None:  # its SQL went well: is its session still the sandbox's?
+                cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(self._snapshot)))
+                _timeout, (current, session, read_only), now = _sandbox.rows(cur)
+                breach = _sandbox.breach(self.tx_role, self._login, current, session, read_only, before, now)
+                if breach is not None:
+                    output, error = None, encode_error(breach)
+            restore = pgsql.SQL(_sandbox.RESTORE).format(settings=pgsql.SQL(self._settings_sql()),
+                                                         snapshot=pgsql.SQL(self._snapshot))
+            if error is not None or rec.error is not None:
+                restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
+            cur.execute(restore, self._settings(True))
+            after = _sandbox.rows(cur)[-1]
         finally:
-            self._tx_running = None
-            tx._close()
-        if tx._fatal is not None:
-            raise tx._fatal
-        if tx.expired is not None:
-            if self._stop_all_tx:
-                rec.error = errors.NotOpenError(
-                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
-            else:
-                output, error = None, encode_error(tx.expired)
-        elif tx.failed is not None and error is None and rec.error is None:
-            # The body caught an SQL error and went on: PostgreSQL aborted
-            # the step's SQL at that error, so that error is its outcome.
-            output, error = None, encode_error(tx.failed)
-        if error is not None or rec.error is not None:
-            conn.execute("ROLLBACK TO SAVEPOINT durably_tx")
-        conn.execute("RELEASE SAVEPOINT durably_tx")
-        conn.execute("SELECT set_config('search_path', %s, true)", (self._our_path(),))
+            conn.prepare_threshold = threshold
+        if set(after[0]) != set(before[0]):
+            # The step prepared or dropped prepared statements (not transactional): drop them all;
+            # psycopg, seeing DEALLOCATE ALL, forgets the ones it prepared.
+            conn.execute("DEALLOCATE ALL")
         if rec.error is None:
             conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
             rec.result = (output, error)
+
+    def _prepare_role(self) -> errors.DurablyError | None:
+        """Set up the sandbox role (``_sandbox.prepare``) on a pooled
+        connection, in a transaction of its own; None when it is usable. A
+        concurrent GRANT elsewhere may fail it once: tried again."""
+        refused: errors.DurablyError | None = None
+        for attempt in range(3):
+            try:
+                ready: errors.DurablyError | None = self._reading(
+                    lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas, self.path))
+                return ready
+            except errors.DurablyError as exc:
+                refused = exc
+                time.sleep(0.05 * (attempt + 1))
+        return refused
 
     # -- reading --------------------------------------------------------------------------
 

@@ -1,17 +1,22 @@
 """The handle a transaction step receives on PostgreSQL: the user's SQL runs
 on the writer connection, inside the journal batch's transaction, in a
 SAVEPOINT of its own, so it commits with the step's outcome or not at all
-(DBOS's model). Parameters use psycopg's placeholders (``%s``, ``%(name)s``).
+(DBOS's model). Parameters use psycopg's placeholders (``%s``, ``%(name)s``)
+or SQLite's ``?`` (:func:`portable`).
 
-Protection of durably's own tables is a statement check, a guard against
-accidents rather than a sandbox: during the step ``search_path`` is the
-connection's own (without durably's schema), and a statement that names
-durably's schema, controls the transaction (BEGIN, COMMIT, ROLLBACK,
+The wall around durably's own tables is a role (``_sandbox``): the step's
+SQL runs as a role with no rights on durably's schema, and the writer's
+session is put back after the step. The statement check here comes first
+and is only a friendly error for the obvious mistakes: a statement that
+names durably's schema, controls the transaction (BEGIN, COMMIT, ROLLBACK,
 SAVEPOINT, PREPARE TRANSACTION), changes session state (SET, RESET, LISTEN,
-...), or runs procedural code that could do any of that (DO, CALL) is
-refused with a UsageError before it reaches the server. The time budget is
+PREPARE, DEALLOCATE, ...), or runs procedural code (DO, CALL) is refused
+with a UsageError before it reaches the server. Before each statement the
+handle checks that the session still runs as that role. The time budget is
 ``statement_timeout``, set before each statement to what is left of it; a
-cancel or close interrupts the running statement (``cancel_safe``).
+cancel or close interrupts the running statement (``cancel_safe``). A lost
+connection is kept (``lost``) for the writer, which reconnects and runs the
+batch again.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from psycopg import errors as pge
 
 from ... import errors
 from ._errors import CONNECTION_ERRORS, map_error
+from ._sandbox import STATEMENT
 
 _DENIED = re.compile(
-    r"^\s*(begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare\s+transaction|"
+    r"^\s*(begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare|deallocate|"
     r"set|reset|listen|unlisten|notify|discard|do|call|copy|vacuum|lock|load)\b", re.IGNORECASE)
 
 
@@ -48,13 +54,20 @@ class PgTx:
     """SQL access for a ``@engine.transaction`` step on PostgreSQL (see the
     module docstring); the same methods as the SQLite ``Tx``."""
 
-    __slots__ = ("_conn", "_open", "_fatal", "expired", "_why", "_deadline", "_schema_ref", "_rowcount", "failed")
+    __slots__ = ("_conn", "_open", "lost", "breach", "expired", "_why", "_deadline", "_schema_ref", "_rowcount",
+                 "failed", "_path", "_role", "_login")
 
     def __init__(self, conn: psycopg.Connection, schema: str, deadline: float,
-                 why: Callable[[], errors.TransactionTimeoutError]) -> None:
+                 why: Callable[[], errors.TransactionTimeoutError], *, path: str, role: str, login: str) -> None:
         self._conn = conn
         self._open = True
-        self._fatal: errors.DurablyError | None = None
+        self._path = path
+        self._role = role
+        self._login = login
+        # The connection went (the writer reconnects and runs the batch again)
+        self.lost: BaseException | None = None
+        # The session stopped running as the step's role (the step fails, rolled back)
+        self.breach: errors.UsageError | None = None
         self.expired: errors.TransactionTimeoutError | None = None
         self._why = why
         self._deadline = deadline
@@ -69,10 +82,12 @@ class PgTx:
             raise errors.UsageError("a Tx handle is only valid inside its transaction step")
         if not isinstance(sql, str):
             raise errors.UsageError(f"SQL must be a str, not {type(sql).__name__}")
+        if self.breach is not None:
+            raise self.breach
         if _DENIED.match(sql) or ";" in sql.strip().rstrip(";") or self._schema_ref.search(sql):
             raise errors.UsageError(
                 "a transaction step may run one statement at a time, and no transaction control, SET/RESET, "
-                "DO/CALL/COPY/LOCK/LISTEN, or any statement naming durably's schema "
+                "PREPARE/DEALLOCATE, DO/CALL/COPY/LOCK/LISTEN, or any statement naming durably's schema "
                 f"(refused: {sql[:80]!r})")
 
     def _run(self, sql: str, call: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
@@ -83,7 +98,13 @@ class PgTx:
             raise self.expired
         try:
             with self._conn.cursor() as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, true)", (f"{max(1, int(left * 1000))}ms",))
+                _timeout, current, session = cur.execute(STATEMENT, (f"{max(1, int(left * 1000))}ms",)).fetchone()  # type: ignore[misc]
+                if (current, session) != (self._role, self._login):
+                    # an earlier statement switched role (set_config('role', ...)): not one more statement
+                    self.breach = errors.UsageError(
+                        f"a transaction step runs as role {self._role!r} and may not change it (now {current!r}, "
+                        f"session {session!r}): its SQL was rolled back")
+                    raise self.breach
                 out = call(cur)
                 self._rowcount = cur.rowcount
                 return out
@@ -91,10 +112,19 @@ class PgTx:
             self.expired = self._why()
             raise self.expired from exc
         except CONNECTION_ERRORS as exc:
-            self._fatal = map_error(exc, "")
-            raise self._fatal from exc
+            if self.lost is None:
+                self.lost = exc
+            raise map_error(exc, self._path) from exc
+        except pge.InsufficientPrivilege as exc:
+            err: errors.DurablyError = errors.UsageError(
+                f"a transaction step's SQL runs as role {self._role!r}, which has no rights on durably's schema and "
+                f"only those granted to it elsewhere: {exc} (database {self._path!r})")
+            err.__cause__ = exc
+            if self.failed is None:
+                self.failed = err
+            raise err from exc
         except psycopg.Error as exc:
-            err = map_error(exc, "")
+            err = map_error(exc, self._path)
             if self.failed is None:
                 self.failed = err
             raise err from exc
