@@ -314,8 +314,8 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
             x.enqueue("q", "slot", i)
 
         def claim(engine: durably.Engine) -> list[str]:
-            claimed, _wake = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2, None,
-                                                         time.time(), 64)
+            claimed, _wake, _now = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2,
+                                                               None, None, 64)
             return [row[0] for row in claimed]
 
         first = claim(x)
