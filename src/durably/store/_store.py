@@ -833,9 +833,10 @@ class Store:
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
-        """(executor_id, host, pid, pid_started, lease_until) of executors not stopped."""
-        return self.query("SELECT executor_id, host, pid, pid_started, lease_until FROM executors"
-                          " WHERE stopped_at IS NULL")
+        """(executor_id, host, pid, pid_started, lease_until, seconds left on
+        the store's clock) of executors not stopped."""
+        return self.query("SELECT executor_id, host, pid, pid_started, lease_until, lease_until - unixepoch('subsec')"
+                          " FROM executors WHERE stopped_at IS NULL")
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
         """(workflow_id, status, parked) of those of ``ids`` that exist."""

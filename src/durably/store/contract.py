@@ -92,7 +92,8 @@ class StoreContract(Protocol):
     def deadlines(self) -> list[tuple[str, float]]: ...
     def deadline(self, workflow_id: str) -> float | None: ...
     def executors(self) -> list[tuple[Any, ...]]:
-        """(executor_id, host, pid, pid_started, lease_until) of executors not stopped."""
+        """(executor_id, host, pid, pid_started, lease_until, seconds its
+        lease has left on the store's clock) of executors not stopped."""
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]: ...
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
         """Whether ``claim`` would take anything now (a read)."""

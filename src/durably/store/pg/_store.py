@@ -953,8 +953,8 @@ class PgStore:
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
-        return self.query("SELECT executor_id, host, pid, pid_started, lease_until FROM executors"
-                          " WHERE stopped_at IS NULL")
+        return self.query(f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
+                          " FROM executors WHERE stopped_at IS NULL")
 
     def others_live(self, executor_id: str | None) -> bool:
         """Whether another executor is live (a live lease on the server's
