@@ -34,7 +34,11 @@ negative control: a paused process that wakes up records for workflows
 taken over meanwhile). ``DURABLY_MP_PAUSE_IN_CLAIM=n[:lag]``: the process
 SIGSTOPs itself before the n-th launch of workflows its lease keeper claimed
 (a pause inside a takeover; the driver continues it), then that thread waits
-``lag`` seconds more.
+``lag`` seconds more. ``DURABLY_MP_CLOCK_SKEW=seconds``: ``time.time()`` runs
+that far ahead (negative: behind) in this process, as on a host whose clock
+is off (with ``DURABLY_HOST``, it looks like another machine); the ledger's
+times stay the true ones, except a sleep's end (``W``), which is the clock
+the sleep waited on.
 """
 
 from __future__ import annotations
@@ -50,7 +54,12 @@ import threading
 import time
 import uuid
 
-import durably
+true_time = time.time  # the ledger's clock (the driver's)
+SKEW = float(os.environ.get("DURABLY_MP_CLOCK_SKEW", "0"))
+if SKEW:
+    time.time = lambda: true_time() + SKEW  # what durably reads
+
+import durably  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ledger import format_record  # noqa: E402
@@ -128,12 +137,12 @@ def epoch() -> int:
 
 def begin(index: int, given: object) -> str:
     token = uuid.uuid4().hex[:16]
-    log("S", engine.workflow_id, index, TAG, epoch(), token, given, f"{time.time():.6f}", os.getpid())
+    log("S", engine.workflow_id, index, TAG, epoch(), token, given, f"{true_time():.6f}", os.getpid())
     return token
 
 
 def end(token: str, value: object) -> dict:
-    log("E", token, value, f"{time.time():.6f}")
+    log("E", token, value, f"{true_time():.6f}")
     return {"v": value, "t": token}
 
 
@@ -262,7 +271,7 @@ def watch_ownership(stop: threading.Event) -> None:
             continue
         with engine._runner.lock:
             here = set(engine._runner.active) | set(engine._runner.queued)
-        now = time.time()
+        now = true_time()
         owned = {wid for (wid,) in rows}
         for wid in list(missing):
             if wid not in owned or wid in here:

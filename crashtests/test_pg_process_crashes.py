@@ -17,6 +17,11 @@ server brings:
   WAL recovery at the start): every connection drops, the server is down
   for a moment; leases lapse meanwhile and everybody races to take over after.
 
+*Hosts whose clocks disagree* (``test_pg_workers_with_skewed_clocks_take_nothing_from_live_owners``):
+one worker of three runs 15 s ahead and one 15 s behind (lease 1 s), each
+on a host of its own (``DURABLY_HOST``); leases are the server's clock, so
+no workflow changes owner while its owner lives.
+
 The store must reconnect (up to 60 s) and either acknowledge a batch whose
 commit landed (``pg_xact_status``) or apply it again; workers go on. The
 checker is the SQLite tier's: every planned workflow ends SUCCESS once with
@@ -44,7 +49,10 @@ seed (tier ``pg-processes``).
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -57,6 +65,7 @@ import durably
 from durably import _crash
 
 from . import backends
+from .ledger import read_ledger
 from .test_process_crashes import VIOLATIONS, Run, Tier, Verdict, Worker, _forge, check, run_seed
 
 pytestmark = pytest.mark.pg_server_restart
@@ -231,6 +240,79 @@ PG_LONG_SEEDS = range(2000, 2020)
 def test_pg_long_tier(tmp_path: Path, pg_url: str, seed: int) -> None:
     report, verdict = run_pg_seed(tmp_path, pg_url, seed, PG_LONG)
     _assert_clean(report, verdict, PG_LONG)
+
+
+# -- hosts whose clocks disagree (issue 19, item 4) ------------------------------------------------
+# On 785dce3 a worker compared the others' leases with its own clock: one
+# 15 s ahead (lease 1 s) took over every live owner's workflows at its first
+# look, and one 15 s behind had its own taken as soon as it claimed them.
+
+SKEWS = (0.0, 15.0, -15.0)  # how far off the clock of the n-th worker spawned is (cycling)
+
+
+class SkewedPgRun(PgRun):
+    """Workers on three hosts: one on time (this host), one 15 s ahead and
+    one 15 s behind, each named a host of its own (``DURABLY_HOST``: no
+    pid check across them, only leases). A restart keeps its slot's clock."""
+
+    def spawn(self, crash_at: str | None = None) -> Worker:
+        skew = SKEWS[self.spawns % len(SKEWS)]
+        base = self.extra_env
+        if skew:
+            self.extra_env = {**base, "DURABLY_MP_CLOCK_SKEW": str(skew), "DURABLY_HOST": f"skewed{skew:+.0f}"}
+        try:
+            return super().spawn(crash_at)
+        finally:
+            self.extra_env = base
+
+
+def taken_from_live_owners(workdir: Path) -> list[str]:
+    """Changes of owner the chaos does not explain: a step body run under a
+    newer epoch by one worker, at a moment when the worker that ran the
+    workflow under the epoch before was alive (neither killed nor crashed
+    yet) and never paused by the driver."""
+    events = json.loads((workdir / "events.json").read_text())
+    died = {t: w["died"] for t, w in events["workers"].items() if w["cause"] in ("killed", "crashed")}
+    paused = {r["tag"] for r in events["stop_rounds"]}
+    first: dict[tuple[str, int], tuple[float, str]] = {}  # (workflow, epoch) -> (first body start, worker)
+    records, _torn = read_ledger(workdir / "ledger.txt")
+    for kind, *f in records:
+        if kind != "S" or int(f[3]) < 0:  # (-1: a body started after its process knew it lost the workflow)
+            continue
+        wid, tag, epoch, t0 = f[0], f[2], int(f[3]), float(f[6])
+        if (wid, epoch) not in first or t0 < first[(wid, epoch)][0]:
+            first[(wid, epoch)] = (t0, tag)
+    by_flow: dict[str, list[tuple[int, float, str]]] = defaultdict(list)
+    for (wid, epoch), (t0, tag) in first.items():
+        by_flow[wid].append((epoch, t0, tag))
+    unexplained = []
+    for wid, epochs in by_flow.items():
+        epochs.sort()
+        for (e0, _t, was), (e1, t1, now) in itertools.pairwise(epochs):
+            if now != was and was not in paused and died.get(was, float("inf")) > t1:
+                unexplained.append(f"{wid}: epoch {e1} ran in {now} at {t1:.3f}, {was} (epoch {e0}) still alive")
+    return unexplained
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    yield from backends.fresh_schema()  # (no server restart here)
+
+
+PG_SKEWED = PgTier(kills=6, stops=0, kill_gap=(1.0, 2.0), crash_point_p=0.0, max_backlog=30)
+
+
+@pytest.mark.timeout(300)
+def test_pg_workers_with_skewed_clocks_take_nothing_from_live_owners(tmp_path: Path, pg_schema: str) -> None:
+    """Three workers whose clocks disagree by up to 30 s (lease 1 s), kills
+    (a killed worker's workflows go to the others when its lease runs out,
+    on the server's clock): the run checks clean, and every change of owner
+    follows its owner's death."""
+    report, verdict = run_seed(tmp_path, 31, PG_SKEWED, db=pg_schema, run_class=SkewedPgRun,
+                               tier_name="pg-skewed-clocks")
+    _assert_clean(report, verdict, PG_SKEWED)
+    assert report["workers_started"] >= 3 + PG_SKEWED.kills, report
+    assert taken_from_live_owners(tmp_path) == []
 
 
 # -- negative controls: the checker must be able to fail on PostgreSQL ------------------------

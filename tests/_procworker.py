@@ -4,6 +4,11 @@ the workflows below registered, runs until killed or told to stop (a file
 ledger (a separate SQLite file, through apsw) so the test can count re-runs.
 
     python tests/_procworker.py DB LEDGER TAG [lease] [start N]
+
+``DURABLY_TEST_CLOCK_SKEW=seconds``: this process's ``time.time()`` runs that
+far ahead (negative: behind), as on a host whose clock is off; with
+``DURABLY_HOST`` set too, it looks like another machine. The ledger keeps
+the true time.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ import time
 
 import apsw
 
-import durably
+_true_time = time.time
+SKEW = float(os.environ.get("DURABLY_TEST_CLOCK_SKEW", "0"))
+if SKEW:
+    time.time = lambda: _true_time() + SKEW  # what durably reads (the ledger does not)
+
+import durably  # noqa: E402
 
 
 def ledger(path: str) -> apsw.Connection:
@@ -27,11 +37,12 @@ def ledger(path: str) -> apsw.Connection:
 
 def build(engine: durably.Engine, led: apsw.Connection) -> None:
     def note(step: str, t0: float) -> None:
-        led.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0, time.time()))
+        led.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0,
+                                                                 _true_time()))
 
     @engine.step(name="work")
     def work(i: int, seconds: float) -> int:
-        t0 = time.time()
+        t0 = _true_time()
         time.sleep(seconds)
         note(f"work{i}", t0)
         return i

@@ -121,6 +121,50 @@ def test_workflow_info_carries_input_output_error_queue_and_recovery_data(make_e
         assert (qi.queue, qi.priority) == ("jobs", 3) and qi.dequeued_at >= qi.created_at
 
 
+class _RacyClock(durably.SystemClock):
+    """The system clock, read slowly: the test's thread is held up between
+    reading it for an entry (its not_before) and the entry's creation; the
+    queue dispatcher waits a moment, reads it, then is held up before its
+    claim runs (as when the writer is busy)."""
+
+    def __init__(self, caller: threading.Thread) -> None:
+        super().__init__()
+        self.caller = caller
+
+    def now(self) -> float:
+        me = threading.current_thread()
+        if me.name == "durably-queues":
+            time.sleep(0.05)
+            t = time.time()
+            time.sleep(0.2)
+            return t
+        t = time.time()
+        if me is self.caller:
+            time.sleep(0.1)
+        return t
+
+
+def test_a_queued_workflow_never_leaves_its_queue_before_it_entered_it(make_engine) -> None:
+    """created_at <= dequeued_at <= updated_at for an entry enqueued while a
+    dispatcher round is under way. (On 785dce3 the round read the clock
+    between the entry's not_before and its creation, and recorded that as
+    its start: the README's test once saw dequeued_at 2 ms before created_at
+    on PostgreSQL.)"""
+    engine = make_engine(clock=_RacyClock(threading.current_thread()))
+    q = engine.queue("jobs")
+
+    @engine.workflow(name="add")
+    def add(x: int) -> int:
+        return x + 1
+
+    with engine:
+        first = q.enqueue(add, 1, workflow_id="first")  # kicks a dispatcher round
+        second = q.enqueue(add, 2, workflow_id="second")  # created while that round is under way
+        assert (first.result(timeout=10), second.result(timeout=10)) == (2, 3)
+        for info in (first.info(), second.info()):
+            assert info.dequeued_at is not None and info.created_at <= info.dequeued_at <= info.updated_at, info
+
+
 def test_list_workflows_filters_pages_and_sorts_in_a_total_order(make_engine) -> None:
     engine = make_engine()
     q = engine.queue("q")

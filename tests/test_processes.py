@@ -32,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _procworker  # noqa: E402
 
 
-def _spawn(db: str, led: str, tag: str, lease: float = 0.0, start: int = 0) -> subprocess.Popen[str]:
-    """A worker process (lease 0: the default lease)."""
+def _spawn(db: str, led: str, tag: str, lease: float = 0.0, start: int = 0,
+           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A worker process (lease 0: the default lease; ``env``: more environment)."""
     args = [sys.executable, WORKER, db, led, tag, str(lease)] + (["start", str(start)] if start else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(durably.__file__).parents[1]),
-                                                         os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([str(Path(durably.__file__).parents[1]),
+                                                                        os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -314,8 +315,8 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
             x.enqueue("q", "slot", i)
 
         def claim(engine: durably.Engine) -> list[str]:
-            claimed, _wake = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2, None,
-                                                         time.time(), 64)
+            claimed, _wake, _now = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2,
+                                                               None, None, 64)
             return [row[0] for row in claimed]
 
         first = claim(x)
@@ -470,3 +471,123 @@ def test_the_watcher_checks_no_pid_of_an_executor_whose_lease_ran_out(files, mon
         checked.clear()
         _wait_until(lambda: 4_999_999 in checked)  # and another one, after the rows were all there
     assert not [pid for pid in checked if 4_000_000 <= pid < 4_000_300]
+
+
+# -- clocks: leases on the store's clock (issue 19, item 4) ------------------------------------
+
+
+_SKEWED = {"DURABLY_TEST_CLOCK_SKEW": "15", "DURABLY_HOST": "another-machine"}
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_whose_clock_runs_ahead_takes_nothing_from_a_live_owner(files) -> None:
+    """B looks like another machine (DURABLY_HOST) and its clock runs 15 s
+    ahead, more than the 10 s lease. Leases are written and compared on the
+    store's clock, so B takes none of the 10 chains A is running: no step
+    body runs twice, no recovery attempt is charged, A finishes them all.
+    (On 785dce3 B compared A's lease with its own clock: it took all 10 over
+    at its open, and the steps A was inside ran again in B.)"""
+    db, led = files
+    a = _spawn(db, led, "a")
+    b = None
+    try:
+        client = durably.Engine(db, client=True)
+        with client:
+            handles = [client.start("chain", 30, 0.1, workflow_id=f"k{k}") for k in range(10)]
+            _wait_until(lambda: {w for w, *_ in _runs(led)} == {f"k{k}" for k in range(10)})
+            b = _spawn(db, led, "b", env=_SKEWED)
+            time.sleep(2.0)  # B's open (its recovery) and 4 rounds of its lease keeper
+            for h in handles:
+                assert h.result(timeout=60) == sum(range(30))
+            infos = [h.info() for h in handles]
+        assert [(i.recovery_attempts, i.executor.startswith(_host_pid(a))) for i in infos] == [(0, True)] * 10
+        runs = _runs(led)
+        done = [(w, s) for w, s, *_ in runs]
+        assert sorted(done) == sorted((f"k{k}", f"work{i}") for k in range(10) for i in range(30))  # once each
+        assert {pid for _w, _s, pid, *_ in runs} == {a.pid}
+    finally:
+        if b is not None:
+            _stop(led, "b", b)
+        _stop(led, "a", a)
+
+
+@pytest.mark.timeout(120)
+def test_the_times_a_skewed_worker_records_come_from_the_store(files) -> None:
+    """A worker whose clock runs 15 s ahead runs a chain and a queued job:
+    each record's times come from one clock, the store's (a step row:
+    started_at <= recorded_at, minutes apart on 785dce3 the other way; a
+    queued workflow: created_at <= dequeued_at <= updated_at)."""
+    db, led = files
+    b = _spawn(db, led, "b", env=_SKEWED)
+    try:
+        client = durably.Engine(db, client=True)
+        client.queue("q", concurrency=2)
+        with client:
+            assert client.start("chain", 3, 0.05, workflow_id="c").result(timeout=30) == 3
+            assert client.enqueue("q", "slot", 7, workflow_id="j").result(timeout=30) == 7
+            steps = client.steps("c") + client.steps("j")
+            job = client.handle("j").info()
+        assert len(steps) == 4
+        for s in steps:
+            assert s.started_at is not None and 0.0 <= s.recorded_at - s.started_at < 5.0, s
+        assert job.dequeued_at is not None and job.created_at <= job.dequeued_at <= job.updated_at, job
+        assert abs(job.updated_at - time.time()) < 10.0  # the store's clock, this host's (not 15 s ahead)
+    finally:
+        _stop(led, "b", b)
+
+
+class _JumpVFS(apsw.VFS):
+    """The default VFS whose clock (what SQLite's 'now' reads) is ``offset``
+    milliseconds off: a jump of the host's wall clock, as SQLite sees it."""
+
+    offset = 0
+
+    def __init__(self) -> None:
+        super().__init__("clock-jump", "")
+
+    def xCurrentTimeInt64(self) -> int:  # noqa: N802 - apsw's name
+        return super().xCurrentTimeInt64() + self.offset
+
+
+@pytest.mark.timeout(120)
+def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One host, two engines (A: lease 40 s, renewed every 10 s; B: lease
+    1 s, looking every 0.25 s), and the wall clock jumps an hour forward
+    just after A renewed: every lease now looks expired, A's until its
+    next heartbeat. B saw A alive (its process) and renewing on its own
+    monotonic clock, so it takes none of A's workflows. (On 785dce3 B took
+    them all within a quarter of a second.)"""
+    vfs = _JumpVFS()
+    db, led = str(tmp_path / "jump.db"), str(tmp_path / "ledger.db")
+    first = durably.Engine(db, lease=40.0, vfs="clock-jump")
+    _procworker.build(first, _procworker.ledger(led))
+    second = durably.Engine(db, lease=1.0, vfs="clock-jump")
+    _procworker.build(second, _procworker.ledger(led))
+    try:
+        with first, second:
+            for k in range(4):
+                first.start("waiter", workflow_id=f"w{k}")
+            _wait_until(lambda: len(_runs(led)) == 4)
+
+            def lease() -> float:
+                return first._store.query("SELECT lease_until FROM executors WHERE executor_id = ?",
+                                          (first.executor_id,))[0][0]
+
+            before = lease()
+            _wait_until(lambda: lease() != before, timeout=15)  # A just renewed: its next renewal is 10 s away
+            real = time.time
+            monkeypatch.setattr(time, "time", lambda: real() + 3600.0)  # Python's clock jumps with SQLite's
+            _JumpVFS.offset = 3600_000
+            time.sleep(1.5)  # 6 of B's claim rounds
+            infos = [first.handle(f"w{k}").info() for k in range(4)]
+            assert [(i.executor, i.recovery_attempts) for i in infos] == [(first.executor_id, 0)] * 4
+            for k in range(4):
+                second.send(f"w{k}", k, topic="go")
+            for k in range(4):
+                assert first.handle(f"w{k}").result(timeout=20) == f"got {k}"
+        assert sorted((w, s) for w, s, *_ in _runs(led)) == sorted(
+            [(f"w{k}", "work0") for k in range(4)] + [(f"w{k}", "work1") for k in range(4)])
+    finally:
+        _JumpVFS.offset = 0
+        vfs.unregister()

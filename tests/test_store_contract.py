@@ -58,10 +58,12 @@ def _op(store: Any, op: str, *args: Any) -> Any:
     return rec.result[0]
 
 
-def _register(store: Any, eid: str, lease_until: float, pid: int = 1) -> None:
+def _register(store: Any, eid: str, lease: float, pid: int = 1) -> None:
+    """Register ``eid`` with a lease of ``lease`` seconds on the store's clock
+    (negative: already run out)."""
     store.executor = store.start_owner = eid
     store.app_version = "v1"
-    _op(store, "register_executor", eid, pid, None, "v1", lease_until, time.time())
+    _op(store, "register_executor", eid, pid, None, "v1", lease)
 
 
 def test_the_store_fulfils_the_contract(backend) -> None:
@@ -109,58 +111,58 @@ def test_a_cancel_leaves_a_notice_for_other_processes(backend) -> None:
 
 def test_claims_take_only_what_no_live_executor_owns(backend) -> None:
     x, y = backend(), backend()
-    now = time.time()
-    _register(x, "X", now + 60)
-    _register(y, "Y", now + 60)
+    _register(x, "X", 60)
+    _register(y, "Y", 60)
     _flush(x, Record(R.START, ("mine", "flow", "[[],{}]", None, None)))  # owned by X
     x.start_owner = None
     _flush(x, Record(R.START, ("free", "flow", "[[],{}]", None, None)))  # a client's: no owner
     names = json.dumps(["flow"])
-    taken = _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)
+    taken = _op(y, "claim", "Y", "v1", names, "[]", "[]", 100, None)
     assert [(r[0], r[3], r[4]) for r in taken] == [("free", 0, 1)]  # no attempt counted: it had no owner
-    assert _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None) == []
+    assert _op(y, "claim", "Y", "v1", names, "[]", "[]", 100, None) == []
     _op(x, "stop_executor", "X")  # a clean close releases "mine"
-    taken = _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)
+    taken = _op(y, "claim", "Y", "v1", names, "[]", "[]", 100, None)
     assert [(r[0], r[3]) for r in taken] == [("mine", 0)]
     # a workflow started by an executor of v1 is not taken by one of v2
     x2 = backend()
-    _register(x2, "X2", time.time() + 60)
+    _register(x2, "X2", 60)
     _flush(x2, Record(R.START, ("other", "flow", "[[],{}]", None, None)))
     _op(x2, "stop_executor", "X2")
-    assert _op(y, "claim", "Y", "v2", names, "[]", time.time(), 100, None) == []
-    assert [r[0] for r in _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None)] == ["other"]
+    assert _op(y, "claim", "Y", "v2", names, "[]", "[]", 100, None) == []
+    assert [r[0] for r in _op(y, "claim", "Y", "v1", names, "[]", "[]", 100, None)] == ["other"]
 
 
 def test_others_live_sees_a_live_executor_and_not_a_stopped_or_expired_one(backend) -> None:
     x, y = backend(), backend()
     assert not x.others_live("X")  # nobody registered
-    _register(x, "X", time.time() + 60, pid=os.getpid())
+    _register(x, "X", 60, pid=os.getpid())
     assert not x.others_live("X") and y.others_live("Y")
     _op(x, "stop_executor", "X")
     assert not y.others_live("Y")
-    _register(x, "X2", time.time() - 1, pid=os.getpid())  # its lease has run out
+    _register(x, "X2", -1, pid=os.getpid())  # its lease has run out
     assert not y.others_live("Y")
 
 
 def test_an_expired_lease_or_a_dead_process_lets_another_executor_take_over(backend) -> None:
     x, y = backend(), backend()
-    _register(x, "X", time.time() + 60)
-    _register(y, "Y", time.time() + 60)
+    _register(x, "X", 60)
+    _register(y, "Y", 60)
     _flush(x, Record(R.START, ("a", "flow", "[[],{}]", None, None)))
     names = json.dumps(["flow"])
-    assert _op(y, "claim", "Y", "v1", names, "[]", time.time(), 100, None) == []
+    assert _op(y, "claim", "Y", "v1", names, "[]", "[]", 100, None) == []
     # X's process is dead on this host: taken at once, one recovery attempt counted
-    taken = _op(y, "claim", "Y", "v1", names, json.dumps(["X"]), time.time(), 100, None)
+    taken = _op(y, "claim", "Y", "v1", names, json.dumps(["X"]), "[]", 100, None)
     assert [(r[0], r[3], r[4]) for r in taken] == [("a", 1, 1)]
-    # Y's lease runs out (time passes): X's claim takes it back
-    taken = _op(x, "claim", "X", "v1", names, "[]", time.time() + 120, 100, None)
+    # Y's lease runs out (its heartbeat stops): X's claim takes it back
+    _op(y, "heartbeat", "Y", -1.0)
+    taken = _op(x, "claim", "X", "v1", names, "[]", "[]", 100, None)
     assert [(r[0], r[4]) for r in taken] == [("a", 2)]
 
 
 def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
     x, y = backend(), backend()
-    _register(x, "X", time.time() + 60)
-    _register(y, "Y", time.time() + 60)
+    _register(x, "X", 60)
+    _register(y, "Y", 60)
     _flush(x, Record(R.START, ("a", "flow", "[[],{}]", None, None)),
            Record(R.START, ("b", "flow", "[[],{}]", None, None)))
     x.owned.update({"a": 0, "b": 0})
@@ -168,7 +170,8 @@ def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
     x.on_fenced = lost.append
     _flush(x, Record(R.STEP, ("a", 0, "s", "1", None, None, None)))
     # X is paused past its lease: Y takes "a" over (only "a": the claim is limited to it)
-    taken = _op(y, "claim", "Y", "v1", json.dumps(["flow"]), "[]", time.time() + 120, 100, json.dumps(["a"]))
+    _op(x, "heartbeat", "X", -1.0)
+    taken = _op(y, "claim", "Y", "v1", json.dumps(["flow"]), "[]", "[]", 100, json.dumps(["a"]))
     assert [r[0] for r in taken] == ["a"]
     late = _flush(x, Record(R.STEP, ("a", 1, "s", "2", None, None, None)),
                   Record(R.STEP, ("b", 0, "s", "3", None, None, None)),
@@ -185,16 +188,16 @@ def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
 
 def test_a_queue_claim_counts_what_other_executors_run(backend) -> None:
     x, y = backend(), backend()
-    _register(x, "X", time.time() + 60)
-    _register(y, "Y", time.time() + 60)
+    _register(x, "X", 60)
+    _register(y, "Y", 60)
     for i in range(5):
         _op(x, "enqueue", f"q{i}", "slot", "[[],{}]", None, None, "q", 0, 0.0, None, lambda i: i)
-    claimed, _ = _op(x, "claim_queue", "X", "v1", "q", 2, None, time.time(), 64)
+    claimed, _, _ = _op(x, "claim_queue", "X", "v1", "q", 2, None, None, 64)
     assert len(claimed) == 2
-    claimed_y, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, time.time(), 64)
+    claimed_y, _, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, None, 64)
     assert claimed_y == []
     _flush(x, Record(R.COMPLETE, ("SUCCESS", None, None, claimed[0][0])))
-    claimed_y, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, time.time(), 64)
+    claimed_y, _, _ = _op(y, "claim_queue", "Y", "v1", "q", 2, None, None, 64)
     assert len(claimed_y) == 1
 
 

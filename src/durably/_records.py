@@ -7,8 +7,11 @@ Shared by the runtime (which builds records), both journal implementations
 from __future__ import annotations
 
 # A step outcome: (workflow_id, position, name, output, error, ident,
-# started_at); ident is None in sync workflows (see runtime/context.py),
-# started_at is when a step body started (or None). Below,
+# started); ident is None in sync workflows (see runtime/context.py),
+# started is when a step body started on this process's monotonic clock (or
+# None): the store writes ``started_at`` as its own clock at the insert
+# (``recorded_at``) minus the time since then, so a step row's two times
+# come from one clock. Below,
 # "row" is the pair (position, ident) of the step row a record writes.
 STEP = 0
 # A workflow start: (workflow_id, name, inputs, parent_id, parent_step[, deadline]), where

@@ -9,6 +9,11 @@ computed from the database and hold across restarts: a started, unfinished
 entry counts against ``concurrency`` after a crash too, and every start in
 the last ``period`` seconds counts against the rate limit.
 
+Times: on the system clock, a claim records ``started_at`` from the
+store's clock, read inside its transaction (PostgreSQL: the server's, as
+``created_at``), so a workflow never leaves its queue before it entered it
+and rate windows mean the same to every host; on a virtual clock, from it.
+
 Order: lowest ``priority`` first, then FIFO. A ``dedup_key`` that is live
 (its workflow has not finished) returns the existing workflow's handle.
 """
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from . import _records as R
 from . import errors
 from ._names import check_name
+from .clock import SystemClock
 from ._ids import new_id
 from .handle import WorkflowHandle
 from .journal import Record
@@ -171,14 +177,18 @@ class Dispatcher(BackgroundLoop):
         queue's running count and rate window are read in the same write
         transaction that marks the entries started, so limits hold across
         every process serving the queue."""
-        queues, engine, journal = self.queues, self.queues.engine, self.journal
+        queues, engine, journal, clock = self.queues, self.queues.engine, self.journal, self.queues.clock
+        # Real time: the store reads its own clock when the claim runs (a
+        # time read here may be stale by then: the writer may be busy).
+        now = None if isinstance(clock, SystemClock) else clock.now()
         rec = Record(R.OP, (None, None, "claim_queue", "claim_queue", (
-            engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit,
-            queues.clock.now(), _BATCH)))
+            engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit, now, _BATCH)))
         journal.submit(rec)
         if rec.error is not None:
             raise rec.error
-        claimed, wake = rec.result[0]
+        claimed, wake, used = rec.result[0]
+        if now is None and wake is not None:
+            wake = clock.now() + (wake - used)  # from the store's clock to this host's
         runner, store = queues.runner, queues.store
         for wid, name, inputs, _attempts, epoch, _before in claimed:
             spec = runner.workflows.get(name)

@@ -6,10 +6,11 @@ clean close, claims and runs what an executor that is gone left (at open:
 the recovery), and abandons what the writer finds taken over (fencing).
 While the engine is open it runs one thread (``durably-coord``):
 
-* every ``lease / 4`` seconds it renews this executor's lease; every
-  ``CLAIM_EVERY`` seconds it claims workflows whose owner is gone
-  (store/_executors.py: a stopped executor, an expired lease, a dead process
-  on this host), then runs them here;
+* every ``lease / 4`` seconds it renews this executor's lease (on the
+  store's clock); every ``CLAIM_EVERY`` seconds it claims workflows whose
+  owner is gone (store/_executors.py: a stopped executor, an expired lease,
+  a dead process on this host; an executor on this host that it saw renew
+  its lease lately is never taken: runtime/leases.py), then runs them here;
 * every ``PRUNE_EVERY`` seconds it deletes old rows of gone executors and
   old notices, a bounded number per round (``_executors.prune``): sooner
   again while a round finds more, so a pile left by crashes melts in
@@ -42,6 +43,7 @@ from ..codec import encode_error
 from ..journal import Record
 from ..store import _executors
 from .context import Fenced, stop
+from .leases import HostLeases
 
 if TYPE_CHECKING:
     from ..engine import Engine
@@ -99,6 +101,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._version: Any = None
         self._last_notice = 0
+        self._host = HostLeases(lease)
 
     # -- the thread (one per open) ------------------------------------------------------
 
@@ -192,10 +195,10 @@ class Coordinator:
         return rec.result[0]
 
     def registration(self) -> tuple[Any, ...]:
-        """This executor's row (Store.open writes it with the open mark)."""
-        now = time.time()
+        """This executor's row (Store.open writes it with the open mark); its
+        lease is counted from the store's clock."""
         return (self.engine.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.engine.app_version,
-                now + self.lease, now)
+                self.lease)
 
     def register(self) -> None:
         """This engine's executor row: written at open, with the open mark
@@ -216,7 +219,7 @@ class Coordinator:
                 pass  # its lease runs out instead
 
     def heartbeat(self) -> None:
-        if not self.run_op("heartbeat", self.engine.executor_id, time.time() + self.lease):
+        if not self.run_op("heartbeat", self.engine.executor_id, self.lease):
             log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.engine.executor_id)
 
     def prune(self) -> bool:
@@ -225,13 +228,18 @@ class Coordinator:
         executors, notices = self.run_op("prune", limit)
         return executors >= limit or notices >= limit
 
-    def _dead_executors(self) -> str:
+    def _judge_executors(self) -> tuple[str, str]:
+        """JSON lists of the executors known dead and of those known live on
+        this host (runtime/leases.py); the rest are judged by their lease."""
         rows = self.store.executors()
-        dead = _executors.dead_here(rows, self.engine.executor_id)
+        dead, live = self._host.judge(rows, self.engine.executor_id)
         # An engine of this very process that is not open any more (it was
         # dropped without close()) is gone too.
-        dead += [r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead]
-        return json.dumps(dead)
+        dropped = {r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead}
+        if dropped:
+            dead += sorted(dropped)
+            live = [eid for eid in live if eid not in dropped]
+        return json.dumps(dead), json.dumps(live)
 
     # -- claims -------------------------------------------------------------------------
 
@@ -239,10 +247,10 @@ class Coordinator:
         engine, workflows = self.engine, self.runner.workflows
         if engine.client or not workflows:
             return []
-        names, dead = json.dumps(sorted(workflows)), self._dead_executors()
-        if not self.store.claimable(engine.app_version, names, dead):
+        names, (dead, live) = json.dumps(sorted(workflows)), self._judge_executors()
+        if not self.store.claimable(engine.app_version, names, dead, live):
             return []
-        return self.run_op("claim", engine.executor_id, engine.app_version, names, dead, time.time(), limit,
+        return self.run_op("claim", engine.executor_id, engine.app_version, names, dead, live, limit,
                            None if only is None else json.dumps(only))
 
     def run_claimed(self, rows: list[tuple[Any, ...]], report: RecoveryReport) -> None:

@@ -186,7 +186,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
     """The callable users get from ``@engine.step``."""
 
     fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
-    _now = time.time
+    _now = time.monotonic  # a step's start: the store turns it into its own clock (_records.STEP)
     inline_async = spec.plain and spec.is_async
 
     def step_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -196,7 +196,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             return _replay(ctx, spec, recorded, pos)
         if _crash.ARMED:
             _crash.hit("step.before_body")
-        started = time.time()
+        started = time.monotonic()
         if spec.is_async:
             ctx.in_step = True
             try:

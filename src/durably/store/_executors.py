@@ -15,6 +15,14 @@ process is dead (a reused pid is told apart by its start time). Only an
 executor that registered the workflow's function and runs the same
 application version claims it.
 
+Leases are the store's clock: a heartbeat writes ``lease_until = NOW +
+lease`` and a claim compares with ``NOW``, both read by SQLite in the same
+statement (``unixepoch('subsec')``, this host's wall clock), never a time
+a process passes in. A wall-clock jump of the host moves every lease at
+once, so the claimer also says which executors on this host it saw renew
+their lease recently on its own monotonic clock (``live``, judged by
+runtime/leases.py): those are never taken by lease expiry.
+
 The functions taking a connection run on the writer inside a journal batch
 (``OPS`` of store/_ops.py), so each claim is atomic.
 """
@@ -23,7 +31,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Callable, Sequence
 
 import apsw
@@ -40,6 +47,8 @@ LISTED = 60.0
 # Rows of each table one prune deletes at most (the lease keeper prunes
 # while the engine runs: a round's cost stays bounded whatever piled up).
 PRUNE_LIMIT = 500
+# The store's clock (unix seconds): SQLite's reading of this host's wall clock.
+NOW = "unixepoch('subsec')"
 
 
 def _boot_id() -> str:
@@ -84,8 +93,8 @@ def pid_alive(pid: int, started: str | None) -> bool:
 
 def dead_here(executors: Sequence[tuple[Any, ...]], me: str) -> list[str]:
     """Executors on this host and boot whose process is gone (no need to
-    wait for their lease): rows of (executor_id, host, pid, pid_started)."""
-    return [eid for eid, host, pid, started in executors
+    wait for their lease): rows starting (executor_id, host, pid, pid_started)."""
+    return [eid for eid, host, pid, started, *_ in executors
             if eid != me and host == HOST and not pid_alive(pid, started)]
 
 
@@ -93,12 +102,14 @@ def dead_here(executors: Sequence[tuple[Any, ...]], me: str) -> list[str]:
 
 
 def register(conn: apsw.Connection, executor_id: str, pid: int, started: str | None, version: str,
-             lease_until: float, now: float) -> None:
+             lease: float) -> None:
+    """This executor's row, its lease ``lease`` seconds from now on the
+    store's clock; stopped executors and notices past their keep are deleted."""
     conn.execute(
         "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
-        " VALUES (?, ?, ?, ?, ?, ?)", (executor_id, HOST, pid, started, version, lease_until))
-    conn.execute("DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < ?", (now - _KEEP_STOPPED,))
-    conn.execute("DELETE FROM notices WHERE created_at < ?", (now - KEEP_NOTICES,))
+        f" VALUES (?, ?, ?, ?, ?, {NOW} + ?)", (executor_id, HOST, pid, started, version, lease))
+    conn.execute(f"DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {NOW} - ?", (_KEEP_STOPPED,))
+    conn.execute(f"DELETE FROM notices WHERE created_at < {NOW} - ?", (KEEP_NOTICES,))
     return None
 
 
@@ -126,16 +137,17 @@ def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
     return executors, conn.changes()
 
 
-def heartbeat(conn: apsw.Connection, executor_id: str, lease_until: float) -> Any:
-    conn.execute("UPDATE executors SET lease_until = ? WHERE executor_id = ? AND stopped_at IS NULL",
-                 (lease_until, executor_id))
+def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
+    """Renew the lease: ``lease`` seconds from now on the store's clock."""
+    conn.execute(f"UPDATE executors SET lease_until = {NOW} + ? WHERE executor_id = ? AND stopped_at IS NULL",
+                 (lease, executor_id))
     return conn.changes()
 
 
 def stop(conn: apsw.Connection, executor_id: str) -> None:
     """A clean close: the executor is gone, and its PENDING workflows are
     released for any live executor to claim (a notice wakes them)."""
-    conn.execute("UPDATE executors SET stopped_at = unixepoch('subsec'), lease_until = 0 WHERE executor_id = ?",
+    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = ?",
                  (executor_id,))
     conn.execute("UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?", (executor_id,))
     if conn.changes():
@@ -143,33 +155,38 @@ def stop(conn: apsw.Connection, executor_id: str) -> None:
     return None
 
 
-def others_live(conn: apsw.Connection, executor_id: str | None, now: float) -> bool:
+def others_live(conn: apsw.Connection, executor_id: str | None) -> bool:
     """Whether another executor has the file open: a live lease, and on this
     host a live process (the crash mark stays set while one does; a file
     marked open with none is a crash)."""
     if not conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'executors'").get:
         return False
     rows = conn.execute("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id IS NOT ?"
-                        " AND stopped_at IS NULL AND lease_until >= ?", (executor_id, now)).fetchall()
+                        f" AND stopped_at IS NULL AND lease_until >= {NOW}", (executor_id,)).fetchall()
     dead = set(dead_here(rows, executor_id or ""))
     return any(row[0] not in dead for row in rows)
 
 
+# Gone: no owner, a dead owner (``dead``), or an owner whose lease ran out
+# on the store's clock, unless the claimer saw it renew lately (``live``).
 _GONE = ("(executor IS NULL OR executor IN (SELECT value FROM json_each(:dead))"
-         " OR NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
-         " AND e.stopped_at IS NULL AND e.lease_until >= :now))")
+         " OR (executor NOT IN (SELECT value FROM json_each(:live))"
+         " AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
+         f" AND e.stopped_at IS NULL AND e.lease_until >= {NOW})))")
 
 
-def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, now: float,
+def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, live: str,
           limit: int, only: str | None) -> list[tuple[Any, ...]]:
     """Take up to ``limit`` PENDING workflows (of the JSON list ``names``)
     whose owner is gone or that have none, not waiting in a queue, of this
-    application version (or none recorded); ``only``: a JSON
-    list of ids to consider (None: any). Raises their epoch; counts a
-    recovery attempt for those taken from an owner that was running them.
-    Returns (workflow_id, name, inputs, recovery_attempts, epoch, previous
-    owner) rows, newest first (children before the parents that wait for them)."""
-    rows = conn.execute(_claimable(only), {"names": names, "version": version, "dead": dead, "now": now,
+    application version (or none recorded); ``dead``: JSON list of
+    executors known dead; ``live``: JSON list of executors known live
+    whatever their lease says; ``only``: a JSON list of ids to consider
+    (None: any). Raises their epoch; counts a recovery attempt for those
+    taken from an owner that was running them. Returns (workflow_id, name,
+    inputs, recovery_attempts, epoch, previous owner) rows, newest first
+    (children before the parents that wait for them)."""
+    rows = conn.execute(_claimable(only), {"names": names, "version": version, "dead": dead, "live": live,
                                            "only": only, "limit": limit}).fetchall()
     if not rows:
         return []
@@ -186,10 +203,10 @@ def _claimable(only: str | None) -> str:
     return f"SELECT workflow_id, executor FROM workflows WHERE {where} ORDER BY seq DESC LIMIT :limit"
 
 
-def any_claimable(store: Any, version: str, names: str, dead: str) -> bool:
+def any_claimable(store: Any, version: str, names: str, dead: str, live: str) -> bool:
     """A read first (no write transaction when there is nothing to take)."""
-    return bool(store.query(_claimable(None), {"names": names, "version": version, "dead": dead,
-                                               "now": time.time(), "only": None, "limit": 1}))
+    return bool(store.query(_claimable(None), {"names": names, "version": version, "dead": dead, "live": live,
+                                               "only": None, "limit": 1}))
 
 
 def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
@@ -240,11 +257,15 @@ def queue_window(concurrency: int | None, rate: tuple[int, float] | None, now: f
 
 
 def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concurrency: int | None,
-                rate: tuple[int, float] | None, now: float, batch: int) -> Any:
+                rate: tuple[int, float] | None, now: float | None, batch: int) -> Any:
     """Start what a queue may start now, atomically across processes: its
     running count and its rate window are read in this write transaction
-    (SQLite: the only writer). Returns (claimed rows as in :func:`claim`,
-    when to look again or None)."""
+    (SQLite: the only writer). ``now``: the engine's clock (a virtual one),
+    or None: the store's clock, read here, inside the transaction, so an
+    entry's start time is never before its creation. Returns (claimed rows
+    as in :func:`claim`, when to look again or None, the ``now`` used)."""
+    if now is None:
+        now = conn.execute(f"SELECT {NOW}").get
 
     def start(free: int) -> list[tuple[Any, ...]]:
         ids = [r[0] for r in conn.execute(
@@ -254,7 +275,7 @@ def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concur
             conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (now, wid))
         return _take(conn, me, version, [(wid, None) for wid in ids])
 
-    return queue_window(
+    claimed, wake = queue_window(
         concurrency, rate, now, batch,
         running=lambda: conn.execute("SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
                                      " AND done = 0", (queue,)).get,
@@ -264,6 +285,7 @@ def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concur
         start=start,
         delayed=lambda: conn.execute("SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
                                      " AND done = 0 AND not_before > ?", (queue, now)).get)
+    return claimed, wake, now
 
 
 def notice(conn: apsw.Connection, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import apsw
@@ -136,7 +135,7 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
     has_state = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
     was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get if has_state else 0
-    if was_open and _executors.others_live(conn, None, time.time()):
+    if was_open and _executors.others_live(conn, None):
         was_open = 0  # another process has it open: not a crash
     if was_open and wal_size is None:
         raise errors.WalMissingError(

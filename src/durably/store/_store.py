@@ -50,8 +50,12 @@ from ._ops import OPS, READS
 from ._writes import WRITES
 from ._tx import Tx, authorizer
 
+# A step row's times come from one clock, SQLite's (one reading per
+# statement): ``recorded_at`` is it, ``started_at`` is it minus the time since
+# the body started (the record's monotonic ``started`` and ``at``, the
+# monotonic time the statement is bound; NULL stays NULL).
 _INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)")
+                " VALUES (?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?))")
 _INSERT_WORKFLOW = (
     "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
     " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
@@ -67,8 +71,8 @@ _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 # Written only if no workflow changed owner since this process last looked
 # (``engine_state.takeovers``, see _fence); else the general path fences.
 _LONE_STEP = ("BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-              " SELECT ?, ?, ?, ?, ?, ?, ? WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?;"
-              " COMMIT")
+              " SELECT ?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?)"
+              " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?; COMMIT")
 _TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
 _CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process now owns
 # Runs of step records go in multi-row INSERTs of power-of-two sizes: apsw
@@ -76,9 +80,11 @@ _CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process 
 # from busy workflow threads each time (up to the 5 ms switch interval), so a
 # batch of 512 rows costs 1 statement instead of 512 round trips.
 _CHUNK_MAX = 256
+# (?1 is ``at``: bound first, once per statement.)
 _STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
-_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at) VALUES "
-               + ", ".join([_STEP_VALUES] * n) for n in (2 ** k for k in range(1, 9))}
+_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+               " SELECT column1, column2, column3, column4, column5, column6, unixepoch('subsec') + (column7 - ?1)"
+               " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")" for n in (2 ** k for k in range(1, 9))}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
 _WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
@@ -254,7 +260,7 @@ class Store:
                 with self._write_lock:
                     # The last executor out clears the mark; while another
                     # process has the file open it stays set (theirs).
-                    if not _executors.others_live(self._writer, self.executor, time.time()):
+                    if not _executors.others_live(self._writer, self.executor):
                         _lifecycle.mark_closed(self._writer)
                         marked_closed = True
             except apsw.Error:
@@ -491,7 +497,7 @@ class Store:
         if self.fenced and rec.params[0] in self.fenced:
             return False
         try:
-            conn.execute(_LONE_STEP, (*rec.params, self._takeovers))
+            conn.execute(_LONE_STEP, (*rec.params, time.monotonic(), self._takeovers))
             return conn.changes() == 1
         except RECORD_ERRORS:
             self._abort(conn)
@@ -524,7 +530,10 @@ class Store:
             size = min(_CHUNK_MAX, 1 << ((n - at).bit_length() - 1))
             chunk = recs[at:at + size]
             try:
-                conn.execute(_MULTI_STEP[size], [v for rec in chunk for v in rec.params])
+                values = [time.monotonic()]
+                for rec in chunk:
+                    values += rec.params
+                conn.execute(_MULTI_STEP[size], values)
             except RECORD_ERRORS:
                 # SQLite undid the whole statement: apply the chunk row by row
                 # so that only the rejected record fails.
@@ -537,13 +546,14 @@ class Store:
         # executemany is the fast path; a rejected row fails only its record and
         # the statement resumes after it (SQLite rolled back just that row).
         start, n = 0, len(recs)
+        bound = time.monotonic() if sql is _INSERT_STEP else None  # a step row's ``at``
         while start < n:
             at = [start]
 
             def rows(first: int = start) -> Iterator[Any]:
                 for i in range(first, n):
                     at[0] = i
-                    yield recs[i].params
+                    yield recs[i].params if bound is None else (*recs[i].params, bound)
 
             try:
                 conn.executemany(sql, rows())
@@ -593,7 +603,7 @@ class Store:
                 rec.result = None
             if nested:
                 wid, (pos, ident), step_name, output = parent_step
-                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None))
+                conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None, None))
                 conn.execute("RELEASE start")
         except RECORD_ERRORS as exc:
             if nested:
@@ -620,7 +630,7 @@ class Store:
             else:
                 if workflow_id is not None:
                     pos, ident = row
-                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+                    conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
                 rec.result = (output, error)
             conn.execute("RELEASE op")
         except RECORD_ERRORS as exc:
@@ -639,7 +649,7 @@ class Store:
             if isinstance(expired, errors.NotOpenError):
                 rec.error = expired
             else:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None))
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
                 rec.result = (None, encode_error(expired))
             return
         budget = getattr(body, "timeout", None) or self.tx_budget
@@ -690,7 +700,7 @@ class Store:
             conn.execute("ROLLBACK TO tx")
         try:
             if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
                 rec.result = (output, error)
         except RECORD_ERRORS as exc:
             conn.execute("ROLLBACK TO tx")
@@ -823,12 +833,14 @@ class Store:
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
-        """(executor_id, host, pid, pid_started) of executors not stopped
-        whose lease has not run out (_executors.LISTED: a margin); one whose
-        lease ran out is gone for every claim anyway, and each row listed
-        costs the watcher a look at a pid every round."""
-        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL"
-                          " AND lease_until >= unixepoch('subsec') - ?", (_executors.LISTED,))
+        """(executor_id, host, pid, pid_started, lease_until, seconds left on
+        the store's clock) of executors not stopped whose lease has not run
+        out (_executors.LISTED: a margin); one whose lease ran out is gone
+        for every claim anyway, and each row listed costs the watcher a look
+        at a pid every round."""
+        return self.query("SELECT executor_id, host, pid, pid_started, lease_until, lease_until - unixepoch('subsec')"
+                          " FROM executors WHERE stopped_at IS NULL AND lease_until >= unixepoch('subsec') - ?",
+                          (_executors.LISTED,))
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
         """(workflow_id, status, parked) of those of ``ids`` that exist."""
@@ -848,14 +860,14 @@ class Store:
         (a live lease; on this host, a live process). A read."""
         try:
             with self._read() as conn:
-                return _executors.others_live(conn, executor_id, time.time())
+                return _executors.others_live(conn, executor_id)
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
-    def claimable(self, version: str, names: str, dead: str) -> bool:
+    def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
         """Whether a claim would take anything (a read: no write transaction
         when there is nothing to take; see store/_executors.claim)."""
-        return _executors.any_claimable(self, version, names, dead)
+        return _executors.any_claimable(self, version, names, dead, live)
 
     def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
         """Schedule rows (name, cron, workflow, last_slot, paused, tz, missed),

@@ -82,7 +82,7 @@ def recv(conn: Any, workflow_id: str, topic: str | None, final: bool) -> Any:
 def set_event(conn: Any, workflow_id: str, key: str, value: Any) -> None:
     conn.execute(
         "INSERT INTO events (workflow_id, key, value) VALUES (%s, %s, %s) ON CONFLICT (workflow_id, key)"
-        " DO UPDATE SET value = excluded.value, updated_at = extract(epoch from clock_timestamp())",
+        f" DO UPDATE SET value = excluded.value, updated_at = {NOW}",
         (workflow_id, key, value))
     notice(conn, "event", workflow_id, key)
     return None
@@ -158,12 +158,12 @@ def fork(conn: Any, source: str, new_id: str, start_step: int, executor: str | N
 # -- executors (store/_executors.py has the model) ------------------------------------------
 
 
-def register(conn: Any, executor_id: str, pid: int, started: str | None, version: str, lease_until: float,
-             now: float) -> None:
+def register(conn: Any, executor_id: str, pid: int, started: str | None, version: str, lease: float) -> None:
+    """As store/_executors.register: the lease on the server's clock."""
     conn.execute("INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
-                 " VALUES (%s, %s, %s, %s, %s, %s)", (executor_id, HOST, pid, started, version, lease_until))
-    conn.execute("DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < %s", (now - _KEEP_STOPPED,))
-    conn.execute("DELETE FROM notices WHERE created_at < %s", (now - KEEP_NOTICES,))
+                 f" VALUES (%s, %s, %s, %s, %s, {NOW} + %s)", (executor_id, HOST, pid, started, version, lease))
+    conn.execute(f"DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {NOW} - %s", (_KEEP_STOPPED,))
+    conn.execute(f"DELETE FROM notices WHERE created_at < {NOW} - %s", (KEEP_NOTICES,))
     # the batch marks of executors whose rows are gone (store/pg/_store.py, _committed)
     conn.execute("DELETE FROM engine_state WHERE key LIKE 'batch:%%' AND substr(key, 7) NOT IN"
                  " (SELECT executor_id FROM executors)")
@@ -188,23 +188,27 @@ def prune(conn: Any, limit: int) -> tuple[int, int]:
     return len(gone), notices
 
 
-def heartbeat(conn: Any, executor_id: str, lease_until: float) -> Any:
-    return conn.execute("UPDATE executors SET lease_until = %s WHERE executor_id = %s AND stopped_at IS NULL",
-                        (lease_until, executor_id)).rowcount
+def heartbeat(conn: Any, executor_id: str, lease: float) -> Any:
+    """The lease renewed on the server's clock (``clock_timestamp()``, the
+    moment of the statement): the hosts' clocks play no part in leases."""
+    return conn.execute(f"UPDATE executors SET lease_until = {NOW} + %s WHERE executor_id = %s"
+                        " AND stopped_at IS NULL", (lease, executor_id)).rowcount
 
 
 def stop(conn: Any, executor_id: str) -> None:
-    conn.execute("UPDATE executors SET stopped_at = extract(epoch from clock_timestamp()), lease_until = 0"
-                 " WHERE executor_id = %s", (executor_id,))
+    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = %s", (executor_id,))
     if conn.execute("UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = %s",
                     (executor_id,)).rowcount:
         notice(conn, "start")
     return None
 
 
+# As store/_executors._GONE: an expired lease is one past the server's clock
+# at this statement, unless the claimer saw its owner renew lately (``live``).
 _GONE = ("(executor IS NULL OR executor = ANY(%(dead)s)"
-         " OR NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
-         " AND e.stopped_at IS NULL AND e.lease_until >= %(now)s))")
+         " OR (NOT executor = ANY(%(live)s) AND NOT EXISTS (SELECT 1 FROM executors e"
+         " WHERE e.executor_id = workflows.executor"
+         f" AND e.stopped_at IS NULL AND e.lease_until >= {NOW})))")
 
 
 def claimable_sql(only: bool) -> str:
@@ -216,19 +220,19 @@ def claimable_sql(only: bool) -> str:
     return f"SELECT workflow_id, executor, epoch FROM workflows WHERE {where} ORDER BY seq DESC LIMIT %(limit)s"
 
 
-def claim_params(version: str, names: str, dead: str, now: float, limit: int, only: str | None) -> dict[str, Any]:
-    return {"names": json.loads(names), "version": version, "dead": json.loads(dead), "now": now, "limit": limit,
-            "only": None if only is None else json.loads(only)}
+def claim_params(version: str, names: str, dead: str, live: str, limit: int, only: str | None) -> dict[str, Any]:
+    return {"names": json.loads(names), "version": version, "dead": json.loads(dead), "live": json.loads(live),
+            "limit": limit, "only": None if only is None else json.loads(only)}
 
 
-def claim(conn: Any, me: str, version: str, names: str, dead: str, now: float, limit: int,
+def claim(conn: Any, me: str, version: str, names: str, dead: str, live: str, limit: int,
           only: str | None) -> list[tuple[Any, ...]]:
     """As store/_executors.claim. Each row is taken by compare-and-set on
     its epoch: of two executors claiming one workflow, the second's UPDATE
     waits for the first's commit, then finds the epoch moved and takes
     nothing."""
     rows = conn.execute(claimable_sql(only is not None),
-                        claim_params(version, names, dead, now, limit, only)).fetchall()
+                        claim_params(version, names, dead, live, limit, only)).fetchall()
     return _take(conn, me, version, [(wid, before, epoch) for wid, before, epoch in rows])
 
 
@@ -248,10 +252,16 @@ def _take(conn: Any, me: str, version: str, rows: list[tuple[str, Any, Any]]) ->
 
 
 def claim_queue(conn: Any, me: str, version: str, queue: str, concurrency: int | None,
-                rate: tuple[int, float] | None, now: float, batch: int) -> Any:
+                rate: tuple[int, float] | None, now: float | None, batch: int) -> Any:
     """As store/_executors.claim_queue; the queue's advisory lock makes the
-    count-then-start atomic across processes."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || %s, 0))", (queue,))
+    count-then-start atomic across processes. ``now`` None: the server's
+    clock, read once the lock is held (an enqueue holds it to its commit,
+    so every entry this claim sees was created before that moment)."""
+    lock = "SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || %s, 0))"
+    if now is None:
+        now = _one(conn, f"SELECT ({NOW})::float8 FROM ({lock} OFFSET 0) AS locked", (queue,))
+    else:
+        conn.execute(lock, (queue,))
 
     def start(free: int) -> list[tuple[Any, ...]]:
         ids = [r[0] for r in conn.execute(
@@ -260,7 +270,7 @@ def claim_queue(conn: Any, me: str, version: str, queue: str, concurrency: int |
             " RETURNING workflow_id", (now, queue, now, free))]
         return _take(conn, me, version, [(wid, None, None) for wid in ids])
 
-    return queue_window(
+    claimed, wake = queue_window(
         concurrency, rate, now, batch,
         running=lambda: _one(conn, "SELECT count(*) FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
                                    " AND done = 0", (queue,)),
@@ -270,6 +280,7 @@ def claim_queue(conn: Any, me: str, version: str, queue: str, concurrency: int |
         start=start,
         delayed=lambda: _one(conn, "SELECT min(not_before) FROM queue_entries WHERE queue = %s AND started_at IS NULL"
                                    " AND done = 0 AND not_before > %s", (queue, now)))
+    return claimed, wake, now
 
 
 OPS: dict[str, Callable[..., Any]] = {

@@ -87,8 +87,14 @@ _MORE_COLUMNS = ("deadline, recovery_attempts, executor,"
                  " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
                  " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
                  " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)")
+# A step row's times come from one clock, the server's: ``recorded_at`` is
+# clock_timestamp() at the insert, ``started_at`` that minus the time since
+# the body started (the record's monotonic ``started`` and ``at``, the
+# monotonic time the statement was bound; NULL stays NULL): a host whose
+# clock is off never writes a step that ends before it starts.
+_STARTED = f"{NOW} + (%s::float8 - %s::float8)"
 _INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)")
+                f" VALUES (%s, %s, %s, %s, %s, %s, {_STARTED})")
 _COMPLETE = (f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
              " WHERE workflow_id = %s AND status = 'PENDING'")
 _INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
@@ -103,7 +109,7 @@ _FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR U
 _MARK = ("INSERT INTO engine_state (key, value) VALUES (%s, %s)"
          " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
 _LONE_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-              " SELECT %s, %s, %s, %s, %s, %s, %s"
+              f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
               " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s")
 
 
@@ -550,7 +556,7 @@ class PgStore:
             return False
         self._lone = rec
         try:
-            cur = conn.execute(_LONE_STEP, (*rec.params, self._takeovers))
+            cur = conn.execute(_LONE_STEP, (*rec.params, time.monotonic(), self._takeovers))
         except RECORD_ERRORS:
             return False
         finally:
@@ -618,6 +624,7 @@ class PgStore:
             run = batch[i:j]
             if kind == R.STEP:
                 parts.append(self._steps_sql())
+                params.append(time.monotonic())
                 params += [list(c) for c in zip(*(rec.params for rec in run))]
             elif kind == R.COMPLETE:
                 if len({rec.params[3] for rec in run}) < len(run):
@@ -658,9 +665,10 @@ class PgStore:
         return True
 
     def _steps_sql(self) -> str:
+        """A run of step rows from arrays; its first parameter is ``at`` (see _STARTED)."""
         return ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                f" SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::{self._value_type}[], %s::text[],"
-                " %s::text[], %s::float8[])")
+                f" SELECT w, p, n, o, e, i, {NOW} + (s - %s::float8) FROM unnest(%s::text[], %s::int[], %s::text[],"
+                f" %s::{self._value_type}[], %s::text[], %s::text[], %s::float8[]) AS u(w, p, n, o, e, i, s)")
 
     def _completes_sql(self) -> str:
         return (f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
@@ -732,14 +740,9 @@ class PgStore:
 
     def _insert_steps(self, conn: psycopg.Connection[Any], recs: Sequence[Any]) -> None:
         if len(recs) == 1:
-            conn.execute(_INSERT_STEP, recs[0].params)
+            conn.execute(_INSERT_STEP, (*recs[0].params, time.monotonic()))
             return
-        cols = list(zip(*(rec.params for rec in recs)))
-        v = self._value_type
-        conn.execute(
-            "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-            f" SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::{v}[], %s::text[], %s::text[],"
-            " %s::float8[])", [list(c) for c in cols])
+        conn.execute(self._steps_sql(), [time.monotonic(), *(list(c) for c in zip(*(rec.params for rec in recs)))])
 
     def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any], takeovers: Any) -> Sequence[Any]:
         """Inside the batch's transaction, under the shared fence lock: if
@@ -775,7 +778,7 @@ class PgStore:
         try:
             with conn.transaction():  # a SAVEPOINT inside the batch
                 if rec.kind == R.STEP:
-                    conn.execute(_INSERT_STEP, rec.params)
+                    conn.execute(_INSERT_STEP, (*rec.params, time.monotonic()))
                 elif rec.kind == R.COMPLETE:
                     conn.execute(_COMPLETE, rec.params)
                 else:
@@ -804,7 +807,7 @@ class PgStore:
             name, params = rec.params
             rec.result = conn.execute(WRITES[name], params).rowcount
         elif kind == R.STEP:
-            conn.execute(_INSERT_STEP, rec.params)
+            conn.execute(_INSERT_STEP, (*rec.params, time.monotonic()))
         elif kind == R.COMPLETE:
             conn.execute(_COMPLETE, rec.params)
         else:
@@ -825,7 +828,7 @@ class PgStore:
             rec.result = None
         if parent_step is not None:
             wid, (pos, ident), step_name, output = parent_step
-            conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None))
+            conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None, None))
 
     def _op(self, conn: psycopg.Connection[Any], rec: Any) -> None:
         workflow_id, row, name, op, args = rec.params
@@ -846,7 +849,7 @@ class PgStore:
                 else:
                     if workflow_id is not None:
                         pos, ident = row
-                        conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+                        conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
                     rec.result = (output, error)
         except RECORD_ERRORS as exc:
             rec.error = map_error(exc, self.path)
@@ -962,7 +965,7 @@ class PgStore:
             # psycopg, seeing DEALLOCATE ALL, forgets the ones it prepared.
             conn.execute("DEALLOCATE ALL")
         if rec.error is None:
-            conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None))
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
             rec.result = (output, error)
 
     def _prepare_role(self) -> errors.DurablyError | None:
@@ -1071,14 +1074,14 @@ class PgStore:
 
     def executors(self) -> list[tuple[Any, ...]]:
         """As the SQLite store's: not stopped, lease not run out (LISTED: a margin)."""
-        return self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE stopped_at IS NULL"
-                          f" AND lease_until >= {NOW} - %s", (LISTED,))
+        return self.query(f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
+                          f" FROM executors WHERE stopped_at IS NULL AND lease_until >= {NOW} - %s", (LISTED,))
 
     def others_live(self, executor_id: str | None) -> bool:
-        """Whether another executor is live (a live lease; on this host a live process)."""
+        """Whether another executor is live (a live lease on the server's
+        clock; on this host a live process)."""
         rows = self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id"
-                          " IS DISTINCT FROM %s AND stopped_at IS NULL AND lease_until >= %s",
-                          (executor_id, time.time()))
+                          f" IS DISTINCT FROM %s AND stopped_at IS NULL AND lease_until >= {NOW}", (executor_id,))
         dead = set(dead_here(rows, executor_id or ""))
         return any(row[0] not in dead for row in rows)
 
@@ -1089,9 +1092,8 @@ class PgStore:
     def last_notice(self) -> int:
         return int(self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
 
-    def claimable(self, version: str, names: str, dead: str) -> bool:
-        return bool(self.query(_ops.claimable_sql(False),
-                               _ops.claim_params(version, names, dead, time.time(), 1, None)))
+    def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
+        return bool(self.query(_ops.claimable_sql(False), _ops.claim_params(version, names, dead, live, 1, None)))
 
     def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
         cols = "name, cron, workflow, last_slot, paused, tz, missed"
