@@ -455,7 +455,10 @@ def test_the_watcher_checks_no_pid_of_an_executor_whose_lease_ran_out(files, mon
         checked.append(pid)
         return real(pid, started)
 
+    from durably.runtime import leases
+
     monkeypatch.setattr(_executors, "pid_alive", pid_alive)
+    monkeypatch.setattr(leases, "pid_alive", pid_alive)  # where the watcher judges this host's executors
     engine = durably.Engine(db)
 
     @engine.workflow(name="noop")

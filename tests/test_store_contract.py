@@ -206,12 +206,12 @@ def test_prune_deletes_a_bounded_number_of_gone_executors_and_keeps_an_owner(bac
     round). Executors killed two days ago go; one still owning a PENDING
     workflow stays (its workflow is not taken over yet), and so does a live one."""
     store = backend()
-    old = time.time() - 2 * 86400
+    old = -2 * 86400  # a lease that ran out two days ago (seconds from now on the store's clock)
     for i in range(5):
-        _register(store, f"D{i}", old)  # its lease ran out two days ago: killed without close()
+        _register(store, f"D{i}", old)  # killed without close()
     _register(store, "OWNER", old)
     _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))  # owned by OWNER
-    _register(store, "ME", time.time() + 60)
+    _register(store, "ME", 60)
     assert _op(store, "prune", 3) == (3, 0)
     assert _op(store, "prune", 3) == (2, 0)
     assert {r[0] for r in store.query("SELECT executor_id FROM executors")} == {"OWNER", "ME"}
