@@ -20,7 +20,7 @@ made after): transactions may be missing; refused (WalMissingError).
 SQLite's automatic checkpoint is off on engine connections (it would copy
 states saying 2 into the main file); :class:`Checkpointer` replaces it,
 after a batch. Nothing is written per commit: a checkpoint costs two more
-small commits, once per ``WAL_AUTOCHECKPOINT`` pages.
+small commits, once per ``WAL_AUTOCHECKPOINT`` pages of WAL.
 
 Limit: a copy is complete only if no other connection holds a read
 transaction that began before the copy (PASSIVE never waits). An
@@ -40,6 +40,10 @@ import apsw
 from ._connection import WAL_AUTOCHECKPOINT
 
 CLOSED, CHECKPOINTED, PAST = 0, 1, 2
+
+# WAL frames that make a checkpoint due (read at each look: the crash tests
+# lower it to put many checkpoints under their power cuts).
+FRAMES = WAL_AUTOCHECKPOINT
 
 # Seconds between looks at the WAL's size (a NOOP checkpoint): a look is a
 # call that releases the GIL, which the writer must win back from busy
@@ -74,7 +78,7 @@ class Checkpointer:
         if self.pending:
             return True
         frames, _ = writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_NOOP)
-        return frames >= WAL_AUTOCHECKPOINT
+        return frames >= FRAMES
 
     def run(self, writer: apsw.Connection, reader: apsw.Connection, read_lock: threading.Lock) -> bool:
         """Copy the WAL into the main file ending on a state marked
