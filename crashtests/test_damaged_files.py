@@ -227,7 +227,8 @@ def _opens_with_every_workflow(db: Path, workflows: int) -> None:
 
 
 @pytest.mark.parametrize("reader", _READERS)
-def test_a_wal_folded_in_by_a_sqlite3_read_after_a_crash_opens_with_every_workflow(tmp_path: Path, reader: str) -> None:
+def test_a_wal_folded_in_by_a_sqlite3_read_after_a_crash_opens_with_every_workflow(
+        tmp_path: Path, reader: str) -> None:
     db = tmp_path / "app.db"
     _run_then_die(db, 50)
     assert _in_main_file(db)[0] < 50  # the WAL held work the main file did not

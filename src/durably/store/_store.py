@@ -410,7 +410,9 @@ class Store:
         except BUSY_ERRORS:
             self._checkpointer.pending = True
         except apsw.Error as exc:
-            self._failed = map_error(exc, self.path)
+            err = map_error(exc, self.path)
+            self._failed = (err if isinstance(err, errors.StorageError)
+                            else errors.StorageError(str(err), path=self.path))
             log.error("durably: checkpointing %r failed (%r); the journal stops", self.path, exc)
 
     @staticmethod
