@@ -269,3 +269,8 @@ def test_an_empty_wal_left_by_a_reader_is_not_taken_for_the_lost_one(tmp_path: P
     err = _refused(db, errors.WalMissingError)
     assert "empty" in str(err)
     _refused(db, errors.WalMissingError)  # and again (a supervisor's restart)
+    accepted = subprocess.run([sys.executable, "-m", "durably", "accept-wal-loss", str(db)],
+                              capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stderr
+    verdict = run_case(tmp_path, [], prior_runs=[_crash_runs[tmp_path]])  # the operator's decision: it goes on
+    assert verdict.runs[-1].returncode == 0 and verdict.lost == verdict.unexpected == verdict.tx_duplicates == 0

@@ -5,9 +5,8 @@ The crash mark (``engine_state.open``) has two "open" values. The states an
 engine commits into the WAL say ``PAST`` (2): past the last checkpoint.
 Right before it copies the WAL into the main file, durably commits
 ``CHECKPOINTED`` (1), and it copies only while it holds the write lock with
-that value the latest: a copy durably makes ends on a state saying 1 (and
-each page the main file holds says 1 whether or not a power cut tore the
-copy: the copy before ended on 1 too). After a complete copy it commits 2.
+that value the latest: a copy durably makes ends on a state saying 1.
+After a complete copy it commits 2.
 
 So a main file found without WAL content next to it says 2 only if a
 checkpoint durably did not make brought it up to date after the engines
@@ -22,12 +21,14 @@ states saying 2 into the main file); :class:`Checkpointer` replaces it,
 after a batch. Nothing is written per commit: a checkpoint costs two more
 small commits, once per ``WAL_AUTOCHECKPOINT`` pages of WAL.
 
-Limit: a copy is complete only if no other connection holds a read
-transaction that began before the copy (PASSIVE never waits). An
-incomplete copy may end on an earlier state saying 2, until the next
-complete one (retried after later batches): a WAL lost while a long read
-transaction of another program (or process) held the copy back can go
-unnoticed.
+Limits. A crash between the commit of 1 and that of 2 leaves 1 as the
+last state: folded in after that, the file is refused though nothing is
+missing. A copy is complete only if no other connection holds a read
+transaction that began before it (PASSIVE never waits); an incomplete one
+may end on an earlier state saying 2, until the next complete one
+(retried after later batches); so may a checkpoint another program makes
+while engines run (``PRAGMA wal_checkpoint``, Litestream). A WAL lost in
+such a moment can go unnoticed.
 """
 
 from __future__ import annotations
