@@ -53,6 +53,8 @@ LOOK_EVERY = 0.01
 
 _MARK = "SELECT value FROM engine_state WHERE key = 'open'"
 _SET_MARK = "UPDATE engine_state SET value = ? WHERE key = 'open'"
+_MARK_CHECKPOINTED = (f"UPDATE engine_state SET value = {CHECKPOINTED}"
+                      f" WHERE key = 'open' AND value IS NOT {CHECKPOINTED}")
 
 
 def mark(conn: apsw.Connection) -> object:
@@ -91,8 +93,7 @@ class Checkpointer:
         ``read_lock`` keeps this process's own reads from holding it back.
         Storage errors propagate (the caller fails the store)."""
         self.pending = True  # until a complete copy says otherwise
-        if mark(writer) != CHECKPOINTED:
-            writer.execute(_SET_MARK, (CHECKPOINTED,))  # its own transaction: committed before the copy
+        writer.execute(_MARK_CHECKPOINTED)  # its own transaction, committed before the copy (none if set)
         complete = False
         writer.execute("BEGIN IMMEDIATE")
         try:
