@@ -1,10 +1,15 @@
 """Damaged files: a typed error at open, no hang, nothing run, nothing rewritten;
-a torn WAL tail opens and loses only the tail."""
+a torn WAL tail opens and loses only the tail; a WAL another program folded
+into the main file opens, a lost one (or a reader's empty one) is refused."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import apsw
 import pytest
@@ -146,3 +151,126 @@ def test_torn_wal_tail_loses_only_the_tail(tmp_path: Path) -> None:
     # durable) run on the value the tear destroyed. Nothing beyond the tail.
     lost = len(before - after)
     assert max(verdict.rerun_recorded, verdict.acked_lost, verdict.speculative) <= lost
+
+
+# -- a WAL folded in by another program vs. a lost one ---------------------------------
+
+_RUN_THEN_DIE = """
+import os, signal, sys
+import durably
+
+engine = durably.Engine(sys.argv[1])
+
+@engine.step(name="work")
+def work(i: int) -> int:
+    return i
+
+@engine.workflow(name="job")
+def job(i: int) -> int:
+    return work(i) + work(i + 1)
+
+engine.open()
+for i in range(int(sys.argv[2])):
+    assert engine.run(job, i, workflow_id=f"w{i}") == 2 * i + 1
+os.kill(os.getpid(), signal.SIGKILL)  # every workflow done and acknowledged, then a crash
+"""
+
+# Another program reading the file after the crash: Python's stdlib sqlite3
+# in its own process (never in an engine's process, DESIGN.md section 3),
+# or the sqlite3 command-line shell. Read-write, it folds the WAL into the
+# main file when it closes and deletes it; read-only, it makes an empty
+# -wal where there is none.
+_READ_WITH_PYTHON = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+                     "print(c.execute('SELECT count(*) FROM workflows').fetchone()[0]); c.close()")
+_READ_ONLY_WITH_PYTHON = ("import sqlite3, sys; c = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True); "
+                          "print(c.execute('SELECT count(*) FROM workflows').fetchone()[0]); c.close()")
+_SHELL = shutil.which("sqlite3")
+_READERS = ["python", pytest.param("shell", marks=pytest.mark.skipif(_SHELL is None, reason="no sqlite3 shell"))]
+
+
+def _read_with(reader: str, db: Path, read_only: bool = False) -> int:
+    if reader == "python":
+        cmd = [sys.executable, "-c", _READ_ONLY_WITH_PYTHON if read_only else _READ_WITH_PYTHON, str(db)]
+    else:
+        cmd = [str(_SHELL), *(["-readonly"] if read_only else []), str(db), "SELECT count(*) FROM workflows"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+def _run_then_die(db: Path, workflows: int) -> None:
+    proc = subprocess.run([sys.executable, "-c", _RUN_THEN_DIE, str(db), str(workflows)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert Path(str(db) + "-wal").stat().st_size > 0
+
+
+def _in_main_file(db: Path) -> tuple[int, object]:
+    """Workflows and the crash mark in the main file alone (its WAL ignored)."""
+    uri = f"file:{quote(os.path.abspath(db))}?immutable=1"  # no locks, no -wal read or made
+    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    try:
+        return (conn.execute("SELECT count(*) FROM workflows").get,
+                conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get)
+    finally:
+        conn.close()
+
+
+def _opens_with_every_workflow(db: Path, workflows: int) -> None:
+    engine = durably.Engine(str(db))
+    engine.workflow(name="job")(lambda i: -1)  # never runs: every workflow ended before the crash
+    with engine:
+        listed = engine.list_workflows(limit=workflows + 10)
+        assert len(listed) == workflows
+        assert all(w.status == "SUCCESS" for w in listed)
+        assert engine.handle(f"w{workflows - 1}").result(timeout=10) == 2 * workflows - 1
+
+
+@pytest.mark.parametrize("reader", _READERS)
+def test_a_wal_folded_in_by_a_sqlite3_read_after_a_crash_opens_with_every_workflow(
+        tmp_path: Path, reader: str) -> None:
+    db = tmp_path / "app.db"
+    _run_then_die(db, 50)
+    assert _in_main_file(db)[0] < 50  # the WAL held work the main file did not
+    assert _read_with(reader, db) == 50  # it reads all 50, folds the WAL in and deletes it
+    assert not Path(str(db) + "-wal").exists()
+    assert _in_main_file(db)[0] == 50
+    _opens_with_every_workflow(db, 50)  # no WalMissingError: nothing is missing
+
+
+def test_after_checkpoints_a_folded_wal_opens_and_a_lost_one_is_refused(tmp_path: Path) -> None:
+    """Enough work for the engine to checkpoint several times before the
+    crash: the main file holds most of it, the WAL the rest. Folded in, all
+    there; lost (the file copied without its -wal), refused."""
+    db = tmp_path / "app.db"
+    _run_then_die(db, 700)
+    in_main, _ = _in_main_file(db)
+    assert 0 < in_main < 700  # checkpointed, and the WAL held more
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    shutil.copyfile(db, copy / "app.db")  # a copy taken without the -wal: the WAL's share is lost
+    _refused(copy / "app.db", errors.WalMissingError)
+    assert _read_with("python", db) == 700
+    _opens_with_every_workflow(db, 700)
+
+
+@pytest.mark.parametrize("reader", ["apsw", *_READERS])
+def test_an_empty_wal_left_by_a_reader_is_not_taken_for_the_lost_one(tmp_path: Path, reader: str) -> None:
+    db = _crashed_db(tmp_path)
+    os.remove(str(db) + "-wal")  # the real WAL is lost...
+    Path(str(db) + "-shm").unlink(missing_ok=True)
+    if reader == "apsw":  # ...then a reader opens the file, which makes an empty -wal
+        conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
+        conn.execute("SELECT count(*) FROM steps").get
+        conn.close()
+    else:
+        _read_with(reader, db, read_only=True)
+    assert Path(str(db) + "-wal").stat().st_size == 0
+    err = _refused(db, errors.WalMissingError)
+    assert "empty" in str(err)
+    _refused(db, errors.WalMissingError)  # and again (a supervisor's restart)
+    accepted = subprocess.run([sys.executable, "-m", "durably", "accept-wal-loss", str(db)],
+                              capture_output=True, text=True, timeout=60)
+    assert accepted.returncode == 0, accepted.stderr
+    verdict = run_case(tmp_path, [], prior_runs=[_crash_runs[tmp_path]])  # the operator's decision: it goes on
+    assert verdict.runs[-1].returncode == 0 and verdict.lost == verdict.unexpected == verdict.tx_duplicates == 0

@@ -12,7 +12,8 @@ erased is speculative progress). After a step returns to the workflow (its
 outcome is durable: acknowledged), the workflow appends
 ``A|workflow_id|position|output|pid``: an acknowledged outcome must survive.
 
-``DURABLY_VFS`` arms the power-loss / disk-fault shim of ``crashtests/vfs.py``.
+``DURABLY_VFS`` arms the power-loss / disk-fault shim of ``crashtests/vfs.py``;
+``DURABLY_CHECKPOINT_FRAMES`` lowers the WAL size that makes a checkpoint due.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ parser.add_argument("--delay", type=float, default=0.0, help="max seconds a step
 opts = parser.parse_args()
 
 shim = install_from_env()
+if os.environ.get("DURABLY_CHECKPOINT_FRAMES"):  # many checkpoints under the cuts (test_power_loss.py)
+    from durably.store import _checkpoint
+
+    _checkpoint.FRAMES = int(os.environ["DURABLY_CHECKPOINT_FRAMES"])
+    _checkpoint.LOOK_EVERY = 0.0
 engine = durably.Engine(opts.db, synchronous=opts.synchronous, workers=8, vfs="shim" if shim else None)
 ledger_fd = os.open(opts.ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 rng = random.Random()

@@ -25,6 +25,34 @@ def test_every_engine_connection_has_the_durable_pragmas(make_engine, db_path, s
             assert conn.pragma("synchronous") == (2 if synchronous == "full" else 1)
 
 
+def test_the_store_checkpoints_itself_and_each_checkpoint_starts_the_wal_over(
+        make_engine, db_path, monkeypatch) -> None:
+    """SQLite's own automatic checkpoint is off (store/_checkpoint.py: it
+    would copy states the crash mark says are past the last checkpoint);
+    the store's copies the WAL, and the write after it starts the WAL over,
+    so the -wal stays near the threshold instead of growing for ever."""
+    from durably.store import _checkpoint
+
+    monkeypatch.setattr(_checkpoint, "FRAMES", 16)
+    monkeypatch.setattr(_checkpoint, "LOOK_EVERY", 0.0)
+    engine = make_engine()
+
+    @engine.step()
+    def inc(i: int) -> int:
+        return i + 1
+
+    @engine.workflow()
+    def flow(n: int) -> int:
+        return sum(inc(i) for i in range(n))
+
+    with engine:
+        assert all(conn.pragma("wal_autocheckpoint") == 0 for conn in engine._store.connections())
+        for i in range(80):  # a few hundred WAL frames, many times the threshold
+            assert engine.run(flow, 5) == 15
+        frames = os.path.getsize(db_path + "-wal") // (4096 + 24)
+        assert 0 < frames < 4 * 16, frames
+
+
 def test_memory_engine_pragmas(make_engine) -> None:
     with make_engine(":memory:") as engine:
         (conn,) = engine._store.connections()

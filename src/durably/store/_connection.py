@@ -17,10 +17,12 @@ from ._errors import map_error
 
 BUSY_TIMEOUT_MS = 5000
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-# Pages of WAL before an automatic checkpoint. Measured (bench/, sequential
-# steps from a fresh file): 4000 pages cost ~15% of single-step throughput
-# against 1000, because a longer WAL is appended to (an fdatasync that must
-# also flush the file size) for longer before it is reset and overwritten.
+# Pages of WAL before a checkpoint. Measured (bench/, sequential steps from
+# a fresh file): 4000 pages cost ~15% of single-step throughput against
+# 1000, because a longer WAL is appended to (an fdatasync that must also
+# flush the file size) for longer before it is reset and overwritten. The
+# store checkpoints itself (store/_checkpoint.py): SQLite's own automatic
+# checkpoint is off on engine connections (PRAGMA wal_autocheckpoint=0).
 WAL_AUTOCHECKPOINT = 1000
 CACHE_SIZE_KIB = 32 * 1024
 
@@ -40,7 +42,7 @@ def expected_pragmas(path: str, synchronous: str) -> dict[str, object]:
         "foreign_keys": 1,
         "trusted_schema": 0,
         "journal_size_limit": JOURNAL_SIZE_LIMIT,
-        "wal_autocheckpoint": WAL_AUTOCHECKPOINT,
+        "wal_autocheckpoint": 0,
         "cache_size": -CACHE_SIZE_KIB,
         "temp_store": 2,
     }
@@ -94,7 +96,7 @@ def _configure(conn: apsw.Connection, path: str, synchronous: str) -> None:
     conn.pragma("foreign_keys", 1)
     conn.pragma("trusted_schema", 0)
     conn.pragma("journal_size_limit", JOURNAL_SIZE_LIMIT)
-    conn.pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT)
+    conn.pragma("wal_autocheckpoint", 0)  # durably checkpoints itself (store/_checkpoint.py)
     conn.pragma("cache_size", -CACHE_SIZE_KIB)
     conn.pragma("temp_store", 2)
     check_pragmas(conn, path, synchronous)

@@ -3,27 +3,31 @@
 * A new database is built under a temporary name, fully initialised and
   closed, then renamed into place: the path never names a half-made file,
   so an empty file there is damage, not a crash during creation.
-* ``engine_state.open`` is set (and checkpointed into the main file) when an
-  engine opens and cleared when it closes cleanly. Finding it set means the
-  last engine crashed: its -wal file must still exist (deleting a hot WAL
-  silently drops committed transactions) and, by default, the file gets a
-  ``PRAGMA quick_check`` before any workflow runs.
+* ``engine_state.open`` is set when an engine opens and cleared when it
+  closes cleanly. Finding it set means the last engine crashed: by default
+  the file gets a ``PRAGMA quick_check`` before any workflow runs, and its
+  -wal must still exist (deleting a hot WAL silently drops committed
+  transactions) unless the main file shows that a checkpoint made after
+  the crash folded the whole WAL in (store/_checkpoint.py: which value the
+  mark has in the main file tells the two apart).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
+from urllib.parse import quote
 
 import apsw
 
-from urllib.parse import quote
-
 from .. import errors
 from . import _executors
+from ._checkpoint import CHECKPOINTED, CLOSED, PAST, mark
 from ._connection import close_clean, connect
 
 CHECKS = ("auto", "always", "never")
+log = logging.getLogger("durably")
 
 
 def create(path: str, synchronous: str, vfs: str | None, migrate: "callable") -> None:  # type: ignore[valid-type]
@@ -58,11 +62,12 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
     """Vet an existing file before SQLite touches it; return the size of its
     -wal file, or None if there is none.
 
-    A file marked open (its last engine crashed) whose -wal is gone is
-    refused here, before any connection could create a new, empty -wal:
-    otherwise a second attempt would find a -wal and open silently with
-    the lost transactions missing. The refusal stands until an operator
-    accepts the loss (:func:`accept_wal_loss`).
+    A file marked open (its last engine crashed) with no WAL content next
+    to it (no -wal, or an empty one: a reader opening the file makes one)
+    is refused here, before any connection could create a new, empty -wal,
+    unless its main file shows it holds what the WAL held
+    (store/_checkpoint.py). The refusal stands until an operator accepts
+    the loss (:func:`accept_wal_loss`).
     """
     if os.path.getsize(path) == 0:
         raise errors.DatabaseCorruptError(
@@ -70,16 +75,21 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
             "backup, or delete it to start an empty one", path=path,
         )
     wal = path + "-wal"
-    if os.path.exists(wal):
-        return os.path.getsize(wal)
-    if _marked_open(path, vfs):
+    size = os.path.getsize(wal) if os.path.exists(wal) else None
+    if size:
+        return size  # SQLite reads what the WAL holds
+    found = _main_file_mark(path, vfs)
+    if found == PAST:
+        log.info("durably: %r was not closed cleanly and its -wal is gone, but a checkpoint made since (another "
+                 "program closing the file) folded the whole -wal into it: nothing is missing", path)
+    elif found:
         raise errors.WalMissingError(
-            f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "
-            "in it would be lost. Put the -wal file back (it must sit next to the database), or "
-            "restore from a backup; to go on without them, accept the loss explicitly with "
-            f"`python -m durably accept-wal-loss {path}`", path=path,
+            f"{path!r} was not closed cleanly but its -wal file is {'empty' if size == 0 else 'missing'}: "
+            "transactions committed in the lost -wal would be lost. Put the -wal file back (it must sit next "
+            "to the database), or restore from a backup; to go on without them, accept the loss explicitly "
+            f"with `python -m durably accept-wal-loss {path}`", path=path,
         )
-    return None
+    return size
 
 
 def immutable_uri(path: str) -> str:
@@ -87,21 +97,21 @@ def immutable_uri(path: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?immutable=1"
 
 
-def _marked_open(path: str, vfs: str | None) -> bool:
-    """The crash mark, read from the main file alone without creating any
-    file (``immutable``: no locks, no -wal, no -shm; there is no -wal)."""
+def _main_file_mark(path: str, vfs: str | None) -> object:
+    """The crash mark in the main file alone, read without creating any
+    file (``immutable``: no locks, no -wal, no -shm), or None."""
     uri = immutable_uri(path)
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     try:
         conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
     except apsw.Error:
-        return False
+        return None
     try:
         has_state = conn.execute(
             "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
-        return bool(has_state and conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get)
+        return mark(conn) if has_state else None
     except apsw.Error:
-        return False  # not readable as a durably database: vet() and migrate() will say why
+        return None  # not readable as a durably database: vet() and migrate() will say why
     finally:
         conn.close()
 
@@ -134,14 +144,15 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
     migration writes to the file."""
     has_state = conn.execute(
         "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
-    was_open = conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get if has_state else 0
+    found = mark(conn) if has_state else CLOSED
+    was_open = bool(found)
     if was_open and _executors.others_live(conn, None):
-        was_open = 0  # another process has it open: not a crash
-    if was_open and wal_size is None:
+        was_open = False  # another process has it open: not a crash
+    if was_open and not wal_size and found != PAST:  # preflight refused it already, unless it changed since
         raise errors.WalMissingError(
-            f"{path!r} was not closed cleanly but its -wal file is missing: transactions committed "
-            "in it would be lost. Put the -wal file back (it must sit next to the database), or "
-            "restore from a backup", path=path,
+            f"{path!r} was not closed cleanly but its -wal file is missing or empty: transactions "
+            "committed in it would be lost. Put the -wal file back (it must sit next to the database), "
+            "or restore from a backup", path=path,
         )
     if not wal_size:  # no WAL content: the main file alone must hold every page its header counts
         expected = conn.pragma("page_count") * conn.pragma("page_size")
@@ -177,10 +188,12 @@ def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) ->
     """Mark the (migrated) file open, so a crash is told from a clean close;
     with ``register`` (the arguments of ``_executors.register``), register
     this executor in the same transaction: a process closing meanwhile then
-    either sees it live or finds the mark set again after its own clear."""
+    either sees it live or finds the mark set again after its own clear.
+    The value is CHECKPOINTED: the store's checkpoint that follows copies it
+    into the main file, then marks the WAL's states PAST."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")
+        conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (CHECKPOINTED,))
         if register is not None:
             _executors.register(conn, *register)
         conn.execute("COMMIT")
@@ -188,11 +201,10 @@ def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) ->
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the mark must reach the main file
 
 
 def mark_closed(conn: apsw.Connection) -> None:
     """Clear the mark and fold the WAL into the main file (a clean close
     leaves no WAL content to lose)."""
-    conn.execute("UPDATE engine_state SET value = 0 WHERE key = 'open'")
+    conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (CLOSED,))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -40,6 +40,7 @@ from .. import _records as R
 from .. import errors
 from ..codec import encode_error
 from . import _lifecycle
+from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -126,6 +127,7 @@ class Store:
         self._reader: apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
+        self._checkpointer = Checkpointer()  # SQLite's automatic checkpoint is off: the store's own
         self._failed: errors.StorageError | None = None
         self._closing = False  # set by close(): a busy wait gives up, a transaction step is interrupted
         self._stop_tx: set[str] = set()  # workflows cancelled: their running transaction step is interrupted
@@ -186,8 +188,11 @@ class Store:
             self._migrate(self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
-            _lifecycle.mark_open(self._writer, self.registration)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
+            _lifecycle.mark_open(self._writer, self.registration)
+            self._checkpoint(self._writer)  # the mark reaches the main file
+            if self._failed is not None:
+                raise self._failed
         except apsw.Error as exc:
             self._refuse()
             raise map_error(exc, self.path) from exc
@@ -350,12 +355,12 @@ class Store:
                 try:
                     if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
                             and self._lone_step(conn, batch[0])):
-                        return
+                        break
                     self._write(conn, batch, isolate)
                     if busy_since is not None:
                         log.warning("durably: the database lock was released after %.1f s; writing again",
                                     time.monotonic() - busy_since)
-                    return
+                    break
                 except _BatchLost:
                     self._abort(conn)
                     _reset(batch)
@@ -395,6 +400,26 @@ class Store:
                     # let it propagate; the store stays usable.
                     self._abort(conn)
                     raise
+            if self._reader is not None:
+                self._checkpoint(conn, only_if_due=True)
+
+    def _checkpoint(self, conn: apsw.Connection, only_if_due: bool = False) -> None:
+        """Copy the WAL into the main file (store/_checkpoint.py), between
+        batches. Busy (another process holds the lock): later. A storage
+        error fails the store for good, as a failed commit does; the batch
+        just written stays acknowledged (it committed before)."""
+        try:
+            if only_if_due and not self._checkpointer.due(conn):
+                return
+            assert self._reader is not None
+            self._checkpointer.run(conn, self._reader, self._read_lock)
+        except BUSY_ERRORS:
+            self._checkpointer.pending = True
+        except apsw.Error as exc:
+            err = map_error(exc, self.path)
+            self._failed = (err if isinstance(err, errors.StorageError)
+                            else errors.StorageError(str(err), path=self.path))
+            log.error("durably: checkpointing %r failed (%r); the journal stops", self.path, exc)
 
     @staticmethod
     def _fatal(exc: BaseException) -> bool:
