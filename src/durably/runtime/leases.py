@@ -17,11 +17,12 @@ taken by lease expiry) until that time has passed here with no renewal.
 A forward jump then takes nothing from a live owner, which renews within
 a quarter of its lease; an owner that stopped renewing (SIGSTOP, a
 debugger, a frozen VM) is judged by its lease again once it has been
-silent that long, so it is still taken over. A lease first read after a
-forward jump has less time left than it should: the time the previous
-value had left stands in (an owner's leases are all the same length), and
-the claimer's own lease for the first value it reads. A dead process is
-*dead*: taken at once.
+silent that long, so it is still taken over. A lease first read just after
+a forward jump seems to have less time left than it has, so it is armed
+with at least what the owner's previous lease had left when read (an
+owner's leases are all the same length), or, for the first lease read of
+an owner, at least the claimer's own lease. A dead process is *dead*:
+taken at once.
 """
 
 from __future__ import annotations
