@@ -879,7 +879,7 @@ class PgStore:
                 f"transaction step {name!r} lost its connection to {self.path} {losses} times while it ran; "
                 "it was not run again", path=self.path)
             rec.result = (None, encode_error(gone))
-            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None))
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None, None))
             return
         try:
             self._sandboxed(conn, rec, budget, PgTx(conn, self.schema, deadline, why, path=self.path,
