@@ -42,8 +42,9 @@ class HostLeases:
     def __init__(self, lease: float) -> None:
         self.lease = lease
         # executor_id -> (lease_until read, monotonic time it was first read,
-        # seconds it had left then, seconds the value before had left or None)
-        self._seen: dict[str, tuple[float, float, float, float | None]] = {}
+        # seconds it had left then, seconds the value before had left or None,
+        # pid, pid_started)
+        self._seen: dict[str, tuple[float, float, float, float | None, int, Any]] = {}
 
     def judge(self, rows: Sequence[tuple[Any, ...]], me: str) -> tuple[list[str], list[str]]:
         """(dead, live) among ``rows`` of (executor_id, host, pid,
@@ -65,10 +66,24 @@ class HostLeases:
             if last is not None and last[0] == until:
                 entry = last
             else:  # renewed (or first read): arm it
-                entry = (until, now, float(left), None if last is None else last[2])
+                entry = (until, now, float(left), None if last is None else last[2], pid, started)
             self._seen[eid] = entry
-            _until, first, had, before = entry
-            armed = max(had, self.lease if before is None else before)
-            if now - first < armed:
+            if self._armed(entry, now):
+                live.append(eid)
+        # An executor seen live before and not listed now: the store lists
+        # only leases not long run out (_executors.LISTED), and a forward jump
+        # of its clock makes a live owner's lease look long run out. Its
+        # process and its lease armed here still say whether it lives.
+        listed = {row[0] for row in rows}
+        for eid, entry in seen.items():
+            if eid in listed or eid in self._seen:
+                continue
+            if pid_alive(entry[4], entry[5]) and self._armed(entry, now):
+                self._seen[eid] = entry
                 live.append(eid)
         return dead, live
+
+    def _armed(self, entry: tuple[float, float, float, float | None, int, Any], now: float) -> bool:
+        """Whether the lease of ``entry`` still runs, armed on the monotonic clock."""
+        _until, first, had, before, _pid, _started = entry
+        return now - first < max(had, self.lease if before is None else before)
