@@ -34,5 +34,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 # where tests/conftest.py decides that PostgreSQL is unreachable
-_PG_CHECK_LINE = next((i for i, line in enumerate(
-    (Path(__file__).parent / "tests" / "conftest.py").read_text().splitlines(), 1) if "def pg_unreachable" in line), 0)
+_PG_CHECK_LINE = next(
+    (
+        i
+        for i, line in enumerate((Path(__file__).parent / "tests" / "conftest.py").read_text().splitlines(), 1)
+        if "def pg_unreachable" in line
+    ),
+    0,
+)

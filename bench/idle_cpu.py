@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import durably
 from durably.store._executors import HOST
@@ -24,6 +25,7 @@ def _sql(db: str) -> tuple[Callable[[str, list[tuple[Any, ...]]], None], Callabl
     """(executemany, one value, close) on a connection of its own."""
     if db.startswith("postgresql://"):
         import psycopg
+
         from durably.store.pg._store import _split_ours
 
         url, ours = _split_ours(db)
@@ -63,19 +65,25 @@ def main() -> None:
     with engine:
         many, one, close = _sql(args.db)
         old = time.time() - 2 * 86400  # died two days ago
-        many("INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until, started_at)"
-             " VALUES (?, ?, ?, NULL, '0', ?, ?)",
-             [(f"dead-{i}", HOST, 4_000_000 + i, old, old) for i in range(args.dead)])
-        many("INSERT INTO notices (kind, workflow_id, detail, created_at) VALUES ('msg', ?, NULL, ?)",
-             [(f"w{i}", time.time() - 3600) for i in range(args.notices)])
+        many(
+            "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until, started_at)"
+            " VALUES (?, ?, ?, NULL, '0', ?, ?)",
+            [(f"dead-{i}", HOST, 4_000_000 + i, old, old) for i in range(args.dead)],
+        )
+        many(
+            "INSERT INTO notices (kind, workflow_id, detail, created_at) VALUES ('msg', ?, NULL, ?)",
+            [(f"w{i}", time.time() - 3600) for i in range(args.notices)],
+        )
         cpu0, t0 = time.process_time(), time.monotonic()
         time.sleep(args.seconds)
         cpu, wall = time.process_time() - cpu0, time.monotonic() - t0
         left = (one("SELECT count(*) FROM executors"), one("SELECT count(*) FROM notices"))
         close()
-    print(f"{os.path.basename(args.db.split('?')[0])}: dead={args.dead} notices={args.notices}: "
-          f"cpu {cpu:.2f} s over {wall:.0f} s = {100 * cpu / wall:.1f}%; rows left: executors {left[0]}, "
-          f"notices {left[1]}")
+    print(
+        f"{os.path.basename(args.db.split('?')[0])}: dead={args.dead} notices={args.notices}: "
+        f"cpu {cpu:.2f} s over {wall:.0f} s = {100 * cpu / wall:.1f}%; rows left: executors {left[0]}, "
+        f"notices {left[1]}"
+    )
 
 
 if __name__ == "__main__":

@@ -9,15 +9,19 @@ from typing import Any
 
 def markdown(result: dict[str, Any], charts: list[str]) -> str:
     env = result["environment"]
-    lines = [
-        "# durably benchmark report",
-        "",
-        f"{result['reps']} repetitions per figure, each in a fresh process, scenarios shuffled per repetition; "
-        "median (min-max). Ratios are computed per repetition, then summarised.",
-        "",
-        "| environment | |",
-        "|---|---|",
-    ] + [f"| {k} | {v} |" for k, v in env.items()] + ["", "| scenario | figure | median | min | max |", "|---|---|---|---|---|"]
+    lines = (
+        [
+            "# durably benchmark report",
+            "",
+            f"{result['reps']} repetitions per figure, each in a fresh process, scenarios shuffled per repetition; "
+            "median (min-max). Ratios are computed per repetition, then summarised.",
+            "",
+            "| environment | |",
+            "|---|---|",
+        ]
+        + [f"| {k} | {v} |" for k, v in env.items()]
+        + ["", "| scenario | figure | median | min | max |", "|---|---|---|---|---|"]
+    )
     for name, figs in result["summary"].items():
         for k, v in figs.items():
             lines.append(f"| {name} | {k} | {v['median']:,.1f} | {v['min']:,.1f} | {v['max']:,.1f} |")
@@ -50,19 +54,28 @@ def charts(result: dict[str, Any], out_dir: Path) -> list[str]:
         "DBOS (SQLite) async": ("dbos.async[c=", ",full]", "steps_per_s"),
     }
     for label, (prefix, suffix, fig_key) in series.items():
-        pts = sorted((_param(n, "c"), v[fig_key]["median"]) for n, v in s.items()
-                     if n.startswith(prefix) and n.endswith(suffix) and fig_key in v)
+        pts = sorted(
+            (_param(n, "c"), v[fig_key]["median"])
+            for n, v in s.items()
+            if n.startswith(prefix) and n.endswith(suffix) and fig_key in v
+        )
         if label.startswith("durably") and "durably.sequential[full]" in s and "async" in label and "full" in label:
             pts = [(1, s["durably.sequential[full]"]["steps_per_s"]["median"])] + pts
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     raw = sorted((_param(n, "rows"), v["rows_per_s"]["median"]) for n, v in s.items() if n.startswith("sqlite.commit"))
     if raw:
-        ax.plot([p[0] for p in raw], [p[1] for p in raw], marker="s", linestyle="--",
-                label="raw SQLite rows/s (x = rows per commit)")
+        ax.plot(
+            [p[0] for p in raw],
+            [p[1] for p in raw],
+            marker="s",
+            linestyle="--",
+            label="raw SQLite rows/s (x = rows per commit)",
+        )
     if "disk.fdatasync[append]" in s:
-        ax.axhline(s["disk.fdatasync[append]"]["ops_per_s"]["median"], color="grey", linestyle=":",
-                   label="disk fdatasync/s")
+        ax.axhline(
+            s["disk.fdatasync[append]"]["ops_per_s"]["median"], color="grey", linestyle=":", label="disk fdatasync/s"
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("concurrent workflows (1 = one sequential workflow)")

@@ -40,27 +40,36 @@ from scenarios import REGISTRY  # noqa: E402
 RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
     "sequential / fdatasync": [("durably.sequential[full]", "steps_per_s", "disk.fdatasync[append]", "ops_per_s")],
     "sequential / raw SQLite 1-row commits": [
-        ("durably.sequential[full]", "steps_per_s", "sqlite.commit[rows=1]", "commits_per_s")],
+        ("durably.sequential[full]", "steps_per_s", "sqlite.commit[rows=1]", "commits_per_s")
+    ],
     "async 1024 / raw SQLite rows (100-row commits)": [
-        ("durably.async[c=1024,full]", "steps_per_s", "sqlite.commit[rows=100]", "rows_per_s")],
+        ("durably.async[c=1024,full]", "steps_per_s", "sqlite.commit[rows=100]", "rows_per_s")
+    ],
     "async 1024 / peer (DBOS)": [
         ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=1024,full]", "steps_per_s"),
-        ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=64,full]", "steps_per_s")],
+        ("durably.async[c=1024,full]", "steps_per_s", "dbos.async[c=64,full]", "steps_per_s"),
+    ],
     "PostgreSQL: sequential / raw 1-row commits": [
-        ("pg.durably.sequential[full]", "steps_per_s", "pg.raw.commit[rows=1]", "commits_per_s")],
+        ("pg.durably.sequential[full]", "steps_per_s", "pg.raw.commit[rows=1]", "commits_per_s")
+    ],
     "PostgreSQL: async 1024 / DBOS on PostgreSQL": [
         ("pg.durably.async[c=1024,full]", "steps_per_s", "pg.dbos.async[c=1024,full]", "steps_per_s"),
-        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.dbos.async[c=256,full]", "steps_per_s")],
+        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.dbos.async[c=256,full]", "steps_per_s"),
+    ],
     "PostgreSQL: sequential / DBOS sequential": [
-        ("pg.durably.sequential[full]", "steps_per_s", "pg.dbos.sequential", "steps_per_s")],
+        ("pg.durably.sequential[full]", "steps_per_s", "pg.dbos.sequential", "steps_per_s")
+    ],
     "PostgreSQL: async 1024 / raw rows (100-row commits)": [
         ("pg.durably.async[c=1024,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s"),
-        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s")],
+        ("pg.durably.async[c=256,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s"),
+    ],
     "compiled / twin journal (async 1024)": [
-        ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")],
+        ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")
+    ],
     "step cost 10^6 / 10^4 recorded": [
         ("growth.history[steps=1000000]", "us_per_step", "growth.history[steps=10000]", "us_per_step"),
-        ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step")],
+        ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step"),
+    ],
 }
 
 
@@ -75,7 +84,9 @@ def child(name: str, workdir: Path, quick: bool) -> int:
 def run_one(name: str, workdir: Path, quick: bool, src: Path | None = None) -> dict[str, Any]:
     """One scenario in a fresh process; ``src``: import durably from that
     tree's ``src/`` instead (the other side of an --against pair)."""
-    cmd = [sys.executable, str(HERE / "run.py"), "--scenario", name, "--dir", str(workdir)] + (["--quick"] if quick else [])
+    cmd = [sys.executable, str(HERE / "run.py"), "--scenario", name, "--dir", str(workdir)] + (
+        ["--quick"] if quick else []
+    )
     env = None if src is None else {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if out.returncode != 0:
@@ -94,13 +105,29 @@ def environment(workdir: Path) -> dict[str, Any]:
         except OSError:
             return ""
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     return {
-        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
         "disk": sh("df", "-hT", str(workdir)).splitlines()[-1:] or [""],
-        "sqlite": apsw.sqlite_lib_version(), "apsw": apsw.apsw_version(), "durably": durably.__version__,
-        "implementation": durably.IMPLEMENTATION, "commit": sh("git", "rev-parse", "--short", "HEAD"),
+        "sqlite": apsw.sqlite_lib_version(),
+        "apsw": apsw.apsw_version(),
+        "durably": durably.__version__,
+        "implementation": durably.IMPLEMENTATION,
+        "commit": sh("git", "rev-parse", "--short", "HEAD"),
         "dbos": _version("dbos"),
     }
 
@@ -118,8 +145,14 @@ def summarise(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[
     out = {}
     for name, runs in raw.items():
         keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
-        out[name] = {k: {"median": statistics.median(r[k] for r in runs), "min": min(r[k] for r in runs),
-                         "max": max(r[k] for r in runs)} for k in keys}
+        out[name] = {
+            k: {
+                "median": statistics.median(r[k] for r in runs),
+                "min": min(r[k] for r in runs),
+                "max": max(r[k] for r in runs),
+            }
+            for k in keys
+        }
     return out
 
 
@@ -141,8 +174,11 @@ def against(names: list[str], other: Path, workdir: Path, reps: int, quick: bool
             got = {side: run_one(name, workdir, quick, src) for side, src in sides}
             key = next(k for k in PAIR_FIGURES if k in got["this"])
             ratios[name].append(got["this"][key] / got["other"][key])
-            print(f"[{rep + 1}/{reps}] {name}: this {got['this'][key]:,.0f} {key}, other {got['other'][key]:,.0f}, "
-                  f"ratio {ratios[name][-1]:.3f} ({' then '.join(s for s, _ in sides)})", flush=True)
+            print(
+                f"[{rep + 1}/{reps}] {name}: this {got['this'][key]:,.0f} {key}, other {got['other'][key]:,.0f}, "
+                f"ratio {ratios[name][-1]:.3f} ({' then '.join(s for s, _ in sides)})",
+                flush=True,
+            )
     print(f"\nthis tree / {other} (median of {reps} interleaved pairs, min-max):")
     for name, rs in ratios.items():
         print(f"  {name:40s} {statistics.median(rs):.3f}  ({min(rs):.3f}-{max(rs):.3f})")
@@ -157,9 +193,13 @@ def main() -> int:
     parser.add_argument("--only", default="", help="comma-separated name patterns (fnmatch), e.g. 'durably.async*'")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--against", type=Path, default=None,
-                        help="another checkout (extension built in place): run --only's scenarios on both trees "
-                             "in interleaved pairs and print this / other per pair")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="another checkout (extension built in place): run --only's scenarios on both trees "
+        "in interleaved pairs and print this / other per pair",
+    )
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -169,15 +209,20 @@ def main() -> int:
         return child(args.scenario, workdir, args.quick)
 
     patterns = [p for p in args.only.split(",") if p]
-    names = [n for n, e in REGISTRY.items()
-             if (not patterns or any(fnmatch.fnmatch(n, p) for p in patterns))
-             and (not args.quick or e.quick or patterns)
-             and (not e.needs or importlib.util.find_spec(e.needs) is not None)]
+    names = [
+        n
+        for n, e in REGISTRY.items()
+        if (not patterns or any(fnmatch.fnmatch(n, p) for p in patterns))
+        and (not args.quick or e.quick or patterns)
+        and (not e.needs or importlib.util.find_spec(e.needs) is not None)
+    ]
     if args.list:
         for n in REGISTRY:
             e = REGISTRY[n]
-            print(f"{n:45s} group={e.group:15s} quick={e.quick} {'needs ' + e.needs if e.needs else ''}"
-                  f"{'' if n in names else '  (not selected)'}")
+            print(
+                f"{n:45s} group={e.group:15s} quick={e.quick} {'needs ' + e.needs if e.needs else ''}"
+                f"{'' if n in names else '  (not selected)'}"
+            )
         return 0
     reps = args.reps or (3 if args.quick else 5)
     if args.against is not None:
@@ -208,8 +253,15 @@ def main() -> int:
     ratios = {k: {"median": statistics.median(v), "min": min(v), "max": max(v)} for k, v in ratio_runs.items()}
     out_dir = args.out / time.strftime("%Y%m%d-%H%M%S")
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = {"environment": environment(workdir), "reps": reps, "quick": args.quick, "summary": summary,
-              "ratios": ratios, "raw": raw, "ratio_runs": ratio_runs}
+    result = {
+        "environment": environment(workdir),
+        "reps": reps,
+        "quick": args.quick,
+        "summary": summary,
+        "ratios": ratios,
+        "raw": raw,
+        "ratio_runs": ratio_runs,
+    }
     (out_dir / "results.json").write_text(json.dumps(result, indent=2))
     from report import charts, markdown
 

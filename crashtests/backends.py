@@ -23,12 +23,12 @@ import shlex
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
-
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RESTART = os.environ.get("DURABLY_PG_RESTART", "pg_ctlcluster 15 main restart")
@@ -58,11 +58,13 @@ class Reader:
         self.pg = is_pg(db)
         if self.pg:
             import psycopg
+
             url, schema = split_url(str(db))
             self.conn: Any = psycopg.connect(url, autocommit=True, application_name="crashtests-reader")
             self.conn.execute("SELECT set_config('search_path', %s, false)", (f'"{schema}"',))
         else:
             import apsw
+
             flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
             self.conn = apsw.Connection(str(db), flags=flags)
 
@@ -101,6 +103,7 @@ def placeholders(sql: str, pg: bool) -> str:
 def require_pg() -> None:
     """Skip (one reason) when no server answers; fail under DURABLY_REQUIRE_PG."""
     from tests.conftest import pg_unreachable
+
     why = pg_unreachable()
     if why is not None:
         if os.environ.get("DURABLY_REQUIRE_PG"):
@@ -121,9 +124,11 @@ def fresh_schema() -> Iterator[str]:
     """An engine URL naming a fresh schema of the test server, dropped afterwards."""
     require_pg()
     import psycopg
+
     schema = f"crash_{uuid.uuid4().hex[:12]}"
     yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
     import time
+
     for _attempt in range(30):  # the server may be coming back from a restart
         try:
             with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
@@ -131,8 +136,11 @@ def fresh_schema() -> Iterator[str]:
                 # transaction (a worker SIGSTOPped, an engine not closed): end
                 # this schema's connections (named durably:<schema>, durably-read:<schema>)
                 # rather than wait on their locks for ever.
-                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                             " WHERE application_name LIKE %s AND pid <> pg_backend_pid()", (f"%:{schema}",))
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name LIKE %s AND pid <> pg_backend_pid()",
+                    (f"%:{schema}",),
+                )
                 conn.execute("SET lock_timeout = '20s'")
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
             return
@@ -145,12 +153,14 @@ def fresh_schema() -> Iterator[str]:
 def control() -> Any:
     """A fresh autocommit connection for the driver's chaos (not a durably one)."""
     import psycopg
+
     return psycopg.connect(PG_URL, autocommit=True, connect_timeout=5, application_name="crashtests-driver")
 
 
 def restart_server(immediate: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(shlex.split(RESTART_IMMEDIATE if immediate else RESTART), capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        shlex.split(RESTART_IMMEDIATE if immediate else RESTART), capture_output=True, text=True, timeout=120
+    )
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -191,13 +201,23 @@ def backends_of(conn: Any, pids: Iterable[int]) -> list[int]:
     ports = _local_ports(inodes)
     if not ports:
         return []
-    return [pid for (pid,) in conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND application_name LIKE 'durably%%'"
-        " AND pid <> pg_backend_pid()", (sorted(ports),)).fetchall()]
+    return [
+        pid
+        for (pid,) in conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE client_port = ANY(%s) AND application_name LIKE 'durably%%'"
+            " AND pid <> pg_backend_pid()",
+            (sorted(ports),),
+        ).fetchall()
+    ]
 
 
 def terminate(conn: Any, backend_pids: list[int]) -> int:
     if not backend_pids:
         return 0
-    return sum(1 for (ok,) in conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
-                                            (backend_pids,)).fetchall() if ok)
+    return sum(
+        1
+        for (ok,) in conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (backend_pids,)
+        ).fetchall()
+        if ok
+    )

@@ -7,5 +7,7 @@ import pytest
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "pg_server_restart: restarts the PostgreSQL server and terminates backends mid-run; never run "
-                   "beside other PostgreSQL tests (crashtests/test_pg_process_crashes.py)")
+        "markers",
+        "pg_server_restart: restarts the PostgreSQL server and terminates backends mid-run; never run "
+        "beside other PostgreSQL tests (crashtests/test_pg_process_crashes.py)",
+    )

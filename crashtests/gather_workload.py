@@ -25,7 +25,7 @@ import sys
 import durably
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ledger import write_record  # noqa: E402
+from ledger import write_record
 
 parser = argparse.ArgumentParser()
 parser.add_argument("db")
@@ -51,10 +51,12 @@ async def work(key: str, value: int) -> int:
 
 marks = []
 for i in range(3):
+
     @engine.step(name=f"arrived{i}")
     async def arrived(key: str, i: int = i) -> int:
         log("E", key)
         return i
+
     marks.append(arrived)
 
 

@@ -11,8 +11,8 @@ ledger and the final database into counts that must all be zero.
 from __future__ import annotations
 
 import json
-import random
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -41,12 +41,12 @@ class Run:
 @dataclass
 class Verdict:
     runs: list[Run] = field(default_factory=list)
-    lost: int = 0             # a planned workflow not SUCCESS at the end
-    unexpected: int = 0       # a workflow in the database nobody started
-    acked_lost: int = 0       # an acknowledged step outcome missing or changed
-    rerun_recorded: int = 0   # a step body ran again after its outcome was durable
-    speculative: int = 0      # a step ran on an input that is not the recorded one
-    tx_duplicates: int = 0    # transaction-step rows not exactly once
+    lost: int = 0  # a planned workflow not SUCCESS at the end
+    unexpected: int = 0  # a workflow in the database nobody started
+    acked_lost: int = 0  # an acknowledged step outcome missing or changed
+    rerun_recorded: int = 0  # a step body ran again after its outcome was durable
+    speculative: int = 0  # a step ran on an input that is not the recorded one
+    tx_duplicates: int = 0  # transaction-step rows not exactly once
     unjustified_duplicates: int = 0  # a body re-ran though its earlier run was not killed in flight
     duplicated_effects: int = 0  # bodies run more than once (allowed: killed in flight)
     problems: list[str] = field(default_factory=list)
@@ -54,26 +54,70 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.unexpected or self.acked_lost or self.rerun_recorded
-                    or self.speculative or self.tx_duplicates or self.unjustified_duplicates or self.problems)
+        return not (
+            self.lost
+            or self.unexpected
+            or self.acked_lost
+            or self.rerun_recorded
+            or self.speculative
+            or self.tx_duplicates
+            or self.unjustified_duplicates
+            or self.problems
+        )
 
     def counts(self) -> dict[str, int]:
-        return {k: getattr(self, k) for k in ("lost", "unexpected", "acked_lost", "rerun_recorded", "speculative",
-                                               "tx_duplicates", "unjustified_duplicates", "duplicated_effects")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "lost",
+                "unexpected",
+                "acked_lost",
+                "rerun_recorded",
+                "speculative",
+                "tx_duplicates",
+                "unjustified_duplicates",
+                "duplicated_effects",
+            )
+        }
 
 
-def run_workload(db: Path, ledger: Path, crash_at: str | None, *, workflows: int, steps: int,
-                 synchronous: str = "full", extra_env: dict[str, str] | None = None, timeout: float = 120,
-                 kill_after: float | None = None, delay: float = 0.0) -> Run:
+def run_workload(
+    db: Path,
+    ledger: Path,
+    crash_at: str | None,
+    *,
+    workflows: int,
+    steps: int,
+    synchronous: str = "full",
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 120,
+    kill_after: float | None = None,
+    delay: float = 0.0,
+) -> Run:
     env = dict(os.environ)
     env.pop("DURABLY_CRASH_AT", None)
     if crash_at:
         env["DURABLY_CRASH_AT"] = crash_at
     env.update(extra_env or {})
     proc = subprocess.Popen(
-        [sys.executable, str(WORKLOAD), str(db), str(ledger), "--workflows", str(workflows),
-         "--steps", str(steps), "--synchronous", synchronous, "--delay", str(delay)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            str(WORKLOAD),
+            str(db),
+            str(ledger),
+            "--workflows",
+            str(workflows),
+            "--steps",
+            str(steps),
+            "--synchronous",
+            synchronous,
+            "--delay",
+            str(delay),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     if kill_after is not None:
         try:
@@ -114,9 +158,18 @@ def pending_count(db: Path) -> int:
         conn.close()
 
 
-def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: int = 4,
-             extra_env: dict[str, str] | None = None, max_clean_runs: int = 3,
-             synchronous: str = "full", prior_runs: list[Run] | None = None, delay: float = 0.0) -> Verdict:
+def run_case(
+    workdir: Path,
+    crashes: list[Any],
+    *,
+    workflows: int = 6,
+    steps: int = 4,
+    extra_env: dict[str, str] | None = None,
+    max_clean_runs: int = 3,
+    synchronous: str = "full",
+    prior_runs: list[Run] | None = None,
+    delay: float = 0.0,
+) -> Verdict:
     """Apply each crash in turn, then run clean until the workload finishes,
     then check. A crash is ``"point:n"`` (a crash point), a float (SIGKILL
     after that many seconds) or a dict of environment for that run (for
@@ -125,16 +178,40 @@ def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: in
     verdict = Verdict(runs=list(prior_runs or []))  # runs already made on this database
     for spec in crashes:
         if isinstance(spec, float):
-            run = run_workload(db, ledger, None, workflows=workflows, steps=steps, extra_env=extra_env,
-                               kill_after=spec, synchronous=synchronous, delay=delay)
+            run = run_workload(
+                db,
+                ledger,
+                None,
+                workflows=workflows,
+                steps=steps,
+                extra_env=extra_env,
+                kill_after=spec,
+                synchronous=synchronous,
+                delay=delay,
+            )
         elif isinstance(spec, dict):
-            run = run_workload(db, ledger, None, workflows=workflows, steps=steps,
-                               extra_env={**(extra_env or {}), **spec}, synchronous=synchronous)
+            run = run_workload(
+                db,
+                ledger,
+                None,
+                workflows=workflows,
+                steps=steps,
+                extra_env={**(extra_env or {}), **spec},
+                synchronous=synchronous,
+            )
         else:
             if spec.endswith(":pending"):  # the n-th launch where n = pending workflows now
                 spec = spec.replace(":pending", f":{max(1, pending_count(db))}")
-            run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, extra_env=extra_env,
-                               synchronous=synchronous, delay=delay)
+            run = run_workload(
+                db,
+                ledger,
+                spec,
+                workflows=workflows,
+                steps=steps,
+                extra_env=extra_env,
+                synchronous=synchronous,
+                delay=delay,
+            )
         verdict.runs.append(run)
         if run.torn_batches:
             verdict.problems.append(f"after {spec}: {run.torn_batches} transaction step(s) half committed")
@@ -144,8 +221,9 @@ def run_case(workdir: Path, crashes: list[Any], *, workflows: int = 6, steps: in
             verdict.problems.append(f"run with DURABLY_CRASH_AT={spec} exited {run.returncode}: {run.stderr[-2000:]}")
             return verdict
     for _ in range(max_clean_runs):
-        run = run_workload(db, ledger, None, workflows=workflows, steps=steps, extra_env=extra_env,
-                           synchronous=synchronous)
+        run = run_workload(
+            db, ledger, None, workflows=workflows, steps=steps, extra_env=extra_env, synchronous=synchronous
+        )
         verdict.runs.append(run)
         if run.returncode == 0:
             break
@@ -235,9 +313,17 @@ def _input_of(wid: str, pos: int, outputs: dict[tuple[str, int], str]) -> int | 
     return None if prev is None else int(prev)
 
 
-def sweep_power_loss(workdir: Path, seed: int, *, synchronous: str = "full", torn: bool = True,
-                     workflows: int = 4, steps: int = 3, max_stride: int = 10,
-                     max_points: int = 400) -> list[tuple[int, Verdict]]:
+def sweep_power_loss(
+    workdir: Path,
+    seed: int,
+    *,
+    synchronous: str = "full",
+    torn: bool = True,
+    workflows: int = 4,
+    steps: int = 3,
+    max_stride: int = 10,
+    max_points: int = 400,
+) -> list[tuple[int, Verdict]]:
     """Cut the power at I/O operation n for n advancing by seeded random
     strides until the workload completes before reaching n; check each case.
 
@@ -263,8 +349,13 @@ def raw_power_loss(workdir: Path, seed: int, n: int, synchronous: str, journal: 
     workdir.mkdir(parents=True, exist_ok=True)
     db, acks = workdir / "raw.db", workdir / "acks.txt"
     env = {**os.environ, "DURABLY_VFS": f"powerloss:{n}:{seed}:1"}
-    proc = subprocess.run([sys.executable, str(WORKLOAD.with_name("raw_workload.py")), str(db), str(acks),
-                           synchronous, journal], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(WORKLOAD.with_name("raw_workload.py")), str(db), str(acks), synchronous, journal],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     acked = [int(x) for x in acks.read_text().split()] if acks.exists() else []
     result: dict[str, Any] = {"n": n, "returncode": proc.returncode, "acked": len(acked)}
     try:
@@ -283,8 +374,9 @@ def raw_power_loss(workdir: Path, seed: int, n: int, synchronous: str, journal: 
     return result
 
 
-def run_chaos(workdir: Path, seed: int, *, workflows: int = 60, steps: int = 12, delay: float = 0.04,
-              max_runs: int = 60) -> tuple[Verdict, int]:
+def run_chaos(
+    workdir: Path, seed: int, *, workflows: int = 60, steps: int = 12, delay: float = 0.04, max_runs: int = 60
+) -> tuple[Verdict, int]:
     """Kill the workload over and over until it finishes: each run is killed
     by SIGKILL after a seeded random delay or at a seeded random crash point.
     Returns the verdict and how many kills landed (the process really died).
@@ -297,8 +389,15 @@ def run_chaos(workdir: Path, seed: int, *, workflows: int = 60, steps: int = 12,
     landed = 0
     for _ in range(max_runs):
         if rng.random() < 0.7:
-            run = run_workload(db, ledger, None, workflows=workflows, steps=steps, delay=delay,
-                               kill_after=round(rng.uniform(0.15, 0.5), 3))
+            run = run_workload(
+                db,
+                ledger,
+                None,
+                workflows=workflows,
+                steps=steps,
+                delay=delay,
+                kill_after=round(rng.uniform(0.15, 0.5), 3),
+            )
         else:
             spec = f"{rng.choice(POINTS)}:{rng.randint(1, 40)}"
             run = run_workload(db, ledger, spec, workflows=workflows, steps=steps, delay=delay)

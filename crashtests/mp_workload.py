@@ -76,9 +76,12 @@ parser.add_argument("tag")
 parser.add_argument("--lease", type=float, default=1.0)
 opts = parser.parse_args()
 
-logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                    format=f"%(asctime)s.%(msecs)03d {opts.tag} pid {os.getpid()} %(threadName)s %(levelname)s %(message)s",
-                    datefmt="%H:%M:%S")
+logging.basicConfig(
+    level=logging.WARNING,
+    stream=sys.stderr,
+    format=f"%(asctime)s.%(msecs)03d {opts.tag} pid {os.getpid()} %(threadName)s %(levelname)s %(message)s",
+    datefmt="%H:%M:%S",
+)
 engine = durably.Engine(opts.db, lease=opts.lease, workers=16)
 if os.environ.get("DURABLY_MP_BREAK_FENCING") == "1":
     engine._store._fence = lambda conn, batch, *args: batch  # type: ignore[method-assign]
@@ -111,8 +114,11 @@ if PLACEHOLDER == "%s" and hasattr(engine._store, "_committed"):
         # Evidence that a batch was in doubt (its connection lost around its
         # commit) and how the store settled it (the checker counts these).
         ok = _committed(xid)
-        logging.getLogger("durably").warning("mp_workload: in doubt after reconnecting: transaction %s %s", xid,
-                                             "committed (acknowledged)" if ok else "did not commit (applied again)")
+        logging.getLogger("durably").warning(
+            "mp_workload: in doubt after reconnecting: transaction %s %s",
+            xid,
+            "committed (acknowledged)" if ok else "did not commit (applied again)",
+        )
         return ok
 
     engine._store._committed = _committed_logged  # type: ignore[method-assign]
@@ -268,8 +274,10 @@ def watch_ownership(stop: threading.Event) -> None:
     reported: set[str] = set()
     while not stop.wait(0.25):
         try:
-            rows = engine._store.query("SELECT workflow_id FROM workflows WHERE status = 'PENDING'"
-                                       f" AND executor = {PLACEHOLDER}", (engine.executor_id,))
+            rows = engine._store.query(
+                f"SELECT workflow_id FROM workflows WHERE status = 'PENDING' AND executor = {PLACEHOLDER}",
+                (engine.executor_id,),
+            )
         except durably.DurablyError:
             continue
         with engine._runner.lock:
@@ -288,8 +296,9 @@ def watch_ownership(stop: threading.Event) -> None:
             if now - since >= STALL and seen[1] >= STALL / 0.25 and wid not in reported:
                 reported.add(wid)
                 log("O", wid, TAG, f"{since:.6f}", f"{now:.6f}")
-                logging.getLogger("durably").error("mp_workload: %s is owned here but has not run for %.1f s",
-                                                   wid, now - since)
+                logging.getLogger("durably").error(
+                    "mp_workload: %s is owned here but has not run for %.1f s", wid, now - since
+                )
 
 
 def main() -> int:

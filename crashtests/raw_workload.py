@@ -18,7 +18,7 @@ import sys
 import apsw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vfs import install_from_env  # noqa: E402
+from vfs import install_from_env
 
 db, acks, sync, journal = sys.argv[1:5]
 shim = install_from_env()
@@ -34,8 +34,10 @@ start = conn.execute("SELECT coalesce(max(txn), 0) FROM t").get
 for txn in range(start + 1, start + 41):
     conn.execute("BEGIN IMMEDIATE")
     for _ in range(8):
-        conn.execute("INSERT INTO t (txn, v, pad) VALUES (?, ?, randomblob(?))",
-                     (txn, f"{rng.random():.12f}", rng.randint(50, 1500)))
+        conn.execute(
+            "INSERT INTO t (txn, v, pad) VALUES (?, ?, randomblob(?))",
+            (txn, f"{rng.random():.12f}", rng.randint(50, 1500)),
+        )
     conn.execute("COMMIT")
     os.write(ack_fd, f"{txn}\n".encode())
     os.fsync(ack_fd)

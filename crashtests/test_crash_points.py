@@ -24,8 +24,9 @@ def clean_run_hits(tmp: Path) -> Counter[str]:
     global _hits
     if _hits is None:
         log = tmp / "hits.log"
-        run = run_workload(tmp / "c.db", tmp / "c.ledger", None, workflows=6, steps=4,
-                           extra_env={"DURABLY_CRASH_LOG": str(log)})
+        run = run_workload(
+            tmp / "c.db", tmp / "c.ledger", None, workflows=6, steps=4, extra_env={"DURABLY_CRASH_LOG": str(log)}
+        )
         assert run.returncode == 0, run.stderr
         _hits = Counter(log.read_text().split())
     return _hits
@@ -66,7 +67,7 @@ def test_crash_point(tmp_path_factory, tmp_path: Path, point: str, occurrence: s
     verdict = run_case(tmp_path, [*prefix, *armed])
     _assert_clean(verdict)
     # the armed run really died there (a clean exit would prove nothing)
-    for run in verdict.runs[len(prefix):len(prefix) + len(armed)]:
+    for run in verdict.runs[len(prefix) : len(prefix) + len(armed)]:
         assert run.returncode == -9, (run.crash_at, run.stderr[-500:])
 
 
@@ -89,8 +90,11 @@ def chaos(tmp_path: Path, seed: int) -> int:
     if report:  # one line per round, for the tier's figures
         with open(report, "a") as f:
             f.write(f"{seed} {landed} {len(verdict.runs)} {int(verdict.ok)} {verdict.duplicated_effects}\n")
-    assert verdict.ok, (f"chaos seed {seed} failed: reproduce with run_chaos(dir, {seed})",
-                        verdict.counts(), verdict.problems[:5])
+    assert verdict.ok, (
+        f"chaos seed {seed} failed: reproduce with run_chaos(dir, {seed})",
+        verdict.counts(),
+        verdict.problems[:5],
+    )
     return landed
 
 

@@ -8,7 +8,6 @@ runs again after its outcome was acknowledged to the workflow."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -24,8 +23,12 @@ WORKFLOWS = 10
 
 
 def _run(db: Path, ledger: Path, kill_after: float | None) -> subprocess.CompletedProcess:
-    proc = subprocess.Popen([sys.executable, str(WORKLOAD), str(db), str(ledger), "--workflows", str(WORKFLOWS)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKLOAD), str(db), str(ledger), "--workflows", str(WORKFLOWS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=kill_after if kill_after is not None else 120)
     except subprocess.TimeoutExpired:
@@ -77,8 +80,12 @@ def test_concurrent_workflows_replay_identically_under_random_kills(tmp_path: Pa
 def test_the_gather_checker_catches_a_re_run_and_a_wrong_result(tmp_path: Path) -> None:
     ledger = tmp_path / "forged.ledger"
     from .ledger import format_record
-    ledger.write_text(format_record("E", "g-0", "b0.0", 1) + format_record("A", "g-0", "b0.0", 1)
-                      + format_record("E", "g-0", "b0.0", 2))
+
+    ledger.write_text(
+        format_record("E", "g-0", "b0.0", 1)
+        + format_record("A", "g-0", "b0.0", 1)
+        + format_record("E", "g-0", "b0.0", 2)
+    )
     problems = check({"results": {"g-0": 0}, "parked": ["g-1"]}, ledger)
     assert any("ran again" in p for p in problems)
     assert any("results" in p for p in problems) and any("parked" in p for p in problems)

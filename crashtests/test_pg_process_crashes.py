@@ -53,13 +53,13 @@ import itertools
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
-
-import pytest
+from typing import Any
 
 import psycopg
+import pytest
 
 import durably
 from durably import _crash
@@ -87,8 +87,9 @@ class PgRun(Run):
 
     tier: PgTier
 
-    def __init__(self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
-                 db: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None, db: str | None = None
+    ) -> None:
         assert db is not None and backends.is_pg(db) and isinstance(tier, PgTier)
         super().__init__(workdir, seed, tier, env, db)
         self.terminations = 0
@@ -139,6 +140,7 @@ class PgRun(Run):
             pids = [w.proc.pid for w in alive]
         else:
             import os
+
             pids = [w.proc.pid for w in alive] + [os.getpid()]
         began = time.time()
         try:
@@ -171,8 +173,10 @@ class PgRun(Run):
         err = w.err.read_text(errors="replace")
         # (a backend terminated while the engine opens escapes as psycopg's own
         # AdminShutdown, not DatabaseUnavailableError: /tmp/pgfix-2.patch)
-        if not any(why in err for why in ("DatabaseUnavailableError", "OperationalError", "AdminShutdown",
-                                          "server closed the connection")):
+        if not any(
+            why in err
+            for why in ("DatabaseUnavailableError", "OperationalError", "AdminShutdown", "server closed the connection")
+        ):
             return False
         died = time.time()
         if any(a - 1.0 <= died and w.spawned <= b + 1.0 for a, b in self.outages):
@@ -182,21 +186,29 @@ class PgRun(Run):
 
     def run(self) -> dict[str, Any]:
         report = super().run()
-        report.update(terminations=self.terminations, terminated_backends=self.terminated_backends,
-                      server_restarts=self.restarts, immediate_restarts=self.immediate_restarts,
-                      restart_seconds=self.restart_seconds,
-                      excused_exits=self.excused_exits)
+        report.update(
+            terminations=self.terminations,
+            terminated_backends=self.terminated_backends,
+            server_restarts=self.restarts,
+            immediate_restarts=self.immediate_restarts,
+            restart_seconds=self.restart_seconds,
+            excused_exits=self.excused_exits,
+        )
         return report
 
 
-def run_pg_seed(workdir: Path, url: str, seed: int, tier: PgTier, env: dict[str, str] | None = None,
-                **kw: Any) -> tuple[dict[str, Any], Verdict]:
+def run_pg_seed(
+    workdir: Path, url: str, seed: int, tier: PgTier, env: dict[str, str] | None = None, **kw: Any
+) -> tuple[dict[str, Any], Verdict]:
     return run_seed(workdir, seed, tier, env, db=url, run_class=PgRun, tier_name="pg-processes", **kw)
 
 
 def _assert_clean(report: dict[str, Any], verdict: Verdict, tier: PgTier) -> None:
-    assert verdict.ok, (f"seed {report['seed']}: reproduce with run_pg_seed(dir, url, {report['seed']}, ...)",
-                        {k: n for k, n in verdict.counts.items() if n}, verdict.problems[:12])
+    assert verdict.ok, (
+        f"seed {report['seed']}: reproduce with run_pg_seed(dir, url, {report['seed']}, ...)",
+        {k: n for k, n in verdict.counts.items() if n},
+        verdict.problems[:12],
+    )
     assert report["kills"] >= tier.kills and report["stop_rounds"] >= tier.stops, report
     assert report["terminations"] >= tier.terminations and report["server_restarts"] >= tier.restarts, report
 
@@ -213,8 +225,16 @@ def pg_url() -> Iterator[str]:
 # clean ones (fast mode, a quick run); the long tier also crashes the server
 # (immediate mode), and test_a_batch_in_doubt_across_a_server_crash_is_settled
 # crashes it inside a batch on purpose.
-PG_QUICK = PgTier(kills=6, stops=1, terminations=2, restarts=1, terminate_gap=(0.8, 2.5), restart_gap=(2.0, 5.0),
-                  max_backlog=40, immediate_p=0.0)
+PG_QUICK = PgTier(
+    kills=6,
+    stops=1,
+    terminations=2,
+    restarts=1,
+    terminate_gap=(0.8, 2.5),
+    restart_gap=(2.0, 5.0),
+    max_backlog=40,
+    immediate_p=0.0,
+)
 QUICK_SEEDS = {0: ("store.before_commit:3", "recovery.launched:1"), 1: ("recovery.scan:1", "store.before_commit:8")}
 
 
@@ -229,8 +249,16 @@ def test_pg_quick_tier(tmp_path: Path, pg_url: str, seed: int) -> None:
 
 # Long tier: 20 seeds x (100 kills, 2 stop rounds, 8 termination rounds, 2
 # server restarts): >= 2,000 kills, >= 40 restarts, >= 160 termination rounds.
-PG_LONG = PgTier(kills=100, stops=2, terminations=8, restarts=2, kill_gap=(0.15, 0.6), terminate_gap=(1.5, 6.0),
-                 restart_gap=(8.0, 20.0), slow=(0.5, 5.0))
+PG_LONG = PgTier(
+    kills=100,
+    stops=2,
+    terminations=8,
+    restarts=2,
+    kill_gap=(0.15, 0.6),
+    terminate_gap=(1.5, 6.0),
+    restart_gap=(8.0, 20.0),
+    slow=(0.5, 5.0),
+)
 PG_LONG_SEEDS = range(2000, 2020)
 
 
@@ -308,8 +336,9 @@ def test_pg_workers_with_skewed_clocks_take_nothing_from_live_owners(tmp_path: P
     (a killed worker's workflows go to the others when its lease runs out,
     on the server's clock): the run checks clean, and every change of owner
     follows its owner's death."""
-    report, verdict = run_seed(tmp_path, 31, PG_SKEWED, db=pg_schema, run_class=SkewedPgRun,
-                               tier_name="pg-skewed-clocks")
+    report, verdict = run_seed(
+        tmp_path, 31, PG_SKEWED, db=pg_schema, run_class=SkewedPgRun, tier_name="pg-skewed-clocks"
+    )
     _assert_clean(report, verdict, PG_SKEWED)
     assert report["workers_started"] >= 3 + PG_SKEWED.kills, report
     assert taken_from_live_owners(tmp_path) == []
@@ -341,13 +370,32 @@ def test_pg_checker_catches_a_paused_process_without_fencing(tmp_path: Path, pg_
     switched off in the workers (``DURABLY_MP_BREAK_FENCING``), a process
     stopped past its lease and continued goes on recording for the
     workflows the others took over meanwhile; the checker reports it."""
-    tier = PgTier(kills=0, stops=2, stop_gap=(0.2, 0.5), steps=30, delay=0.15, max_backlog=30, crash_point_p=0.0,
-                  stop_busiest=True)
-    _report, verdict = run_pg_seed(tmp_path, pg_url, 11, tier, env={"DURABLY_MP_BREAK_FENCING": "1"},
-                                   report_to=None)
+    tier = PgTier(
+        kills=0,
+        stops=2,
+        stop_gap=(0.2, 0.5),
+        steps=30,
+        delay=0.15,
+        max_backlog=30,
+        crash_point_p=0.0,
+        stop_busiest=True,
+    )
+    _report, verdict = run_pg_seed(tmp_path, pg_url, 11, tier, env={"DURABLY_MP_BREAK_FENCING": "1"}, report_to=None)
     assert not verdict.ok
-    caught = {k for k in ("stale_records", "zombie_records", "same_epoch_reruns", "unjustified_duplicates",
-                          "errors", "wrong_result", "acked_lost", "messages") if verdict.counts[k]}
+    caught = {
+        k
+        for k in (
+            "stale_records",
+            "zombie_records",
+            "same_epoch_reruns",
+            "unjustified_duplicates",
+            "errors",
+            "wrong_result",
+            "acked_lost",
+            "messages",
+        )
+        if verdict.counts[k]
+    }
     assert caught, (verdict.counts, verdict.problems[:10])
 
 
@@ -361,14 +409,16 @@ def test_pg_checker_catches_a_paused_process_without_fencing(tmp_path: Path, pg_
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("after", ["nothing", "others_commit"])
-def test_a_batch_in_doubt_across_a_server_crash_is_settled(pg_url: str, monkeypatch: pytest.MonkeyPatch,
-                                                           after: str) -> None:
+def test_a_batch_in_doubt_across_a_server_crash_is_settled(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, after: str
+) -> None:
     """The server crashes (immediate restart) inside a batch's transaction,
     right after its xid was assigned, before anything reached the WAL; then
     either nothing else happens, or other sessions commit until that xid is
     theirs. The store must reconnect and apply the batch again: the step is
     recorded, the workflow ends with it, the writer goes on."""
     from durably.store.pg import _store as pg
+
     monkeypatch.setattr(_crash, "ARMED", True)  # the general write path; no crash point is armed
     for shortcut in ("_lone_step", "_write_plain"):  # one-statement paths: never in doubt this way
         if hasattr(pg.PgStore, shortcut):
@@ -467,7 +517,8 @@ def test_backends_terminated_during_transaction_steps(pg_url: str, seed: int) ->
                 killed = conn.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
                     + (" AND state = 'active' AND query LIKE '%%crash-tx%%'" if during else ""),
-                    (f"durably:{schema}",)).fetchone()[0]
+                    (f"durably:{schema}",),
+                ).fetchone()[0]
                 kills[0 if during else 1] += killed
                 time.sleep(rng.uniform(0.1, 0.4) if killed else 0.01)
 
@@ -483,8 +534,9 @@ def test_backends_terminated_during_transaction_steps(pg_url: str, seed: int) ->
                 thread.join()
             failure = engine._journal.failure
             booked = engine._store.query("SELECT wid, count(*) FROM booked GROUP BY wid ORDER BY wid")
-            recorded = engine._store.query("SELECT workflow_id, count(*) FROM steps WHERE name = 'book'"
-                                           " GROUP BY workflow_id ORDER BY workflow_id")
+            recorded = engine._store.query(
+                "SELECT workflow_id, count(*) FROM steps WHERE name = 'book' GROUP BY workflow_id ORDER BY workflow_id"
+            )
     finally:
         with backends.control() as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {user} CASCADE")
@@ -496,6 +548,8 @@ def test_backends_terminated_during_transaction_steps(pg_url: str, seed: int) ->
     assert kills[0] >= 5 and kills[1] >= 2, kills  # the chaos landed inside transaction steps, and between
     assert failure is None
     assert sorted(r[1] for r in results) == list(range(1, 25))  # each committed run saw the rows before it
-    assert [r[0] for r in results] == [i + 1 for i in range(24)] and [r[2] for r in results] == [i + 2 for i in range(24)]
+    assert [r[0] for r in results] == [i + 1 for i in range(24)] and [r[2] for r in results] == [
+        i + 2 for i in range(24)
+    ]
     assert booked == sorted((f"b{i}", 1) for i in range(24))
     assert recorded == booked

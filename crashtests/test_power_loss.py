@@ -103,15 +103,17 @@ def _journal(db: Path, main_file_only: bool) -> tuple[set[tuple[str, int]], obje
     crash mark: with the WAL, or in the main file alone (``immutable``: its
     WAL ignored)."""
     if main_file_only:
-        conn = apsw.Connection(f"file:{quote(os.path.abspath(db))}?immutable=1",
-                               flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+        conn = apsw.Connection(
+            f"file:{quote(os.path.abspath(db))}?immutable=1", flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+        )
     else:
         conn = apsw.Connection(str(db), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         if not conn.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'steps'").get:
             return set(), None
-        rows = ({(w, p) for w, p in conn.execute("SELECT workflow_id, position FROM steps")}
-                | {(w, -1) for (w,) in conn.execute("SELECT workflow_id FROM workflows")})
+        rows = {(w, p) for w, p in conn.execute("SELECT workflow_id, position FROM steps")} | {
+            (w, -1) for (w,) in conn.execute("SELECT workflow_id FROM workflows")
+        }
         return rows, conn.execute("SELECT value FROM engine_state WHERE key = 'open'").get
     except apsw.CorruptError:  # a main file alone, its copy cut short by the power loss: the WAL repairs it
         return set(), None
@@ -161,8 +163,14 @@ def _fold_or_lose_after_each_cut(tmp_path: Path, seed: int) -> None:
         case = tmp_path / f"n{n}"
         case.mkdir()
         db = case / "crash.db"
-        first = run_workload(db, case / "ledger.txt", None, workflows=4, steps=3,
-                             extra_env={**env, "DURABLY_VFS": f"powerloss:{n}:{seed}:1"})
+        first = run_workload(
+            db,
+            case / "ledger.txt",
+            None,
+            workflows=4,
+            steps=3,
+            extra_env={**env, "DURABLY_VFS": f"powerloss:{n}:{seed}:1"},
+        )
         if first.returncode == 0:
             break
         assert first.returncode == -9, first.stderr[-2000:]
@@ -191,8 +199,12 @@ def _fold_or_lose_after_each_cut(tmp_path: Path, seed: int) -> None:
                 assert probe.returncode == 3 and "WalMissingError" in probe.stdout, probe.stderr[-2000:]
                 assert last_mark == CHECKPOINTED, f"n={n}: refused after the fold, mark {last_mark}"
                 in_checkpoint += 1
-                accept = subprocess.run([sys.executable, "-m", "durably", "accept-wal-loss", str(db)],
-                                        capture_output=True, text=True, timeout=60)
+                accept = subprocess.run(
+                    [sys.executable, "-m", "durably", "accept-wal-loss", str(db)],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
                 assert accept.returncode == 0, accept.stderr
         verdict = run_case(case, [], prior_runs=runs, workflows=4, steps=3, extra_env=env)
         assert verdict.ok, f"n={n}: {verdict.counts()} {verdict.problems[:3]}"

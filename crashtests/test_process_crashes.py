@@ -113,12 +113,35 @@ CHAINS = ("chain", "achain", "slow")
 # Crash points a restarted worker may be armed with: inside a takeover (a
 # claim at open or by the lease keeper, then launching what it claimed), and
 # around a step's record.
-CRASH_POINTS = (("recovery.launched", 1, 3), ("recovery.launched", 1, 3), ("recovery.scan", 1, 1),
-                ("step.before_body", 1, 12), ("step.after_body", 1, 12), ("journal.after_commit", 1, 40),
-                ("store.before_commit", 1, 40), ("workflow.after_complete", 1, 4))
-VIOLATIONS = ("lost", "errors", "unexpected", "wrong_result", "acked_lost", "phantom", "speculative",
-              "same_epoch_reruns", "unjustified_duplicates", "stale_records", "zombie_records",
-              "queue_over_limit", "messages", "early_wakes", "stalled", "hang", "harness")
+CRASH_POINTS = (
+    ("recovery.launched", 1, 3),
+    ("recovery.launched", 1, 3),
+    ("recovery.scan", 1, 1),
+    ("step.before_body", 1, 12),
+    ("step.after_body", 1, 12),
+    ("journal.after_commit", 1, 40),
+    ("store.before_commit", 1, 40),
+    ("workflow.after_complete", 1, 4),
+)
+VIOLATIONS = (
+    "lost",
+    "errors",
+    "unexpected",
+    "wrong_result",
+    "acked_lost",
+    "phantom",
+    "speculative",
+    "same_epoch_reruns",
+    "unjustified_duplicates",
+    "stale_records",
+    "zombie_records",
+    "queue_over_limit",
+    "messages",
+    "early_wakes",
+    "stalled",
+    "hang",
+    "harness",
+)
 
 
 @dataclass
@@ -184,8 +207,9 @@ class Worker:
 class Run:
     """One seed: a client, three workers, waves, kills, stop rounds."""
 
-    def __init__(self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
-                 db: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None, db: str | None = None
+    ) -> None:
         self.dir, self.seed, self.tier = workdir, seed, tier
         self.rng = random.Random(seed)
         # a file (SQLite), or a postgresql://...?schema= URL (crashtests/backends.py)
@@ -254,8 +278,12 @@ class Run:
         if crash_at:
             env["DURABLY_CRASH_AT"] = crash_at
         with out.open("wb") as fo, err.open("wb") as fe:
-            proc = subprocess.Popen([sys.executable, str(WORKLOAD), str(self.db), str(self.ledger), tag,
-                                     "--lease", str(self.tier.lease)], stdout=fo, stderr=fe, env=env)
+            proc = subprocess.Popen(
+                [sys.executable, str(WORKLOAD), str(self.db), str(self.ledger), tag, "--lease", str(self.tier.lease)],
+                stdout=fo,
+                stderr=fe,
+                env=env,
+            )
         worker = Worker(tag, proc, time.time(), crash_at, out, err)
         self.workers[tag] = worker
         self.alive.append(tag)
@@ -292,8 +320,11 @@ class Run:
 
     def kill_one(self) -> None:
         with self.lock:
-            candidates = [t for t in self.alive if t != self.stopped and self.workers[t].proc.poll() is None
-                          and self.killable(self.workers[t])]
+            candidates = [
+                t
+                for t in self.alive
+                if t != self.stopped and self.workers[t].proc.poll() is None and self.killable(self.workers[t])
+            ]
             if self.stopped is not None and self.rng.random() < self.tier.kill_stopped_p:
                 candidates = [self.stopped]
             if not candidates:
@@ -322,9 +353,15 @@ class Run:
             ready = [t for t in self.alive if self.workers[t].ready() and self.workers[t].proc.poll() is None]
             if not ready:
                 return False
-            owned_by = {t: dict(self.q(
-                "SELECT workflow_id, epoch FROM workflows WHERE status = 'PENDING' AND executor = ?",
-                (self.workers[t].executor,))) for t in ready}
+            owned_by = {
+                t: dict(
+                    self.q(
+                        "SELECT workflow_id, epoch FROM workflows WHERE status = 'PENDING' AND executor = ?",
+                        (self.workers[t].executor,),
+                    )
+                )
+                for t in ready
+            }
             busy = [t for t in ready if owned_by[t]]
             if not busy:
                 return False  # nothing to take over from anyone now: try again soon
@@ -338,8 +375,7 @@ class Run:
         round_["frozen"] = self._holds_write_lock()
         if round_["frozen"] and self.rng.random() > self.tier.keep_frozen_p:
             seconds = round_["seconds"] = 0.0  # continue it now: nothing can be taken over meanwhile
-        self.stop_timer = threading.Timer(max(0.0, round_["t_stop"] + seconds - time.time()), self._cont,
-                                          (w, round_))
+        self.stop_timer = threading.Timer(max(0.0, round_["t_stop"] + seconds - time.time()), self._cont, (w, round_))
         self.stop_timer.start()
         return True
 
@@ -361,6 +397,7 @@ class Run:
         next claim (exclusive) queues behind it, and every batch behind that:
         frozen when the fence cannot be had exclusive for 0.3 s."""
         from .backends import control
+
         key = getattr(self.client._store, "_fence_key", None)
         try:
             with control() as conn:
@@ -374,8 +411,7 @@ class Run:
                     else:
                         try:
                             with conn.transaction():
-                                conn.execute("SELECT value FROM engine_state WHERE key = 'takeovers'"
-                                             " FOR UPDATE NOWAIT")
+                                conn.execute("SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE NOWAIT")
                             return False
                         except Exception as exc:
                             if getattr(exc, "sqlstate", None) != "55P03":  # lock_not_available
@@ -390,12 +426,20 @@ class Run:
             ids = list(round_["owned"])
             after: dict[str, Any] = {}
             for at in range(0, len(ids), 500):
-                chunk = ids[at:at + 500]
-                after.update({wid: (executor, epoch) for wid, executor, epoch in self.q(
-                    f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN"
-                    f" ({', '.join('?' * len(chunk))})", chunk)})
-            round_["taken"] = {wid: after[wid][1] for wid, e in round_["owned"].items()
-                               if wid in after and after[wid][1] > e}
+                chunk = ids[at : at + 500]
+                after.update(
+                    {
+                        wid: (executor, epoch)
+                        for wid, executor, epoch in self.q(
+                            f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN"
+                            f" ({', '.join('?' * len(chunk))})",
+                            chunk,
+                        )
+                    }
+                )
+            round_["taken"] = {
+                wid: after[wid][1] for wid, e in round_["owned"].items() if wid in after and after[wid][1] > e
+            }
             self.stopped = None
             round_["t_cont"] = None  # killed while stopped: not a completed round
             if w.killed_at is None and w.proc.poll() is None:
@@ -405,8 +449,7 @@ class Run:
 
     def past_lease(self) -> list[dict[str, Any]]:
         """Completed rounds: stopped longer than the lease, then continued."""
-        return [r for r in self.stop_rounds
-                if r["t_cont"] is not None and r["t_cont"] - r["t_stop"] > self.tier.lease]
+        return [r for r in self.stop_rounds if r["t_cont"] is not None and r["t_cont"] - r["t_stop"] > self.tier.lease]
 
     def completed_stops(self) -> int:
         """Completed rounds in which workflows were taken over from the paused worker."""
@@ -419,9 +462,12 @@ class Run:
         self.waves += 1
         half = t.messages // 2
         starts: list[tuple[str, str, list[Any]]] = [
-            (f"ch-{w}-0", "chain", [t.steps, t.delay]), (f"ch-{w}-1", "chain", [t.steps, t.delay]),
-            (f"ac-{w}", "achain", [t.steps, t.delay]), (f"pa-{w}", "parent", [max(2, t.steps // 2), t.delay]),
-            (f"tk-{w}", "consumer", [t.messages, 0.3]), (f"pr-{w}", "producer", [f"tk-{w}", half]),
+            (f"ch-{w}-0", "chain", [t.steps, t.delay]),
+            (f"ch-{w}-1", "chain", [t.steps, t.delay]),
+            (f"ac-{w}", "achain", [t.steps, t.delay]),
+            (f"pa-{w}", "parent", [max(2, t.steps // 2), t.delay]),
+            (f"tk-{w}", "consumer", [t.messages, 0.3]),
+            (f"pr-{w}", "producer", [f"tk-{w}", half]),
         ]
         if t.slow is not None:
             starts.append((f"sl-{w}", "slow", [2, *t.slow]))
@@ -465,8 +511,10 @@ class Run:
             while not self.quotas_met():
                 now = time.monotonic()
                 if now - began > t.max_chaos:
-                    self.problems.append(f"harness: quotas not met in {t.max_chaos} s: {self.kills} kills, "
-                                         f"{self.completed_stops()} stop rounds")
+                    self.problems.append(
+                        f"harness: quotas not met in {t.max_chaos} s: {self.kills} kills, "
+                        f"{self.completed_stops()} stop rounds"
+                    )
                     break
                 self.reap(chaos=True)
                 if now >= next_wave and self.pending() < t.max_backlog:
@@ -501,17 +549,23 @@ class Run:
                 self.probe.close()
             self.client.close()
         report = {
-            "seed": self.seed, "kills": self.kills, "kills_before_ready": self.kills_before_ready,
+            "seed": self.seed,
+            "kills": self.kills,
+            "kills_before_ready": self.kills_before_ready,
             "crash_point_deaths": self.crashes,
             "stop_rounds": self.completed_stops(),
             "stop_rounds_past_lease": len(self.past_lease()),
             "stop_rounds_frozen": sum(1 for r in self.past_lease() if r["frozen"]),
-            "stop_rounds_cut_short": sum(1 for r in self.stop_rounds
-                                         if r["t_cont"] is not None and r["t_cont"] - r["t_stop"] <= self.tier.lease),
+            "stop_rounds_cut_short": sum(
+                1 for r in self.stop_rounds if r["t_cont"] is not None and r["t_cont"] - r["t_stop"] <= self.tier.lease
+            ),
             "taken_while_stopped": sum(len(r["taken"]) for r in self.past_lease()),
             "killed_while_stopped": sum(1 for r in self.stop_rounds if r["t_cont"] is None),
-            "workers_started": self.spawns, "waves": self.waves, "workflows": len(self.plan),
-            "chaos_seconds": round(chaos_end - began, 1), "settle_seconds": round(settled - chaos_end, 1),
+            "workers_started": self.spawns,
+            "waves": self.waves,
+            "workflows": len(self.plan),
+            "chaos_seconds": round(chaos_end - began, 1),
+            "settle_seconds": round(settled - chaos_end, 1),
         }
         self.save()
         return report
@@ -530,10 +584,10 @@ class Run:
                 time.sleep(0.05)
             else:
                 return
-            self.problems.append(f"hang: still pending {self.tier.settle} s after the chaos "
-                                 f"(attempt {attempt + 1}): {self.diagnose()}")
-            owners = {e for (e,) in self.q(
-                "SELECT DISTINCT executor FROM workflows WHERE status = 'PENDING'")}
+            self.problems.append(
+                f"hang: still pending {self.tier.settle} s after the chaos (attempt {attempt + 1}): {self.diagnose()}"
+            )
+            owners = {e for (e,) in self.q("SELECT DISTINCT executor FROM workflows WHERE status = 'PENDING'")}
             for tag in list(self.alive):
                 w = self.workers[tag]
                 if w.executor in owners:
@@ -565,19 +619,32 @@ class Run:
     def diagnose(self) -> str:
         rows = self.q(
             "SELECT workflow_id, name, executor, epoch, parked, recovery_attempts FROM workflows"
-            " WHERE status = 'PENDING' LIMIT 20")
-        execs = self.q(
-            "SELECT executor_id, pid, lease_until, stopped_at FROM executors WHERE stopped_at IS NULL")
+            " WHERE status = 'PENDING' LIMIT 20"
+        )
+        execs = self.q("SELECT executor_id, pid, lease_until, stopped_at FROM executors WHERE stopped_at IS NULL")
         alive = {t: (self.workers[t].proc.pid, self.workers[t].executor) for t in self.alive}
         return f"pending {rows}; executors {execs} (now {time.time():.3f}); alive {alive}"
 
     def save(self) -> None:
         events = {
-            "seed": self.seed, "db": str(self.db), "plan": self.plan, "client_messages": self.client_messages,
-            "stop_rounds": self.stop_rounds, "problems": self.problems,
-            "workers": {t: {"pid": w.proc.pid, "spawned": w.spawned, "crash_at": w.crash_at, "died": w.died,
-                            "rc": w.rc, "cause": w.cause, "executor": w.executor}
-                        for t, w in self.workers.items()},
+            "seed": self.seed,
+            "db": str(self.db),
+            "plan": self.plan,
+            "client_messages": self.client_messages,
+            "stop_rounds": self.stop_rounds,
+            "problems": self.problems,
+            "workers": {
+                t: {
+                    "pid": w.proc.pid,
+                    "spawned": w.spawned,
+                    "crash_at": w.crash_at,
+                    "died": w.died,
+                    "rc": w.rc,
+                    "cause": w.cause,
+                    "executor": w.executor,
+                }
+                for t, w in self.workers.items()
+            },
         }
         (self.dir / "events.json").write_text(json.dumps(events, indent=1))
 
@@ -649,10 +716,15 @@ def check(workdir: Path) -> Verdict:
     try:
         if not conn.integrity_ok():
             v.flag("harness", "integrity_check failed")
-        flows = {w: (name, st, out if st == "SUCCESS" else err) for w, name, st, out, err in
-                 conn.rows("SELECT workflow_id, name, status, output, error FROM workflows")}
-        steps = conn.rows(f"SELECT workflow_id, position, name, output, recorded_at FROM steps WHERE name IN"
-                          f" ({', '.join('?' * len(STEP_NAMES))})", STEP_NAMES)
+        flows = {
+            w: (name, st, out if st == "SUCCESS" else err)
+            for w, name, st, out, err in conn.rows("SELECT workflow_id, name, status, output, error FROM workflows")
+        }
+        steps = conn.rows(
+            f"SELECT workflow_id, position, name, output, recorded_at FROM steps WHERE name IN"
+            f" ({', '.join('?' * len(STEP_NAMES))})",
+            STEP_NAMES,
+        )
         sends = Counter(w for (w,) in conn.rows("SELECT workflow_id FROM steps WHERE name = 'send'"))
         left = conn.rows("SELECT dest, payload FROM messages")
         counts = dict(conn.rows("SELECT workflow_id, value FROM events WHERE key = 'count'"))
@@ -701,10 +773,20 @@ def check(workdir: Path) -> Verdict:
     for wid, res in results.items():
         name, args = expected[wid]
         tokens = [durable[(wid, i)].token if (wid, i) in durable else None for i in range(len(res["tokens"]))]
-        want_steps = {"chain": args[0], "achain": args[0], "slow": args[0], "parent": 1, "qjob": 1,
-                      "consumer": args[0], "producer": 0}[name]
-        if res["tokens"] != tokens or len(tokens) != want_steps or any(
-                (wid, i) in durable for i in range(want_steps, want_steps + 50)):
+        want_steps = {
+            "chain": args[0],
+            "achain": args[0],
+            "slow": args[0],
+            "parent": 1,
+            "qjob": 1,
+            "consumer": args[0],
+            "producer": 0,
+        }[name]
+        if (
+            res["tokens"] != tokens
+            or len(tokens) != want_steps
+            or any((wid, i) in durable for i in range(want_steps, want_steps + 50))
+        ):
             v.flag("wrong_result", f"{wid} returned tokens {res['tokens']}, the journal has {tokens}")
             continue
         if name in CHAINS:
@@ -712,8 +794,9 @@ def check(workdir: Path) -> Verdict:
             for i in range(want_steps):
                 for run in by_step[(wid, i)]:  # every run, recorded or not, ran on recorded input
                     if int(run.given) != prev:
-                        v.flag("speculative", f"{wid} step {i} ran in {run.tag} on {run.given}, "
-                                              f"the journal says {prev}")
+                        v.flag(
+                            "speculative", f"{wid} step {i} ran in {run.tag} on {run.given}, the journal says {prev}"
+                        )
                 prev = int(durable[(wid, i)].value or 0)
             if res["sum"] != prev:
                 v.flag("wrong_result", f"{wid} returned sum {res['sum']}, the journal says {prev}")
@@ -739,8 +822,10 @@ def check(workdir: Path) -> Verdict:
     for wid, index, token, tag in acks:
         run = durable.get((wid, int(index)))
         if run is None or run.token != token:
-            v.flag("acked_lost", f"{wid} step {index} acknowledged {token} to {tag}, "
-                                 f"the journal has {run.token if run else None}")
+            v.flag(
+                "acked_lost",
+                f"{wid} step {index} acknowledged {token} to {tag}, the journal has {run.token if run else None}",
+            )
 
     # -- re-runs: only after a kill or a takeover, never twice under one epoch ------------
     deaths = {t: w["died"] for t, w in workers.items() if w["cause"] in ("killed", "crashed")}
@@ -754,8 +839,11 @@ def check(workdir: Path) -> Verdict:
         per_epoch = Counter((r.epoch, r.tag if r.epoch == 0 else "") for r in group if r.epoch >= 0)
         for (e, _tag), n in per_epoch.items():
             if n > 1:
-                v.flag("same_epoch_reruns", f"{wid} step {index}: {n} body runs under epoch {e}: "
-                                            f"{[(r.tag, r.t0) for r in group if r.epoch == e]}")
+                v.flag(
+                    "same_epoch_reruns",
+                    f"{wid} step {index}: {n} body runs under epoch {e}: "
+                    f"{[(r.tag, r.t0) for r in group if r.epoch == e]}",
+                )
         rec = durable.get((wid, index))
         for run in group:
             if run is rec:
@@ -767,15 +855,23 @@ def check(workdir: Path) -> Verdict:
             if killed or fenced:  # figures: what came first after the run started
                 end = run.t1 if run.t1 is not None else (died or float("inf"))
                 paused = any(run.t0 <= a <= end or a <= run.t0 <= c + 2.0 for a, c in stops[run.tag])
-                v.info["rerun_after_pause" if paused and fenced else
-                       "rerun_after_kill" if killed else "rerun_after_fence_lease_lapsed"] += 1
+                v.info[
+                    "rerun_after_pause"
+                    if paused and fenced
+                    else "rerun_after_kill"
+                    if killed
+                    else "rerun_after_fence_lease_lapsed"
+                ] += 1
                 if run.epoch == -1:
                     v.info["body_started_after_fence_known"] += 1
             else:
-                v.flag("unjustified_duplicates", f"{wid} step {index}: run by {run.tag} (epoch {run.epoch}, "
-                                                 f"t0 {run.t0:.3f}) not recorded; recorded: "
-                                                 f"{(rec.tag, rec.epoch) if rec else None}; "
-                                                 f"{run.tag} neither killed nor fenced")
+                v.flag(
+                    "unjustified_duplicates",
+                    f"{wid} step {index}: run by {run.tag} (epoch {run.epoch}, "
+                    f"t0 {run.t0:.3f}) not recorded; recorded: "
+                    f"{(rec.tag, rec.epoch) if rec else None}; "
+                    f"{run.tag} neither killed nor fenced",
+                )
 
     # -- fencing: nothing recorded under an epoch older than one already running it -------
     for wid, flow_runs in by_flow.items():
@@ -784,13 +880,18 @@ def check(workdir: Path) -> Verdict:
                 continue
             newer = [r for r in flow_runs if r.index <= index and r.epoch > rec.epoch]
             if rec.epoch == -1 or newer:
-                v.flag("stale_records", f"{wid} step {index} recorded from {rec.tag} at epoch {rec.epoch}, after "
-                                        f"{[(r.tag, r.epoch, r.index) for r in newer][:3]} ran it under a newer epoch")
+                v.flag(
+                    "stale_records",
+                    f"{wid} step {index} recorded from {rec.tag} at epoch {rec.epoch}, after "
+                    f"{[(r.tag, r.epoch, r.index) for r in newer][:3]} ran it under a newer epoch",
+                )
     for wid, res in results.items():
         newest = max((r.epoch for r in by_flow.get(wid, [])), default=0)
         if res["epoch"] < newest or res["epoch"] == -1:
-            v.flag("stale_records", f"{wid} completed by {res['by']} at epoch {res['epoch']}, "
-                                    f"after a body ran under epoch {newest}")
+            v.flag(
+                "stale_records",
+                f"{wid} completed by {res['by']} at epoch {res['epoch']}, after a body ran under epoch {newest}",
+            )
 
     # -- the paused process recorded nothing for what was taken over meanwhile -------------
     for r in rounds:
@@ -799,15 +900,20 @@ def check(workdir: Path) -> Verdict:
             for (w, index), rec in durable.items():
                 # (0.1 s: SQLite's clock is rounded to the millisecond, and a
                 # stopped process may run for a moment after kill() returns)
-                if w == wid and rec.tag == r["tag"] and rec.epoch <= old and \
-                        recorded_at[rec.token] > r["t_stop"] + 0.1:
-                    v.flag("zombie_records", f"{wid} step {index} recorded by {r['tag']} (epoch {rec.epoch}) "
-                                             f"at {recorded_at[rec.token]:.3f}, after its SIGSTOP at {r['t_stop']:.3f} "
-                                             f"and a takeover (epoch {r['taken'][wid]})")
+                if w == wid and rec.tag == r["tag"] and rec.epoch <= old and recorded_at[rec.token] > r["t_stop"] + 0.1:
+                    v.flag(
+                        "zombie_records",
+                        f"{wid} step {index} recorded by {r['tag']} (epoch {rec.epoch}) "
+                        f"at {recorded_at[rec.token]:.3f}, after its SIGSTOP at {r['t_stop']:.3f} "
+                        f"and a takeover (epoch {r['taken'][wid]})",
+                    )
             res = results.get(wid)
             if res is not None and res["by"] == r["tag"] and res["epoch"] <= old:
-                v.flag("zombie_records", f"{wid} completed by {r['tag']} at epoch {res['epoch']} after it was "
-                                         f"taken over (epoch {r['taken'][wid]}) while {r['tag']} was stopped")
+                v.flag(
+                    "zombie_records",
+                    f"{wid} completed by {r['tag']} at epoch {res['epoch']} after it was "
+                    f"taken over (epoch {r['taken'][wid]}) while {r['tag']} was stopped",
+                )
 
     # -- queue: never more than the limit running under a live owner ----------------------
     ends = []
@@ -850,16 +956,22 @@ def check(workdir: Path) -> Verdict:
         got = results[wid]["got"]
         producer = [f"p:{wid}:{j}" for j in range(args[0] // 2)]
         client = events["client_messages"].get(wid, [])
-        if sorted(got) != sorted(producer + client) or [m for m in got if m.startswith("p:")] != producer \
-                or [m for m in got if m.startswith("c:")] != client:
+        if (
+            sorted(got) != sorted(producer + client)
+            or [m for m in got if m.startswith("p:")] != producer
+            or [m for m in got if m.startswith("c:")] != client
+        ):
             v.flag("messages", f"{wid} received {got}, sent {producer + client}")
         if counts.get(wid) != str(args[0]) and counts.get(wid) != args[0]:
             v.flag("messages", f"{wid}'s count event is {counts.get(wid)}, not {args[0]}")
     for dest, payload in left:
         v.flag("messages", f"message {payload} to {dest} left undelivered (sent twice?)")
     for wid, tag, since, now in stalls:
-        v.flag("stalled", f"{wid}: {tag} owned it but had not run it for {float(now) - float(since):.1f} s "
-                          f"(since {float(since):.3f}): nobody runs it while {tag} keeps its lease")
+        v.flag(
+            "stalled",
+            f"{wid}: {tag} owned it but had not run it for {float(now) - float(since):.1f} s "
+            f"(since {float(since):.3f}): nobody runs it while {tag} keeps its lease",
+        )
     for wid, before, seconds, after, tag in wakes:
         if float(after) < float(before) + float(seconds) - 0.005:
             v.flag("early_wakes", f"{wid} in {tag}: a sleep of {seconds} s asked at {before} ended at {after}")
@@ -884,15 +996,28 @@ def check(workdir: Path) -> Verdict:
 # -- the tiers ---------------------------------------------------------------------------
 
 
-def run_seed(workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = None,
-             report_to: str | None = os.environ.get("DURABLY_CHAOS_REPORT"), *, db: str | None = None,
-             run_class: type[Run] = Run, tier_name: str = "processes") -> tuple[dict[str, Any], Verdict]:
+def run_seed(
+    workdir: Path,
+    seed: int,
+    tier: Tier,
+    env: dict[str, str] | None = None,
+    report_to: str | None = os.environ.get("DURABLY_CHAOS_REPORT"),
+    *,
+    db: str | None = None,
+    run_class: type[Run] = Run,
+    tier_name: str = "processes",
+) -> tuple[dict[str, Any], Verdict]:
     t0 = time.monotonic()
     report = run_class(workdir, seed, tier, env, db).run()
     verdict = check(workdir)
-    report.update(wall_seconds=round(time.monotonic() - t0, 1), ok=verdict.ok,
-                  violations={k: verdict.counts[k] for k in VIOLATIONS}, **dict(verdict.info),
-                  problems=verdict.problems[:10], worker_errors=verdict.notes[:10])
+    report.update(
+        wall_seconds=round(time.monotonic() - t0, 1),
+        ok=verdict.ok,
+        violations={k: verdict.counts[k] for k in VIOLATIONS},
+        **dict(verdict.info),
+        problems=verdict.problems[:10],
+        worker_errors=verdict.notes[:10],
+    )
     if report_to:  # one JSON object per line and seed (xdist workers append to one file)
         with open(report_to, "a") as f:
             f.write(json.dumps({"tier": tier_name, **report}) + "\n")
@@ -900,8 +1025,11 @@ def run_seed(workdir: Path, seed: int, tier: Tier, env: dict[str, str] | None = 
 
 
 def _assert_clean(report: dict[str, Any], verdict: Verdict, tier: Tier) -> None:
-    assert verdict.ok, (f"seed {report['seed']}: reproduce with run_seed(dir, {report['seed']}, ...)",
-                        {k: n for k, n in verdict.counts.items() if n}, verdict.problems[:12])
+    assert verdict.ok, (
+        f"seed {report['seed']}: reproduce with run_seed(dir, {report['seed']}, ...)",
+        {k: n for k, n in verdict.counts.items() if n},
+        verdict.problems[:12],
+    )
     assert report["kills"] >= tier.kills and report["stop_rounds"] >= tier.stops, report
 
 
@@ -934,19 +1062,28 @@ def _forge(workdir: Path) -> None:
     conn = Reader(db, readonly=False)
     # json_set (SQLite), jsonb_set (PostgreSQL: values are json text)
     # (json_set leaves a value that is no object alone: so does the CASE)
-    pg_set = ("CASE WHEN jsonb_typeof(output::jsonb) = 'object' THEN jsonb_set(output::jsonb, '{{{0}}}', '{1}')::text"
-              " ELSE output END")
-    set_sum, set_t = ((pg_set.format("sum", "1"), pg_set.format("t", '"nosuch"')) if conn.pg
-                      else ("json_set(output, '$.sum', 1)", "json_set(output, '$.t', 'nosuch')"))
+    pg_set = (
+        "CASE WHEN jsonb_typeof(output::jsonb) = 'object' THEN jsonb_set(output::jsonb, '{{{0}}}', '{1}')::text"
+        " ELSE output END"
+    )
+    set_sum, set_t = (
+        (pg_set.format("sum", "1"), pg_set.format("t", '"nosuch"'))
+        if conn.pg
+        else ("json_set(output, '$.sum', 1)", "json_set(output, '$.t', 'nosuch')")
+    )
     try:
-        rows = conn.rows("SELECT workflow_id, output FROM steps WHERE name = 'add'"
-                         " AND workflow_id LIKE 'ch-%' ORDER BY workflow_id, position")
+        rows = conn.rows(
+            "SELECT workflow_id, output FROM steps WHERE name = 'add'"
+            " AND workflow_id LIKE 'ch-%' ORDER BY workflow_id, position"
+        )
         (wid_a, out_a), (wid_b, out_b), (wid_c, out_c) = rows[0], rows[-1], rows[len(rows) // 2]
         assert len({wid_a, wid_b, wid_c}) == 3
         # an ERROR, a workflow nobody planned, a result that is not the journal's,
         # a recorded outcome no body produced
         conn.execute("UPDATE workflows SET status = 'ERROR' WHERE workflow_id = 'ac-0'")
-        conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('zz-1', 'chain', 'SUCCESS', '[]')")
+        conn.execute(
+            "INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('zz-1', 'chain', 'SUCCESS', '[]')"
+        )
         conn.execute(f"UPDATE workflows SET output = {set_sum} WHERE workflow_id = 'ch-1-0'")
         conn.execute(f"UPDATE steps SET output = {set_t} WHERE workflow_id = 'pa-0'")
         # a message left behind (delivered twice)
@@ -977,9 +1114,16 @@ def _forge(workdir: Path) -> None:
     events["problems"].append("hang: still pending 30 s after the chaos")
     # a stop round in which c's workflow was taken over, and c's owner recorded after it
     run_c = starts[json.loads(out_c)["t"]]
-    events["stop_rounds"].append({"tag": run_c[2], "t_stop": float(run_c[6]) - 5, "t_cont": float(run_c[6]) - 3,
-                                  "seconds": 2, "owned": {run_c[0]: int(run_c[3])},
-                                  "taken": {run_c[0]: int(run_c[3]) + 1}})
+    events["stop_rounds"].append(
+        {
+            "tag": run_c[2],
+            "t_stop": float(run_c[6]) - 5,
+            "t_cont": float(run_c[6]) - 3,
+            "seconds": 2,
+            "owned": {run_c[0]: int(run_c[3])},
+            "taken": {run_c[0]: int(run_c[3]) + 1},
+        }
+    )
     (workdir / "events.json").write_text(json.dumps(events))
 
 
@@ -1004,12 +1148,32 @@ def test_the_checker_catches_a_paused_process_without_fencing(tmp_path: Path) ->
     """Negative control on real processes: with fencing switched off in the
     workers, a process stopped past its lease and continued goes on recording
     for the workflows the others took over meanwhile; the checker reports it."""
-    tier = Tier(kills=0, stops=2, stop_gap=(0.2, 0.5), steps=30, delay=0.15, max_backlog=30, crash_point_p=0.0,
-                stop_busiest=True)
+    tier = Tier(
+        kills=0,
+        stops=2,
+        stop_gap=(0.2, 0.5),
+        steps=30,
+        delay=0.15,
+        max_backlog=30,
+        crash_point_p=0.0,
+        stop_busiest=True,
+    )
     _report, verdict = run_seed(tmp_path, 11, tier, env={"DURABLY_MP_BREAK_FENCING": "1"}, report_to=None)
     assert not verdict.ok
-    caught = {k for k in ("stale_records", "zombie_records", "same_epoch_reruns", "unjustified_duplicates",
-                          "errors", "wrong_result", "acked_lost", "messages") if verdict.counts[k]}
+    caught = {
+        k
+        for k in (
+            "stale_records",
+            "zombie_records",
+            "same_epoch_reruns",
+            "unjustified_duplicates",
+            "errors",
+            "wrong_result",
+            "acked_lost",
+            "messages",
+        )
+        if verdict.counts[k]
+    }
     assert caught, (verdict.counts, verdict.problems[:10])
 
 
@@ -1026,8 +1190,12 @@ class Pair:
 
     def spawn(self, tag: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.dir / f"{tag}.err").open("wb") as err:
-            proc = subprocess.Popen([sys.executable, str(WORKLOAD), str(self.db), str(self.ledger), tag,
-                                     "--lease", "1.0"], stdout=subprocess.DEVNULL, stderr=err, env=_env(env))
+            proc = subprocess.Popen(
+                [sys.executable, str(WORKLOAD), str(self.db), str(self.ledger), tag, "--lease", "1.0"],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=_env(env),
+            )
         self.procs.append(proc)
         return proc
 
@@ -1116,8 +1284,10 @@ def test_a_process_paused_inside_its_takeover_records_nothing_for_what_was_taken
         by_a = {f[4] for kind, *f in records if kind == "S" and f[2] == "a" and float(f[6]) > t_cont}
         conn = apsw.Connection(str(pair.db), flags=apsw.SQLITE_OPEN_READONLY)
         try:
-            recorded = [(w, p, json.loads(o)["t"]) for w, p, o in conn.execute(
-                "SELECT workflow_id, position, output FROM steps WHERE name = 'slowadd'")]
+            recorded = [
+                (w, p, json.loads(o)["t"])
+                for w, p, o in conn.execute("SELECT workflow_id, position, output FROM steps WHERE name = 'slowadd'")
+            ]
         finally:
             conn.close()
         from_a = sorted((w, p) for w, p, t in recorded if t in by_a)

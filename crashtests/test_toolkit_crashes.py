@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
 import random
 import signal
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import apsw
@@ -28,15 +28,21 @@ WORKLOAD = Path(__file__).with_name("toolkit_workload.py")
 MESSAGES, JOBS = 40, 16
 
 
-def _run(db: Path, ledger: Path, kill_after: float | None = None, crash_at: str | None = None,
-         vfs: str | None = None) -> subprocess.CompletedProcess:
+def _run(
+    db: Path, ledger: Path, kill_after: float | None = None, crash_at: str | None = None, vfs: str | None = None
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("DURABLY_CRASH_AT", "DURABLY_VFS")}
     if crash_at:
         env["DURABLY_CRASH_AT"] = crash_at
     if vfs:
         env["DURABLY_VFS"] = vfs
-    proc = subprocess.Popen([sys.executable, str(WORKLOAD), str(db), str(ledger), "--messages", str(MESSAGES),
-                             "--jobs", str(JOBS)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKLOAD), str(db), str(ledger), "--messages", str(MESSAGES), "--jobs", str(JOBS)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=kill_after if kill_after is not None else 120)
     except subprocess.TimeoutExpired:
@@ -68,7 +74,7 @@ def _check(db: Path, ledger: Path, final: dict) -> list[str]:
         slots = sorted(datetime.fromisoformat(w.split("@", 1)[1]).timestamp() for w in ticks)
         if not slots:
             problems.append("the schedule never fired")
-        elif [b - a for a, b in zip(slots, slots[1:])] != [1.0] * (len(slots) - 1):
+        elif [b - a for a, b in zip(slots, slots[1:], strict=False)] != [1.0] * (len(slots) - 1):
             problems.append(f"schedule slots not contiguous: {slots}")
         elif conn.execute("SELECT last_slot FROM schedules WHERE name = 'tick'").get != slots[-1]:
             problems.append("schedules.last_slot is not the last fired slot")
@@ -113,8 +119,16 @@ def test_toolkit_survives_random_kills(tmp_path: Path, seed: int) -> None:
     assert kills >= 1, "no run was killed: the schedule is too slow to test anything"
 
 
-@pytest.mark.parametrize("point", ["journal.after_commit:7", "store.before_commit:11", "step.after_body:3",
-                                   "journal.batch_built:20", "workflow.after_complete:2"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "journal.after_commit:7",
+        "store.before_commit:11",
+        "step.after_body:3",
+        "journal.batch_built:20",
+        "workflow.after_complete:2",
+    ],
+)
 def test_toolkit_survives_crash_points(tmp_path: Path, point: str) -> None:
     db, ledger = tmp_path / "toolkit.db", tmp_path / "ledger.txt"
     crashed = _run(db, ledger, crash_at=point)
@@ -132,8 +146,12 @@ def test_the_checker_catches_broken_runs(tmp_path: Path) -> None:
     assert _check(db, ledger, final) == []
     forged = dict(final, consumer=[0, 0, *range(2, MESSAGES)])
     with ledger.open("a") as f:
-        for rec in [("Q", 3, 1), ("W", 0.6, 0.2, 1), ("T", "2027-01-01T00:00:00+00:00", 7),
-                    ("T", "2027-01-01T00:00:00+00:00", 7)]:
+        for rec in [
+            ("Q", 3, 1),
+            ("W", 0.6, 0.2, 1),
+            ("T", "2027-01-01T00:00:00+00:00", 7),
+            ("T", "2027-01-01T00:00:00+00:00", 7),
+        ]:
             f.write(format_record(*rec))
     problems = _check(db, ledger, forged)
     assert any("consumer received" in p for p in problems)

@@ -20,7 +20,7 @@ from datetime import datetime
 import durably
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ledger import write_record  # noqa: E402
+from ledger import write_record
 from vfs import install_from_env  # the power-loss shim, when DURABLY_VFS is set
 
 parser = argparse.ArgumentParser()
@@ -101,9 +101,11 @@ engine.schedule("tick", "* * * * * *", tick, missed="all")  # every second (cron
 
 
 async def main() -> dict:
-    handles = [engine.start(consumer, opts.messages, workflow_id="consumer"),
-               await engine.start_async(producer, opts.messages, workflow_id="producer"),
-               engine.start(sleeper, 0.6, workflow_id="sleeper")]
+    handles = [
+        engine.start(consumer, opts.messages, workflow_id="consumer"),
+        await engine.start_async(producer, opts.messages, workflow_id="producer"),
+        engine.start(sleeper, 0.6, workflow_id="sleeper"),
+    ]
     handles += [queue.enqueue(job, i, workflow_id=f"job-{i}", dedup_key=f"job-{i}") for i in range(opts.jobs)]
     results = {h.workflow_id: await h.result_async(timeout=60) for h in handles}
     results["count-event"] = engine.get_event("consumer", "count", timeout=5)

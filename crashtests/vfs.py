@@ -36,7 +36,7 @@ class _Shared:
         self.ops = 0
         self.writes = 0
         self.syncs = 0
-        self.files: list["ShimFile"] = []
+        self.files: list[ShimFile] = []
 
 
 class ShimVFS(apsw.VFS):
@@ -46,7 +46,7 @@ class ShimVFS(apsw.VFS):
         self.shared = _Shared(mode, at, seed, torn)
         super().__init__(name, "")
 
-    def xOpen(self, name: Any, flags: Any) -> "ShimFile":  # noqa: N802 - apsw's names
+    def xOpen(self, name: Any, flags: Any) -> ShimFile:
         return ShimFile(self.shared, name, flags)
 
 
@@ -79,7 +79,7 @@ class ShimFile(apsw.VFSFile):
 
     # -- file operations ---------------------------------------------------------
 
-    def xWrite(self, data: bytes, offset: int) -> None:  # noqa: N802
+    def xWrite(self, data: bytes, offset: int) -> None:
         if not self.tracked:
             return super().xWrite(data, offset)
         self._tick("write")
@@ -88,7 +88,7 @@ class ShimFile(apsw.VFSFile):
         self.undo.append((offset, bytes(old), bytes(data), size))
         return super().xWrite(data, offset)
 
-    def xTruncate(self, newsize: int) -> None:  # noqa: N802
+    def xTruncate(self, newsize: int) -> None:
         if not self.tracked:
             return super().xTruncate(newsize)
         self._tick("truncate")
@@ -97,21 +97,23 @@ class ShimFile(apsw.VFSFile):
             self.undo.append((newsize, bytes(super().xRead(size - newsize, newsize)), b"", size))
         return super().xTruncate(newsize)
 
-    def xSync(self, flags: int) -> None:  # noqa: N802
+    def xSync(self, flags: int) -> None:
         if not self.tracked:
             return super().xSync(flags)
         self._tick("sync")
         super().xSync(flags)
         self.undo.clear()
 
-    def xClose(self) -> None:  # noqa: N802
+    def xClose(self) -> None:
         if self in self.shared.files:
             self.shared.files.remove(self)
         return super().xClose()
 
     # -- rolling back ------------------------------------------------------------
 
-    def _rollback_unsynced(self, keep: set[int] | None = None, tear: int | None = None, rng: random.Random | None = None) -> None:
+    def _rollback_unsynced(
+        self, keep: set[int] | None = None, tear: int | None = None, rng: random.Random | None = None
+    ) -> None:
         """Return the file to its last synced state, then re-apply the writes in
         ``keep`` (torn at a sector boundary for index ``tear``)."""
         entries = self.undo

@@ -29,8 +29,8 @@ import time
 import durably
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ledger import write_record  # noqa: E402
-from vfs import install_from_env  # noqa: E402
+from ledger import write_record
+from vfs import install_from_env
 
 parser = argparse.ArgumentParser()
 parser.add_argument("db")
@@ -129,8 +129,15 @@ try:
         results = asyncio.run(main())
 except durably.StorageError as exc:  # an injected disk fault: report the typed error, exit 3
     cause = exc.__cause__
-    json.dump({"error": type(exc).__name__, "cause": type(cause).__name__ if cause else None,
-               "io_ops": shim.shared.ops if shim else None}, sys.stdout)
+    json.dump(
+        {
+            "error": type(exc).__name__,
+            "cause": type(cause).__name__ if cause else None,
+            "io_ops": shim.shared.ops if shim else None,
+        },
+        sys.stdout,
+    )
     sys.exit(3)
-json.dump({"results": results, "recovered": engine.recovery.resumed,
-           "io_ops": shim.shared.ops if shim else None}, sys.stdout)
+json.dump(
+    {"results": results, "recovered": engine.recovery.resumed, "io_ops": shim.shared.ops if shim else None}, sys.stdout
+)

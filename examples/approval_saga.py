@@ -96,8 +96,8 @@ def main() -> int:
             print("order-4 gets no answer: its approval window is two days (use --virtual to skip ahead)")
             handles = handles[:3]
         elif handles[3].status() is durably.Status.PENDING:  # (a run again finds it finished)
-            clock.wait_for_timers(1)     # order-4 is waiting for its approval deadline
-            time.sleep(0.2)              # the others got their answers
+            clock.wait_for_timers(1)  # order-4 is waiting for its approval deadline
+            time.sleep(0.2)  # the others got their answers
             clock.advance(APPROVAL_WINDOW)
         for h in handles:
             print(h.result(timeout=30))

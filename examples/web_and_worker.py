@@ -32,8 +32,8 @@ from pathlib import Path
 
 import durably
 
-
 # -- the worker: the workflow code lives here only --------------------------------------------
+
 
 def worker_engine(db: str) -> durably.Engine:
     engine = durably.Engine(db)
@@ -67,6 +67,7 @@ def run_worker(db: str) -> None:
 
 # -- the web process: a client, no workflow code ------------------------------------------------
 
+
 def make_handler(engine: durably.Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: dict) -> None:
@@ -77,14 +78,14 @@ def make_handler(engine: durably.Engine) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             order = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             # An idempotency key from the caller makes a retried POST start nothing new.
             key = self.headers.get("Idempotency-Key")
             handle = engine.start("process_order", order, workflow_id=f"order-{key}" if key else None)
             self._send(202, {"id": handle.workflow_id})
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             wid = self.path.rsplit("/", 1)[-1]
             try:
                 info = engine.handle(wid).info()
@@ -115,12 +116,15 @@ def run_web(db: str, port: int, ready: threading.Event | None = None, stop: thre
 
 # -- the demo: two workers, the web process, orders, one worker killed -----------------------------
 
+
 def demo() -> int:
     with tempfile.TemporaryDirectory() as d:
         db = str(Path(d) / "shop.db")
         durably.Engine(db).open().close()  # create the file once
-        workers = [subprocess.Popen([sys.executable, __file__, "worker", "--db", db], stdout=subprocess.PIPE,
-                                    text=True) for _ in range(2)]
+        workers = [
+            subprocess.Popen([sys.executable, __file__, "worker", "--db", db], stdout=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         for w in workers:
             w.stdout.readline()  # type: ignore[union-attr]
         ready, stop = threading.Event(), threading.Event()
@@ -130,8 +134,9 @@ def demo() -> int:
         base = f"http://127.0.0.1:{ready.port}"  # type: ignore[attr-defined]
 
         def post(order: dict, key: str) -> str:
-            req = urllib.request.Request(f"{base}/orders", json.dumps(order).encode(), method="POST",
-                                         headers={"Idempotency-Key": key})
+            req = urllib.request.Request(
+                f"{base}/orders", json.dumps(order).encode(), method="POST", headers={"Idempotency-Key": key}
+            )
             return json.load(urllib.request.urlopen(req))["id"]
 
         ids = [post({"sku": f"sku{i}", "qty": i + 1}, f"k{i}") for i in range(6)]
@@ -150,10 +155,11 @@ def demo() -> int:
         for w in workers:
             w.terminate()
             w.wait(10)
-        for i, wid in enumerate(ids):
+        for _i, wid in enumerate(ids):
             print(wid, results.get(wid, "NOT DONE"))
         ok = len(results) == len(ids) and all(
-            r["charge"] == f"ch-sku{i}-{(i + 1) * 10}" for i, r in enumerate(results[w] for w in ids))
+            r["charge"] == f"ch-sku{i}-{(i + 1) * 10}" for i, r in enumerate(results[w] for w in ids)
+        )
         print("all orders done exactly once:", ok)
         return 0 if ok else 1
 

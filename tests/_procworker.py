@@ -37,8 +37,9 @@ def ledger(path: str) -> apsw.Connection:
 
 def build(engine: durably.Engine, led: apsw.Connection) -> None:
     def note(step: str, t0: float) -> None:
-        led.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0,
-                                                                 _true_time()))
+        led.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0, _true_time())
+        )
 
     @engine.step(name="work")
     def work(i: int, seconds: float) -> int:

@@ -4,23 +4,39 @@ import contextlib
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 import durably
-
 
 # PostgreSQL: the modules below run against both backends (their ``db_path``
 # is a fresh schema of this server on the "postgresql" run); the others
 # hold SQLite-specific tests (files, PRAGMAs, VFS faults, the sqlite3 shell).
 PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BOTH_BACKENDS = {
-    "test_engine", "test_toolkit", "test_messages_more", "test_queues", "test_schedules_runtime",
-    "test_schedules", "test_management", "test_replay", "test_replay_concurrency", "test_async",
-    "test_patching", "test_values", "test_model_values", "test_clock", "test_clock_jumps", "test_tx_budget",
-    "test_async_close", "test_first_contact", "test_names", "test_retries",
+    "test_engine",
+    "test_toolkit",
+    "test_messages_more",
+    "test_queues",
+    "test_schedules_runtime",
+    "test_schedules",
+    "test_management",
+    "test_replay",
+    "test_replay_concurrency",
+    "test_async",
+    "test_patching",
+    "test_values",
+    "test_model_values",
+    "test_clock",
+    "test_clock_jumps",
+    "test_tx_budget",
+    "test_async_close",
+    "test_first_contact",
+    "test_names",
+    "test_retries",
 }
 _pg_state: dict[str, Any] = {}
 
@@ -30,12 +46,15 @@ def pg_unreachable() -> str | None:
     if "why" not in _pg_state:
         try:
             import psycopg
+
             psycopg.connect(PG_URL, connect_timeout=3).close()
             _pg_state["why"] = None
         except Exception as exc:  # ImportError, or no server
-            _pg_state["why"] = (f"PostgreSQL tests skipped: no server at {PG_URL} ({type(exc).__name__}); to run "
-                                "them start PostgreSQL or set DURABLY_TEST_PG to a database URL "
-                                "(.ci/run requires them: DURABLY_REQUIRE_PG=1)")
+            _pg_state["why"] = (
+                f"PostgreSQL tests skipped: no server at {PG_URL} ({type(exc).__name__}); to run "
+                "them start PostgreSQL or set DURABLY_TEST_PG to a database URL "
+                "(.ci/run requires them: DURABLY_REQUIRE_PG=1)"
+            )
     return _pg_state["why"]
 
 
@@ -47,6 +66,7 @@ def pg_schema_url() -> Iterator[str]:
             pytest.fail(why.replace("skipped", "required"))
         pytest.skip(why)
     import psycopg
+
     # durably's schema, and the user's own (the search_path of the URL's
     # connections: a transaction step's tables land there): both dropped
     # after, and the role transaction steps ran as, if one was made.
@@ -97,8 +117,9 @@ def db_backend(request: pytest.FixtureRequest) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_pg = callspec is not None and (callspec.params.get("db_backend") == "postgresql"
-                                          or callspec.params.get("any_path") == "postgresql")
+        on_pg = callspec is not None and (
+            callspec.params.get("db_backend") == "postgresql" or callspec.params.get("any_path") == "postgresql"
+        )
         if on_pg and item.get_closest_marker("sqlite_only") is not None:
             item.add_marker(pytest.mark.skip(reason="SQLite-specific (sqlite_only)"))
 

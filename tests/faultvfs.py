@@ -15,7 +15,7 @@ class FaultVFS(apsw.VFS):
         self.syncs = 0
         super().__init__(name, "")
 
-    def xOpen(self, name, flags):  # noqa: N802 - apsw's names
+    def xOpen(self, name, flags):
         return FaultFile(self, name, flags)
 
 
@@ -24,13 +24,13 @@ class FaultFile(apsw.VFSFile):
         self.vfs = vfs
         super().__init__("", name, flags)
 
-    def xSync(self, flags):  # noqa: N802
+    def xSync(self, flags):
         if self.vfs.fail_sync:
             raise apsw.IOError("injected fsync failure")
         self.vfs.syncs += 1
         return super().xSync(flags)
 
-    def xWrite(self, data, offset):  # noqa: N802
+    def xWrite(self, data, offset):
         if self.vfs.fail_write:
             raise apsw.FullError("injected disk full")
         return super().xWrite(data, offset)

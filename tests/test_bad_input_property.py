@@ -26,18 +26,25 @@ from durably.store._tx import engine_objects
 TYPED = (errors.UsageError, errors.SerializationError)
 
 names = st.text(alphabet=st.characters(codec=None), min_size=0, max_size=12)
-leaves = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
-                   st.floats(allow_nan=True, allow_infinity=True), st.text(alphabet=st.characters(codec=None), max_size=8))
-values = st.recursive(leaves, lambda kids: st.one_of(st.lists(kids, max_size=3),
-                                                      st.dictionaries(st.text(max_size=4), kids, max_size=3)),
-                      max_leaves=8)
+leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(alphabet=st.characters(codec=None), max_size=8),
+)
+values = st.recursive(
+    leaves,
+    lambda kids: st.one_of(st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=4), kids, max_size=3)),
+    max_leaves=8,
+)
 
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == b and math.copysign(1, a) == math.copysign(1, b) or (math.isnan(a) and math.isnan(b))
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=False))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
@@ -63,8 +70,10 @@ def _build(path: str) -> durably.Engine:
 
 def _count(engine: durably.Engine) -> tuple:
     # (steps are left out: the bystanders record their receive deadlines meanwhile)
-    return tuple(engine._store.query(f"SELECT count(*) FROM {t}")[0][0]
-                 for t in ("workflows", "messages", "events", "queue_entries"))
+    return tuple(
+        engine._store.query(f"SELECT count(*) FROM {t}")[0][0]
+        for t in ("workflows", "messages", "events", "queue_entries")
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -140,16 +149,34 @@ def _sql() -> Any:
         st.builds(lambda t, n: f"ALTER TABLE {t} ADD COLUMN z{n}", t, n),
         st.builds(lambda t, n: f"ALTER TABLE {t} RENAME TO z{n}", t, n),
         st.builds(lambda t: f"CREATE VIEW v_{t} AS SELECT * FROM {t}", t),  # a read-only view: allowed
-        st.sampled_from(["PRAGMA foreign_keys = OFF", "PRAGMA user_version = 1", "PRAGMA writable_schema = 1",
-                         "ATTACH ':memory:' AS other", "DETACH other", "BEGIN", "COMMIT", "ROLLBACK",
-                         "SAVEPOINT s", "RELEASE s", "VACUUM", "REINDEX", "ANALYZE"]),
+        st.sampled_from(
+            [
+                "PRAGMA foreign_keys = OFF",
+                "PRAGMA user_version = 1",
+                "PRAGMA writable_schema = 1",
+                "ATTACH ':memory:' AS other",
+                "DETACH other",
+                "BEGIN",
+                "COMMIT",
+                "ROLLBACK",
+                "SAVEPOINT s",
+                "RELEASE s",
+                "VACUUM",
+                "REINDEX",
+                "ANALYZE",
+            ]
+        ),
     )
 
 
 def _durably_state(engine: durably.Engine) -> tuple:
     tables, objects = engine_objects()
-    schema = engine._store.query("SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE lower(name) IN ("
-                                 + ", ".join("?" * len(objects)) + ") ORDER BY name", tuple(sorted(objects)))
+    schema = engine._store.query(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE lower(name) IN ("
+        + ", ".join("?" * len(objects))
+        + ") ORDER BY name",
+        tuple(sorted(objects)),
+    )
     counts = {t: engine._store.query(f"SELECT count(*) FROM {t}")[0][0] for t in sorted(tables) if t != "steps"}
     temp = engine._store.query("SELECT name FROM temp.sqlite_schema")
     return schema, counts, temp

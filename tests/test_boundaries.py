@@ -153,15 +153,18 @@ class _NameCase:
 
 
 def _row_counts(engine: durably.Engine) -> dict[str, int]:
-    return {table: engine._store.query(f"SELECT count(*) FROM {table}")[0][0]
-            for table in ("workflows", "messages", "events", "queue_entries", "schedules")}
+    return {
+        table: engine._store.query(f"SELECT count(*) FROM {table}")[0][0]
+        for table in ("workflows", "messages", "events", "queue_entries", "schedules")
+    }
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("bad", [SURROGATE, NUL], ids=["surrogate", "nul"])
 @pytest.mark.parametrize("case", list(NAME_CASES))
 def test_a_surrogate_or_nul_in_a_name_raises_invalid_name_error_and_the_writer_keeps_going(
-        make_engine, case: str, bad: str) -> None:
+    make_engine, case: str, bad: str
+) -> None:
     engine = make_engine()
     c = _NameCase(engine)
     with engine:
@@ -209,7 +212,8 @@ def _hold_write_lock(path: str, seconds: float, taken: threading.Event) -> None:
 
 @pytest.mark.timeout(90)
 def test_a_write_lock_held_by_another_connection_for_10_s_is_waited_out_by_100_workflows(
-        make_engine, db_path, caplog) -> None:
+    make_engine, db_path, caplog
+) -> None:
     caplog.set_level(logging.WARNING, logger="durably")
     engine = make_engine()
 
@@ -298,10 +302,16 @@ with engine:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("delay", [0.3, 0.35, 0.4, 0.45, 0.5, 0.55])
 def test_ctrl_c_in_a_workflow_called_directly_raises_keyboard_interrupt_and_the_next_open_resumes_it(
-        make_engine, db_path, tmp_path, delay: float) -> None:
+    make_engine, db_path, tmp_path, delay: float
+) -> None:
     stop = str(tmp_path / "stop")
-    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_CHILD, db_path, stop], env=_child_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CTRL_C_CHILD, db_path, stop],
+        env=_child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
@@ -393,8 +403,9 @@ with engine:
 
 @pytest.mark.timeout(60)
 def test_a_refused_open_stays_refused_until_the_loss_is_accepted_with_the_cli(make_engine, db_path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_CHILD, db_path], env=_child_env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, db_path], env=_child_env(), stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         time.sleep(0.05)
@@ -406,8 +417,13 @@ def test_a_refused_open_stays_refused_until_the_loss_is_accepted_with_the_cli(ma
         make_engine().open()
     with pytest.raises(errors.WalMissingError):  # a retry (a supervisor restart) is refused too
         make_engine().open()
-    accepted = subprocess.run([sys.executable, "-m", "durably", "accept-wal-loss", db_path], env=_child_env(),
-                              capture_output=True, text=True, timeout=60)
+    accepted = subprocess.run(
+        [sys.executable, "-m", "durably", "accept-wal-loss", db_path],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert accepted.returncode == 0, accepted.stderr
     with make_engine():  # the operator accepted the loss: the file opens
         pass
@@ -616,7 +632,8 @@ def test_virtual_clock_finish_works_after_an_earlier_workflow_ran() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("signal_exc", [KeyboardInterrupt, SystemExit])
 def test_a_step_raising_keyboard_interrupt_or_system_exit_in_a_started_workflow_gives_waiters_a_typed_error(
-        make_engine, signal_exc: type[BaseException]) -> None:
+    make_engine, signal_exc: type[BaseException]
+) -> None:
     raising = [True]
     ran: list[int] = []
 
@@ -714,7 +731,7 @@ def test_engine_close_inside_a_sync_workflow_raises_usage_error(make_engine) -> 
     def closer() -> str:
         try:
             engine.close()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+        except BaseException as exc:
             seen.append(exc)
         return "still open"
 
@@ -724,11 +741,14 @@ def test_engine_close_inside_a_sync_workflow_raises_usage_error(make_engine) -> 
         assert engine.is_open
 
 
-@pytest.mark.parametrize("where", [
-    # A deadlock on the engine's loop would also hang the fixture's close(): end the run.
-    pytest.param("engine_loop", marks=pytest.mark.timeout(30, method="thread")),
-    pytest.param("callers_loop", marks=pytest.mark.timeout(30)),
-])
+@pytest.mark.parametrize(
+    "where",
+    [
+        # A deadlock on the engine's loop would also hang the fixture's close(): end the run.
+        pytest.param("engine_loop", marks=pytest.mark.timeout(30, method="thread")),
+        pytest.param("callers_loop", marks=pytest.mark.timeout(30)),
+    ],
+)
 def test_engine_close_inside_an_async_workflow_raises_usage_error(make_engine, where: str) -> None:
     engine = make_engine()
     seen: list[BaseException] = []
@@ -737,7 +757,7 @@ def test_engine_close_inside_an_async_workflow_raises_usage_error(make_engine, w
     async def closer() -> str:
         try:
             engine.close()
-        except BaseException as exc:  # noqa: BLE001 - recorded for the test
+        except BaseException as exc:
             seen.append(exc)
         return "still open"
 
@@ -758,7 +778,8 @@ def test_engine_close_inside_an_async_workflow_raises_usage_error(make_engine, w
 
 @pytest.mark.timeout(60)
 def test_a_workflow_parked_by_non_determinism_gives_waiters_a_typed_error_and_logs_a_warning(
-        make_engine, caplog) -> None:
+    make_engine, caplog
+) -> None:
     caplog.set_level(logging.WARNING, logger="durably")
     v1 = make_engine()
 
@@ -834,8 +855,7 @@ def test_result_on_finished_workflows_leaves_nothing_behind(make_engine) -> None
 
 
 @pytest.mark.timeout(60)
-def test_opening_a_database_does_not_load_the_journals_of_all_pending_workflows(
-        make_engine, monkeypatch) -> None:
+def test_opening_a_database_does_not_load_the_journals_of_all_pending_workflows(make_engine, monkeypatch) -> None:
     firsts: list[int] = []
     in_gate: list[int] = []
     gate = threading.Event()

@@ -54,7 +54,9 @@ def test_cli_lists_an_older_schema_without_migrating_it(tmp_path, capsys) -> Non
     conn.execute("PRAGMA journal_mode = WAL")
     for script in MIGRATIONS[:2]:
         conn.execute(script)
-    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('old', 'flow', 'PENDING', '[[],{}]')")
+    conn.execute(
+        "INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('old', 'flow', 'PENDING', '[[],{}]')"
+    )
     conn.pragma("user_version", 2)
     conn.pragma("application_id", APPLICATION_ID)
     conn.close()
@@ -77,6 +79,7 @@ def test_the_demo_never_replaces_a_file_it_did_not_create(tmp_path, capsys) -> N
     import durably
 
     with durably.Engine(str(other)) as engine:
+
         @engine.workflow(name="mine")
         def mine() -> int:
             return 1
@@ -129,11 +132,13 @@ def test_cli_bad_input_is_an_error_and_a_closed_pipe_is_quiet(make_engine, db_pa
     for f in (db_path + "-wal", db_path + "-shm"):
         assert not Path(f).exists()
     assert main(["steps", db_path, "nope"]) == 2
-    run = subprocess.run([sys.executable, "-m", "durably", "list", db_path, "--status", "DONE"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "durably", "list", db_path, "--status", "DONE"], capture_output=True, text=True
+    )
     assert run.returncode == 2 and "invalid choice" in run.stderr
-    piped = subprocess.run(f"{sys.executable} -m durably list {db_path} --limit 3000 | head -1", shell=True,
-                           capture_output=True, text=True)
+    piped = subprocess.run(
+        f"{sys.executable} -m durably list {db_path} --limit 3000 | head -1", shell=True, capture_output=True, text=True
+    )
     assert piped.stdout.count("\n") == 1 and "Traceback" not in piped.stderr, piped.stderr
     assert main(["list", db_path]) == 0
     for f in (db_path + "-wal", db_path + "-shm"):  # a read leaves no file behind
@@ -174,8 +179,9 @@ def _cli(*args: str) -> tuple[int, str, str, float]:
     env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
     env.pop("PGCONNECT_TIMEOUT", None)
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "durably", *args], capture_output=True, text=True, env=env,
-                          timeout=100)
+    proc = subprocess.run(
+        [sys.executable, "-m", "durably", *args], capture_output=True, text=True, env=env, timeout=100
+    )
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - t0
 
 

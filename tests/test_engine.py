@@ -109,7 +109,9 @@ def test_concurrent_starts_with_one_id_run_once(make_engine) -> None:
 
     with engine:
         handles: list[durably.WorkflowHandle] = []
-        threads = [threading.Thread(target=lambda: handles.append(engine.start(slow, workflow_id="same"))) for _ in range(8)]
+        threads = [
+            threading.Thread(target=lambda: handles.append(engine.start(slow, workflow_id="same"))) for _ in range(8)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -155,8 +157,14 @@ def test_values_decode_by_annotation_live_equals_replay(make_engine) -> None:
 
     @engine.step()
     def make() -> tuple[Receipt, Color, uuid.UUID, Point, bytes, dict[str, list[int]]]:
-        return (Receipt("a", decimal.Decimal("1.50"), datetime.datetime(2026, 5, 1)), Color.BLUE,
-                uuid.UUID(int=7), Point(1, 2), b"\x00\xff", {"k": [1, 2]})
+        return (
+            Receipt("a", decimal.Decimal("1.50"), datetime.datetime(2026, 5, 1)),
+            Color.BLUE,
+            uuid.UUID(int=7),
+            Point(1, 2),
+            b"\x00\xff",
+            {"k": [1, 2]},
+        )
 
     @engine.workflow()
     def flow(r: Receipt, when: datetime.date) -> str:
@@ -221,7 +229,7 @@ def test_retries_back_off_exponentially(make_engine) -> None:
 
     with engine:
         assert clock.finish(engine.start(flow)) == 5
-    gaps = [round(b - a, 6) for a, b in zip(calls, calls[1:])]
+    gaps = [round(b - a, 6) for a, b in zip(calls, calls[1:], strict=False)]
     assert gaps == [0.5, 1.5, 4.5, 5.0]
 
 

@@ -4,14 +4,12 @@ outlive their parent's deadline."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import pytest
 
 import durably
 from durably import Status, errors
-
 
 # -- a workflow calling another engine's toolkit ----------------------------------------------
 
@@ -210,8 +208,11 @@ def test_a_child_of_a_parent_without_deadline_has_none(make_engine) -> None:
 
 def test_every_durably_error_is_exported() -> None:
     # At 785dce3 FencedError, which the README lists, was not in durably's namespace.
-    classes = [c for c in vars(errors).values()
-               if isinstance(c, type) and issubclass(c, (errors.DurablyError, errors.WorkflowCancelled))]
+    classes = [
+        c
+        for c in vars(errors).values()
+        if isinstance(c, type) and issubclass(c, (errors.DurablyError, errors.WorkflowCancelled))
+    ]
     assert len(classes) > 30
     missing = [c.__name__ for c in classes if getattr(durably, c.__name__, None) is not c]
     assert missing == []

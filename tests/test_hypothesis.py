@@ -14,14 +14,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import durably
-
-from .conftest import database
 from durably import _records as R
 from durably import errors
 from durably.journal import _journal_py
 from durably.store import Store
 
-from .conftest import expected_implementation
+from .conftest import database, expected_implementation
 
 # -- differential: the compiled journal and the twin commit the same records ----
 
@@ -29,8 +27,10 @@ wids = st.sampled_from(["a", "b", "c", "d"])
 values = st.one_of(st.none(), st.integers(-5, 5).map(str), st.text(max_size=5).map(lambda s: f'"{s}"'))
 record = st.one_of(
     st.tuples(st.just(R.START), st.tuples(wids, st.sampled_from(["f", "g"]), st.just("[[],{}]"), st.none(), st.none())),
-    st.tuples(st.just(R.STEP), st.tuples(wids, st.integers(0, 3), st.sampled_from(["s", "t"]), values, st.none(),
-                                         st.none(), st.none())),
+    st.tuples(
+        st.just(R.STEP),
+        st.tuples(wids, st.integers(0, 3), st.sampled_from(["s", "t"]), values, st.none(), st.none(), st.none()),
+    ),
     st.tuples(st.just(R.COMPLETE), st.tuples(st.sampled_from(["SUCCESS", "ERROR"]), values, st.none(), wids)),
     st.tuples(st.just(R.WRITE), st.tuples(st.just("park"), st.tuples(st.text(max_size=3), wids))),
 )

@@ -84,8 +84,15 @@ def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
     from durably.schedules import ScheduleManager
 
     assert durably.Engine.__mro__ == (durably.Engine, object)
-    parts = {"_runner": Runner, "_deadlines": Deadlines, "_toolkit": Toolkit, "_messaging": Messaging,
-             "_queues": QueueManager, "_schedules": ScheduleManager, "_lease_keeper": Coordinator}
+    parts = {
+        "_runner": Runner,
+        "_deadlines": Deadlines,
+        "_toolkit": Toolkit,
+        "_messaging": Messaging,
+        "_queues": QueueManager,
+        "_schedules": ScheduleManager,
+        "_lease_keeper": Coordinator,
+    }
     for cls in parts.values():
         assert cls.__mro__ == (cls, object), f"{cls.__name__} inherits {cls.__mro__[1:-1]}"
     engine = durably.Engine(":memory:")

@@ -12,8 +12,8 @@ import pytest
 from durably import _records as R
 from durably import errors
 from durably.journal import _journal_py
-from durably.store._writes import WRITES
 from durably.store import Store
+from durably.store._writes import WRITES
 
 from .conftest import expected_implementation
 from .faultvfs import FaultVFS
@@ -237,7 +237,9 @@ def test_a_lone_caller_writes_its_own_record_and_others_queue(impl) -> None:
     while len(threads_seen) < 2:
         time.sleep(0.001)
     out: list[Any] = []
-    followers = [threading.Thread(target=lambda i=i: out.append(journal.submit(impl.Record(R.WRITE, i)))) for i in range(5)]
+    followers = [
+        threading.Thread(target=lambda i=i: out.append(journal.submit(impl.Record(R.WRITE, i)))) for i in range(5)
+    ]
     for t in followers:
         t.start()
     time.sleep(0.05)

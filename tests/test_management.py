@@ -27,6 +27,7 @@ SRC = str(Path(durably.__file__).resolve().parents[1])
 
 # -- fork and restart ------------------------------------------------------------------
 
+
 def test_fork_keeps_the_first_steps_and_runs_the_rest_again_leaving_the_original_untouched(make_engine) -> None:
     engine = make_engine()
     ran: list[str] = []
@@ -91,6 +92,7 @@ def test_fork_of_an_async_workflow_with_branches_replays_the_kept_steps(make_eng
 
 
 # -- introspection -------------------------------------------------------------------
+
 
 def test_workflow_info_carries_input_output_error_queue_and_recovery_data(make_engine) -> None:
     engine = make_engine()
@@ -188,8 +190,9 @@ def test_list_workflows_filters_pages_and_sorts_in_a_total_order(make_engine) ->
         assert newest == [f"job-{i:02d}" for i in range(19, 14, -1)]
         page = engine.list_workflows(name="w", limit=5, offset=5, newest_first=False)
         assert [i.workflow_id for i in page] == [f"job-{i:02d}" for i in range(5, 10)]
-        assert [i.workflow_id for i in engine.list_workflows(id_prefix="job-1", limit=None, newest_first=False)] \
-            == [f"job-{i}" for i in range(10, 20)]
+        assert [i.workflow_id for i in engine.list_workflows(id_prefix="job-1", limit=None, newest_first=False)] == [
+            f"job-{i}" for i in range(10, 20)
+        ]
         mid = engine.handle("job-10").info().created_at
         assert all(i.created_at >= mid for i in engine.list_workflows(start_time=mid, name="w", limit=None))
         assert all(i.created_at < mid for i in engine.list_workflows(end_time=mid, name="w", limit=None))
@@ -197,17 +200,27 @@ def test_list_workflows_filters_pages_and_sorts_in_a_total_order(make_engine) ->
         assert sorted(i.workflow_id for i in engine.list_workflows(parent_id="p")) == ["p/0", "p/1"]
         q.enqueue(w, 7, workflow_id="in-q").result(timeout=10)
         assert [i.workflow_id for i in engine.list_workflows(queue="q")] == ["in-q"]
-        assert engine.list_workflows(status="SUCCESS", limit=None, id_prefix="job-") and \
-            not engine.list_workflows(status="ERROR")
+        assert engine.list_workflows(status="SUCCESS", limit=None, id_prefix="job-") and not engine.list_workflows(
+            status="ERROR"
+        )
         for bad in (dict(limit=-1), dict(offset="x"), dict(status="DONE"), dict(id_prefix="a\x00")):
             with pytest.raises(errors.UsageError):
                 engine.list_workflows(**bad)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(offset=2**63), dict(limit=2**63), dict(offset=-2**70), dict(limit=True), dict(offset=False),
-    dict(start_time=10**400), dict(end_time=float("nan")), dict(start_time=True),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(offset=2**63),
+        dict(limit=2**63),
+        dict(offset=-(2**70)),
+        dict(limit=True),
+        dict(offset=False),
+        dict(start_time=10**400),
+        dict(end_time=float("nan")),
+        dict(start_time=True),
+    ],
+)
 def test_listing_bounds_out_of_range_are_a_usage_error_on_both_backends(make_engine, bad) -> None:
     """Issue 19 item 10: on 785dce3 offset=2**63 raised a raw OverflowError
     on SQLite and ValueTooLargeError on PostgreSQL; bools passed as ints."""
@@ -228,7 +241,7 @@ def test_listing_bounds_at_the_edge_of_the_range_are_fine(make_engine) -> None:
         engine.run(one, workflow_id="w1")
         assert engine.list_workflows(offset=2**63 - 1) == []
         assert [i.workflow_id for i in engine.list_workflows(limit=2**63 - 1)] == ["w1"]
-        assert [i.workflow_id for i in engine.list_workflows(start_time=-2**70, end_time=2**70)] == ["w1"]
+        assert [i.workflow_id for i in engine.list_workflows(start_time=-(2**70), end_time=2**70)] == ["w1"]
 
 
 def test_steps_list_start_and_end_times(make_engine) -> None:
@@ -274,7 +287,8 @@ _POISON = textwrap.dedent("""
 
 
 def test_a_workflow_that_kills_its_process_at_every_attempt_ends_max_recovery_attempts_exceeded(
-        make_engine, db_path) -> None:
+    make_engine, db_path
+) -> None:
     env = dict(os.environ, PYTHONPATH=SRC)
     first = subprocess.run([sys.executable, "-c", _POISON, db_path, "start"], env=env, timeout=60)
     assert first.returncode == -signal.SIGKILL
@@ -307,6 +321,7 @@ def test_a_workflow_that_kills_its_process_at_every_attempt_ends_max_recovery_at
 
 
 # -- steps: attempts, retry predicates, timeouts -------------------------------------------
+
 
 def test_the_attempt_number_is_visible_in_a_step_and_retry_predicates_choose(make_engine) -> None:
     engine = make_engine()
@@ -387,6 +402,7 @@ def test_an_async_step_timeout_cancels_the_body_and_its_retry_policy_applies(mak
         assert engine.run(flow) == [3, 0.05]  # JSON result
         assert attempts == [0, 1, 2] and len(cancelled) == 2
     with pytest.raises(errors.UsageError, match="async"):
+
         @engine.step(timeout=1)
         def sync_step() -> None:
             pass
@@ -424,6 +440,7 @@ def test_cancel_without_children_leaves_the_children_running(make_engine) -> Non
 
 
 # -- queue slot, get_event, order ---------------------------------------------------------
+
 
 def test_cancelling_a_running_queued_workflow_frees_its_slot_when_the_cancel_commits(make_engine) -> None:
     engine = make_engine()

@@ -244,12 +244,14 @@ def test_get_all_events_in_a_workflow_replays_the_recorded_snapshot(make_engine,
         publisher = _publisher(engine)
 
         if flavour == "sync":
+
             @engine.workflow(name="reader")
             def reader(wid: str) -> list:
                 snapshot = engine.get_all_events(wid)
                 engine.sleep(10)  # the process dies here; the events change meanwhile
                 return [snapshot, engine.get_all_events(wid)]
         else:
+
             @engine.workflow(name="reader")
             async def reader(wid: str) -> list:
                 snapshot = await engine.get_all_events_async(wid)
@@ -356,8 +358,12 @@ def test_async_forms(make_engine) -> None:
         got, fanout_events, events = asyncio.run(main())
         assert got == ["keyed", "from async", "last"]
         assert fanout_events == events == {"phase": "sent"}
-        assert [s.name for s in engine.steps("af")] == ["set_event:phase", "send_many", "set_event:phase",
-                                                        "get_all_events"]
+        assert [s.name for s in engine.steps("af")] == [
+            "set_event:phase",
+            "send_many",
+            "set_event:phase",
+            "get_all_events",
+        ]
         assert _count(engine, "messages") == 0
 
 
@@ -381,28 +387,49 @@ def test_blocking_forms_in_an_async_workflow_are_refused(make_engine) -> None:
 # -- bad input -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, exc", [
-    (lambda e: e.send("w", 1, idempotency_key=""), errors.InvalidNameError),
-    (lambda e: e.send("w", 1, idempotency_key="a\x00b"), errors.InvalidNameError),
-    (lambda e: e.send("w", 1, idempotency_key=7), errors.InvalidNameError),
-    (lambda e: e.send("w", 1, idempotency_key="k" * 5000), errors.InvalidNameError),
-    (lambda e: e.send("w", object(), idempotency_key="k"), errors.SerializationError),
-    (lambda e: e.send_many("w"), errors.UsageError),
-    (lambda e: e.send_many(5), errors.UsageError),
-    (lambda e: e.send_many({"w": 1}), errors.UsageError),
-    (lambda e: e.send_many([("w",)]), errors.UsageError),
-    (lambda e: e.send_many([("w", 1, None, "extra")]), errors.UsageError),
-    (lambda e: e.send_many([("w", 1), "w"]), errors.UsageError),
-    (lambda e: e.send_many([("w", 1), ("", 2)]), errors.InvalidNameError),
-    (lambda e: e.send_many([("w", 1), ("w\x7f", 2)]), errors.InvalidNameError),
-    (lambda e: e.send_many([("w", 1), ("w", 2, 3)]), errors.InvalidNameError),
-    (lambda e: e.send_many([("w", 1), ("w", object())]), errors.SerializationError),
-    (lambda e: e.get_all_events(""), errors.InvalidNameError),
-    (lambda e: e.get_all_events("w\n"), errors.InvalidNameError),
-    (lambda e: e.get_all_events(None), errors.InvalidNameError),
-], ids=["empty-key", "nul-key", "int-key", "long-key", "unencodable-keyed", "str-batch", "int-batch",
-        "dict-batch", "short-item", "long-item", "str-item", "empty-id", "control-id", "int-topic",
-        "unencodable-item", "events-empty-id", "events-control-id", "events-none-id"])
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda e: e.send("w", 1, idempotency_key=""), errors.InvalidNameError),
+        (lambda e: e.send("w", 1, idempotency_key="a\x00b"), errors.InvalidNameError),
+        (lambda e: e.send("w", 1, idempotency_key=7), errors.InvalidNameError),
+        (lambda e: e.send("w", 1, idempotency_key="k" * 5000), errors.InvalidNameError),
+        (lambda e: e.send("w", object(), idempotency_key="k"), errors.SerializationError),
+        (lambda e: e.send_many("w"), errors.UsageError),
+        (lambda e: e.send_many(5), errors.UsageError),
+        (lambda e: e.send_many({"w": 1}), errors.UsageError),
+        (lambda e: e.send_many([("w",)]), errors.UsageError),
+        (lambda e: e.send_many([("w", 1, None, "extra")]), errors.UsageError),
+        (lambda e: e.send_many([("w", 1), "w"]), errors.UsageError),
+        (lambda e: e.send_many([("w", 1), ("", 2)]), errors.InvalidNameError),
+        (lambda e: e.send_many([("w", 1), ("w\x7f", 2)]), errors.InvalidNameError),
+        (lambda e: e.send_many([("w", 1), ("w", 2, 3)]), errors.InvalidNameError),
+        (lambda e: e.send_many([("w", 1), ("w", object())]), errors.SerializationError),
+        (lambda e: e.get_all_events(""), errors.InvalidNameError),
+        (lambda e: e.get_all_events("w\n"), errors.InvalidNameError),
+        (lambda e: e.get_all_events(None), errors.InvalidNameError),
+    ],
+    ids=[
+        "empty-key",
+        "nul-key",
+        "int-key",
+        "long-key",
+        "unencodable-keyed",
+        "str-batch",
+        "int-batch",
+        "dict-batch",
+        "short-item",
+        "long-item",
+        "str-item",
+        "empty-id",
+        "control-id",
+        "int-topic",
+        "unencodable-item",
+        "events-empty-id",
+        "events-control-id",
+        "events-none-id",
+    ],
+)
 def test_bad_input_gets_a_typed_error_and_nothing_is_written(make_engine, call, exc) -> None:
     engine, inbox = _build(make_engine, durably.VirtualClock(T0))
     with engine:
@@ -420,8 +447,11 @@ def test_bad_input_in_a_workflow_takes_no_step(make_engine) -> None:
     @engine.workflow(name="sloppy")
     def sloppy() -> list:
         out = []
-        for call in (lambda: engine.send_many([("", 1)]), lambda: engine.get_all_events("\x00"),
-                     lambda: engine.send_many([("x", 1, 2)])):
+        for call in (
+            lambda: engine.send_many([("", 1)]),
+            lambda: engine.get_all_events("\x00"),
+            lambda: engine.send_many([("x", 1, 2)]),
+        ):
             try:
                 call()
             except errors.InvalidNameError:

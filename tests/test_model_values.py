@@ -15,7 +15,7 @@ import decimal
 import subprocess
 import sys
 import time
-from typing import Any, Optional
+from typing import Any
 
 import msgspec
 import pytest
@@ -25,9 +25,9 @@ from durably import errors
 
 pytest.importorskip("pydantic")
 pytest.importorskip("attrs")
-import attr  # noqa: E402  (attrs installs both spellings)
-import attrs  # noqa: E402
-import pydantic  # noqa: E402
+import attr
+import attrs
+import pydantic
 
 # -- Pydantic models ---------------------------------------------------------------
 
@@ -48,10 +48,10 @@ class Line(pydantic.BaseModel):
 class Order(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     id: str
-    address: Optional[Address] = None
+    address: Address | None = None
     lines: list[Line] = []
     by_sku: dict[str, Line] = {}
-    note: Optional[str] = None
+    note: str | None = None
 
     @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
@@ -62,7 +62,7 @@ class Order(pydantic.BaseModel):
 @dataclasses.dataclass
 class Shipment:  # a dataclass holding models
     order: Order
-    extra: Optional[Line] = None
+    extra: Line | None = None
 
 
 class Parcel(pydantic.BaseModel):  # a model holding a dataclass
@@ -100,14 +100,14 @@ class Route:
     name: str
     start: Point
     stops: list[Point] = attrs.Factory(list)
-    end: Optional[Point] = None
-    order: Optional[Order] = None  # an attrs class holding a model
+    end: Point | None = None
+    order: Order | None = None  # an attrs class holding a model
 
 
 @attr.s(auto_attribs=True)
 class Legacy:
     label: str
-    route: Optional[Route] = None
+    route: Route | None = None
 
 
 class Blob(pydantic.BaseModel):
@@ -130,8 +130,12 @@ class Box:
 
 def an_order() -> Order:
     lines = [Line(SKU="a", qty=2, price=decimal.Decimal("9.99")), Line(SKU="b")]
-    return Order(id="o-1", address=Address(city="Lyon", since=datetime.datetime(2020, 1, 2, 3, 4, 5)),
-                 lines=lines, by_sku={"a": lines[0]})
+    return Order(
+        id="o-1",
+        address=Address(city="Lyon", since=datetime.datetime(2020, 1, 2, 3, 4, 5)),
+        lines=lines,
+        by_sku={"a": lines[0]},
+    )
 
 
 def a_route() -> Route:
@@ -162,11 +166,11 @@ def test_pydantic_models_as_input_step_transaction_message_event_and_result(make
         return Parcel(shipment=shipment)
 
     @engine.step(name="many")
-    def many(order: Order) -> dict[str, list[Optional[Line]]]:
+    def many(order: Order) -> dict[str, list[Line | None]]:
         return {"lines": [*order.lines, None]}
 
     @engine.workflow(name="w")
-    def w(order: Order, maybe: Optional[Order] = None) -> Parcel:
+    def w(order: Order, maybe: Order | None = None) -> Parcel:
         seen["input"], seen["maybe"] = order, maybe
         seen["ship"] = ship(order)
         seen["many"] = many(order)
@@ -237,6 +241,7 @@ def test_a_replayed_model_equals_the_live_one_after_a_restart(make_engine, kind:
 
     def build(engine: durably.Engine) -> None:
         if kind == "sync":
+
             @engine.step(name="route")
             def step() -> Route:
                 ran.append("route")
@@ -248,6 +253,7 @@ def test_a_replayed_model_equals_the_live_one_after_a_restart(make_engine, kind:
                 seen.append(value)
                 return engine.recv("go", timeout=3600)
         else:
+
             @engine.step(name="route")
             async def astep() -> Route:
                 ran.append("route")
@@ -260,7 +266,7 @@ def test_a_replayed_model_equals_the_live_one_after_a_restart(make_engine, kind:
                 return await engine.recv_async("go", timeout=3600)
 
         @engine.step(name="order")
-        def order() -> Optional[Order]:
+        def order() -> Order | None:
             return an_order()
 
     engine = make_engine()
@@ -298,7 +304,7 @@ def test_a_stored_value_that_no_longer_fits_its_model_is_a_serialization_error_a
         @engine.workflow(name="by_input")
         def by_input(ticket: model) -> str:  # type: ignore[valid-type]
             engine.recv("go", timeout=3600)
-            return f"{type(ticket).__name__} {getattr(ticket, 'id')}"
+            return f"{type(ticket).__name__} {ticket.id}"
 
         @engine.workflow(name="by_message")
         def by_message() -> str:
@@ -436,12 +442,14 @@ def test_an_unencodable_value_is_named_by_its_own_type_not_its_container(make_en
         return out
 
     with engine:
-        with pytest.raises(errors.SerializationError, match=f"inputs of workflow 'w'.*type {thing} .inside a list") as exc:
+        with pytest.raises(
+            errors.SerializationError, match=f"inputs of workflow 'w'.*type {thing} .inside a list"
+        ) as exc:
             engine.start(w, [Thing()])
         assert exc.value.type_name == thing
         (t1, m1), (t2, m2), (t3, m3) = engine.run(w, 1)
     assert t1 == t2 == thing
-    assert m1.startswith(f"step 'in_list' (workflow") and f"type {thing} (inside a list)" in m1
+    assert m1.startswith("step 'in_list' (workflow") and f"type {thing} (inside a list)" in m1
     assert f"type {thing} (inside a {Box.__module__}.Box)" in m2
     assert t3 == f"{Blob.__module__}.Blob" and "pydantic could not dump" in m3 and "(inside a list)" in m3
 

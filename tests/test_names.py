@@ -17,10 +17,11 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ SRC = str(Path(durably.__file__).resolve().parents[1])
 # body: the first step's record is durable by then (no speculative
 # progress), so the workflow stays PENDING with one recorded step.
 # NAMES_OLD=1 names everything as durably did before the fix (explicitly).
-APP = textwrap.dedent('''
+APP = textwrap.dedent("""
     import json
     import os
 
@@ -71,7 +72,7 @@ APP = textwrap.dedent('''
 
     if __name__ == "__main__":
         main()
-''')
+""")
 
 
 def _layout(tmp_path: Path, package: bool = False) -> tuple[Path, str]:
@@ -90,8 +91,11 @@ def _run(cwd: Path, module: str, how: str, crash: bool = False, **env: str) -> d
     """Run the app ``how``: "script" (python path/app.py), "module"
     (python -m app) or "import" (import app; app.main()). Returns what it
     printed, or None for a run that crashed on purpose."""
-    args = {"script": [str(cwd / (module.replace(".", "/") + ".py"))], "module": ["-m", module],
-            "import": ["-c", f"import {module} as app; app.main()"]}[how]
+    args = {
+        "script": [str(cwd / (module.replace(".", "/") + ".py"))],
+        "module": ["-m", module],
+        "import": ["-c", f"import {module} as app; app.main()"],
+    }[how]
     full = dict(os.environ, PYTHONPATH=SRC, NAMES_DB=str(cwd / "app.db"), **env)
     if crash:
         full["NAMES_CRASH"] = "1"
@@ -105,14 +109,21 @@ def _run(cwd: Path, module: str, how: str, crash: bool = False, **env: str) -> d
 
 # -- the default name does not depend on how the module was loaded ------------------
 
+
 @pytest.mark.parametrize("first,second", [("script", "import"), ("import", "script"), ("module", "script")])
-def test_a_workflow_started_by_one_loading_mode_is_recovered_by_another(tmp_path: Path, first: str,
-                                                                       second: str) -> None:
+def test_a_workflow_started_by_one_loading_mode_is_recovered_by_another(
+    tmp_path: Path, first: str, second: str
+) -> None:
     cwd, module = _layout(tmp_path)
     _run(cwd, module, first, crash=True)
     out = _run(cwd, module, second)
-    assert out == {"result": "charged o-1, shipped o-1", "resumed": ["w1"], "unknown": [], "name": "app.flow",
-                   "steps": ["app.charge", "app.ship"]}
+    assert out == {
+        "result": "charged o-1, shipped o-1",
+        "resumed": ["w1"],
+        "unknown": [],
+        "name": "app.flow",
+        "steps": ["app.charge", "app.ship"],
+    }
 
 
 def test_a_package_module_run_as_a_script_is_named_by_its_package_path(tmp_path: Path) -> None:
@@ -129,8 +140,11 @@ def test_a_step_recorded_by_a_script_replays_when_the_module_is_imported(tmp_pat
     _run(cwd, module, "script", crash=True, NAMES_FLOW="flow")
     out = _run(cwd, module, "import", NAMES_FLOW="flow")
     assert out is not None
-    assert (out["result"], out["resumed"], out["steps"]) == ("charged o-1, shipped o-1", ["w1"],
-                                                             ["app.charge", "app.ship"])
+    assert (out["result"], out["resumed"], out["steps"]) == (
+        "charged o-1, shipped o-1",
+        ["w1"],
+        ["app.charge", "app.ship"],
+    )
 
 
 def test_a_database_written_with_the_old_main_names_is_adopted_by_the_script(tmp_path: Path) -> None:
@@ -139,9 +153,13 @@ def test_a_database_written_with_the_old_main_names_is_adopted_by_the_script(tmp
     cwd, module = _layout(tmp_path)
     _run(cwd, module, "script", crash=True, NAMES_OLD="1")
     out = _run(cwd, module, "script")
-    assert out == {"result": "charged o-1, shipped o-1", "resumed": ["w1"], "unknown": [],
-                   "name": "__main__.flow",  # history is not rewritten
-                   "steps": ["__main__.charge", "app.ship"]}
+    assert out == {
+        "result": "charged o-1, shipped o-1",
+        "resumed": ["w1"],
+        "unknown": [],
+        "name": "__main__.flow",  # history is not rewritten
+        "steps": ["__main__.charge", "app.ship"],
+    }
 
 
 def _defined_in(namespace: dict[str, Any], source: str = "def flow(x: int) -> int:\n    return x\n") -> Any:
@@ -155,19 +173,24 @@ def test_how_a_main_module_is_resolved(tmp_path: Path) -> None:
         (tmp_path / init).write_text("")
     (tmp_path / "loose").mkdir()
     main = {"__name__": "__main__", "__spec__": None}
-    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "pkg/sub/app.py")})) == \
-        ("pkg.sub.app.flow", "__main__.flow")
-    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py")})) == \
-        ("app.flow", "__main__.flow")
-    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py"),
-                                     "__spec__": SimpleNamespace(name="tools.app")})) == \
-        ("tools.app.flow", "__main__.flow")  # python -m tools.app
+    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "pkg/sub/app.py")})) == (
+        "pkg.sub.app.flow",
+        "__main__.flow",
+    )
+    assert _names.default_name(_defined_in({**main, "__file__": str(tmp_path / "loose/app.py")})) == (
+        "app.flow",
+        "__main__.flow",
+    )
+    assert _names.default_name(
+        _defined_in({**main, "__file__": str(tmp_path / "loose/app.py"), "__spec__": SimpleNamespace(name="tools.app")})
+    ) == ("tools.app.flow", "__main__.flow")  # python -m tools.app
     # An interactive session or a notebook: no file, nothing to resolve.
     assert _names.default_name(_defined_in(dict(main))) == ("__main__.flow", None)
     assert _names.default_name(_defined_in({"__name__": "app"})) == ("app.flow", None)
 
 
 # -- collisions are refused at registration -------------------------------------------
+
 
 def test_a_module_loaded_as_main_and_as_itself_on_one_engine_is_a_clear_error(tmp_path: Path) -> None:
     engine = durably.Engine(":memory:")
@@ -247,6 +270,7 @@ def test_bad_aliases_are_refused() -> None:
 
 # -- the same function registered again replaces its registration ---------------------
 
+
 def _define(engine: durably.Engine, version: int, aliases: tuple[str, ...] = ()) -> tuple[Any, Any]:
     """One module's code, as a reload or a notebook cell run again gives it:
     new function objects with the same module and qualname."""
@@ -283,6 +307,7 @@ def test_the_same_function_registered_again_replaces_its_registration(make_engin
 
 
 # -- aliases adopt what was recorded under an old name --------------------------------
+
 
 def _old_code(engine: durably.Engine, charged: list[str]) -> Any:
     @engine.step(name="old.charge")
@@ -361,8 +386,13 @@ def test_aliases_adopt_workflows_and_steps_recorded_under_an_old_name(make_engin
         assert by_alias.result(timeout=10) == "charged b anew."
         assert charged == ["a", "pending", "cancelled", "b"]
         names = {i.workflow_id: i.name for i in new.list_workflows(limit=None)}
-        assert names == {"done": "old.flow", "pending": "old.flow", "cancelled": "old.flow",
-                         forked.workflow_id: "old.flow", "by-alias": "new.flow"}  # history is not rewritten
+        assert names == {
+            "done": "old.flow",
+            "pending": "old.flow",
+            "cancelled": "old.flow",
+            forked.workflow_id: "old.flow",
+            "by-alias": "new.flow",
+        }  # history is not rewritten
         assert [s.name for s in new.steps("pending")][:2] == ["old.charge", "old.record"]
         assert [s.name for s in new.steps("by-alias")][:2] == ["new.charge", "new.record"]
 
@@ -440,7 +470,7 @@ def test_a_queued_workflow_recorded_under_an_alias_is_dispatched(make_engine) ->
 
 
 def test_a_schedule_of_an_old_name_fires_and_backfills_the_aliased_workflow(make_engine) -> None:
-    t0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+    t0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC)
     clock, fired = durably.VirtualClock(t0.timestamp()), []
     old = make_engine(clock=clock)
 

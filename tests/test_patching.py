@@ -16,9 +16,15 @@ STAGES = ("old", "patched", "deprecated", "plain")
 # a later stage's code: the path it takes, or "parked" (the code does not
 # match its journal; it stays PENDING and resumable, nothing is re-run).
 OUTCOME = {
-    ("old", "old"): "old", ("old", "patched"): "old", ("old", "deprecated"): "parked", ("old", "plain"): "parked",
-    ("patched", "patched"): "new", ("patched", "deprecated"): "new", ("patched", "plain"): "parked",
-    ("deprecated", "deprecated"): "new", ("deprecated", "plain"): "new",
+    ("old", "old"): "old",
+    ("old", "patched"): "old",
+    ("old", "deprecated"): "parked",
+    ("old", "plain"): "parked",
+    ("patched", "patched"): "new",
+    ("patched", "deprecated"): "new",
+    ("patched", "plain"): "parked",
+    ("deprecated", "deprecated"): "new",
+    ("deprecated", "plain"): "new",
     ("plain", "plain"): "new",
 }
 # The steps a run started under each stage records.
@@ -48,16 +54,20 @@ def _build(make_engine, clock, stage: str, calls: list, is_async: bool = False) 
 
     def step(name: str):
         if is_async:
+
             async def body() -> None:
                 calls.append(name)
         else:
+
             def body() -> None:  # type: ignore[misc]
                 calls.append(name)
+
         return engine.step(name=name)(body)
 
     a, b, c = step("a"), step("b"), step("c")  # b: the new path, c: the old one
 
     if is_async:
+
         @engine.workflow(name="flow")
         async def flow_async() -> str:
             await a()
@@ -66,6 +76,7 @@ def _build(make_engine, clock, stage: str, calls: list, is_async: bool = False) 
             await engine.sleep_async(5)
             return "new" if new else "old"
     else:
+
         @engine.workflow(name="flow")
         def flow() -> str:
             a()

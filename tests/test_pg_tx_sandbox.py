@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -51,9 +52,20 @@ def _user_schema(url: str) -> str:
 
 # The writer's session settings that durably relies on, or that a step could
 # use to change how durably's own SQL behaves.
-_SETTINGS = ("search_path", "default_transaction_read_only", "session_replication_role", "statement_timeout",
-             "idle_in_transaction_session_timeout", "lock_timeout", "synchronous_commit", "DateStyle",
-             "bytea_output", "standard_conforming_strings", "client_encoding", "role")
+_SETTINGS = (
+    "search_path",
+    "default_transaction_read_only",
+    "session_replication_role",
+    "statement_timeout",
+    "idle_in_transaction_session_timeout",
+    "lock_timeout",
+    "synchronous_commit",
+    "DateStyle",
+    "bytea_output",
+    "standard_conforming_strings",
+    "client_encoding",
+    "role",
+)
 
 
 def _writer_session(engine: durably.Engine) -> dict[str, Any]:
@@ -66,9 +78,15 @@ def _writer_session(engine: durably.Engine) -> dict[str, Any]:
         extra = conn.execute(
             "SELECT current_user, session_user, (SELECT count(*) FROM pg_listening_channels()),"
             " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()),"
-            " (SELECT count(*) FROM pg_prepared_statements WHERE name !~ '^_pg3_')").fetchone()
-    return {**dict(zip(_SETTINGS, values)), "users": extra[:2], "listening": extra[2], "advisory": extra[3],
-            "foreign_prepared": extra[4]}
+            " (SELECT count(*) FROM pg_prepared_statements WHERE name !~ '^_pg3_')"
+        ).fetchone()
+    return {
+        **dict(zip(_SETTINGS, values, strict=False)),
+        "users": extra[:2],
+        "listening": extra[2],
+        "advisory": extra[3],
+        "foreign_prepared": extra[4],
+    }
 
 
 def _durably_state(engine: durably.Engine) -> dict[str, Any]:
@@ -78,23 +96,41 @@ def _durably_state(engine: durably.Engine) -> dict[str, Any]:
     q = engine._store.query
     s = engine._store.schema
     return {
-        "objects": q("SELECT relname, relkind, relfilenode, relnatts, relacl::text, relhastriggers FROM pg_class"
-                     " WHERE relnamespace = %s::regnamespace ORDER BY relname", (s,)),
-        "columns": q("SELECT c.relname, a.attname, a.atttypid, a.attnotnull, pg_get_expr(d.adbin, d.adrelid)"
-                     " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid LEFT JOIN pg_attrdef d"
-                     " ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE c.relnamespace = %s::regnamespace"
-                     " AND a.attnum > 0 ORDER BY 1, 2", (s,)),
-        "triggers": q("SELECT tgname, tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
-                      " WHERE c.relnamespace = %s::regnamespace ORDER BY 1", (s,)),
-        "functions": q("SELECT proname, md5(prosrc), proconfig::text FROM pg_proc WHERE pronamespace ="
-                       " %s::regnamespace ORDER BY 1", (s,)),
+        "objects": q(
+            "SELECT relname, relkind, relfilenode, relnatts, relacl::text, relhastriggers FROM pg_class"
+            " WHERE relnamespace = %s::regnamespace ORDER BY relname",
+            (s,),
+        ),
+        "columns": q(
+            "SELECT c.relname, a.attname, a.atttypid, a.attnotnull, pg_get_expr(d.adbin, d.adrelid)"
+            " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid LEFT JOIN pg_attrdef d"
+            " ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE c.relnamespace = %s::regnamespace"
+            " AND a.attnum > 0 ORDER BY 1, 2",
+            (s,),
+        ),
+        "triggers": q(
+            "SELECT tgname, tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relnamespace = %s::regnamespace ORDER BY 1",
+            (s,),
+        ),
+        "functions": q(
+            "SELECT proname, md5(prosrc), proconfig::text FROM pg_proc WHERE pronamespace ="
+            " %s::regnamespace ORDER BY 1",
+            (s,),
+        ),
         "schema": q("SELECT nspacl::text FROM pg_namespace WHERE nspname = %s", (s,)),
-        "rows": {t: q(f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM {t} x")
-                 for t in ("messages", "events", "queue_entries", "schedules", "send_keys", "meta")},
-        "workflows": q("SELECT workflow_id, status, executor, epoch FROM workflows WHERE workflow_id NOT LIKE"
-                       " 'attack%%' ORDER BY 1"),
-        "steps": q("SELECT workflow_id, position, output FROM steps WHERE workflow_id NOT LIKE 'attack%%'"
-                   " AND workflow_id NOT LIKE 'inbox%%' ORDER BY 1, 2"),
+        "rows": {
+            t: q(f"SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM {t} x")
+            for t in ("messages", "events", "queue_entries", "schedules", "send_keys", "meta")
+        },
+        "workflows": q(
+            "SELECT workflow_id, status, executor, epoch FROM workflows WHERE workflow_id NOT LIKE"
+            " 'attack%%' ORDER BY 1"
+        ),
+        "steps": q(
+            "SELECT workflow_id, position, output FROM steps WHERE workflow_id NOT LIKE 'attack%%'"
+            " AND workflow_id NOT LIKE 'inbox%%' ORDER BY 1, 2"
+        ),
         "state": q("SELECT key, value FROM engine_state WHERE key NOT LIKE 'batch:%%' ORDER BY 1"),
     }
 
@@ -202,19 +238,28 @@ def _bypasses(schema: str) -> dict[str, list[str]]:
         "comment": [f"DELETE FROM {schema}/**/.messages"],
         "function with SET search_path": [
             f"CREATE FUNCTION purge() RETURNS void LANGUAGE sql SET search_path = {schema} AS 'DELETE FROM messages'",
-            "SELECT purge()"],
+            "SELECT purge()",
+        ],
         "U& identifier": [f"DELETE FROM {_u_escape(schema)}.messages"],
-        "E'' body": [_plpgsql("purge", f"BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END"),
-                     "SELECT purge()"],
+        "E'' body": [
+            _plpgsql("purge", f"BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END"),
+            "SELECT purge()",
+        ],
         "role reset first": ["SELECT set_config('role', 'none', false)", f"DELETE FROM {schema}/**/.messages"],
         "role reset and back in one statement": [
             _plpgsql("purge", f"BEGIN EXECUTE $q$DELETE FROM {schema}.messages$q$; RETURN 1; END"),
-            f"SELECT set_config('role', 'none', true), purge(), set_config('role', 'durably_user_{schema}', true)"],
+            f"SELECT set_config('role', 'none', true), purge(), set_config('role', 'durably_user_{schema}', true)",
+        ],
         "role reset and DDL in one statement": [
-            _plpgsql("alter_it", f"BEGIN EXECUTE $q$ALTER TABLE {schema}.messages ADD COLUMN z integer$q$; RETURN 1; END"),
-            "SELECT set_config('role', 'none', true), alter_it()"],
-        "temp table shadowing durably's": ["CREATE TEMP TABLE engine_state (key text, value text)",
-                                           "INSERT INTO engine_state VALUES ('takeovers', 'x')"],
+            _plpgsql(
+                "alter_it", f"BEGIN EXECUTE $q$ALTER TABLE {schema}.messages ADD COLUMN z integer$q$; RETURN 1; END"
+            ),
+            "SELECT set_config('role', 'none', true), alter_it()",
+        ],
+        "temp table shadowing durably's": [
+            "CREATE TEMP TABLE engine_state (key text, value text)",
+            "INSERT INTO engine_state VALUES ('takeovers', 'x')",
+        ],
     }
 
 
@@ -278,8 +323,10 @@ def test_prepared_statements_dropped_by_a_step_do_not_break_the_writer(url: str,
     them (DEALLOCATE ALL through a function) or prepares its own names must
     not make durably's next statements fail (not even once: the batch would
     be written again record by record, the step run twice)."""
-    body = ("BEGIN EXECUTE $q$DEALLOCATE ALL$q$; EXECUTE $q$PREPARE _pg3_0 AS SELECT 1$q$; "
-            "EXECUTE $q$PREPARE _pg3_1 AS SELECT 1$q$; RETURN 1; END")
+    body = (
+        "BEGIN EXECUTE $q$DEALLOCATE ALL$q$; EXECUTE $q$PREPARE _pg3_0 AS SELECT 1$q$; "
+        "EXECUTE $q$PREPARE _pg3_1 AS SELECT 1$q$; RETURN 1; END"
+    )
     with _build(url) as engine:
         for i in range(20):  # the writer's statements get prepared
             engine.run("work", i)
@@ -299,6 +346,7 @@ def test_the_users_tables_stay_usable_and_tables_made_before_are_granted(url: st
         conn.execute(f"CREATE TABLE {user}.legacy (x integer)")
         conn.execute(f"INSERT INTO {user}.legacy VALUES (1)")
     with _build(url) as engine:
+
         @engine.transaction(name="use")
         def use(db: durably.Tx) -> list[Any]:
             db.execute("INSERT INTO legacy VALUES (2)")
@@ -376,7 +424,9 @@ def _terminate_when(query_like: str, schema: str, stop: threading.Event, count: 
         while not stop.is_set() and count[0] < times:
             killed = conn.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s"
-                " AND query LIKE %s AND state = 'active'", (f"durably:{schema}", query_like)).fetchone()[0]
+                " AND query LIKE %s AND state = 'active'",
+                (f"durably:{schema}", query_like),
+            ).fetchone()[0]
             count[0] += killed
             time.sleep(0.05 if not killed else 0.5)
 
@@ -388,6 +438,7 @@ def test_a_backend_terminated_during_a_transaction_step_reconnects_and_runs_it_a
     was rolled back), and the error the body saw names the database."""
     seen: list[str] = []
     with _build(url) as engine:
+
         @engine.transaction(name="slow")
         def slow(db: durably.Tx, x: int) -> int:
             db.execute("CREATE TABLE IF NOT EXISTS slow (x integer)")
@@ -419,12 +470,12 @@ def test_a_backend_terminated_during_a_transaction_step_reconnects_and_runs_it_a
 
 
 @pytest.mark.parametrize("how", ["terminates its backend", "sets a 1 ms idle timeout, then pauses"])
-def test_a_step_that_ends_its_own_connection_fails_after_a_few_tries_and_the_writer_goes_on(url: str,
-                                                                                          how: str) -> None:
+def test_a_step_that_ends_its_own_connection_fails_after_a_few_tries_and_the_writer_goes_on(url: str, how: str) -> None:
     """Run again after a lost connection, but not for ever: a step that ends
     its own connection each time (by switching role back first, or by an
     idle timeout it set) fails after a few tries, as its recorded outcome."""
     with _build(url) as engine:
+
         @engine.transaction(name="self_ending")
         def self_ending(db: durably.Tx) -> None:
             if how == "terminates its backend":
@@ -449,25 +500,67 @@ def test_a_step_that_ends_its_own_connection_fails_after_a_few_tries_and_the_wri
 # -- Hypothesis: SQL aimed at durably's tables, in every disguise ----------------------------
 
 
-_TABLES = ("workflows", "steps", "engine_state", "messages", "events", "queue_entries", "schedules", "send_keys",
-           "executors", "notices", "meta")
-_ACTIONS = ("DELETE FROM {t}", "INSERT INTO {t} DEFAULT VALUES", "UPDATE {t} SET {c} = {c}", "TRUNCATE {t} CASCADE",
-            "DROP TABLE {t} CASCADE", "ALTER TABLE {t} ADD COLUMN z integer", "CREATE INDEX ON {t} ((1))",
-            "ALTER TABLE {t} DISABLE TRIGGER ALL", "GRANT ALL ON {t} TO PUBLIC", "LOCK TABLE {t}",
-            "SELECT * FROM {t} FOR UPDATE", "ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT",
-            "CREATE RULE r AS ON INSERT TO {t} DO INSTEAD NOTHING", "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY")
+_TABLES = (
+    "workflows",
+    "steps",
+    "engine_state",
+    "messages",
+    "events",
+    "queue_entries",
+    "schedules",
+    "send_keys",
+    "executors",
+    "notices",
+    "meta",
+)
+_ACTIONS = (
+    "DELETE FROM {t}",
+    "INSERT INTO {t} DEFAULT VALUES",
+    "UPDATE {t} SET {c} = {c}",
+    "TRUNCATE {t} CASCADE",
+    "DROP TABLE {t} CASCADE",
+    "ALTER TABLE {t} ADD COLUMN z integer",
+    "CREATE INDEX ON {t} ((1))",
+    "ALTER TABLE {t} DISABLE TRIGGER ALL",
+    "GRANT ALL ON {t} TO PUBLIC",
+    "LOCK TABLE {t}",
+    "SELECT * FROM {t} FOR UPDATE",
+    "ALTER TABLE {t} ALTER COLUMN {c} DROP DEFAULT",
+    "CREATE RULE r AS ON INSERT TO {t} DO INSTEAD NOTHING",
+    "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY",
+)
 _DML = {"DELETE FROM {t}", "INSERT INTO {t} DEFAULT VALUES", "UPDATE {t} SET {c} = {c}"}
-_SETTING_VALUES = [("search_path", "public"), ("default_transaction_read_only", "on"), ("statement_timeout", "1"),
-                   ("lock_timeout", "1"), ("idle_in_transaction_session_timeout", "1"), ("DateStyle", "German"),
-                   ("session_replication_role", "replica"), ("role", "none"), ("transaction_read_only", "on"),
-                   ("synchronous_commit", "off"), ("bytea_output", "escape"), ("client_encoding", "LATIN1"),
-                   ("standard_conforming_strings", "off")]
+_SETTING_VALUES = [
+    ("search_path", "public"),
+    ("default_transaction_read_only", "on"),
+    ("statement_timeout", "1"),
+    ("lock_timeout", "1"),
+    ("idle_in_transaction_session_timeout", "1"),
+    ("DateStyle", "German"),
+    ("session_replication_role", "replica"),
+    ("role", "none"),
+    ("transaction_read_only", "on"),
+    ("synchronous_commit", "off"),
+    ("bytea_output", "escape"),
+    ("client_encoding", "LATIN1"),
+    ("standard_conforming_strings", "off"),
+]
 
 
 def _column(table: str) -> str:
-    return {"workflows": "status", "steps": "name", "engine_state": "value", "messages": "topic", "events": "value",
-            "queue_entries": "queue", "schedules": "cron", "send_keys": "dest", "executors": "host",
-            "notices": "kind", "meta": "value"}[table]
+    return {
+        "workflows": "status",
+        "steps": "name",
+        "engine_state": "value",
+        "messages": "topic",
+        "events": "value",
+        "queue_entries": "queue",
+        "schedules": "cron",
+        "send_keys": "dest",
+        "executors": "host",
+        "notices": "kind",
+        "meta": "value",
+    }[table]
 
 
 @st.composite
@@ -481,8 +574,11 @@ def _hostile(draw: Any, schema: str, n: int) -> list[str]:
     table = draw(st.sampled_from(_TABLES))
     action = draw(st.sampled_from(_ACTIONS))
     unqualified = action.format(t=table, c=_column(table))
-    ref = draw(st.sampled_from(["plain", "comment", "uescape", "search_path", "hidden", "escape", "escape_back",
-                                "reset_first"]))
+    ref = draw(
+        st.sampled_from(
+            ["plain", "comment", "uescape", "search_path", "hidden", "escape", "escape_back", "reset_first"]
+        )
+    )
     if ref == "escape_back" and action not in _DML:
         ref = "escape"  # (switching role back within one statement: DML is caught, DDL is beyond a sandbox)
     qualified = action.format(t=f"{schema}.{table}", c=_column(table))
@@ -496,8 +592,10 @@ def _hostile(draw: Any, schema: str, n: int) -> list[str]:
         return ["SELECT set_config('role', 'none', false)", qualified]
     fn = f"f{n}"
     if ref == "search_path":
-        return [_plpgsql(fn, f"BEGIN EXECUTE $q${unqualified}$q$; RETURN 1; END", f"SET search_path = {schema}"),
-                f"SELECT {fn}()"]
+        return [
+            _plpgsql(fn, f"BEGIN EXECUTE $q${unqualified}$q$; RETURN 1; END", f"SET search_path = {schema}"),
+            f"SELECT {fn}()",
+        ]
     create = _plpgsql(fn, f"BEGIN EXECUTE $q${qualified}$q$; RETURN 1; END")
     back = f", set_config('role', 'durably_user_{schema}', true)" if ref == "escape_back" else ""
     if ref == "hidden":

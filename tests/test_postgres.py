@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,7 @@ def url() -> Iterator[str]:
 
 def _admin() -> Any:
     import psycopg
+
     return psycopg.connect(PG_URL, autocommit=True)
 
 
@@ -84,6 +86,7 @@ def test_a_schema_holding_other_tables_or_a_newer_version_is_refused(url: str) -
 
 def test_the_pickle_codec_stores_bytes_and_another_codec_is_refused(url: str) -> None:
     with durably.Engine(url, codec="pickle") as engine:
+
         @engine.step(name="s")
         def s(x: Any) -> Any:
             return {"set": {1, 2}, "x": x}
@@ -112,14 +115,17 @@ def test_the_writer_reconnects_after_its_backend_is_terminated(url: str) -> None
         for round_ in range(3):
             handles = [engine.start(flow, 100 * round_ + i) for i in range(50)]
             with _admin() as conn:  # every connection of this engine (writer, reads, listener), mid-run
-                killed = conn.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                                      " WHERE application_name LIKE 'durably%%:' || %s", (engine._store.schema,)
-                                      ).fetchone()[0]
+                killed = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'durably%%:' || %s",
+                    (engine._store.schema,),
+                ).fetchone()[0]
             assert killed >= 1
             assert [h.result(timeout=60) for h in handles] == [4 * (100 * round_ + i) for i in range(50)]
     # every step body ran once: no batch was lost or written twice
-    assert sorted(runs) == sorted([1, 2] + [v for r in range(3) for i in range(50)
-                                            for v in (100 * r + i, 2 * (100 * r + i))])
+    assert sorted(runs) == sorted(
+        [1, 2] + [v for r in range(3) for i in range(50) for v in (100 * r + i, 2 * (100 * r + i))]
+    )
 
 
 def test_a_batch_whose_commit_landed_before_the_connection_went_is_not_written_again(url: str) -> None:
@@ -138,6 +144,7 @@ def test_a_batch_whose_commit_landed_before_the_connection_went_is_not_written_a
             if not calls:  # ... and then the connection went before the reply was read
                 calls.append(1)
                 import psycopg
+
                 raise psycopg.OperationalError("server closed the connection unexpectedly")
 
         store._write = write_then_lose_the_reply  # type: ignore[method-assign]
@@ -152,6 +159,7 @@ def test_a_batch_whose_commit_landed_before_the_connection_went_is_not_written_a
 
 def test_a_transaction_step_commits_with_its_outcome_on_the_users_tables(url: str) -> None:
     with durably.Engine(url) as engine:
+
         @engine.transaction(name="book")
         def book(db: durably.Tx, seat: int, fail: bool) -> int:
             db.execute("CREATE TABLE IF NOT EXISTS seats (seat integer PRIMARY KEY)")

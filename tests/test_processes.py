@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import apsw
 import pytest
@@ -32,12 +33,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _procworker  # noqa: E402
 
 
-def _spawn(db: str, led: str, tag: str, lease: float = 0.0, start: int = 0,
-           env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def _spawn(
+    db: str, led: str, tag: str, lease: float = 0.0, start: int = 0, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """A worker process (lease 0: the default lease; ``env``: more environment)."""
     args = [sys.executable, WORKER, db, led, tag, str(lease)] + (["start", str(start)] if start else [])
-    env = dict(os.environ, **(env or {}), PYTHONPATH=os.pathsep.join([str(Path(durably.__file__).parents[1]),
-                                                                        os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        **(env or {}),
+        PYTHONPATH=os.pathsep.join([str(Path(durably.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    )
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -109,7 +114,8 @@ def test_a_second_process_on_a_live_file_does_not_run_the_first_ones_workflows(f
                 assert engine.handle(f"a-w{k}").result(timeout=20) == f"got {k}"
             runs = _runs(led)
             assert sorted((w, s) for w, s, *_ in runs) == sorted(
-                [(f"a-w{k}", "work0") for k in range(8)] + [(f"a-w{k}", "work1") for k in range(8)])
+                [(f"a-w{k}", "work0") for k in range(8)] + [(f"a-w{k}", "work1") for k in range(8)]
+            )
             assert {pid for *_, pid, _t0, _t1 in [(r[0], r[1], r[2], r[3], r[4]) for r in runs]} == {a.pid}
             assert all(i.status is Status.SUCCESS for i in engine.list_workflows())
     finally:
@@ -191,8 +197,10 @@ def test_a_killed_owner_is_taken_over_at_once_on_the_same_host(files) -> None:
         client = durably.Engine(db, client=True)
         with client:
             t0 = time.monotonic()
-            _wait_until(lambda: all(i.executor and i.executor.startswith(_host_pid(b)) for i in client.list_workflows()),
-                        timeout=10)
+            _wait_until(
+                lambda: all(i.executor and i.executor.startswith(_host_pid(b)) for i in client.list_workflows()),
+                timeout=10,
+            )
             taken = time.monotonic() - t0
             assert taken < 5.0, taken
             for k in range(4):
@@ -210,6 +218,7 @@ def test_a_killed_owner_is_taken_over_at_once_on_the_same_host(files) -> None:
 
 def _host_pid(proc: subprocess.Popen[str]) -> str:
     import socket
+
     return f"{socket.gethostname()}:{proc.pid}:"
 
 
@@ -247,8 +256,9 @@ def test_a_paused_owner_is_fenced_and_records_nothing_for_what_was_taken_over(fi
             # only a step A was inside when stopped may have run again (in B)
             assert len(twice) <= 1, mine
             for s in twice:
-                assert [p for n, p, _ in mine if n == s] == [a.pid, b.pid] or \
-                    sorted(p for n, p, _ in mine if n == s) == sorted([a.pid, b.pid]), mine
+                assert [p for n, p, _ in mine if n == s] == [a.pid, b.pid] or sorted(
+                    p for n, p, _ in mine if n == s
+                ) == sorted([a.pid, b.pid]), mine
         # nothing A ran after it was continued was recorded: B's results stand (checked above)
         assert stopped_at > 0
     finally:
@@ -299,7 +309,7 @@ def test_queue_concurrency_holds_across_two_processes(files) -> None:
             peak = max(peak, level)
         assert peak <= 2, (peak, runs)
     finally:
-        for t, w in zip(("p", "q"), workers):
+        for t, w in zip(("p", "q"), workers, strict=False):
             _stop(led, t, w)
 
 
@@ -315,8 +325,9 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
             x.enqueue("q", "slot", i)
 
         def claim(engine: durably.Engine) -> list[str]:
-            claimed, _wake, _now = engine._lease_keeper.run_op("claim_queue", engine.executor_id, "0", "q", 2,
-                                                               None, None, 64)
+            claimed, _wake, _now = engine._lease_keeper.run_op(
+                "claim_queue", engine.executor_id, "0", "q", 2, None, None, 64
+            )
             return [row[0] for row in claimed]
 
         first = claim(x)
@@ -345,19 +356,29 @@ def test_two_processes_creating_the_file_at_once_share_one_database(tmp_path: Pa
     """Each creates the new file under a temporary name and moves it into
     place: the second must not replace the first one's file (already in use)."""
     db = str(tmp_path / "new.db")
-    code = ("import sys, durably\n"
-            "e = durably.Engine(sys.argv[1])\n"
-            "@e.workflow(name='one')\n"
-            "def one(x: int) -> int:\n"
-            "    return x\n"
-            "with e:\n"
-            "    print(e.run('one', int(sys.argv[2])))\n")
+    code = (
+        "import sys, durably\n"
+        "e = durably.Engine(sys.argv[1])\n"
+        "@e.workflow(name='one')\n"
+        "def one(x: int) -> int:\n"
+        "    return x\n"
+        "with e:\n"
+        "    print(e.run('one', int(sys.argv[2])))\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
     for _round in range(5):
         for suffix in ("", "-wal", "-shm"):
             Path(db + suffix).unlink(missing_ok=True)
-        procs = [subprocess.Popen([sys.executable, "-c", code, db, str(i)], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for i in range(4)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, db, str(i)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
         outs = [p.communicate(timeout=60) for p in procs]
         assert all(p.returncode == 0 for p in procs), outs
         engine = durably.Engine(db)
@@ -369,8 +390,9 @@ def _sql(db: str, sql: str, rows: list[tuple[Any, ...]] | None = None) -> list[t
     """SQL on a connection of its own (another process's, as it were):
     ``rows``: executemany in one transaction; else the rows of a query."""
     if db.startswith("postgresql://"):
-        import psycopg
         from urllib.parse import parse_qs, urlsplit
+
+        import psycopg
 
         from .conftest import PG_URL
 
@@ -416,20 +438,35 @@ def test_the_lease_keeper_prunes_gone_executors_and_old_notices_while_the_engine
         stopped = [(f"stopped-{i}", HOST, 4_100_000 + i, 0.0, old) for i in range(100)]
         recent = [(f"recent-{i}", HOST, 4_200_000 + i, hour_ago, None) for i in range(5)]  # kept a day
         ghost = [("ghost", HOST, 4_300_000, old, None)]
-        _sql(db, "INSERT INTO executors (executor_id, host, pid, app_version, lease_until, stopped_at, started_at)"
-                 f" VALUES (?, ?, ?, 'v', ?, ?, {old})", dead + stopped + recent + ghost)
-        _sql(db, "INSERT INTO workflows (workflow_id, name, status, inputs, executor)"
-                 " VALUES (?, 'nobody-registers-it', 'PENDING', '[[],{}]', 'ghost')", [("owned",)])
-        _sql(db, "INSERT INTO notices (kind, workflow_id, detail, created_at) VALUES ('event', ?, 'k', ?)",
-             [(f"w{i}", hour_ago) for i in range(1500)] + [(f"fresh{i}", time.time()) for i in range(10)])
+        _sql(
+            db,
+            "INSERT INTO executors (executor_id, host, pid, app_version, lease_until, stopped_at, started_at)"
+            f" VALUES (?, ?, ?, 'v', ?, ?, {old})",
+            dead + stopped + recent + ghost,
+        )
+        _sql(
+            db,
+            "INSERT INTO workflows (workflow_id, name, status, inputs, executor)"
+            " VALUES (?, 'nobody-registers-it', 'PENDING', '[[],{}]', 'ghost')",
+            [("owned",)],
+        )
+        _sql(
+            db,
+            "INSERT INTO notices (kind, workflow_id, detail, created_at) VALUES ('event', ?, 'k', ?)",
+            [(f"w{i}", hour_ago) for i in range(1500)] + [(f"fresh{i}", time.time()) for i in range(10)],
+        )
 
         def executors() -> set[str]:
             return {r[0] for r in _sql(db, "SELECT executor_id FROM executors")}
 
         expected = {engine.executor_id, "ghost"} | {r[0] for r in recent}
         _wait_until(lambda: executors() == expected, timeout=60)
-        _wait_until(lambda: _sql(db, "SELECT count(*) FROM notices WHERE created_at < ?".replace(
-            "?", str(now - 600)))[0][0] == 0, timeout=60)
+        _wait_until(
+            lambda: (
+                _sql(db, "SELECT count(*) FROM notices WHERE created_at < ?".replace("?", str(now - 600)))[0][0] == 0
+            ),
+            timeout=60,
+        )
         assert _sql(db, "SELECT count(*) FROM notices WHERE workflow_id LIKE 'fresh%'")[0][0] == 10
         # its workflow ends (as if taken over and finished): the ghost's row goes too
         _sql(db, "UPDATE workflows SET status = 'SUCCESS' WHERE workflow_id = ?", [("owned",)])
@@ -467,9 +504,12 @@ def test_the_watcher_checks_no_pid_of_an_executor_whose_lease_ran_out(files, mon
 
     with engine:
         hour_ago = time.time() - 3600
-        _sql(db, "INSERT INTO executors (executor_id, host, pid, app_version, lease_until) VALUES (?, ?, ?, 'v', ?)",
-             [(f"expired-{i}", HOST, 4_000_000 + i, hour_ago) for i in range(300)]
-             + [("live-but-dead", HOST, 4_999_999, time.time() + 60)])
+        _sql(
+            db,
+            "INSERT INTO executors (executor_id, host, pid, app_version, lease_until) VALUES (?, ?, ?, 'v', ?)",
+            [(f"expired-{i}", HOST, 4_000_000 + i, hour_ago) for i in range(300)]
+            + [("live-but-dead", HOST, 4_999_999, time.time() + 60)],
+        )
         _wait_until(lambda: 4_999_999 in checked)  # a claim round ran and looked at the live lease's pid
         checked.clear()
         _wait_until(lambda: 4_999_999 in checked)  # and another one, after the rows were all there
@@ -548,13 +588,14 @@ class _JumpVFS(apsw.VFS):
     def __init__(self) -> None:
         super().__init__("clock-jump", "")
 
-    def xCurrentTimeInt64(self) -> int:  # noqa: N802 - apsw's name
+    def xCurrentTimeInt64(self) -> int:
         return super().xCurrentTimeInt64() + self.offset
 
 
 @pytest.mark.timeout(120)
-def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One host, two engines (A: lease 40 s, renewed every 10 s; B: lease
     1 s, looking every 0.25 s), and the wall clock jumps an hour forward
     just after A renewed: every lease now looks expired, A's until its
@@ -574,8 +615,9 @@ def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(tmp_pa
             _wait_until(lambda: len(_runs(led)) == 4)
 
             def lease() -> float:
-                return first._store.query("SELECT lease_until FROM executors WHERE executor_id = ?",
-                                          (first.executor_id,))[0][0]
+                return first._store.query(
+                    "SELECT lease_until FROM executors WHERE executor_id = ?", (first.executor_id,)
+                )[0][0]
 
             before = lease()
             _wait_until(lambda: lease() != before, timeout=15)  # A just renewed: its next renewal is 10 s away
@@ -590,7 +632,8 @@ def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(tmp_pa
             for k in range(4):
                 assert first.handle(f"w{k}").result(timeout=20) == f"got {k}"
         assert sorted((w, s) for w, s, *_ in _runs(led)) == sorted(
-            [(f"w{k}", "work0") for k in range(4)] + [(f"w{k}", "work1") for k in range(4)])
+            [(f"w{k}", "work0") for k in range(4)] + [(f"w{k}", "work1") for k in range(4)]
+        )
     finally:
         _JumpVFS.offset = 0
         vfs.unregister()

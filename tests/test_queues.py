@@ -36,8 +36,7 @@ def _build(make_engine, clock, order: list, **queue_kw):
 
 
 def _running(engine) -> int:
-    return engine._store.query(
-        "SELECT count(*) FROM queue_entries WHERE started_at IS NOT NULL AND done = 0")[0][0]
+    return engine._store.query("SELECT count(*) FROM queue_entries WHERE started_at IS NOT NULL AND done = 0")[0][0]
 
 
 def test_concurrency_limit_priority_and_fifo(make_engine) -> None:
@@ -46,8 +45,10 @@ def test_concurrency_limit_priority_and_fifo(make_engine) -> None:
     with engine:
         blocker = queue.enqueue(job, "blocker", True)
         _wait_until(lambda: order == ["blocker"])
-        handles = [queue.enqueue(job, tag, priority=prio) for tag, prio in
-                   [("low-1", 5), ("high-1", 0), ("low-2", 5), ("high-2", 0), ("mid", 1)]]
+        handles = [
+            queue.enqueue(job, tag, priority=prio)
+            for tag, prio in [("low-1", 5), ("high-1", 0), ("low-2", 5), ("high-2", 0), ("mid", 1)]
+        ]
         assert _running(engine) == 1 and all(h.status() == "ENQUEUED" for h in handles)
         assert {w.workflow_id for w in engine.list_workflows(status="ENQUEUED")} == {h.workflow_id for h in handles}
         assert [w.workflow_id for w in engine.list_workflows(status="PENDING")] == [blocker.workflow_id]
@@ -145,22 +146,37 @@ def test_enqueue_from_a_workflow_is_journaled(make_engine) -> None:
         assert engine.handle("fan/0").result(timeout=5) == "c0"
 
 
-@pytest.mark.parametrize("call", [
-    lambda e, q, j: e.queue("jobs", concurrency=0),
-    lambda e, q, j: e.queue("other", concurrency=1.5),
-    lambda e, q, j: e.queue("other", rate_limit=(0, 1)),
-    lambda e, q, j: e.queue("other", rate_limit=(1, -1)),
-    lambda e, q, j: e.queue("other", rate_limit=5),
-    lambda e, q, j: e.queue(""),
-    lambda e, q, j: e.queue("jobs", concurrency=3),
-    lambda e, q, j: e.enqueue("undeclared", j, "x"),
-    lambda e, q, j: q.enqueue(j, "x", priority="high"),
-    lambda e, q, j: q.enqueue(j, "x", delay=-1),
-    lambda e, q, j: q.enqueue(j, "x", dedup_key=""),
-    lambda e, q, j: q.enqueue(print, "x"),
-], ids=["zero-concurrency", "float-concurrency", "zero-rate", "negative-period", "rate-not-a-pair",
-        "empty-name", "redeclared-differently", "undeclared", "bad-priority", "negative-delay",
-        "empty-dedup", "not-a-workflow"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda e, q, j: e.queue("jobs", concurrency=0),
+        lambda e, q, j: e.queue("other", concurrency=1.5),
+        lambda e, q, j: e.queue("other", rate_limit=(0, 1)),
+        lambda e, q, j: e.queue("other", rate_limit=(1, -1)),
+        lambda e, q, j: e.queue("other", rate_limit=5),
+        lambda e, q, j: e.queue(""),
+        lambda e, q, j: e.queue("jobs", concurrency=3),
+        lambda e, q, j: e.enqueue("undeclared", j, "x"),
+        lambda e, q, j: q.enqueue(j, "x", priority="high"),
+        lambda e, q, j: q.enqueue(j, "x", delay=-1),
+        lambda e, q, j: q.enqueue(j, "x", dedup_key=""),
+        lambda e, q, j: q.enqueue(print, "x"),
+    ],
+    ids=[
+        "zero-concurrency",
+        "float-concurrency",
+        "zero-rate",
+        "negative-period",
+        "rate-not-a-pair",
+        "empty-name",
+        "redeclared-differently",
+        "undeclared",
+        "bad-priority",
+        "negative-delay",
+        "empty-dedup",
+        "not-a-workflow",
+    ],
+)
 def test_bad_queue_input_is_refused_with_a_typed_error(make_engine, call) -> None:
     engine, queue, job = _build(make_engine, durably.VirtualClock(T0), [], concurrency=2)
     with engine:

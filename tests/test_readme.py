@@ -61,8 +61,7 @@ EPILOGUE = textwrap.dedent("""
 
 def _snippets() -> list[tuple[int, str]]:
     text = README.read_text()
-    return [(text[:m.start()].count("\n") + 1, m.group(1))
-            for m in re.finditer(r"```python\n(.*?)```", text, re.S)]
+    return [(text[: m.start()].count("\n") + 1, m.group(1)) for m in re.finditer(r"```python\n(.*?)```", text, re.S)]
 
 
 SNIPPETS = _snippets()
@@ -82,8 +81,9 @@ def test_readme_snippet_runs(tmp_path: Path, line: int, code: str) -> None:
         urls = pg_schema_url()
         env["DATABASE_URL"] = next(urls)
     try:
-        run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-                             timeout=60, env=env)
+        run = subprocess.run(
+            [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env
+        )
     finally:
         if urls is not None:
             next(urls, None)

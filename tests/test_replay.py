@@ -11,9 +11,11 @@ from durably import Status, errors
 def _register(engine: durably.Engine, order: list[str], log: list[str]):
     steps = {}
     for name in ("a", "b", "c"):
+
         def body(x: int, _n: str = name) -> int:
             log.append(_n)
             return x + 1
+
         body.__name__ = body.__qualname__ = name
         steps[name] = engine.step(name=name)(body)
 
@@ -29,9 +31,9 @@ def _register(engine: durably.Engine, order: list[str], log: list[str]):
 
 def _crash_after_first_step(db_path: str) -> None:
     """Leave a PENDING workflow whose journal holds step 'a' at position 0."""
-    from durably.store import make_store
-    from durably.journal import Journal, Record
     from durably import _records as R
+    from durably.journal import Journal, Record
+    from durably.store import make_store
 
     store = make_store(db_path)
     store.open()
@@ -165,8 +167,9 @@ def test_recovering_many_parents_and_children_cannot_deadlock_the_pool(make_engi
     for i in range(6):
         parent, child = f"p{i}", f"p{i}/0"
         journal.submit(Record(R.START, (parent, "parent", "[[],{}]", None, None)))
-        journal.submit(Record(R.START, (child, "child", f"[[{i}],{{}}]", parent,
-                                        (parent, (0, None), "start:child", f'"{child}"'))))
+        journal.submit(
+            Record(R.START, (child, "child", f"[[{i}],{{}}]", parent, (parent, (0, None), "start:child", f'"{child}"')))
+        )
     journal.stop()
     store.close()
 

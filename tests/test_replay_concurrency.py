@@ -79,6 +79,7 @@ def test_gather_over_branches_of_sequential_steps_replays_without_parking(make_e
 def _job_and_marks(engine: durably.Engine, ran: list[str], marks: int, mark_delay: float = 0.0) -> Any:
     """A step ``job(i, delay)`` (logged in ``ran``) and steps ``mark0..``: the
     mark a workflow calls shows which outcome it saw first."""
+
     @engine.step(name="job")
     async def job(i: int, delay: float) -> int:
         ran.append(f"job{i}")
@@ -87,10 +88,12 @@ def _job_and_marks(engine: durably.Engine, ran: list[str], marks: int, mark_dela
 
     made = []
     for i in range(marks):
+
         @engine.step(name=f"mark{i}")
         async def mark(i: int = i) -> int:
             await asyncio.sleep(mark_delay)
             return i
+
         made.append(mark)
     return job, made
 
@@ -136,6 +139,7 @@ def test_wait_first_sees_one_outcome_when_the_next_was_recorded_before_its_react
     lowest done index changed ("called 'mark0', journal recorded 'mark1'",
     parked; found by the state machine below, failed on cf77326). Every
     outcome now settles before the next is handed over, live and on replay."""
+
     def build(engine: durably.Engine, ran: list[str]) -> None:
         job, marks = _job_and_marks(engine, ran, 2, mark_delay=0.15)  # the slow job ends during a mark
 
@@ -186,8 +190,9 @@ def test_task_group_children_sleeps_and_recv_in_branches_replay(make_engine) -> 
                 c = group.create_task(engine.sleep_async(0.05))
                 d = group.create_task(listener())
                 await engine.send_async(engine.workflow_id, 5, topic="in")
-            done, _ = await asyncio.wait([asyncio.ensure_future(kid(3)), asyncio.ensure_future(s(4))],
-                                         return_when=asyncio.ALL_COMPLETED)
+            done, _ = await asyncio.wait(
+                [asyncio.ensure_future(kid(3)), asyncio.ensure_future(s(4))], return_when=asyncio.ALL_COMPLETED
+            )
             total = a.result() + b.result() + d.result() + sum(t.result() for t in done)
             assert c.result() is None
             await engine.recv_async("go")
@@ -198,8 +203,10 @@ def test_task_group_children_sleeps_and_recv_in_branches_replay(make_engine) -> 
     with engine:
         engine.start("tg", workflow_id="t")
         deadline = time.monotonic() + 10
-        while not any(s.name == "recv:go.deadline" or s.name.startswith("join") for s in engine.steps("t")) \
-                or len(engine.steps("t")) < 9:
+        while (
+            not any(s.name == "recv:go.deadline" or s.name.startswith("join") for s in engine.steps("t"))
+            or len(engine.steps("t")) < 9
+        ):
             assert time.monotonic() < deadline
             time.sleep(0.02)
     engine2 = make_engine()
@@ -281,6 +288,7 @@ def test_a_step_stacked_on_a_transaction_is_refused(make_engine) -> None:
 
 # -- the state machine ----------------------------------------------------------------
 
+
 def _value(node: Any) -> int:
     kind = node[0]
     if kind == "step":
@@ -341,9 +349,11 @@ class ReplayModel(RuleBasedStateMachine):
 
         marks = []
         for i in range(3):
+
             @engine.step(name=f"arrived{i}")
             async def arrived(i: int = i) -> int:
                 return i
+
             marks.append(arrived)
 
         async def ev(node: Any) -> int:
@@ -425,13 +435,14 @@ class ReplayModel(RuleBasedStateMachine):
 
 
 ReplayModel.TestCase.settings = settings(
-    max_examples=12, stateful_step_count=8, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow])
+    max_examples=12, stateful_step_count=8, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TestReplayModel = ReplayModel.TestCase
 
 
 def test_results_of_children_are_statuses_not_only_values(make_engine) -> None:
     """A failed child's error reaches a parent that joins it, live and on replay."""
+
     def build(engine: durably.Engine) -> None:
         @engine.workflow(name="bad")
         async def bad() -> int:
@@ -470,6 +481,7 @@ def test_a_durable_call_during_close_unwinds_the_workflow_instead_of_raising_a_c
     and the replay, where no such error happens, parked. Inside a workflow of
     a closing engine every durable call now unwinds the whole workflow
     (EngineShutdown, a BaseException), so nothing is recorded in reaction."""
+
     def build(engine: durably.Engine, log: list[str]) -> None:
         @engine.step(name="hold")
         async def hold() -> int:

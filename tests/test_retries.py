@@ -8,7 +8,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,14 @@ from durably import errors
 SHAPES = ["sync-in-sync", "async-in-async", "sync-in-async", "async-in-sync"]
 
 
-def flaky_flow(engine: durably.Engine, shape: str, calls: list[int], succeed_at: int,
-               failed: threading.Event | None = None, **options: Any) -> Callable[..., Any]:
+def flaky_flow(
+    engine: durably.Engine,
+    shape: str,
+    calls: list[int],
+    succeed_at: int,
+    failed: threading.Event | None = None,
+    **options: Any,
+) -> Callable[..., Any]:
     """A workflow of one step that fails until its body ran ``succeed_at``
     times in all; ``calls`` gets each body run's attempt number."""
     step_kind, _, flow_kind = shape.partition("-in-")
@@ -39,16 +46,21 @@ def flaky_flow(engine: durably.Engine, shape: str, calls: list[int], succeed_at:
     if step_kind == "sync":
         step = engine.step(name="flaky", **options)(body)
     else:
+
         async def abody() -> int:
             return body()
+
         step = engine.step(name="flaky", **options)(abody)
 
     if flow_kind == "sync":
+
         def flow() -> int:
             return step()  # type: ignore[no-any-return]
     else:
+
         async def flow() -> int:  # type: ignore[misc]
             return await step()  # type: ignore[no-any-return]
+
     return engine.workflow(name="flow")(flow)
 
 
@@ -87,7 +99,7 @@ def test_backoffs_advance_virtual_time_seen_by_the_workflow(make_engine) -> None
 
     with engine:
         assert clock.finish(engine.start(flow), timeout=15) == pytest.approx(3.0)
-    assert [round(b - a, 6) for a, b in zip(seen, seen[1:])] == [1.0, 2.0]
+    assert [round(b - a, 6) for a, b in zip(seen, seen[1:], strict=False)] == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("shape", SHAPES)
@@ -131,8 +143,9 @@ def test_workflow_deadline_ends_a_backoff(make_engine) -> None:
     engine = make_engine(clock=clock)
     calls: list[int] = []
     failed = threading.Event()
-    flow = flaky_flow(engine, "sync-in-sync", calls, succeed_at=99, failed=failed, retries=3,
-                      initial_delay=1000, max_delay=5000)
+    flow = flaky_flow(
+        engine, "sync-in-sync", calls, succeed_at=99, failed=failed, retries=3, initial_delay=1000, max_delay=5000
+    )
     with engine:
         h = engine.start(flow, timeout=100)
         with pytest.raises(errors.WorkflowCancelledError):
@@ -151,6 +164,7 @@ def test_cancel_ends_every_branch_in_backoff(make_engine) -> None:
         async def flaky() -> None:
             calls[label] += 1
             raise ConnectionError(label)
+
         return flaky
 
     a, b = make("a"), make("b")
@@ -217,7 +231,7 @@ def test_jitter_draws_each_delay_within_its_bounds(make_engine, jitter: float) -
 
     with engine:
         clock.finish(engine.start(flow), timeout=15)
-    gaps = [b - a for a, b in zip(seen, seen[1:])]
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
     assert len(gaps) == 8
     assert all(10 * (1 - jitter) - 1e-6 <= g <= 10 + 1e-6 for g in gaps), gaps
     assert len({round(g, 6) for g in gaps}) > 1  # drawn, not the plain 10 s each time
@@ -265,11 +279,20 @@ def test_each_retry_logs_a_warning_with_fields(make_engine, caplog) -> None:
     assert "2.000 s" in text
 
 
-@pytest.mark.parametrize("options", [
-    {"jitter": -0.1}, {"jitter": 1.5}, {"jitter": True}, {"jitter": "0.5"},
-    {"retry_deadline": 0}, {"retry_deadline": -1}, {"retry_deadline": float("inf")},
-    {"retry_deadline": True}, {"retry_deadline": "10"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"jitter": -0.1},
+        {"jitter": 1.5},
+        {"jitter": True},
+        {"jitter": "0.5"},
+        {"retry_deadline": 0},
+        {"retry_deadline": -1},
+        {"retry_deadline": float("inf")},
+        {"retry_deadline": True},
+        {"retry_deadline": "10"},
+    ],
+)
 def test_bad_jitter_or_retry_deadline_is_refused_at_decoration(options: dict[str, Any]) -> None:
     engine = durably.Engine(":memory:")
     with pytest.raises(errors.UsageError):

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import apsw
 import pytest
@@ -12,7 +12,7 @@ import pytest
 import durably
 from durably import errors
 
-T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=timezone.utc).timestamp()
+T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
 
 
 def _build(make_engine, clock, fired: list, missed: str = "latest"):
@@ -36,7 +36,7 @@ def _settle(engine, count: int, timeout: float = 10.0) -> None:
 
 
 def _slot(minute: int, hour: int = 0) -> datetime:
-    return datetime(2027, 1, 1, hour, minute, tzinfo=timezone.utc)
+    return datetime(2027, 1, 1, hour, minute, tzinfo=UTC)
 
 
 def test_each_slot_fires_once_with_its_time(make_engine) -> None:
@@ -51,11 +51,14 @@ def test_each_slot_fires_once_with_its_time(make_engine) -> None:
         assert engine.handle("schedule:five@2027-01-01T00:05:00+00:00").result(timeout=5) == "2027-01-01T00:05:00+00:00"
 
 
-@pytest.mark.parametrize("missed, expected", [
-    ("all", [_slot(m) for m in range(5, 60, 5)] + [_slot(0, 1)]),
-    ("latest", [_slot(0, 1)]),
-    ("skip", []),
-])
+@pytest.mark.parametrize(
+    "missed, expected",
+    [
+        ("all", [_slot(m) for m in range(5, 60, 5)] + [_slot(0, 1)]),
+        ("latest", [_slot(0, 1)]),
+        ("skip", []),
+    ],
+)
 def test_missed_slots_follow_the_policy(make_engine, db_path, missed, expected) -> None:
     clock, fired = durably.VirtualClock(T0), []
     engine = _build(make_engine, clock, fired, missed)
@@ -90,10 +93,17 @@ def test_no_slot_fires_twice_when_its_progress_record_is_lost(make_engine, db_pa
     assert fired == [_slot(5), _slot(10)]
 
 
-@pytest.mark.parametrize("kw", [
-    {"cron": "every minute"}, {"cron": "61 * * * *"}, {"cron": ""}, {"cron": None},
-    {"missed": "some"}, {"name": ""},
-])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"cron": "every minute"},
+        {"cron": "61 * * * *"},
+        {"cron": ""},
+        {"cron": None},
+        {"missed": "some"},
+        {"name": ""},
+    ],
+)
 def test_bad_schedules_are_refused(make_engine, kw) -> None:
     engine = make_engine(clock=durably.VirtualClock(T0))
 

@@ -4,15 +4,15 @@ backfill, list; persistence across restarts; time zones across DST."""
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 import durably
 from durably import errors
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
 PARIS = "Europe/Paris"
 
@@ -66,8 +66,10 @@ def test_a_runtime_schedule_keeps_firing_after_a_restart_without_being_declared_
     clock.advance(600)  # down across 00:05 and 00:10
     engine2 = _engine(make_engine, clock, fired)  # registers the workflow only
     with engine2:
-        assert _settle(engine2, 2) == ["schedule:five@2027-01-01T00:05:00+00:00",
-                                       "schedule:five@2027-01-01T00:10:00+00:00"]
+        assert _settle(engine2, 2) == [
+            "schedule:five@2027-01-01T00:05:00+00:00",
+            "schedule:five@2027-01-01T00:10:00+00:00",
+        ]
         clock.advance(300)
         _settle(engine2, 3)
     assert sorted(fired) == [_slot(5), _slot(10), _slot(15)]
@@ -183,12 +185,16 @@ def test_backfill_starts_each_slot_of_the_range_once_with_its_usual_id(make_engi
     assert sorted(fired) == [_slot(0), _slot(5), _slot(10)]
 
 
-@pytest.mark.parametrize("start, end", [
-    (datetime(2027, 1, 1), datetime(2027, 1, 2)),                                  # naive
-    (datetime(2027, 1, 2, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),          # end before start
-    (T0, T0 + 60),                                                                  # not datetimes
-    (datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 1, 2, tzinfo=UTC)),          # 86,400 slots
-], ids=["naive", "reversed", "floats", "too-many"])
+@pytest.mark.parametrize(
+    "start, end",
+    [
+        (datetime(2027, 1, 1), datetime(2027, 1, 2)),  # naive
+        (datetime(2027, 1, 2, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)),  # end before start
+        (T0, T0 + 60),  # not datetimes
+        (datetime(2027, 1, 1, tzinfo=UTC), datetime(2027, 1, 2, tzinfo=UTC)),  # 86,400 slots
+    ],
+    ids=["naive", "reversed", "floats", "too-many"],
+)
 def test_bad_backfills_are_refused_and_start_nothing(make_engine, start, end) -> None:
     clock, fired = durably.VirtualClock(T0), []
     engine = _engine(make_engine, clock, fired)
@@ -200,13 +206,17 @@ def test_bad_backfills_are_refused_and_start_nothing(make_engine, start, end) ->
         assert engine.list_workflows(limit=None) == []
 
 
-@pytest.mark.parametrize("call", [
-    lambda e: e.pause_schedule("nope"),
-    lambda e: e.resume_schedule("nope"),
-    lambda e: e.delete_schedule("nope"),
-    lambda e: e.trigger_schedule("nope"),
-    lambda e: e.backfill_schedule("nope", _slot(0), _slot(5)),
-], ids=["pause", "resume", "delete", "trigger", "backfill"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda e: e.pause_schedule("nope"),
+        lambda e: e.resume_schedule("nope"),
+        lambda e: e.delete_schedule("nope"),
+        lambda e: e.trigger_schedule("nope"),
+        lambda e: e.backfill_schedule("nope", _slot(0), _slot(5)),
+    ],
+    ids=["pause", "resume", "delete", "trigger", "backfill"],
+)
 def test_an_unknown_schedule_is_a_typed_error(make_engine, call) -> None:
     engine = _engine(make_engine, durably.VirtualClock(T0), [])
     with engine:
@@ -224,10 +234,16 @@ def test_a_bad_time_zone_is_refused_and_nothing_is_written(make_engine, tz) -> N
         assert engine.list_schedules() == []
 
 
-@pytest.mark.parametrize("call", [
-    lambda e: e.pause_schedule("s"), lambda e: e.list_schedules(), lambda e: e.trigger_schedule("s"),
-    lambda e: e.schedule("t", "* * * * *", "tick"),
-], ids=["pause", "list", "trigger", "create"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda e: e.pause_schedule("s"),
+        lambda e: e.list_schedules(),
+        lambda e: e.trigger_schedule("s"),
+        lambda e: e.schedule("t", "* * * * *", "tick"),
+    ],
+    ids=["pause", "list", "trigger", "create"],
+)
 def test_schedule_management_is_refused_in_workflow_code(make_engine, call) -> None:
     engine = _engine(make_engine, durably.VirtualClock(T0), [])
 
@@ -246,8 +262,11 @@ def test_schedule_management_is_refused_in_workflow_code(make_engine, call) -> N
 def test_schedule_management_needs_an_open_engine(make_engine) -> None:
     engine = _engine(make_engine, durably.VirtualClock(T0), [])
     engine.schedule("s", "* * * * *", "tick")  # declaring before open is fine
-    for call in (lambda: engine.pause_schedule("s"), engine.list_schedules,
-                 lambda: engine.backfill_schedule("s", _slot(0), _slot(5))):
+    for call in (
+        lambda: engine.pause_schedule("s"),
+        engine.list_schedules,
+        lambda: engine.backfill_schedule("s", _slot(0), _slot(5)),
+    ):
         with pytest.raises(errors.NotOpenError):
             call()
 
@@ -261,8 +280,14 @@ def test_list_schedules_gives_typed_info(make_engine) -> None:
         engine.pause_schedule("utc")
         paris, utc = engine.list_schedules()
     assert isinstance(paris, durably.ScheduleInfo)
-    assert (paris.name, paris.cron, paris.workflow, paris.tz, paris.missed, paris.paused) == \
-        ("paris", "0 9 * * 1-5", "tick", PARIS, "skip", False)
+    assert (paris.name, paris.cron, paris.workflow, paris.tz, paris.missed, paris.paused) == (
+        "paris",
+        "0 9 * * 1-5",
+        "tick",
+        PARIS,
+        "skip",
+        False,
+    )
     assert paris.last_slot == datetime(2027, 6, 1, 12, 0, tzinfo=UTC)  # created then, nothing fired yet
     # Tuesday 1 June 2027, 14:00 in Paris: next is Wednesday 09:00 CEST
     assert paris.next_slot.isoformat() == "2027-06-02T09:00:00+02:00"
@@ -321,8 +346,10 @@ def test_a_slot_at_an_ambiguous_local_time_fires_at_both_occurrences(make_engine
         clock.advance(2.5 * 3600)  # 02:30 CEST, the first 02:30
         assert _settle(engine, 1) == ["schedule:paris@2027-10-31T02:30:00+02:00"]
         clock.advance(3600)  # 02:30 CET, the second 02:30, an hour later
-        assert _settle(engine, 2) == ["schedule:paris@2027-10-31T02:30:00+02:00",
-                                      "schedule:paris@2027-10-31T02:30:00+01:00"]
+        assert _settle(engine, 2) == [
+            "schedule:paris@2027-10-31T02:30:00+02:00",
+            "schedule:paris@2027-10-31T02:30:00+01:00",
+        ]
         clock.advance(3600)
         assert len(_settle(engine, 2)) == 2
     assert fired == [datetime(2027, 10, 31, 0, 30, tzinfo=UTC), datetime(2027, 10, 31, 1, 30, tzinfo=UTC)]
@@ -336,16 +363,26 @@ def test_backfill_across_both_dst_changes_follows_the_same_rule(make_engine) -> 
         engine.schedule("half", "*/30 * * * *", "tick", tz=PARIS)
         spring = engine.backfill_schedule("paris", datetime(2027, 3, 27, tzinfo=UTC), datetime(2027, 3, 30, tzinfo=UTC))
         fall = engine.backfill_schedule("paris", datetime(2027, 10, 30, tzinfo=UTC), datetime(2027, 11, 1, tzinfo=UTC))
-        gap = engine.backfill_schedule("half", datetime(2027, 3, 28, 0, 0, tzinfo=UTC),
-                                       datetime(2027, 3, 28, 2, 0, tzinfo=UTC))
+        gap = engine.backfill_schedule(
+            "half", datetime(2027, 3, 28, 0, 0, tzinfo=UTC), datetime(2027, 3, 28, 2, 0, tzinfo=UTC)
+        )
     assert [h.workflow_id.split("@")[1] for h in spring] == [
-        "2027-03-27T02:30:00+01:00", "2027-03-28T03:00:00+02:00", "2027-03-29T02:30:00+02:00"]
+        "2027-03-27T02:30:00+01:00",
+        "2027-03-28T03:00:00+02:00",
+        "2027-03-29T02:30:00+02:00",
+    ]
     assert [h.workflow_id.split("@")[1] for h in fall] == [
-        "2027-10-30T02:30:00+02:00", "2027-10-31T02:30:00+02:00", "2027-10-31T02:30:00+01:00"]
+        "2027-10-30T02:30:00+02:00",
+        "2027-10-31T02:30:00+02:00",
+        "2027-10-31T02:30:00+01:00",
+    ]
     # Every 30 minutes across the gap: 02:00 and 02:30 (not existing) become one 03:00 slot.
     assert [h.workflow_id.split("@")[1] for h in gap] == [
-        "2027-03-28T01:00:00+01:00", "2027-03-28T01:30:00+01:00", "2027-03-28T03:00:00+02:00",
-        "2027-03-28T03:30:00+02:00"]
+        "2027-03-28T01:00:00+01:00",
+        "2027-03-28T01:30:00+01:00",
+        "2027-03-28T03:00:00+02:00",
+        "2027-03-28T03:30:00+02:00",
+    ]
 
 
 def test_a_schedule_whose_workflow_is_not_registered_waits(make_engine, caplog) -> None:

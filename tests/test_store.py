@@ -26,7 +26,8 @@ def test_every_engine_connection_has_the_durable_pragmas(make_engine, db_path, s
 
 
 def test_the_store_checkpoints_itself_and_each_checkpoint_starts_the_wal_over(
-        make_engine, db_path, monkeypatch) -> None:
+    make_engine, db_path, monkeypatch
+) -> None:
     """SQLite's own automatic checkpoint is off (store/_checkpoint.py: it
     would copy states the crash mark says are past the last checkpoint);
     the store's copies the WAL, and the write after it starts the WAL over,
@@ -47,7 +48,7 @@ def test_the_store_checkpoints_itself_and_each_checkpoint_starts_the_wal_over(
 
     with engine:
         assert all(conn.pragma("wal_autocheckpoint") == 0 for conn in engine._store.connections())
-        for i in range(80):  # a few hundred WAL frames, many times the threshold
+        for _i in range(80):  # a few hundred WAL frames, many times the threshold
             assert engine.run(flow, 5) == 15
         frames = os.path.getsize(db_path + "-wal") // (4096 + 24)
         assert 0 < frames < 4 * 16, frames
@@ -175,13 +176,22 @@ def test_store_reopens_after_close(db_path) -> None:
 def test_recovery_query_uses_the_pending_index(make_engine, db_path) -> None:
     with make_engine() as engine:
         conn = engine._store.connections()[1]
-        plan = " ".join(str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT workflow_id, name, inputs, parent_id FROM workflows"
-            " WHERE status = 'PENDING' ORDER BY created_at"))
+        plan = " ".join(
+            str(r)
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT workflow_id, name, inputs, parent_id FROM workflows"
+                " WHERE status = 'PENDING' ORDER BY created_at"
+            )
+        )
         assert "workflows_status" in plan and "SCAN" not in plan
-        plan = " ".join(str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT position, name, output, error FROM steps"
-            " WHERE workflow_id = ? ORDER BY position", ("x",)))
+        plan = " ".join(
+            str(r)
+            for r in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT position, name, output, error FROM steps"
+                " WHERE workflow_id = ? ORDER BY position",
+                ("x",),
+            )
+        )
         assert "SCAN" not in plan
 
 
@@ -199,8 +209,15 @@ def test_a_rejected_step_record_fails_alone(db_path, alone) -> None:
         start = Record(R.START, ("w", "wf", "[[],{}]", None, None))
         store.flush([start, Record(R.STEP, ("w", 0, "s", "1", None, None, None))])
         dup = Record(R.STEP, ("w", 0, "other", "2", None, None, None))
-        batch = [dup] if alone else [Record(R.STEP, ("w", 1, "s", "3", None, None, None)), dup,
-                                     Record(R.STEP, ("w", 2, "s", "4", None, None, None))]
+        batch = (
+            [dup]
+            if alone
+            else [
+                Record(R.STEP, ("w", 1, "s", "3", None, None, None)),
+                dup,
+                Record(R.STEP, ("w", 2, "s", "4", None, None, None)),
+            ]
+        )
         store.flush(batch)
         assert isinstance(dup.error, errors.ConstraintError)
         assert all(r.error is None for r in batch if r is not dup)
@@ -221,8 +238,10 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
     conn = apsw.Connection(db_path)  # rollback-journal mode: the engine switches it to WAL
     for script in MIGRATIONS[:2]:
         conn.execute(script)
-    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES"
-                 " ('old', 'flow', 'SUCCESS', '[[],{}]', '7')")
+    conn.execute(
+        "INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES"
+        " ('old', 'flow', 'SUCCESS', '[[],{}]', '7')"
+    )
     conn.pragma("user_version", 2)
     conn.pragma("application_id", APPLICATION_ID)
     conn.close()

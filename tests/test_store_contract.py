@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -72,8 +73,11 @@ def test_the_store_fulfils_the_contract(backend) -> None:
 
 def test_start_is_idempotent_and_complete_applies_only_while_pending(backend) -> None:
     store = backend()
-    first, again = _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)),
-                          Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+    first, again = _flush(
+        store,
+        Record(R.START, ("w", "flow", "[[],{}]", None, None)),
+        Record(R.START, ("w", "flow", "[[],{}]", None, None)),
+    )
     assert first.result is None and again.result == ("flow", "PENDING")
     _flush(store, Record(R.WRITE, ("cancel", (None, "w"))))
     (done,) = _flush(store, Record(R.COMPLETE, ("SUCCESS", "1", None, "w")))
@@ -83,9 +87,12 @@ def test_start_is_idempotent_and_complete_applies_only_while_pending(backend) ->
 def test_a_rejected_step_fails_alone_and_the_batch_commits(backend) -> None:
     store = backend()
     _flush(store, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
-    recs = _flush(store, Record(R.STEP, ("w", 0, "a", "1", None, None, None)),
-                  Record(R.STEP, ("w", 0, "dup", "2", None, None, None)),
-                  Record(R.STEP, ("w", 1, "b", "3", None, None, None)))
+    recs = _flush(
+        store,
+        Record(R.STEP, ("w", 0, "a", "1", None, None, None)),
+        Record(R.STEP, ("w", 0, "dup", "2", None, None, None)),
+        Record(R.STEP, ("w", 1, "b", "3", None, None, None)),
+    )
     assert [type(r.error) for r in recs] == [type(None), errors.ConstraintError, type(None)]
     assert [r[1] for r in store.load_steps("w")] == ["a", "b"]
 
@@ -163,8 +170,9 @@ def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
     x, y = backend(), backend()
     _register(x, "X", 60)
     _register(y, "Y", 60)
-    _flush(x, Record(R.START, ("a", "flow", "[[],{}]", None, None)),
-           Record(R.START, ("b", "flow", "[[],{}]", None, None)))
+    _flush(
+        x, Record(R.START, ("a", "flow", "[[],{}]", None, None)), Record(R.START, ("b", "flow", "[[],{}]", None, None))
+    )
     x.owned.update({"a": 0, "b": 0})
     lost: list[list[str]] = []
     x.on_fenced = lost.append
@@ -173,9 +181,12 @@ def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
     _op(x, "heartbeat", "X", -1.0)
     taken = _op(y, "claim", "Y", "v1", json.dumps(["flow"]), "[]", "[]", 100, json.dumps(["a"]))
     assert [r[0] for r in taken] == ["a"]
-    late = _flush(x, Record(R.STEP, ("a", 1, "s", "2", None, None, None)),
-                  Record(R.STEP, ("b", 0, "s", "3", None, None, None)),
-                  Record(R.COMPLETE, ("SUCCESS", "9", None, "a")))
+    late = _flush(
+        x,
+        Record(R.STEP, ("a", 1, "s", "2", None, None, None)),
+        Record(R.STEP, ("b", 0, "s", "3", None, None, None)),
+        Record(R.COMPLETE, ("SUCCESS", "9", None, "a")),
+    )
     assert isinstance(late[0].error, errors.FencedError) and isinstance(late[2].error, errors.FencedError)
     assert late[1].error is None  # "b" is still X's
     assert lost == [["a"]]
@@ -234,7 +245,10 @@ def test_data_version_moves_when_another_connection_commits(backend) -> None:
 def test_schedule_progress_only_moves_forward(backend) -> None:
     store = backend()
     _flush(store, Record(R.WRITE, ("schedule_upsert", ("s", "* * * * *", "flow", 100.0, None, "latest"))))
-    advanced = _flush(store, Record(R.WRITE, ("schedule_advance", (160.0, "s", 160.0))),
-                      Record(R.WRITE, ("schedule_advance", (120.0, "s", 120.0))))
+    advanced = _flush(
+        store,
+        Record(R.WRITE, ("schedule_advance", (160.0, "s", 160.0))),
+        Record(R.WRITE, ("schedule_advance", (120.0, "s", 120.0))),
+    )
     assert [r.result for r in advanced] == [1, 0]  # a second runner's older slot does nothing
     assert store.schedules("s")[0][3] == 160.0

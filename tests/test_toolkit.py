@@ -357,23 +357,39 @@ def test_patched_keeps_running_workflows_on_the_old_path(make_engine) -> None:
     assert calls == ["a", "a", "b"]
 
 
-@pytest.mark.parametrize("call, exc", [
-    (lambda e: e.sleep(-1), errors.UsageError),
-    (lambda e: e.sleep(float("nan")), errors.UsageError),
-    (lambda e: e.sleep(1e12), errors.UsageError),
-    (lambda e: e.sleep("1"), errors.UsageError),
-    (lambda e: e.recv(), errors.UsageError),
-    (lambda e: e.set_event("k", 1), errors.UsageError),
-    (lambda e: e.patched("x"), errors.UsageError),
-    (lambda e: e.send("nobody", 1), errors.WorkflowNotFoundError),
-    (lambda e: e.send("", 1), errors.UsageError),
-    (lambda e: e.send("w", 1, topic=3), errors.UsageError),
-    (lambda e: e.send("w", object()), errors.SerializationError),
-    (lambda e: e.get_event("w", "k", timeout=-5), errors.UsageError),
-    (lambda e: e.start("flow", timeout=-1), errors.UsageError),
-], ids=["negative", "nan", "absurd", "not-a-number", "recv-outside", "set_event-outside",
-        "patched-outside", "unknown-id", "empty-id", "bad-topic", "unencodable", "bad-timeout",
-        "bad-workflow-timeout"])
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda e: e.sleep(-1), errors.UsageError),
+        (lambda e: e.sleep(float("nan")), errors.UsageError),
+        (lambda e: e.sleep(1e12), errors.UsageError),
+        (lambda e: e.sleep("1"), errors.UsageError),
+        (lambda e: e.recv(), errors.UsageError),
+        (lambda e: e.set_event("k", 1), errors.UsageError),
+        (lambda e: e.patched("x"), errors.UsageError),
+        (lambda e: e.send("nobody", 1), errors.WorkflowNotFoundError),
+        (lambda e: e.send("", 1), errors.UsageError),
+        (lambda e: e.send("w", 1, topic=3), errors.UsageError),
+        (lambda e: e.send("w", object()), errors.SerializationError),
+        (lambda e: e.get_event("w", "k", timeout=-5), errors.UsageError),
+        (lambda e: e.start("flow", timeout=-1), errors.UsageError),
+    ],
+    ids=[
+        "negative",
+        "nan",
+        "absurd",
+        "not-a-number",
+        "recv-outside",
+        "set_event-outside",
+        "patched-outside",
+        "unknown-id",
+        "empty-id",
+        "bad-topic",
+        "unencodable",
+        "bad-timeout",
+        "bad-workflow-timeout",
+    ],
+)
 def test_bad_input_gets_a_typed_error_and_nothing_is_stored(make_engine, call, exc) -> None:
     engine = _engine(make_engine, durably.VirtualClock(T0))
 
@@ -430,8 +446,12 @@ def test_async_events_timeouts_and_client_reads(make_engine) -> None:
         seen = await engine.start_async(watcher, h.workflow_id)
         await asyncio.to_thread(clock.wait_for_timers, 1)
         clock.advance(30)
-        return first, await h.result_async(), await seen.result_async(), \
-            await engine.get_event_async(h.workflow_id, "stage", timeout=0)
+        return (
+            first,
+            await h.result_async(),
+            await seen.result_async(),
+            await engine.get_event_async(h.workflow_id, "stage", timeout=0),
+        )
 
     with engine:
         first, late, watched, last = asyncio.run(main())

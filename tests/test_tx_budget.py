@@ -53,9 +53,11 @@ def test_an_endless_query_ends_with_transaction_timeout_error_and_others_go_on(m
             assert h.result(timeout=30) == f"timed out after {budget}"
             assert [o.result(timeout=30) for o in others] == [2 * i for i in range(20)]
         # the interrupted SQL was undone; the writer and the file are fine
-        tables = ("SELECT count(*) FROM information_schema.tables WHERE table_name IN ('mine', 'big')"
-                  if db_path.startswith("postgresql:") else
-                  "SELECT count(*) FROM sqlite_schema WHERE name IN ('mine', 'big')")
+        tables = (
+            "SELECT count(*) FROM information_schema.tables WHERE table_name IN ('mine', 'big')"
+            if db_path.startswith("postgresql:")
+            else "SELECT count(*) FROM sqlite_schema WHERE name IN ('mine', 'big')"
+        )
         assert engine._store.query(tables) == [(0,)]
         assert engine._journal.running
         assert engine.run(other, 5) == 10

@@ -106,6 +106,7 @@ def test_exceptions_come_back_with_their_type_args_and_attributes(make_engine, d
     with engine:
         engine.start("w", workflow_id="w1")
         import time
+
         deadline = time.monotonic() + 10
         while len(engine.steps("w1")) < 3:
             assert time.monotonic() < deadline

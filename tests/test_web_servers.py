@@ -41,17 +41,55 @@ def _free_port() -> int:
 
 def _server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     if kind == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "--app-dir", str(EXAMPLES), "--host", "127.0.0.1",
-               "--port", str(port), "fastapi_app:app"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            str(EXAMPLES),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "fastapi_app:app",
+        ]
     elif kind == "gunicorn-uvicorn":
         pytest.importorskip("gunicorn")
         pytest.importorskip("uvicorn_worker")
-        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(EXAMPLES), "-k", "uvicorn_worker.UvicornWorker",
-               "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "30", "fastapi_app:app"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(EXAMPLES),
+            "-k",
+            "uvicorn_worker.UvicornWorker",
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "30",
+            "fastapi_app:app",
+        ]
     else:  # gunicorn's sync workers, the WSGI recipe with its hooks
         pytest.importorskip("gunicorn")
-        cmd = [sys.executable, "-m", "gunicorn", "--chdir", str(WEBAPPS), "-c", str(WEBAPPS / "gunicorn_hooks.py"),
-               "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "30", "wsgi_app:app"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--chdir",
+            str(WEBAPPS),
+            "-c",
+            str(WEBAPPS / "gunicorn_hooks.py"),
+            "-w",
+            "2",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "30",
+            "wsgi_app:app",
+        ]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -86,10 +124,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
     proc.send_signal(signal.SIGTERM)
     try:
         out, _ = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as exc:
         proc.kill()
         out, _ = proc.communicate()
-        raise AssertionError(f"the server did not stop within 60 s of SIGTERM:\n{out.decode()[-3000:]}")
+        raise AssertionError(f"the server did not stop within 60 s of SIGTERM:\n{out.decode()[-3000:]}") from exc
     return out.decode()
 
 
@@ -102,8 +140,12 @@ def _clean_exit(proc: subprocess.Popen[bytes], output: str) -> None:
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn-uvicorn", "gunicorn-wsgi"])
 def test_sigterm_while_steps_run_then_restart_runs_no_body_twice(server: str, tmp_path: Path) -> None:
     log = tmp_path / "runs.log"
-    env = {**os.environ, "ORDERS_DB": str(tmp_path / "orders.db"), "ORDERS_RUNS_LOG": str(log),
-           "ORDERS_STEP_SECONDS": "3"}
+    env = {
+        **os.environ,
+        "ORDERS_DB": str(tmp_path / "orders.db"),
+        "ORDERS_RUNS_LOG": str(log),
+        "ORDERS_STEP_SECONDS": "3",
+    }
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
 

@@ -6,9 +6,10 @@ function yields several named entries (``durably.async[c=1024,full]``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -16,15 +17,17 @@ class Entry:
     name: str
     fn: Callable[..., dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)
-    group: str = ""        # report table and chart the entry belongs to
-    quick: bool = True      # part of --quick
-    needs: str = ""        # an optional module the entry needs (skipped if missing)
+    group: str = ""  # report table and chart the entry belongs to
+    quick: bool = True  # part of --quick
+    needs: str = ""  # an optional module the entry needs (skipped if missing)
 
 
 REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, fn: Callable[..., dict[str, Any]], group: str, quick: bool = True, needs: str = "", **params: Any) -> None:
+def register(
+    name: str, fn: Callable[..., dict[str, Any]], group: str, quick: bool = True, needs: str = "", **params: Any
+) -> None:
     REGISTRY[name] = Entry(name, fn, params, group, quick, needs)
 
 

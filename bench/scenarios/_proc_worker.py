@@ -1,7 +1,7 @@
 """A worker process for bench/scenarios/processes.py (one role per run).
 
-    python _proc_worker.py steps DB COUNT GO_FILE     # COUNT async workflows x 10 steps, after GO_FILE appears
-    python _proc_worker.py serve DB LEASE             # serve (workflows "waiter", "recv_loop") until killed
+python _proc_worker.py steps DB COUNT GO_FILE     # COUNT async workflows x 10 steps, after GO_FILE appears
+python _proc_worker.py serve DB LEASE             # serve (workflows "waiter", "recv_loop") until killed
 """
 
 from __future__ import annotations

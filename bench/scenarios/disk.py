@@ -40,5 +40,11 @@ def sync_loop(workdir: Path, quick: bool, call: str, pattern: str) -> dict[str, 
 
 for _call in ("fdatasync", "fsync"):
     for _pattern in ("append", "overwrite"):
-        register(f"disk.{_call}[{_pattern}]", sync_loop, "disk", quick=_call == "fdatasync" and _pattern == "append",
-                 call=_call, pattern=_pattern)
+        register(
+            f"disk.{_call}[{_pattern}]",
+            sync_loop,
+            "disk",
+            quick=_call == "fdatasync" and _pattern == "append",
+            call=_call,
+            pattern=_pattern,
+        )

@@ -34,8 +34,13 @@ def sequential(workdir: Path, quick: bool, synchronous: str = "full", memory: bo
     if not memory:
         cleanup(path)
     lat.sort()
-    return {"steps_per_s": n / wall, "us_per_step": wall / n * 1e6, "cpu_us_per_step": cpu / n * 1e6,
-            "ack_p50_us": percentile(lat, 0.5) * 1e6, "ack_p99_us": percentile(lat, 0.99) * 1e6}
+    return {
+        "steps_per_s": n / wall,
+        "us_per_step": wall / n * 1e6,
+        "cpu_us_per_step": cpu / n * 1e6,
+        "ack_p50_us": percentile(lat, 0.5) * 1e6,
+        "ack_p99_us": percentile(lat, 0.99) * 1e6,
+    }
 
 
 def threads(workdir: Path, quick: bool, count: int, synchronous: str = "full") -> dict[str, Any]:
@@ -64,13 +69,24 @@ def threads(workdir: Path, quick: bool, count: int, synchronous: str = "full") -
     cleanup(path)
     lat.sort()
     total = count * per_thread * 10
-    return {"steps_per_s": total / wall, "workflows_per_s": count * per_thread / wall,
-            "mean_batch": records / max(batches, 1), "ack_p50_us": percentile(lat, 0.5) * 1e6,
-            "ack_p99_us": percentile(lat, 0.99) * 1e6}
+    return {
+        "steps_per_s": total / wall,
+        "workflows_per_s": count * per_thread / wall,
+        "mean_batch": records / max(batches, 1),
+        "ack_p50_us": percentile(lat, 0.5) * 1e6,
+        "ack_p99_us": percentile(lat, 0.99) * 1e6,
+    }
 
 
-def concurrent_async(workdir: Path, quick: bool, count: int, synchronous: str = "full", steps: int = 10,
-                     impl: str = "cython", tx: bool = False) -> dict[str, Any]:
+def concurrent_async(
+    workdir: Path,
+    quick: bool,
+    count: int,
+    synchronous: str = "full",
+    steps: int = 10,
+    impl: str = "cython",
+    tx: bool = False,
+) -> dict[str, Any]:
     """``count`` concurrent async workflows of ``steps`` steps (transaction steps with ``tx``)."""
     import durably
 
@@ -121,9 +137,14 @@ def concurrent_async(workdir: Path, quick: bool, count: int, synchronous: str = 
         batches, records = engine._journal.batches - b0, engine._journal.records - r0
     cleanup(path)
     lat.sort()
-    return {"steps_per_s": count * steps / wall, "workflows_per_s": count / wall, "commits": batches,
-            "mean_batch": records / max(batches, 1), "ack_p50_us": percentile(lat, 0.5) * 1e6,
-            "ack_p99_us": percentile(lat, 0.99) * 1e6}
+    return {
+        "steps_per_s": count * steps / wall,
+        "workflows_per_s": count / wall,
+        "commits": batches,
+        "mean_batch": records / max(batches, 1),
+        "ack_p50_us": percentile(lat, 0.5) * 1e6,
+        "ack_p99_us": percentile(lat, 0.99) * 1e6,
+    }
 
 
 def start_rate(workdir: Path, quick: bool, count: int = 2000) -> dict[str, Any]:
@@ -151,13 +172,24 @@ def start_rate(workdir: Path, quick: bool, count: int = 2000) -> dict[str, Any]:
 for _sync in ("full", "normal"):
     register(f"durably.sequential[{_sync}]", sequential, "sequential", quick=_sync == "full", synchronous=_sync)
     for _c in (16, 64):
-        register(f"durably.threads[c={_c},{_sync}]", threads, "threads", quick=_c == 64 and _sync == "full",
-                 count=_c, synchronous=_sync)
+        register(
+            f"durably.threads[c={_c},{_sync}]",
+            threads,
+            "threads",
+            quick=_c == 64 and _sync == "full",
+            count=_c,
+            synchronous=_sync,
+        )
     for _c in (64, 256, 1024):
-        register(f"durably.async[c={_c},{_sync}]", concurrent_async, "async",
-                 quick=_c == 1024 and _sync == "full", count=_c, synchronous=_sync)
-register("durably.async[c=1024,full,twin]", concurrent_async, "implementation", quick=False,
-         count=1024, impl="python")
+        register(
+            f"durably.async[c={_c},{_sync}]",
+            concurrent_async,
+            "async",
+            quick=_c == 1024 and _sync == "full",
+            count=_c,
+            synchronous=_sync,
+        )
+register("durably.async[c=1024,full,twin]", concurrent_async, "implementation", quick=False, count=1024, impl="python")
 register("durably.async[c=1024,full,cython]", concurrent_async, "implementation", quick=False, count=1024)
 register("durably.tx_steps[c=256,full]", concurrent_async, "async", quick=False, count=256, tx=True)
 register("durably.start_rate", start_rate, "starts", quick=False)

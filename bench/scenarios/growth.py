@@ -27,9 +27,12 @@ def _prefill(path: str, workflows: int, steps_each: int, status: str) -> None:
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES (?, 'hist', ?, '[[3],{}]', ?)",
-        ((f"h{i}", status, "1" if status == "SUCCESS" else None) for i in range(workflows)))
-    conn.executemany("INSERT INTO steps (workflow_id, position, name, output) VALUES (?, ?, 'inc', ?)",
-                     ((f"h{i}", p, str(p + 1)) for i in range(workflows) for p in range(steps_each)))
+        ((f"h{i}", status, "1" if status == "SUCCESS" else None) for i in range(workflows)),
+    )
+    conn.executemany(
+        "INSERT INTO steps (workflow_id, position, name, output) VALUES (?, ?, 'inc', ?)",
+        ((f"h{i}", p, str(p + 1)) for i in range(workflows) for p in range(steps_each)),
+    )
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -29,10 +29,22 @@ def _prefill(path: str, n: int) -> None:
     conn.executemany(
         "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, created_at, updated_at)"
         " VALUES (?, ?, ?, '[[],{}]', ?, ?, ?)",
-        ((f"wf-{i:07d}", f"name{i % 4}", statuses[i % 4], f"wf-{i - 1:07d}" if i % 10 == 0 and i else None,
-          1.7e9 + i / 1000, 1.7e9 + i / 1000) for i in range(n)))
-    conn.executemany("INSERT INTO queue_entries (workflow_id, queue, not_before, started_at, done)"
-                     " VALUES (?, 'jobs', 0, 1, 1)", ((f"wf-{i:07d}",) for i in range(0, n, 20)))
+        (
+            (
+                f"wf-{i:07d}",
+                f"name{i % 4}",
+                statuses[i % 4],
+                f"wf-{i - 1:07d}" if i % 10 == 0 and i else None,
+                1.7e9 + i / 1000,
+                1.7e9 + i / 1000,
+            )
+            for i in range(n)
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO queue_entries (workflow_id, queue, not_before, started_at, done) VALUES (?, 'jobs', 0, 1, 1)",
+        ((f"wf-{i:07d}",) for i in range(0, n, 20)),
+    )
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

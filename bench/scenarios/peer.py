@@ -15,8 +15,11 @@ def dbos_async(workdir: Path, quick: bool, count: int, steps: int = 10) -> dict[
     from dbos import DBOS, DBOSConfig
 
     path = fresh_path(workdir, "dbos").replace(".db", ".sqlite")
-    config: DBOSConfig = {"name": "durably-bench", "system_database_url": f"sqlite:///{path}",
-                          "run_admin_server": False}
+    config: DBOSConfig = {
+        "name": "durably-bench",
+        "system_database_url": f"sqlite:///{path}",
+        "run_admin_server": False,
+    }
     DBOS(config=config)
 
     @DBOS.step()

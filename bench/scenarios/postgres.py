@@ -24,12 +24,16 @@ def raw_commits(workdir: Path, quick: bool, rows: int) -> dict[str, Any]:
     n = (300 if quick else 2000) if rows == 1 else (50 if quick else 300)
     table = f"raw_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(URL, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} (workflow_id text, position int, name text, output text,"
-                     " recorded_at float8 DEFAULT extract(epoch from clock_timestamp()), PRIMARY KEY (workflow_id, position))")
+        conn.execute(
+            f"CREATE TABLE {table} (workflow_id text, position int, name text, output text,"
+            " recorded_at float8 DEFAULT extract(epoch from clock_timestamp()), PRIMARY KEY (workflow_id, position))"
+        )
         try:
             sql1 = f"INSERT INTO {table} (workflow_id, position, name, output) VALUES (%s, %s, %s, %s)"
-            sqln = (f"INSERT INTO {table} (workflow_id, position, name, output)"
-                    " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[])")
+            sqln = (
+                f"INSERT INTO {table} (workflow_id, position, name, output)"
+                " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[])"
+            )
             lat = []
             t0 = time.perf_counter()
             for i in range(n):
@@ -37,8 +41,15 @@ def raw_commits(workdir: Path, quick: bool, rows: int) -> dict[str, Any]:
                 if rows == 1:
                     conn.execute(sql1, ("w", i, "inc", str(i)))
                 else:
-                    conn.execute(sqln, (["w"] * rows, list(range(i * rows, (i + 1) * rows)), ["inc"] * rows,
-                                        [str(k) for k in range(rows)]))
+                    conn.execute(
+                        sqln,
+                        (
+                            ["w"] * rows,
+                            list(range(i * rows, (i + 1) * rows)),
+                            ["inc"] * rows,
+                            [str(k) for k in range(rows)],
+                        ),
+                    )
                 lat.append(time.perf_counter() - t)
             wall = time.perf_counter() - t0
         finally:
@@ -63,7 +74,11 @@ def durably_sequential(workdir: Path, quick: bool) -> dict[str, Any]:
     finally:
         drop(url)
     lat.sort()
-    return {"steps_per_s": n / wall, "ack_p50_us": percentile(lat, 0.5) * 1e6, "ack_p99_us": percentile(lat, 0.99) * 1e6}
+    return {
+        "steps_per_s": n / wall,
+        "ack_p50_us": percentile(lat, 0.5) * 1e6,
+        "ack_p99_us": percentile(lat, 0.99) * 1e6,
+    }
 
 
 def durably_async(workdir: Path, quick: bool, count: int, steps: int = 10) -> dict[str, Any]:
@@ -99,8 +114,11 @@ def durably_async(workdir: Path, quick: bool, count: int, steps: int = 10) -> di
             batches, records = engine._journal.batches - b0, engine._journal.records - r0
     finally:
         drop(url)
-    return {"steps_per_s": count * steps / wall, "workflows_per_s": count / wall,
-            "mean_batch": records / max(batches, 1)}
+    return {
+        "steps_per_s": count * steps / wall,
+        "workflows_per_s": count / wall,
+        "mean_batch": records / max(batches, 1),
+    }
 
 
 def _dbos(tag: str) -> tuple[Any, str]:
@@ -108,8 +126,7 @@ def _dbos(tag: str) -> tuple[Any, str]:
 
     db = f"dbos_bench_{tag}_{uuid.uuid4().hex[:6]}"
     base = URL.rsplit("/", 1)[0]
-    config: DBOSConfig = {"name": "durably-bench", "system_database_url": f"{base}/{db}",
-                          "run_admin_server": False}
+    config: DBOSConfig = {"name": "durably-bench", "system_database_url": f"{base}/{db}", "run_admin_server": False}
     DBOS(config=config)
     return DBOS, db
 

@@ -20,8 +20,9 @@ WORKER = str(Path(__file__).with_name("_proc_worker.py"))
 
 
 def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, WORKER, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     if line.strip() != "ready":
         proc.kill()
@@ -38,6 +39,7 @@ def _reap(proc: subprocess.Popen[str]) -> None:
 def _fresh(workdir: Path, stem: str, backend: str, **extra: str) -> str:
     if backend == "postgresql":
         from ._pg import fresh_url
+
         return fresh_url(stem, **extra)
     return fresh_path(workdir, stem)
 
@@ -45,6 +47,7 @@ def _fresh(workdir: Path, stem: str, backend: str, **extra: str) -> str:
 def _drop(path: str) -> None:
     if path.startswith("postgresql:"):
         from ._pg import drop
+
         drop(path)
     else:
         cleanup(path)
@@ -109,8 +112,7 @@ def wake_latency(workdir: Path, quick: bool, backend: str = "sqlite", listen: st
     finally:
         _reap(worker)
     _drop(path)
-    return {"wake_p50_ms": percentile(lags, 0.5) * 1e3, "wake_p99_ms": percentile(lags, 0.99) * 1e3,
-            "messages": n}
+    return {"wake_p50_ms": percentile(lags, 0.5) * 1e3, "wake_p99_ms": percentile(lags, 0.99) * 1e3, "messages": n}
 
 
 def _takeover(workdir: Path, other_host: bool, lease: float) -> float:
@@ -150,15 +152,26 @@ def takeover(workdir: Path, quick: bool) -> dict[str, Any]:
     """Seconds from a SIGKILL of the owner to another process owning its 20
     workflows: on the same host (dead pid, found within 0.5 s) and as if
     from another host (``DURABLY_HOST`` differs: only the lease, 2 s, tells)."""
-    return {"same_host_s": _takeover(workdir, False, 30.0), "expired_lease_s": _takeover(workdir, True, 2.0),
-            "lease_s": 2.0}
+    return {
+        "same_host_s": _takeover(workdir, False, 30.0),
+        "expired_lease_s": _takeover(workdir, True, 2.0),
+        "lease_s": 2.0,
+    }
 
 
 register("processes.steps[c=1024,full]", steps, "processes", quick=True)
 register("processes.wake_latency", wake_latency, "processes", quick=True)
 register("processes.takeover", takeover, "processes", quick=False)
 register("pg.processes.steps[c=1024,full]", steps, "postgresql", quick=True, needs="psycopg", backend="postgresql")
-register("pg.processes.wake_latency[listen]", wake_latency, "postgresql", quick=True, needs="psycopg",
-         backend="postgresql")
-register("pg.processes.wake_latency[poll]", wake_latency, "postgresql", quick=True, needs="psycopg",
-         backend="postgresql", listen="off")
+register(
+    "pg.processes.wake_latency[listen]", wake_latency, "postgresql", quick=True, needs="psycopg", backend="postgresql"
+)
+register(
+    "pg.processes.wake_latency[poll]",
+    wake_latency,
+    "postgresql",
+    quick=True,
+    needs="psycopg",
+    backend="postgresql",
+    listen="off",
+)

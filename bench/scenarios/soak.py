@@ -85,10 +85,20 @@ def engine_state(engine: Any) -> dict[str, int]:
     }
 
 
-def soak(workdir: Path, quick: bool, workflows: int = 200_000, warmup: int | None = None,
-         synchronous: str = "full", batch: int = 1000, reads: int = 1, threads: int = 8,
-         concurrency: int = 256, timeout_every: int = 0, trace: int = 0, progress: bool = False,
-         ) -> dict[str, Any]:
+def soak(
+    workdir: Path,
+    quick: bool,
+    workflows: int = 200_000,
+    warmup: int | None = None,
+    synchronous: str = "full",
+    batch: int = 1000,
+    reads: int = 1,
+    threads: int = 8,
+    concurrency: int = 256,
+    timeout_every: int = 0,
+    trace: int = 0,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run ``workflows`` workflows in rounds of ``batch`` (half sync, half
     async), ``reads`` extra reads of each finished one; RSS at warm-up and end.
 
@@ -198,15 +208,24 @@ def soak(workdir: Path, quick: bool, workflows: int = 200_000, warmup: int | Non
             samples.append((done, time.perf_counter() - t0, rss_kb() / 1024, sqlite_kb() / 1024))
             if before < warmup <= done or done >= workflows:
                 gc.collect()
-                mark = {"workflows": done, "rss_mb": rss_kb() / 1024, "sqlite_mb": sqlite_kb() / 1024,
-                        "peak_mb": rss_kb("VmHWM") / 1024,
-                        "t_sync": t_sync, "t_async": t_async, "t_reads": t_reads,
-                        "snapshot": tracemalloc.take_snapshot() if trace else None}
+                mark = {
+                    "workflows": done,
+                    "rss_mb": rss_kb() / 1024,
+                    "sqlite_mb": sqlite_kb() / 1024,
+                    "peak_mb": rss_kb("VmHWM") / 1024,
+                    "t_sync": t_sync,
+                    "t_async": t_async,
+                    "t_reads": t_reads,
+                    "snapshot": tracemalloc.take_snapshot() if trace else None,
+                }
                 marks["end" if done >= workflows else "warmup"] = mark
             if progress and (len(samples) % 10 == 0 or done >= workflows):
                 s = samples[-1]
-                print(f"  {s[0]:>8,} workflows  {s[1]:7.1f} s  rss {s[2]:7.1f} MB  sqlite {s[3]:6.1f} MB  "
-                      f"completions {engine_state(engine)['left_completions']:,}", flush=True)
+                print(
+                    f"  {s[0]:>8,} workflows  {s[1]:7.1f} s  rss {s[2]:7.1f} MB  sqlite {s[3]:6.1f} MB  "
+                    f"completions {engine_state(engine)['left_completions']:,}",
+                    flush=True,
+                )
         wall = time.perf_counter() - t0
         state = engine_state(engine)
     finally:
@@ -241,8 +260,9 @@ def soak(workdir: Path, quick: bool, workflows: int = 200_000, warmup: int | Non
         "wall_s": wall,
         **state,
         # not numeric: kept in results.json, left out of the summary table
-        "rss_samples": [[s[0], round(s[1], 2), round(s[2], 1), round(s[3], 1)]
-                        for s in samples[::max(1, len(samples) // 50)]],
+        "rss_samples": [
+            [s[0], round(s[1], 2), round(s[2], 1), round(s[3], 1)] for s in samples[:: max(1, len(samples) // 50)]
+        ],
     }
     if trace and w.get("snapshot") is not None:
         out["tracemalloc_top"] = _top_growth(w["snapshot"], e["snapshot"], trace)
@@ -262,11 +282,13 @@ def _top_growth(before: Any, after: Any, top: int) -> list[str]:
     lines = []
     for stat in after.compare_to(before, "lineno")[:top]:
         frame = stat.traceback[0]
-        lines.append(f"{stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8d} blocks  "
-                     f"{frame.filename}:{frame.lineno}")
-    for stat in after.compare_to(before, "traceback")[:max(3, top // 3)]:
-        lines.append(f"--- {stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks, "
-                     "allocated at (outermost first):")
+        lines.append(
+            f"{stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8d} blocks  {frame.filename}:{frame.lineno}"
+        )
+    for stat in after.compare_to(before, "traceback")[: max(3, top // 3)]:
+        lines.append(
+            f"--- {stat.size_diff / 1024:+.1f} KiB {stat.count_diff:+d} blocks, allocated at (outermost first):"
+        )
         lines.extend(f"      {f.filename}:{f.lineno}" for f in stat.traceback)
     return lines
 
@@ -286,22 +308,43 @@ def main() -> int:
     parser.add_argument("--reads", type=int, default=1, help="extra reads of each finished workflow")
     parser.add_argument("--threads", type=int, default=8, help="sync client threads")
     parser.add_argument("--concurrency", type=int, default=256, help="async workflows in flight")
-    parser.add_argument("--timeout-every", type=int, default=0,
-                        help="start every n-th workflow with timeout=3600 (a deadline outliving the run)")
+    parser.add_argument(
+        "--timeout-every",
+        type=int,
+        default=0,
+        help="start every n-th workflow with timeout=3600 (a deadline outliving the run)",
+    )
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
-    parser.add_argument("--tracemalloc", type=int, default=0, metavar="N",
-                        help="trace allocations; print the N sites grown most after warm-up (slow)")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="N",
+        help="trace allocations; print the N sites grown most after warm-up (slow)",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="directory for the database")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON only")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="also write the figures (with RSS samples) to this JSON file")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the figures (with RSS samples) to this JSON file"
+    )
     args = parser.parse_args()
 
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="durably-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    out = soak(workdir, False, workflows=args.workflows, warmup=args.warmup, synchronous=args.synchronous,
-               batch=args.batch, reads=args.reads, threads=args.threads, concurrency=args.concurrency,
-               timeout_every=args.timeout_every, trace=args.tracemalloc, progress=not args.json)
+    out = soak(
+        workdir,
+        False,
+        workflows=args.workflows,
+        warmup=args.warmup,
+        synchronous=args.synchronous,
+        batch=args.batch,
+        reads=args.reads,
+        threads=args.threads,
+        concurrency=args.concurrency,
+        timeout_every=args.timeout_every,
+        trace=args.tracemalloc,
+        progress=not args.json,
+    )
     if not args.dir:
         workdir.rmdir()
     if args.out:
@@ -316,10 +359,12 @@ def main() -> int:
         elif k != "rss_samples":
             print(f"{k:34s} {v:,.2f}" if isinstance(v, float) else f"{k:34s} {v}")
     verdict = "within" if out["growth_within_target"] else "OVER"
-    print(f"RSS growth after warm-up: {out['rss_growth_mb']:.1f} MB, of which SQLite's page cache filling "
-          f"{out['rss_growth_mb'] - out['rss_growth_minus_sqlite_mb']:.1f} MB; the rest "
-          f"{out['rss_growth_minus_sqlite_mb']:.1f} MB ({verdict} the {TARGET_GROWTH_MB:.0f} MB target); "
-          f"second half alone {out['rss_growth_last_half_mb']:.2f} MB")
+    print(
+        f"RSS growth after warm-up: {out['rss_growth_mb']:.1f} MB, of which SQLite's page cache filling "
+        f"{out['rss_growth_mb'] - out['rss_growth_minus_sqlite_mb']:.1f} MB; the rest "
+        f"{out['rss_growth_minus_sqlite_mb']:.1f} MB ({verdict} the {TARGET_GROWTH_MB:.0f} MB target); "
+        f"second half alone {out['rss_growth_last_half_mb']:.2f} MB"
+    )
     return 0
 
 

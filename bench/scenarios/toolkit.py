@@ -47,8 +47,11 @@ def message_rtt(workdir: Path, quick: bool) -> dict[str, Any]:
         wall = asyncio.run(go())
     cleanup(path)
     lat.sort()
-    return {"round_trips_per_s": n / wall, "rtt_p50_us": percentile(lat, 0.5) * 1e6,
-            "rtt_p99_us": percentile(lat, 0.99) * 1e6}
+    return {
+        "round_trips_per_s": n / wall,
+        "rtt_p50_us": percentile(lat, 0.5) * 1e6,
+        "rtt_p99_us": percentile(lat, 0.99) * 1e6,
+    }
 
 
 def queue_dispatch(workdir: Path, quick: bool, concurrency: int | None = None) -> dict[str, Any]:
@@ -104,9 +107,13 @@ def sleepers(workdir: Path, quick: bool, count: int = 10_000, seconds: float = 2
         before, peak = asyncio.run(go())
     cleanup(path)
     late.sort()
-    return {"kb_per_sleeping_workflow": (peak - before) / count, "peak_rss_mb": peak / 1024,
-            "wake_late_p50_ms": percentile(late, 0.5) * 1e3, "wake_late_p99_ms": percentile(late, 0.99) * 1e3,
-            "wake_late_max_ms": late[-1] * 1e3}
+    return {
+        "kb_per_sleeping_workflow": (peak - before) / count,
+        "peak_rss_mb": peak / 1024,
+        "wake_late_p50_ms": percentile(late, 0.5) * 1e3,
+        "wake_late_p99_ms": percentile(late, 0.99) * 1e3,
+        "wake_late_max_ms": late[-1] * 1e3,
+    }
 
 
 register("toolkit.message_rtt", message_rtt, "toolkit", quick=True)

@@ -7,9 +7,9 @@ crashes, restarts and power loss and resume where they stopped.
 
 from __future__ import annotations
 
+from . import errors as _errors
 from .clock import Clock, SystemClock, VirtualClock
 from .engine import Engine, RecoveryReport
-from . import errors as _errors
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION

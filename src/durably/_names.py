@@ -18,7 +18,8 @@ import inspect
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import errors
 
@@ -40,8 +41,11 @@ def check_name(value: Any, what: str) -> str:
         bad = _BAD.search(value).group()  # type: ignore[union-attr]
         kind = "a lone surrogate (not valid Unicode text)" if "\ud800" <= bad <= "\udfff" else "a control character"
         why = f"holds {kind}, {bad!r}"
-    shown = repr(value[:80]) + ("..." if isinstance(value, str) and len(value) > 80 else "") \
-        if isinstance(value, str) else repr(value)[:80]
+    shown = (
+        repr(value[:80]) + ("..." if isinstance(value, str) and len(value) > 80 else "")
+        if isinstance(value, str)
+        else repr(value)[:80]
+    )
     raise errors.InvalidNameError(f"{what} {shown} {why}", what=what)
 
 
@@ -63,7 +67,9 @@ def check_workflow_id(value: Any, what: str = "workflow_id") -> str:
         raise errors.InvalidNameError(
             f"{what} {wid[:80]!r} ends like the id durably gives a child workflow ('<parent>/<n>' or "
             "'<parent>/<branch>#<n>'), which is reserved so that a child can never be another workflow; "
-            "use another separator (e.g. 'order-0' or 'order/n0')", what=what)
+            "use another separator (e.g. 'order-0' or 'order/n0')",
+            what=what,
+        )
     return wid
 
 

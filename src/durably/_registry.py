@@ -16,8 +16,8 @@ old registration silently.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable, Protocol, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from . import errors
 from ._names import check_name, default_name
@@ -36,8 +36,9 @@ def names_of(fn: Callable[..., Any], name: str | None, aliases: Any, what: str) 
     name, and the explicit aliases plus the implicit one of a ``__main__``
     function (:func:`durably._names.default_name`); every one checked."""
     if isinstance(aliases, str) or not isinstance(aliases, Iterable):
-        raise errors.UsageError(f"{what} aliases must be a tuple of names (e.g. aliases=('old.name',)), "
-                                f"not {aliases!r}")
+        raise errors.UsageError(
+            f"{what} aliases must be a tuple of names (e.g. aliases=('old.name',)), not {aliases!r}"
+        )
     extra = [check_name(a, f"{what} alias") for a in aliases]
     if not name:  # None (or "", as before): the default name
         name, old = default_name(fn)
@@ -52,8 +53,10 @@ def _same(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     if a is b:
         return True
     qualname = getattr(a, "__qualname__", None)
-    return qualname is not None and (getattr(a, "__module__", None), qualname) == \
-        (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+    return qualname is not None and (getattr(a, "__module__", None), qualname) == (
+        getattr(b, "__module__", None),
+        getattr(b, "__qualname__", None),
+    )
 
 
 def describe(fn: Callable[..., Any]) -> str:
@@ -82,7 +85,8 @@ def register(table: dict[str, S], spec: S, aliases: tuple[str, ...], what: str) 
         raise errors.UsageError(
             f"two {what}s have the {role} {key!r}: {describe(held.fn)} is registered as {key!r}{theirs}, and "
             f"{describe(spec.fn)} asks for it; a recorded name must mean one function, so pass name= (or "
-            "change aliases=) to tell them apart")
+            "change aliases=) to tell them apart"
+        )
     if old is not None:
         for key in [k for k, s in table.items() if s is old]:
             del table[key]

@@ -38,8 +38,7 @@ def shown(value: Any) -> str:
         if ch.isprintable() or ch == " ":
             out.append(ch)
         else:
-            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-                       if ord(ch) < 0x10000 else ch)
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii") if ord(ch) < 0x10000 else ch)
     return "".join(out)
 
 
@@ -77,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="durably", description="durable workflows on SQLite")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run a batch of workflows, SIGKILL the worker, recover, report")
-    p.add_argument("--db", default="durably-demo.db",
-                   help="database file (recreated if it is an earlier demo's; any other file is refused)")
+    p.add_argument(
+        "--db",
+        default="durably-demo.db",
+        help="database file (recreated if it is an earlier demo's; any other file is refused)",
+    )
     p.add_argument("--force", action="store_true", help="replace --db even if it is not an earlier demo's")
     p.add_argument("--orders", type=int, default=5000)
     p.add_argument("--kill-at", type=float, default=0.4, help="fraction of steps done when the worker is killed")
@@ -90,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("steps", help="show the recorded steps of one workflow")
     p.add_argument("db")
     p.add_argument("workflow_id")
-    p = sub.add_parser("accept-wal-loss", help="after WalMissingError: go on without the lost -wal file "
-                       "(its committed transactions are gone; a damaged file is still refused)")
+    p = sub.add_parser(
+        "accept-wal-loss",
+        help="after WalMissingError: go on without the lost -wal file "
+        "(its committed transactions are gone; a damaged file is still refused)",
+    )
     p.add_argument("db")
     args = parser.parse_args(argv)
 
@@ -104,14 +109,18 @@ def main(argv: list[str] | None = None) -> int:
         from .store import accept_wal_loss
 
         if is_postgres(args.db):  # (not echoed: it may hold a password)
-            return _fail("accept-wal-loss applies to an SQLite file; a PostgreSQL database has no -wal file "
-                         "of durably's to lose (the server recovers its own WAL)")
+            return _fail(
+                "accept-wal-loss applies to an SQLite file; a PostgreSQL database has no -wal file "
+                "of durably's to lose (the server recovers its own WAL)"
+            )
         try:
             accept_wal_loss(args.db)
         except DurablyError as exc:
             return _fail(exc)
-        print(f"durably: {args.db}: the loss of its -wal file is accepted; it passed quick_check and opens "
-              "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)")
+        print(
+            f"durably: {args.db}: the loss of its -wal file is accepted; it passed quick_check and opens "
+            "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)"
+        )
         return 0
     from .handle import StepInfo, WorkflowInfo
     from .store import make_store

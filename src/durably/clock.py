@@ -15,8 +15,9 @@ import heapq
 import itertools
 import threading
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 _seq = itertools.count()
 
@@ -33,7 +34,7 @@ class _Timer:
         self.fired = False  # (SystemClock: fired early by a wall-clock jump, still in the heap)
         self.loop = loop  # run fn on this event loop (batched with the loop's other due timers)
 
-    def __lt__(self, other: "_Timer") -> bool:
+    def __lt__(self, other: _Timer) -> bool:
         return (self.key, self.seq) < (other.key, other.seq)
 
     def cancel(self) -> None:
@@ -75,7 +76,7 @@ class Clock:
         raise NotImplementedError
 
     def datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.now(), timezone.utc)
+        return datetime.fromtimestamp(self.now(), UTC)
 
     def call_at(self, when: float, fn: Callable[[], None], loop: Any = None) -> _Timer:
         """Call ``fn`` at ``when``: on the clock's thread, or with ``loop`` on

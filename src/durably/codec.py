@@ -21,7 +21,8 @@ import math
 import pickle
 import sys
 import typing
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgspec
 
@@ -62,7 +63,8 @@ def decode_failure(where: Where, decode: Decoder, exc: BaseException) -> errors.
     where = describe(where)
     type_name = type_label(getattr(getattr(decode, "__self__", None), "type", Any))  # a msgspec Decoder's type
     return errors.SerializationError(
-        f"{where}: the stored value does not decode as {type_name}: {exc}", where=where, type_name=type_name)
+        f"{where}: the stored value does not decode as {type_name}: {exc}", where=where, type_name=type_name
+    )
 
 
 # Types whose encode-then-decode is the identity: the live path skips decoding.
@@ -109,7 +111,9 @@ class Codec:
     def encode_inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Any:
         return self.encode([list(args), kwargs], where)
 
-    def decode_inputs(self, raw: Any, signature: inspect.Signature | None, hints: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def decode_inputs(
+        self, raw: Any, signature: inspect.Signature | None, hints: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         args, kwargs = self._load_inputs(raw)
         if signature is None or not hints:
             return tuple(args), dict(kwargs)
@@ -155,7 +159,10 @@ class JsonCodec(Codec):
             where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot encode a value of type {type_name} as JSON: it is cyclic or nested "
-                f"too deeply ({exc})", where=where, type_name=type_name) from exc
+                f"too deeply ({exc})",
+                where=where,
+                type_name=type_name,
+            ) from exc
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
             outer = _qualname(type(value))
             # The type that failed (enc_hook saw it), not the list around it.
@@ -167,7 +174,8 @@ class JsonCodec(Codec):
                 "Use JSON-friendly types (dataclasses, attrs classes, Pydantic models, msgspec.Struct, "
                 "dict, list, str, int, float, bool, datetime, UUID, Decimal, enum, bytes) or open the "
                 "Engine with codec='pickle'",
-                where=where, type_name=type_name,
+                where=where,
+                type_name=type_name,
             ) from exc
         # JSON has no NaN or infinity: msgspec writes them as null, which would
         # silently turn the value into another one. Refuse them instead (only
@@ -177,7 +185,9 @@ class JsonCodec(Codec):
             raise errors.SerializationError(
                 f"{where}: a float NaN or infinity cannot be stored as JSON (it would come back as None); "
                 "store it as a string, or open the Engine with codec='pickle'",
-                where=where, type_name="float")
+                where=where,
+                type_name="float",
+            )
         return text
 
     def decoder(self, annotation: Any) -> Decoder:
@@ -203,7 +213,8 @@ class JsonCodec(Codec):
             type_name = type_label(annotation)
             raise errors.SerializationError(
                 f"stored workflow input {name!r} ({value!r}) does not fit annotation {type_name}: {exc}",
-                where="workflow inputs", type_name=type_name,
+                where="workflow inputs",
+                type_name=type_name,
             ) from exc
 
 
@@ -220,7 +231,8 @@ class PickleCodec(Codec):
             where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot pickle a value of type {type_name} ({exc})",
-                where=where, type_name=type_name,
+                where=where,
+                type_name=type_name,
             ) from exc
 
     def decoder(self, annotation: Any) -> Decoder:

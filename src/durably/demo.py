@@ -87,9 +87,12 @@ async def submit_all(engine: durably.Engine, fulfil: object, orders: int) -> lis
     Starts are concurrent so that they share commits too; a restarted process
     calls this again and only the orders that never started are created.
     """
-    handles = await asyncio.gather(*[
-        engine.start_async(fulfil, f"o{i}", 100 + i, workflow_id=f"order-{i}") for i in range(orders)  # type: ignore[arg-type]
-    ])
+    handles = await asyncio.gather(
+        *[
+            engine.start_async(fulfil, f"o{i}", 100 + i, workflow_id=f"order-{i}")
+            for i in range(orders)  # type: ignore[arg-type]
+        ]
+    )
     return list(await asyncio.gather(*[h.result_async(timeout=300) for h in handles]))
 
 
@@ -125,17 +128,25 @@ def _made_by_the_demo(path: str) -> bool:
 
 def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4, force: bool = False) -> int:
     if os.path.lexists(path) and not force and not _made_by_the_demo(path):
-        print(f"durably demo: {path} exists and is not a database an earlier demo made; the demo replaces only "
-              "its own files. Choose another --db, or pass --force to replace it", file=sys.stderr)
+        print(
+            f"durably demo: {path} exists and is not a database an earlier demo made; the demo replaces only "
+            "its own files. Choose another --db, or pass --force to replace it",
+            file=sys.stderr,
+        )
         return 2
     for suffix in ("", "-wal", "-shm"):
         if os.path.lexists(path + suffix):
             os.remove(path + suffix)
     total = orders * STEPS_PER_ORDER
-    print(f"durably demo ({durably.IMPLEMENTATION} journal): {orders} order workflows x {STEPS_PER_ORDER} steps "
-          f"on {os.path.abspath(path)} (synchronous=full)")
-    proc = subprocess.Popen([sys.executable, "-m", "durably", "demo", "--worker", path, "--orders", str(orders)],
-                            stdout=subprocess.PIPE, text=True)
+    print(
+        f"durably demo ({durably.IMPLEMENTATION} journal): {orders} order workflows x {STEPS_PER_ORDER} steps "
+        f"on {os.path.abspath(path)} (synchronous=full)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "durably", "demo", "--worker", path, "--orders", str(orders)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     steps_before = elapsed = 0.0
     for line in proc.stdout:
@@ -149,8 +160,10 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
     if proc.returncode != -signal.SIGKILL:
         print(f"worker exited with {proc.returncode} before it could be killed", file=sys.stderr)
         return 1
-    print(f"worker pid {proc.pid}: ran {int(steps_before)} step bodies in {elapsed:.2f}s "
-          f"({steps_before / max(elapsed, 1e-9):,.0f} steps/s, including workflow starts), then SIGKILL")
+    print(
+        f"worker pid {proc.pid}: ran {int(steps_before)} step bodies in {elapsed:.2f}s "
+        f"({steps_before / max(elapsed, 1e-9):,.0f} steps/s, including workflow starts), then SIGKILL"
+    )
 
     from .store import Store  # count what was durable at the moment of the kill
 
@@ -176,11 +189,17 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
         and counter[0] == total - recorded
         and statuses == {"SUCCESS"}
     )
-    print(f"reopened: {recorded} step outcomes were durable, {pending} workflows pending; "
-          f"recovered {resumed} and finished them in {dt:.2f}s ({counter[0] / max(dt, 1e-9):,.0f} steps/s)")
-    print(f"step bodies run after the restart: {counter[0]} = {total} - {recorded} recorded "
-          f"(no recorded step ran again: {counter[0] == total - recorded})")
-    print(f"order rows: {rows} for {distinct} orders (exactly once: {rows == distinct == orders}); "
-          f"all {orders} workflows SUCCESS: {statuses == {'SUCCESS'}}")
+    print(
+        f"reopened: {recorded} step outcomes were durable, {pending} workflows pending; "
+        f"recovered {resumed} and finished them in {dt:.2f}s ({counter[0] / max(dt, 1e-9):,.0f} steps/s)"
+    )
+    print(
+        f"step bodies run after the restart: {counter[0]} = {total} - {recorded} recorded "
+        f"(no recorded step ran again: {counter[0] == total - recorded})"
+    )
+    print(
+        f"order rows: {rows} for {distinct} orders (exactly once: {rows == distinct == orders}); "
+        f"all {orders} workflows SUCCESS: {statuses == {'SUCCESS'}}"
+    )
     print("OK: every workflow finished exactly once" if ok else "FAILED: see above")
     return 0 if ok else 1

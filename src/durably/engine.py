@@ -15,36 +15,32 @@ import random as _random
 import socket
 import threading
 import uuid as _uuid
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
-from collections.abc import Iterable
-from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
-
-from . import _crash
-from . import _registry
+from . import _crash, _registry, errors
 from . import _records as R
-from . import errors
 from ._ids import new_id
 from ._names import check_name, check_workflow_id
+from .clock import Clock, SystemClock
 from .codec import encode_error, get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal, Record
+from .queues import Queue, QueueManager
 from .runtime.context import EngineShutdown, current, in_step, stop, workflow_context
-from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
+from .runtime.coordination import POLL, Coordinator, RecoveryReport
 from .runtime.deadlines import Deadlines
-from .runtime.runner import Runner
 from .runtime.messaging import Messaging
+from .runtime.runner import Runner
+from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
 from .runtime.toolkit import Toolkit, seconds_arg
 from .runtime.waits import Waits
-from .clock import Clock, SystemClock
-from .queues import Queue, QueueManager
-from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .runtime.workflows import WorkflowSpec, run_sync
-from .store import make_store
-from .store import _executors
+from .schedules import Schedule, ScheduleInfo, ScheduleManager
+from .store import _executors, make_store
 from .store._connection import is_memory
 from .store._store import STATUSES
-from .runtime.coordination import POLL, Coordinator, RecoveryReport
 
 log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -89,8 +85,9 @@ def _not_a_step_yet(fn: Callable[..., Any]) -> None:
     one call as two steps: refused."""
     inner = getattr(fn, "__durably_step__", None)
     if inner is not None:
-        raise errors.UsageError(f"{inner.name!r} is already a durably step or transaction step; "
-                                "decorate the plain function once")
+        raise errors.UsageError(
+            f"{inner.name!r} is already a durably step or transaction step; decorate the plain function once"
+        )
 
 
 def _by_name(*args: Any, **kwargs: Any) -> Any:
@@ -105,7 +102,7 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _settle_future(fut: "asyncio.Future[Any]", value: Any) -> None:
+def _settle_future(fut: asyncio.Future[Any], value: Any) -> None:
     if fut.done():
         return
     if isinstance(value, BaseException):
@@ -158,11 +155,23 @@ class Engine:
             print(engine.run(crawl, "https://example.com"))
     """
 
-    def __init__(self, path: str, *, synchronous: str = "full", codec: str = "json", workers: int = 64,
-                 vfs: str | None = None, check: str = "auto", clock: Clock | None = None,
-                 transaction_timeout: float = 10.0, app_version: str | None = None,
-                 lease: float = _executors.LEASE, client: bool = False, poll: float = POLL,
-                 schema: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str = "full",
+        codec: str = "json",
+        workers: int = 64,
+        vfs: str | None = None,
+        check: str = "auto",
+        clock: Clock | None = None,
+        transaction_timeout: float = 10.0,
+        app_version: str | None = None,
+        lease: float = _executors.LEASE,
+        client: bool = False,
+        poll: float = POLL,
+        schema: str | None = None,
+    ) -> None:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         self.path = path
@@ -171,8 +180,9 @@ class Engine:
         # This engine, as recorded on the workflows it runs (introspection).
         self.client = bool(client)
         self._new_executor_id()
-        self.app_version = check_name(app_version if app_version is not None
-                                      else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version")
+        self.app_version = check_name(
+            app_version if app_version is not None else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version"
+        )
         self._store.app_version = self.app_version
         lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
@@ -194,16 +204,25 @@ class Engine:
         # the clock, another part, an engine method it is handed); none
         # inherits another's behaviour, and the public methods below delegate.
         self._deadlines = Deadlines(self._clock, self._cancel)
-        self._runner = Runner(workers, self._store, self._workflows, self._codec, self._clock, self._deadlines,
-                              self._kick_queues, self._check_open)
+        self._runner = Runner(
+            workers,
+            self._store,
+            self._workflows,
+            self._codec,
+            self._clock,
+            self._deadlines,
+            self._kick_queues,
+            self._check_open,
+        )
         self._toolkit = Toolkit(self._store, self._codec, self._clock, self._waits, self._check_open)
         self._messaging = Messaging(self._toolkit)
-        self._queues = QueueManager(self, self._store, self._clock, self._codec, self._runner, self._deadlines,
-                                    self._start_args)
-        self._schedules = ScheduleManager(self, self._store, self._clock, self._workflows, self._spec,
-                                          self._check_open, self._opened)
-        self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick,
-                                         lease, poll)
+        self._queues = QueueManager(
+            self, self._store, self._clock, self._codec, self._runner, self._deadlines, self._start_args
+        )
+        self._schedules = ScheduleManager(
+            self, self._store, self._clock, self._workflows, self._spec, self._check_open, self._opened
+        )
+        self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick, lease, poll)
 
     def _new_executor_id(self) -> None:
         # This process, as recorded on the workflows it runs. Made again at an
@@ -217,8 +236,13 @@ class Engine:
 
     # -- registration ---------------------------------------------------------
 
-    def workflow(self, name: str | None = None, *, max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
-                 aliases: Iterable[str] = ()) -> Callable[[F], F]:
+    def workflow(
+        self,
+        name: str | None = None,
+        *,
+        max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
+        aliases: Iterable[str] = (),
+    ) -> Callable[[F], F]:
         """Register a sync or async workflow function.
 
         Called from outside a workflow, the decorated function starts a
@@ -259,6 +283,7 @@ class Engine:
 
     def _workflow_callable(self, spec: WorkflowSpec) -> Callable[..., Any]:
         if spec.is_async:
+
             @functools.wraps(spec.fn)
             async def call_async(*args: Any, **kwargs: Any) -> Any:
                 handle = await self.start_async(spec.fn, *args, **kwargs)
@@ -274,11 +299,21 @@ class Engine:
         call.__durably_workflow__ = spec  # type: ignore[attr-defined]
         return call
 
-    def step(self, name: str | None = None, *, retries: int = 0, backoff: float = 2.0,
-             initial_delay: float = 0.5, max_delay: float = 60.0, retry_on: Any = None,
-             should_retry: Callable[[Exception], bool] | None = None,
-             timeout: float | None = None, jitter: float = 0.0, retry_deadline: float | None = None,
-             aliases: Iterable[str] = ()) -> Callable[[F], F]:
+    def step(
+        self,
+        name: str | None = None,
+        *,
+        retries: int = 0,
+        backoff: float = 2.0,
+        initial_delay: float = 0.5,
+        max_delay: float = 60.0,
+        retry_on: Any = None,
+        should_retry: Callable[[Exception], bool] | None = None,
+        timeout: float | None = None,
+        jitter: float = 0.0,
+        retry_deadline: float | None = None,
+        aliases: Iterable[str] = (),
+    ) -> Callable[[F], F]:
         """Register a step: its outcome is journaled once and replayed after.
 
         ``retries`` extra attempts on an exception, waiting ``initial_delay *
@@ -316,15 +351,28 @@ class Engine:
         def register(fn: F) -> F:
             _not_a_step_yet(fn)
             sname, more = _registry.names_of(fn, name, aliases, "step")
-            spec = StepSpec(fn, sname, self._codec, retries, backoff, initial_delay, max_delay, retry_on,
-                            should_retry, timeout, jitter, retry_deadline)
+            spec = StepSpec(
+                fn,
+                sname,
+                self._codec,
+                retries,
+                backoff,
+                initial_delay,
+                max_delay,
+                retry_on,
+                should_retry,
+                timeout,
+                jitter,
+                retry_deadline,
+            )
             self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
             return make_step(spec)  # type: ignore[return-value]
 
         return register
 
-    def transaction(self, name: str | None = None, *, timeout: float | None = None,
-                    aliases: Iterable[str] = ()) -> Callable[[F], F]:
+    def transaction(
+        self, name: str | None = None, *, timeout: float | None = None, aliases: Iterable[str] = ()
+    ) -> Callable[[F], F]:
         """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
 
         Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
@@ -362,7 +410,7 @@ class Engine:
 
     # -- lifecycle --------------------------------------------------------------
 
-    def open(self) -> "Engine":
+    def open(self) -> Engine:
         """Open the database, start the writer and workers, recover pending workflows."""
         if self._open:
             raise errors.UsageError("engine is already open")
@@ -419,7 +467,8 @@ class Engine:
                     f"of this engine ({', '.join(running[:3])}{', ...' if len(running) > 3 else ''}); blocking "
                     "that loop it could not wait for their step bodies, which would run again at the next "
                     "open. Use `await engine.close_async()` (or `async with engine:`) on this loop; the "
-                    "engine is still open")
+                    "engine is still open"
+                )
         return self._close(timeout)
 
     async def close_async(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
@@ -452,7 +501,8 @@ class Engine:
         if current.get() is not None:
             raise errors.UsageError(
                 "engine.close() was called inside a workflow or step; it waits for running workflows to "
-                "stop, so it would wait for itself. Close the engine from the code that opened it")
+                "stop, so it would wait for itself. Close the engine from the code that opened it"
+            )
         return None if timeout is None else seconds_arg(timeout, "close timeout")
 
     def _close(self, timeout: float | None) -> list[str]:
@@ -490,13 +540,13 @@ class Engine:
         state = "open" if self._open else "closed"
         return f"<durably.Engine {self._store.path!r} {state}{' client' if self.client else ''}>"
 
-    def __enter__(self) -> "Engine":
+    def __enter__(self) -> Engine:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    async def __aenter__(self) -> "Engine":
+    async def __aenter__(self) -> Engine:
         return self.open()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -534,8 +584,14 @@ class Engine:
 
     # -- starting -----------------------------------------------------------------
 
-    def start(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
-              timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+    def start(
+        self,
+        workflow: Callable[..., Any] | str,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle:
         """Start a workflow once its start record is durable; return its handle.
 
         ``workflow_id`` is an idempotency key: if it exists, the existing
@@ -556,8 +612,14 @@ class Engine:
             self._started(spec, wid, rec, existing, loop=None)
         return WorkflowHandle(self, wid)
 
-    async def start_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
-                          timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+    async def start_async(
+        self,
+        workflow: Callable[..., Any] | str,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
         ctx = workflow_context()
         key = ctx.peek_key() if ctx is not None and ctx.is_async else None
@@ -574,8 +636,14 @@ class Engine:
                 await ctx.turn(key)
         return WorkflowHandle(self, wid)
 
-    def run(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
-            timeout: float | None = None, **kwargs: Any) -> Any:
+    def run(
+        self,
+        workflow: Callable[..., Any] | str,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Start a workflow and wait for its result (``timeout``: as in ``start``,
         a durable deadline after which it is cancelled)."""
         return self.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
@@ -598,8 +666,14 @@ class Engine:
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec
 
-    def _start_args(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
-                    timeout: float | None) -> tuple[WorkflowSpec, Any, float | None]:
+    def _start_args(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+        timeout: float | None,
+    ) -> tuple[WorkflowSpec, Any, float | None]:
         """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
         ctx = workflow_context()
         self._toolkit.mine(ctx, "start")
@@ -619,8 +693,14 @@ class Engine:
             deadline = None
         return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
 
-    def _prepare_start(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
-                       timeout: float | None = None) -> tuple[WorkflowSpec, str, Record | None]:
+    def _prepare_start(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+        timeout: float | None = None,
+    ) -> tuple[WorkflowSpec, str, Record | None]:
         spec, inputs, deadline = self._start_args(workflow, args, kwargs, workflow_id, timeout)
         ctx = workflow_context()
         if ctx is None:
@@ -636,13 +716,17 @@ class Engine:
         parent_step = (ctx.workflow_id, ctx.row(pos), step_name, self._codec.encode(wid, "child id"))
         return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
 
-    def _started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
+    def _started(
+        self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True
+    ) -> None:
         if existing is not None:
             name, _status = existing
             if name != spec.name and self._workflows.get(name) is not spec:  # an alias is this workflow
                 raise errors.WorkflowConflictError(
                     f"workflow id {wid!r} already belongs to workflow {name!r}, not {spec.name!r}",
-                    workflow_id=wid, existing_name=name, requested_name=spec.name,
+                    workflow_id=wid,
+                    existing_name=name,
+                    requested_name=spec.name,
                 )
             return
         if len(rec.params) > 5 and rec.params[5] is not None:
@@ -681,10 +765,20 @@ class Engine:
         self._runner.row(workflow_id)
         return WorkflowHandle(self, workflow_id)
 
-    def list_workflows(self, status: str | None = None, name: Any = None, limit: int | None = 100, *,
-                       id_prefix: str | None = None, start_time: float | None = None, end_time: float | None = None,
-                       queue: str | None = None, parent_id: str | None = None, offset: int = 0,
-                       newest_first: bool = True) -> list[WorkflowInfo]:
+    def list_workflows(
+        self,
+        status: str | None = None,
+        name: Any = None,
+        limit: int | None = 100,
+        *,
+        id_prefix: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        queue: str | None = None,
+        parent_id: str | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[WorkflowInfo]:
         """Workflows in creation order (newest first unless ``newest_first``
         is False; workflows created in the same millisecond keep the order
         they were created in), filtered by status, name (or the workflow
@@ -702,14 +796,25 @@ class Engine:
                 check_name(value, what)
         for what, value in (("limit", limit), ("offset", offset)):
             # Both stores take a signed 64-bit integer (SQLite's range).
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or not 0 <= value <= _INT64_MAX):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT64_MAX
+            ):
                 raise errors.UsageError(f"{what} must be an int from 0 to 2**63 - 1, not {_short(value)}")
-        start_time, end_time = (_unix_time(what, value)
-                                for what, value in (("start_time", start_time), ("end_time", end_time)))
+        start_time, end_time = (
+            _unix_time(what, value) for what, value in (("start_time", start_time), ("end_time", end_time))
+        )
         rows = self._store.list_workflows(
-            None if status is None else str(status), name, limit, id_prefix=id_prefix, start_time=start_time,
-            end_time=end_time, queue=queue, parent_id=parent_id, offset=offset, newest_first=bool(newest_first))
+            None if status is None else str(status),
+            name,
+            limit,
+            id_prefix=id_prefix,
+            start_time=start_time,
+            end_time=end_time,
+            queue=queue,
+            parent_id=parent_id,
+            offset=offset,
+            newest_first=bool(newest_first),
+        )
         return [WorkflowInfo.from_row(r, self._runner) for r in rows]
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
@@ -771,10 +876,20 @@ class Engine:
         if spec is None:
             raise errors.UnknownWorkflowError(
                 f"workflow {workflow_id!r} runs {row[1]!r}, which is not registered with this engine",
-                workflow_id=workflow_id, name=row[1])
+                workflow_id=workflow_id,
+                name=row[1],
+            )
         new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
-        rec = Record(R.OP, (None, None, "fork", "fork", (workflow_id, new, start_step, self.executor_id,
-                                                         lambda i: self._codec.encode(i, "workflow id"))))
+        rec = Record(
+            R.OP,
+            (
+                None,
+                None,
+                "fork",
+                "fork",
+                (workflow_id, new, start_step, self.executor_id, lambda i: self._codec.encode(i, "workflow id")),
+            ),
+        )
         self._journal.submit(rec)
         self._runner.launch(spec, new, row[3], replay=True)
         return WorkflowHandle(self, new)
@@ -791,7 +906,8 @@ class Engine:
         if spec is None:
             raise errors.UnknownWorkflowError(
                 f"workflow {workflow_id!r} runs {name!r}, which is not registered with this engine",
-                workflow_id=workflow_id, name=name,
+                workflow_id=workflow_id,
+                name=name,
             )
         self._journal.submit(Record(R.WRITE, ("resume", (self.executor_id, self.app_version, workflow_id))))
         runner = self._runner
@@ -813,8 +929,9 @@ class Engine:
 
     # -- messages and events (runtime/messaging.py) -----------------------------------
 
-    def send(self, workflow_id: str, message: Any, topic: str | None = None,
-             idempotency_key: str | None = None) -> None:
+    def send(
+        self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> None:
         """Deliver ``message`` to workflow ``workflow_id`` (received once, in
         order per topic). Durable before it returns; from inside a workflow it
         is journaled, so a replay does not send it again.
@@ -831,8 +948,9 @@ class Engine:
         already)."""
         return self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
 
-    async def send_async(self, workflow_id: str, message: Any, topic: str | None = None,
-                         idempotency_key: str | None = None) -> None:
+    async def send_async(
+        self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> None:
         return await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
 
     def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
@@ -875,8 +993,7 @@ class Engine:
         for ``recv``."""
         return self._toolkit.drive(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
 
-    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None,
-                              type: Any = None) -> Any:
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
         return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type))
 
     def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
@@ -904,11 +1021,11 @@ class Engine:
     def now(self) -> datetime:
         """The current time (UTC); inside a workflow, recorded and replayed."""
         ts = self._toolkit.drive(self._toolkit.value("now", self._clock.now, float), "now")
-        return datetime.fromtimestamp(ts, timezone.utc)
+        return datetime.fromtimestamp(ts, UTC)
 
     async def now_async(self) -> datetime:
         ts = await self._toolkit.drive_async(self._toolkit.value("now", self._clock.now, float), "now")
-        return datetime.fromtimestamp(ts, timezone.utc)
+        return datetime.fromtimestamp(ts, UTC)
 
     def random(self) -> float:
         """A float in [0, 1); inside a workflow, recorded and replayed."""
@@ -951,8 +1068,7 @@ class Engine:
 
     # -- queues (queues.py) ---------------------------------------------------------------
 
-    def queue(self, name: str, *, concurrency: int | None = None,
-              rate_limit: tuple[int, float] | None = None) -> Queue:
+    def queue(self, name: str, *, concurrency: int | None = None, rate_limit: tuple[int, float] | None = None) -> Queue:
         """Declare (or get) the queue ``name``.
 
         ``concurrency``: at most this many of its workflows run at once;
@@ -970,8 +1086,9 @@ class Engine:
         return declared.enqueue(workflow, *args, **kwargs)
 
     # -- cron schedules (schedules.py) ----------------------------------------------------
-    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest",
-                 tz: str | None = None) -> Schedule:
+    def schedule(
+        self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest", tz: str | None = None
+    ) -> Schedule:
         """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
         (``slot``: the slot's aware datetime in the schedule's time zone).
 

@@ -71,13 +71,19 @@ class WorkflowInfo:
     executor: str | None = None
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...], runner: "Runner | None" = None) -> "WorkflowInfo":
+    def from_row(cls, row: tuple[Any, ...], runner: Runner | None = None) -> WorkflowInfo:
         wid, name, status, inputs, out, err, parent, parked, created, updated = row[:10]
         extra: dict[str, Any] = {}
         if len(row) > 10:
             deadline, attempts, executor, queue, priority, dequeued = row[10:16]
-            extra = dict(deadline=deadline, recovery_attempts=attempts or 0, executor=executor, queue=queue,
-                         priority=priority, dequeued_at=dequeued)
+            extra = dict(
+                deadline=deadline,
+                recovery_attempts=attempts or 0,
+                executor=executor,
+                queue=queue,
+                priority=priority,
+                dequeued_at=dequeued,
+            )
         if runner is not None:  # values decoded as the workflow's function says
             extra.update(runner.decode_row(name, inputs, out, err))
         return cls(wid, name, Status(status), parent, parked, created, updated, **extra)
@@ -102,7 +108,7 @@ class StepInfo:
     # are in its own WorkflowInfo (the "start:" step's output is its id).
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> "StepInfo":
+    def from_row(cls, row: tuple[Any, ...]) -> StepInfo:
         position, name, output, error, recorded_at, ident, started_at = row[:7]
         if ident is not None:
             position = int(ident[1:]) if ident.startswith("#") else ident
@@ -114,7 +120,7 @@ class WorkflowHandle:
 
     __slots__ = ("_runner", "workflow_id")
 
-    def __init__(self, engine: "Engine", workflow_id: str) -> None:
+    def __init__(self, engine: Engine, workflow_id: str) -> None:
         self._runner = engine._runner  # rows, and who waits for which workflow
         self.workflow_id = workflow_id
 
@@ -153,7 +159,8 @@ class WorkflowHandle:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
                     raise errors.ResultTimeoutError(
-                        f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout)
+                        f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout
+                    )
                 runner.check_open()
                 if waiter.final is not None:
                     return _final(runner, wid, waiter.final)
@@ -200,9 +207,11 @@ class WorkflowHandle:
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
                     await asyncio.wait_for(fut, remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise errors.ResultTimeoutError(
-                        f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout,
+                        f"workflow {wid!r} did not finish within {timeout}s",
+                        workflow_id=wid,
+                        timeout=timeout,
                     ) from None
                 runner.check_open()
                 if waiter.final is not None:
@@ -219,19 +228,19 @@ async def _joined(ctx: Any, key: Any) -> None:
         await ctx.turn(key)
 
 
-def _raise_stuck(runner: "Runner", wid: str, row: tuple[Any, ...]) -> None:
+def _raise_stuck(runner: Runner, wid: str, row: tuple[Any, ...]) -> None:
     stuck = runner.stuck(wid, row)
     if stuck is not None:
         raise stuck
 
 
-def _final(runner: "Runner", wid: str, final: Any) -> Any:
+def _final(runner: Runner, wid: str, final: Any) -> Any:
     if isinstance(final, BaseException):
         raise final
     return _outcome(runner, wid, *final)
 
 
-def _outcome(runner: "Runner", wid: str, name: str, status: str, output: Any, error: Any) -> Any:
+def _outcome(runner: Runner, wid: str, name: str, status: str, output: Any, error: Any) -> Any:
     if status == "SUCCESS":
         if output is None:
             return None
@@ -247,8 +256,9 @@ def _outcome(runner: "Runner", wid: str, name: str, status: str, output: Any, er
         cause = decode_error(error) if error is not None else None
         if isinstance(cause, errors.MaxRecoveryAttemptsExceededError):
             raise cause
-        raise errors.MaxRecoveryAttemptsExceededError(f"workflow {wid!r} exceeded its recovery attempts",
-                                                      workflow_id=wid)
+        raise errors.MaxRecoveryAttemptsExceededError(
+            f"workflow {wid!r} exceeded its recovery attempts", workflow_id=wid
+        )
     cause = decode_error(error)
     raise errors.WorkflowFailedError(
         f"workflow {wid!r} failed: {type(cause).__name__}: {cause}", workflow_id=wid, error=cause

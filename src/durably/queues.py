@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from . import _records as R
 from . import errors
+from ._ids import new_id
 from ._names import check_name
 from .clock import SystemClock
-from ._ids import new_id
 from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import workflow_context
@@ -46,8 +47,9 @@ if TYPE_CHECKING:
     from .store import Store
 
     # Vets a start or an enqueue: (spec, encoded inputs, deadline or None).
-    Vet = Callable[[Any, tuple[Any, ...], dict[str, Any], "str | None", "float | None"],
-                   tuple[WorkflowSpec, Any, "float | None"]]
+    Vet = Callable[
+        [Any, tuple[Any, ...], dict[str, Any], "str | None", "float | None"], tuple[WorkflowSpec, Any, "float | None"]
+    ]
 
 log = logging.getLogger("durably")
 
@@ -57,18 +59,29 @@ _BATCH = 100  # entries started per dispatcher round and queue
 class Queue:
     """A named queue; get one from ``engine.queue(name, ...)``."""
 
-    def __init__(self, manager: QueueManager, name: str, concurrency: int | None,
-                 rate_limit: tuple[int, float] | None) -> None:
+    def __init__(
+        self, manager: QueueManager, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None
+    ) -> None:
         check_name(name, "queue name")
-        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1):
+        if concurrency is not None and (
+            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+        ):
             raise errors.UsageError(f"queue {name!r}: concurrency must be an int >= 1 or None, not {concurrency!r}")
         if rate_limit is not None:
             ok = isinstance(rate_limit, tuple) and len(rate_limit) == 2
             n, period = rate_limit if ok else (None, None)
-            if not (ok and isinstance(n, int) and not isinstance(n, bool) and n >= 1
-                    and isinstance(period, (int, float)) and math.isfinite(period) and period > 0):
+            if not (
+                ok
+                and isinstance(n, int)
+                and not isinstance(n, bool)
+                and n >= 1
+                and isinstance(period, (int, float))
+                and math.isfinite(period)
+                and period > 0
+            ):
                 raise errors.UsageError(
-                    f"queue {name!r}: rate_limit must be (starts >= 1, seconds > 0), not {rate_limit!r}")
+                    f"queue {name!r}: rate_limit must be (starts >= 1, seconds > 0), not {rate_limit!r}"
+                )
             rate_limit = (n, float(period))
         self._manager = manager
         self.name = name
@@ -78,8 +91,17 @@ class Queue:
     def __repr__(self) -> str:
         return f"Queue({self.name!r}, concurrency={self.concurrency}, rate_limit={self.rate_limit})"
 
-    def _record(self, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str | None,
-                priority: int, dedup_key: str | None, delay: float, timeout: float | None) -> tuple[Record, Any]:
+    def _record(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+        priority: int,
+        dedup_key: str | None,
+        delay: float,
+        timeout: float | None,
+    ) -> tuple[Record, Any]:
         queues = self._manager
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise errors.UsageError(f"priority must be an int (lower runs first), not {priority!r}")
@@ -101,8 +123,18 @@ class Queue:
                 return None, queues.codec.decoder(str)(recorded[0])  # type: ignore[return-value]
             wid = workflow_id or ctx.child_id(pos)
             parent = ctx.workflow_id
-        args_ = (wid, spec.name, inputs, parent, deadline, self.name, priority, not_before, dedup_key,
-                 lambda i: queues.codec.encode(i, "workflow id"))
+        args_ = (
+            wid,
+            spec.name,
+            inputs,
+            parent,
+            deadline,
+            self.name,
+            priority,
+            not_before,
+            dedup_key,
+            lambda i: queues.codec.encode(i, "workflow id"),
+        )
         return Record(R.OP, (parent, None if ctx is None else ctx.row(pos), name, "enqueue", args_)), None
 
     def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle:
@@ -112,6 +144,7 @@ class Queue:
         output, error = rec.result
         if error is not None:
             from .codec import decode_error
+
             raise decode_error(error)
         wid = queues.codec.decoder(str)(output)
         if rec.params[4][4] is not None:  # a timeout: arm the deadline the database holds for it
@@ -121,9 +154,17 @@ class Queue:
         queues.kick()
         return WorkflowHandle(queues.engine, wid)
 
-    def enqueue(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
-                priority: int = 0, dedup_key: str | None = None, delay: float = 0.0,
-                timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+    def enqueue(
+        self,
+        workflow: Callable[..., Any] | str,
+        *args: Any,
+        workflow_id: str | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
+        delay: float = 0.0,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle:
         """Enqueue a workflow; durable before it returns. Returns its handle
         (the existing workflow's, for a known ``workflow_id`` or a live
         ``dedup_key``). ``delay``: seconds before it may start."""
@@ -136,9 +177,17 @@ class Queue:
             self._manager.journal.submit(rec)
         return self._done(rec, replayed)
 
-    async def enqueue_async(self, workflow: Callable[..., Any] | str, *args: Any, workflow_id: str | None = None,
-                            priority: int = 0, dedup_key: str | None = None, delay: float = 0.0,
-                            timeout: float | None = None, **kwargs: Any) -> WorkflowHandle:
+    async def enqueue_async(
+        self,
+        workflow: Callable[..., Any] | str,
+        *args: Any,
+        workflow_id: str | None = None,
+        priority: int = 0,
+        dedup_key: str | None = None,
+        delay: float = 0.0,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle:
         self._manager.check(self)
         ctx = workflow_context()
         key = ctx.peek_key() if ctx is not None and ctx.is_async else None
@@ -181,8 +230,16 @@ class Dispatcher(BackgroundLoop):
         # Real time: the store reads its own clock when the claim runs (a
         # time read here may be stale by then: the writer may be busy).
         now = None if isinstance(clock, SystemClock) else clock.now()
-        rec = Record(R.OP, (None, None, "claim_queue", "claim_queue", (
-            engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit, now, _BATCH)))
+        rec = Record(
+            R.OP,
+            (
+                None,
+                None,
+                "claim_queue",
+                "claim_queue",
+                (engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit, now, _BATCH),
+            ),
+        )
         journal.submit(rec)
         if rec.error is not None:
             raise rec.error
@@ -193,8 +250,9 @@ class Dispatcher(BackgroundLoop):
         for wid, name, inputs, _attempts, epoch, _before in claimed:
             spec = runner.workflows.get(name)
             if spec is None:
-                log.warning("durably: queued workflow %s runs %r, which is not registered here; it is released",
-                            wid, name)
+                log.warning(
+                    "durably: queued workflow %s runs %r, which is not registered here; it is released", wid, name
+                )
                 journal.submit(Record(R.WRITE, ("release", (wid, engine.executor_id))))
                 continue
             if not store.still_owns(wid, epoch):
@@ -213,8 +271,9 @@ class QueueManager:
     at each open.
     """
 
-    def __init__(self, engine: Engine, store: Store, clock: Clock, codec: Codec, runner: Runner,
-                 deadlines: Deadlines, vet: Vet) -> None:
+    def __init__(
+        self, engine: Engine, store: Store, clock: Clock, codec: Codec, runner: Runner, deadlines: Deadlines, vet: Vet
+    ) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock

@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Callable
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
@@ -75,14 +76,15 @@ HORIZON_YEARS = 50
 
 def _zone(tz: Any, name: str) -> tzinfo:
     if tz is None:
-        return timezone.utc
+        return UTC
     check_name(tz, f"schedule {name!r} tz")
     try:
         return ZoneInfo(tz)
     except Exception as exc:  # ZoneInfoNotFoundError, ValueError (a path-like key) ...
         raise errors.UsageError(
             f"schedule {name!r}: tz {tz!r} is not an IANA time zone known here (e.g. 'Europe/Paris'; "
-            "on Windows install the tzdata package)") from exc
+            "on Windows install the tzdata package)"
+        ) from exc
 
 
 class Schedule:
@@ -171,7 +173,8 @@ class Schedule:
             if len(slots) == MAX_BACKFILL:
                 raise errors.UsageError(
                     f"schedule {self.name!r}: the range holds more than {MAX_BACKFILL} slots; nothing was "
-                    "started. Backfill it in smaller ranges")
+                    "started. Backfill it in smaller ranges"
+                )
             slots.append(slot)
             try:
                 slot = it.get_next(float)
@@ -206,7 +209,8 @@ def _not_in_workflow(what: str) -> None:
         # Not journaled: a replay would run it again, maybe undoing a later change.
         raise errors.UsageError(
             f"engine.{what}() manages schedules and is not journaled; call it outside workflow code "
-            "(or inside a step, whose recorded outcome covers it)")
+            "(or inside a step, whose recorded outcome covers it)"
+        )
 
 
 class ScheduleRunner(BackgroundLoop):
@@ -244,9 +248,15 @@ class ScheduleRunner(BackgroundLoop):
                 raise  # the writer stopped, the engine closes: the runner stops (BackgroundLoop)
             failures = self._failures[name] = self._failures.get(name, 0) + 1
             retry = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
-            log.error("durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
-                      "the other schedules are not held back", name, exc, failures, retry,
-                      exc_info=failures == 1)
+            log.error(
+                "durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
+                "the other schedules are not held back",
+                name,
+                exc,
+                failures,
+                retry,
+                exc_info=failures == 1,
+            )
             return self.clock.now() + retry
         self._failures.pop(name, None)
         return nxt
@@ -279,24 +289,33 @@ class ScheduleRunner(BackgroundLoop):
         if spec is None:
             # Its slots wait (progress is not moved) until an engine that
             # registers the workflow runs them, by the missed-slot policy.
-            self._warn_once(("unregistered", name, workflow),
-                            "durably: schedule %r starts workflow %r, which is not registered with this "
-                            "engine; its slots wait", name, workflow)
+            self._warn_once(
+                ("unregistered", name, workflow),
+                "durably: schedule %r starts workflow %r, which is not registered with this engine; its slots wait",
+                name,
+                workflow,
+            )
             return None
         now = self.clock.now()
         due, nxt = schedule.slots_after(last, now)
         if nxt is None:
-            self._warn_once(("no slot", name, schedule.cron),
-                            "durably: schedule %r (%r) has no slot in the next %d years; it fires nothing more",
-                            name, schedule.cron, HORIZON_YEARS)
+            self._warn_once(
+                ("no slot", name, schedule.cron),
+                "durably: schedule %r (%r) has no slot in the next %d years; it fires nothing more",
+                name,
+                schedule.cron,
+                HORIZON_YEARS,
+            )
         if not due:
             return nxt
         missed, current = due[:-1], due[-1]
         late = now - current > _LATE
         if late:
             missed = due
-        fire = [*({"all": missed, "latest": missed[-1:] if late else [], "skip": []}[schedule.missed]),
-                *([] if late else [current])]
+        fire = [
+            *({"all": missed, "latest": missed[-1:] if late else [], "skip": []}[schedule.missed]),
+            *([] if late else [current]),
+        ]
         start = schedules.engine.start
         for slot in fire:
             try:
@@ -322,9 +341,16 @@ class ScheduleManager:
     is set at each open.
     """
 
-    def __init__(self, engine: Engine, store: Store, clock: Clock, workflows: dict[str, WorkflowSpec],
-                 spec: Callable[[Any], WorkflowSpec], check_open: Callable[[], None],
-                 opened: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        clock: Clock,
+        workflows: dict[str, WorkflowSpec],
+        spec: Callable[[Any], WorkflowSpec],
+        check_open: Callable[[], None],
+        opened: Callable[[], bool],
+    ) -> None:
         self.engine = engine
         self.store = store
         self.clock = clock
@@ -339,8 +365,9 @@ class ScheduleManager:
 
     # -- declaring ------------------------------------------------------------------
 
-    def schedule(self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest",
-                 tz: str | None = None) -> Schedule:
+    def schedule(
+        self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest", tz: str | None = None
+    ) -> Schedule:
         """``Engine.schedule``."""
         _not_in_workflow("schedule")
         check_name(name, "schedule name")
@@ -351,14 +378,16 @@ class ScheduleManager:
         if schedule.next_after(now) is None:
             raise errors.UsageError(
                 f"schedule {name!r}: {cron!r} has no slot in the next {HORIZON_YEARS} years (a date that does not "
-                "exist, such as February 30th, or a year that has passed); nothing was scheduled")
+                "exist, such as February 30th, or a year that has passed); nothing was scheduled"
+            )
         check_name(schedule.slot_id(now), f"schedule {name!r}: the id of its workflows")
         with self.lock:
             existing = self.declared.get(name)
             if existing is not None and existing.definition != schedule.definition:
                 raise errors.UsageError(
                     f"schedule {name!r} is already declared as {existing!r}; delete_schedule({name!r}) first "
-                    "to replace it")
+                    "to replace it"
+                )
             if self.opened():
                 self.check_open()
                 self._write_schedule(schedule)
@@ -368,8 +397,15 @@ class ScheduleManager:
         return schedule
 
     def _write_schedule(self, schedule: Schedule) -> None:
-        self.journal.submit(Record(R.WRITE, ("schedule_upsert", (
-            schedule.name, schedule.cron, schedule.workflow, self.clock.now(), schedule.tz, schedule.missed))))
+        self.journal.submit(
+            Record(
+                R.WRITE,
+                (
+                    "schedule_upsert",
+                    (schedule.name, schedule.cron, schedule.workflow, self.clock.now(), schedule.tz, schedule.missed),
+                ),
+            )
+        )
 
     # -- managing -------------------------------------------------------------------
 
@@ -428,15 +464,18 @@ class ScheduleManager:
         for what, value in (("start", start), ("end", end)):
             if not isinstance(value, datetime) or value.utcoffset() is None:
                 raise errors.UsageError(
-                    f"backfill_schedule {what} must be an aware datetime (with a tzinfo), not {value!r}")
+                    f"backfill_schedule {what} must be an aware datetime (with a tzinfo), not {value!r}"
+                )
         if end < start:
             raise errors.UsageError(f"backfill_schedule: end ({end}) is before start ({start})")
         row = self._schedule_row(name)
         schedule = Schedule(name, row[1], row[2], row[6], row[5])
         spec = self.spec(row[2])
         slots = schedule.slots_between(start.timestamp(), end.timestamp())
-        return [self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
-                for slot in slots]
+        return [
+            self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
+            for slot in slots
+        ]
 
     def list_schedules(self) -> list[ScheduleInfo]:
         """``Engine.list_schedules``."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from .. import _crash, errors
 
@@ -147,7 +148,7 @@ class Journal:
             raise rec.error
         return rec.result
 
-    def submit_async(self, rec: Record) -> "asyncio.Future[Any]":
+    def submit_async(self, rec: Record) -> asyncio.Future[Any]:
         """Journal ``rec``; the returned future resolves once it is durable.
 
         Must be called on the running event loop that will await the future.

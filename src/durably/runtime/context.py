@@ -51,11 +51,9 @@ if TYPE_CHECKING:
     from ..journal import Journal
     from .runner import Runner
 
-current: contextvars.ContextVar["WorkflowContext | None"] = contextvars.ContextVar(
-    "durably_workflow", default=None
-)
+current: contextvars.ContextVar[WorkflowContext | None] = contextvars.ContextVar("durably_workflow", default=None)
 # The branch (task) of an async workflow this code runs in; see the docstring.
-_BRANCH: contextvars.ContextVar["Branch | None"] = contextvars.ContextVar("durably_branch", default=None)
+_BRANCH: contextvars.ContextVar[Branch | None] = contextvars.ContextVar("durably_branch", default=None)
 # True while an async step body runs in this task: durable calls are plain there.
 _IN_STEP: contextvars.ContextVar[bool] = contextvars.ContextVar("durably_in_step", default=False)
 
@@ -88,7 +86,7 @@ class Settle:
         ready = getattr(loop, "_ready", None)
         self.ready = ready if isinstance(ready, deque) else None
 
-    def take(self, ctx: "WorkflowContext") -> bool:
+    def take(self, ctx: WorkflowContext) -> bool:
         """Hand an outcome to ``ctx`` now if its gate is free (then the gate
         is taken). Once per outcome: kept to one call, arming aside."""
         count = self.count
@@ -119,7 +117,7 @@ class Settle:
         else:
             self.armed = False
 
-    def _open(self, ctx: "WorkflowContext") -> None:
+    def _open(self, ctx: WorkflowContext) -> None:
         q = ctx.gate_q
         if ctx.gate_at + SETTLE_PASSES <= self.count:
             while q:
@@ -134,7 +132,7 @@ class Settle:
         if q:
             self.queued.append(ctx)
 
-    def wait(self, ctx: "WorkflowContext") -> "asyncio.Future[None]":
+    def wait(self, ctx: WorkflowContext) -> asyncio.Future[None]:
         fut = self.loop.create_future()
         if not ctx.gate_q:
             self.queued.append(ctx)
@@ -144,7 +142,7 @@ class Settle:
         return fut
 
 
-_SETTLE: "weakref.WeakKeyDictionary[Any, Settle]" = weakref.WeakKeyDictionary()
+_SETTLE: weakref.WeakKeyDictionary[Any, Settle] = weakref.WeakKeyDictionary()
 
 
 def settle_for(loop: Any) -> Settle:
@@ -168,7 +166,7 @@ class Branch:
 
     __slots__ = ("ctx", "path", "task", "seq", "children", "deliver")
 
-    def __init__(self, ctx: "WorkflowContext", path: str | None, task: Any) -> None:
+    def __init__(self, ctx: WorkflowContext, path: str | None, task: Any) -> None:
         self.ctx = ctx
         self.path = path  # None for the root, else "0", "0.2" ...
         self.task = task
@@ -196,7 +194,7 @@ def decode_key(ident: str) -> Any:
     return int(seq) if not path else (path, int(seq))
 
 
-def in_async_step(ctx: "WorkflowContext") -> bool:
+def in_async_step(ctx: WorkflowContext) -> bool:
     """Inside a step body of an async workflow: a body run in the workflow's
     own task marks that task (``in_body``), one run in a task or a thread of
     its own sets ``_IN_STEP`` in the context that task or thread copies."""
@@ -212,7 +210,7 @@ def in_step() -> bool:
     return in_async_step(ctx) if ctx.is_async else ctx.in_step
 
 
-def workflow_context() -> "WorkflowContext | None":
+def workflow_context() -> WorkflowContext | None:
     """The workflow a durable call belongs to: None outside a workflow and
     inside a step body (where the outer step's outcome covers everything)."""
     ctx = current.get()
@@ -251,8 +249,9 @@ class WorkflowContext:
         "gate_q",
     )
 
-    def __init__(self, runner: Runner, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]],
-                 is_async: bool) -> None:
+    def __init__(
+        self, runner: Runner, workflow_id: str, name: str, recorded: dict[Any, tuple[Any, ...]], is_async: bool
+    ) -> None:
         self.workflow_id = workflow_id
         self.name = name
         self.runner = runner  # where it runs (the engine's Runner)
@@ -422,7 +421,10 @@ class WorkflowContext:
                 f"recorded {row[1]!r} there; the code changed under a running workflow. It is "
                 "parked (PENDING); restore the old code path (or use a new workflow id) and "
                 "resume it",
-                workflow_id=self.workflow_id, position=where, recorded=row[1], called=name,
+                workflow_id=self.workflow_id,
+                position=where,
+                recorded=row[1],
+                called=name,
             )
             raise self.parked
         return row[2], row[3]
@@ -481,7 +483,7 @@ class WorkflowContext:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _watch(self, fut: "asyncio.Future[None]") -> None:
+    def _watch(self, fut: asyncio.Future[None]) -> None:
         seen = self.progress
 
         def check() -> None:
@@ -497,7 +499,10 @@ class WorkflowContext:
                 f"recorded before the outcomes it waits for, within {REPLAY_STALL:.0f} s of replay; "
                 "the code changed under a running workflow. It is parked (PENDING); restore the old "
                 "code path and resume it",
-                workflow_id=self.workflow_id, position=where, recorded=name, called=None,
+                workflow_id=self.workflow_id,
+                position=where,
+                recorded=name,
+                called=None,
             )
             for waiting in list(self.turns.values()):
                 if not waiting.done():
@@ -537,7 +542,8 @@ def other_engine(ctx: WorkflowContext, store: Any, call: str) -> errors.UsageErr
         f"(id {ctx.workflow_id!r}), which runs on another Engine object (of {ctx.runner.store.path!r}). A "
         "workflow's durable calls (sleep, send, recv, events, now, starts, queues, patches) go to the engine "
         "that runs it: call them on that engine, or register the workflow and its steps with the engine you "
-        "call (decorate them with its @workflow/@step)")
+        "call (decorate them with its @workflow/@step)"
+    )
 
 
 def require() -> WorkflowContext:

@@ -33,12 +33,12 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from .. import _crash
+from .. import _crash, errors
 from .. import _records as R
-from .. import errors
 from ..codec import encode_error
 from ..journal import Record
 from ..store import _executors
@@ -87,8 +87,16 @@ class Coordinator:
     (messages, events), ``runner`` (cancels, remote waiters) and
     ``kick_queues``. ``journal`` is set at each open."""
 
-    def __init__(self, engine: Engine, store: Store, runner: Runner, waits: Waits,
-                 kick_queues: Callable[[], None], lease: float, poll: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        runner: Runner,
+        waits: Waits,
+        kick_queues: Callable[[], None],
+        lease: float,
+        poll: float,
+    ) -> None:
         self.engine = engine
         self.store = store
         self.runner = runner
@@ -130,7 +138,7 @@ class Coordinator:
         # (SQLite's data_version) are polled every ``poll``.
         wait_change = getattr(self.store, "wait_change", None)
         while True:
-            pause = self.poll if failures == 0 else min(1.0, self.poll * 2 ** failures)
+            pause = self.poll if failures == 0 else min(1.0, self.poll * 2**failures)
             if wait_change is not None and failures == 0:
                 wait_change(pause)
                 if stopped.is_set():
@@ -197,8 +205,13 @@ class Coordinator:
     def registration(self) -> tuple[Any, ...]:
         """This executor's row (Store.open writes it with the open mark); its
         lease is counted from the store's clock."""
-        return (self.engine.executor_id, os.getpid(), _executors.pid_started(os.getpid()), self.engine.app_version,
-                self.lease)
+        return (
+            self.engine.executor_id,
+            os.getpid(),
+            _executors.pid_started(os.getpid()),
+            self.engine.app_version,
+            self.lease,
+        )
 
     def register(self) -> None:
         """This engine's executor row: written at open, with the open mark
@@ -250,8 +263,16 @@ class Coordinator:
         names, (dead, live) = json.dumps(sorted(workflows)), self._judge_executors()
         if not self.store.claimable(engine.app_version, names, dead, live):
             return []
-        return self.run_op("claim", engine.executor_id, engine.app_version, names, dead, live, limit,
-                           None if only is None else json.dumps(only))
+        return self.run_op(
+            "claim",
+            engine.executor_id,
+            engine.app_version,
+            names,
+            dead,
+            live,
+            limit,
+            None if only is None else json.dumps(only),
+        )
 
     def run_claimed(self, rows: list[tuple[Any, ...]], report: RecoveryReport) -> None:
         runner = self.runner
@@ -262,7 +283,10 @@ class Coordinator:
                 why = errors.MaxRecoveryAttemptsExceededError(
                     f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
                     f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
-                    "(engine.resume runs it again)", workflow_id=wid, attempts=attempts)
+                    "(engine.resume runs it again)",
+                    workflow_id=wid,
+                    attempts=attempts,
+                )
                 self.journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
                 log.error("durably: %s", why)
                 continue
@@ -298,11 +322,21 @@ class Coordinator:
                 if name in known:
                     continue
                 report.unknown.append((wid, name))
-                self.journal.submit(Record(R.WRITE, ("park_unregistered", (
-                    f"no workflow function registered as {name!r} when the engine opened", wid))))
+                self.journal.submit(
+                    Record(
+                        R.WRITE,
+                        (
+                            "park_unregistered",
+                            (f"no workflow function registered as {name!r} when the engine opened", wid),
+                        ),
+                    )
+                )
         if report.unknown:
-            log.warning("durably: %d pending workflow(s) left parked, their functions are not registered: %s",
-                        len(report.unknown), ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]))
+            log.warning(
+                "durably: %d pending workflow(s) left parked, their functions are not registered: %s",
+                len(report.unknown),
+                ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]),
+            )
         if report.resumed:
             log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
         return report
@@ -315,16 +349,24 @@ class Coordinator:
         rows = self.claim()
         taken = [r[0] for r in rows if r[5] is not None]
         if taken:
-            log.warning("durably: executor %s took over %d workflow(s) whose owner is gone: %s",
-                        self.engine.executor_id, len(taken), ", ".join(taken[:10]))
+            log.warning(
+                "durably: executor %s took over %d workflow(s) whose owner is gone: %s",
+                self.engine.executor_id,
+                len(taken),
+                ", ".join(taken[:10]),
+            )
         if rows:
             self.run_claimed(rows, RecoveryReport())
 
     def fenced(self, wids: list[str]) -> None:
         """The writer found these taken over by another executor: abandon them."""
-        log.warning("durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
-                    "process paused?); it abandons them: %s", self.engine.executor_id, len(wids),
-                    ", ".join(wids[:10]))
+        log.warning(
+            "durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
+            "process paused?); it abandons them: %s",
+            self.engine.executor_id,
+            len(wids),
+            ", ".join(wids[:10]),
+        )
         runner = self.runner
         with runner.lock:
             for wid in wids:

@@ -28,7 +28,8 @@ taken at once.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..store._executors import HOST, pid_alive
 

@@ -11,8 +11,8 @@ they wait for visible.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -20,7 +20,7 @@ from .. import errors
 from .._names import check_optional
 from ..codec import JsonCodec
 from .context import current, workflow_context
-from .toolkit import WAITER, BLOCK, Gen, Toolkit, name_arg, seconds_arg, replayed_outcome
+from .toolkit import BLOCK, WAITER, Gen, Toolkit, name_arg, replayed_outcome, seconds_arg
 
 Message = tuple[str, str | None, Any]  # (destination, topic, encoded payload): what the store inserts
 
@@ -73,7 +73,8 @@ class Messaging:
             raise errors.UsageError(
                 "send(idempotency_key=...) is for sends from outside a workflow: in workflow code a send "
                 "is journaled and happens exactly once already (a replay does not repeat it). Drop the key; "
-                "to make the whole operation idempotent, start the workflow with workflow_id=<your key>")
+                "to make the whole operation idempotent, start the workflow with workflow_id=<your key>"
+            )
         payload = self.kit.codec.encode(message, f"message to workflow {dest!r}")
         yield from self.journaled("send", (dest, topic, payload, key))
         self.kit.waits.notify(("msg", dest, topic))
@@ -81,13 +82,15 @@ class Messaging:
     def _messages(self, messages: Any) -> list[Message]:
         if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Iterable):
             raise errors.UsageError(
-                f"send_many() takes an iterable of (workflow_id, message[, topic]) tuples, not {type(messages).__name__}")
+                f"send_many() takes an iterable of (workflow_id, message[, topic]) tuples, not {type(messages).__name__}"
+            )
         out: list[Message] = []
         for i, item in enumerate(messages):
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise errors.UsageError(
                     f"send_many() item {i} must be a (workflow_id, message) or (workflow_id, message, topic) "
-                    f"tuple, not {repr(item)[:80]}")
+                    f"tuple, not {repr(item)[:80]}"
+                )
             dest = name_arg(item[0], f"send_many() item {i} workflow_id")
             topic = _topic(item[2] if len(item) == 3 else None)
             out.append((dest, topic, self.kit.codec.encode(item[1], f"message {i} to workflow {dest!r}")))
@@ -108,8 +111,9 @@ class Messaging:
         ctx = workflow_context()
         if ctx is None:
             raise errors.UsageError("recv() is only valid inside a workflow (it consumes that workflow's messages)")
-        raw = yield from self.kit.wait_for(ctx, f"recv:{topic or ''}", ("msg", ctx.workflow_id, topic),
-                                        "recv", (ctx.workflow_id, topic), timeout)
+        raw = yield from self.kit.wait_for(
+            ctx, f"recv:{topic or ''}", ("msg", ctx.workflow_id, topic), "recv", (ctx.workflow_id, topic), timeout
+        )
         return self.kit.decode(raw, as_type, f"message on topic {topic!r}")
 
     # -- events ----------------------------------------------------------------------
@@ -143,7 +147,9 @@ class Messaging:
         timeout = seconds_arg(timeout, "get_event timeout", allow_none=True)
         ctx = workflow_context()
         if ctx is not None:
-            raw = yield from self.kit.wait_for(ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout)
+            raw = yield from self.kit.wait_for(
+                ctx, f"get_event:{key}", ("event", wid, key), "get_event", (wid, key), timeout
+            )
             return self.kit.decode(raw, as_type, f"event {key!r}")
         deadline = None if timeout is None else self.kit.clock.now() + timeout
         expired = False  # the deadline's timer fired (a backward clock jump does not stretch it)

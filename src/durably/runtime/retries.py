@@ -38,10 +38,22 @@ def next_delay(ctx: WorkflowContext, spec: StepSpec, exc: Exception, attempt: in
         delay = random.uniform(delay * (1.0 - spec.jitter), delay)
     if spec.retry_deadline is not None and ctx.runner.clock.now() + delay > first + spec.retry_deadline:
         return None
-    log.warning("durably: step %r of workflow %r (%s) failed on attempt %d with %r; retrying in %.3f s",
-                spec.name, ctx.workflow_id, ctx.name, attempt, exc, delay,
-                extra={"workflow_id": ctx.workflow_id, "workflow_name": ctx.name, "step": spec.name,
-                       "attempt": attempt, "delay": delay})
+    log.warning(
+        "durably: step %r of workflow %r (%s) failed on attempt %d with %r; retrying in %.3f s",
+        spec.name,
+        ctx.workflow_id,
+        ctx.name,
+        attempt,
+        exc,
+        delay,
+        extra={
+            "workflow_id": ctx.workflow_id,
+            "workflow_name": ctx.name,
+            "step": spec.name,
+            "attempt": attempt,
+            "delay": delay,
+        },
+    )
     return delay
 
 

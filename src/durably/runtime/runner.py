@@ -17,8 +17,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .. import _records as R
 from .. import errors
@@ -65,8 +66,17 @@ class Runner:
     workflow unwinds). Handles read rows and wait for outcomes through it.
     """
 
-    def __init__(self, workers: int, store: Store, workflows: dict[str, WorkflowSpec], codec: Codec, clock: Clock,
-                 deadlines: Deadlines, kick_queues: Callable[[], None], check_open: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        workers: int,
+        store: Store,
+        workflows: dict[str, WorkflowSpec],
+        codec: Codec,
+        clock: Clock,
+        deadlines: Deadlines,
+        kick_queues: Callable[[], None],
+        check_open: Callable[[], None],
+    ) -> None:
         self.check_open = check_open
         self.store = store
         self.workflows = workflows
@@ -128,9 +138,14 @@ class Runner:
                     break
                 self._idle.wait(left)
         if busy:
-            log.error("durably: close() waited %s s for %d workflow(s) still inside a step body or outside any "
-                      "durable point and gave up on them: %s. They stay PENDING and resume at the next open; "
-                      "a step body cut short there runs again", grace, len(busy), ", ".join(busy[:20]))
+            log.error(
+                "durably: close() waited %s s for %d workflow(s) still inside a step body or outside any "
+                "durable point and gave up on them: %s. They stay PENDING and resume at the next open; "
+                "a step body cut short there runs again",
+                grace,
+                len(busy),
+                ", ".join(busy[:20]),
+            )
             # Those on a caller's loop are cancelled now: nothing they do can be
             # recorded any more, and a body holding back its loop's shutdown
             # cancel (GuardedTask) would otherwise hold that loop's end forever.
@@ -314,7 +329,9 @@ class Runner:
             except RuntimeError:
                 pass  # that loop is closed
 
-    def completion(self, wid: str, loop: asyncio.AbstractEventLoop | None = None) -> tuple[_Completion, "asyncio.Future[None] | None", bool]:
+    def completion(
+        self, wid: str, loop: asyncio.AbstractEventLoop | None = None
+    ) -> tuple[_Completion, asyncio.Future[None] | None, bool]:
         """Register interest in ``wid``'s end: (completion, future for
         ``loop`` or None, whether it is running in this process right now).
         If it is running, its end will be notified: no need to read the row."""
@@ -328,7 +345,7 @@ class Runner:
                 done.futures.append((loop, fut))  # type: ignore[arg-type]
             return done, fut, wid in self.active
 
-    def release(self, wid: str, done: _Completion, fut: "asyncio.Future[None] | None" = None) -> None:
+    def release(self, wid: str, done: _Completion, fut: asyncio.Future[None] | None = None) -> None:
         """A waiter registered by ``_completion`` leaves: the last one takes
         the entry away (result() on finished workflows must not pile up)."""
         with self.lock:
@@ -342,10 +359,8 @@ class Runner:
         """Why a PENDING workflow not running here will not end without help:
         parked (replay mismatch, unregistered function) or interrupted."""
         if row[7] is not None:
-            return errors.WorkflowParkedError(
-                f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
+            return errors.WorkflowParkedError(f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
         return self.interrupted.get(wid)
-
 
     # -- rows and outcomes (for the engine and its handles) ---------------------------
 
@@ -416,7 +431,7 @@ class Runner:
                 self.notify(wid)
 
 
-def _set_done(fut: "asyncio.Future[None]") -> None:
+def _set_done(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 

@@ -14,11 +14,11 @@ import contextvars
 import functools
 import inspect
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .. import _crash
+from .. import _crash, errors
 from .. import _records as R
-from .. import errors
 from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
 from ..journal import Record
 from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
@@ -29,13 +29,39 @@ from .tasks import GuardedTask, current_task, run_guarded
 class StepSpec:
     """A registered step: body, name, retry policy and typed decoder."""
 
-    __slots__ = ("fn", "name", "retries", "backoff", "initial_delay", "max_delay", "decode", "identity", "is_async",
-                 "retry_on", "should_retry", "timeout", "plain", "jitter", "retry_deadline")
+    __slots__ = (
+        "fn",
+        "name",
+        "retries",
+        "backoff",
+        "initial_delay",
+        "max_delay",
+        "decode",
+        "identity",
+        "is_async",
+        "retry_on",
+        "should_retry",
+        "timeout",
+        "plain",
+        "jitter",
+        "retry_deadline",
+    )
 
-    def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, retries: int, backoff: float,
-                 initial_delay: float, max_delay: float, retry_on: Any = None,
-                 should_retry: Callable[[Exception], bool] | None = None, timeout: float | None = None,
-                 jitter: float = 0.0, retry_deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str,
+        codec: Codec,
+        retries: int,
+        backoff: float,
+        initial_delay: float,
+        max_delay: float,
+        retry_on: Any = None,
+        should_retry: Callable[[Exception], bool] | None = None,
+        timeout: float | None = None,
+        jitter: float = 0.0,
+        retry_deadline: float | None = None,
+    ) -> None:
         if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
             raise errors.UsageError(
                 f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
@@ -49,11 +75,14 @@ class StepSpec:
             raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
             raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
-        if retry_deadline is not None and (isinstance(retry_deadline, bool)
-                                           or not isinstance(retry_deadline, (int, float))
-                                           or not 0 < retry_deadline < float("inf")):
+        if retry_deadline is not None and (
+            isinstance(retry_deadline, bool)
+            or not isinstance(retry_deadline, (int, float))
+            or not 0 < retry_deadline < float("inf")
+        ):
             raise errors.UsageError(
-                f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}")
+                f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}"
+            )
         self.is_async = inspect.iscoroutinefunction(fn)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
@@ -61,7 +90,8 @@ class StepSpec:
             if not self.is_async:
                 raise errors.UsageError(
                     f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
-                    "stopped); bound the sync body itself (e.g. the timeout of the call it makes)")
+                    "stopped); bound the sync body itself (e.g. the timeout of the call it makes)"
+                )
         self.retry_on = retry_on
         self.should_retry = should_retry
         self.timeout = timeout
@@ -80,7 +110,7 @@ class StepSpec:
         self.plain = retries == 0 and timeout is None
 
     def delay(self, attempt: int) -> float:
-        return min(self.initial_delay * self.backoff ** attempt, self.max_delay)
+        return min(self.initial_delay * self.backoff**attempt, self.max_delay)
 
     def retry(self, exc: Exception, attempt: int) -> bool:
         """Whether attempt number ``attempt`` (0: the first) failing with
@@ -102,14 +132,16 @@ class StepSpec:
             return await self.fn(*args, **kwargs)
         try:
             return await asyncio.wait_for(self.fn(*args, **kwargs), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise errors.StepTimeoutError(
                 f"step {self.name!r} ran past its timeout of {self.timeout} s and was cancelled",
-                step=self.name, timeout=self.timeout) from None
+                step=self.name,
+                timeout=self.timeout,
+            ) from None
 
 
 # The attempt number (0: the first) of the step body running in this context.
-ATTEMPT: "contextvars.ContextVar[int]" = contextvars.ContextVar("durably_attempt", default=0)
+ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("durably_attempt", default=0)
 
 
 def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key: Any) -> Any:
@@ -124,8 +156,9 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key
         raise decode_failure(("step", spec.name, ctx.workflow_id, key), spec.decode, exc) from exc
 
 
-def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None,
-             started: float | None) -> tuple[Record, Any, BaseException | None]:
+def _outcome(
+    ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None, started: float | None
+) -> tuple[Record, Any, BaseException | None]:
     """The journal record for an outcome, and what the workflow then sees."""
     if exc is not None:
         err = encode_error(exc)
@@ -141,7 +174,9 @@ def _outcome(ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: Ba
     return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, started)), decoded, seen
 
 
-def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+def _run_sync(
+    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, BaseException | None]:
     attempt = 0
     first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
     ctx.in_step = True  # durable calls inside the body are plain calls
@@ -162,8 +197,9 @@ def _run_sync(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwarg
         ctx.in_step = False
 
 
-async def _run_async(ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...],
-                     kwargs: dict[str, Any]) -> tuple[Any, BaseException | None]:
+async def _run_async(
+    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, BaseException | None]:
     attempt = 0
     first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
     while True:
@@ -252,8 +288,12 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
                             raise decode_failure(("step", name, ctx.workflow_id, key), decode, bad) from bad
                 pos = ctx.position
                 ctx.position = pos + 1
-                await ctx.journal.submit_async(Record(R.STEP, (
-                    ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started)))
+                await ctx.journal.submit_async(
+                    Record(
+                        R.STEP,
+                        (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started),
+                    )
+                )
                 if not ctx.deliver_now():
                     await ctx.turn(key)
                 return seen
@@ -305,8 +345,7 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
         if ctx.in_step:
             return fn(*args, **kwargs)  # inside a step body: the outer step covers it
         pos = ctx.position
-        if not (plain and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None
-                and not _crash.ARMED):
+        if not (plain and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None and not _crash.ARMED):
             return step_sync(ctx, args, kwargs)
         # The hot path, inlined: a live sync step without retries (what
         # step_sync does, minus the replay lookup and the helper calls).
@@ -356,7 +395,9 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
     if spec.is_async:
         raise errors.UsageError(f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)")
 
-    def body_for(ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]) -> Callable[[Any], tuple[Any, Any]]:
+    def body_for(
+        ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]
+    ) -> Callable[[Any], tuple[Any, Any]]:
         where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
         # On the writer thread the body sees its workflow (engine.workflow_id
         # works) but may not start steps: they would wait on this very writer.
@@ -422,7 +463,8 @@ def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[.
         if ctx is None and current.get() is not None:
             raise errors.UsageError(
                 f"transaction step {spec.name!r} was called inside a step body; call it from the "
-                "workflow (a step's outcome cannot cover a transaction's SQL)")
+                "workflow (a step's outcome cannot cover a transaction's SQL)"
+            )
         if ctx is None:
             raise errors.UsageError(
                 f"transaction step {spec.name!r} was called outside a workflow; it needs the "

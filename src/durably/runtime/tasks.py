@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Awaitable
-
+from collections.abc import Awaitable
+from typing import Any
 
 try:  # asyncio's own map of running loop -> current task (a dict in CPython's C module)
     from asyncio.tasks import _current_tasks as _CURRENT

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
 
 from .. import _records as R
 from .. import errors
@@ -66,8 +67,7 @@ class Toolkit:
 
     __slots__ = ("store", "codec", "clock", "waits", "check_open", "journal")
 
-    def __init__(self, store: Store, codec: Codec, clock: Clock, waits: Waits,
-                 check_open: Callable[[], None]) -> None:
+    def __init__(self, store: Store, codec: Codec, clock: Clock, waits: Waits, check_open: Callable[[], None]) -> None:
         self.store = store
         self.codec = codec
         self.clock = clock
@@ -181,7 +181,9 @@ class Toolkit:
             raise decode_error(error)
         return output
 
-    def wait_for(self, ctx: WorkflowContext, name: str, key: Any, op: str, args: tuple[Any, ...], timeout: float | None) -> Gen:
+    def wait_for(
+        self, ctx: WorkflowContext, name: str, key: Any, op: str, args: tuple[Any, ...], timeout: float | None
+    ) -> Gen:
         """The receive pattern: an optional recorded deadline, then one step
         that holds what arrived (or None at the deadline)."""
         deadline = None
@@ -212,8 +214,8 @@ class Toolkit:
         except Exception as exc:  # msgspec.ValidationError and friends: the value does not fit
             type_name = type_label(as_type)
             raise errors.SerializationError(
-                f"{what}: the stored value does not decode as {type_name}: {exc}",
-                where=what, type_name=type_name) from exc
+                f"{what}: the stored value does not decode as {type_name}: {exc}", where=what, type_name=type_name
+            ) from exc
 
     # -- durable time ----------------------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import TYPE_CHECKING, Any, Hashable
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
 
 from .context import WorkflowContext
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durably")
 
 
-def _set(fut: "asyncio.Future[None]") -> None:
+def _set(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -198,8 +199,13 @@ class BackgroundLoop:
                     return
                 # Never die silently: log it and try the round again later
                 # (in real time, so a virtual clock cannot hold it back).
-                log.error("durably: %s failed a round (%r); trying again in %.1f s",
-                          self.thread_name, exc, retry, exc_info=True)
+                log.error(
+                    "durably: %s failed a round (%r); trying again in %.1f s",
+                    self.thread_name,
+                    exc,
+                    retry,
+                    exc_info=True,
+                )
                 waiter.event.wait(retry)  # type: ignore[union-attr]
                 retry = min(retry * 2, RETRY_MAX)
                 continue

@@ -15,11 +15,11 @@ import inspect
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .. import _crash
+from .. import _crash, errors
 from .. import _records as R
-from .. import errors
 from ..codec import Codec, annotations_of, encode_error
 from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
@@ -33,10 +33,14 @@ class WorkflowSpec:
     __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async", "max_recovery_attempts")
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, max_recovery_attempts: int = 100) -> None:
-        if isinstance(max_recovery_attempts, bool) or not isinstance(max_recovery_attempts, int) \
-                or max_recovery_attempts < 0:
-            raise errors.UsageError(f"workflow {name!r}: max_recovery_attempts must be an int >= 0, "
-                                    f"not {max_recovery_attempts!r}")
+        if (
+            isinstance(max_recovery_attempts, bool)
+            or not isinstance(max_recovery_attempts, int)
+            or max_recovery_attempts < 0
+        ):
+            raise errors.UsageError(
+                f"workflow {name!r}: max_recovery_attempts must be an int >= 0, not {max_recovery_attempts!r}"
+            )
         self.max_recovery_attempts = max_recovery_attempts
         self.fn = fn
         self.name = name
@@ -57,7 +61,9 @@ class Outcome:
         self.error = error
 
 
-def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseException | None) -> Outcome | errors.NonDeterminismError:
+def _classify(
+    ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseException | None
+) -> Outcome | errors.NonDeterminismError:
     if isinstance(ctx.interrupt, Fenced):
         return Outcome(None)  # another executor owns it now
     if ctx.parked is not None:
@@ -79,16 +85,23 @@ def _classify(ctx: WorkflowContext, spec: WorkflowSpec, result: Any, exc: BaseEx
 
 def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismError) -> Record | None:
     if isinstance(outcome, errors.NonDeterminismError):
-        log.warning("durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
-                    "it stays PENDING (restore the old code path, then resume it)",
-                    outcome.workflow_id, outcome.position, outcome.called, outcome.recorded)
+        log.warning(
+            "durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
+            "it stays PENDING (restore the old code path, then resume it)",
+            outcome.workflow_id,
+            outcome.position,
+            outcome.called,
+            outcome.recorded,
+        )
         return Record(R.WRITE, ("park", (str(outcome), ctx.workflow_id)))
     if outcome.status is None:
         return None
     return Record(R.COMPLETE, (outcome.status, outcome.output, outcome.error, ctx.workflow_id))
 
 
-def _prepare(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _prepare(
+    ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if replay:
         ctx.load(ctx.runner.store.load_steps(ctx.workflow_id))
     return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
@@ -109,12 +122,18 @@ def _interrupted(ctx: WorkflowContext, exc: BaseException | None) -> errors.Work
     open; waiters here get a typed error instead of waiting forever."""
     if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return None
-    log.warning("durably: workflow %r stopped by %r raised in its code; it stays PENDING and resumes at the "
-                "next open (or with engine.resume)", ctx.workflow_id, exc)
+    log.warning(
+        "durably: workflow %r stopped by %r raised in its code; it stays PENDING and resumes at the "
+        "next open (or with engine.resume)",
+        ctx.workflow_id,
+        exc,
+    )
     return errors.WorkflowInterruptedError(
         f"workflow {ctx.workflow_id!r} stopped by {type(exc).__name__} raised in its code, without an "
         "outcome; it stays PENDING and resumes at the next open (or with engine.resume)",
-        workflow_id=ctx.workflow_id, cause=repr(exc))
+        workflow_id=ctx.workflow_id,
+        cause=repr(exc),
+    )
 
 
 def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:

@@ -7,30 +7,43 @@ from ._store import Store
 from ._tx import Tx
 
 
-
 def is_postgres(path: object) -> bool:
     """Whether ``path`` names a PostgreSQL database (a postgresql:// URL)."""
     return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
 
 
-def make_store(path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto",
-               schema: str | None = None) -> "Store":
+def make_store(
+    path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto", schema: str | None = None
+) -> "Store":
     """The store for ``path``: a PostgreSQL URL opens the PostgreSQL store
     (in ``schema``, default ``durably``), anything else an SQLite file."""
     if is_postgres(path):
         if vfs is not None:
             from .. import errors
+
             raise errors.UsageError("vfs= applies to SQLite files, not to a PostgreSQL database")
         try:
             from .pg import PgStore
         except ImportError as exc:  # psycopg is an optional dependency
             from .. import errors
+
             raise errors.UsageError('a postgresql:// database needs psycopg: pip install "durably[postgres]"') from exc
         return PgStore(path, synchronous, schema=schema)  # type: ignore[return-value]
     if schema is not None:
         from .. import errors
+
         raise errors.UsageError("schema= applies to a PostgreSQL database, not to an SQLite file")
     return Store(path, synchronous, vfs, check)
 
 
-__all__ = ["make_store", "is_postgres", "accept_wal_loss", "Store", "Tx", "APPLICATION_ID", "SCHEMA_VERSION", "expected_pragmas", "read_pragmas"]
+__all__ = [
+    "make_store",
+    "is_postgres",
+    "accept_wal_loss",
+    "Store",
+    "Tx",
+    "APPLICATION_ID",
+    "SCHEMA_VERSION",
+    "expected_pragmas",
+    "read_pragmas",
+]

@@ -53,8 +53,9 @@ LOOK_EVERY = 0.01
 
 _MARK = "SELECT value FROM engine_state WHERE key = 'open'"
 _SET_MARK = "UPDATE engine_state SET value = ? WHERE key = 'open'"
-_MARK_CHECKPOINTED = (f"UPDATE engine_state SET value = {CHECKPOINTED}"
-                      f" WHERE key = 'open' AND value IS NOT {CHECKPOINTED}")
+_MARK_CHECKPOINTED = (
+    f"UPDATE engine_state SET value = {CHECKPOINTED} WHERE key = 'open' AND value IS NOT {CHECKPOINTED}"
+)
 
 
 def mark(conn: apsw.Connection) -> object:

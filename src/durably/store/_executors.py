@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import apsw
 
@@ -73,7 +74,7 @@ def pid_started(pid: int) -> str | None:
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: split after it
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None
 
 
@@ -94,20 +95,24 @@ def pid_alive(pid: int, started: str | None) -> bool:
 def dead_here(executors: Sequence[tuple[Any, ...]], me: str) -> list[str]:
     """Executors on this host and boot whose process is gone (no need to
     wait for their lease): rows starting (executor_id, host, pid, pid_started)."""
-    return [eid for eid, host, pid, started, *_ in executors
-            if eid != me and host == HOST and not pid_alive(pid, started)]
+    return [
+        eid for eid, host, pid, started, *_ in executors if eid != me and host == HOST and not pid_alive(pid, started)
+    ]
 
 
 # -- ops: run on the writer, inside a journal batch ---------------------------------------
 
 
-def register(conn: apsw.Connection, executor_id: str, pid: int, started: str | None, version: str,
-             lease: float) -> None:
+def register(
+    conn: apsw.Connection, executor_id: str, pid: int, started: str | None, version: str, lease: float
+) -> None:
     """This executor's row, its lease ``lease`` seconds from now on the
     store's clock; stopped executors and notices past their keep are deleted."""
     conn.execute(
         "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
-        f" VALUES (?, ?, ?, ?, ?, {NOW} + ?)", (executor_id, HOST, pid, started, version, lease))
+        f" VALUES (?, ?, ?, ?, ?, {NOW} + ?)",
+        (executor_id, HOST, pid, started, version, lease),
+    )
     conn.execute(f"DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {NOW} - ?", (_KEEP_STOPPED,))
     conn.execute(f"DELETE FROM notices WHERE created_at < {NOW} - ?", (KEEP_NOTICES,))
     return None
@@ -118,9 +123,11 @@ def register(conn: apsw.Connection, executor_id: str, pid: int, started: str | N
 # of a dead owner stay until they are taken over: its row is what names its
 # host and pid, and the owner column points at it). Finished workflows keep
 # the id of the executor that last ran them; nothing else refers to a row.
-_PRUNABLE = ("coalesce(stopped_at, lease_until) < unixepoch('subsec') - :keep"
-             " AND NOT EXISTS (SELECT 1 FROM workflows w WHERE w.executor = executors.executor_id"
-             " AND w.status = 'PENDING')")
+_PRUNABLE = (
+    "coalesce(stopped_at, lease_until) < unixepoch('subsec') - :keep"
+    " AND NOT EXISTS (SELECT 1 FROM workflows w WHERE w.executor = executors.executor_id"
+    " AND w.status = 'PENDING')"
+)
 
 
 def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
@@ -129,26 +136,33 @@ def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
     (a look at that many rows of the id order, not a scan of the table).
     Times are the database's clock. Returns (executors, notices) deleted:
     ``limit`` means there may be more."""
-    conn.execute(f"DELETE FROM executors WHERE executor_id IN (SELECT executor_id FROM executors WHERE {_PRUNABLE}"
-                 " LIMIT :limit)", {"keep": _KEEP_STOPPED, "limit": limit})
+    conn.execute(
+        f"DELETE FROM executors WHERE executor_id IN (SELECT executor_id FROM executors WHERE {_PRUNABLE}"
+        " LIMIT :limit)",
+        {"keep": _KEEP_STOPPED, "limit": limit},
+    )
     executors = conn.changes()
-    conn.execute("DELETE FROM notices WHERE id IN (SELECT id FROM notices ORDER BY id LIMIT ?)"
-                 " AND created_at < unixepoch('subsec') - ?", (limit, KEEP_NOTICES))
+    conn.execute(
+        "DELETE FROM notices WHERE id IN (SELECT id FROM notices ORDER BY id LIMIT ?)"
+        " AND created_at < unixepoch('subsec') - ?",
+        (limit, KEEP_NOTICES),
+    )
     return executors, conn.changes()
 
 
 def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
     """Renew the lease: ``lease`` seconds from now on the store's clock."""
-    conn.execute(f"UPDATE executors SET lease_until = {NOW} + ? WHERE executor_id = ? AND stopped_at IS NULL",
-                 (lease, executor_id))
+    conn.execute(
+        f"UPDATE executors SET lease_until = {NOW} + ? WHERE executor_id = ? AND stopped_at IS NULL",
+        (lease, executor_id),
+    )
     return conn.changes()
 
 
 def stop(conn: apsw.Connection, executor_id: str) -> None:
     """A clean close: the executor is gone, and its PENDING workflows are
     released for any live executor to claim (a notice wakes them)."""
-    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = ?",
-                 (executor_id,))
+    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = ?", (executor_id,))
     conn.execute("UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?", (executor_id,))
     if conn.changes():
         conn.execute("INSERT INTO notices (kind) VALUES ('start')")
@@ -161,22 +175,28 @@ def others_live(conn: apsw.Connection, executor_id: str | None) -> bool:
     marked open with none is a crash)."""
     if not conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'executors'").get:
         return False
-    rows = conn.execute("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id IS NOT ?"
-                        f" AND stopped_at IS NULL AND lease_until >= {NOW}", (executor_id,)).fetchall()
+    rows = conn.execute(
+        "SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id IS NOT ?"
+        f" AND stopped_at IS NULL AND lease_until >= {NOW}",
+        (executor_id,),
+    ).fetchall()
     dead = set(dead_here(rows, executor_id or ""))
     return any(row[0] not in dead for row in rows)
 
 
 # Gone: no owner, a dead owner (``dead``), or an owner whose lease ran out
 # on the store's clock, unless the claimer saw it renew lately (``live``).
-_GONE = ("(executor IS NULL OR executor IN (SELECT value FROM json_each(:dead))"
-         " OR (executor NOT IN (SELECT value FROM json_each(:live))"
-         " AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
-         f" AND e.stopped_at IS NULL AND e.lease_until >= {NOW})))")
+_GONE = (
+    "(executor IS NULL OR executor IN (SELECT value FROM json_each(:dead))"
+    " OR (executor NOT IN (SELECT value FROM json_each(:live))"
+    " AND NOT EXISTS (SELECT 1 FROM executors e WHERE e.executor_id = workflows.executor"
+    f" AND e.stopped_at IS NULL AND e.lease_until >= {NOW})))"
+)
 
 
-def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, live: str,
-          limit: int, only: str | None) -> list[tuple[Any, ...]]:
+def claim(
+    conn: apsw.Connection, me: str, version: str, names: str, dead: str, live: str, limit: int, only: str | None
+) -> list[tuple[Any, ...]]:
     """Take up to ``limit`` PENDING workflows (of the JSON list ``names``)
     whose owner is gone or that have none, not waiting in a queue, of this
     application version (or none recorded); ``dead``: JSON list of
@@ -186,18 +206,21 @@ def claim(conn: apsw.Connection, me: str, version: str, names: str, dead: str, l
     taken from an owner that was running them. Returns (workflow_id, name,
     inputs, recovery_attempts, epoch, previous owner) rows, newest first
     (children before the parents that wait for them)."""
-    rows = conn.execute(_claimable(only), {"names": names, "version": version, "dead": dead, "live": live,
-                                           "only": only, "limit": limit}).fetchall()
+    rows = conn.execute(
+        _claimable(only), {"names": names, "version": version, "dead": dead, "live": live, "only": only, "limit": limit}
+    ).fetchall()
     if not rows:
         return []
     return _take(conn, me, version, rows)
 
 
 def _claimable(only: str | None) -> str:
-    where = (f"status = 'PENDING' AND name IN (SELECT value FROM json_each(:names))"
-             f" AND (app_version IS NULL OR app_version = :version) AND {_GONE}"
-             " AND NOT EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-             " AND q.started_at IS NULL AND q.done = 0)")
+    where = (
+        f"status = 'PENDING' AND name IN (SELECT value FROM json_each(:names))"
+        f" AND (app_version IS NULL OR app_version = :version) AND {_GONE}"
+        " AND NOT EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+        " AND q.started_at IS NULL AND q.done = 0)"
+    )
     if only is not None:
         where += " AND workflow_id IN (SELECT value FROM json_each(:only))"
     return f"SELECT workflow_id, executor FROM workflows WHERE {where} ORDER BY seq DESC LIMIT :limit"
@@ -205,8 +228,11 @@ def _claimable(only: str | None) -> str:
 
 def any_claimable(store: Any, version: str, names: str, dead: str, live: str) -> bool:
     """A read first (no write transaction when there is nothing to take)."""
-    return bool(store.query(_claimable(None), {"names": names, "version": version, "dead": dead, "live": live,
-                                               "only": None, "limit": 1}))
+    return bool(
+        store.query(
+            _claimable(None), {"names": names, "version": version, "dead": dead, "live": live, "only": None, "limit": 1}
+        )
+    )
 
 
 def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
@@ -217,15 +243,22 @@ def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, An
             "UPDATE workflows SET executor = ?, epoch = epoch + 1, app_version = coalesce(app_version, ?),"
             " recovery_attempts = recovery_attempts + ? WHERE workflow_id = ?"
             " RETURNING workflow_id, name, inputs, recovery_attempts, epoch",
-            (me, version, 1 if taken_from_owner else 0, wid)).fetchall()
+            (me, version, 1 if taken_from_owner else 0, wid),
+        ).fetchall()
         out.extend((*r, before) for r in row)
     return out
 
 
-def queue_window(concurrency: int | None, rate: tuple[int, float] | None, now: float, batch: int,
-                 running: Callable[[], int], recent: Callable[[float, float], list[float]],
-                 start: Callable[[int], list[tuple[Any, ...]]],
-                 delayed: Callable[[], float | None]) -> tuple[list[tuple[Any, ...]], float | None]:
+def queue_window(
+    concurrency: int | None,
+    rate: tuple[int, float] | None,
+    now: float,
+    batch: int,
+    running: Callable[[], int],
+    recent: Callable[[float, float], list[float]],
+    start: Callable[[int], list[tuple[Any, ...]]],
+    delayed: Callable[[], float | None],
+) -> tuple[list[tuple[Any, ...]], float | None]:
     """What a queue may start now, and when to look again (both stores:
     each passes its own reads, run inside the claim's transaction):
     ``running()`` entries started and not done; ``recent(lo, hi)`` start
@@ -256,8 +289,16 @@ def queue_window(concurrency: int | None, rate: tuple[int, float] | None, now: f
     return claimed, wake
 
 
-def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concurrency: int | None,
-                rate: tuple[int, float] | None, now: float | None, batch: int) -> Any:
+def claim_queue(
+    conn: apsw.Connection,
+    me: str,
+    version: str,
+    queue: str,
+    concurrency: int | None,
+    rate: tuple[int, float] | None,
+    now: float | None,
+    batch: int,
+) -> Any:
     """Start what a queue may start now, atomically across processes: its
     running count and its rate window are read in this write transaction
     (SQLite: the only writer). ``now``: the engine's clock (a virtual one),
@@ -268,23 +309,45 @@ def claim_queue(conn: apsw.Connection, me: str, version: str, queue: str, concur
         now = conn.execute(f"SELECT {NOW}").get
 
     def start(free: int) -> list[tuple[Any, ...]]:
-        ids = [r[0] for r in conn.execute(
-            "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
-            " AND not_before <= ? ORDER BY priority, seq LIMIT ?", (queue, now, free))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
+                " AND not_before <= ? ORDER BY priority, seq LIMIT ?",
+                (queue, now, free),
+            )
+        ]
         for wid in ids:
             conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (now, wid))
         return _take(conn, me, version, [(wid, None) for wid in ids])
 
     claimed, wake = queue_window(
-        concurrency, rate, now, batch,
-        running=lambda: conn.execute("SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-                                     " AND done = 0", (queue,)).get,
-        recent=lambda lo, hi: [r[0] for r in conn.execute(
-            "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-            " AND started_at > ? AND started_at <= ? ORDER BY started_at", (queue, lo, hi))],
+        concurrency,
+        rate,
+        now,
+        batch,
+        running=lambda: (
+            conn.execute(
+                "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0", (queue,)
+            ).get
+        ),
+        recent=lambda lo, hi: [
+            r[0]
+            for r in conn.execute(
+                "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+                " AND started_at > ? AND started_at <= ? ORDER BY started_at",
+                (queue, lo, hi),
+            )
+        ],
         start=start,
-        delayed=lambda: conn.execute("SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
-                                     " AND done = 0 AND not_before > ?", (queue, now)).get)
+        delayed=lambda: (
+            conn.execute(
+                "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
+                " AND done = 0 AND not_before > ?",
+                (queue, now),
+            ).get
+        ),
+    )
     return claimed, wake, now
 
 
@@ -293,5 +356,6 @@ def notice(conn: apsw.Connection, kind: str, workflow_id: str | None = None, det
 
 
 def notices_since(conn: apsw.Connection, last: int) -> list[tuple[Any, ...]]:
-    return conn.execute("SELECT id, kind, workflow_id, detail FROM notices WHERE id > ? ORDER BY id LIMIT 10000",
-                        (last,)).fetchall()
+    return conn.execute(
+        "SELECT id, kind, workflow_id, detail FROM notices WHERE id > ? ORDER BY id LIMIT 10000", (last,)
+    ).fetchall()

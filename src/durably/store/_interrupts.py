@@ -3,12 +3,15 @@ handler and PostgreSQL's statement_timeout or cancel end it the same way)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import errors
 
 
-def why_interrupted(store: Any, workflow_id: str, name: str, budget: float) -> Callable[[], errors.TransactionTimeoutError]:
+def why_interrupted(
+    store: Any, workflow_id: str, name: str, budget: float
+) -> Callable[[], errors.TransactionTimeoutError]:
     """The error a transaction step's interruption becomes, decided when it
     happens: the engine closing, its workflow cancelled, or its budget spent."""
 
@@ -20,6 +23,7 @@ def why_interrupted(store: Any, workflow_id: str, name: str, budget: float) -> C
         else:
             reason = f"it ran past its time budget of {budget} s (transaction steps hold the writer)"
         return errors.TransactionTimeoutError(
-            f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget)
+            f"transaction step {name!r} was interrupted: {reason}", step=name, timeout=budget
+        )
 
     return why

@@ -30,7 +30,7 @@ CHECKS = ("auto", "always", "never")
 log = logging.getLogger("durably")
 
 
-def create(path: str, synchronous: str, vfs: str | None, migrate: "callable") -> None:  # type: ignore[valid-type]
+def create(path: str, synchronous: str, vfs: str | None, migrate: callable) -> None:  # type: ignore[valid-type]
     """Create ``path`` atomically: build it under a temporary name, then rename."""
     tmp = f"{path}.init-{os.getpid()}"
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -72,7 +72,8 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
     if os.path.getsize(path) == 0:
         raise errors.DatabaseCorruptError(
             f"{path!r} is an empty file, not a durably database (truncated?). Restore it from a "
-            "backup, or delete it to start an empty one", path=path,
+            "backup, or delete it to start an empty one",
+            path=path,
         )
     wal = path + "-wal"
     size = os.path.getsize(wal) if os.path.exists(wal) else None
@@ -80,14 +81,18 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
         return size  # SQLite reads what the WAL holds
     found = _main_file_mark(path, vfs)
     if found == PAST:
-        log.info("durably: %r was not closed cleanly and its -wal is gone, but a checkpoint made since (another "
-                 "program closing the file) folded the whole -wal into it: nothing is missing", path)
+        log.info(
+            "durably: %r was not closed cleanly and its -wal is gone, but a checkpoint made since (another "
+            "program closing the file) folded the whole -wal into it: nothing is missing",
+            path,
+        )
     elif found:
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is {'empty' if size == 0 else 'missing'}: "
             "transactions committed in the lost -wal would be lost. Put the -wal file back (it must sit next "
             "to the database), or restore from a backup; to go on without them, accept the loss explicitly "
-            f"with `python -m durably accept-wal-loss {path}`", path=path,
+            f"with `python -m durably accept-wal-loss {path}`",
+            path=path,
         )
     return size
 
@@ -107,8 +112,7 @@ def _main_file_mark(path: str, vfs: str | None) -> object:
     except apsw.Error:
         return None
     try:
-        has_state = conn.execute(
-            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
+        has_state = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
         return mark(conn) if has_state else None
     except apsw.Error:
         return None  # not readable as a durably database: vet() and migrate() will say why
@@ -129,7 +133,8 @@ def accept_wal_loss(path: str, vfs: str | None = None) -> None:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise errors.DatabaseCorruptError(
-                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path)
+                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path
+            )
         if conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get:
             mark_closed(conn)
     except BaseException:
@@ -142,8 +147,7 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
     """Refuse a crashed database whose WAL is gone, a truncated one, and
     (after a crash, or always) one failing quick_check. Runs before any
     migration writes to the file."""
-    has_state = conn.execute(
-        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
+    has_state = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
     found = mark(conn) if has_state else CLOSED
     was_open = bool(found)
     if was_open and _executors.others_live(conn, None):
@@ -152,21 +156,23 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is missing or empty: transactions "
             "committed in it would be lost. Put the -wal file back (it must sit next to the database), "
-            "or restore from a backup", path=path,
+            "or restore from a backup",
+            path=path,
         )
     if not wal_size:  # no WAL content: the main file alone must hold every page its header counts
         expected = conn.pragma("page_count") * conn.pragma("page_size")
         actual = os.path.getsize(path)
         if actual < expected:
             raise errors.DatabaseCorruptError(
-                f"{path!r} is truncated: {actual} bytes, its header says {expected}; restore it "
-                "from a backup", path=path,
+                f"{path!r} is truncated: {actual} bytes, its header says {expected}; restore it from a backup",
+                path=path,
             )
     if check == "always" or (check == "auto" and was_open):
         problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise errors.DatabaseCorruptError(
-                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}", path=path,
+                f"{path!r} failed PRAGMA quick_check: {'; '.join(problems[:5])}",
+                path=path,
             )
 
 
@@ -176,12 +182,15 @@ def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
     workflow)."""
     stored = conn.execute("SELECT value FROM engine_state WHERE key = 'codec'").get
     if stored is None:
-        conn.execute("INSERT INTO engine_state (key, value) VALUES ('codec', ?) ON CONFLICT (key) DO NOTHING",
-                     (codec,))
+        conn.execute("INSERT INTO engine_state (key, value) VALUES ('codec', ?) ON CONFLICT (key) DO NOTHING", (codec,))
     elif stored != codec:
         raise errors.CodecMismatchError(
             f"{path!r} holds values written with codec={stored!r}; open it with "
-            f"durably.Engine(..., codec={stored!r}), not {codec!r}", path=path, stored=stored, requested=codec)
+            f"durably.Engine(..., codec={stored!r}), not {codec!r}",
+            path=path,
+            stored=stored,
+            requested=codec,
+        )
 
 
 def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) -> None:

@@ -14,7 +14,8 @@ read connection (client calls outside a workflow; nothing is recorded).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import apsw
 
@@ -40,7 +41,8 @@ def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any, key:
             if seen != dest:
                 raise errors.UsageError(
                     f"idempotency key {key!r} was already used to send to workflow {seen!r}, not {dest!r}; "
-                    "a key names one send: use a distinct key per destination")
+                    "a key names one send: use a distinct key per destination"
+                )
             return None  # delivered before: a retry delivers nothing new
         _require_workflow(conn, dest)
         conn.execute("INSERT INTO send_keys (key, dest) VALUES (?, ?)", (key, dest))
@@ -58,8 +60,10 @@ def send_many(conn: apsw.Connection, messages: list[tuple[str, str | None, Any]]
     for dest in dict.fromkeys(m[0] for m in messages):
         _require_workflow(conn, dest)
     conn.executemany("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", messages)
-    conn.executemany("INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', ?, ?)",
-                     dict.fromkeys((m[0], m[1]) for m in messages))
+    conn.executemany(
+        "INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', ?, ?)",
+        dict.fromkeys((m[0], m[1]) for m in messages),
+    )
     return None
 
 
@@ -114,9 +118,19 @@ def all_events(conn: apsw.Connection, workflow_id: str) -> list[tuple[str, Any]]
     ).fetchall()
 
 
-def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, parent_id: str | None,
-            deadline: float | None, queue: str, priority: int, not_before: float, dedup_key: str | None,
-            encode_id: Callable[[str], Any]) -> Any:
+def enqueue(
+    conn: apsw.Connection,
+    workflow_id: str,
+    name: str,
+    inputs: Any,
+    parent_id: str | None,
+    deadline: float | None,
+    queue: str,
+    priority: int,
+    not_before: float,
+    dedup_key: str | None,
+    encode_id: Callable[[str], Any],
+) -> Any:
     """Create the workflow and its queue entry, or return the workflow that
     already holds the id (or the same live dedup key)."""
     if dedup_key is not None:
@@ -131,7 +145,9 @@ def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, par
         if existing != name:
             raise errors.WorkflowConflictError(
                 f"workflow id {workflow_id!r} already belongs to workflow {existing!r}, not {name!r}",
-                workflow_id=workflow_id, existing_name=existing, requested_name=name,
+                workflow_id=workflow_id,
+                existing_name=existing,
+                requested_name=name,
             )
         return encode_id(workflow_id)
     conn.execute(
@@ -147,8 +163,14 @@ def enqueue(conn: apsw.Connection, workflow_id: str, name: str, inputs: Any, par
     return encode_id(workflow_id)
 
 
-def fork(conn: apsw.Connection, source: str, new_id: str, start_step: int, executor: str | None,
-         encode_id: Callable[[str], Any]) -> Any:
+def fork(
+    conn: apsw.Connection,
+    source: str,
+    new_id: str,
+    start_step: int,
+    executor: str | None,
+    encode_id: Callable[[str], Any],
+) -> Any:
     """A new PENDING workflow running ``source``'s function on its inputs,
     with the first ``start_step`` recorded steps of ``source`` (in recorded
     order) copied: they replay, the rest runs again. ``source`` is untouched."""
@@ -156,14 +178,19 @@ def fork(conn: apsw.Connection, source: str, new_id: str, start_step: int, execu
     if row is None:
         raise errors.WorkflowNotFoundError(f"no workflow with id {source!r}", workflow_id=source)
     if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (new_id,)).get is not None:
-        raise errors.WorkflowConflictError(f"workflow id {new_id!r} already exists", workflow_id=new_id,
-                                           existing_name=None, requested_name=row[0])
-    conn.execute("INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)",
-                 (new_id, row[0], row[1], executor))
+        raise errors.WorkflowConflictError(
+            f"workflow id {new_id!r} already exists", workflow_id=new_id, existing_name=None, requested_name=row[0]
+        )
+    conn.execute(
+        "INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)",
+        (new_id, row[0], row[1], executor),
+    )
     conn.execute(
         "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
         " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
-        " WHERE workflow_id = ? ORDER BY position LIMIT ?", (new_id, source, start_step))
+        " WHERE workflow_id = ? ORDER BY position LIMIT ?",
+        (new_id, source, start_step),
+    )
     return encode_id(new_id)
 
 

@@ -11,7 +11,8 @@ attributes the engine reads and sets); these functions take the store.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .. import _records as R
 from .. import errors
@@ -52,7 +53,9 @@ def drop_fenced(store: Any, batch: Sequence[Any]) -> Sequence[Any]:
             rec.result = None
             rec.error = errors.FencedError(
                 f"workflow {wid!r} was taken over by another executor (this one lost its lease); "
-                "this record is not written and this process abandons the workflow", workflow_id=wid)
+                "this record is not written and this process abandons the workflow",
+                workflow_id=wid,
+            )
         else:
             keep.append(rec)
     return keep
@@ -105,12 +108,18 @@ def lost_to_a_race(store: Any, batch: Sequence[Any], duplicate: Callable[[BaseEx
     lost = []
     for rec in batch:
         err = rec.error
-        if (rec.kind == R.STEP and isinstance(err, errors.ConstraintError) and duplicate(err)
-                and rec.params[0] in store.owned):
+        if (
+            rec.kind == R.STEP
+            and isinstance(err, errors.ConstraintError)
+            and duplicate(err)
+            and rec.params[0] in store.owned
+        ):
             wid = rec.params[0]
             rec.error = errors.FencedError(
                 f"workflow {wid!r}: step position {rec.params[1]} was already recorded by another executor; "
-                "this process abandons the workflow", workflow_id=wid)
+                "this process abandons the workflow",
+                workflow_id=wid,
+            )
             lost.append(wid)
     if lost:
         log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])

@@ -30,33 +30,33 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import apsw
 
-from .. import _crash
+from .. import _crash, errors
 from .. import _records as R
-from .. import errors
 from ..codec import encode_error
-from . import _lifecycle
+from . import _executors, _lifecycle, _ownership
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
-from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from . import _executors
-from . import _ownership
 from ._interrupts import why_interrupted
 from ._ops import OPS, READS
-from ._writes import WRITES
+from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._tx import Tx, authorizer
+from ._writes import WRITES
 
 # A step row's times come from one clock, SQLite's (one reading per
 # statement): ``recorded_at`` is it, ``started_at`` is it minus the time since
 # the body started (the record's monotonic ``started`` and ``at``, the
 # monotonic time the statement is bound; NULL stays NULL).
-_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?))")
+_INSERT_STEP = (
+    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?))"
+)
 _INSERT_WORKFLOW = (
     "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
     " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
@@ -71,9 +71,11 @@ _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 # transaction in one call, SQLite's statement cache keeps it prepared.
 # Written only if no workflow changed owner since this process last looked
 # (``engine_state.takeovers``, see _fence); else the general path fences.
-_LONE_STEP = ("BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-              " SELECT ?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?)"
-              " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?; COMMIT")
+_LONE_STEP = (
+    "BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    " SELECT ?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?)"
+    " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?; COMMIT"
+)
 _TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
 _CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process now owns
 # Runs of step records go in multi-row INSERTs of power-of-two sizes: apsw
@@ -83,13 +85,18 @@ _CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process 
 _CHUNK_MAX = 256
 # (?1 is ``at``: bound first, once per statement.)
 _STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
-_MULTI_STEP = {n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-               " SELECT column1, column2, column3, column4, column5, column6, unixepoch('subsec') + (column7 - ?1)"
-               " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")" for n in (2 ** k for k in range(1, 9))}
+_MULTI_STEP = {
+    n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    " SELECT column1, column2, column3, column4, column5, column6, unixepoch('subsec') + (column7 - ?1)"
+    " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")"
+    for n in (2**k for k in range(1, 9))
+}
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
 # As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
-_WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-                     " AND q.started_at IS NULL AND q.done = 0)")
+_WAITING_IN_QUEUE = (
+    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+    " AND q.started_at IS NULL AND q.done = 0)"
+)
 log = logging.getLogger("durably")
 # A transaction step's SQL may run this long (seconds) by default; it holds
 # the writer meanwhile. SQLite checks every _PROGRESS_STEPS VM instructions.
@@ -100,13 +107,16 @@ _PROGRESS_STEPS = 10_000
 BUSY_BACKOFF = 0.05
 BUSY_BACKOFF_MAX = 1.0
 _INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
-    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
+    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
+)
 # What introspection adds (WorkflowInfo): from the row, and from the queue
 # entry of a queued workflow (NULLs for older files read as they are).
-_MORE_COLUMNS = ("deadline, recovery_attempts, executor,"
-                 " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-                 " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-                 " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)")
+_MORE_COLUMNS = (
+    "deadline, recovery_attempts, executor,"
+    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
+)
 _NO_MORE_COLUMNS = "NULL, 0, NULL, NULL, NULL, NULL"
 STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
@@ -175,7 +185,9 @@ class Store:
             raise errors.CantOpenError(
                 f"database path {self.path!r} is a symbolic link to {os.readlink(self.path)!r}, which does not "
                 "exist; create the target's directory or point the link at a database (durably follows a "
-                "link to an existing file)", path=self.path)
+                "link to an existing file)",
+                path=self.path,
+            )
         if not os.path.exists(self.path):
             try:
                 _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
@@ -213,8 +225,9 @@ class Store:
             if os.path.exists(self.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
                 conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
             else:
-                conn = apsw.Connection(_lifecycle.immutable_uri(self.path),
-                                       flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, **extra)
+                conn = apsw.Connection(
+                    _lifecycle.immutable_uri(self.path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, **extra
+                )
             app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
@@ -223,7 +236,9 @@ class Store:
             raise errors.SchemaVersionError(
                 f"{self.path!r} is not a durably database this version can read "
                 f"(application_id={app_id:#x}, user_version={version})",
-                path=self.path, found=version, supported=SCHEMA_VERSION,
+                path=self.path,
+                found=version,
+                supported=SCHEMA_VERSION,
             )
         self._reader = conn
         self._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
@@ -293,22 +308,26 @@ class Store:
                 raise errors.SchemaVersionError(
                     f"{self.path!r} is an SQLite database but not a durably one "
                     f"(application_id={app_id:#x}, user_version={version})",
-                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                    path=self.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
                 )
             if version > SCHEMA_VERSION:
                 raise errors.SchemaVersionError(
                     f"{self.path!r} has schema version {version}, newer than this durably "
                     f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
-                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                    path=self.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
                 )
             if version == SCHEMA_VERSION:
                 return
-            if version == 0 and app_id == 0 and conn.execute(
-                "SELECT count(*) FROM sqlite_schema"
-            ).get:
+            if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
                 raise errors.SchemaVersionError(
                     f"{self.path!r} already holds tables that are not durably's",
-                    path=self.path, found=version, supported=SCHEMA_VERSION,
+                    path=self.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
                 )
             # Rebuilding a table others reference (SQLite's 12-step ALTER)
             # needs foreign keys off around the transaction; every reference
@@ -321,7 +340,10 @@ class Store:
                 if version > SCHEMA_VERSION:
                     raise errors.SchemaVersionError(
                         f"{self.path!r} was just migrated to schema version {version} by a newer durably",
-                        path=self.path, found=version, supported=SCHEMA_VERSION)
+                        path=self.path,
+                        found=version,
+                        supported=SCHEMA_VERSION,
+                    )
                 for script in MIGRATIONS[version:]:
                     conn.execute(script)
                 broken = conn.execute("PRAGMA foreign_key_check").fetchall()
@@ -353,13 +375,20 @@ class Store:
             delay = BUSY_BACKOFF
             while True:
                 try:
-                    if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
-                            and self._lone_step(conn, batch[0])):
+                    if (
+                        not isolate
+                        and len(batch) == 1
+                        and batch[0].kind == R.STEP
+                        and not _crash.ARMED
+                        and self._lone_step(conn, batch[0])
+                    ):
                         break
                     self._write(conn, batch, isolate)
                     if busy_since is not None:
-                        log.warning("durably: the database lock was released after %.1f s; writing again",
-                                    time.monotonic() - busy_since)
+                        log.warning(
+                            "durably: the database lock was released after %.1f s; writing again",
+                            time.monotonic() - busy_since,
+                        )
                     break
                 except _BatchLost:
                     self._abort(conn)
@@ -377,9 +406,13 @@ class Store:
                         for rec in batch:
                             rec.result, rec.error = None, err
                         return
-                    log.warning("durably: %r is locked by another connection (a second process, a sqlite3 "
-                                "shell, a long transaction); the writer has waited %.1f s and keeps waiting; "
-                                "nothing is acknowledged meanwhile", self.path, now - busy_since)
+                    log.warning(
+                        "durably: %r is locked by another connection (a second process, a sqlite3 "
+                        "shell, a long transaction); the writer has waited %.1f s and keeps waiting; "
+                        "nothing is acknowledged meanwhile",
+                        self.path,
+                        now - busy_since,
+                    )
                     _reset(batch)
                     time.sleep(delay)
                     delay = min(delay * 2, BUSY_BACKOFF_MAX)
@@ -390,8 +423,11 @@ class Store:
                     # handler did not expect. Find it: apply again, each record
                     # in its own SAVEPOINT.
                     self._abort(conn)
-                    log.error("durably: a record failed unexpectedly (%r); the batch is written again "
-                              "record by record so that only that record fails", exc)
+                    log.error(
+                        "durably: a record failed unexpectedly (%r); the batch is written again "
+                        "record by record so that only that record fails",
+                        exc,
+                    )
                     _reset(batch)
                     isolate = True
                 except BaseException:
@@ -417,8 +453,9 @@ class Store:
             self._checkpointer.pending = True
         except apsw.Error as exc:
             err = map_error(exc, self.path)
-            self._failed = (err if isinstance(err, errors.StorageError)
-                            else errors.StorageError(str(err), path=self.path))
+            self._failed = (
+                err if isinstance(err, errors.StorageError) else errors.StorageError(str(err), path=self.path)
+            )
             log.error("durably: checkpointing %r failed (%r); the journal stops", self.path, exc)
 
     @staticmethod
@@ -470,8 +507,9 @@ class Store:
         """Whether the database still names this executor, at ``epoch``, as
         the owner of ``workflow_id`` (checked before running what a claim
         took: it may have been lost again since)."""
-        rows = self.query("SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'",
-                          (workflow_id,))
+        rows = self.query(
+            "SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'", (workflow_id,)
+        )
         return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
 
     def own(self, workflow_id: str, epoch: int | None) -> None:
@@ -492,10 +530,14 @@ class Store:
         ids = list(self.owned)
         lost = []
         for at in range(0, len(ids), 500):
-            chunk = ids[at:at + 500]
-            lost += _ownership.lost_among(self, conn.execute(
-                f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
-                chunk).fetchall())
+            chunk = ids[at : at + 500]
+            lost += _ownership.lost_among(
+                self,
+                conn.execute(
+                    f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall(),
+            )
         _ownership.lose(self, lost)
 
     def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
@@ -553,7 +595,7 @@ class Store:
         at, n = 0, len(recs)
         while n - at > 1:
             size = min(_CHUNK_MAX, 1 << ((n - at).bit_length() - 1))
-            chunk = recs[at:at + size]
+            chunk = recs[at : at + size]
             try:
                 values = [time.monotonic()]
                 for rec in chunk:
@@ -575,7 +617,7 @@ class Store:
         while start < n:
             at = [start]
 
-            def rows(first: int = start) -> Iterator[Any]:
+            def rows(first: int = start, at: list[int] = at) -> Iterator[Any]:
                 for i in range(first, n):
                     at[0] = i
                     yield recs[i].params if bound is None else (*recs[i].params, bound)
@@ -615,8 +657,10 @@ class Store:
             conn.execute("SAVEPOINT start")
         try:
             owner = self.start_owner
-            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, owner,
-                                            None if owner is None else self.app_version))
+            conn.execute(
+                _INSERT_WORKFLOW,
+                (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else self.app_version),
+            )
             inserted = conn.changes()
             if inserted and owner is None:
                 _executors.notice(conn, "start", workflow_id)  # a client's: some executor claims it
@@ -687,7 +731,8 @@ class Store:
         conn.authorizer = authorizer
         stop_tx = self._stop_tx
         conn.setprogresshandler(
-            lambda: time.monotonic() > deadline or self._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS)
+            lambda: time.monotonic() > deadline or self._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS
+        )
         output = error = None
         try:
             output, error = body(tx)
@@ -709,8 +754,13 @@ class Store:
         if tx.expired is not None:
             # Interrupted by close(): no outcome, the step runs again at the
             # next open (its SQL is undone); otherwise the timeout is its outcome.
-            outcome: BaseException = tx.expired if not self._stop_all_tx else errors.NotOpenError(
-                f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
+            outcome: BaseException = (
+                tx.expired
+                if not self._stop_all_tx
+                else errors.NotOpenError(
+                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
+                )
+            )
             if not conn.in_transaction:
                 # SQLite rolls back the whole transaction when it interrupts a
                 # write: the batch is gone. Write it again, with this step's
@@ -781,8 +831,7 @@ class Store:
         """A workflow's journal, in call order: (position, name, output,
         error, ident)."""
         return self.query(
-            "SELECT position, name, output, error, ident FROM steps"
-            " WHERE workflow_id = ? ORDER BY position",
+            "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = ? ORDER BY position",
             (workflow_id,),
         )
 
@@ -807,10 +856,20 @@ class Store:
             " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
         )
 
-    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int | None = 100, *,
-                       id_prefix: str | None = None, start_time: float | None = None,
-                       end_time: float | None = None, queue: str | None = None, parent_id: str | None = None,
-                       offset: int = 0, newest_first: bool = True) -> list[tuple[Any, ...]]:
+    def list_workflows(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        *,
+        id_prefix: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        queue: str | None = None,
+        parent_id: str | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[tuple[Any, ...]]:
         """Workflow rows as users see them (ENQUEUED while waiting in a
         queue), in creation order (``seq``: a total order; newest first by
         default), filtered. Every filter is served by an index: status, name,
@@ -829,9 +888,13 @@ class Store:
         if id_prefix is not None:  # a range of the id's unique index
             where.append("workflow_id >= ? AND workflow_id < ?")
             params += [id_prefix, id_prefix + "\U0010ffff"]
-        for value, clause in ((name, "name = ?"), (start_time, "created_at >= ?"), (end_time, "created_at < ?"),
-                              (parent_id, "parent_id = ?"),
-                              (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)")):
+        for value, clause in (
+            (name, "name = ?"),
+            (start_time, "created_at >= ?"),
+            (end_time, "created_at < ?"),
+            (parent_id, "parent_id = ?"),
+            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)"),
+        ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
@@ -848,13 +911,16 @@ class Store:
 
     def deadlines(self) -> list[tuple[str, float]]:
         """(workflow_id, deadline) of every PENDING workflow that has one."""
-        return self.query("SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING'"
-                          " AND deadline IS NOT NULL")  # type: ignore[return-value]
+        return self.query(
+            "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"
+        )  # type: ignore[return-value]
 
     def deadline(self, workflow_id: str) -> float | None:
         """The deadline of a PENDING workflow, or None."""
-        rows = self.query("SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING'"
-                          " AND deadline IS NOT NULL", (workflow_id,))
+        rows = self.query(
+            "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
+            (workflow_id,),
+        )
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
@@ -863,17 +929,22 @@ class Store:
         out (_executors.LISTED: a margin); one whose lease ran out is gone
         for every claim anyway, and each row listed costs the watcher a look
         at a pid every round."""
-        return self.query("SELECT executor_id, host, pid, pid_started, lease_until, lease_until - unixepoch('subsec')"
-                          " FROM executors WHERE stopped_at IS NULL AND lease_until >= unixepoch('subsec') - ?",
-                          (_executors.LISTED,))
+        return self.query(
+            "SELECT executor_id, host, pid, pid_started, lease_until, lease_until - unixepoch('subsec')"
+            " FROM executors WHERE stopped_at IS NULL AND lease_until >= unixepoch('subsec') - ?",
+            (_executors.LISTED,),
+        )
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
         """(workflow_id, status, parked) of those of ``ids`` that exist."""
         out: list[tuple[str, str, str | None]] = []
         for at in range(0, len(ids), 500):
-            chunk = list(ids[at:at + 500])
-            out += self.query(f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN"
-                              f" ({', '.join('?' * len(chunk))})", chunk)  # type: ignore[arg-type]
+            chunk = list(ids[at : at + 500])
+            out += self.query(
+                f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN"
+                f" ({', '.join('?' * len(chunk))})",
+                chunk,
+            )  # type: ignore[arg-type]
         return out
 
     def last_notice(self) -> int:

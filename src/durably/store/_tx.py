@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import apsw
 
@@ -23,13 +24,29 @@ _DENIED_ACTIONS = {
 }
 _WRITES = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE}
 # DDL whose second argument is the table it attaches to (an index, a trigger)
-_ON_TABLE = {apsw.SQLITE_CREATE_INDEX, apsw.SQLITE_CREATE_TEMP_INDEX, apsw.SQLITE_CREATE_TRIGGER,
-             apsw.SQLITE_CREATE_TEMP_TRIGGER, apsw.SQLITE_DROP_INDEX, apsw.SQLITE_DROP_TEMP_INDEX,
-             apsw.SQLITE_DROP_TRIGGER, apsw.SQLITE_DROP_TEMP_TRIGGER}
+_ON_TABLE = {
+    apsw.SQLITE_CREATE_INDEX,
+    apsw.SQLITE_CREATE_TEMP_INDEX,
+    apsw.SQLITE_CREATE_TRIGGER,
+    apsw.SQLITE_CREATE_TEMP_TRIGGER,
+    apsw.SQLITE_DROP_INDEX,
+    apsw.SQLITE_DROP_TEMP_INDEX,
+    apsw.SQLITE_DROP_TRIGGER,
+    apsw.SQLITE_DROP_TEMP_TRIGGER,
+}
 # DDL whose first argument names the object created or dropped
-_NAMING = {apsw.SQLITE_CREATE_TABLE, apsw.SQLITE_CREATE_TEMP_TABLE, apsw.SQLITE_CREATE_VIEW,
-           apsw.SQLITE_CREATE_TEMP_VIEW, apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DROP_TEMP_TABLE,
-           apsw.SQLITE_DROP_VIEW, apsw.SQLITE_DROP_TEMP_VIEW, apsw.SQLITE_CREATE_VTABLE, apsw.SQLITE_DROP_VTABLE}
+_NAMING = {
+    apsw.SQLITE_CREATE_TABLE,
+    apsw.SQLITE_CREATE_TEMP_TABLE,
+    apsw.SQLITE_CREATE_VIEW,
+    apsw.SQLITE_CREATE_TEMP_VIEW,
+    apsw.SQLITE_DROP_TABLE,
+    apsw.SQLITE_DROP_TEMP_TABLE,
+    apsw.SQLITE_DROP_VIEW,
+    apsw.SQLITE_DROP_TEMP_VIEW,
+    apsw.SQLITE_CREATE_VTABLE,
+    apsw.SQLITE_DROP_VTABLE,
+}
 
 
 @functools.cache
@@ -114,8 +131,11 @@ class Tx:
         try:
             return call()
         except apsw.InterruptError as exc:
-            self.expired = self._why() if self._why is not None else errors.TransactionTimeoutError(
-                "the transaction step was interrupted")
+            self.expired = (
+                self._why()
+                if self._why is not None
+                else errors.TransactionTimeoutError("the transaction step was interrupted")
+            )
             raise self.expired from exc
         except apsw.AuthError as exc:
             raise errors.UsageError(

@@ -35,7 +35,8 @@ disk, corruption) fails for good (every later flush raises the same error).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -82,25 +83,39 @@ class StoreContract(Protocol):
     def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]: ...
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]: ...
     def pending_workflows(self) -> list[tuple[Any, ...]]: ...
-    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int | None = 100, *,
-                       id_prefix: str | None = None, start_time: float | None = None,
-                       end_time: float | None = None, queue: str | None = None, parent_id: str | None = None,
-                       offset: int = 0, newest_first: bool = True) -> list[tuple[Any, ...]]: ...
+    def list_workflows(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        *,
+        id_prefix: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        queue: str | None = None,
+        parent_id: str | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[tuple[Any, ...]]: ...
     def children(self, workflow_id: str) -> list[str]: ...
     def read(self, name: str, *args: Any) -> Any:
         """A named read of ``store/_ops.READS`` (events)."""
+
     def deadlines(self) -> list[tuple[str, float]]: ...
     def deadline(self, workflow_id: str) -> float | None: ...
     def executors(self) -> list[tuple[Any, ...]]:
         """(executor_id, host, pid, pid_started, lease_until, seconds its
         lease has left on the store's clock) of the executors not stopped
         whose lease has not run out (give or take ``_executors.LISTED``)."""
+
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]: ...
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
         """Whether ``claim`` would take anything now (a read)."""
+
     def others_live(self, executor_id: str) -> bool:
         """Whether another executor has the file open (a live lease on the
         store's clock; on this host, a live process)."""
+
     def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]: ...
     def has_schedules(self) -> bool: ...
     def workflow_names(self) -> set[str]: ...
@@ -110,6 +125,7 @@ class StoreContract(Protocol):
         """Changes after another connection committed, at least whenever it
         committed a notice or ended a workflow (SQLite: any commit, seen at
         once; PostgreSQL: a NOTIFY, seen within the delivery delay)."""
+
     def last_notice(self) -> int: ...
     def notices_since(self, last: int) -> list[tuple[Any, ...]]:
         """(id, kind, workflow_id, detail) committed after ``last``, in order."""

@@ -11,7 +11,7 @@ from ... import errors
 # with every record in its own SAVEPOINT so that only that record fails.
 RECORD_ERRORS: tuple[type[BaseException], ...] = (
     pge.IntegrityError,
-    pge.DataError,          # a value PostgreSQL cannot store (NUL in text, out of range)
+    pge.DataError,  # a value PostgreSQL cannot store (NUL in text, out of range)
     pge.ProgramLimitExceeded,
     TypeError,
     OverflowError,

@@ -44,7 +44,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
@@ -55,16 +56,22 @@ log = logging.getLogger("durably")
 
 # The step's savepoint, its search_path and idle budget, a snapshot (the
 # session's prepared statements, durably's row counters), then the role.
-ENTER = ("SAVEPOINT durably_tx; SELECT pg_catalog.set_config('search_path', %s, true),"
-         " pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true); {snapshot}; SET LOCAL ROLE {role}")
+ENTER = (
+    "SAVEPOINT durably_tx; SELECT pg_catalog.set_config('search_path', %s, true),"
+    " pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true); {snapshot}; SET LOCAL ROLE {role}"
+)
 # Before each statement of the step: its time budget, and who it runs as.
 STATEMENT = "SELECT pg_catalog.set_config('statement_timeout', %s, true), current_user, session_user"
 # After a step whose SQL went well, before its savepoint is released (its
 # own statement_timeout, if it set one, is not for durably's statements).
-CHECK = ("SELECT pg_catalog.set_config('statement_timeout', '0', true); SELECT current_user, session_user,"
-         " pg_catalog.current_setting('transaction_read_only'); {snapshot}")
-RESTORE = ("RELEASE SAVEPOINT durably_tx; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; UNLISTEN *;"
-           " SELECT pg_catalog.pg_advisory_unlock_all(); {settings}; {snapshot}")
+CHECK = (
+    "SELECT pg_catalog.set_config('statement_timeout', '0', true); SELECT current_user, session_user,"
+    " pg_catalog.current_setting('transaction_read_only'); {snapshot}"
+)
+RESTORE = (
+    "RELEASE SAVEPOINT durably_tx; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; UNLISTEN *;"
+    " SELECT pg_catalog.pg_advisory_unlock_all(); {settings}; {snapshot}"
+)
 
 
 def default_role(schema: str) -> str:
@@ -75,8 +82,10 @@ def snapshot_sql(table_oids: Sequence[int]) -> str:
     """One row: the session's prepared statements, and durably's tables'
     rows inserted, updated and deleted so far in this transaction."""
     oids = "'{" + ",".join(str(int(o)) for o in table_oids) + "}'::pg_catalog.oid[]"
-    counts = ", ".join(f"ARRAY(SELECT pg_catalog.pg_stat_get_xact_tuples_{what}(o) FROM pg_catalog.unnest({oids}) o)"
-                       for what in ("inserted", "updated", "deleted"))
+    counts = ", ".join(
+        f"ARRAY(SELECT pg_catalog.pg_stat_get_xact_tuples_{what}(o) FROM pg_catalog.unnest({oids}) o)"
+        for what in ("inserted", "updated", "deleted")
+    )
     return f"SELECT ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements ORDER BY name), {counts}"
 
 
@@ -91,24 +100,29 @@ def rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
             return out
 
 
-def breach(role: str, login: str, current: str, session: str, read_only: str,
-           before: tuple[Any, ...], after: tuple[Any, ...]) -> errors.UsageError | None:
+def breach(
+    role: str, login: str, current: str, session: str, read_only: str, before: tuple[Any, ...], after: tuple[Any, ...]
+) -> errors.UsageError | None:
     """Why a step's session is not what it ran in (None: it is)."""
     if current != role or session != login:
         return errors.UsageError(
             f"a transaction step runs as role {role!r} and may not change it (it ran as {current!r}, session "
-            f"{session!r}): its SQL was rolled back")
+            f"{session!r}): its SQL was rolled back"
+        )
     if read_only != "off":
-        return errors.UsageError("a transaction step may not make the batch's transaction read-only: "
-                                 "its SQL was rolled back")
+        return errors.UsageError(
+            "a transaction step may not make the batch's transaction read-only: its SQL was rolled back"
+        )
     if tuple(before[1:]) != tuple(after[1:]):
-        return errors.UsageError("a transaction step wrote durably's own tables (outside its role's rights): "
-                                 "its SQL was rolled back")
+        return errors.UsageError(
+            "a transaction step wrote durably's own tables (outside its role's rights): its SQL was rolled back"
+        )
     return None
 
 
-def prepare(conn: psycopg.Connection[Any], role: str, schema: str, user_schemas: Sequence[str],
-            path: str) -> errors.TxRoleError | None:
+def prepare(
+    conn: psycopg.Connection[Any], role: str, schema: str, user_schemas: Sequence[str], path: str
+) -> errors.TxRoleError | None:
     """Make ``role`` usable for transaction steps (module docstring), in one
     transaction on ``conn`` (autocommit). None: ready; else why not."""
     key = int.from_bytes(hashlib.blake2b(f"durably:role:{role}".encode(), digest_size=8).digest(), "big", signed=True)
@@ -121,8 +135,9 @@ def prepare(conn: psycopg.Connection[Any], role: str, schema: str, user_schemas:
             created = _try(conn, pgsql.SQL("CREATE ROLE {} NOLOGIN").format(ident))
             row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
             if row is None:
-                return _refused(role, schema, path, "does not exist, and this login may not create it "
-                                "(it needs CREATEROLE)")
+                return _refused(
+                    role, schema, path, "does not exist, and this login may not create it (it needs CREATEROLE)"
+                )
         if row[0]:
             return _refused(role, schema, path, "is a superuser: it would reach durably's schema")
         kind = "SET" if conn.info.server_version >= 160000 else "MEMBER"
@@ -130,21 +145,33 @@ def prepare(conn: psycopg.Connection[Any], role: str, schema: str, user_schemas:
         if not member and not _try(conn, pgsql.SQL("GRANT {} TO {}").format(ident, pgsql.Identifier(_login(conn)))):
             return _refused(role, schema, path, f"cannot be switched to by this login ({_login(conn)!r})")
         if conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]:  # type: ignore[index]
-            return _refused(role, schema, path, f"has USAGE on durably's schema {schema!r}: it must have no rights there")
+            return _refused(
+                role, schema, path, f"has USAGE on durably's schema {schema!r}: it must have no rights there"
+            )
         for name in user_schemas:
             s = pgsql.Identifier(name)
-            has = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE') AND has_schema_privilege(%s, %s, 'CREATE')",
-                               (role, name, role, name)).fetchone()[0]  # type: ignore[index]
+            has = conn.execute(
+                "SELECT has_schema_privilege(%s, %s, 'USAGE') AND has_schema_privilege(%s, %s, 'CREATE')",
+                (role, name, role, name),
+            ).fetchone()[0]  # type: ignore[index]
             grants = [] if has else [pgsql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(s, ident)]
             if created:  # what the login could use in its schemas, the role may use too (not durably's schema)
-                grants += [pgsql.SQL(q).format(s, ident) for q in (
-                    "GRANT ALL ON ALL TABLES IN SCHEMA {} TO {}", "GRANT ALL ON ALL SEQUENCES IN SCHEMA {} TO {}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON TABLES TO {}",
-                    "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON SEQUENCES TO {}")]
+                grants += [
+                    pgsql.SQL(q).format(s, ident)
+                    for q in (
+                        "GRANT ALL ON ALL TABLES IN SCHEMA {} TO {}",
+                        "GRANT ALL ON ALL SEQUENCES IN SCHEMA {} TO {}",
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON TABLES TO {}",
+                        "ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT ALL ON SEQUENCES TO {}",
+                    )
+                ]
             for grant in grants:
                 if not _try(conn, grant):
-                    log.warning("durably: could not run %s on %s; transaction steps may lack rights there",
-                                grant.as_string(conn), path)
+                    log.warning(
+                        "durably: could not run %s on %s; transaction steps may lack rights there",
+                        grant.as_string(conn),
+                        path,
+                    )
     return None
 
 
@@ -158,8 +185,13 @@ def _try(conn: psycopg.Connection[Any], statement: pgsql.Composed) -> bool:
         with conn.transaction():
             conn.execute(statement)
         return True
-    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.DuplicateObject, psycopg.errors.UndefinedObject,
-            psycopg.errors.InvalidGrantOperation, psycopg.errors.FeatureNotSupported) as exc:
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.DuplicateObject,
+        psycopg.errors.UndefinedObject,
+        psycopg.errors.InvalidGrantOperation,
+        psycopg.errors.FeatureNotSupported,
+    ) as exc:
         log.debug("durably: %s refused: %s", statement, exc)
         return False
 
@@ -169,4 +201,7 @@ def _refused(role: str, schema: str, path: str, why: str) -> errors.TxRoleError:
         f"transaction steps are refused on {path}: their SQL runs as role {role!r}, which {why}. "
         f"An operator sets it up once: CREATE ROLE {role} NOLOGIN; GRANT {role} TO <this login>; "
         f"GRANT USAGE, CREATE ON SCHEMA <your schema> TO {role}; and no rights on schema {schema!r} "
-        "(README, PostgreSQL, Transaction steps)", path=path, role=role)
+        "(README, PostgreSQL, Transaction steps)",
+        path=path,
+        role=role,
+    )

@@ -47,21 +47,21 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool
 
-from ... import _crash
+from ... import _crash, errors
 from ... import _records as R
-from ... import errors
 from ...codec import encode_error
 from .. import _ownership
-from .._interrupts import why_interrupted
 from .._executors import LISTED, dead_here
+from .._interrupts import why_interrupted
 from . import _ops, _sandbox
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
@@ -79,26 +79,37 @@ CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_t
 IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
 _BACKOFF_MAX = 2.0
 _WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
-_WAITING_IN_QUEUE = ("EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-                     " AND q.started_at IS NULL AND q.done = 0)")
+_WAITING_IN_QUEUE = (
+    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+    " AND q.started_at IS NULL AND q.done = 0)"
+)
 _INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
-    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1)
-_MORE_COLUMNS = ("deadline, recovery_attempts, executor,"
-                 " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-                 " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-                 " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)")
+    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
+)
+_MORE_COLUMNS = (
+    "deadline, recovery_attempts, executor,"
+    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
+)
 # A step row's times come from one clock, the server's: ``recorded_at`` is
 # clock_timestamp() at the insert, ``started_at`` that minus the time since
 # the body started (the record's monotonic ``started`` and ``at``, the
 # monotonic time the statement was bound; NULL stays NULL): a host whose
 # clock is off never writes a step that ends before it starts.
 _STARTED = f"{NOW} + (%s::float8 - %s::float8)"
-_INSERT_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                f" VALUES (%s, %s, %s, %s, %s, %s, {_STARTED})")
-_COMPLETE = (f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
-             " WHERE workflow_id = %s AND status = 'PENDING'")
-_INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
-                    " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING")
+_INSERT_STEP = (
+    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, {_STARTED})"
+)
+_COMPLETE = (
+    f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
+    " WHERE workflow_id = %s AND status = 'PENDING'"
+)
+_INSERT_WORKFLOW = (
+    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
+    " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING"
+)
 # The fence: the takeovers count, read with a row lock inside the batch's
 # transaction. READ COMMITTED returns the latest committed version to a
 # locking read, and the lock holds until this transaction ends: no change of
@@ -106,11 +117,12 @@ _INSERT_WORKFLOW = ("INSERT INTO workflows (workflow_id, name, status, inputs, p
 # commit. Claims take it exclusive before touching any workflow row.
 _FENCE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
 _FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
-_MARK = ("INSERT INTO engine_state (key, value) VALUES (%s, %s)"
-         " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-_LONE_STEP = ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-              f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
-              " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s")
+_MARK = "INSERT INTO engine_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+_LONE_STEP = (
+    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
+    " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s"
+)
 
 
 def is_url(path: Any) -> bool:
@@ -150,8 +162,16 @@ class PgStore:
 
     backend = "postgresql"
 
-    def __init__(self, url: str, synchronous: str = "full", *, schema: str | None = None,
-                 reconnect: float = RECONNECT, listen: bool = True, tx_role: str | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        synchronous: str = "full",
+        *,
+        schema: str | None = None,
+        reconnect: float = RECONNECT,
+        listen: bool = True,
+        tx_role: str | None = None,
+    ) -> None:
         url, ours = _split_ours(url)
         in_url = ours.get("schema")
         if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
@@ -164,11 +184,12 @@ class PgStore:
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-            raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), "
-                                    f"not {schema!r}")
+            raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}")
         tx_role = ours.get("tx_role", tx_role) or _sandbox.default_role(schema)
         if not _ROLE_NAME.match(tx_role):
-            raise errors.UsageError(f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}")
+            raise errors.UsageError(
+                f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}"
+            )
         self.tx_role = tx_role
         self._url = url
         self.path = redact(url)
@@ -220,9 +241,16 @@ class PgStore:
 
     def _connect(self, autocommit: bool = True) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self._url, autocommit=autocommit, keepalives=1, keepalives_idle=5,
-                                   keepalives_interval=2, keepalives_count=3, **self._timeout,
-                                   application_name=f"durably:{self.schema}")
+            conn = psycopg.connect(
+                self._url,
+                autocommit=autocommit,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=3,
+                **self._timeout,
+                application_name=f"durably:{self.schema}",
+            )
         except psycopg.Error as exc:
             raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
         return conn
@@ -248,9 +276,11 @@ class PgStore:
         return (path, f"{int(IDLE_IN_TX * 1000)}ms") + ((commit,) if commit else ())
 
     def _settings_sql(self) -> str:
-        return ("SELECT pg_catalog.set_config('search_path', %s, false), pg_catalog.set_config("
-                "'idle_in_transaction_session_timeout', %s, false)"
-                + (", pg_catalog.set_config('synchronous_commit', %s, false)" if self.synchronous == "normal" else ""))
+        return (
+            "SELECT pg_catalog.set_config('search_path', %s, false), pg_catalog.set_config("
+            "'idle_in_transaction_session_timeout', %s, false)"
+            + (", pg_catalog.set_config('synchronous_commit', %s, false)" if self.synchronous == "normal" else "")
+        )
 
     def _step_path(self) -> str:
         return ", ".join('"' + s.replace('"', '""') + '"' for s in self._user_schemas)
@@ -261,11 +291,15 @@ class PgStore:
         self._writer = conn = self._connect()
         try:
             self._user_path, schemas, self._login = conn.execute(  # type: ignore[misc]
-                "SELECT current_setting('search_path'), current_schemas(false), session_user").fetchone()
+                "SELECT current_setting('search_path'), current_schemas(false), session_user"
+            ).fetchone()
             self._user_schemas = [s for s in schemas if s != self.schema]
             self._migrate(conn, codec)
-            oids = conn.execute("SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
-                                " %s::regnamespace AND relkind = 'r'", (self.schema,)).fetchone()[0]  # type: ignore[index]
+            oids = conn.execute(
+                "SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
+                " %s::regnamespace AND relkind = 'r'",
+                (self.schema,),
+            ).fetchone()[0]  # type: ignore[index]
             self._snapshot = _sandbox.snapshot_sql(oids)
             self._configure(conn, writer=True)
             if self.registration is not None:
@@ -295,7 +329,10 @@ class PgStore:
             self.close(clean=False)
             raise errors.SchemaVersionError(
                 f"schema {self.schema!r} in {self.path} has version {version}, newer than this durably supports",
-                path=self.path, found=version, supported=SCHEMA_VERSION)
+                path=self.path,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
 
     def _schema_version_ro(self) -> int | None:
         rows = self.query("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.meta",))
@@ -304,10 +341,16 @@ class PgStore:
         return int(self.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
 
     def _open_pool(self) -> None:
-        self._pool = ConnectionPool(self._url, min_size=1, max_size=4, open=False, name=f"durably-{self.schema}",
-                                    kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}",
-                                            **self._timeout},
-                                    configure=self._configure, timeout=30.0)
+        self._pool = ConnectionPool(
+            self._url,
+            min_size=1,
+            max_size=4,
+            open=False,
+            name=f"durably-{self.schema}",
+            kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}", **self._timeout},
+            configure=self._configure,
+            timeout=30.0,
+        )
         try:
             self._pool.open(wait=True, timeout=15.0)
         except Exception as exc:
@@ -331,43 +374,71 @@ class PgStore:
                     if tables:
                         raise errors.SchemaVersionError(
                             f"schema {s!r} in {self.path} already holds tables that are not durably's; "
-                            "choose another schema (Engine(..., schema=...))", path=self.path, found=0,
-                            supported=SCHEMA_VERSION)
+                            "choose another schema (Engine(..., schema=...))",
+                            path=self.path,
+                            found=0,
+                            supported=SCHEMA_VERSION,
+                        )
                     conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
-                    conn.execute(pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)")
-                                 .format(pgsql.Identifier(s)))
+                    conn.execute(
+                        pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(
+                            pgsql.Identifier(s)
+                        )
+                    )
                     value_type = "bytea" if codec == "pickle" else "text"
-                    conn.execute(pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('version', '0'),"
-                                           " ('value_type', %s)").format(pgsql.Identifier(s)), (value_type,))
-                meta = dict(conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s)))
-                            .fetchall())
+                    conn.execute(
+                        pgsql.SQL(
+                            "INSERT INTO {}.meta (key, value) VALUES ('version', '0'), ('value_type', %s)"
+                        ).format(pgsql.Identifier(s)),
+                        (value_type,),
+                    )
+                meta = dict(
+                    conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s))).fetchall()
+                )
                 version = int(meta["version"])
                 if version > SCHEMA_VERSION:
                     raise errors.SchemaVersionError(
                         f"schema {s!r} in {self.path} has version {version}, newer than this durably supports "
-                        f"({SCHEMA_VERSION}); upgrade durably", path=self.path, found=version, supported=SCHEMA_VERSION)
+                        f"({SCHEMA_VERSION}); upgrade durably",
+                        path=self.path,
+                        found=version,
+                        supported=SCHEMA_VERSION,
+                    )
                 self._value_type = meta["value_type"]
                 for script in MIGRATIONS[version:]:
                     conn.execute(self._ddl(script))  # type: ignore[call-overload]
                 if version < SCHEMA_VERSION:
-                    conn.execute(pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'")
-                                 .format(pgsql.Identifier(s)), (str(SCHEMA_VERSION),))
+                    conn.execute(
+                        pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
+                        (str(SCHEMA_VERSION),),
+                    )
                 if codec is not None:
                     stored = meta.get("codec")
                     if stored is None:
-                        conn.execute(pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)")
-                                     .format(pgsql.Identifier(s)), (codec,))
+                        conn.execute(
+                            pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)").format(
+                                pgsql.Identifier(s)
+                            ),
+                            (codec,),
+                        )
                     elif stored != codec:
                         raise errors.CodecMismatchError(
                             f"schema {s!r} in {self.path} holds values written with codec={stored!r}; open it with "
-                            f"durably.Engine(..., codec={stored!r}), not {codec!r}", path=self.path, stored=stored,
-                            requested=codec)
+                            f"durably.Engine(..., codec={stored!r}), not {codec!r}",
+                            path=self.path,
+                            stored=stored,
+                            requested=codec,
+                        )
         except psycopg.Error as exc:
             raise map_error(exc, self.path) from exc
 
     def _ddl(self, script: str) -> str:
-        return (script.replace("{s}", self.schema).replace("{V}", self._value_type).replace("{now}", NOW)
-                .replace("{channel}", "'" + self.channel + "'"))
+        return (
+            script.replace("{s}", self.schema)
+            .replace("{V}", self._value_type)
+            .replace("{now}", NOW)
+            .replace("{channel}", "'" + self.channel + "'")
+        )
 
     def interrupt_tx(self, workflow_id: str) -> None:
         self._stop_tx.add(workflow_id)
@@ -426,8 +497,13 @@ class PgStore:
                     raise errors.NotOpenError("the store is closed")
                 self._in_doubt = None
                 try:
-                    if (not isolate and len(batch) == 1 and batch[0].kind == R.STEP and not _crash.ARMED
-                            and self._lone_step(conn, batch[0])):
+                    if (
+                        not isolate
+                        and len(batch) == 1
+                        and batch[0].kind == R.STEP
+                        and not _crash.ARMED
+                        and self._lone_step(conn, batch[0])
+                    ):
                         return
                     self._write(conn, batch, isolate)
                     if lost_since is not None:
@@ -466,12 +542,20 @@ class PgStore:
                     _reset(batch)
                     isolate = True  # find the culprit: every record in its own SAVEPOINT
                 except Exception as exc:
-                    if isolate or isinstance(exc, errors.DurablyError) or not isinstance(exc, psycopg.Error) \
-                            or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
+                    if (
+                        isolate
+                        or isinstance(exc, errors.DurablyError)
+                        or not isinstance(exc, psycopg.Error)
+                        or isinstance(exc, psycopg.DatabaseError)
+                        and _fatal(exc)
+                    ):
                         raise self._batch_failed(exc) from exc
                     self._abort(conn)
-                    log.error("durably: a record failed unexpectedly (%r); the batch is written again record by "
-                              "record so that only that record fails", exc)
+                    log.error(
+                        "durably: a record failed unexpectedly (%r); the batch is written again record by "
+                        "record so that only that record fails",
+                        exc,
+                    )
                     _reset(batch)
                     isolate = True
                 except BaseException:
@@ -524,8 +608,8 @@ class PgStore:
         was lost is there (only this executor writes its workflows' rows)."""
         wid, pos, name, output, error, ident, _started = rec.params
         row = self._writer.execute(  # type: ignore[union-attr]
-            "SELECT name, output, error, ident FROM steps WHERE workflow_id = %s AND position = %s",
-            (wid, pos)).fetchone()
+            "SELECT name, output, error, ident FROM steps WHERE workflow_id = %s AND position = %s", (wid, pos)
+        ).fetchone()
         return row is not None and tuple(row) == (name, output, error, ident)
 
     def _batch_failed(self, exc: BaseException) -> BaseException:
@@ -564,9 +648,13 @@ class PgStore:
         return cur.rowcount == 1
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Any], isolate: bool) -> None:
-        if not isolate and self._takeovers is not None and all(_plain(rec) for rec in batch) \
-                and not (self.fenced and any(_workflow_of(rec) in self.fenced for rec in batch)) \
-                and self._write_plain(conn, batch):
+        if (
+            not isolate
+            and self._takeovers is not None
+            and all(_plain(rec) for rec in batch)
+            and not (self.fenced and any(_workflow_of(rec) in self.fenced for rec in batch))
+            and self._write_plain(conn, batch)
+        ):
             return
         # A claim (or any change of owner) takes the takeovers row exclusive
         # from the start; other batches share it (see _FENCE).
@@ -625,12 +713,12 @@ class PgStore:
             if kind == R.STEP:
                 parts.append(self._steps_sql())
                 params.append(time.monotonic())
-                params += [list(c) for c in zip(*(rec.params for rec in run))]
+                params += [list(c) for c in zip(*(rec.params for rec in run), strict=False)]
             elif kind == R.COMPLETE:
                 if len({rec.params[3] for rec in run}) < len(run):
                     return False  # two ends of one workflow: only the first applies (executemany does that)
                 parts.append(self._completes_sql())
-                params += [list(c) for c in zip(*(rec.params for rec in run))]
+                params += [list(c) for c in zip(*(rec.params for rec in run), strict=False)]
             else:
                 sql, values = self._starts_sql(run)
                 parts.append(sql)
@@ -655,7 +743,7 @@ class PgStore:
                 rows.append({r[0] for r in cur.fetchall()})
             if not cur.nextset():
                 break
-        for run, ids in zip(starts, rows[1:]):
+        for run, ids in zip(starts, rows[1:], strict=False):
             self._started(conn, run, ids)
         if armed:
             if self.owned:
@@ -666,14 +754,18 @@ class PgStore:
 
     def _steps_sql(self) -> str:
         """A run of step rows from arrays; its first parameter is ``at`` (see _STARTED)."""
-        return ("INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-                f" SELECT w, p, n, o, e, i, {NOW} + (s - %s::float8) FROM unnest(%s::text[], %s::int[], %s::text[],"
-                f" %s::{self._value_type}[], %s::text[], %s::text[], %s::float8[]) AS u(w, p, n, o, e, i, s)")
+        return (
+            "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+            f" SELECT w, p, n, o, e, i, {NOW} + (s - %s::float8) FROM unnest(%s::text[], %s::int[], %s::text[],"
+            f" %s::{self._value_type}[], %s::text[], %s::text[], %s::float8[]) AS u(w, p, n, o, e, i, s)"
+        )
 
     def _completes_sql(self) -> str:
-        return (f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
-                f" FROM unnest(%s::text[], %s::{self._value_type}[], %s::text[], %s::text[]) AS u(s, o, e, id)"
-                " WHERE w.workflow_id = u.id AND w.status = 'PENDING'")
+        return (
+            f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
+            f" FROM unnest(%s::text[], %s::{self._value_type}[], %s::text[], %s::text[]) AS u(s, o, e, id)"
+            " WHERE w.workflow_id = u.id AND w.status = 'PENDING'"
+        )
 
     def _starts_sql(self, run: Sequence[Any]) -> tuple[str, list[Any]]:
         """A run of top-level starts as one INSERT returning the ids it
@@ -682,16 +774,20 @@ class PgStore:
         cols: list[list[Any]] = [[], [], [], [], []]
         for rec in run:
             wid, name, inputs, parent_id, _parent_step, *extra = rec.params
-            for col, value in zip(cols, (wid, name, inputs, parent_id, extra[0] if extra else None)):
+            for col, value in zip(cols, (wid, name, inputs, parent_id, extra[0] if extra else None), strict=False):
                 col.append(value)
         v = self._value_type
-        sql = ("INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
-               f" SELECT w, n, 'PENDING', i, p, d, %s, %s FROM unnest(%s::text[], %s::text[], %s::{v}[],"
-               " %s::text[], %s::float8[]) AS u(w, n, i, p, d) ON CONFLICT (workflow_id) DO NOTHING"
-               " RETURNING workflow_id")
+        sql = (
+            "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
+            f" SELECT w, n, 'PENDING', i, p, d, %s, %s FROM unnest(%s::text[], %s::text[], %s::{v}[],"
+            " %s::text[], %s::float8[]) AS u(w, n, i, p, d) ON CONFLICT (workflow_id) DO NOTHING"
+            " RETURNING workflow_id"
+        )
         if owner is None:
-            sql = (f"WITH ins AS ({sql}), noted AS (INSERT INTO notices (kind, workflow_id)"
-                   " SELECT 'start', workflow_id FROM ins) SELECT workflow_id FROM ins")
+            sql = (
+                f"WITH ins AS ({sql}), noted AS (INSERT INTO notices (kind, workflow_id)"
+                " SELECT 'start', workflow_id FROM ins) SELECT workflow_id FROM ins"
+            )
         return sql, [owner, None if owner is None else self.app_version, *cols]
 
     def _started(self, conn: psycopg.Connection[Any], run: Sequence[Any], created: set[str]) -> None:
@@ -701,8 +797,12 @@ class PgStore:
         existing = [rec.params[0] for rec in run if rec.params[0] not in created]
         rows = {}
         if existing:
-            rows = {r[0]: (r[1], r[2]) for r in conn.execute(
-                "SELECT workflow_id, name, status FROM workflows WHERE workflow_id = ANY(%s)", (existing,))}
+            rows = {
+                r[0]: (r[1], r[2])
+                for r in conn.execute(
+                    "SELECT workflow_id, name, status FROM workflows WHERE workflow_id = ANY(%s)", (existing,)
+                )
+            }
         for rec in run:
             wid = rec.params[0]
             if wid in created:
@@ -742,7 +842,9 @@ class PgStore:
         if len(recs) == 1:
             conn.execute(_INSERT_STEP, (*recs[0].params, time.monotonic()))
             return
-        conn.execute(self._steps_sql(), [time.monotonic(), *(list(c) for c in zip(*(rec.params for rec in recs)))])
+        conn.execute(
+            self._steps_sql(), [time.monotonic(), *(list(c) for c in zip(*(rec.params for rec in recs), strict=False))]
+        )
 
     def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any], takeovers: Any) -> Sequence[Any]:
         """Inside the batch's transaction, under the shared fence lock: if
@@ -755,16 +857,24 @@ class PgStore:
 
     def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
         if self.owned:
-            _ownership.lose(self, _ownership.lost_among(self, conn.execute(
-                "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
-                (list(self.owned),)).fetchall()))
+            _ownership.lose(
+                self,
+                _ownership.lost_among(
+                    self,
+                    conn.execute(
+                        "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
+                        (list(self.owned),),
+                    ).fetchall(),
+                ),
+            )
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: isinstance(err.__cause__, psycopg.errors.UniqueViolation))
 
     def still_owns(self, workflow_id: str, epoch: int) -> bool:
-        rows = self.query("SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'",
-                          (workflow_id,))
+        rows = self.query(
+            "SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'", (workflow_id,)
+        )
         return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
 
     def own(self, workflow_id: str, epoch: int | None) -> None:
@@ -817,8 +927,10 @@ class PgStore:
         workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
         deadline = extra[0] if extra else None
         owner = self.start_owner
-        inserted = conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, owner,
-                                                   None if owner is None else self.app_version)).rowcount
+        inserted = conn.execute(
+            _INSERT_WORKFLOW,
+            (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else self.app_version),
+        ).rowcount
         if inserted and owner is None:
             _ops.notice(conn, "start", workflow_id)
         if not inserted:
@@ -877,13 +989,19 @@ class PgStore:
             # (a DBA killing it each time, or SQL that ends its own backend): not run again
             gone = errors.DatabaseUnavailableError(
                 f"transaction step {name!r} lost its connection to {self.path} {losses} times while it ran; "
-                "it was not run again", path=self.path)
+                "it was not run again",
+                path=self.path,
+            )
             rec.result = (None, encode_error(gone))
             conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None, None))
             return
         try:
-            self._sandboxed(conn, rec, budget, PgTx(conn, self.schema, deadline, why, path=self.path,
-                                                    role=self.tx_role, login=self._login))
+            self._sandboxed(
+                conn,
+                rec,
+                budget,
+                PgTx(conn, self.schema, deadline, why, path=self.path, role=self.tx_role, login=self._login),
+            )
         except psycopg.Error as exc:
             if not isinstance(exc, CONNECTION_ERRORS) and not conn.closed and not conn.broken:
                 raise
@@ -893,8 +1011,7 @@ class PgStore:
             self._tx_lost[id(rec)] = losses + 1
             if isinstance(exc, CONNECTION_ERRORS):
                 raise
-            raise psycopg.OperationalError(f"the connection was lost during transaction step {name!r}: {exc}") \
-                from exc
+            raise psycopg.OperationalError(f"the connection was lost during transaction step {name!r}: {exc}") from exc
 
     def _sandboxed(self, conn: psycopg.Connection[Any], rec: Any, budget: float, tx: PgTx) -> None:
         """The step's body in its savepoint as the sandbox role, the checks
@@ -906,17 +1023,22 @@ class PgStore:
         try:
             cur = psycopg.ClientCursor(conn)
             try:
-                cur.execute(pgsql.SQL(_sandbox.ENTER).format(snapshot=pgsql.SQL(self._snapshot),
-                                                             role=pgsql.Identifier(self.tx_role)),
-                            (self._step_path(), f"{int((budget + IDLE_IN_TX) * 1000)}ms"))
+                cur.execute(
+                    pgsql.SQL(_sandbox.ENTER).format(
+                        snapshot=pgsql.SQL(self._snapshot), role=pgsql.Identifier(self.tx_role)
+                    ),
+                    (self._step_path(), f"{int((budget + IDLE_IN_TX) * 1000)}ms"),
+                )
             except CONNECTION_ERRORS:
                 raise
             except psycopg.Error as exc:  # the role went (dropped, membership revoked) since it was checked
                 cur.execute("ROLLBACK TO SAVEPOINT durably_tx; RELEASE SAVEPOINT durably_tx")
                 self._role_ready = False
-                rec.error = errors.TxRoleError(f"transaction step {name!r} not run: cannot switch to role "
-                                               f"{self.tx_role!r} on {self.path}: {exc}", path=self.path,
-                                               role=self.tx_role)
+                rec.error = errors.TxRoleError(
+                    f"transaction step {name!r} not run: cannot switch to role {self.tx_role!r} on {self.path}: {exc}",
+                    path=self.path,
+                    role=self.tx_role,
+                )
                 return
             before = _sandbox.rows(cur)[1]
             self._tx_running = workflow_id
@@ -937,7 +1059,8 @@ class PgStore:
             if tx.expired is not None:
                 if self._stop_all_tx:
                     rec.error = errors.NotOpenError(
-                        f"the engine closed while transaction step {name!r} ran; it runs again at the next open")
+                        f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
+                    )
                 else:
                     output, error = None, encode_error(tx.expired)
             elif tx.breach is not None:
@@ -952,8 +1075,9 @@ class PgStore:
                 breach = _sandbox.breach(self.tx_role, self._login, current, session, read_only, before, now)
                 if breach is not None:
                     output, error = None, encode_error(breach)
-            restore = pgsql.SQL(_sandbox.RESTORE).format(settings=pgsql.SQL(self._settings_sql()),
-                                                         snapshot=pgsql.SQL(self._snapshot))
+            restore = pgsql.SQL(_sandbox.RESTORE).format(
+                settings=pgsql.SQL(self._settings_sql()), snapshot=pgsql.SQL(self._snapshot)
+            )
             if error is not None or rec.error is not None:
                 restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
             cur.execute(restore, self._settings(True))
@@ -976,7 +1100,8 @@ class PgStore:
         for attempt in range(3):
             try:
                 ready: errors.DurablyError | None = self._reading(
-                    lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas, self.path))
+                    lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas, self.path)
+                )
                 return ready
             except errors.DurablyError as exc:
                 refused = exc
@@ -1024,23 +1149,39 @@ class PgStore:
         return rows[0] if rows else None
 
     def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query("SELECT position, name, output, error, ident FROM steps WHERE workflow_id = %s"
-                          " ORDER BY position", (workflow_id,))
+        return self.query(
+            "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = %s ORDER BY position",
+            (workflow_id,),
+        )
 
     def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query("SELECT position, name, output, error, recorded_at, ident, started_at FROM steps"
-                          " WHERE workflow_id = %s ORDER BY position", (workflow_id,))
+        return self.query(
+            "SELECT position, name, output, error, recorded_at, ident, started_at FROM steps"
+            " WHERE workflow_id = %s ORDER BY position",
+            (workflow_id,),
+        )
 
     def pending_workflows(self) -> list[tuple[Any, ...]]:
         return self.query(
             "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
             " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
-            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq")
+            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
+        )
 
-    def list_workflows(self, status: str | None = None, name: str | None = None, limit: int | None = 100, *,
-                       id_prefix: str | None = None, start_time: float | None = None,
-                       end_time: float | None = None, queue: str | None = None, parent_id: str | None = None,
-                       offset: int = 0, newest_first: bool = True) -> list[tuple[Any, ...]]:
+    def list_workflows(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        *,
+        id_prefix: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        queue: str | None = None,
+        parent_id: str | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[tuple[Any, ...]]:
         where: list[str] = []
         params: list[Any] = []
         if status is not None:
@@ -1052,42 +1193,57 @@ class PgStore:
         if id_prefix is not None:
             where.append("workflow_id LIKE %s")
             params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        for value, clause in ((name, "name = %s"), (start_time, "created_at >= %s"), (end_time, "created_at < %s"),
-                              (parent_id, "parent_id = %s"),
-                              (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = %s)")):
+        for value, clause in (
+            (name, "name = %s"),
+            (start_time, "created_at >= %s"),
+            (end_time, "created_at < %s"),
+            (parent_id, "parent_id = %s"),
+            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = %s)"),
+        ):
             if value is not None:
                 where.append(clause)
                 params.append(value)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
         direction = " DESC" if newest_first else ""
-        return self.query(f"SELECT {_INFO_COLUMNS}, {_MORE_COLUMNS} FROM workflows{clause} ORDER BY seq{direction}"
-                          " LIMIT %s OFFSET %s", (*params, limit, offset))
+        return self.query(
+            f"SELECT {_INFO_COLUMNS}, {_MORE_COLUMNS} FROM workflows{clause} ORDER BY seq{direction}"
+            " LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
 
     def deadlines(self) -> list[tuple[str, float]]:
-        return self.query("SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING'"
-                          " AND deadline IS NOT NULL")  # type: ignore[return-value]
+        return self.query(
+            "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"
+        )  # type: ignore[return-value]
 
     def deadline(self, workflow_id: str) -> float | None:
-        rows = self.query("SELECT deadline FROM workflows WHERE workflow_id = %s AND status = 'PENDING'"
-                          " AND deadline IS NOT NULL", (workflow_id,))
+        rows = self.query(
+            "SELECT deadline FROM workflows WHERE workflow_id = %s AND status = 'PENDING' AND deadline IS NOT NULL",
+            (workflow_id,),
+        )
         return rows[0][0] if rows else None
 
     def executors(self) -> list[tuple[Any, ...]]:
         """As the SQLite store's: not stopped, lease not run out (LISTED: a margin)."""
-        return self.query(f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
-                          f" FROM executors WHERE stopped_at IS NULL AND lease_until >= {NOW} - %s", (LISTED,))
+        return self.query(
+            f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
+            f" FROM executors WHERE stopped_at IS NULL AND lease_until >= {NOW} - %s",
+            (LISTED,),
+        )
 
     def others_live(self, executor_id: str | None) -> bool:
         """Whether another executor is live (a live lease on the server's
         clock; on this host a live process)."""
-        rows = self.query("SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id"
-                          f" IS DISTINCT FROM %s AND stopped_at IS NULL AND lease_until >= {NOW}", (executor_id,))
+        rows = self.query(
+            "SELECT executor_id, host, pid, pid_started FROM executors WHERE executor_id"
+            f" IS DISTINCT FROM %s AND stopped_at IS NULL AND lease_until >= {NOW}",
+            (executor_id,),
+        )
         dead = set(dead_here(rows, executor_id or ""))
         return any(row[0] not in dead for row in rows)
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
-        return self.query("SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(%s)",
-                          (list(ids),))  # type: ignore[return-value]
+        return self.query("SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(%s)", (list(ids),))  # type: ignore[return-value]
 
     def last_notice(self) -> int:
         return int(self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
@@ -1162,8 +1318,9 @@ class PgStore:
             self._notified += 1
 
     def notices_since(self, last: int) -> list[tuple[Any, ...]]:
-        return self.query("SELECT id, kind, workflow_id, detail FROM notices WHERE id > %s ORDER BY id LIMIT 10000",
-                          (last,))
+        return self.query(
+            "SELECT id, kind, workflow_id, detail FROM notices WHERE id > %s ORDER BY id LIMIT 10000", (last,)
+        )
 
 
 class _BatchLost(Exception):
@@ -1178,8 +1335,16 @@ def _cancel_query(conn: psycopg.Connection[Any]) -> None:
 
 
 def _fatal(exc: BaseException) -> bool:
-    return isinstance(exc, (psycopg.errors.DiskFull, psycopg.errors.IoError, psycopg.errors.DataCorrupted,
-                            psycopg.errors.IndexCorrupted, psycopg.errors.InternalError_))
+    return isinstance(
+        exc,
+        (
+            psycopg.errors.DiskFull,
+            psycopg.errors.IoError,
+            psycopg.errors.DataCorrupted,
+            psycopg.errors.IndexCorrupted,
+            psycopg.errors.InternalError_,
+        ),
+    )
 
 
 def _plain(rec: Any) -> bool:

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import psycopg
 from psycopg import errors as pge
@@ -34,7 +35,9 @@ from ._sandbox import STATEMENT
 
 _DENIED = re.compile(
     r"^\s*(begin|start\s+transaction|commit|end|rollback|abort|savepoint|release|prepare|deallocate|"
-    r"set|reset|listen|unlisten|notify|discard|do|call|copy|vacuum|lock|load)\b", re.IGNORECASE)
+    r"set|reset|listen|unlisten|notify|discard|do|call|copy|vacuum|lock|load)\b",
+    re.IGNORECASE,
+)
 
 
 _QUOTED_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
@@ -54,11 +57,33 @@ class PgTx:
     """SQL access for a ``@engine.transaction`` step on PostgreSQL (see the
     module docstring); the same methods as the SQLite ``Tx``."""
 
-    __slots__ = ("_conn", "_open", "lost", "breach", "expired", "_why", "_deadline", "_schema_ref", "_rowcount",
-                 "failed", "_path", "_role", "_login")
+    __slots__ = (
+        "_conn",
+        "_open",
+        "lost",
+        "breach",
+        "expired",
+        "_why",
+        "_deadline",
+        "_schema_ref",
+        "_rowcount",
+        "failed",
+        "_path",
+        "_role",
+        "_login",
+    )
 
-    def __init__(self, conn: psycopg.Connection, schema: str, deadline: float,
-                 why: Callable[[], errors.TransactionTimeoutError], *, path: str, role: str, login: str) -> None:
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        schema: str,
+        deadline: float,
+        why: Callable[[], errors.TransactionTimeoutError],
+        *,
+        path: str,
+        role: str,
+        login: str,
+    ) -> None:
         self._conn = conn
         self._open = True
         self._path = path
@@ -88,7 +113,8 @@ class PgTx:
             raise errors.UsageError(
                 "a transaction step may run one statement at a time, and no transaction control, SET/RESET, "
                 "PREPARE/DEALLOCATE, DO/CALL/COPY/LOCK/LISTEN, or any statement naming durably's schema "
-                f"(refused: {sql[:80]!r})")
+                f"(refused: {sql[:80]!r})"
+            )
 
     def _run(self, sql: str, call: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
         self._check(sql)
@@ -103,7 +129,8 @@ class PgTx:
                     # an earlier statement switched role (set_config('role', ...)): not one more statement
                     self.breach = errors.UsageError(
                         f"a transaction step runs as role {self._role!r} and may not change it (now {current!r}, "
-                        f"session {session!r}): its SQL was rolled back")
+                        f"session {session!r}): its SQL was rolled back"
+                    )
                     raise self.breach
                 out = call(cur)
                 self._rowcount = cur.rowcount
@@ -118,7 +145,8 @@ class PgTx:
         except pge.InsufficientPrivilege as exc:
             err: errors.DurablyError = errors.UsageError(
                 f"a transaction step's SQL runs as role {self._role!r}, which has no rights on durably's schema and "
-                f"only those granted to it elsewhere: {exc} (database {self._path!r})")
+                f"only those granted to it elsewhere: {exc} (database {self._path!r})"
+            )
             err.__cause__ = exc
             if self.failed is None:
                 self.failed = err
@@ -131,9 +159,11 @@ class PgTx:
 
     def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """Run one statement; return all its result rows."""
+
         def run(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
             cur.execute(portable(sql, params), params)
             return [tuple(r) for r in cur.fetchall()] if cur.description is not None else []
+
         return self._run(sql, run)  # type: ignore[no-any-return]
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
