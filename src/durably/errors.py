@@ -242,7 +242,7 @@ class StepFailedError(DurablyError):
 class StorageError(DurablyError):
     """The database or the disk under it failed."""
 
-    _fields = ("path",)
+    _fields: tuple[str, ...] = ("path",)
 
 
 class SchemaVersionError(StorageError):
