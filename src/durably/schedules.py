@@ -255,7 +255,7 @@ class ScheduleRunner(BackgroundLoop):
             if not self.journal.running or isinstance(exc, errors.NotOpenError):
                 raise  # the writer stopped, the engine closes: the runner stops (BackgroundLoop)
             failures = self._failures[name] = self._failures.get(name, 0) + 1
-            retry = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+            retry: float = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
             log.error(
                 "durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
                 "the other schedules are not held back",

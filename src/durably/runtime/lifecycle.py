@@ -154,7 +154,8 @@ class Lifecycle:
                 # reaction would be journaled, the replay would differ.
                 if ctx.interrupt is None:
                     stop(ctx, EngineShutdown())
-                raise ctx.interrupt  # type: ignore[misc]  # set just above, or by another thread's stop
+                interrupt = ctx.interrupt  # set just above, or by another thread's stop
+                raise interrupt if interrupt is not None else EngineShutdown()
             raise errors.NotOpenError("the engine is not open; use `with engine:` or engine.open()")
         failure = self.journal.failure
         if failure is not None:

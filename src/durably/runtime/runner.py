@@ -350,8 +350,8 @@ class Runner:
             if done is None:
                 done = self.completions[wid] = _Completion()
             done.users += 1
-            if fut is not None:
-                done.futures.append((loop, fut))  # type: ignore[arg-type]
+            if loop is not None and fut is not None:
+                done.futures.append((loop, fut))
             return done, fut, wid in self.active
 
     def release(self, wid: str, done: _Completion, fut: asyncio.Future[None] | None = None) -> None:
