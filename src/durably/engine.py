@@ -151,8 +151,10 @@ class Engine:
         if clock is not None and not isinstance(clock, Clock):
             raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
         # An engine closes the clock it made (its timer thread), never a given one.
-        own_clock = None if clock is not None else SystemClock()
-        self._clock: Clock = clock or cast(Clock, own_clock)
+        own_clock: SystemClock | None = None
+        if clock is None:
+            clock = own_clock = SystemClock()
+        self._clock = clock
         self._build(workers, identity, store, lease, poll, own_clock)
 
     def _build(
