@@ -1,9 +1,10 @@
 """Several processes on one file: the lease keeper and the watcher.
 
-The ``Coordinator`` (built at each open, runtime/lifecycle.py) registers this executor at open
-(``Store.open`` writes its row with the open mark) and releases it at a
-clean close, claims and runs what an executor that is gone left (at open:
-the recovery), and abandons what the writer finds taken over (fencing).
+The ``Coordinator`` (built at each open, runtime/lifecycle.py) registers
+this executor at open (``Store.open`` writes its row with the open mark)
+and releases it at a clean close, claims and runs what an executor that
+is gone left (at open: the recovery), and abandons what the writer finds
+taken over (fencing).
 While the engine is open it runs one thread (``durably-coord``):
 
 * every ``lease / 4`` seconds it renews this executor's lease (on the
