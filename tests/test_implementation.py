@@ -73,13 +73,17 @@ def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
     or silently did not depending on their order (queue dispatch stopped when
     two were swapped). Now the Engine holds its parts and inherits from
     none; no part inherits from another (each method has one owner, reached
-    through a typed reference); every public method is the Engine's own."""
+    through a typed reference); every public method is the Engine's own.
+    The lease keeper is built at each open, with that open's journal."""
     import durably
     from durably.queues import QueueManager
     from durably.runtime.coordination import Coordinator
     from durably.runtime.deadlines import Deadlines
+    from durably.runtime.lifecycle import Lifecycle
+    from durably.runtime.management import Management
     from durably.runtime.messaging import Messaging
     from durably.runtime.runner import Runner
+    from durably.runtime.starts import Starter
     from durably.runtime.toolkit import Toolkit
     from durably.schedules import ScheduleManager
 
@@ -91,14 +95,31 @@ def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
         "_messaging": Messaging,
         "_queues": QueueManager,
         "_schedules": ScheduleManager,
-        "_lease_keeper": Coordinator,
+        "_starts": Starter,
+        "_manage": Management,
+        "_life": Lifecycle,
     }
-    for cls in parts.values():
+    for cls in (*parts.values(), Coordinator):
         assert cls.__mro__ == (cls, object), f"{cls.__name__} inherits {cls.__mro__[1:-1]}"
     engine = durably.Engine(":memory:")
     assert {attr: type(getattr(engine, attr)) for attr in parts} == parts
+    assert engine._lease_keeper is None
+    with engine:
+        assert type(engine._lease_keeper) is Coordinator
     public = [n for n in dir(durably.Engine) if not n.startswith("_")]
     assert [n for n in public if n not in vars(durably.Engine)] == []
+
+
+def test_no_part_imports_the_engine() -> None:
+    """The parts are given what they use, never the Engine: no module but
+    the package's ``__init__`` imports ``durably.engine``, not even for
+    type checking (it made an import cycle of 5 modules)."""
+    importers = [
+        str(path.relative_to(SRC))
+        for path in sorted(SRC.rglob("*.py"))
+        if path.name not in ("engine.py", "__init__.py") and re.search(r"from \.+engine import", path.read_text())
+    ]
+    assert importers == []
 
 
 def test_nothing_outside_the_engine_reaches_into_its_private_attributes() -> None:

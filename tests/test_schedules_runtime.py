@@ -453,7 +453,7 @@ def test_a_schedule_whose_workflow_fails_to_start_holds_no_other_back(make_engin
     time. On 785dce3 the whole round failed, so "five" never fired."""
     clock, fired = durably.VirtualClock(T0), []
     engine = _engine(make_engine, clock, fired)
-    real_start = engine.start
+    real_start = engine._schedules.start_workflow  # how the schedules start their workflows
     broken = [True]
 
     def start(workflow, *args, **kwargs):
@@ -461,7 +461,7 @@ def test_a_schedule_whose_workflow_fails_to_start_holds_no_other_back(make_engin
             raise RuntimeError("cannot start this one")
         return real_start(workflow, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "start", start)
+    monkeypatch.setattr(engine._schedules, "start_workflow", start)
     with engine:
         engine.schedule("a-broken", "*/5 * * * *", "tick")
         engine.schedule("five", "*/5 * * * *", "tick")

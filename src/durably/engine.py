@@ -2,52 +2,52 @@
 client API to start, wait for, inspect, cancel and resume workflows.
 
 No global state: everything hangs off an explicit ``Engine`` instance, so
-tests can open as many ``Engine(":memory:")`` as they like.
+tests can open as many ``Engine(":memory:")`` as they like. This module is
+the table of contents of the API: each public method delegates to the part
+that does the work (runtime/lifecycle.py opens and closes, runtime/starts.py
+starts, runtime/management.py inspects and changes, runtime/toolkit.py and
+runtime/messaging.py are the durable calls of workflow code, queues.py and
+schedules.py the queues and cron schedules).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import logging
 import os
 import random as _random
-import socket
-import threading
 import uuid as _uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from . import _crash, _registry, errors
-from . import _records as R
-from ._ids import new_id
-from ._names import check_name, check_workflow_id
+from . import _registry, errors
+from ._names import check_name
 from .clock import Clock, SystemClock
-from .codec import encode_error, get_codec
+from .codec import get_codec
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
-from .journal import Journal, Record
+from .journal import Journal
 from .queues import Queue, QueueManager
-from .runtime.context import EngineShutdown, current, in_step, stop, workflow_context
+from .runtime.context import current, in_step
 from .runtime.coordination import POLL, Coordinator, RecoveryReport
 from .runtime.deadlines import Deadlines
+from .runtime.identity import Identity
+from .runtime.lifecycle import CLOSE_GRACE, Lifecycle
+from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.runner import Runner
+from .runtime.starts import Starter
 from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
-from .runtime.toolkit import Toolkit, seconds_arg
+from .runtime.toolkit import Toolkit
 from .runtime.waits import Waits
-from .runtime.workflows import WorkflowSpec, run_sync
+from .runtime.workflows import WorkflowSpec
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .store import _executors, make_store
-from .store._connection import is_memory
-from .store._store import STATUSES
+from .store.contract import StoreContract
 
-log = logging.getLogger("durably")
 F = TypeVar("F", bound=Callable[..., Any])
 
+__all__ = ["Engine", "RecoveryReport", "CLOSE_GRACE", "MAX_RECOVERY_ATTEMPTS"]
 
-# Seconds close() waits, by default, for running step bodies to finish.
-CLOSE_GRACE = 30.0
 # Opens that may find a workflow running and run it again (per workflow).
 MAX_RECOVERY_ATTEMPTS = 100
 
@@ -58,28 +58,6 @@ def _positive(value: Any, what: str) -> float:
     return float(value)
 
 
-_INT64_MAX = 2**63 - 1
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "..."
-
-
-def _unix_time(what: str, value: Any) -> float | None:
-    """A time bound of a listing, as a float (an int too large for the
-    stores' integers is one too); None stays None. NaN is refused."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    except OverflowError:  # an int past float's range
-        seconds = None
-    if seconds is None or seconds != seconds:
-        raise errors.UsageError(f"{what} must be a unix time in seconds, not {_short(value)}")
-    return seconds
-
-
 def _not_a_step_yet(fn: Callable[..., Any]) -> None:
     """``@step`` over ``@transaction`` (or the reverse, or twice) would journal
     one call as two steps: refused."""
@@ -88,27 +66,6 @@ def _not_a_step_yet(fn: Callable[..., Any]) -> None:
         raise errors.UsageError(
             f"{inner.name!r} is already a durably step or transaction step; decorate the plain function once"
         )
-
-
-def _by_name(*args: Any, **kwargs: Any) -> Any:
-    """The stand-in function of a workflow a client starts by name."""
-    raise errors.UsageError("a client engine does not run workflows")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-def _settle_future(fut: asyncio.Future[Any], value: Any) -> None:
-    if fut.done():
-        return
-    if isinstance(value, BaseException):
-        fut.set_exception(value)
-    else:
-        fut.set_result(value)
 
 
 class Engine:
@@ -175,64 +132,104 @@ class Engine:
         if workers < 1:
             raise errors.UsageError(f"workers must be >= 1, not {workers}")
         self.path = path
-        self._store = make_store(path, synchronous, vfs, check, schema)
-        self._store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
-        # This engine, as recorded on the workflows it runs (introspection).
-        self.client = bool(client)
-        self._new_executor_id()
-        self.app_version = check_name(
+        # The one place the store enters the runtime: typed as the contract
+        # from here on (store/contract.py), whichever backend it is.
+        store = self._store = cast(StoreContract, make_store(path, synchronous, vfs, check, schema))
+        store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
+        version = check_name(
             app_version if app_version is not None else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version"
         )
-        self._store.app_version = self.app_version
+        store.app_version = version
+        # This engine, as recorded on the workflows it runs (introspection).
+        identity = self._identity = Identity(version, bool(client))
+        identity.renew(store)
         lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
         self._codec = get_codec(codec)
         # Registered names and aliases (each its own namespace) -> spec.
         self._workflows: dict[str, WorkflowSpec] = {}
         self._steps: dict[str, StepSpec] = {}
-        self._close_lock = threading.Lock()
-        self._ever_opened = False
-        self._journal: Journal = None  # type: ignore[assignment]  # made at each open
-        self._open = False
-        self.recovery = RecoveryReport()
         if clock is not None and not isinstance(clock, Clock):
             raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
         # An engine closes the clock it made (its timer thread), never a given one.
-        self._own_clock = clock is None
-        self._clock: Clock = clock or SystemClock()
-        self._waits = Waits()
-        # The parts. Each holds typed references to what it uses (the store,
-        # the clock, another part, an engine method it is handed); none
-        # inherits another's behaviour, and the public methods below delegate.
-        self._deadlines = Deadlines(self._clock, self._cancel)
-        self._runner = Runner(
+        own_clock: SystemClock | None = None
+        if clock is None:
+            clock = own_clock = SystemClock()
+        self._clock = clock
+        self._build(workers, identity, store, lease, poll, own_clock)
+
+    def _build(
+        self, workers: int, identity: Identity, store: StoreContract, lease: float, poll: float, own: SystemClock | None
+    ) -> None:
+        """The parts. Each is given what it uses (the store as its contract,
+        the clock, the identity, another part or one of its methods), never
+        the engine; the public methods below delegate to them. Until the
+        first open they hold a journal never started (its submit raises
+        NotOpenError); each open starts a writer of its own and hands it to
+        them (runtime/lifecycle.py)."""
+        codec, clock, workflows = self._codec, self._clock, self._workflows
+        journal = Journal(store.flush)
+        waits = self._waits = Waits()
+        deadlines = self._deadlines = Deadlines(clock, lambda wid, why: manage.cancel(wid, why))
+        runner = self._runner = Runner(
             workers,
-            self._store,
-            self._workflows,
-            self._codec,
-            self._clock,
-            self._deadlines,
-            self._kick_queues,
-            self._check_open,
+            store,
+            workflows,
+            codec,
+            clock,
+            deadlines,
+            lambda: queues.kick(),
+            lambda: life.check_open(),
+            journal,
         )
-        self._toolkit = Toolkit(self._store, self._codec, self._clock, self._waits, self._check_open)
-        self._messaging = Messaging(self._toolkit)
-        self._queues = QueueManager(
-            self, self._store, self._clock, self._codec, self._runner, self._deadlines, self._start_args
+        kit = self._toolkit = Toolkit(store, codec, clock, waits, runner.check_open, journal)
+        self._messaging = Messaging(kit)
+        starts = self._starts = Starter(
+            identity, store, codec, clock, workflows, runner, deadlines, kit, runner.check_open
+        )
+        queues = self._queues = QueueManager(
+            identity,
+            store,
+            clock,
+            codec,
+            runner,
+            deadlines,
+            starts.vet,
+            lambda: life.is_open and not runner.closing,
+            journal,
         )
         self._schedules = ScheduleManager(
-            self, self._store, self._clock, self._workflows, self._spec, self._check_open, self._opened
+            store, clock, workflows, starts.spec, starts.start, runner.check_open, lambda: life.is_open, journal
         )
-        self._lease_keeper = Coordinator(self, self._store, self._runner, self._waits, self._queues.kick, lease, poll)
+        manage = self._manage = Management(
+            identity, store, codec, workflows, runner, deadlines, starts.spec, queues.kick
+        )
+        life = self._life = Lifecycle(
+            identity, store, codec.name, own, runner, kit, queues, self._schedules, deadlines, waits, lease, poll
+        )
 
-    def _new_executor_id(self) -> None:
-        # This process, as recorded on the workflows it runs. Made again at an
-        # open in another process than the one that built the engine (an app
-        # module imported before gunicorn forks its workers), so two workers
-        # never share one executor id.
-        self._pid = os.getpid()
-        self.executor_id = f"{socket.gethostname()}:{self._pid}:{new_id()[-8:]}"
-        self._store.executor = self.executor_id
-        self._store.start_owner = None if self.client else self.executor_id
+    # -- who this engine is ---------------------------------------------------------------
+
+    @property
+    def executor_id(self) -> str:
+        """This process's executor, as recorded on the workflows it runs (a
+        new one at each open after the first)."""
+        return self._identity.executor_id
+
+    @property
+    def app_version(self) -> str:
+        """This application's release: an executor only takes over workflows
+        started by the same version."""
+        return self._identity.app_version
+
+    @property
+    def client(self) -> bool:
+        """Whether this engine only starts, sends and reads (never runs a workflow)."""
+        return self._identity.client
+
+    @property
+    def recovery(self) -> RecoveryReport:
+        """What the last ``open()`` found pending and did with it."""
+        return self._life.recovery
 
     # -- registration ---------------------------------------------------------
 
@@ -408,37 +405,11 @@ class Engine:
         ctx = current.get()
         return None if ctx is None else ctx.workflow_id
 
-    # -- lifecycle --------------------------------------------------------------
+    # -- lifecycle (runtime/lifecycle.py) --------------------------------------------
 
     def open(self) -> Engine:
         """Open the database, start the writer and workers, recover pending workflows."""
-        if self._open:
-            raise errors.UsageError("engine is already open")
-        if self._ever_opened or os.getpid() != self._pid:
-            self._new_executor_id()  # each open is a new executor (its row is a new registration)
-        self._ever_opened = True
-        keeper = self._lease_keeper
-        self._store.registration = None if is_memory(self._store.path) else keeper.registration()
-        self._store.open(self._codec.name)
-        journal = self._journal = Journal(self._store.flush)
-        journal.start()
-        for part in (self._runner, self._toolkit, self._queues, self._schedules, keeper):
-            part.journal = journal
-        self._runner.start_pool()
-        self._runner.closing = False
-        self._open = True
-        try:
-            keeper.register()
-            self.recovery = keeper.recover()
-            for wid, deadline in self._store.deadlines():
-                self._deadlines.arm(wid, deadline)
-            if not self.client:
-                self._queues.start()
-                self._schedules.start()
-            keeper.start(self._store.last_notice())
-        except BaseException:
-            self.close()
-            raise
+        self._life.open()
         return self
 
     def close(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
@@ -455,89 +426,17 @@ class Engine:
         engine (blocking that loop, it could not wait for them: use
         ``await engine.close_async()`` or ``async with engine:`` there).
         """
-        timeout = self._close_args(timeout)
-        if not self._open:
-            return []
-        here = _running_loop()
-        if here is not None:
-            running = self._runner.running_on(here)
-            if running:
-                raise errors.UsageError(
-                    f"engine.close() was called on the event loop that runs {len(running)} async workflow(s) "
-                    f"of this engine ({', '.join(running[:3])}{', ...' if len(running) > 3 else ''}); blocking "
-                    "that loop it could not wait for their step bodies, which would run again at the next "
-                    "open. Use `await engine.close_async()` (or `async with engine:`) on this loop; the "
-                    "engine is still open"
-                )
-        return self._close(timeout)
+        return self._life.close(timeout)
 
     async def close_async(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
         """``close()`` for asyncio code (a web app's lifespan, ``async with
         engine:``): the same steps, waiting without blocking the calling
         loop, so the workflows running on it finish their step bodies and
         record them as workflows in threads do. Returns the ids left behind."""
-        timeout = self._close_args(timeout)
-        if not self._open:
-            return []
-        # The blocking part runs in a thread of its own while this loop keeps
-        # running the workflows it waits for (a thread not on any loop waits
-        # for every workflow, see Runner.stop_all).
-        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-
-        def closer() -> None:
-            try:
-                left: list[str] | BaseException = self._close(timeout)
-            except BaseException as exc:  # handed to the awaiting caller
-                left = exc
-            try:
-                done.get_loop().call_soon_threadsafe(_settle_future, done, left)
-            except RuntimeError:
-                pass  # the caller's loop is gone: nobody waits for the answer
-
-        threading.Thread(target=closer, name="durably-close", daemon=True).start()
-        return await asyncio.shield(done)
-
-    def _close_args(self, timeout: float | None) -> float | None:
-        if current.get() is not None:
-            raise errors.UsageError(
-                "engine.close() was called inside a workflow or step; it waits for running workflows to "
-                "stop, so it would wait for itself. Close the engine from the code that opened it"
-            )
-        return None if timeout is None else seconds_arg(timeout, "close timeout")
-
-    def _close(self, timeout: float | None) -> list[str]:
-        with self._close_lock:  # close() and close_async() at once: one closes, the other finds it closed
-            if not self._open:
-                return []
-            return self._shut(timeout)
-
-    def _shut(self, timeout: float | None) -> list[str]:
-        runner = self._runner
-        runner.closing = True
-        with runner.lock:  # running workflows unwind from their next durable point on
-            for ctx in runner.active.values():
-                if ctx.interrupt is None:
-                    stop(ctx, EngineShutdown())
-        self._lease_keeper.stop()
-        self._store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
-        self._deadlines.disarm_all()
-        self._queues.stop()
-        self._schedules.stop()
-        self._waits.fire_all()
-        left = runner.stop_all(EngineShutdown(), timeout)
-        self._waits.fire_all()
-        if self._own_clock:
-            self._clock.close()  # type: ignore[attr-defined]
-        self._lease_keeper.unregister(release=not left)  # released: others may take its pending workflows
-        self._store.stop_waiting()
-        self._journal.stop()
-        self._store.close()
-        runner.interrupted.clear()
-        self._open = False
-        return left
+        return await self._life.close_async(timeout)
 
     def __repr__(self) -> str:
-        state = "open" if self._open else "closed"
+        state = "open" if self._life.is_open else "closed"
         return f"<durably.Engine {self._store.path!r} {state}{' client' if self.client else ''}>"
 
     def __enter__(self) -> Engine:
@@ -554,35 +453,24 @@ class Engine:
 
     @property
     def is_open(self) -> bool:
-        return self._open and not self._runner.closing
+        return self._life.is_open and not self._runner.closing
 
     @property
     def _closing(self) -> bool:
         """``close()`` has begun (running workflows record nothing more)."""
         return self._runner.closing
 
-    def _opened(self) -> bool:
-        """``open()`` ran and ``close()`` has not ended (closing included)."""
-        return self._open
+    @property
+    def _journal(self) -> Journal:
+        """The current open's journal writer (tests and benchmarks read its counters)."""
+        return self._life.journal
 
-    def _check_open(self) -> None:
-        if not self._open or self._closing:
-            ctx = current.get()
-            if ctx is not None and ctx.runner is self._runner and self._closing:
-                # Inside a workflow of this closing engine: the whole workflow
-                # unwinds (a BaseException, and every later durable call in any
-                # of its tasks raises it too). A NotOpenError here would be an
-                # ordinary outcome its code could react to, live only: the
-                # reaction would be journaled, the replay would differ.
-                if ctx.interrupt is None:
-                    stop(ctx, EngineShutdown())
-                raise ctx.interrupt  # type: ignore[misc]
-            raise errors.NotOpenError("the engine is not open; use `with engine:` or engine.open()")
-        failure = self._journal.failure
-        if failure is not None:
-            raise failure
+    @property
+    def _lease_keeper(self) -> Coordinator | None:
+        """The current open's lease keeper (None while closed)."""
+        return self._life.keeper
 
-    # -- starting -----------------------------------------------------------------
+    # -- starting (runtime/starts.py) ------------------------------------------------
 
     def start(
         self,
@@ -602,15 +490,7 @@ class Engine:
         across restarts, the workflow and its children are cancelled.
         Inside a workflow this starts a child with id ``<parent>/<position>``.
         """
-        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id, timeout)
-        if rec is not None:
-            if _crash.ARMED:
-                _crash.hit("workflow.before_start_record")
-            existing = self._journal.submit(rec)
-            if _crash.ARMED:
-                _crash.hit("workflow.after_start_record")
-            self._started(spec, wid, rec, existing, loop=None)
-        return WorkflowHandle(self, wid)
+        return self._starts.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
     async def start_async(
         self,
@@ -621,20 +501,7 @@ class Engine:
         **kwargs: Any,
     ) -> WorkflowHandle:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
-        ctx = workflow_context()
-        key = ctx.peek_key() if ctx is not None and ctx.is_async else None
-        spec, wid, rec = self._prepare_start(workflow, args, kwargs, workflow_id, timeout)
-        if rec is not None:
-            if _crash.ARMED:
-                _crash.hit("workflow.before_start_record")
-            existing = await self._journal.submit_async(rec)
-            if _crash.ARMED:
-                _crash.hit("workflow.after_start_record")
-            self._started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
-        if key is not None:
-            if not ctx.deliver_now():  # type: ignore[union-attr]
-                await ctx.turn(key)
-        return WorkflowHandle(self, wid)
+        return await self._starts.start_async(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
     def run(
         self,
@@ -648,122 +515,16 @@ class Engine:
         a durable deadline after which it is cancelled)."""
         return self.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
 
-    def _spec(self, workflow: Callable[..., Any] | str | WorkflowSpec) -> WorkflowSpec:
-        if isinstance(workflow, WorkflowSpec):
-            spec: WorkflowSpec | None = workflow
-        elif isinstance(workflow, str):
-            spec = self._workflows.get(workflow)
-        else:
-            spec = getattr(workflow, "__durably_workflow__", None)
-            if spec is None:  # the undecorated function
-                spec = next((s for s in self._workflows.values() if s.fn is workflow), None)
-        if spec is None and self.client and isinstance(workflow, str):
-            # A client starts by name, without the code: inputs are encoded
-            # as given, the result read back untyped; an executor runs it.
-            spec = WorkflowSpec(_by_name, check_name(workflow, "workflow name"), self._codec)
-            return spec
-        if spec is None or self._workflows.get(spec.name) is not spec:
-            raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
-        return spec
-
-    def _start_args(
-        self,
-        workflow: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        workflow_id: str | None,
-        timeout: float | None,
-    ) -> tuple[WorkflowSpec, Any, float | None]:
-        """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
-        ctx = workflow_context()
-        self._toolkit.mine(ctx, "start")
-        self._check_open()
-        spec = self._spec(workflow)
-        if workflow_id is not None:
-            check_workflow_id(workflow_id)
-        timeout = seconds_arg(timeout, "workflow timeout", allow_none=True)
-        if timeout is not None:
-            deadline: float | None = self._clock.now() + timeout
-        elif ctx is not None:
-            # A child (started or enqueued) inherits its parent's absolute
-            # deadline, so a whole tree is bounded by the root's timeout even
-            # when the parent returns first (as DBOS does).
-            deadline = self._store.deadline(ctx.workflow_id)
-        else:
-            deadline = None
-        return spec, self._codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
-
-    def _prepare_start(
-        self,
-        workflow: Any,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        workflow_id: str | None,
-        timeout: float | None = None,
-    ) -> tuple[WorkflowSpec, str, Record | None]:
-        spec, inputs, deadline = self._start_args(workflow, args, kwargs, workflow_id, timeout)
-        ctx = workflow_context()
-        if ctx is None:
-            wid = workflow_id or new_id()
-            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline))
-        # A child: journaled at the parent's next position.
-        pos = ctx.take_position()
-        step_name = f"start:{spec.name}"
-        recorded = ctx.replayed(pos, step_name)
-        if recorded is not None:
-            return spec, self._codec.decoder(str)(recorded[0]), None
-        wid = workflow_id or ctx.child_id(pos)
-        parent_step = (ctx.workflow_id, ctx.row(pos), step_name, self._codec.encode(wid, "child id"))
-        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
-
-    def _started(
-        self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True
-    ) -> None:
-        if existing is not None:
-            name, _status = existing
-            if name != spec.name and self._workflows.get(name) is not spec:  # an alias is this workflow
-                raise errors.WorkflowConflictError(
-                    f"workflow id {wid!r} already belongs to workflow {name!r}, not {spec.name!r}",
-                    workflow_id=wid,
-                    existing_name=name,
-                    requested_name=spec.name,
-                )
-            return
-        if len(rec.params) > 5 and rec.params[5] is not None:
-            self._deadlines.arm(wid, rec.params[5])
-        if launch and not self.client:
-            self._runner.launch(spec, wid, rec.params[2], replay=False, loop=loop)
-
     def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A sync workflow called directly runs in the calling thread.
+        """A sync workflow called directly runs in the calling thread (a child:
+        in its parent's thread, so parents never starve the worker pool)."""
+        return self._starts.run_inline(spec, args, kwargs)
 
-        Inside a workflow that makes it a child run by its parent's thread,
-        so parents waiting on children can never starve the worker pool.
-        """
-        spec, wid, rec = self._prepare_start(spec, args, kwargs, None)
-        if rec is not None:
-            existing = self._journal.submit(rec)
-            self._started(spec, wid, rec, existing, loop=None, launch=False)
-            ctx = self._runner.register(spec, wid) if existing is None else None
-            if ctx is not None:
-                run_sync(ctx, spec, rec.params[2], False)
-        else:
-            # A replayed parent reaching a child it started before a crash: if
-            # the child is still pending and nobody runs it, run it here.
-            self._runner.steal(wid)
-            row = self._store.get_workflow(wid)
-            if row is not None and row[2] == "PENDING":
-                ctx = self._runner.register(spec, wid)
-                if ctx is not None:
-                    run_sync(ctx, spec, row[3], True)
-        return WorkflowHandle(self, wid).result()
-
-    # -- inspecting and managing ------------------------------------------------------
+    # -- inspecting and managing (runtime/management.py) ----------------------------
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle for an existing workflow (WorkflowNotFoundError if none)."""
-        self._runner.row(workflow_id)
-        return WorkflowHandle(self, workflow_id)
+        return self._manage.handle(workflow_id)
 
     def list_workflows(
         self,
@@ -786,25 +547,8 @@ class Engine:
         created_at < ``end_time``, unix seconds), queue and parent; at most
         ``limit`` (None: all) after skipping ``offset``. Each filter is
         served by an index."""
-        self._check_open()
-        if status is not None and str(status) not in STATUSES:
-            raise errors.UsageError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-        if name is not None and not isinstance(name, str):
-            name = self._spec(name).name
-        for what, value in (("id_prefix", id_prefix), ("queue", queue), ("parent_id", parent_id)):
-            if value is not None:
-                check_name(value, what)
-        for what, value in (("limit", limit), ("offset", offset)):
-            # Both stores take a signed 64-bit integer (SQLite's range).
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _INT64_MAX
-            ):
-                raise errors.UsageError(f"{what} must be an int from 0 to 2**63 - 1, not {_short(value)}")
-        start_time, end_time = (
-            _unix_time(what, value) for what, value in (("start_time", start_time), ("end_time", end_time))
-        )
-        rows = self._store.list_workflows(
-            None if status is None else str(status),
+        return self._manage.list_workflows(
+            status,
             name,
             limit,
             id_prefix=id_prefix,
@@ -813,15 +557,13 @@ class Engine:
             queue=queue,
             parent_id=parent_id,
             offset=offset,
-            newest_first=bool(newest_first),
+            newest_first=newest_first,
         )
-        return [WorkflowInfo.from_row(r, self._runner) for r in rows]
 
     def steps(self, workflow_id: str) -> list[StepInfo]:
         """The recorded steps of a workflow, in the order they were recorded
         (call order in sync workflows; values encoded)."""
-        self._runner.row(workflow_id)
-        return [StepInfo.from_row(r) for r in self._store.step_rows(workflow_id)]
+        return self._manage.steps(workflow_id)
 
     def cancel(self, workflow_id: str, *, children: bool = True) -> None:
         """Cancel a PENDING workflow and (unless ``children=False``) its
@@ -831,35 +573,7 @@ class Engine:
         durable point (a step boundary, a sleep, a recv). Finished workflows
         are left alone. A cancelled queued workflow frees its queue slot now.
         """
-        self._cancel(workflow_id, None, children)
-
-    def _cancel(self, workflow_id: str, reason: str | None, children: bool = True) -> None:
-        """``cancel``; ``reason`` (e.g. a deadline) is kept for the root's
-        WorkflowCancelledError."""
-        self._runner.row(workflow_id)
-        ids, frontier = [workflow_id], [workflow_id] if children else []
-        while frontier:
-            children = [c for wid in frontier for c in self._store.children(wid)]
-            ids.extend(children)
-            frontier = children
-        # Interrupt first: a completion racing with the cancel then never
-        # reports SUCCESS to waiters without re-reading the row.
-        runner = self._runner
-        with runner.lock:
-            for wid in ids:
-                ctx = runner.active.get(wid)
-                if ctx is not None:
-                    stop(ctx, errors.WorkflowCancelled(wid))
-                    self._store.interrupt_tx(wid)  # a transaction step running now ends at once
-        why = None if reason is None else encode_error(errors.WorkflowCancelledError(reason, workflow_id=workflow_id))
-        for wid in ids:
-            self._journal.submit(Record(R.WRITE, ("cancel", (why if wid == workflow_id else None, wid))))
-        for wid in ids:
-            self._deadlines.disarm(wid)
-            runner.notify(wid)
-        # A cancelled queue entry's slot is free once the cancel commits (the
-        # queue_entry_done trigger), not when its body returns.
-        self._queues.kick()
+        self._manage.cancel(workflow_id, None, children)
 
     def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle:
         """Start a new workflow from a recorded one: the same function and
@@ -869,63 +583,12 @@ class Engine:
         restarts it from the beginning. The original is untouched; returns
         the new workflow's handle (its id: ``new_workflow_id`` or a new one).
         Like DBOS ``fork_workflow``."""
-        row = self._runner.row(workflow_id)
-        if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
-            raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
-        spec = self._workflows.get(row[1])
-        if spec is None:
-            raise errors.UnknownWorkflowError(
-                f"workflow {workflow_id!r} runs {row[1]!r}, which is not registered with this engine",
-                workflow_id=workflow_id,
-                name=row[1],
-            )
-        new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
-        rec = Record(
-            R.OP,
-            (
-                None,
-                None,
-                "fork",
-                "fork",
-                (workflow_id, new, start_step, self.executor_id, lambda i: self._codec.encode(i, "workflow id")),
-            ),
-        )
-        self._journal.submit(rec)
-        self._runner.launch(spec, new, row[3], replay=True)
-        return WorkflowHandle(self, new)
+        return self._manage.fork(workflow_id, start_step, new_workflow_id)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run a CANCELLED, ERROR, parked, interrupted or
         MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
-        row = self._runner.row(workflow_id)
-        name, status, inputs = row[1], row[2], row[3]
-        handle = WorkflowHandle(self, workflow_id)
-        if status == "SUCCESS":
-            return handle
-        spec = self._workflows.get(name)
-        if spec is None:
-            raise errors.UnknownWorkflowError(
-                f"workflow {workflow_id!r} runs {name!r}, which is not registered with this engine",
-                workflow_id=workflow_id,
-                name=name,
-            )
-        self._journal.submit(Record(R.WRITE, ("resume", (self.executor_id, self.app_version, workflow_id))))
-        runner = self._runner
-        runner.interrupted.pop(workflow_id, None)
-        with runner.lock:
-            ctx = runner.active.get(workflow_id)
-            if ctx is not None:
-                # Still unwinding (e.g. a cancel not yet reached a step
-                # boundary): run it again as soon as that instance ends.
-                if isinstance(ctx.interrupt, errors.WorkflowCancelled):
-                    runner.relaunch.add(workflow_id)
-                return handle
-        runner.launch(spec, workflow_id, inputs, replay=True)
-        return handle
-
-    def _kick_queues(self) -> None:
-        """A workflow ended, or a queue entry came: a queue may have room."""
-        self._queues.kick()
+        return self._manage.resume(workflow_id)
 
     # -- messages and events (runtime/messaging.py) -----------------------------------
 
@@ -946,12 +609,12 @@ class Engine:
         The first send wins: a retry's message and topic are not compared.
         In workflow code it raises UsageError (sends there are exactly-once
         already)."""
-        return self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
+        self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
 
     async def send_async(
         self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
     ) -> None:
-        return await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
+        await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
 
     def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
         """Deliver every message of ``messages``, an iterable of
@@ -962,10 +625,10 @@ class Engine:
         workflow the batch is one journaled step (not sent again on replay).
         Every item is checked (names, encoding) before anything is written;
         an empty batch does nothing and records nothing."""
-        return self._toolkit.drive(self._messaging.send_many(messages), "send_many")
+        self._toolkit.drive(self._messaging.send_many(messages), "send_many")
 
     async def send_many_async(self, messages: Iterable[tuple[Any, ...]]) -> None:
-        return await self._toolkit.drive_async(self._messaging.send_many(messages))
+        await self._toolkit.drive_async(self._messaging.send_many(messages))
 
     def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
         """The next message sent to this workflow on ``topic`` (oldest first),
@@ -981,10 +644,10 @@ class Engine:
 
     def set_event(self, key: str, value: Any) -> None:
         """Publish ``value`` under ``key`` for this workflow (latest wins)."""
-        return self._toolkit.drive(self._messaging.set_event(key, value), "set_event")
+        self._toolkit.drive(self._messaging.set_event(key, value), "set_event")
 
     async def set_event_async(self, key: str, value: Any) -> None:
-        return await self._toolkit.drive_async(self._messaging.set_event(key, value))
+        await self._toolkit.drive_async(self._messaging.set_event(key, value))
 
     def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
         """The latest value workflow ``workflow_id`` published under ``key``,
@@ -1002,10 +665,14 @@ class Engine:
         (or does not exist yet). Does not wait. Inside a workflow the
         snapshot read is journaled: a replay returns the recorded one.
         ``type`` decodes every value into that type, as for ``recv``."""
-        return self._toolkit.drive(self._messaging.get_all_events(workflow_id, type), "get_all_events")
+        events: dict[str, Any] = self._toolkit.drive(
+            self._messaging.get_all_events(workflow_id, type), "get_all_events"
+        )
+        return events
 
     async def get_all_events_async(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
-        return await self._toolkit.drive_async(self._messaging.get_all_events(workflow_id, type))
+        events: dict[str, Any] = await self._toolkit.drive_async(self._messaging.get_all_events(workflow_id, type))
+        return events
 
     # -- durable time, values and patches (runtime/toolkit.py) ---------------------------
 
@@ -1013,10 +680,10 @@ class Engine:
         """Sleep durably: inside a workflow the wake-up time is recorded, so
         after a restart the workflow wakes at that time, not ``seconds`` after
         the restart. Cancelling the workflow interrupts the sleep."""
-        return self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
+        self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
 
     async def sleep_async(self, seconds: float) -> None:
-        return await self._toolkit.drive_async(self._toolkit.sleep(seconds))
+        await self._toolkit.drive_async(self._toolkit.sleep(seconds))
 
     def now(self) -> datetime:
         """The current time (UTC); inside a workflow, recorded and replayed."""
@@ -1029,17 +696,23 @@ class Engine:
 
     def random(self) -> float:
         """A float in [0, 1); inside a workflow, recorded and replayed."""
-        return self._toolkit.drive(self._toolkit.value("random", _random.random, float), "random")
+        value: float = self._toolkit.drive(self._toolkit.value("random", _random.random, float), "random")
+        return value
 
     async def random_async(self) -> float:
-        return await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float), "random")
+        value: float = await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float), "random")
+        return value
 
     def uuid4(self) -> str:
         """A random UUID string; inside a workflow, recorded and replayed."""
-        return self._toolkit.drive(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
+        value: str = self._toolkit.drive(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
+        return value
 
     async def uuid4_async(self) -> str:
-        return await self._toolkit.drive_async(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
+        value: str = await self._toolkit.drive_async(
+            self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4"
+        )
+        return value
 
     def patched(self, change: str) -> bool:
         """True if this run of the workflow takes the new code path of ``change``.
@@ -1115,7 +788,7 @@ class Engine:
         restarts too; a code declaration does not resume it). Durable before
         it returns; workflows it already started keep running. Pausing a
         paused schedule does nothing. ScheduleNotFoundError if none."""
-        return self._schedules.pause_schedule(name)
+        self._schedules.pause_schedule(name)
 
     def resume_schedule(self, name: str) -> None:
         """Resume a paused schedule. The slots that fell while it was paused
@@ -1123,14 +796,14 @@ class Engine:
         not decisions): the first slot after this call fires next. Use
         ``backfill_schedule`` to run skipped slots. Resuming a schedule that
         is not paused does nothing. ScheduleNotFoundError if none."""
-        return self._schedules.resume_schedule(name)
+        self._schedules.resume_schedule(name)
 
     def delete_schedule(self, name: str) -> None:
         """Delete the schedule ``name``: no further slot fires; the workflows it
         started are untouched. A schedule declared in code is created again
         (with fresh progress) the next time that code declares it.
         ScheduleNotFoundError if none."""
-        return self._schedules.delete_schedule(name)
+        self._schedules.delete_schedule(name)
 
     def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
         """Run the schedule's workflow now, once, outside its slot sequence:

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _records as R
 from . import errors
@@ -15,8 +15,14 @@ from .journal import Record
 from .runtime.context import workflow_context
 
 if TYPE_CHECKING:
-    from .engine import Engine
     from .runtime.runner import Runner
+
+
+class _HasRunner(Protocol):
+    """An engine, as a handle sees it: where its workflows run."""
+
+    @property
+    def _runner(self) -> Runner: ...
 
 
 class Status(str, enum.Enum):
@@ -120,9 +126,17 @@ class WorkflowHandle:
 
     __slots__ = ("_runner", "workflow_id")
 
-    def __init__(self, engine: Engine, workflow_id: str) -> None:
+    def __init__(self, engine: _HasRunner, workflow_id: str) -> None:
         self._runner = engine._runner  # rows, and who waits for which workflow
         self.workflow_id = workflow_id
+
+    @classmethod
+    def of(cls, runner: Runner, workflow_id: str) -> WorkflowHandle:
+        """The handle of ``workflow_id`` on the engine whose runner is ``runner``."""
+        handle = cls.__new__(cls)
+        handle._runner = runner
+        handle.workflow_id = workflow_id
+        return handle
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"

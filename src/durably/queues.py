@@ -39,12 +39,12 @@ from .runtime.waits import BackgroundLoop
 if TYPE_CHECKING:
     from .clock import Clock
     from .codec import Codec
-    from .engine import Engine
     from .journal import Journal
     from .runtime.deadlines import Deadlines
+    from .runtime.identity import Identity
     from .runtime.runner import Runner
     from .runtime.workflows import WorkflowSpec
-    from .store import Store
+    from .store.contract import StoreContract
 
     # Vets a start or an enqueue: (spec, encoded inputs, deadline or None).
     Vet = Callable[
@@ -101,15 +101,15 @@ class Queue:
         dedup_key: str | None,
         delay: float,
         timeout: float | None,
-    ) -> tuple[Record, Any]:
+    ) -> tuple[Record | None, Any]:
         queues = self._manager
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise errors.UsageError(f"priority must be an int (lower runs first), not {priority!r}")
         if dedup_key is not None:
             check_name(dedup_key, "dedup_key")
-        delay = seconds_arg(delay, "enqueue delay")
+        wait = seconds_arg(delay, "enqueue delay")
         spec, inputs, deadline = queues.vet(workflow, args, kwargs, workflow_id, timeout)
-        not_before = queues.clock.now() + delay
+        not_before = queues.clock.now() + (wait or 0.0)
         ctx = workflow_context()
         pos = name = None
         if ctx is None:
@@ -120,7 +120,7 @@ class Queue:
             name = f"enqueue:{spec.name}"
             recorded = ctx.replayed(pos, name)
             if recorded is not None:
-                return None, queues.codec.decoder(str)(recorded[0])  # type: ignore[return-value]
+                return None, queues.codec.decoder(str)(recorded[0])
             wid = workflow_id or ctx.child_id(pos)
             parent = ctx.workflow_id
         args_ = (
@@ -140,7 +140,7 @@ class Queue:
     def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle:
         queues = self._manager
         if rec is None:
-            return WorkflowHandle(queues.engine, replayed)
+            return WorkflowHandle.of(queues.runner, replayed)
         output, error = rec.result
         if error is not None:
             from .codec import decode_error
@@ -152,7 +152,7 @@ class Queue:
             if deadline is not None:
                 queues.deadlines.arm(wid, deadline)
         queues.kick()
-        return WorkflowHandle(queues.engine, wid)
+        return WorkflowHandle.of(queues.runner, wid)
 
     def enqueue(
         self,
@@ -196,8 +196,8 @@ class Queue:
             await self._manager.journal.submit_async(rec)
             if rec.error is not None:
                 raise rec.error
-        if key is not None:
-            if not ctx.deliver_now():  # type: ignore[union-attr]
+        if ctx is not None and key is not None:
+            if not ctx.deliver_now():
                 await ctx.turn(key)
         return self._done(rec, replayed)
 
@@ -207,8 +207,8 @@ class Dispatcher(BackgroundLoop):
 
     thread_name = "durably-queues"
 
-    def __init__(self, queues: QueueManager) -> None:
-        super().__init__(queues.clock, queues.journal)
+    def __init__(self, queues: QueueManager, journal: Journal) -> None:
+        super().__init__(queues.clock, journal)
         self.queues = queues
 
     def run_round(self) -> float | None:
@@ -226,7 +226,7 @@ class Dispatcher(BackgroundLoop):
         queue's running count and rate window are read in the same write
         transaction that marks the entries started, so limits hold across
         every process serving the queue."""
-        queues, engine, journal, clock = self.queues, self.queues.engine, self.journal, self.queues.clock
+        queues, identity, journal, clock = self.queues, self.queues.identity, self.journal, self.queues.clock
         # Real time: the store reads its own clock when the claim runs (a
         # time read here may be stale by then: the writer may be busy).
         now = None if isinstance(clock, SystemClock) else clock.now()
@@ -237,15 +237,24 @@ class Dispatcher(BackgroundLoop):
                 None,
                 "claim_queue",
                 "claim_queue",
-                (engine.executor_id, engine.app_version, queue.name, queue.concurrency, queue.rate_limit, now, _BATCH),
+                (
+                    identity.executor_id,
+                    identity.app_version,
+                    queue.name,
+                    queue.concurrency,
+                    queue.rate_limit,
+                    now,
+                    _BATCH,
+                ),
             ),
         )
         journal.submit(rec)
         if rec.error is not None:
             raise rec.error
         claimed, wake, used = rec.result[0]
+        wake_at: float | None = wake
         if now is None and wake is not None:
-            wake = clock.now() + (wake - used)  # from the store's clock to this host's
+            wake_at = clock.now() + (wake - used)  # from the store's clock to this host's
         runner, store = queues.runner, queues.store
         for wid, name, inputs, _attempts, epoch, _before in claimed:
             spec = runner.workflows.get(name)
@@ -253,37 +262,53 @@ class Dispatcher(BackgroundLoop):
                 log.warning(
                     "durably: queued workflow %s runs %r, which is not registered here; it is released", wid, name
                 )
-                journal.submit(Record(R.WRITE, ("release", (wid, engine.executor_id))))
+                journal.submit(Record(R.WRITE, ("release", (wid, identity.executor_id))))
                 continue
             if not store.still_owns(wid, epoch):
                 continue  # lost again since the claim: its new owner runs it
             store.own(wid, epoch)
             runner.launch(spec, wid, inputs, replay=True)
-        return wake
+        return wake_at
 
 
 class QueueManager:
-    """Declaring queues and running their dispatcher (a part of ``Engine``).
+    """Declaring queues and running their dispatcher (a part of ``Engine``;
+    it outlives an open, as the ``Queue`` objects it hands out do).
 
-    ``engine`` is read for its public attributes only (``executor_id``,
-    ``app_version``, ``is_open``) and handed to the handles it returns;
-    ``vet`` is the engine's check of a start's arguments; ``journal`` is set
-    at each open.
+    ``identity`` says who dispatches (executor id, app version); handles
+    read through ``runner``; ``vet`` checks a start's arguments (the
+    starter's); ``is_open`` tells whether the engine is open and not
+    closing. ``journal`` is the one of the current open (``open``); the
+    dispatcher thread is built at each open with it.
     """
 
     def __init__(
-        self, engine: Engine, store: Store, clock: Clock, codec: Codec, runner: Runner, deadlines: Deadlines, vet: Vet
+        self,
+        identity: Identity,
+        store: StoreContract,
+        clock: Clock,
+        codec: Codec,
+        runner: Runner,
+        deadlines: Deadlines,
+        vet: Vet,
+        is_open: Callable[[], bool],
+        journal: Journal,
     ) -> None:
-        self.engine = engine
+        self.identity = identity
         self.store = store
         self.clock = clock
         self.codec = codec
         self.runner = runner
         self.deadlines = deadlines
         self.vet = vet
-        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
+        self.is_open = is_open
+        self.journal = journal
         self.declared: dict[str, Queue] = {}
         self._dispatcher: Dispatcher | None = None
+
+    def open(self, journal: Journal) -> None:
+        """At each open: the journal enqueues and the dispatcher write to."""
+        self.journal = journal
 
     def queue(self, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> Queue:
         """``Engine.queue``."""
@@ -294,7 +319,7 @@ class QueueManager:
                 raise errors.UsageError(f"queue {name!r} is already declared as {existing!r}")
             return existing
         self.declared[name] = queue
-        if self.engine.is_open and self._dispatcher is None:
+        if self.is_open() and self._dispatcher is None:
             self._start_dispatcher()
         return queue
 
@@ -304,7 +329,7 @@ class QueueManager:
             raise errors.UsageError(f"{queue!r} is not declared on this engine")
 
     def _start_dispatcher(self) -> None:
-        self._dispatcher = Dispatcher(self)
+        self._dispatcher = Dispatcher(self, self.journal)
         self._dispatcher.start()
 
     def start(self) -> None:

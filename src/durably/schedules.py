@@ -57,11 +57,18 @@ from .runtime.context import workflow_context
 from .runtime.waits import RETRY_FIRST, RETRY_MAX, BackgroundLoop
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from .clock import Clock
-    from .engine import Engine
     from .journal import Journal
     from .runtime.workflows import WorkflowSpec
-    from .store import Store
+    from .store.contract import StoreContract
+
+    class Start(Protocol):
+        """How a schedule starts its workflow (the starter's ``start``)."""
+
+        def __call__(self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None) -> WorkflowHandle: ...
+
 
 log = logging.getLogger("durably")
 
@@ -127,7 +134,8 @@ class Schedule:
         """The first slot strictly after ``ts``; None if there is none within
         HORIZON_YEARS (February 30th; a year field that has passed)."""
         try:
-            return self._iter(ts).get_next(float)  # type: ignore[no-any-return]
+            slot: float = self._iter(ts).get_next(float)
+            return slot
         except CroniterBadDateError:
             return None
 
@@ -218,8 +226,8 @@ class ScheduleRunner(BackgroundLoop):
 
     thread_name = "durably-schedules"
 
-    def __init__(self, schedules: ScheduleManager) -> None:
-        super().__init__(schedules.clock, schedules.journal)
+    def __init__(self, schedules: ScheduleManager, journal: Journal) -> None:
+        super().__init__(schedules.clock, journal)
         self.schedules = schedules
         self._parsed: dict[tuple[Any, ...], Schedule | None] = {}
         self._warned: set[tuple[Any, ...]] = set()
@@ -247,7 +255,7 @@ class ScheduleRunner(BackgroundLoop):
             if not self.journal.running or isinstance(exc, errors.NotOpenError):
                 raise  # the writer stopped, the engine closes: the runner stops (BackgroundLoop)
             failures = self._failures[name] = self._failures.get(name, 0) + 1
-            retry = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
+            retry: float = min(RETRY_FIRST * 2 ** (failures - 1), RETRY_MAX)
             log.error(
                 "durably: schedule %r failed (%r, %d time(s) in a row); its slots are tried again in %.1f s, "
                 "the other schedules are not held back",
@@ -316,10 +324,10 @@ class ScheduleRunner(BackgroundLoop):
             *({"all": missed, "latest": missed[-1:] if late else [], "skip": []}[schedule.missed]),
             *([] if late else [current]),
         ]
-        start = schedules.engine.start
+        start = schedules.start_workflow
         for slot in fire:
             try:
-                start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
+                start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))
             except errors.WorkflowConflictError as exc:
                 # The slot's id belongs to another workflow (the schedule's
                 # workflow changed): that slot cannot run; the others do.
@@ -335,30 +343,32 @@ class ScheduleManager:
 
     Every method but ``schedule`` needs the engine open, and none may be
     called from workflow code (they are not journaled; a step may call them).
-    ``engine`` is used through its public ``start`` only; ``spec`` is the
-    engine's lookup of a registered workflow, ``check_open`` its open check,
-    ``opened`` whether ``open`` ran and ``close`` has not ended; ``journal``
-    is set at each open.
+    ``start_workflow`` starts a workflow (the starter's ``start``); ``spec``
+    looks a registered workflow up, ``check_open`` is the engine's open
+    check, ``opened`` whether ``open`` ran and ``close`` has not ended.
+    ``journal`` is the one of the current open (``open``); the schedule
+    runner thread is built with it.
     """
 
     def __init__(
         self,
-        engine: Engine,
-        store: Store,
+        store: StoreContract,
         clock: Clock,
         workflows: dict[str, WorkflowSpec],
         spec: Callable[[Any], WorkflowSpec],
+        start_workflow: Start,
         check_open: Callable[[], None],
         opened: Callable[[], bool],
+        journal: Journal,
     ) -> None:
-        self.engine = engine
         self.store = store
         self.clock = clock
         self.workflows = workflows
         self.spec = spec
+        self.start_workflow = start_workflow
         self.check_open = check_open
         self.opened = opened
-        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
+        self.journal = journal
         self.declared: dict[str, Schedule] = {}  # declared by this process's code
         self.lock = threading.Lock()  # the runner's rounds and the changes below
         self.runner: ScheduleRunner | None = None
@@ -456,7 +466,7 @@ class ScheduleManager:
         spec = self.spec(row[2])
         now = schedule.at(self.clock.now())
         wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
-        return self.engine.start(spec, now, workflow_id=wid)  # type: ignore[arg-type]
+        return self.start_workflow(spec, now, workflow_id=wid)
 
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
         """``Engine.backfill_schedule``."""
@@ -472,10 +482,7 @@ class ScheduleManager:
         schedule = Schedule(name, row[1], row[2], row[6], row[5])
         spec = self.spec(row[2])
         slots = schedule.slots_between(start.timestamp(), end.timestamp())
-        return [
-            self.engine.start(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot))  # type: ignore[arg-type]
-            for slot in slots
-        ]
+        return [self.start_workflow(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot)) for slot in slots]
 
     def list_schedules(self) -> list[ScheduleInfo]:
         """``Engine.list_schedules``."""
@@ -500,10 +507,14 @@ class ScheduleManager:
         """Start the runner, or make it look again (holding ``lock``)."""
         runner = self.runner
         if runner is None:
-            runner = self.runner = ScheduleRunner(self)
+            runner = self.runner = ScheduleRunner(self, self.journal)
             runner.start()
         else:
             runner.kick()
+
+    def open(self, journal: Journal) -> None:
+        """At each open: the journal schedule changes and the runner write to."""
+        self.journal = journal
 
     def start(self) -> None:
         """At open: write the declared schedules, then fire every schedule's slots."""

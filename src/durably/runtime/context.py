@@ -133,7 +133,7 @@ class Settle:
             self.queued.append(ctx)
 
     def wait(self, ctx: WorkflowContext) -> asyncio.Future[None]:
-        fut = self.loop.create_future()
+        fut: asyncio.Future[None] = self.loop.create_future()
         if not ctx.gate_q:
             self.queued.append(ctx)
         ctx.gate_q.append(fut)
@@ -255,7 +255,7 @@ class WorkflowContext:
         self.workflow_id = workflow_id
         self.name = name
         self.runner = runner  # where it runs (the engine's Runner)
-        self.journal: Journal = runner.journal  # type: ignore[assignment]  # set: the engine is open
+        self.journal: Journal = runner.journal  # the open engine's writer
         self.codec = runner.codec
         self.recorded = recorded
         # Positions at or above this are live (the journal has nothing there).
@@ -371,7 +371,8 @@ class WorkflowContext:
         """Whether the journal holds calls at or after ``key`` in its branch:
         an older run is being replayed there."""
         if not self.is_async:
-            return key < self.replay_len
+            replaying: bool = key < self.replay_len
+            return replaying
         path, seq = (None, key) if isinstance(key, int) else key
         return seq <= self.branch_top.get(path, -1)
 
@@ -479,9 +480,9 @@ class WorkflowContext:
                 if not fut.done():
                     fut.set_result(None)
             return
-        fut = self.turns.get(head)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        turn = self.turns.get(head)
+        if turn is not None and not turn.done():
+            turn.set_result(None)
 
     def _watch(self, fut: asyncio.Future[None]) -> None:
         seen = self.progress

@@ -1,9 +1,10 @@
 """Several processes on one file: the lease keeper and the watcher.
 
-The ``Coordinator`` (a part of ``Engine``) registers this executor at open
-(``Store.open`` writes its row with the open mark) and releases it at a
-clean close, claims and runs what an executor that is gone left (at open:
-the recovery), and abandons what the writer finds taken over (fencing).
+The ``Coordinator`` (built at each open, runtime/lifecycle.py) registers
+this executor at open (``Store.open`` writes its row with the open mark)
+and releases it at a clean close, claims and runs what an executor that
+is gone left (at open: the recovery), and abandons what the writer finds
+taken over (fencing).
 While the engine is open it runs one thread (``durably-coord``):
 
 * every ``lease / 4`` seconds it renews this executor's lease (on the
@@ -46,9 +47,9 @@ from .context import Fenced, stop
 from .leases import HostLeases
 
 if TYPE_CHECKING:
-    from ..engine import Engine
     from ..journal import Journal
-    from ..store import Store
+    from ..store.contract import StoreContract
+    from .identity import Identity
     from .runner import Runner
     from .waits import Waits
 
@@ -77,39 +78,48 @@ class RecoveryReport:
     exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
-class Coordinator:
-    """The lease keeper and cross-process watcher of one engine (a part of
-    ``Engine``).
+def registration(identity: Identity, lease: float) -> tuple[Any, ...]:
+    """This executor's row (Store.open writes it with the open mark); its
+    lease is counted from the store's clock."""
+    pid = os.getpid()
+    return (identity.executor_id, pid, _executors.pid_started(pid), identity.app_version, lease)
 
-    ``engine`` is read for its public attributes only (``executor_id``,
-    ``app_version``, ``client``); claimed workflows run through ``runner``;
-    what other processes' notices concern is woken through ``waits``
-    (messages, events), ``runner`` (cancels, remote waiters) and
-    ``kick_queues``. ``journal`` is set at each open."""
+
+class Coordinator:
+    """The lease keeper and cross-process watcher of one open of an engine
+    (built at ``open`` with that open's journal).
+
+    ``identity`` says who this executor is; claimed workflows run through
+    ``runner``; what other processes' notices concern is woken through
+    ``waits`` (messages, events), ``runner`` (cancels, remote waiters) and
+    ``kick_queues``; ``host`` is the engine's view of the executors on this
+    host (it outlives an open)."""
 
     def __init__(
         self,
-        engine: Engine,
-        store: Store,
+        identity: Identity,
+        store: StoreContract,
+        journal: Journal,
         runner: Runner,
         waits: Waits,
         kick_queues: Callable[[], None],
         lease: float,
         poll: float,
+        host: HostLeases,
     ) -> None:
-        self.engine = engine
+        self.identity = identity
         self.store = store
+        self.journal = journal
         self.runner = runner
         self.waits = waits
         self.kick_queues = kick_queues
         self.lease = lease
         self.poll = poll
-        self.journal: Journal = None  # type: ignore[assignment]  # set at each open
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._version: Any = None
         self._last_notice = 0
-        self._host = HostLeases(lease)
+        self._host = host
 
     # -- the thread (one per open) ------------------------------------------------------
 
@@ -131,7 +141,7 @@ class Coordinator:
         next_claim = time.monotonic() + CLAIM_EVERY
         next_prune = time.monotonic() + PRUNE_EVERY
         failures = 0
-        client = self.engine.client
+        client = self.identity.client
         stopped = self._stop
         # A store that is told of changes (PostgreSQL's LISTEN) wakes this
         # thread as soon as one arrives, waiting at most ``poll``; others
@@ -188,7 +198,7 @@ class Coordinator:
                 claim = True
         if kick:
             self.kick_queues()
-        if claim and not self.engine.client:
+        if claim and not self.identity.client:
             self.claim_orphans()
         self.runner.wake_remote_waiters()
 
@@ -202,50 +212,39 @@ class Coordinator:
             raise rec.error
         return rec.result[0]
 
-    def registration(self) -> tuple[Any, ...]:
-        """This executor's row (Store.open writes it with the open mark); its
-        lease is counted from the store's clock."""
-        return (
-            self.engine.executor_id,
-            os.getpid(),
-            _executors.pid_started(os.getpid()),
-            self.engine.app_version,
-            self.lease,
-        )
-
     def register(self) -> None:
         """This engine's executor row: written at open, with the open mark
         (Store.open); an in-memory database has no mark, it is written here."""
         self.store.on_fenced = self.fenced
         if self.store.registration is None:
-            self.run_op("register_executor", *self.registration())
-        _OPEN_HERE.add(self.engine.executor_id)
+            self.run_op("register_executor", *registration(self.identity, self.lease))
+        _OPEN_HERE.add(self.identity.executor_id)
 
     def unregister(self, release: bool) -> None:
         """Closing: not open here any more; ``release``: stop the executor
         row too, so its pending workflows are released for others to take."""
-        _OPEN_HERE.discard(self.engine.executor_id)
+        _OPEN_HERE.discard(self.identity.executor_id)
         if release:
             try:
-                self.run_op("stop_executor", self.engine.executor_id)
+                self.run_op("stop_executor", self.identity.executor_id)
             except errors.DurablyError:
                 pass  # its lease runs out instead
 
     def heartbeat(self) -> None:
-        if not self.run_op("heartbeat", self.engine.executor_id, self.lease):
-            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.engine.executor_id)
+        if not self.run_op("heartbeat", self.identity.executor_id, self.lease):
+            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.identity.executor_id)
 
     def prune(self) -> bool:
         """One bounded prune (store/_executors.prune); True: there may be more."""
         limit = _executors.PRUNE_LIMIT
         executors, notices = self.run_op("prune", limit)
-        return executors >= limit or notices >= limit
+        return bool(executors >= limit or notices >= limit)
 
     def _judge_executors(self) -> tuple[str, str]:
         """JSON lists of the executors known dead and of those known live on
         this host (runtime/leases.py); the rest are judged by their lease."""
         rows = self.store.executors()
-        dead, live = self._host.judge(rows, self.engine.executor_id)
+        dead, live = self._host.judge(rows, self.identity.executor_id)
         # An engine of this very process that is not open any more (it was
         # dropped without close()) is gone too.
         dropped = {r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead}
@@ -257,22 +256,23 @@ class Coordinator:
     # -- claims -------------------------------------------------------------------------
 
     def claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
-        engine, workflows = self.engine, self.runner.workflows
-        if engine.client or not workflows:
+        identity, workflows = self.identity, self.runner.workflows
+        if identity.client or not workflows:
             return []
         names, (dead, live) = json.dumps(sorted(workflows)), self._judge_executors()
-        if not self.store.claimable(engine.app_version, names, dead, live):
+        if not self.store.claimable(identity.app_version, names, dead, live):
             return []
-        return self.run_op(
+        claimed: list[tuple[Any, ...]] = self.run_op(
             "claim",
-            engine.executor_id,
-            engine.app_version,
+            identity.executor_id,
+            identity.app_version,
             names,
             dead,
             live,
             limit,
             None if only is None else json.dumps(only),
         )
+        return claimed
 
     def run_claimed(self, rows: list[tuple[Any, ...]], report: RecoveryReport) -> None:
         runner = self.runner
@@ -312,8 +312,8 @@ class Coordinator:
         if _crash.ARMED:
             _crash.hit("recovery.scan")
         self.run_claimed(self.claim(), report)
-        engine = self.engine
-        if not engine.client and not self.store.others_live(engine.executor_id):
+        identity = self.identity
+        if not identity.client and not self.store.others_live(identity.executor_id):
             # Alone on the file: a pending workflow whose function nobody
             # registered is parked with the reason (another process would
             # claim it if it had the function).
@@ -351,7 +351,7 @@ class Coordinator:
         if taken:
             log.warning(
                 "durably: executor %s took over %d workflow(s) whose owner is gone: %s",
-                self.engine.executor_id,
+                self.identity.executor_id,
                 len(taken),
                 ", ".join(taken[:10]),
             )
@@ -363,7 +363,7 @@ class Coordinator:
         log.warning(
             "durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
             "process paused?); it abandons them: %s",
-            self.engine.executor_id,
+            self.identity.executor_id,
             len(wids),
             ", ".join(wids[:10]),
         )

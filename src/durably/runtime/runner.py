@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
-    from ..store import Store
+    from ..store.contract import StoreContract
     from .deadlines import Deadlines
 
 log = logging.getLogger("durably")
@@ -56,11 +56,15 @@ class _Completion:
 
 
 class Runner:
-    """Running, queueing and waiting for workflows (a part of ``Engine``).
+    """Running, queueing and waiting for workflows (a part of ``Engine``; it
+    outlives an open, as the handles that wait through it do).
 
     ``store``, ``workflows`` (the engine's registry, shared), ``codec``,
-    ``clock`` (where step retries wait) and ``deadlines`` are given; ``journal`` is set at each open; ``closing`` is
-    set by the engine's ``close`` (running workflows record nothing more);
+    ``clock`` (where step retries wait) and ``deadlines`` are given;
+    ``journal`` is the one of the current open (``open``: each open has its
+    own writer; before the first, a journal never started, whose submit
+    raises NotOpenError), handed to each workflow it runs; ``closing`` is
+    set by ``close`` (running workflows record nothing more);
     ``kick_queues`` is called when a workflow ends (a queue may have room);
     ``check_open`` is the engine's (NotOpenError, or a closing engine's
     workflow unwinds). Handles read rows and wait for outcomes through it.
@@ -69,13 +73,14 @@ class Runner:
     def __init__(
         self,
         workers: int,
-        store: Store,
+        store: StoreContract,
         workflows: dict[str, WorkflowSpec],
         codec: Codec,
         clock: Clock,
         deadlines: Deadlines,
         kick_queues: Callable[[], None],
         check_open: Callable[[], None],
+        journal: Journal,
     ) -> None:
         self.check_open = check_open
         self.store = store
@@ -87,7 +92,7 @@ class Runner:
         self.clock = clock
         self.deadlines = deadlines
         self.kick_queues = kick_queues
-        self.journal: Journal | None = None  # set at open
+        self.journal = journal
         self.closing = False
         self._workers = workers
         self.lock = threading.Lock()
@@ -107,8 +112,12 @@ class Runner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._to_start: list[Any] = []  # coroutines handed to the engine loop, not yet tasks
 
-    def start_pool(self) -> None:
+    def open(self, journal: Journal) -> None:
+        """At each open: the journal workflows started from now on write to,
+        and a worker pool."""
+        self.journal = journal
         self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="durably-worker")
+        self.closing = False
 
     def stop_all(self, interrupt: BaseException, grace: float | None) -> list[str]:
         """Interrupt every running workflow and let each stop at its next
@@ -341,8 +350,8 @@ class Runner:
             if done is None:
                 done = self.completions[wid] = _Completion()
             done.users += 1
-            if fut is not None:
-                done.futures.append((loop, fut))  # type: ignore[arg-type]
+            if loop is not None and fut is not None:
+                done.futures.append((loop, fut))
             return done, fut, wid in self.active
 
     def release(self, wid: str, done: _Completion, fut: asyncio.Future[None] | None = None) -> None:

@@ -25,10 +25,9 @@ import sys
 from collections.abc import Awaitable
 from typing import Any
 
-try:  # asyncio's own map of running loop -> current task (a dict in CPython's C module)
-    from asyncio.tasks import _current_tasks as _CURRENT
-except ImportError:  # pragma: no cover - another asyncio
-    _CURRENT = None
+# asyncio's own map of running loop -> current task (a dict in CPython's C
+# module; private, so read with getattr: None on another asyncio).
+_CURRENT: Any = getattr(asyncio.tasks, "_current_tasks", None)
 
 
 def _current_task(loop: Any) -> Any:
@@ -47,7 +46,7 @@ def _from_loop_shutdown() -> bool:
     return frame.f_code.co_name == "_cancel_all_tasks" and frame.f_globals.get("__name__") == "asyncio.runners"
 
 
-class GuardedTask(asyncio.Task):  # type: ignore[type-arg]
+class GuardedTask(asyncio.Task[Any]):
     """A task whose running step body is not cancelled by its loop ending."""
 
     in_body = False  # a step body is running in this task
@@ -90,5 +89,6 @@ async def run_guarded(body: Awaitable[Any]) -> tuple[Any, bool]:
 
 async def _in_body(body: Awaitable[Any]) -> Any:
     task = asyncio.current_task()
-    task.in_body = True  # type: ignore[union-attr]
+    if type(task) is GuardedTask:  # always: run_guarded runs this in one
+        task.in_body = True
     return await body

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
-    from ..store import Store
+    from ..store.contract import StoreContract
     from .waits import Waits
 
 # Requests a primitive's generator yields to its driver.
@@ -62,18 +62,31 @@ class Toolkit:
     A primitive here (``sleep``, ``value``) returns its generator; the
     engine's public method runs it with ``drive`` or ``drive_async``.
     ``check_open`` is the engine's: it raises NotOpenError (or unwinds a
-    workflow of a closing engine). ``journal`` is set at each open.
+    workflow of a closing engine). ``journal`` is the one of the current
+    open (``open``; before the first, one never started: NotOpenError).
     """
 
     __slots__ = ("store", "codec", "clock", "waits", "check_open", "journal")
 
-    def __init__(self, store: Store, codec: Codec, clock: Clock, waits: Waits, check_open: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        store: StoreContract,
+        codec: Codec,
+        clock: Clock,
+        waits: Waits,
+        check_open: Callable[[], None],
+        journal: Journal,
+    ) -> None:
         self.store = store
         self.codec = codec
         self.clock = clock
         self.waits = waits
         self.check_open = check_open
-        self.journal: Journal = None  # type: ignore[assignment]  # set at open
+        self.journal = journal
+
+    def open(self, journal: Journal) -> None:
+        """At each open: the journal client calls write to."""
+        self.journal = journal
 
     # -- drivers ------------------------------------------------------------------
 
@@ -114,7 +127,7 @@ class Toolkit:
         ctx = workflow_context()
         if ctx is not None and ctx.runner.store is not self.store:
             gen.close()
-            raise other_engine(ctx, self.store, f"{name or gen.__name__}_async")
+            raise other_engine(ctx, self.store, f"{name or getattr(gen, '__name__', 'call')}_async")
         if ctx is not None:
             # In a workflow the primitive's outcome is handed to the code in
             # the order it was delivered live (see runtime/context.py).

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from .. import errors
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
@@ -35,16 +36,19 @@ class Waiter:
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop
         self.event = threading.Event() if loop is None else None
-        self.future = loop.create_future() if loop is not None else None
+        self.future: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
 
     def fire(self) -> None:
-        if self.event is not None:
-            self.event.set()
+        event = self.event
+        if event is not None:
+            event.set()
             return
-        try:
-            self.loop.call_soon_threadsafe(_set, self.future)  # type: ignore[union-attr]
-        except RuntimeError:
-            pass  # the loop is closed: nobody waits any more
+        loop, future = self.loop, self.future
+        if loop is not None and future is not None:  # (a loop's waiter has both)
+            try:
+                loop.call_soon_threadsafe(_set, future)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
 
     def fire_here(self) -> None:
         """``fire`` from the waiter's own event loop (no cross-thread call)."""
@@ -55,7 +59,19 @@ class Waiter:
     def fired(self) -> bool:
         if self.event is not None:
             return self.event.is_set()
-        return self.future.done()  # type: ignore[union-attr]
+        return self.future is not None and self.future.done()
+
+    def thread_event(self) -> threading.Event:
+        """The event a thread waits on (InternalError for a loop's waiter)."""
+        if self.event is None:
+            raise errors.InternalError("a thread blocked on an event loop's waiter")
+        return self.event
+
+    def loop_future(self) -> asyncio.Future[None]:
+        """The future a coroutine awaits (InternalError for a thread's waiter)."""
+        if self.future is None:
+            raise errors.InternalError("a coroutine awaited a thread's waiter")
+        return self.future
 
 
 class Waits:
@@ -106,7 +122,7 @@ def block(clock: Any, waiter: Waiter, deadline: float | None, ctx: WorkflowConte
         ctx.waiter = waiter
     try:
         if ctx is None or ctx.interrupt is None:
-            waiter.event.wait()  # type: ignore[union-attr]
+            waiter.thread_event().wait()
     finally:
         if ctx is not None:
             ctx.waiter = None
@@ -130,7 +146,7 @@ async def block_async(clock: Any, waiter: Waiter, deadline: float | None, ctx: W
         ctx.waiter = waiter
     try:
         if ctx is None or ctx.interrupt is None:
-            await asyncio.shield(waiter.future)  # type: ignore[arg-type]
+            await asyncio.shield(waiter.loop_future())
     finally:
         if ctx is not None:
             ctx.waiter = None
@@ -159,6 +175,10 @@ class BackgroundLoop:
         self._waiter = Waiter()
         self._stopping = False
         self._thread: threading.Thread | None = None
+
+    def _stopped(self) -> bool:
+        """``stop`` was called (read anew: another thread sets it)."""
+        return self._stopping
 
     def run_round(self) -> float | None:
         """Do what is due; return when to run again (None: on a kick)."""
@@ -190,7 +210,7 @@ class BackgroundLoop:
             try:
                 wake = self.run_round()
             except Exception as exc:
-                if self._stopping:
+                if self._stopped():
                     return
                 if not self.journal.running:
                     # The writer stopped: every caller already sees its typed
@@ -206,7 +226,7 @@ class BackgroundLoop:
                     retry,
                     exc_info=True,
                 )
-                waiter.event.wait(retry)  # type: ignore[union-attr]
+                waiter.thread_event().wait(retry)
                 retry = min(retry * 2, RETRY_MAX)
                 continue
             retry = RETRY_FIRST

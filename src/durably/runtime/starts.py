@@ -1,0 +1,222 @@
+"""Starting workflows: ``Engine.start``, ``start_async``, ``run`` and a sync
+workflow called directly (run inline, in the calling thread).
+
+A start is vetted (the engine open, a registered workflow, its inputs
+encoded, its deadline), then its START record is journaled: at a new
+position of the parent for a child (a replay finds the child's id there
+and starts nothing), else under the given id or a new one. The record's
+result says whether the id existed (the start is idempotent); a new
+workflow is launched on the runner, its deadline armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import _crash, errors
+from .. import _records as R
+from .._ids import new_id
+from .._names import check_name, check_workflow_id
+from ..handle import WorkflowHandle
+from ..journal import Record
+from .context import workflow_context
+from .toolkit import seconds_arg
+from .workflows import WorkflowSpec, run_sync
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..codec import Codec
+    from ..store.contract import StoreContract
+    from .deadlines import Deadlines
+    from .identity import Identity
+    from .runner import Runner
+    from .toolkit import Toolkit
+
+
+def _by_name(*args: Any, **kwargs: Any) -> Any:
+    """The stand-in function of a workflow a client starts by name."""
+    raise errors.UsageError("a client engine does not run workflows")
+
+
+class Starter:
+    """Vets and journals starts, and launches what they create (a part of
+    ``Engine``). ``workflows`` is the engine's registry (shared); records
+    go to the runner's journal (the current open's); ``kit`` tells a
+    workflow of another engine apart; ``check_open`` is the engine's."""
+
+    __slots__ = ("identity", "store", "codec", "clock", "workflows", "runner", "deadlines", "kit", "check_open")
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: StoreContract,
+        codec: Codec,
+        clock: Clock,
+        workflows: dict[str, WorkflowSpec],
+        runner: Runner,
+        deadlines: Deadlines,
+        kit: Toolkit,
+        check_open: Callable[[], None],
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.workflows = workflows
+        self.runner = runner
+        self.deadlines = deadlines
+        self.kit = kit
+        self.check_open = check_open
+
+    # -- the public calls -------------------------------------------------------------
+
+    def start(
+        self, workflow: Any, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> WorkflowHandle:
+        """``Engine.start``."""
+        spec, wid, rec = self.prepare(workflow, args, kwargs, workflow_id, timeout)
+        if rec is not None:
+            if _crash.ARMED:
+                _crash.hit("workflow.before_start_record")
+            existing = self.runner.journal.submit(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_start_record")
+            self.started(spec, wid, rec, existing, loop=None)
+        return WorkflowHandle.of(self.runner, wid)
+
+    async def start_async(
+        self, workflow: Any, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> WorkflowHandle:
+        """``Engine.start_async``."""
+        ctx = workflow_context()
+        key = ctx.peek_key() if ctx is not None and ctx.is_async else None
+        spec, wid, rec = self.prepare(workflow, args, kwargs, workflow_id, timeout)
+        if rec is not None:
+            if _crash.ARMED:
+                _crash.hit("workflow.before_start_record")
+            existing = await self.runner.journal.submit_async(rec)
+            if _crash.ARMED:
+                _crash.hit("workflow.after_start_record")
+            self.started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
+        if ctx is not None and key is not None:
+            if not ctx.deliver_now():
+                await ctx.turn(key)
+        return WorkflowHandle.of(self.runner, wid)
+
+    def run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A sync workflow called directly runs in the calling thread.
+
+        Inside a workflow that makes it a child run by its parent's thread,
+        so parents waiting on children can never starve the worker pool.
+        """
+        spec, wid, rec = self.prepare(spec, args, kwargs, None)
+        runner = self.runner
+        if rec is not None:
+            existing = runner.journal.submit(rec)
+            self.started(spec, wid, rec, existing, loop=None, launch=False)
+            ctx = runner.register(spec, wid) if existing is None else None
+            if ctx is not None:
+                run_sync(ctx, spec, rec.params[2], False)
+        else:
+            # A replayed parent reaching a child it started before a crash: if
+            # the child is still pending and nobody runs it, run it here.
+            runner.steal(wid)
+            row = self.store.get_workflow(wid)
+            if row is not None and row[2] == "PENDING":
+                ctx = runner.register(spec, wid)
+                if ctx is not None:
+                    run_sync(ctx, spec, row[3], True)
+        return WorkflowHandle.of(runner, wid).result()
+
+    # -- vetting and recording -------------------------------------------------------
+
+    def spec(self, workflow: Callable[..., Any] | str | WorkflowSpec) -> WorkflowSpec:
+        """The registered workflow ``workflow`` names (its function, its
+        decorated callable, its name or alias, its spec); a client's stand-in
+        for a name it does not know. UsageError otherwise."""
+        if isinstance(workflow, WorkflowSpec):
+            spec: WorkflowSpec | None = workflow
+        elif isinstance(workflow, str):
+            spec = self.workflows.get(workflow)
+        else:
+            spec = getattr(workflow, "__durably_workflow__", None)
+            if spec is None:  # the undecorated function
+                spec = next((s for s in self.workflows.values() if s.fn is workflow), None)
+        if spec is None and self.identity.client and isinstance(workflow, str):
+            # A client starts by name, without the code: inputs are encoded
+            # as given, the result read back untyped; an executor runs it.
+            return WorkflowSpec(_by_name, check_name(workflow, "workflow name"), self.codec)
+        if spec is None or self.workflows.get(spec.name) is not spec:
+            raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
+        return spec
+
+    def vet(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+        timeout: float | None,
+    ) -> tuple[WorkflowSpec, Any, float | None]:
+        """Vet a start or an enqueue: (spec, encoded inputs, deadline or None)."""
+        ctx = workflow_context()
+        self.kit.mine(ctx, "start")
+        self.check_open()
+        spec = self.spec(workflow)
+        if workflow_id is not None:
+            check_workflow_id(workflow_id)
+        seconds = seconds_arg(timeout, "workflow timeout", allow_none=True)
+        if seconds is not None:
+            deadline: float | None = self.clock.now() + seconds
+        elif ctx is not None:
+            # A child (started or enqueued) inherits its parent's absolute
+            # deadline, so a whole tree is bounded by the root's timeout even
+            # when the parent returns first (as DBOS does).
+            deadline = self.store.deadline(ctx.workflow_id)
+        else:
+            deadline = None
+        return spec, self.codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
+
+    def prepare(
+        self,
+        workflow: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        workflow_id: str | None,
+        timeout: float | None = None,
+    ) -> tuple[WorkflowSpec, str, Record | None]:
+        """(spec, id, the START record to journal, or None: a replayed child start)."""
+        spec, inputs, deadline = self.vet(workflow, args, kwargs, workflow_id, timeout)
+        ctx = workflow_context()
+        if ctx is None:
+            wid = workflow_id or new_id()
+            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline))
+        # A child: journaled at the parent's next position.
+        pos = ctx.take_position()
+        step_name = f"start:{spec.name}"
+        recorded = ctx.replayed(pos, step_name)
+        if recorded is not None:
+            return spec, self.codec.decoder(str)(recorded[0]), None
+        wid = workflow_id or ctx.child_id(pos)
+        parent_step = (ctx.workflow_id, ctx.row(pos), step_name, self.codec.encode(wid, "child id"))
+        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
+
+    def started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
+        """The START record is durable: launch what it created (unless the
+        id existed; another workflow under it is a conflict)."""
+        if existing is not None:
+            name, _status = existing
+            if name != spec.name and self.workflows.get(name) is not spec:  # an alias is this workflow
+                raise errors.WorkflowConflictError(
+                    f"workflow id {wid!r} already belongs to workflow {name!r}, not {spec.name!r}",
+                    workflow_id=wid,
+                    existing_name=name,
+                    requested_name=spec.name,
+                )
+            return
+        if len(rec.params) > 5 and rec.params[5] is not None:
+            self.deadlines.arm(wid, rec.params[5])
+        if launch and not self.identity.client:
+            self.runner.launch(spec, wid, rec.params[2], replay=False, loop=loop)
