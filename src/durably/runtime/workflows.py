@@ -11,12 +11,14 @@ the next open).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from types import MethodType
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
 from .. import _records as R
@@ -25,6 +27,9 @@ from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
 log = logging.getLogger("durably")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class WorkflowSpec:
@@ -47,7 +52,47 @@ class WorkflowSpec:
         self.signature = inspect.signature(fn)
         self.hints = annotations_of(fn)
         self.decode = codec.decoder(self.hints.get("return", Any))
-        self.is_async = inspect.iscoroutinefunction(fn)
+        # (a Workflow object registered again, on another engine, is async as its function is)
+        self.is_async = inspect.iscoroutinefunction(fn) or (isinstance(fn, Workflow) and fn.is_async)
+
+
+class Workflow(Generic[P, T]):
+    """What ``@engine.workflow`` returns: call it as the function it wraps.
+
+    Called from outside a workflow it starts a workflow and waits for its
+    result (an async workflow: the call returns an awaitable); called inside
+    one it starts a child workflow and waits for it. ``run(spec, args,
+    kwargs)`` is the engine's way to do that for this kind of workflow.
+    """
+
+    __slots__ = ("_spec", "_run", "__dict__")
+
+    def __init__(self, spec: WorkflowSpec, run: Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any]], Any]) -> None:
+        self._spec = spec
+        self._run = run
+        functools.update_wrapper(self, spec.fn)
+
+    @property
+    def __durably_workflow__(self) -> WorkflowSpec:
+        return self._spec
+
+    @property
+    def is_async(self) -> bool:
+        return self._spec.is_async
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A workflow defined in a class body is a method, as its function was."""
+        return self if obj is None else MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
+
+    def __repr__(self) -> str:
+        return f"<durably workflow {self._spec.name!r}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(self._spec, args, kwargs)
+        return result
 
 
 class Outcome:
