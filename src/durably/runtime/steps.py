@@ -297,12 +297,7 @@ class Step(Generic[P, R]):
             failure = exc
         finally:
             ctx.in_step = False
-        rec, seen, err = settle(ctx, self._name, self._decode, self._identity, pos, value, failure, started)
-        ctx.journal.submit(rec)
-        if err is not None:
-            raise err
-        result: R = seen
-        return result
+        return self._finish_sync(ctx, pos, value, failure, started)
 
     def _step_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """A step in a sync workflow: replayed, or run (with its retries; an
@@ -326,7 +321,12 @@ class Step(Generic[P, R]):
             value, exc = _run_sync(ctx, spec, args, kwargs)
         if _crash.ARMED:
             _crash.hit("step.after_body")
-        rec, seen, err = settle(ctx, spec.name, spec.decode, spec.identity, pos, value, exc, started)
+        return self._finish_sync(ctx, pos, value, exc, started)
+
+    def _finish_sync(self, ctx: WorkflowContext, pos: int, value: Any, exc: BaseException | None, started: float) -> R:
+        """A sync step's outcome: its record submitted (durable when this
+        returns), then the value the workflow sees returned or its error raised."""
+        rec, seen, err = settle(ctx, self._name, self._decode, self._identity, pos, value, exc, started)
         ctx.journal.submit(rec)
         if err is not None:
             raise err

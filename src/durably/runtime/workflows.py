@@ -133,10 +133,10 @@ def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismE
         log.warning(
             "durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
             "it stays PENDING (restore the old code path, then resume it)",
-            outcome.workflow_id,
-            outcome.position,
-            outcome.called,
-            outcome.recorded,
+            getattr(outcome, "workflow_id", None),  # (DurablyError fields, set from _fields)
+            getattr(outcome, "position", None),
+            getattr(outcome, "called", None),
+            getattr(outcome, "recorded", None),
         )
         return Record(R.WRITE, ("park", (str(outcome), ctx.workflow_id)))
     if outcome.status is None:
@@ -208,11 +208,11 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     finally:
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
         ctx.runner.finished(ctx, stopped or final)
-    if stopped is not None and not threading.current_thread().name.startswith("durably-"):
+    if stopped is not None and exc is not None and not threading.current_thread().name.startswith("durably-"):
         # The caller's own thread (a workflow called directly, Ctrl-C in the
         # main thread): the signal goes on as Python intends. An engine
         # thread logs it and carries on serving other workflows.
-        raise exc  # type: ignore[misc]
+        raise exc
 
 
 async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
@@ -244,8 +244,8 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
         current.set(None)
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
         ctx.runner.finished(ctx, stopped or final)
-    if stopped is not None and ctx.loop is not ctx.runner.loop:
-        raise exc  # type: ignore[misc]  # the caller's loop: asyncio stops it, as Python intends
+    if stopped is not None and exc is not None and ctx.loop is not ctx.runner.loop:
+        raise exc  # the caller's loop: asyncio stops it, as Python intends
     if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.runner.closing:
         # The task was cancelled from outside (typically the caller's event
         # loop ending under it) while the engine stays open: carry on, from
