@@ -371,24 +371,12 @@ class Engine:
         """
         if callable(name):
             return self.step()(name)
+        policy = (retries, backoff, initial_delay, max_delay, retry_on, should_retry, timeout, jitter, retry_deadline)
 
         def register(fn: Callable[P, T]) -> Step[P, T]:
             _not_a_step_yet(fn)
             sname, more = _registry.names_of(fn, name, aliases, "step")
-            spec = StepSpec(
-                fn,
-                sname,
-                self._codec,
-                retries,
-                backoff,
-                initial_delay,
-                max_delay,
-                retry_on,
-                should_retry,
-                timeout,
-                jitter,
-                retry_deadline,
-            )
+            spec = StepSpec(fn, sname, self._codec, *policy)
             self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
             return Step(spec)
 

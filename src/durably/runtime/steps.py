@@ -34,6 +34,43 @@ R = TypeVar("R")
 _now = time.monotonic
 
 
+def _check_policy(
+    name: str,
+    retries: int,
+    backoff: float,
+    initial_delay: float,
+    max_delay: float,
+    retry_on: Any,
+    should_retry: Any,
+    jitter: Any,
+) -> tuple[type[Exception], ...] | None:
+    """Refuse a malformed retry policy (UsageError); ``retry_on`` as a tuple."""
+    if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
+        raise errors.UsageError(
+            f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
+            f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
+        )
+    classes: tuple[type[Exception], ...] | None = None
+    if retry_on is not None:
+        given = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+        if not all(isinstance(t, type) and issubclass(t, Exception) for t in given):
+            raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {given!r}")
+        classes = given
+    if should_retry is not None and not callable(should_retry):
+        raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
+        raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
+    return classes
+
+
+def _check_seconds(name: str, option: str, value: Any, none_ok: str) -> None:
+    """Refuse an option that is not None nor a finite number of seconds > 0."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+    ):
+        raise errors.UsageError(f"step {name!r}: {option} must be a number of seconds > 0{none_ok}, not {value!r}")
+
+
 class StepSpec:
     """A registered step: body, name, retry policy and typed decoder."""
 
@@ -70,36 +107,15 @@ class StepSpec:
         jitter: float = 0.0,
         retry_deadline: float | None = None,
     ) -> None:
-        if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
-            raise errors.UsageError(
-                f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
-                f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
-            )
-        if retry_on is not None:
-            retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
-            if not all(isinstance(t, type) and issubclass(t, Exception) for t in retry_on):
-                raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {retry_on!r}")
-        if should_retry is not None and not callable(should_retry):
-            raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
-            raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
-        if retry_deadline is not None and (
-            isinstance(retry_deadline, bool)
-            or not isinstance(retry_deadline, (int, float))
-            or not 0 < retry_deadline < float("inf")
-        ):
-            raise errors.UsageError(
-                f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}"
-            )
+        retry_on = _check_policy(name, retries, backoff, initial_delay, max_delay, retry_on, should_retry, jitter)
+        _check_seconds(name, "retry_deadline", retry_deadline, " or None")
         self.is_async = inspect.iscoroutinefunction(fn)
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-                raise errors.UsageError(f"step {name!r}: timeout must be a number of seconds > 0, not {timeout!r}")
-            if not self.is_async:
-                raise errors.UsageError(
-                    f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
-                    "stopped); bound the sync body itself (e.g. the timeout of the call it makes)"
-                )
+        _check_seconds(name, "timeout", timeout, "")
+        if timeout is not None and not self.is_async:
+            raise errors.UsageError(
+                f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
+                "stopped); bound the sync body itself (e.g. the timeout of the call it makes)"
+            )
         self.retry_on = retry_on
         self.should_retry = should_retry
         self.timeout = timeout
