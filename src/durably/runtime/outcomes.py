@@ -3,9 +3,12 @@ the one place a STEP record is built.
 
 Every durable call whose outcome is a STEP row (a step, a recorded value, a
 patch marker, the wake of a sleep, the join of a child) builds it with
-:func:`step_record`; a step's value or error becomes its stored form, and
-what the workflow then sees, in :func:`settle`. The workflow sees the
-*decoded* value, so that the live run and a replay see identical values.
+:func:`step_record`. A step's (or a transaction step's) value becomes its
+stored form, and what the workflow then sees, in :func:`encode_value`; an
+exception in :func:`encode_failure`. The workflow sees the *decoded* value,
+so that the live run and a replay see identical values. These are plain
+functions, called right from the step path (runtime/steps.py): it runs once
+per step, and a layer of calls over them would cost on every step.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from typing import Any
 from .. import _records as R
 from ..codec import _IDENTITY, DECODE_FAILURES, Codec, Decoder, Where, decode_error, decode_failure, encode_error
 from ..journal import Record
-from .context import WorkflowContext
+from .context import WorkflowContext, encode_key
+
+_STEP = R.STEP
 
 
 def step_record(ctx: WorkflowContext, key: Any, name: str, raw: Any, error: Any, started: float | None) -> Record:
@@ -27,8 +32,11 @@ def step_record(ctx: WorkflowContext, key: Any, name: str, raw: Any, error: Any,
     In an async workflow the row takes the next position (submission =
     delivery order) and names its key when the two differ (ctx.row).
     """
-    pos, ident = ctx.row(key)
-    return Record(R.STEP, (ctx.workflow_id, pos, name, raw, error, ident, started))
+    if ctx.is_async:  # ctx.row, inlined: this runs once per step
+        pos = ctx.position
+        ctx.position = pos + 1
+        return Record(_STEP, (ctx.workflow_id, pos, name, raw, error, None if key == pos else encode_key(key), started))
+    return Record(_STEP, (ctx.workflow_id, key, name, raw, error, None, started))
 
 
 def encode_value(codec: Codec, value: Any, where: Where, decode: Decoder, identity: bool) -> tuple[Any, Any]:
@@ -56,22 +64,3 @@ def encode_failure(exc: BaseException) -> tuple[Any, BaseException]:
     seen = decode_error(err)
     seen.__cause__ = exc
     return err, seen
-
-
-def settle(
-    ctx: WorkflowContext,
-    name: str,
-    decode: Decoder,
-    identity: bool,
-    key: Any,
-    value: Any,
-    exc: BaseException | None,
-    started: float | None,
-) -> tuple[Record, Any, BaseException | None]:
-    """A step's outcome: its STEP record, the value the workflow sees and
-    the error it raises (None, or the decoded exception)."""
-    if exc is None:
-        raw, seen = encode_value(ctx.codec, value, ("step", name, ctx.workflow_id, key), decode, identity)
-        return step_record(ctx, key, name, raw, None, started), seen, None
-    err, failure = encode_failure(exc)
-    return step_record(ctx, key, name, None, err, started), None, failure

@@ -23,7 +23,7 @@ from .._records import TX
 from ..codec import DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
 from ..journal import Record
 from .context import _IN_STEP, WorkflowContext, current, workflow_context
-from .outcomes import encode_value, settle
+from .outcomes import encode_failure, encode_value, step_record
 from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
 
@@ -237,10 +237,20 @@ class Step(Generic[P, R]):
     call, in call order, so that ``asyncio.gather`` is deterministic.
     """
 
-    __slots__ = ("_spec", "_fn", "_name", "_decode", "_identity", "_plain_sync", "_inline_async", "__dict__")
+    __slots__ = (
+        "__durably_step__",
+        "_spec",
+        "_fn",
+        "_name",
+        "_decode",
+        "_identity",
+        "_plain_sync",
+        "_inline_async",
+        "__dict__",
+    )
 
     def __init__(self, spec: StepSpec) -> None:
-        self._spec = spec
+        self._spec = self.__durably_step__ = spec  # what the engine and tests look up
         self._fn: Callable[P, R] = spec.fn
         self._name = spec.name
         self._decode = spec.decode
@@ -249,10 +259,6 @@ class Step(Generic[P, R]):
         self._plain_sync = spec.plain and not spec.is_async
         self._inline_async = spec.plain and spec.is_async
         functools.update_wrapper(self, spec.fn)
-
-    @property
-    def __durably_step__(self) -> StepSpec:
-        return self._spec
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         """A step defined in a class body is a method, as its function was."""
@@ -342,12 +348,17 @@ class Step(Generic[P, R]):
     def _finish_sync(self, ctx: WorkflowContext, pos: int, value: Any, exc: BaseException | None, started: float) -> R:
         """A sync step's outcome: its record submitted (durable when this
         returns), then the value the workflow sees returned or its error raised."""
-        rec, seen, err = settle(ctx, self._name, self._decode, self._identity, pos, value, exc, started)
-        ctx.journal.submit(rec)
-        if err is not None:
-            raise err
-        result: R = seen
-        return result
+        name = self._name
+        if exc is None:
+            raw, seen = encode_value(
+                ctx.codec, value, ("step", name, ctx.workflow_id, pos), self._decode, self._identity
+            )
+            ctx.journal.submit(step_record(ctx, pos, name, raw, None, started))
+            result: R = seen
+            return result
+        err, failure = encode_failure(exc)
+        ctx.journal.submit(step_record(ctx, pos, name, None, err, started))
+        raise failure
 
 
 async def _run_step_async(
@@ -385,7 +396,14 @@ async def _run_step_async(
             _IN_STEP.reset(token)
     if _crash.ARMED:
         _crash.hit("step.after_body")
-    rec, seen, err = settle(ctx, step._name, step._decode, step._identity, key, value, exc, started)
+    name = step._name
+    if exc is None:
+        raw, seen = encode_value(ctx.codec, value, ("step", name, ctx.workflow_id, key), step._decode, step._identity)
+        failure = None
+        rec = step_record(ctx, key, name, raw, None, started)
+    else:
+        err, failure = encode_failure(exc)
+        rec = step_record(ctx, key, name, None, err, started)
     await ctx.journal.submit_async(rec)
     if not ctx.deliver_now():
         await ctx.turn(key)
@@ -394,8 +412,8 @@ async def _run_step_async(
         # and its outcome is durable; the workflow continues from its
         # journal on the engine's own loop.
         raise asyncio.CancelledError()
-    if err is not None:
-        raise err
+    if failure is not None:
+        raise failure
     return seen
 
 
@@ -416,20 +434,16 @@ class Transaction(Generic[P, R]):
     its error is the recorded outcome.
     """
 
-    __slots__ = ("_spec", "_timeout", "__dict__")
+    __slots__ = ("__durably_step__", "_spec", "_timeout", "__dict__")
 
     def __init__(self, spec: StepSpec, timeout: float | None = None) -> None:
         if spec.is_async:
             raise errors.UsageError(
                 f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)"
             )
-        self._spec = spec
+        self._spec = self.__durably_step__ = spec  # what the engine and tests look up
         self._timeout = timeout  # None: the engine's budget
         functools.update_wrapper(self, spec.fn)
-
-    @property
-    def __durably_step__(self) -> StepSpec:
-        return self._spec
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else MethodType(self, obj)

@@ -65,16 +65,12 @@ class Workflow(Generic[P, T]):
     kwargs)`` is the engine's way to do that for this kind of workflow.
     """
 
-    __slots__ = ("_spec", "_run", "__dict__")
+    __slots__ = ("__durably_workflow__", "_spec", "_run", "__dict__")
 
     def __init__(self, spec: WorkflowSpec, run: Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any]], Any]) -> None:
-        self._spec = spec
+        self._spec = self.__durably_workflow__ = spec  # what the engine and tests look up
         self._run = run
         functools.update_wrapper(self, spec.fn)
-
-    @property
-    def __durably_workflow__(self) -> WorkflowSpec:
-        return self._spec
 
     @property
     def is_async(self) -> bool:
