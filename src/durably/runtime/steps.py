@@ -270,7 +270,7 @@ class Step(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<durably step {self._name!r}>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = current.get()
         if ctx is None:
             return self._fn(*args, **kwargs)  # outside a workflow: nothing is journaled
@@ -454,7 +454,7 @@ class Transaction(Generic[P, R]):
     def __repr__(self) -> str:
         return f"<durably transaction step {self._spec.name!r}>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         name = self._spec.name
         ctx = workflow_context()
         if ctx is None and current.get() is not None:

@@ -71,6 +71,8 @@ class Workflow(Generic[P, T]):
         self._spec = self.__durably_workflow__ = spec  # what the engine and tests look up
         self._run = run
         functools.update_wrapper(self, spec.fn)
+        if spec.is_async:  # an async workflow's call returns an awaitable, as the coroutine function did
+            _mark_coroutine_function(self)
 
     @property
     def is_async(self) -> bool:
@@ -86,9 +88,20 @@ class Workflow(Generic[P, T]):
     def __repr__(self) -> str:
         return f"<durably workflow {self._spec.name!r}>"
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         result: T = self._run(self._spec, args, kwargs)
         return result
+
+
+def _mark_coroutine_function(obj: Any) -> None:
+    """``inspect.iscoroutinefunction(obj)`` true on Python 3.12+ (and
+    ``asyncio.iscoroutinefunction`` on 3.11), as for the ``async def`` that
+    ``engine.workflow`` returned before it returned a Workflow."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        mark(obj)
+    else:
+        obj._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
 
 
 class Outcome:
