@@ -353,12 +353,17 @@ class Step(Generic[P, R]):
             raw, seen = encode_value(
                 ctx.codec, value, ("step", name, ctx.workflow_id, pos), self._decode, self._identity
             )
-            ctx.journal.submit(step_record(ctx, pos, name, raw, None, started))
-            result: R = seen
-            return result
-        err, failure = encode_failure(exc)
-        ctx.journal.submit(step_record(ctx, pos, name, None, err, started))
-        raise failure
+            failure = None
+            rec = step_record(ctx, pos, name, raw, None, started)
+        else:
+            err, failure = encode_failure(exc)
+            seen = None
+            rec = step_record(ctx, pos, name, None, err, started)
+        ctx.journal.submit(rec)
+        if failure is not None:
+            raise failure
+        result: R = seen
+        return result
 
 
 async def _run_step_async(
@@ -403,6 +408,7 @@ async def _run_step_async(
         rec = step_record(ctx, key, name, raw, None, started)
     else:
         err, failure = encode_failure(exc)
+        seen = None
         rec = step_record(ctx, key, name, None, err, started)
     await ctx.journal.submit_async(rec)
     if not ctx.deliver_now():
