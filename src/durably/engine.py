@@ -12,13 +12,13 @@ schedules.py the queues and cron schedules).
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from . import _registry, errors
 from ._names import check_name
@@ -36,15 +36,17 @@ from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.runner import Runner
 from .runtime.starts import Starter
-from .runtime.steps import ATTEMPT, StepSpec, make_step, make_transaction
+from .runtime.steps import ATTEMPT, Step, StepSpec, Transaction
 from .runtime.toolkit import Toolkit
 from .runtime.waits import Waits
-from .runtime.workflows import WorkflowSpec
+from .runtime.workflows import Workflow, WorkflowSpec
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
-from .store import _executors, make_store
+from .store import Tx, _executors, make_store
 from .store.contract import StoreContract
 
-F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("durably")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 __all__ = ["Engine", "RecoveryReport", "CLOSE_GRACE", "MAX_RECOVERY_ATTEMPTS"]
 
@@ -233,13 +235,25 @@ class Engine:
 
     # -- registration ---------------------------------------------------------
 
+    @overload
+    def workflow(self, name: Callable[P, T]) -> Workflow[P, T]: ...
+
+    @overload
     def workflow(
         self,
         name: str | None = None,
         *,
         max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
         aliases: Iterable[str] = (),
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, T]], Workflow[P, T]]: ...
+
+    def workflow(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
+        aliases: Iterable[str] = (),
+    ) -> Any:
         """Register a sync or async workflow function.
 
         Called from outside a workflow, the decorated function starts a
@@ -259,13 +273,13 @@ class Engine:
         if callable(name):
             return self.workflow()(name)  # used as @engine.workflow
 
-        def register(fn: F) -> F:
+        def register(fn: Callable[P, T]) -> Workflow[P, T]:
             wname, more = _registry.names_of(fn, name, aliases, "workflow")
             spec = WorkflowSpec(fn, wname, self._codec, max_recovery_attempts)
             old = _registry.register(self._workflows, spec, more, "workflow")
             # A parent's journal records the child starts under the child's name.
             self._accept(old, spec.name, more, ("start:", "enqueue:"))
-            return self._workflow_callable(spec)  # type: ignore[return-value]
+            return self._workflow_callable(spec)
 
         return register
 
@@ -278,24 +292,20 @@ class Engine:
             if aliases:
                 accepted[prefix + name] = frozenset(prefix + a for a in aliases)
 
-    def _workflow_callable(self, spec: WorkflowSpec) -> Callable[..., Any]:
-        if spec.is_async:
+    def _workflow_callable(self, spec: WorkflowSpec) -> Workflow[Any, Any]:
+        if not spec.is_async:
+            return Workflow(spec, self._run_inline)
 
-            @functools.wraps(spec.fn)
-            async def call_async(*args: Any, **kwargs: Any) -> Any:
-                handle = await self.start_async(spec.fn, *args, **kwargs)
-                return await handle.result_async()
+        async def start_and_wait(spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            handle = await self.start_async(spec.fn, *args, **kwargs)
+            return await handle.result_async()
 
-            call_async.__durably_workflow__ = spec  # type: ignore[attr-defined]
-            return call_async
+        return Workflow(spec, start_and_wait)
 
-        @functools.wraps(spec.fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._run_inline(spec, args, kwargs)
+    @overload
+    def step(self, name: Callable[P, T]) -> Step[P, T]: ...
 
-        call.__durably_workflow__ = spec  # type: ignore[attr-defined]
-        return call
-
+    @overload
     def step(
         self,
         name: str | None = None,
@@ -310,7 +320,23 @@ class Engine:
         jitter: float = 0.0,
         retry_deadline: float | None = None,
         aliases: Iterable[str] = (),
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, T]], Step[P, T]]: ...
+
+    def step(
+        self,
+        name: str | Callable[..., Any] | None = None,
+        *,
+        retries: int = 0,
+        backoff: float = 2.0,
+        initial_delay: float = 0.5,
+        max_delay: float = 60.0,
+        retry_on: Any = None,
+        should_retry: Callable[[Exception], bool] | None = None,
+        timeout: float | None = None,
+        jitter: float = 0.0,
+        retry_deadline: float | None = None,
+        aliases: Iterable[str] = (),
+    ) -> Any:
         """Register a step: its outcome is journaled once and replayed after.
 
         ``retries`` extra attempts on an exception, waiting ``initial_delay *
@@ -344,32 +370,28 @@ class Engine:
         """
         if callable(name):
             return self.step()(name)
+        policy = (retries, backoff, initial_delay, max_delay, retry_on, should_retry, timeout, jitter, retry_deadline)
 
-        def register(fn: F) -> F:
+        def register(fn: Callable[P, T]) -> Step[P, T]:
             _not_a_step_yet(fn)
             sname, more = _registry.names_of(fn, name, aliases, "step")
-            spec = StepSpec(
-                fn,
-                sname,
-                self._codec,
-                retries,
-                backoff,
-                initial_delay,
-                max_delay,
-                retry_on,
-                should_retry,
-                timeout,
-                jitter,
-                retry_deadline,
-            )
+            spec = StepSpec(fn, sname, self._codec, *policy)
             self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
-            return make_step(spec)  # type: ignore[return-value]
+            return Step(spec)
 
         return register
 
+    @overload
+    def transaction(self, name: Callable[Concatenate[Tx, P], T]) -> Transaction[P, T]: ...
+
+    @overload
     def transaction(
         self, name: str | None = None, *, timeout: float | None = None, aliases: Iterable[str] = ()
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[Concatenate[Tx, P], T]], Transaction[P, T]]: ...
+
+    def transaction(
+        self, name: str | Callable[..., Any] | None = None, *, timeout: float | None = None, aliases: Iterable[str] = ()
+    ) -> Any:
         """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
 
         Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
@@ -384,12 +406,12 @@ class Engine:
             return self.transaction()(name)
         budget = None if timeout is None else _positive(timeout, "transaction timeout")
 
-        def register(fn: F) -> F:
+        def register(fn: Callable[Concatenate[Tx, P], T]) -> Transaction[P, T]:
             _not_a_step_yet(fn)
             sname, more = _registry.names_of(fn, name, aliases, "step")
             spec = StepSpec(fn, sname, self._codec, 0, 2.0, 0.0, 0.0)
             self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
-            return make_transaction(spec, budget)  # type: ignore[return-value]
+            return Transaction(spec, budget)
 
         return register
 

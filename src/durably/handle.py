@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _records as R
 from . import errors
 from .codec import DECODE_FAILURES, decode_error, decode_failure
-from .journal import Record
 from .runtime.context import workflow_context
+from .runtime.outcomes import step_record
 
 if TYPE_CHECKING:
     from .runtime.runner import Runner
@@ -236,8 +235,7 @@ class WorkflowHandle:
 
 async def _joined(ctx: Any, key: Any) -> None:
     """Journal that the child's outcome reached the workflow, then deliver it."""
-    pos, ident = ctx.row(key)
-    await ctx.journal.submit_async(Record(R.STEP, (ctx.workflow_id, pos, "join", None, None, ident, None)))
+    await ctx.journal.submit_async(step_record(ctx, key, "join", None, None, None))
     if not ctx.deliver_now():
         await ctx.turn(key)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .context import WorkflowContext
 from .waits import Waiter, block, block_async
@@ -82,9 +82,9 @@ async def back_off_async(ctx: WorkflowContext, delay: float) -> None:
     lets it through, as a durable sleep does, and the workflow continues on
     the engine's loop (the step from attempt 0). A cancel held during the
     attempt that just failed stops the workflow now, for the same reason."""
-    task = asyncio.current_task()
+    task: Any = asyncio.current_task()  # a GuardedTask when a body runs in it (runtime/tasks.py)
     in_body = getattr(task, "in_body", False)
-    if in_body and task.held:  # type: ignore[union-attr]
+    if in_body and task.held:
         raise asyncio.CancelledError()
     if delay > 0 and ctx.interrupt is None:
         clock = ctx.runner.clock
@@ -92,14 +92,14 @@ async def back_off_async(ctx: WorkflowContext, delay: float) -> None:
         backoffs = _backoffs(ctx)
         backoffs.add(waiter)
         if in_body:
-            task.in_body = False  # type: ignore[union-attr]
+            task.in_body = False
         try:
             if ctx.interrupt is None:
                 await block_async(clock, waiter, clock.now() + delay, None)
         finally:
             backoffs.discard(waiter)
             if in_body:
-                task.in_body = True  # type: ignore[union-attr]
+                task.in_body = True
     elif ctx.interrupt is None:
         await asyncio.sleep(0)  # no delay: still let the loop run between attempts
     if ctx.interrupt is not None:

@@ -15,15 +15,60 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any
+from types import MethodType
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
-from .. import _records as R
-from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
+from .._records import TX
+from ..codec import DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
 from ..journal import Record
-from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
+from .context import _IN_STEP, WorkflowContext, current, workflow_context
+from .outcomes import encode_failure, encode_value, step_record
 from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# A step's start: the store turns it into its own clock (_records.STEP).
+_now = time.monotonic
+
+
+def _check_policy(
+    name: str,
+    retries: int,
+    backoff: float,
+    initial_delay: float,
+    max_delay: float,
+    retry_on: Any,
+    should_retry: Any,
+    jitter: Any,
+) -> tuple[type[Exception], ...] | None:
+    """Refuse a malformed retry policy (UsageError); ``retry_on`` as a tuple."""
+    if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
+        raise errors.UsageError(
+            f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
+            f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
+        )
+    classes: tuple[type[Exception], ...] | None = None
+    if retry_on is not None:
+        given = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+        if not all(isinstance(t, type) and issubclass(t, Exception) for t in given):
+            raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {given!r}")
+        classes = given
+    if should_retry is not None and not callable(should_retry):
+        raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
+    if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
+        raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
+    return classes
+
+
+def _check_seconds(name: str, option: str, value: Any, none_ok: str) -> None:
+    """Refuse an option that is not None nor a finite number of seconds > 0."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+    ):
+        raise errors.UsageError(f"step {name!r}: {option} must be a number of seconds > 0{none_ok}, not {value!r}")
 
 
 class StepSpec:
@@ -62,36 +107,15 @@ class StepSpec:
         jitter: float = 0.0,
         retry_deadline: float | None = None,
     ) -> None:
-        if retries < 0 or backoff < 1.0 or initial_delay < 0 or max_delay < 0:
-            raise errors.UsageError(
-                f"step {name!r}: retries must be >= 0, backoff >= 1.0, delays >= 0 "
-                f"(got retries={retries}, backoff={backoff}, initial_delay={initial_delay}, max_delay={max_delay})"
-            )
-        if retry_on is not None:
-            retry_on = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
-            if not all(isinstance(t, type) and issubclass(t, Exception) for t in retry_on):
-                raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {retry_on!r}")
-        if should_retry is not None and not callable(should_retry):
-            raise errors.UsageError(f"step {name!r}: should_retry must be callable (exception -> bool)")
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter <= 1.0:
-            raise errors.UsageError(f"step {name!r}: jitter must be a fraction in [0, 1], not {jitter!r}")
-        if retry_deadline is not None and (
-            isinstance(retry_deadline, bool)
-            or not isinstance(retry_deadline, (int, float))
-            or not 0 < retry_deadline < float("inf")
-        ):
-            raise errors.UsageError(
-                f"step {name!r}: retry_deadline must be a number of seconds > 0 or None, not {retry_deadline!r}"
-            )
+        retry_on = _check_policy(name, retries, backoff, initial_delay, max_delay, retry_on, should_retry, jitter)
+        _check_seconds(name, "retry_deadline", retry_deadline, " or None")
         self.is_async = inspect.iscoroutinefunction(fn)
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
-                raise errors.UsageError(f"step {name!r}: timeout must be a number of seconds > 0, not {timeout!r}")
-            if not self.is_async:
-                raise errors.UsageError(
-                    f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
-                    "stopped); bound the sync body itself (e.g. the timeout of the call it makes)"
-                )
+        _check_seconds(name, "timeout", timeout, "")
+        if timeout is not None and not self.is_async:
+            raise errors.UsageError(
+                f"step {name!r}: timeout= needs an async step (a thread running a sync body cannot be "
+                "stopped); bound the sync body itself (e.g. the timeout of the call it makes)"
+            )
         self.retry_on = retry_on
         self.should_retry = should_retry
         self.timeout = timeout
@@ -156,24 +180,6 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key
         raise decode_failure(("step", spec.name, ctx.workflow_id, key), spec.decode, exc) from exc
 
 
-def _outcome(
-    ctx: WorkflowContext, spec: StepSpec, key: Any, value: Any, exc: BaseException | None, started: float | None
-) -> tuple[Record, Any, BaseException | None]:
-    """The journal record for an outcome, and what the workflow then sees."""
-    if exc is not None:
-        err = encode_error(exc)
-        seen = decode_error(err)
-        seen.__cause__ = exc
-        raw, decoded = None, None
-    elif value is None:
-        err = raw = decoded = seen = None
-    else:
-        err = seen = None
-        raw, decoded = ctx.codec.roundtrip(value, ("step", spec.name, ctx.workflow_id, key), spec.decode, spec.identity)
-    pos, ident = ctx.row(key)
-    return Record(R.STEP, (ctx.workflow_id, pos, spec.name, raw, err, ident, started)), decoded, seen
-
-
 def _run_sync(
     ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[Any, BaseException | None]:
@@ -218,21 +224,115 @@ async def _run_async(
         attempt += 1
 
 
-def make_step(spec: StepSpec) -> Callable[..., Any]:
-    """The callable users get from ``@engine.step``."""
+# -- steps --------------------------------------------------------------------------
 
-    fn, name, decode, identity = spec.fn, spec.name, spec.decode, spec.identity
-    _now = time.monotonic  # a step's start: the store turns it into its own clock (_records.STEP)
-    inline_async = spec.plain and spec.is_async
 
-    def step_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+class Step(Generic[P, R]):
+    """What ``@engine.step`` returns: call it as the function it wraps.
+
+    Outside a workflow, and inside a step body (the outer step's outcome
+    covers it), a call is a plain call. In a workflow the outcome is
+    journaled once, durable before the call returns, and replayed after. In
+    an async workflow a call returns an awaitable: its key is claimed at the
+    call, in call order, so that ``asyncio.gather`` is deterministic.
+    """
+
+    __slots__ = (
+        "__durably_step__",
+        "_spec",
+        "_fn",
+        "_name",
+        "_decode",
+        "_identity",
+        "_plain_sync",
+        "_inline_async",
+        "__dict__",
+    )
+
+    def __init__(self, spec: StepSpec) -> None:
+        self._spec = self.__durably_step__ = spec  # what the engine and tests look up
+        self._fn: Callable[P, R] = spec.fn
+        self._name = spec.name
+        self._decode = spec.decode
+        self._identity = spec.identity
+        # The hot paths: a body without retries or timeout, run right here.
+        self._plain_sync = spec.plain and not spec.is_async
+        self._inline_async = spec.plain and spec.is_async
+        functools.update_wrapper(self, spec.fn)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A step defined in a class body is a method, as its function was."""
+        return self if obj is None else MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
+
+    def __repr__(self) -> str:
+        return f"<durably step {self._name!r}>"
+
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        ctx = current.get()
+        if ctx is None:
+            return self._fn(*args, **kwargs)  # outside a workflow: nothing is journaled
+        if ctx.is_async:
+            task = current_task(ctx.loop)
+            br = ctx.root
+            if br is not None and br.task is task:  # the workflow's own task: the hot path
+                if task.in_body:
+                    return self._fn(*args, **kwargs)  # inside a step body: the outer step covers it
+                if ctx.interrupt is None and ctx.parked is None and not ctx.pending:
+                    key = br.seq
+                    br.seq = key + 1
+                    awaitable: R = _step_async(self, ctx, key, args, kwargs)
+                    return awaitable
+            return self._claim(ctx, task, args, kwargs)
+        if ctx.in_step:
+            return self._fn(*args, **kwargs)  # inside a step body: the outer step covers it
+        pos = ctx.position
+        if self._plain_sync and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None:
+            if not _crash.ARMED:
+                ctx.position = pos + 1
+                return self._live_sync(ctx, pos, args, kwargs)
+        return self._step_sync(ctx, args, kwargs)
+
+    def _claim(self, ctx: WorkflowContext, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """An async call off the hot path: in a branch task (gather), a step
+        body, or a workflow interrupted, parked or with replay pending."""
+        br = ctx.root
+        if (br is None or br.task is not task) and (_IN_STEP.get() or getattr(task, "in_body", False)):
+            return self._fn(*args, **kwargs)  # inside a step body: the outer step covers it
+        if ctx.interrupt is not None or ctx.parked is not None:
+            ctx.take_position()  # raises the interrupt or the park
+        awaitable: R = _step_async(self, ctx, ctx.claim(task), args, kwargs)
+        return awaitable
+
+    def _live_sync(self, ctx: WorkflowContext, pos: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """A live sync step without retries at ``pos`` (already taken): what
+        ``_step_sync`` does, minus the replay lookup and the retry loop."""
+        failure: Exception | None = None
+        value: Any = None
+        started = _now()
+        ctx.in_step = True
+        try:
+            value = self._fn(*args, **kwargs)
+        except Exception as exc:
+            failure = exc
+        finally:
+            ctx.in_step = False
+        return self._finish_sync(ctx, pos, value, failure, started)
+
+    def _step_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        """A step in a sync workflow: replayed, or run (with its retries; an
+        async body on an event loop of its own) and journaled."""
+        spec = self._spec
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
-            return _replay(ctx, spec, recorded, pos)
+            replayed: R = _replay(ctx, spec, recorded, pos)
+            return replayed
         if _crash.ARMED:
             _crash.hit("step.before_body")
-        started = time.monotonic()
+        started = _now()
         if spec.is_async:
             ctx.in_step = True
             try:
@@ -243,236 +343,238 @@ def make_step(spec: StepSpec) -> Callable[..., Any]:
             value, exc = _run_sync(ctx, spec, args, kwargs)
         if _crash.ARMED:
             _crash.hit("step.after_body")
-        rec, seen, err = _outcome(ctx, spec, pos, value, exc, started)
+        return self._finish_sync(ctx, pos, value, exc, started)
+
+    def _finish_sync(self, ctx: WorkflowContext, pos: int, value: Any, exc: BaseException | None, started: float) -> R:
+        """A sync step's outcome: its record submitted (durable when this
+        returns), then the value the workflow sees returned or its error raised."""
+        name = self._name
+        if exc is None:
+            raw, seen = encode_value(
+                ctx.codec, value, ("step", name, ctx.workflow_id, pos), self._decode, self._identity
+            )
+            failure = None
+            rec = step_record(ctx, pos, name, raw, None, started)
+        else:
+            err, failure = encode_failure(exc)
+            seen = None
+            rec = step_record(ctx, pos, name, None, err, started)
         ctx.journal.submit(rec)
-        if err is not None:
-            raise err
-        return seen
-
-    async def step_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if ctx.recorded:
-            recorded = ctx.replayed(key, spec.name)
-            if recorded is not None:
-                if not ctx.deliver_now():  # in the order it was delivered live
-                    await ctx.turn(key)
-                return _replay(ctx, spec, recorded, key)
-        if _crash.ARMED:
-            _crash.hit("step.before_body")
-        started = _now()
-        task = current_task(ctx.loop)
-        if inline_async and type(task) is GuardedTask:
-            # The common case: the body runs right in the workflow's task,
-            # which holds back a cancel from its loop's shutdown meanwhile;
-            # its in_body flag also makes durable calls in the body plain.
-            exc = None
-            task.in_body = True
-            try:
-                value = await fn(*args, **kwargs)
-            except Exception as e:
-                value, exc = None, e
-            finally:
-                task.in_body = False
-            stop = task.held
-            if exc is None and not stop and not _crash.ARMED:
-                # The hot path, inlined (what _outcome does for a value).
-                if value is None:
-                    raw = seen = None
-                else:
-                    raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, key))
-                    if identity and type(value) in _IDENTITY:
-                        seen = value
-                    else:
-                        try:
-                            seen = decode(raw)
-                        except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
-                            raise decode_failure(("step", name, ctx.workflow_id, key), decode, bad) from bad
-                pos = ctx.position
-                ctx.position = pos + 1
-                await ctx.journal.submit_async(
-                    Record(
-                        R.STEP,
-                        (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started),
-                    )
-                )
-                if not ctx.deliver_now():
-                    await ctx.turn(key)
-                return seen
-        else:
-            token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
-            try:
-                (value, exc), stop = await run_guarded(_run_async(ctx, spec, args, kwargs))
-            finally:
-                _IN_STEP.reset(token)
-        if _crash.ARMED:
-            _crash.hit("step.after_body")
-        rec, seen, err = _outcome(ctx, spec, key, value, exc, started)
-        await ctx.journal.submit_async(rec)
-        if not ctx.deliver_now():
-            await ctx.turn(key)
-        if stop:
-            # The event loop is ending (asyncio.run returned): the body ran
-            # once and its outcome is durable; the workflow continues from
-            # its journal on the engine's own loop.
-            raise asyncio.CancelledError()
-        if err is not None:
-            raise err
-        return seen
-
-    plain = spec.plain and not spec.is_async
-
-    @functools.wraps(spec.fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        ctx = current.get()
-        if ctx is None:
-            # Outside a workflow a step is a plain call: nothing is journaled.
-            return fn(*args, **kwargs)
-        if ctx.is_async:
-            # Claim the key now, in call order, so asyncio.gather is deterministic.
-            task = current_task(ctx.loop)
-            br = ctx.root
-            if br is not None and br.task is task:  # the workflow's own task
-                if task.in_body:
-                    return fn(*args, **kwargs)  # inside a step body: the outer step covers it
-                if ctx.interrupt is None and ctx.parked is None and not ctx.pending:
-                    key = br.seq
-                    br.seq = key + 1
-                    return step_async(ctx, key, args, kwargs)
-            elif _IN_STEP.get() or getattr(task, "in_body", False):
-                return fn(*args, **kwargs)  # inside a step body: the outer step covers it
-            if ctx.interrupt is not None or ctx.parked is not None:
-                ctx.take_position()  # raises the interrupt or the park
-            return step_async(ctx, ctx.claim(task), args, kwargs)
-        if ctx.in_step:
-            return fn(*args, **kwargs)  # inside a step body: the outer step covers it
-        pos = ctx.position
-        if not (plain and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None and not _crash.ARMED):
-            return step_sync(ctx, args, kwargs)
-        # The hot path, inlined: a live sync step without retries (what
-        # step_sync does, minus the replay lookup and the helper calls).
-        ctx.position = pos + 1
-        failure: Exception | None = None
-        started = _now()
-        ctx.in_step = True
-        try:
-            value = fn(*args, **kwargs)
-        except Exception as exc:
-            failure = exc
-        finally:
-            ctx.in_step = False
         if failure is not None:
-            rec, _, err = _outcome(ctx, spec, pos, None, failure, started)
-            ctx.journal.submit(rec)
-            raise err  # type: ignore[misc]
-        if value is None:
-            raw = seen = None
-        else:
-            raw = ctx.codec.encode(value, ("step", name, ctx.workflow_id, pos))
-            if identity and type(value) in _IDENTITY:
-                seen = value
-            else:
-                try:
-                    seen = decode(raw)
-                except DECODE_FAILURES as bad:  # it would not replay: refused, as an unencodable one
-                    raise decode_failure(("step", name, ctx.workflow_id, pos), decode, bad) from bad
-        ctx.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, raw, None, None, started)))
-        return seen
-
-    call.__durably_step__ = spec  # type: ignore[attr-defined]
-    return call
+            raise failure
+        result: R = seen
+        return result
 
 
-# -- transaction steps ------------------------------------------------------------
+async def _run_step_async(
+    step: Step[Any, Any], ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """A step in an async workflow, at ``key`` (claimed at the call)."""
+    if ctx.recorded:
+        recorded = ctx.replayed(key, step._name)
+        if recorded is not None:
+            if not ctx.deliver_now():  # in the order it was delivered live
+                await ctx.turn(key)
+            return _replay(ctx, step._spec, recorded, key)
+    if _crash.ARMED:
+        _crash.hit("step.before_body")
+    started = _now()
+    task = current_task(ctx.loop)  # not the caller's when gather wrapped the awaitable in a task
+    if step._inline_async and type(task) is GuardedTask:
+        # The common case: the body runs right in the workflow's task, which
+        # holds back a cancel from its loop's shutdown meanwhile; its in_body
+        # flag also makes durable calls in the body plain.
+        exc = None
+        task.in_body = True
+        try:
+            value = await step._fn(*args, **kwargs)
+        except Exception as e:
+            value, exc = None, e
+        finally:
+            task.in_body = False
+        stop = task.held
+    else:
+        token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
+        try:
+            (value, exc), stop = await run_guarded(_run_async(ctx, step._spec, args, kwargs))
+        finally:
+            _IN_STEP.reset(token)
+    if _crash.ARMED:
+        _crash.hit("step.after_body")
+    name = step._name
+    if exc is None:
+        raw, seen = encode_value(ctx.codec, value, ("step", name, ctx.workflow_id, key), step._decode, step._identity)
+        failure = None
+        rec = step_record(ctx, key, name, raw, None, started)
+    else:
+        err, failure = encode_failure(exc)
+        seen = None
+        rec = step_record(ctx, key, name, None, err, started)
+    await ctx.journal.submit_async(rec)
+    if not ctx.deliver_now():
+        await ctx.turn(key)
+    if stop:
+        # The event loop is ending (asyncio.run returned): the body ran once
+        # and its outcome is durable; the workflow continues from its
+        # journal on the engine's own loop.
+        raise asyncio.CancelledError()
+    if failure is not None:
+        raise failure
+    return seen
 
 
-def make_transaction(spec: StepSpec, timeout: float | None = None) -> Callable[..., Any]:
-    """The callable users get from ``@engine.transaction``.
+# Typed loosely: Step.__call__ hands its awaitable back as the body's own type.
+_step_async: Callable[..., Any] = _run_step_async
 
-    The body runs on the journal's writer thread inside the batch transaction,
-    in its own SAVEPOINT: its SQL commits in the same fsync as its outcome
-    record, exactly once. A body that raises is rolled back and its error is
-    the recorded outcome.
+
+# -- transaction steps --------------------------------------------------------------
+
+
+class Transaction(Generic[P, R]):
+    """What ``@engine.transaction`` returns: ``fn(tx, *args, **kwargs)``
+    called as ``step(*args, **kwargs)``, the transaction passed first.
+
+    The body runs on the journal's writer thread inside the batch
+    transaction, in its own SAVEPOINT: its SQL commits in the same fsync as
+    its outcome record, exactly once. A body that raises is rolled back and
+    its error is the recorded outcome.
     """
-    if spec.is_async:
-        raise errors.UsageError(f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)")
 
-    def body_for(
-        ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]
-    ) -> Callable[[Any], tuple[Any, Any]]:
-        where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
-        # On the writer thread the body sees its workflow (engine.workflow_id
-        # works) but may not start steps: they would wait on this very writer.
-        inner = WorkflowContext(ctx.runner, ctx.workflow_id, ctx.name, {}, False)
-        inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
+    __slots__ = ("__durably_step__", "_spec", "_timeout", "__dict__")
 
-        def body(tx: Any) -> tuple[Any, Any]:
-            box.clear()  # the store may run a body again after rolling back a batch (busy, isolation)
-            token = current.set(inner)
-            try:
-                value = spec.fn(tx, *args, **kwargs)
-            except Exception as exc:
-                box.append(exc)
-                return None, encode_error(exc)
-            finally:
-                current.reset(token)
-            if value is None:
-                box.append(None)
-                return None, None
-            raw, decoded = ctx.codec.roundtrip(value, where, spec.decode, spec.identity)
-            box.append(decoded)
-            return raw, None
+    def __init__(self, spec: StepSpec, timeout: float | None = None) -> None:
+        if spec.is_async:
+            raise errors.UsageError(
+                f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)"
+            )
+        self._spec = self.__durably_step__ = spec  # what the engine and tests look up
+        self._timeout = timeout  # None: the engine's budget
+        functools.update_wrapper(self, spec.fn)
 
-        body.timeout = timeout  # type: ignore[attr-defined]  # None: the engine's budget
-        return body
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else MethodType(self, obj)
 
-    def finish(rec: Record, box: list[Any]) -> Any:
-        output, error = rec.result
-        if error is not None:
-            seen = decode_error(error)
-            # (the body may have returned a value: on PostgreSQL an SQL error it
-            # caught, or the store's sandbox check, is still its outcome)
-            seen.__cause__ = box[0] if box and isinstance(box[0], BaseException) else None
-            raise seen
-        return box[0] if box else None
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])
 
-    def tx_sync(ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def __repr__(self) -> str:
+        return f"<durably transaction step {self._spec.name!r}>"
+
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        name = self._spec.name
+        ctx = workflow_context()
+        if ctx is None and current.get() is not None:
+            raise errors.UsageError(
+                f"transaction step {name!r} was called inside a step body; call it from the "
+                "workflow (a step's outcome cannot cover a transaction's SQL)"
+            )
+        if ctx is None:
+            raise errors.UsageError(
+                f"transaction step {name!r} was called outside a workflow; it needs the "
+                "engine's writer (call it from a workflow, or wrap it in one)"
+            )
+        if ctx.is_async:
+            awaitable: R = _tx_async(self, ctx, ctx.take_position(), args, kwargs)
+            return awaitable
+        result: R = self._tx_sync(ctx, args, kwargs)
+        return result
+
+    def _tx_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        spec = self._spec
         pos = ctx.take_position()
         recorded = ctx.replayed(pos, spec.name)
         if recorded is not None:
             return _replay(ctx, spec, recorded, pos)
         box: list[Any] = []
-        rec = Record(R.TX, (ctx.workflow_id, ctx.row(pos), spec.name, body_for(ctx, pos, args, kwargs, box)))
+        rec = Record(TX, (ctx.workflow_id, ctx.row(pos), spec.name, self.body(ctx, pos, args, kwargs, box)))
         ctx.journal.submit(rec)
-        return finish(rec, box)
+        return _tx_outcome(rec, box)
 
-    async def tx_async(ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        recorded = ctx.replayed(key, spec.name)
-        if recorded is not None:
-            if not ctx.deliver_now():
-                await ctx.turn(key)
-            return _replay(ctx, spec, recorded, key)
-        box: list[Any] = []
-        rec = Record(R.TX, (ctx.workflow_id, ctx.row(key), spec.name, body_for(ctx, key, args, kwargs, box)))
-        await ctx.journal.submit_async(rec)
+    def body(
+        self, ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]
+    ) -> TxBody:
+        """What the writer runs for the call at ``pos``; ``box`` gets the
+        value the workflow sees, or the exception the body raised."""
+        spec = self._spec
+        where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
+        # On the writer thread the body sees its workflow (engine.workflow_id
+        # works) but may not start steps: they would wait on this very writer.
+        inner = WorkflowContext(ctx.runner, ctx.workflow_id, ctx.name, {}, False)
+        inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
+        return TxBody(spec, ctx.codec, where, inner, args, kwargs, box, self._timeout)
+
+
+class TxBody:
+    """A transaction step's body, run by the store on the writer thread:
+    ``body(tx) -> (stored value, stored error)``; ``timeout`` is its budget
+    (None: the engine's)."""
+
+    __slots__ = ("spec", "codec", "where", "inner", "args", "kwargs", "box", "timeout")
+
+    def __init__(
+        self,
+        spec: StepSpec,
+        codec: Codec,
+        where: str,
+        inner: WorkflowContext,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        box: list[Any],
+        timeout: float | None,
+    ) -> None:
+        self.spec = spec
+        self.codec = codec
+        self.where = where
+        self.inner = inner
+        self.args = args
+        self.kwargs = kwargs
+        self.box = box
+        self.timeout = timeout
+
+    def __call__(self, tx: Any) -> tuple[Any, Any]:
+        box = self.box
+        box.clear()  # the store may run a body again after rolling back a batch (busy, isolation)
+        token = current.set(self.inner)
+        try:
+            value = self.spec.fn(tx, *self.args, **self.kwargs)
+        except Exception as exc:
+            box.append(exc)
+            return None, encode_error(exc)
+        finally:
+            current.reset(token)
+        spec = self.spec
+        raw, seen = encode_value(self.codec, value, self.where, spec.decode, spec.identity)
+        box.append(seen)
+        return raw, None
+
+
+def _tx_outcome(rec: Record, box: list[Any]) -> Any:
+    """What the workflow sees of a transaction step's durable outcome."""
+    output, error = rec.result
+    if error is not None:
+        seen = decode_error(error)
+        # (the body may have returned a value: on PostgreSQL an SQL error it
+        # caught, or the store's sandbox check, is still its outcome)
+        seen.__cause__ = box[0] if box and isinstance(box[0], BaseException) else None
+        raise seen
+    return box[0] if box else None
+
+
+async def _run_tx_async(
+    step: Transaction[Any, Any], ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    spec = step._spec
+    recorded = ctx.replayed(key, spec.name)
+    if recorded is not None:
         if not ctx.deliver_now():
             await ctx.turn(key)
-        return finish(rec, box)
+        return _replay(ctx, spec, recorded, key)
+    box: list[Any] = []
+    rec = Record(TX, (ctx.workflow_id, ctx.row(key), spec.name, step.body(ctx, key, args, kwargs, box)))
+    await ctx.journal.submit_async(rec)
+    if not ctx.deliver_now():
+        await ctx.turn(key)
+    return _tx_outcome(rec, box)
 
-    @functools.wraps(spec.fn)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        ctx = workflow_context()
-        if ctx is None and current.get() is not None:
-            raise errors.UsageError(
-                f"transaction step {spec.name!r} was called inside a step body; call it from the "
-                "workflow (a step's outcome cannot cover a transaction's SQL)"
-            )
-        if ctx is None:
-            raise errors.UsageError(
-                f"transaction step {spec.name!r} was called outside a workflow; it needs the "
-                "engine's writer (call it from a workflow, or wrap it in one)"
-            )
-        if ctx.is_async:
-            return tx_async(ctx, ctx.take_position(), args, kwargs)
-        return tx_sync(ctx, args, kwargs)
 
-    call.__durably_step__ = spec  # type: ignore[attr-defined]
-    return call
+_tx_async: Callable[..., Any] = _run_tx_async

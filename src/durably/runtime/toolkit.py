@@ -25,6 +25,7 @@ from .._names import check_name
 from ..codec import decode_error, type_label
 from ..journal import Record
 from .context import WorkflowContext, encode_key, other_engine, workflow_context
+from .outcomes import step_record
 from .waits import Waiter, block, block_async
 
 if TYPE_CHECKING:
@@ -178,8 +179,7 @@ class Toolkit:
             return self.codec.decoder(annotation)(recorded[0])
         value = make()
         raw = self.codec.encode(value, (name, name, ctx.workflow_id, pos))
-        row_pos, ident = ctx.row(pos)
-        yield SUBMIT, Record(R.STEP, (ctx.workflow_id, row_pos, name, raw, None, ident, None))
+        yield SUBMIT, step_record(ctx, pos, name, raw, None, None)
         return value
 
     def op(self, ctx: WorkflowContext | None, pos: int | None, name: str, op: str, args: tuple[Any, ...]) -> Gen:
@@ -252,8 +252,7 @@ class Toolkit:
             waiter = yield WAITER, None
             yield BLOCK, (waiter, wake)
         if ctx is not None and ctx.is_async:
-            pos, ident = ctx.row(mark)
-            yield SUBMIT, Record(R.STEP, (ctx.workflow_id, pos, "wake", None, None, ident, None))
+            yield SUBMIT, step_record(ctx, mark, "wake", None, None, None)
 
     def value(self, name: str, make: Any, annotation: Any) -> Gen:
         ctx = workflow_context()
@@ -281,8 +280,7 @@ class Toolkit:
         if replaying:
             ctx.recorded.pop(key, None)
         else:
-            pos, ident = ctx.row(key)
-            self.journal.submit(Record(R.STEP, (ctx.workflow_id, pos, name, None, None, ident, None)))
+            self.journal.submit(step_record(ctx, key, name, None, None, None))
         return True
 
     def deprecate_patch(self, change: str) -> bool:

@@ -11,12 +11,14 @@ the next open).
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from types import MethodType
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
 from .. import _records as R
@@ -25,6 +27,9 @@ from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
 log = logging.getLogger("durably")
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class WorkflowSpec:
@@ -47,7 +52,56 @@ class WorkflowSpec:
         self.signature = inspect.signature(fn)
         self.hints = annotations_of(fn)
         self.decode = codec.decoder(self.hints.get("return", Any))
-        self.is_async = inspect.iscoroutinefunction(fn)
+        # (a Workflow object registered again, on another engine, is async as its function is)
+        self.is_async = inspect.iscoroutinefunction(fn) or (isinstance(fn, Workflow) and fn.is_async)
+
+
+class Workflow(Generic[P, T]):
+    """What ``@engine.workflow`` returns: call it as the function it wraps.
+
+    Called from outside a workflow it starts a workflow and waits for its
+    result (an async workflow: the call returns an awaitable); called inside
+    one it starts a child workflow and waits for it. ``run(spec, args,
+    kwargs)`` is the engine's way to do that for this kind of workflow.
+    """
+
+    __slots__ = ("__durably_workflow__", "_spec", "_run", "__dict__")
+
+    def __init__(self, spec: WorkflowSpec, run: Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any]], Any]) -> None:
+        self._spec = self.__durably_workflow__ = spec  # what the engine and tests look up
+        self._run = run
+        functools.update_wrapper(self, spec.fn)
+        if spec.is_async:  # an async workflow's call returns an awaitable, as the coroutine function did
+            _mark_coroutine_function(self)
+
+    @property
+    def is_async(self) -> bool:
+        return self._spec.is_async
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        """A workflow defined in a class body is a method, as its function was."""
+        return self if obj is None else MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
+
+    def __repr__(self) -> str:
+        return f"<durably workflow {self._spec.name!r}>"
+
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        result: T = self._run(self._spec, args, kwargs)
+        return result
+
+
+def _mark_coroutine_function(obj: Any) -> None:
+    """``inspect.iscoroutinefunction(obj)`` true on Python 3.12+ (and
+    ``asyncio.iscoroutinefunction`` on 3.11), as for the ``async def`` that
+    ``engine.workflow`` returned before it returned a Workflow."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:
+        mark(obj)
+    else:
+        obj._is_coroutine = getattr(asyncio.coroutines, "_is_coroutine", None)
 
 
 class Outcome:
@@ -88,10 +142,10 @@ def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismE
         log.warning(
             "durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
             "it stays PENDING (restore the old code path, then resume it)",
-            outcome.workflow_id,
-            outcome.position,
-            outcome.called,
-            outcome.recorded,
+            getattr(outcome, "workflow_id", None),  # (DurablyError fields, set from _fields)
+            getattr(outcome, "position", None),
+            getattr(outcome, "called", None),
+            getattr(outcome, "recorded", None),
         )
         return Record(R.WRITE, ("park", (str(outcome), ctx.workflow_id)))
     if outcome.status is None:
@@ -163,11 +217,11 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     finally:
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
         ctx.runner.finished(ctx, stopped or final)
-    if stopped is not None and not threading.current_thread().name.startswith("durably-"):
+    if stopped is not None and exc is not None and not threading.current_thread().name.startswith("durably-"):
         # The caller's own thread (a workflow called directly, Ctrl-C in the
         # main thread): the signal goes on as Python intends. An engine
         # thread logs it and carries on serving other workflows.
-        raise exc  # type: ignore[misc]
+        raise exc
 
 
 async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
@@ -199,8 +253,8 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
         current.set(None)
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
         ctx.runner.finished(ctx, stopped or final)
-    if stopped is not None and ctx.loop is not ctx.runner.loop:
-        raise exc  # type: ignore[misc]  # the caller's loop: asyncio stops it, as Python intends
+    if stopped is not None and exc is not None and ctx.loop is not ctx.runner.loop:
+        raise exc  # the caller's loop: asyncio stops it, as Python intends
     if isinstance(exc, asyncio.CancelledError) and ctx.interrupt is None and not ctx.runner.closing:
         # The task was cancelled from outside (typically the caller's event
         # loop ending under it) while the engine stays open: carry on, from
