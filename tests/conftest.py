@@ -37,6 +37,7 @@ BOTH_BACKENDS = {
     "test_first_contact",
     "test_names",
     "test_retries",
+    "test_inspection",
 }
 _pg_state: dict[str, Any] = {}
 

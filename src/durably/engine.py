@@ -40,6 +40,7 @@ from .runtime.workflows import WorkflowSpec, run_sync
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .store import _executors, make_store
 from .store._connection import is_memory
+from .store._inspect import Stats, read_stats
 from .store._store import STATUSES
 
 log = logging.getLogger("durably")
@@ -1157,6 +1158,13 @@ class Engine:
         ScheduleNotFoundError if there is no such schedule.
         """
         return self._schedules.backfill_schedule(name, start, end)
+
+    def stats(self) -> Stats:
+        """A snapshot of the database (``Stats``): workflows by status, step
+        rows, messages waiting, events, workflows waiting in each queue, live
+        executors, schedules, and this engine's writer counters."""
+        self._check_open()
+        return read_stats(self._store, self._journal)
 
     def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule in the database, by name (``ScheduleInfo``)."""
