@@ -42,14 +42,27 @@ from .store._inspect import (
 
 
 def _store(engine: Engine) -> Any:
-    # The one place durably.testing reaches into the engine (a structural
-    # test counts it): everything below is a read of its store.
+    # One of the two places durably.testing reaches into the engine (a
+    # structural test counts them): everything below reads its store.
     return engine._store
 
 
 def backend(engine: Engine) -> str:
     """``"sqlite"`` or ``"postgresql"``: the kind of database ``engine`` uses."""
     return _inspect.backend_of(_store(engine))
+
+
+def schema(engine: Engine) -> str | None:
+    """The PostgreSQL schema holding durably's tables (None on SQLite)."""
+    name = getattr(_store(engine), "schema", None)
+    return None if name is None else str(name)
+
+
+def journal_running(engine: Engine) -> bool:
+    """Whether the engine's writer is running: it is open and no write failed
+    (a failed write stops the writer and every later durable call raises)."""
+    journal = engine._journal  # the other place (see _store)
+    return journal is not None and journal.running and journal.failure is None
 
 
 def workflow(engine: Engine, workflow_id: str) -> WorkflowRow | None:
@@ -125,12 +138,14 @@ __all__ = [
     "WorkflowRow",
     "backend",
     "counts",
+    "journal_running",
     "events",
     "executors",
     "messages",
     "notices",
     "queue_entries",
     "query",
+    "schema",
     "send_keys",
     "steps",
     "workflow",
