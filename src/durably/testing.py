@@ -61,8 +61,19 @@ def schema(engine: Engine) -> str | None:
 def journal_running(engine: Engine) -> bool:
     """Whether the engine's writer is running: it is open and no write failed
     (a failed write stops the writer and every later durable call raises)."""
-    journal = engine._journal  # the other place (see _store)
+    journal = _journal(engine)
     return journal is not None and journal.running and journal.failure is None
+
+
+def writer_failure(engine: Engine) -> BaseException | None:
+    """The error that stopped the engine's writer, or None while it writes
+    (or when it never failed)."""
+    journal = _journal(engine)
+    return None if journal is None else journal.failure
+
+
+def _journal(engine: Engine) -> Any:
+    return engine._journal  # the other place (see _store)
 
 
 def workflow(engine: Engine, workflow_id: str) -> WorkflowRow | None:
@@ -150,4 +161,5 @@ __all__ = [
     "steps",
     "workflow",
     "workflows",
+    "writer_failure",
 ]
