@@ -43,8 +43,12 @@ def _child_env() -> dict[str, str]:
 # -- Ctrl-C in a workflow called directly -----------------------------------------
 
 _CTRL_C_CHILD = """
-import os, sys
+import os, signal, sys
 import durably
+
+# Ctrl-C raises KeyboardInterrupt even when the test runner ignores SIGINT
+# (a runner started in the background by a shell), which the child inherits.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 path, stop = sys.argv[1], sys.argv[2]
 engine = durably.Engine(path)
