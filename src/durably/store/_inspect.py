@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from ._store import STATUSES as _STATUSES
+
 _NOW = {"sqlite": "unixepoch('subsec')", "postgresql": "extract(epoch from clock_timestamp())"}
 
 
@@ -54,7 +56,8 @@ def run_user_sql(store: _Queryable, sql: str, params: Any = ()) -> list[tuple[An
 
 # -- stats ----------------------------------------------------------------------------
 
-STATUSES = ("PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+# The statuses a workflow row holds (ENQUEUED is a view of PENDING: ``Stats.queued``).
+STATUSES = tuple(s for s in _STATUSES if s != "ENQUEUED")
 
 
 @dataclass(frozen=True)
