@@ -62,7 +62,7 @@ import psycopg
 import pytest
 
 import durably
-from durably import _crash
+from durably import _crash, testing
 
 from . import backends
 from .ledger import read_ledger
@@ -459,7 +459,7 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(
             result: Any = engine.run("w", workflow_id="w1")
         except durably.DurablyError as exc:
             result = exc
-        failure = engine._journal.failure
+        failure = testing.writer_failure(engine)
     reader = backends.Reader(pg_url)
     try:
         steps = reader.rows("SELECT position, name FROM steps WHERE workflow_id = 'w1'")
@@ -532,11 +532,12 @@ def test_backends_terminated_during_transaction_steps(pg_url: str, seed: int) ->
             finally:
                 stop.set()
                 thread.join()
-            failure = engine._journal.failure
-            booked = engine._store.query("SELECT wid, count(*) FROM booked GROUP BY wid ORDER BY wid")
-            recorded = engine._store.query(
-                "SELECT workflow_id, count(*) FROM steps WHERE name = 'book' GROUP BY workflow_id ORDER BY workflow_id"
-            )
+            failure = testing.writer_failure(engine)
+            booked = testing.query(engine, "SELECT wid, count(*) FROM booked GROUP BY wid ORDER BY wid")
+            books = {
+                w.workflow_id: [s.name for s in testing.steps(engine, w.workflow_id)] for w in testing.workflows(engine)
+            }
+            recorded = [(wid, names.count("book")) for wid, names in sorted(books.items()) if "book" in names]
     finally:
         with backends.control() as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {user} CASCADE")

@@ -101,6 +101,7 @@ import apsw
 import pytest
 
 import durably
+from durably import testing
 
 from .backends import Reader, is_pg, placeholders
 from .ledger import format_record, read_ledger
@@ -242,11 +243,11 @@ class Run:
         PostgreSQL a read can fail while the server restarts or after its
         backend was terminated: tried again for up to 90 s."""
         if not self.pg:
-            return self.client._store.query(sql, params)
+            return testing.query(self.client, sql, params)
         deadline = time.monotonic() + 90.0
         while True:
             try:
-                return self.client._store.query(placeholders(sql, True), params)
+                return testing.query(self.client, placeholders(sql, True), params)
             except durably.DurablyError:
                 if time.monotonic() > deadline:
                     raise
@@ -401,7 +402,7 @@ class Run:
         key = getattr(self.client._store, "_fence_key", None)
         try:
             with control() as conn:
-                conn.execute("SELECT set_config('search_path', %s, false)", (f'"{self.client._store.schema}"',))
+                conn.execute("SELECT set_config('search_path', %s, false)", (f'"{testing.schema(self.client)}"',))
                 deadline = time.monotonic() + 0.3
                 while time.monotonic() < deadline:
                     if key is not None:
@@ -1200,7 +1201,7 @@ class Pair:
         return proc
 
     def rows(self) -> list[tuple[Any, ...]]:
-        return self.client._store.query("SELECT workflow_id, epoch, status FROM workflows ORDER BY workflow_id")
+        return sorted((w.workflow_id, w.epoch, w.status) for w in testing.workflows(self.client))
 
     @staticmethod
     def wait_for(cond: Any, timeout: float) -> bool:

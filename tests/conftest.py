@@ -19,9 +19,11 @@ PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432
 BOTH_BACKENDS = {
     "test_engine",
     "test_toolkit",
-    "test_messages_more",
+    "test_messages",
+    "test_events",
     "test_queues",
-    "test_schedules_runtime",
+    "test_schedule_management",
+    "test_schedule_time_zones",
     "test_schedules",
     "test_management",
     "test_replay",
@@ -37,6 +39,7 @@ BOTH_BACKENDS = {
     "test_first_contact",
     "test_names",
     "test_retries",
+    "test_inspection",
 }
 _pg_state: dict[str, Any] = {}
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import durably
-from durably import Status, errors
+from durably import Status, errors, testing
 
 
 def test_async_workflows_on_the_callers_loop(make_engine, any_path) -> None:
@@ -45,7 +45,7 @@ def test_async_workflows_on_the_callers_loop(make_engine, any_path) -> None:
     with engine:
         assert asyncio.run(main()) == [2 * i + 1 for i in range(50)]
         assert sorted(ran) == list(range(50))
-        assert engine._store.query("SELECT count(*) FROM seen") == [(50,)]
+        assert testing.query(engine, "SELECT count(*) FROM seen") == [(50,)]
         # an async workflow started from sync code runs on the engine's own loop
         assert engine.run(flow, 10) == 21
 

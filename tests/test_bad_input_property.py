@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import durably
-from durably import errors
+from durably import errors, testing
 from durably.store._tx import engine_objects
 
 TYPED = (errors.UsageError, errors.SerializationError)
@@ -70,10 +70,8 @@ def _build(path: str) -> durably.Engine:
 
 def _count(engine: durably.Engine) -> tuple:
     # (steps are left out: the bystanders record their receive deadlines meanwhile)
-    return tuple(
-        engine._store.query(f"SELECT count(*) FROM {t}")[0][0]
-        for t in ("workflows", "messages", "events", "queue_entries")
-    )
+    counts = testing.counts(engine)
+    return tuple(counts[t] for t in ("workflows", "messages", "events", "queue_entries"))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,7 +106,7 @@ def test_any_name_or_value_is_refused_with_a_typed_error_or_round_trips_exactly(
                     assert _count(engine)[2] == before[2]
                 except TYPED:
                     assert _count(engine) == before, (what, name, value)  # nothing stored
-            assert engine._journal.running
+            assert testing.journal_running(engine)
         engine = _build(path)
         with engine:  # through a restart
             for what, name, value in kept:
@@ -171,14 +169,15 @@ def _sql() -> Any:
 
 def _durably_state(engine: durably.Engine) -> tuple:
     tables, objects = engine_objects()
-    schema = engine._store.query(
+    schema = testing.query(
+        engine,
         "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE lower(name) IN ("
         + ", ".join("?" * len(objects))
         + ") ORDER BY name",
         tuple(sorted(objects)),
     )
-    counts = {t: engine._store.query(f"SELECT count(*) FROM {t}")[0][0] for t in sorted(tables) if t != "steps"}
-    temp = engine._store.query("SELECT name FROM temp.sqlite_schema")
+    counts = {t: testing.query(engine, f"SELECT count(*) FROM {t}")[0][0] for t in sorted(tables) if t != "steps"}
+    temp = testing.query(engine, "SELECT name FROM temp.sqlite_schema")
     return schema, counts, temp
 
 
@@ -215,4 +214,4 @@ def test_sql_a_transaction_step_runs_against_durablys_tables_changes_nothing_of_
             assert after[1] == before[1], (statements, outcomes)
             engine.send(waiting.workflow_id, "fine", topic="t")
             assert waiting.result(timeout=10) == "fine"
-            assert engine._journal.running
+            assert testing.journal_running(engine)

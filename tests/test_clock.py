@@ -102,3 +102,29 @@ def test_finish_skips_time_until_the_workflow_ends(make_engine) -> None:
 
     with engine:  # (days of sleeping for real would hit the test's timeout)
         assert clock.finish(engine.start(drip)) == 5 * 86400 + 3600
+
+
+@pytest.mark.timeout(30)
+def test_virtual_clock_finish_works_after_an_earlier_workflow_ran() -> None:
+    """The README's virtual-time snippet, run as written (on 8213365: hung)."""
+    emails: list[str] = []
+    clock = durably.VirtualClock()
+    engine = durably.Engine(":memory:", clock=clock)
+
+    @engine.step()
+    def email(user: str, text: str) -> None:
+        emails.append(user)
+
+    @engine.workflow()
+    def reminder(user: str) -> None:
+        sent_at = engine.now()
+        engine.sleep(24 * 3600)
+        email(user, f"since {sent_at:%c}")
+
+    with engine:
+        h = engine.start(reminder, "ann")
+        clock.wait_for_timers(1)
+        clock.advance(24 * 3600)
+        h.result(timeout=5)
+        clock.finish(engine.start(reminder, "bob"))
+    assert emails == ["ann", "bob"]

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 import durably
-from durably import Status, errors
+from durably import Status, errors, testing
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ def test_checkout_end_to_end(make_engine, any_path) -> None:
         steps = engine.steps("order-o-1")
         assert [s.name for s in steps] == [charge.__durably_step__.name, record_sale.__durably_step__.name]
         assert [s.position for s in steps] == [0, 1]
-        rows = engine._store.query("SELECT order_id FROM sales ORDER BY 1")
+        rows = testing.query(engine, "SELECT order_id FROM sales ORDER BY 1")
         assert rows == [("o-1",), ("o-2",), ("o-3",)]
     assert charged == ["o-1", "o-2", "o-3"]
 
@@ -182,7 +182,7 @@ def test_values_decode_by_annotation_live_equals_replay(make_engine) -> None:
     # replay the same workflow from its journal: identical values
     with make_engine() as engine:
         engine.resume("v")  # SUCCESS: a no-op
-        ctx_rows = engine._store.load_steps("v")
+        ctx_rows = testing.steps(engine, "v")
         assert len(ctx_rows) == 1
     assert first == repr(value)
 
@@ -379,7 +379,7 @@ def test_transaction_step_rolls_back_on_error_and_records_the_error(make_engine)
 
     with engine:
         assert engine.run(flow, workflow_id="tx") == 1
-        assert engine._store.query("SELECT x FROM t") == [(2,)]
+        assert testing.query(engine, "SELECT x FROM t") == [(2,)]
         steps = engine.steps("tx")
         assert "RuntimeError" in steps[1].error and steps[2].output == "1"
 
@@ -400,13 +400,14 @@ def test_transaction_step_may_not_touch_engine_state(make_engine) -> None:
             with pytest.raises(errors.WorkflowFailedError) as info:
                 engine.run(flow, sql)
             assert isinstance(info.value.error, errors.UsageError), sql
-        if getattr(engine._store, "backend", "sqlite") == "postgresql":
+        if testing.backend(engine) == "postgresql":
             # durably's schema named outright is refused before it reaches the server
-            for sql in (f"DELETE FROM {engine._store.schema}.steps", f'DROP TABLE "{engine._store.schema}".workflows'):
+            schema = testing.schema(engine)
+            for sql in (f"DELETE FROM {schema}.steps", f'DROP TABLE "{schema}".workflows'):
                 with pytest.raises(errors.WorkflowFailedError) as info:
                     engine.run(flow, sql)
                 assert isinstance(info.value.error, errors.UsageError), sql
-            assert engine._store.query("SELECT count(*) FROM workflows WHERE status = 'ERROR'") == [(6,)]
+            assert engine.stats().workflows["ERROR"] == 6
         else:
             assert engine._store.connections()[0].pragma("synchronous") == 2
         # the engine still works after the refusals

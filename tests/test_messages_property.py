@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import durably
+from durably import testing
 
 from .conftest import database
 
@@ -51,6 +52,6 @@ def test_messages_exactly_once_in_order_across_restarts(db, plan, rnd) -> None:
                     sent.setdefault(str(topic), []).append(i)
             got = engine.handle("inbox").result(timeout=20)
             assert got == sent
-            assert engine._store.query("SELECT count(*) FROM messages") == [(0,)]
+            assert testing.counts(engine)["messages"] == 0
         finally:
             engine.close()

@@ -9,6 +9,7 @@ writer's session and the engine are unchanged afterwards. PostgreSQL only
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import durably
-from durably import errors
+from durably import errors, testing
 
 from .conftest import PG_URL, pg_schema_url
 
@@ -93,8 +94,11 @@ def _durably_state(engine: durably.Engine) -> dict[str, Any]:
     """durably's schema (objects, columns, triggers, functions, rights) and
     every row that only durably writes (the attacking workflows' own rows,
     the batches' marks and the inbox's receive deadline left out)."""
-    q = engine._store.query
-    s = engine._store.schema
+
+    def q(sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        return testing.query(engine, sql, params)
+
+    s = testing.schema(engine)
     return {
         "objects": q(
             "SELECT relname, relkind, relfilenode, relnatts, relacl::text, relhastriggers FROM pg_class"
@@ -186,7 +190,7 @@ def _works(engine: durably.Engine) -> None:
     first = engine.run("work", 1)
     assert first[0] == 4 and first[2] == 2
     assert engine.run("work", 2)[1] == first[1] + 1
-    assert engine._journal.failure is None and engine._journal.running
+    assert testing.journal_running(engine)
 
 
 def _attack(url: str, statements: list[str]) -> str:
@@ -211,7 +215,7 @@ def _attacks(url: str, steps: list[list[str]]) -> list[str]:
         _works(engine)
         engine.send("inbox-1", "go on", topic="go")
         assert inbox.result(timeout=20) == "go on"
-        assert engine._store.query("SELECT count(*) FROM messages WHERE topic = 'later'") == [(1,)]
+        assert [m.topic for m in testing.messages(engine)].count("later") == 1
     return outcome
 
 
@@ -333,7 +337,7 @@ def test_prepared_statements_dropped_by_a_step_do_not_break_the_writer(url: str,
         engine.run("attack", [_plpgsql("dealloc", body), "SELECT dealloc()"])
         for i in range(20):
             assert engine.run("work", i)[0] == 4 * i
-        assert engine._journal.failure is None
+        assert testing.journal_running(engine)
         assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
@@ -359,7 +363,7 @@ def test_the_users_tables_stay_usable_and_tables_made_before_are_granted(url: st
             return [use(), use()]
 
         assert engine.run(uses) == [[2, 1], [3, 2]]
-        owner = engine._store.query("SELECT tableowner FROM pg_tables WHERE tablename = 'fresh'")
+        owner = testing.query(engine, "SELECT tableowner FROM pg_tables WHERE tablename = 'fresh'")
         assert owner == [(f"durably_user_{_schema(url)}",)]
 
 
@@ -379,7 +383,7 @@ def test_no_role_and_no_right_to_make_one_refuses_transaction_steps_until_an_ope
         with engine:
             refused = engine.run("attack", ["CREATE TABLE t (x integer)"])
             assert refused.startswith("refused: TxRoleError") and f"CREATE ROLE {role} NOLOGIN" in refused, refused
-            assert engine._store.query("SELECT to_regclass(%s)", (f"{user}.t",)) == [(None,)]  # never ran
+            assert testing.query(engine, "SELECT to_regclass(%s)", (f"{user}.t",)) == [(None,)]  # never ran
             with _admin() as conn:  # the operator's setup, as the README says
                 conn.execute(f"CREATE ROLE {role} NOLOGIN")
                 conn.execute(f"GRANT {role} TO {login}")
@@ -463,8 +467,8 @@ def test_a_backend_terminated_during_a_transaction_step_reconnects_and_runs_it_a
             stop.set()
             killer.join()
         assert count == [1] and len(seen) == 1
-        assert f"(database {engine._store.path!r})" in seen[0] and "(database '')" not in seen[0]
-        assert engine._store.query("SELECT x FROM slow") == [(7,)]  # its first run was rolled back
+        assert re.search(r"\(database 'postgresql://[^']+'\)", seen[0]), seen[0]  # the database named
+        assert testing.query(engine, "SELECT x FROM slow") == [(7,)]  # its first run was rolled back
         assert engine.start(slowly, 8).result(timeout=60) == 2
         _works(engine)
 

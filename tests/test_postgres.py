@@ -14,7 +14,7 @@ import pytest
 
 import durably
 from durably import _records as R
-from durably import errors
+from durably import errors, testing
 from durably.cli import main
 from durably.journal import Record
 from durably.store import make_store
@@ -118,7 +118,7 @@ def test_the_writer_reconnects_after_its_backend_is_terminated(url: str) -> None
                 killed = conn.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                     " WHERE application_name LIKE 'durably%%:' || %s",
-                    (engine._store.schema,),
+                    (testing.schema(engine),),
                 ).fetchone()[0]
             assert killed >= 1
             assert [h.result(timeout=60) for h in handles] == [4 * (100 * round_ + i) for i in range(50)]
@@ -178,7 +178,7 @@ def test_a_transaction_step_commits_with_its_outcome_on_the_users_tables(url: st
         with pytest.raises(errors.WorkflowFailedError) as info:  # a duplicate seat: the step's own error
             engine.run(w, 1, False)
         assert isinstance(info.value.error, errors.ConstraintError)
-        assert engine._store.query("SELECT seat FROM seats") == [(1,)]
+        assert testing.query(engine, "SELECT seat FROM seats") == [(1,)]
         assert engine.run(w, 3, False) == 2
 
 

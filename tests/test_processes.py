@@ -22,7 +22,7 @@ import apsw
 import pytest
 
 import durably
-from durably import Status
+from durably import Status, testing
 from durably import _records as R
 from durably.journal import Record
 
@@ -335,7 +335,7 @@ def test_a_queue_claim_reads_the_running_count_in_its_own_transaction(tmp_path: 
         assert claim(y) == []  # x's two are running
         x._journal.submit(Record(R.WRITE, ("cancel", (None, first[0]))))  # the first one ends: its slot frees
         assert len(claim(y)) == 1  # one slot freed: y takes exactly one
-        owners = dict(x._store.query("SELECT workflow_id, executor FROM workflows WHERE executor IS NOT NULL"))
+        owners = {w.workflow_id: w.executor for w in testing.workflows(x) if w.executor is not None}
         assert set(owners.values()) == {x.executor_id, y.executor_id}
 
 
@@ -343,7 +343,7 @@ def test_executors_are_registered_and_a_clean_close_releases_its_workflows(tmp_p
     db = str(tmp_path / "x.db")
     engine = durably.Engine(db, app_version="v7")
     with engine:
-        rows = engine._store.query("SELECT executor_id, pid, app_version, stopped_at FROM executors")
+        rows = [(e.executor_id, e.pid, e.app_version, e.stopped_at) for e in testing.executors(engine)]
         assert rows == [(engine.executor_id, os.getpid(), "v7", None)]
     conn = apsw.Connection(db)
     try:
@@ -615,9 +615,8 @@ def test_a_forward_jump_of_the_wall_clock_takes_nothing_from_a_live_owner(
             _wait_until(lambda: len(_runs(led)) == 4)
 
             def lease() -> float:
-                return first._store.query(
-                    "SELECT lease_until FROM executors WHERE executor_id = ?", (first.executor_id,)
-                )[0][0]
+                (me,) = [e for e in testing.executors(first) if e.executor_id == first.executor_id]
+                return me.lease_until
 
             before = lease()
             _wait_until(lambda: lease() != before, timeout=15)  # A just renewed: its next renewal is 10 s away

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import durably
-from durably import errors
+from durably import errors, testing
 
 T0 = 1_800_000_000.0
 
@@ -36,7 +36,7 @@ def _build(make_engine, clock, order: list, **queue_kw):
 
 
 def _running(engine) -> int:
-    return engine._store.query("SELECT count(*) FROM queue_entries WHERE started_at IS NOT NULL AND done = 0")[0][0]
+    return sum(1 for e in testing.queue_entries(engine) if e.started_at is not None and not e.done)
 
 
 def test_concurrency_limit_priority_and_fifo(make_engine) -> None:
@@ -97,7 +97,7 @@ def test_rate_limit_in_virtual_time_and_across_a_restart(make_engine) -> None:
         clock.advance(10)
         _wait_until(lambda: len(order) == 5)
         assert engine2.handle("j4").result(timeout=10) == "j4"
-        starts = [r[0] for r in engine2._store.query("SELECT started_at FROM queue_entries ORDER BY started_at")]
+        starts = sorted(e.started_at for e in testing.queue_entries(engine2))
         assert starts == [T0, T0, T0 + 10, T0 + 10, T0 + 20]
 
 
@@ -182,7 +182,7 @@ def test_bad_queue_input_is_refused_with_a_typed_error(make_engine, call) -> Non
     with engine:
         with pytest.raises(errors.UsageError):
             call(engine, queue, job)
-        assert engine._store.query("SELECT count(*) FROM queue_entries") == [(0,)]
+        assert testing.queue_entries(engine) == []
 
 
 def test_a_queue_of_another_engine_is_refused(make_engine, tmp_path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 import pytest
 
-from durably import errors
+from durably import errors, testing
 from durably.store import APPLICATION_ID, SCHEMA_VERSION, Store, expected_pragmas, read_pragmas
 
 
@@ -253,6 +253,6 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
 
     with engine:
         assert engine.handle("old").result() == 7
-        assert engine._store.query("SELECT count(*) FROM queue_entries") == [(0,)]
+        assert testing.queue_entries(engine) == []
         conn = engine._store.connections()[0]
         assert conn.pragma("user_version") == SCHEMA_VERSION == 5

@@ -12,7 +12,7 @@ from datetime import datetime
 import pytest
 
 import durably
-from durably import errors
+from durably import errors, testing
 
 T0 = 1_800_000_000.0  # a fixed virtual start time
 
@@ -136,7 +136,7 @@ def test_messages_are_received_once_in_order_per_topic(make_engine) -> None:
         for topic, msg in [("a", 1), (None, "plain"), ("a", {"n": 2}), ("b", [3])]:
             engine.send(wid, msg, topic=topic)
         assert h.result(timeout=10) == [1, [3], {"n": 2}, "plain"]
-        assert engine._store.query("SELECT count(*) FROM messages") == [(0,)]
+        assert testing.counts(engine)["messages"] == 0
 
 
 def test_recv_wakes_on_commit_from_another_thread_and_async(make_engine) -> None:
@@ -184,7 +184,7 @@ def test_a_message_sent_before_a_crash_is_received_once_after_it(make_engine) ->
     engine2, _ = build(clock)
     with engine2:
         assert engine2.handle("p").result(timeout=10) == ["m1", "m2"]
-        assert engine2._store.query("SELECT count(*) FROM messages") == [(0,)]
+        assert testing.counts(engine2)["messages"] == 0
     assert h.workflow_id == "p"
 
 
@@ -198,10 +198,11 @@ def test_recv_timeout_is_durable_across_a_restart(make_engine) -> None:
 
         return engine, waiter
 
-    engine, waiter = build(durably.VirtualClock(T0))
+    clock = durably.VirtualClock(T0)
+    engine, waiter = build(clock)
     with engine:
         engine.start(waiter, workflow_id="w")
-        engine._clock.wait_for_timers(1)
+        clock.wait_for_timers(1)
     later = durably.VirtualClock(T0 + 30)
     engine2, _ = build(later)
     with engine2:
@@ -298,10 +299,11 @@ def test_workflow_deadline_cancels_it_and_survives_a_restart(make_engine) -> Non
 
         return engine, parent
 
-    engine, parent = build(durably.VirtualClock(T0))
+    clock = durably.VirtualClock(T0)
+    engine, parent = build(clock)
     with engine:
         engine.start(parent, workflow_id="p", timeout=100)
-        engine._clock.wait_for_timers(1)
+        clock.wait_for_timers(1)
     later = durably.VirtualClock(T0 + 50)
     engine2, _ = build(later)
     with engine2:
@@ -401,8 +403,8 @@ def test_bad_input_gets_a_typed_error_and_nothing_is_stored(make_engine, call, e
         engine.start(flow, workflow_id="w")
         with pytest.raises(exc):
             call(engine)
-        assert engine._store.query("SELECT count(*) FROM messages") == [(0,)]
-        assert engine._store.query("SELECT count(*) FROM workflows") == [(1,)]
+        assert testing.counts(engine)["messages"] == 0
+        assert testing.counts(engine)["workflows"] == 1
 
 
 def test_a_bad_message_inside_a_workflow_fails_it_with_a_serialization_error(make_engine) -> None:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import durably
-from durably import errors
+from durably import errors, testing
 
 ENDLESS = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r"
 
@@ -58,8 +58,8 @@ def test_an_endless_query_ends_with_transaction_timeout_error_and_others_go_on(m
             if db_path.startswith("postgresql:")
             else "SELECT count(*) FROM sqlite_schema WHERE name IN ('mine', 'big')"
         )
-        assert engine._store.query(tables) == [(0,)]
-        assert engine._journal.running
+        assert testing.query(engine, tables) == [(0,)]
+        assert testing.journal_running(engine)
         assert engine.run(other, 5) == 10
 
 

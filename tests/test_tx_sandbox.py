@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 import durably
-from durably import errors
+from durably import errors, testing
 
 HOSTILE = [
     "DELETE FROM messages",
@@ -39,7 +39,7 @@ HOSTILE = [
 
 
 def _schema(engine: durably.Engine) -> list[tuple]:
-    return engine._store.query("SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name")
+    return testing.query(engine, "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name")
 
 
 @pytest.mark.parametrize("sql", HOSTILE)

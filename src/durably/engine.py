@@ -42,6 +42,7 @@ from .runtime.waits import Waits
 from .runtime.workflows import Workflow, WorkflowSpec
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .store import Tx, _executors, make_store
+from .store._inspect import Stats, read_stats
 from .store.contract import StoreContract
 
 log = logging.getLogger("durably")
@@ -852,6 +853,13 @@ class Engine:
         ScheduleNotFoundError if there is no such schedule.
         """
         return self._schedules.backfill_schedule(name, start, end)
+
+    def stats(self) -> Stats:
+        """A snapshot of the database (``Stats``): workflows by status, step
+        rows, messages waiting, events, workflows waiting in each queue, live
+        executors, schedules, and this engine's writer counters."""
+        self._life.check_open()
+        return read_stats(self._store, self._journal)
 
     def list_schedules(self) -> list[ScheduleInfo]:
         """Every schedule in the database, by name (``ScheduleInfo``)."""
