@@ -12,6 +12,7 @@ schedules.py the queues and cron schedules).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random as _random
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
-from . import _registry, errors
+from . import errors
 from ._names import check_name
 from .clock import Clock, SystemClock
 from .codec import get_codec
@@ -34,6 +35,7 @@ from .runtime.identity import Identity
 from .runtime.lifecycle import CLOSE_GRACE, Lifecycle
 from .runtime.management import Management
 from .runtime.messaging import Messaging
+from .runtime.registration import Registrations
 from .runtime.runner import Runner
 from .runtime.starts import Starter
 from .runtime.steps import ATTEMPT, Step, StepSpec, Transaction
@@ -59,16 +61,6 @@ def _positive(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise errors.UsageError(f"{what} must be a number of seconds > 0, not {value!r}")
     return float(value)
-
-
-def _not_a_step_yet(fn: Callable[..., Any]) -> None:
-    """``@step`` over ``@transaction`` (or the reverse, or twice) would journal
-    one call as two steps: refused."""
-    inner = getattr(fn, "__durably_step__", None)
-    if inner is not None:
-        raise errors.UsageError(
-            f"{inner.name!r} is already a durably step or transaction step; decorate the plain function once"
-        )
 
 
 class Engine:
@@ -209,6 +201,9 @@ class Engine:
         life = self._life = Lifecycle(
             identity, store, codec.name, own, runner, kit, queues, self._schedules, deadlines, waits, lease, poll
         )
+        self._register = Registrations(
+            codec, workflows, self._steps, runner.accepted, starts.run_inline, self.start_async
+        )
 
     # -- who this engine is ---------------------------------------------------------------
 
@@ -273,35 +268,9 @@ class Engine:
         """
         if callable(name):
             return self.workflow()(name)  # used as @engine.workflow
-
-        def register(fn: Callable[P, T]) -> Workflow[P, T]:
-            wname, more = _registry.names_of(fn, name, aliases, "workflow")
-            spec = WorkflowSpec(fn, wname, self._codec, max_recovery_attempts)
-            old = _registry.register(self._workflows, spec, more, "workflow")
-            # A parent's journal records the child starts under the child's name.
-            self._accept(old, spec.name, more, ("start:", "enqueue:"))
-            return self._workflow_callable(spec)
-
-        return register
-
-    def _accept(self, old: Any, name: str, aliases: tuple[str, ...], prefixes: tuple[str, ...]) -> None:
-        """Tell replay which recorded step names the step ``name`` accepts."""
-        accepted = self._runner.accepted
-        for prefix in prefixes:
-            if old is not None:
-                accepted.pop(prefix + old.name, None)
-            if aliases:
-                accepted[prefix + name] = frozenset(prefix + a for a in aliases)
-
-    def _workflow_callable(self, spec: WorkflowSpec) -> Workflow[Any, Any]:
-        if not spec.is_async:
-            return Workflow(spec, self._run_inline)
-
-        async def start_and_wait(spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            handle = await self.start_async(spec.fn, *args, **kwargs)
-            return await handle.result_async()
-
-        return Workflow(spec, start_and_wait)
+        return functools.partial(
+            self._register.workflow, name=name, aliases=aliases, max_recovery_attempts=max_recovery_attempts
+        )
 
     @overload
     def step(self, name: Callable[P, T]) -> Step[P, T]: ...
@@ -372,15 +341,7 @@ class Engine:
         if callable(name):
             return self.step()(name)
         policy = (retries, backoff, initial_delay, max_delay, retry_on, should_retry, timeout, jitter, retry_deadline)
-
-        def register(fn: Callable[P, T]) -> Step[P, T]:
-            _not_a_step_yet(fn)
-            sname, more = _registry.names_of(fn, name, aliases, "step")
-            spec = StepSpec(fn, sname, self._codec, *policy)
-            self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
-            return Step(spec)
-
-        return register
+        return functools.partial(self._register.step, name=name, aliases=aliases, policy=policy)
 
     @overload
     def transaction(self, name: Callable[Concatenate[Tx, P], T]) -> Transaction[P, T]: ...
@@ -406,15 +367,7 @@ class Engine:
         if callable(name):
             return self.transaction()(name)
         budget = None if timeout is None else _positive(timeout, "transaction timeout")
-
-        def register(fn: Callable[Concatenate[Tx, P], T]) -> Transaction[P, T]:
-            _not_a_step_yet(fn)
-            sname, more = _registry.names_of(fn, name, aliases, "step")
-            spec = StepSpec(fn, sname, self._codec, 0, 2.0, 0.0, 0.0)
-            self._accept(_registry.register(self._steps, spec, more, "step"), sname, more, ("",))
-            return Transaction(spec, budget)
-
-        return register
+        return functools.partial(self._register.transaction, name=name, aliases=aliases, budget=budget)
 
     @property
     def step_attempt(self) -> int | None:
@@ -537,11 +490,6 @@ class Engine:
         """Start a workflow and wait for its result (``timeout``: as in ``start``,
         a durable deadline after which it is cancelled)."""
         return self.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
-
-    def _run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """A sync workflow called directly runs in the calling thread (a child:
-        in its parent's thread, so parents never starve the worker pool)."""
-        return self._starts.run_inline(spec, args, kwargs)
 
     # -- inspecting and managing (runtime/management.py) ----------------------------
 
