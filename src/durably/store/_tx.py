@@ -88,7 +88,7 @@ def authorizer(action: int, p1: str | None, p2: str | None, dbname: str | None, 
     return apsw.SQLITE_OK
 
 
-class Tx:
+class SqliteTx:
     """SQL access for a ``@engine.transaction`` step.
 
     Runs on the journal's writer thread inside the batch transaction, in a

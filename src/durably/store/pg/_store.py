@@ -60,56 +60,36 @@ from ... import _crash, errors
 from ... import _records as R
 from ...codec import encode_error
 from .. import _ownership
-from .._executors import LISTED, dead_here
+from .._base import SqlStore
+from .._executors import dead_here
 from .._interrupts import why_interrupted
+from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
+from .._queries import POSTGRES
+from ..contract import StoreContract
 from . import _ops, _sandbox
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
 from ._tx import PgTx
-from ._writes import OWNER_CHANGING, WRITES
 
 log = logging.getLogger("durably")
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-TX_BUDGET = 10.0
 TX_LOSSES = 3  # a transaction step whose SQL lost the connection this many times in one batch fails
 RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
 CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_timeout) unless the URL says
 IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
 _BACKOFF_MAX = 2.0
-_WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
-_WAITING_IN_QUEUE = (
-    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-    " AND q.started_at IS NULL AND q.done = 0)"
-)
-_INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
-    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
-)
-_MORE_COLUMNS = (
-    "deadline, recovery_attempts, executor,"
-    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
-)
 # A step row's times come from one clock, the server's: ``recorded_at`` is
 # clock_timestamp() at the insert, ``started_at`` that minus the time since
 # the body started (the record's monotonic ``started`` and ``at``, the
 # monotonic time the statement was bound; NULL stays NULL): a host whose
 # clock is off never writes a step that ends before it starts.
 _STARTED = f"{NOW} + (%s::float8 - %s::float8)"
-_INSERT_STEP = (
-    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    f" VALUES (%s, %s, %s, %s, %s, %s, {_STARTED})"
-)
-_COMPLETE = (
-    f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
-    " WHERE workflow_id = %s AND status = 'PENDING'"
-)
-_INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
-    " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING"
-)
+_INSERT_STEP = POSTGRES.insert_step
+_COMPLETE = POSTGRES.complete
+_INSERT_WORKFLOW = POSTGRES.insert_workflow
+WRITES = POSTGRES.writes
 # The fence: the takeovers count, read with a row lock inside the batch's
 # transaction. READ COMMITTED returns the latest committed version to a
 # locking read, and the lock holds until this transaction ends: no change of
@@ -157,8 +137,10 @@ def _key(what: str) -> int:
     return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-class PgStore:
+class PgStore(SqlStore):
     """durably's tables in one PostgreSQL schema."""
+
+    Q = POSTGRES
 
     backend = "postgresql"
 
@@ -172,6 +154,7 @@ class PgStore:
         listen: bool = True,
         tx_role: str | None = None,
     ) -> None:
+        super().__init__()
         url, ours = _split_ours(url)
         in_url = ours.get("schema")
         if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
@@ -209,20 +192,7 @@ class PgStore:
         self._notified = 0
         self._polls = 0
         self._write_lock = threading.Lock()
-        self._failed: errors.StorageError | None = None
-        self._closing = False
-        self._stop_tx: set[str] = set()
-        self._stop_all_tx = False
         self._tx_running: str | None = None  # the workflow whose transaction step runs now
-        self.tx_budget = TX_BUDGET
-        self.executor: str | None = None
-        self.start_owner: str | None = None
-        self.app_version = "0"
-        self.registration: tuple[Any, ...] | None = None
-        self.owned: dict[str, int | None] = {}
-        self.fenced: set[str] = set()
-        self._takeovers: Any = None
-        self.on_fenced: Any = None
         self._user_path = "public"
         self._user_schemas: list[str] = []  # the user's own schemas: a transaction step's search_path
         self._login = ""  # session_user: what a transaction step's session must still be afterwards
@@ -440,27 +410,13 @@ class PgStore:
             .replace("{channel}", "'" + self.channel + "'")
         )
 
-    def interrupt_tx(self, workflow_id: str) -> None:
-        self._stop_tx.add(workflow_id)
-        self._cancel_tx(lambda wid: wid == workflow_id)
-
-    def interrupt_all_tx(self) -> None:
-        self._stop_all_tx = True
-        self._cancel_tx(lambda wid: True)
-
-    def _cancel_tx(self, which: Callable[[str], bool]) -> None:
+    def _interrupt_running(self, which: Callable[[str], bool]) -> None:
         running, conn = self._tx_running, self._writer
         if running is not None and conn is not None and which(running):
             # A cancel request is a round trip on a connection of its own:
             # sent from a thread, so the caller's cancel record is queued
             # for the writer before the interrupted step's outcome returns.
             threading.Thread(target=_cancel_query, args=(conn,), name="durably-pg-cancel", daemon=True).start()
-
-    def tx_done(self, workflow_id: str) -> None:
-        self._stop_tx.discard(workflow_id)
-
-    def stop_waiting(self) -> None:
-        self._closing = True
 
     def close(self, clean: bool = True) -> None:
         self._closing = True
@@ -857,32 +813,11 @@ class PgStore:
 
     def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
         if self.owned:
-            _ownership.lose(
-                self,
-                _ownership.lost_among(
-                    self,
-                    conn.execute(
-                        "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
-                        (list(self.owned),),
-                    ).fetchall(),
-                ),
-            )
+            rows = conn.execute(self.Q.owners, (list(self.owned),)).fetchall()
+            _ownership.lose(self, _ownership.lost_among(self, rows))
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: isinstance(err.__cause__, psycopg.errors.UniqueViolation))
-
-    def still_owns(self, workflow_id: str, epoch: int) -> bool:
-        rows = self.query(
-            "SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'", (workflow_id,)
-        )
-        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
-
-    def own(self, workflow_id: str, epoch: int | None) -> None:
-        self.owned[workflow_id] = epoch
-        self._takeovers = None
-
-    def _own(self, output: Any) -> None:
-        _ownership.claimed(self, output)
 
     def _apply_isolated(self, conn: psycopg.Connection[Any], rec: Any) -> None:
         try:
@@ -934,7 +869,7 @@ class PgStore:
         if inserted and owner is None:
             _ops.notice(conn, "start", workflow_id)
         if not inserted:
-            row = conn.execute("SELECT name, status FROM workflows WHERE workflow_id = %s", (workflow_id,)).fetchone()
+            row = conn.execute(self.Q.name_status, (workflow_id,)).fetchone()
             rec.result = None if row is None else tuple(row)
         else:
             rec.result = None
@@ -1143,93 +1078,10 @@ class PgStore:
     def read(self, name: str, *args: Any) -> Any:
         return self._reading(lambda conn: _ops.READS[name](conn, *args))
 
-    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
-        columns = f"{_INFO_COLUMNS}, {_MORE_COLUMNS}" if user_view else _WORKFLOW_COLUMNS
-        rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = %s", (workflow_id,))
-        return rows[0] if rows else None
-
-    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = %s ORDER BY position",
-            (workflow_id,),
-        )
-
-    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT position, name, output, error, recorded_at, ident, started_at FROM steps"
-            " WHERE workflow_id = %s ORDER BY position",
-            (workflow_id,),
-        )
-
-    def pending_workflows(self) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
-            " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
-            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
-        )
-
-    def list_workflows(
-        self,
-        status: str | None = None,
-        name: str | None = None,
-        limit: int | None = 100,
-        *,
-        id_prefix: str | None = None,
-        start_time: float | None = None,
-        end_time: float | None = None,
-        queue: str | None = None,
-        parent_id: str | None = None,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[tuple[Any, ...]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            if status in ("ENQUEUED", "PENDING"):
-                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{_WAITING_IN_QUEUE}")
-            else:
-                where.append("status = %s")
-                params.append(status)
-        if id_prefix is not None:
-            where.append("workflow_id LIKE %s")
-            params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        for value, clause in (
-            (name, "name = %s"),
-            (start_time, "created_at >= %s"),
-            (end_time, "created_at < %s"),
-            (parent_id, "parent_id = %s"),
-            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = %s)"),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        direction = " DESC" if newest_first else ""
-        return self.query(
-            f"SELECT {_INFO_COLUMNS}, {_MORE_COLUMNS} FROM workflows{clause} ORDER BY seq{direction}"
-            " LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-
-    def deadlines(self) -> list[tuple[str, float]]:
-        return self.query(
-            "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"
-        )  # type: ignore[return-value]
-
-    def deadline(self, workflow_id: str) -> float | None:
-        rows = self.query(
-            "SELECT deadline FROM workflows WHERE workflow_id = %s AND status = 'PENDING' AND deadline IS NOT NULL",
-            (workflow_id,),
-        )
-        return rows[0][0] if rows else None
-
-    def executors(self) -> list[tuple[Any, ...]]:
-        """As the SQLite store's: not stopped, lease not run out (LISTED: a margin)."""
-        return self.query(
-            f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
-            f" FROM executors WHERE stopped_at IS NULL AND lease_until >= {NOW} - %s",
-            (LISTED,),
-        )
+    def _id_prefix(self, prefix: str) -> tuple[str, list[Any]]:
+        # LIKE with the pattern's own characters escaped: a range of the
+        # collation's order would not be a prefix under every collation.
+        return "workflow_id LIKE ?", [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]
 
     def others_live(self, executor_id: str | None) -> bool:
         """Whether another executor is live (a live lease on the server's
@@ -1242,29 +1094,8 @@ class PgStore:
         dead = set(dead_here(rows, executor_id or ""))
         return any(row[0] not in dead for row in rows)
 
-    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
-        return self.query("SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(%s)", (list(ids),))  # type: ignore[return-value]
-
-    def last_notice(self) -> int:
-        return int(self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
-
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
         return bool(self.query(_ops.claimable_sql(False), _ops.claim_params(version, names, dead, live, 1, None)))
-
-    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
-        cols = "name, cron, workflow, last_slot, paused, tz, missed"
-        if name is None:
-            return self.query(f"SELECT {cols} FROM schedules ORDER BY name")
-        return self.query(f"SELECT {cols} FROM schedules WHERE name = %s", (name,))
-
-    def has_schedules(self) -> bool:
-        return bool(self.query("SELECT 1 FROM schedules LIMIT 1"))
-
-    def workflow_names(self) -> set[str]:
-        return {r[0] for r in self.query("SELECT DISTINCT name FROM workflows")}
-
-    def children(self, workflow_id: str) -> list[str]:
-        return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = %s", (workflow_id,))]
 
     # -- cross-process wake-ups -------------------------------------------------------------
 
@@ -1317,11 +1148,6 @@ class PgStore:
             self._polls = self._notified  # fall back to polling until it comes back
             self._notified += 1
 
-    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT id, kind, workflow_id, detail FROM notices WHERE id > %s ORDER BY id LIMIT 10000", (last,)
-        )
-
 
 class _BatchLost(Exception):
     """The batch's transaction cannot go on: apply it again."""
@@ -1365,3 +1191,6 @@ def _changes_owner(rec: Any) -> bool:
 
 _workflow_of = _ownership.workflow_of
 _reset = _ownership.reset
+
+# Both stores fulfil the contract (checked by mypy --strict).
+_: type[StoreContract] = PgStore
