@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from .. import errors
 from . import _ownership
 from ._executors import LISTED
+from ._ops import OpDb
 from ._queries import VIEW_COLUMNS, WAITING_IN_QUEUE, Queries, render
 from .contract import ExecutorRow, PendingRow, ScheduleRow, StepRow, WorkflowRow, WorkflowView
 
@@ -34,7 +35,7 @@ class SqlStore:
     path: str
 
     def __init__(self) -> None:
-        self._failed: errors.StorageError | None = None
+        self._failed: errors.DurablyError | None = None  # the store failed for good: every flush raises it
         self._closing = False  # set by close(): a busy wait gives up, a transaction step is interrupted
         self._stop_tx: set[str] = set()  # workflows cancelled: their running transaction step is interrupted
         self._stop_all_tx = False  # the engine is closing: any running transaction step is interrupted
@@ -51,6 +52,7 @@ class SqlStore:
         self._takeovers: Any = None
         self.on_fenced: Callable[[list[str]], None] | None = None
         # An older SQLite file opened read-only is read as it is.
+        self._ops_db: OpDb | None = None  # the writer connection's, for the ops
         self._queues_table = True  # it has queue_entries
         self._full_view = True  # it has the columns of schema v4 (seq, deadline, ident, ...)
 
@@ -58,6 +60,18 @@ class SqlStore:
 
     def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Run a read-only query on committed data (the backend's own SQL)."""
+        raise NotImplementedError
+
+    def _ops_on(self, conn: Any) -> OpDb:
+        """The ops' view of the writer connection ``conn`` (made again when
+        the connection is: PostgreSQL reconnects)."""
+        db = self._ops_db
+        if db is None or db.conn is not conn:
+            db = self._ops_db = self._new_ops_db(conn)
+        return db
+
+    def _new_ops_db(self, conn: Any) -> OpDb:
+        """How the ops reach ``conn`` (the backend's OpDb)."""
         raise NotImplementedError
 
     # -- transaction steps ----------------------------------------------------------------
@@ -209,7 +223,7 @@ class SqlStore:
 
     def deadlines(self) -> list[tuple[str, float]]:
         """(workflow_id, deadline) of every PENDING workflow that has one."""
-        return self.query(self.Q.deadlines)  # type: ignore[return-value]
+        return [(r[0], r[1]) for r in self.query(self.Q.deadlines)]
 
     def deadline(self, workflow_id: str) -> float | None:
         """The deadline of a PENDING workflow, or None."""

@@ -235,8 +235,8 @@ def any_claimable(store: Any, version: str, names: str, dead: str, live: str) ->
     )
 
 
-def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    out = []  # (the workflow_owner_changed trigger counts the takeovers)
+def _take(conn: apsw.Connection, me: str, version: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []  # (the workflow_owner_changed trigger counts the takeovers)
     for wid, before in rows:
         taken_from_owner = before is not None and before != me
         row = conn.execute(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +31,7 @@ CHECKS = ("auto", "always", "never")
 log = logging.getLogger("durably")
 
 
-def create(path: str, synchronous: str, vfs: str | None, migrate: callable) -> None:  # type: ignore[valid-type]
+def create(path: str, synchronous: str, vfs: str | None, migrate: Callable[[apsw.Connection], None]) -> None:
     """Create ``path`` atomically: build it under a temporary name, then rename."""
     tmp = f"{path}.init-{os.getpid()}"
     for suffix in ("", "-wal", "-shm", "-journal"):

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
@@ -46,7 +46,7 @@ from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
 from ._interrupts import why_interrupted
-from ._ops import OPS, READS
+from ._ops import OPS, READS, SqliteDb
 from ._queries import INFO_COLUMNS, NO_MORE_COLUMNS, SQLITE, VIEW_COLUMNS, WORKFLOW_COLUMNS
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from ._tx import SqliteTx, authorizer
@@ -178,12 +178,13 @@ class Store(SqlStore):
         if is_memory(self.path) or not os.path.isfile(self.path):
             raise errors.CantOpenError(f"no database file at {self.path!r}", path=self.path)
         try:
-            extra = {"vfs": self.vfs} if self.vfs else {}
             if os.path.exists(self.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
-                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
+                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=self.vfs or None)
             else:
                 conn = apsw.Connection(
-                    _lifecycle.immutable_uri(self.path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, **extra
+                    _lifecycle.immutable_uri(self.path),
+                    flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+                    vfs=self.vfs or None,
                 )
             app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
         except apsw.Error as exc:
@@ -418,7 +419,7 @@ class Store(SqlStore):
             for rec in batch:
                 sql = _MANY.get(rec.kind)
                 if sql is not run_sql and run:
-                    self._apply_many(conn, run_sql, run)
+                    self._apply_many(conn, cast(str, run_sql), run)
                     run = []
                 run_sql = sql
                 if sql is None:
@@ -426,7 +427,7 @@ class Store(SqlStore):
                 else:
                     run.append(rec)
             if run:
-                self._apply_many(conn, run_sql, run)
+                self._apply_many(conn, cast(str, run_sql), run)
         if self.owned:
             self._lost_to_a_race(batch)
         if _crash.ARMED:
@@ -594,7 +595,7 @@ class Store(SqlStore):
         try:
             error = None
             try:
-                output = OPS[op](conn, *args)
+                output = OPS[op](self._ops_on(conn), *args)
                 if op in _CLAIMS:
                     self._own(output)
             except errors.DurablyError as exc:  # a typed refusal: the step's outcome
@@ -708,7 +709,7 @@ class Store(SqlStore):
         """Run the read ``name`` of ``store/_ops.py`` (``READS``) on committed data."""
         try:
             with self._read() as conn:
-                return READS[name](conn, *args)
+                return READS[name](SqliteDb(conn), *args)
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
@@ -719,6 +720,9 @@ class Store(SqlStore):
                 return list(conn.execute(sql, params))
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
+
+    def _new_ops_db(self, conn: apsw.Connection) -> SqliteDb:
+        return SqliteDb(conn)
 
     def _view_columns(self) -> str:
         if self._full_view:
@@ -742,7 +746,7 @@ class Store(SqlStore):
     def data_version(self) -> int:
         """Changes whenever another connection committed (the watcher's poll)."""
         with self._read() as conn:
-            return conn.pragma("data_version")
+            return int(conn.pragma("data_version"))
 
 
 class _BatchLost(Exception):

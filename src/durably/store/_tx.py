@@ -114,7 +114,8 @@ class SqliteTx:
 
     def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Run one statement; return all its result rows."""
-        return self._run(lambda: list(self._conn.execute(sql, params)))
+        rows: list[tuple[Any, ...]] = self._run(lambda: list(self._conn.execute(sql, params)))
+        return rows
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
         """Run one statement for each parameter set in ``seq``."""

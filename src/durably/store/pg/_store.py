@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
@@ -63,11 +63,13 @@ from .. import _ownership
 from .._base import SqlStore
 from .._executors import dead_here
 from .._interrupts import why_interrupted
+from .._ops import OWNER_CHANGING_OPS, READS
 from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
 from .._queries import POSTGRES
 from ..contract import StoreContract
-from . import _ops, _sandbox
+from . import _executors, _sandbox
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
+from ._executors import PgDb
 from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
 from ._tx import PgTx
 
@@ -274,7 +276,7 @@ class PgStore(SqlStore):
             self._configure(conn, writer=True)
             if self.registration is not None:
                 with conn.transaction():
-                    _ops.register(conn, *self.registration)
+                    _executors.register(conn, *self.registration)
             self._open_pool()
             self._open_listener()
         except CONNECTION_ERRORS as exc:  # lost while opening (a restart, a terminated backend)
@@ -376,7 +378,7 @@ class PgStore(SqlStore):
                     )
                 self._value_type = meta["value_type"]
                 for script in MIGRATIONS[version:]:
-                    conn.execute(self._ddl(script))  # type: ignore[call-overload]
+                    conn.execute(self._ddl(script))
                 if version < SCHEMA_VERSION:
                     conn.execute(
                         pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
@@ -468,7 +470,8 @@ class PgStore(SqlStore):
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
                     lost_since = lost_since if lost_since is not None else now
-                    mark, lone = self._in_doubt, self._lone
+                    # (the attempt set them: not the None the loop started from)
+                    mark, lone = cast("int | None", self._in_doubt), self._lone
                     self._lone = None
                     if self._reconnect(exc, lost_since):
                         if mark is not None and self._committed(mark):
@@ -867,7 +870,7 @@ class PgStore(SqlStore):
             (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else self.app_version),
         ).rowcount
         if inserted and owner is None:
-            _ops.notice(conn, "start", workflow_id)
+            _executors.notice(conn, "start", workflow_id)
         if not inserted:
             row = conn.execute(self.Q.name_status, (workflow_id,)).fetchone()
             rec.result = None if row is None else tuple(row)
@@ -884,7 +887,7 @@ class PgStore(SqlStore):
                 error = None
                 try:
                     with conn.transaction():
-                        output = _ops.OPS[op](conn, *args)
+                        output = _executors.OPS[op](self._ops_on(conn), *args)
                 except errors.DurablyError as exc:  # a typed refusal: the step's outcome, its writes undone
                     output, error = None, encode_error(exc)
                     if workflow_id is None:
@@ -1055,7 +1058,10 @@ class PgStore(SqlStore):
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """A read on committed data."""
-        return self._reading(lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()])
+        rows: list[tuple[Any, ...]] = self._reading(
+            lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        )
+        return rows
 
     def _reading(self, read: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         """Run ``read`` on a pooled connection. A lost connection (the pool
@@ -1076,7 +1082,10 @@ class PgStore(SqlStore):
                 raise map_error(exc, self.path) from exc
 
     def read(self, name: str, *args: Any) -> Any:
-        return self._reading(lambda conn: _ops.READS[name](conn, *args))
+        return self._reading(lambda conn: READS[name](PgDb(conn), *args))
+
+    def _new_ops_db(self, conn: psycopg.Connection[Any]) -> PgDb:
+        return PgDb(conn)
 
     def _id_prefix(self, prefix: str) -> tuple[str, list[Any]]:
         # LIKE with the pattern's own characters escaped: a range of the
@@ -1095,7 +1104,9 @@ class PgStore(SqlStore):
         return any(row[0] not in dead for row in rows)
 
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
-        return bool(self.query(_ops.claimable_sql(False), _ops.claim_params(version, names, dead, live, 1, None)))
+        return bool(
+            self.query(_executors.claimable_sql(False), _executors.claim_params(version, names, dead, live, 1, None))
+        )
 
     # -- cross-process wake-ups -------------------------------------------------------------
 
@@ -1183,7 +1194,7 @@ def _plain(rec: Any) -> bool:
 
 def _changes_owner(rec: Any) -> bool:
     if rec.kind == R.OP:
-        return rec.params[3] in _ops.OWNER_CHANGING_OPS
+        return rec.params[3] in OWNER_CHANGING_OPS
     if rec.kind == R.WRITE:
         return rec.params[0] in OWNER_CHANGING
     return False

@@ -1,24 +1,25 @@
-"""Toolkit operations and executor ops on PostgreSQL: the same names and
-guarantees as store/_ops.py and store/_executors.py (each runs inside a
-journal batch, in a SAVEPOINT of its own, and commits with the step row
-that records its output).
+"""Executor ops on PostgreSQL (leases, claims): the same names and
+guarantees as store/_executors.py, run inside a journal batch in a SAVEPOINT
+of their own. The toolkit ops are shared (store/_ops.py); :class:`PgDb` is
+how they reach PostgreSQL.
 
 PostgreSQL runs transactions concurrently (READ COMMITTED), where SQLite
 serialises writers, so the ops that read before they write say what makes
 them atomic across processes: a row lock (``FOR UPDATE``), a conditional
 ``UPDATE`` re-checked on the latest row version, or a transaction-level
-advisory lock per queue.
+advisory lock.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ... import _records as R
-from ... import errors
+import psycopg
+
 from .._executors import HOST, KEEP_NOTICES, queue_window
+from .._ops import PG_OPS, TOOLKIT_OPS, on_conn
 from ._schema import NOW
 
 _KEEP_STOPPED = 86400.0
@@ -29,167 +30,32 @@ def _one(conn: Any, sql: str, params: Any = ()) -> Any:
     return None if row is None else (row[0] if len(row) == 1 else row)
 
 
-def _require_workflow(conn: Any, workflow_id: str) -> None:
-    if _one(conn, "SELECT 1 FROM workflows WHERE workflow_id = %s", (workflow_id,)) is None:
-        raise errors.WorkflowNotFoundError(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
-
-
 def notice(conn: Any, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:
-    conn.execute("INSERT INTO notices (kind, workflow_id, detail) VALUES (%s, %s, %s)", (kind, workflow_id, detail))
+    conn.execute(PG_OPS["notice"], (kind, workflow_id, detail))
 
 
-def send(conn: Any, dest: str, topic: str | None, payload: Any, key: str | None = None) -> None:
-    """As store/_ops.send. A key is claimed with ``ON CONFLICT DO NOTHING``:
-    of two concurrent sends with one key, one inserts, the other waits for
-    it and then finds it (and delivers nothing)."""
-    if key is not None:
-        _require_workflow(conn, dest)
-        inserted = conn.execute(
-            "INSERT INTO send_keys (key, dest) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING", (key, dest)
-        ).rowcount
-        if not inserted:
-            seen = _one(conn, "SELECT dest FROM send_keys WHERE key = %s", (key,))
-            if seen != dest:
-                raise errors.UsageError(
-                    f"idempotency key {key!r} was already used to send to workflow {seen!r}, not {dest!r}; "
-                    "a key names one send: use a distinct key per destination"
-                )
-            return None
-    else:
-        _require_workflow(conn, dest)
-    conn.execute("INSERT INTO messages (dest, topic, payload) VALUES (%s, %s, %s)", (dest, topic, payload))
-    notice(conn, "msg", dest, topic)
-    return None
+class PgDb:
+    """PostgreSQL's :class:`~durably.store._ops.OpDb` (one per writer connection)."""
 
+    __slots__ = ("conn",)
+    q = PG_OPS
+    postgres = True
 
-def send_many(conn: Any, messages: list[tuple[str, str | None, Any]]) -> None:
-    for dest in dict.fromkeys(m[0] for m in messages):
-        _require_workflow(conn, dest)
-    with conn.cursor() as cur:
-        cur.executemany("INSERT INTO messages (dest, topic, payload) VALUES (%s, %s, %s)", messages)
-        cur.executemany(
-            "INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', %s, %s)",
-            list(dict.fromkeys((m[0], m[1]) for m in messages)),
-        )
-    return None
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
 
+    def one(self, sql: str, params: Any) -> Any:
+        return _one(self.conn, sql, params)
 
-def recv(conn: Any, workflow_id: str, topic: str | None, final: bool) -> Any:
-    """The oldest message, consumed (its row locked: consumed once)."""
-    row = _one(
-        conn,
-        "DELETE FROM messages WHERE id = (SELECT id FROM messages WHERE dest = %s"
-        " AND topic IS NOT DISTINCT FROM %s ORDER BY id LIMIT 1 FOR UPDATE) RETURNING payload",
-        (workflow_id, topic),
-    )
-    if row is None:
-        return None if final else R.NOTHING
-    return row
+    def all(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
 
+    def run(self, sql: str, params: Any) -> int:
+        return self.conn.execute(sql, params).rowcount
 
-def set_event(conn: Any, workflow_id: str, key: str, value: Any) -> None:
-    conn.execute(
-        "INSERT INTO events (workflow_id, key, value) VALUES (%s, %s, %s) ON CONFLICT (workflow_id, key)"
-        f" DO UPDATE SET value = excluded.value, updated_at = {NOW}",
-        (workflow_id, key, value),
-    )
-    notice(conn, "event", workflow_id, key)
-    return None
-
-
-def get_event(conn: Any, workflow_id: str, key: str, final: bool) -> Any:
-    row = conn.execute("SELECT value FROM events WHERE workflow_id = %s AND key = %s", (workflow_id, key)).fetchone()
-    if row is None:
-        return None if final else R.NOTHING
-    return row[0]
-
-
-def get_all_events(conn: Any, workflow_id: str, pack: Callable[[list[tuple[str, Any]]], Any]) -> Any:
-    return pack(all_events(conn, workflow_id))
-
-
-def event(conn: Any, workflow_id: str, key: str) -> Any:
-    return _one(conn, "SELECT value FROM events WHERE workflow_id = %s AND key = %s", (workflow_id, key))
-
-
-def all_events(conn: Any, workflow_id: str) -> list[tuple[str, Any]]:
-    return [
-        tuple(r)
-        for r in conn.execute(
-            "SELECT key, value FROM events WHERE workflow_id = %s AND value IS NOT NULL ORDER BY key", (workflow_id,)
-        ).fetchall()
-    ]
-
-
-def enqueue(
-    conn: Any,
-    workflow_id: str,
-    name: str,
-    inputs: Any,
-    parent_id: str | None,
-    deadline: float | None,
-    queue: str,
-    priority: int,
-    not_before: float,
-    dedup_key: str | None,
-    encode_id: Callable[[str], Any],
-) -> Any:
-    """As store/_ops.enqueue; the queue's advisory lock orders two enqueues
-    with one dedup key (the second finds the first)."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || %s, 0))", (queue,))
-    if dedup_key is not None:
-        row = _one(
-            conn,
-            "SELECT workflow_id FROM queue_entries WHERE queue = %s AND dedup_key = %s AND done = 0",
-            (queue, dedup_key),
-        )
-        if row is not None:
-            return encode_id(row)
-    inserted = conn.execute(
-        "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
-        " VALUES (%s, %s, 'PENDING', %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING",
-        (workflow_id, name, inputs, parent_id, deadline),
-    ).rowcount
-    if not inserted:
-        existing = _one(conn, "SELECT name FROM workflows WHERE workflow_id = %s", (workflow_id,))
-        if existing != name:
-            raise errors.WorkflowConflictError(
-                f"workflow id {workflow_id!r} already belongs to workflow {existing!r}, not {name!r}",
-                workflow_id=workflow_id,
-                existing_name=existing,
-                requested_name=name,
-            )
-        return encode_id(workflow_id)
-    conn.execute(
-        "INSERT INTO queue_entries (workflow_id, queue, priority, not_before, dedup_key) VALUES (%s, %s, %s, %s, %s)",
-        (workflow_id, queue, priority, not_before, dedup_key),
-    )
-    notice(conn, "queue", workflow_id, queue)
-    return encode_id(workflow_id)
-
-
-def fork(
-    conn: Any, source: str, new_id: str, start_step: int, executor: str | None, encode_id: Callable[[str], Any]
-) -> Any:
-    row = _one(conn, "SELECT name, inputs FROM workflows WHERE workflow_id = %s", (source,))
-    if row is None:
-        raise errors.WorkflowNotFoundError(f"no workflow with id {source!r}", workflow_id=source)
-    inserted = conn.execute(
-        "INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (%s, %s, 'PENDING', %s, %s)"
-        " ON CONFLICT (workflow_id) DO NOTHING",
-        (new_id, row[0], row[1], executor),
-    ).rowcount
-    if not inserted:
-        raise errors.WorkflowConflictError(
-            f"workflow id {new_id!r} already exists", workflow_id=new_id, existing_name=None, requested_name=row[0]
-        )
-    conn.execute(
-        "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
-        " SELECT %s, position, name, output, error, ident, started_at, recorded_at FROM steps"
-        " WHERE workflow_id = %s ORDER BY position LIMIT %s",
-        (new_id, source, start_step),
-    )
-    return encode_id(new_id)
+    def many(self, sql: str, seq: Iterable[Any]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql, list(seq))
 
 
 # -- executors (store/_executors.py has the model) ------------------------------------------
@@ -378,27 +244,11 @@ def claim_queue(
 
 
 OPS: dict[str, Callable[..., Any]] = {
-    "fork": fork,
-    "send": send,
-    "send_many": send_many,
-    "recv": recv,
-    "set_event": set_event,
-    "get_event": get_event,
-    "get_all_events": get_all_events,
-    "enqueue": enqueue,
-    "register_executor": register,
-    "heartbeat": heartbeat,
-    "prune": prune,
-    "stop_executor": stop,
-    "claim": claim,
-    "claim_queue": claim_queue,
+    **TOOLKIT_OPS,
+    "register_executor": on_conn(register),
+    "heartbeat": on_conn(heartbeat),
+    "prune": on_conn(prune),
+    "stop_executor": on_conn(stop),
+    "claim": on_conn(claim),
+    "claim_queue": on_conn(claim_queue),
 }
-
-READS: dict[str, Callable[..., Any]] = {
-    "event": event,
-    "all_events": all_events,
-}
-
-# Ops that change a workflow's owner: their batch locks the takeovers row
-# exclusive from its start (store/pg/_store.py).
-OWNER_CHANGING_OPS = frozenset({"claim", "claim_queue", "stop_executor"})
