@@ -128,6 +128,23 @@ WRITE_STATEMENTS: Final[dict[str, str]] = {
 # Writes that change a workflow's owner (PostgreSQL: their batch takes the fence lock exclusive).
 OWNER_CHANGING_WRITES: Final = frozenset({"resume", "release"})
 
+# The executor ops' statements that both backends share (their ops stay per
+# backend: _executors.py, pg/_executors.py).
+EXECUTOR_STATEMENTS: Final[dict[str, str]] = {
+    "register": "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, {now} + ?)",
+    "drop_stopped": "DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {now} - ?",
+    "drop_notices": "DELETE FROM notices WHERE created_at < {now} - ?",
+    "heartbeat": "UPDATE executors SET lease_until = {now} + ? WHERE executor_id = ? AND stopped_at IS NULL",
+    "stop": "UPDATE executors SET stopped_at = {now}, lease_until = 0 WHERE executor_id = ?",
+    "release_all": "UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?",
+    "queue_running": "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
+    "queue_recent": "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+    " AND started_at > ? AND started_at <= ? ORDER BY started_at",
+    "queue_delayed": "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
+    " AND done = 0 AND not_before > ?",
+}
+
 
 def render(template: str, postgres: bool) -> str:
     """One statement in a backend's spelling: ``{now}`` and ``{greatest}``
@@ -177,3 +194,5 @@ class Queries:
 
 SQLITE: Final = Queries(postgres=False)
 POSTGRES: Final = Queries(postgres=True)
+SQLITE_EXEC: Final = {name: render(t, False) for name, t in EXECUTOR_STATEMENTS.items()}
+PG_EXEC: Final = {name: render(t, True) for name, t in EXECUTOR_STATEMENTS.items()}

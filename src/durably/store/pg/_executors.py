@@ -20,6 +20,7 @@ import psycopg
 
 from .._executors import HOST, KEEP_NOTICES, queue_window
 from .._ops import PG_OPS, TOOLKIT_OPS, on_conn
+from .._queries import PG_EXEC as _Q
 from ._schema import NOW
 
 _KEEP_STOPPED = 86400.0
@@ -64,12 +65,11 @@ class PgDb:
 def register(conn: Any, executor_id: str, pid: int, started: str | None, version: str, lease: float) -> None:
     """As store/_executors.register: the lease on the server's clock."""
     conn.execute(
-        "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
-        f" VALUES (%s, %s, %s, %s, %s, {NOW} + %s)",
+        _Q["register"],
         (executor_id, HOST, pid, started, version, lease),
     )
-    conn.execute(f"DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {NOW} - %s", (_KEEP_STOPPED,))
-    conn.execute(f"DELETE FROM notices WHERE created_at < {NOW} - %s", (KEEP_NOTICES,))
+    conn.execute(_Q["drop_stopped"], (_KEEP_STOPPED,))
+    conn.execute(_Q["drop_notices"], (KEEP_NOTICES,))
     # the batch marks of executors whose rows are gone (store/pg/_store.py, _committed)
     conn.execute(
         "DELETE FROM engine_state WHERE key LIKE 'batch:%%' AND substr(key, 7) NOT IN"
@@ -107,16 +107,14 @@ def heartbeat(conn: Any, executor_id: str, lease: float) -> Any:
     """The lease renewed on the server's clock (``clock_timestamp()``, the
     moment of the statement): the hosts' clocks play no part in leases."""
     return conn.execute(
-        f"UPDATE executors SET lease_until = {NOW} + %s WHERE executor_id = %s AND stopped_at IS NULL",
+        _Q["heartbeat"],
         (lease, executor_id),
     ).rowcount
 
 
 def stop(conn: Any, executor_id: str) -> None:
-    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = %s", (executor_id,))
-    if conn.execute(
-        "UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = %s", (executor_id,)
-    ).rowcount:
+    conn.execute(_Q["stop"], (executor_id,))
+    if conn.execute(_Q["release_all"], (executor_id,)).rowcount:
         notice(conn, "start")
     return None
 
@@ -219,26 +217,10 @@ def claim_queue(
         rate,
         now,
         batch,
-        running=lambda: _one(
-            conn,
-            "SELECT count(*) FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL AND done = 0",
-            (queue,),
-        ),
-        recent=lambda lo, hi: [
-            r[0]
-            for r in conn.execute(
-                "SELECT started_at FROM queue_entries WHERE queue = %s AND started_at IS NOT NULL"
-                " AND started_at > %s AND started_at <= %s ORDER BY started_at",
-                (queue, lo, hi),
-            )
-        ],
+        running=lambda: _one(conn, _Q["queue_running"], (queue,)),
+        recent=lambda lo, hi: [r[0] for r in conn.execute(_Q["queue_recent"], (queue, lo, hi))],
         start=start,
-        delayed=lambda: _one(
-            conn,
-            "SELECT min(not_before) FROM queue_entries WHERE queue = %s AND started_at IS NULL"
-            " AND done = 0 AND not_before > %s",
-            (queue, now),
-        ),
+        delayed=lambda: _one(conn, _Q["queue_delayed"], (queue, now)),
     )
     return claimed, wake, now
 
