@@ -40,16 +40,15 @@ from .. import _crash, errors
 from .. import _records as R
 from .._status import STATUSES
 from ..codec import encode_error
-from . import _executors, _lifecycle, _ownership
+from . import _executors, _lifecycle, _ownership, _tx
 from ._base import TX_BUDGET, SqlStore
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
-from ._interrupts import why_interrupted
 from ._ops import OPS, READS, SqliteDb
 from ._queries import INFO_COLUMNS, NO_MORE_COLUMNS, SQLITE, VIEW_COLUMNS, WORKFLOW_COLUMNS
-from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from ._tx import SqliteTx, authorizer
+from ._schema import SCHEMA_VERSION
+from ._tx import BatchLost as _BatchLost
 from ._writes import WRITES
 from .contract import StoreContract
 
@@ -83,8 +82,6 @@ _MULTI_STEP = {
     for n in (2**k for k in range(1, 9))
 }
 log = logging.getLogger("durably")
-# SQLite checks a transaction step's time budget every _PROGRESS_STEPS VM instructions.
-_PROGRESS_STEPS = 10_000
 # Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
@@ -130,7 +127,7 @@ class Store(SqlStore):
         memory = is_memory(self.path)
         if memory:
             self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
-            self._migrate(self._writer)
+            _lifecycle.migrate(self, self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
             return
@@ -147,14 +144,14 @@ class Store(SqlStore):
             )
         if not os.path.exists(self.path):
             try:
-                _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
+                _lifecycle.create(self.path, self.synchronous, self.vfs, lambda conn: _lifecycle.migrate(self, conn))
             except apsw.Error as exc:
                 raise map_error(exc, self.path) from exc
         wal_size = _lifecycle.preflight(self.path, self.vfs)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
             _lifecycle.vet(self._writer, self.path, wal_size, self.check)
-            self._migrate(self._writer)
+            _lifecycle.migrate(self, self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
@@ -170,38 +167,8 @@ class Store(SqlStore):
             raise
 
     def open_readonly(self) -> None:
-        """Open for inspection only (the CLI): one read-only connection, no
-        migration, no open mark, nothing written, no file left behind (a
-        file without a -wal, closed cleanly or never opened, is read as it
-        is, immutable: SQLite then creates no -wal or -shm). Refuses foreign
-        or newer files."""
-        if is_memory(self.path) or not os.path.isfile(self.path):
-            raise errors.CantOpenError(f"no database file at {self.path!r}", path=self.path)
-        try:
-            if os.path.exists(self.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
-                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=self.vfs or None)
-            else:
-                conn = apsw.Connection(
-                    _lifecycle.immutable_uri(self.path),
-                    flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
-                    vfs=self.vfs or None,
-                )
-            app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
-        except apsw.Error as exc:
-            raise map_error(exc, self.path) from exc
-        if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
-            conn.close()
-            raise errors.SchemaVersionError(
-                f"{self.path!r} is not a durably database this version can read "
-                f"(application_id={app_id:#x}, user_version={version})",
-                path=self.path,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
-        self._reader = conn
-        self._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
-        self._full_view = version >= 4
-        self._version = version
+        """Open for inspection only (the CLI): see _lifecycle.open_readonly."""
+        _lifecycle.open_readonly(self)
 
     def _refuse(self) -> None:
         """Close after refusing a file, leaving it exactly as found: no
@@ -240,66 +207,6 @@ class Store(SqlStore):
     def connections(self) -> list[apsw.Connection]:
         """The open engine connections (for tests that assert PRAGMAs)."""
         return [c for c in (self._writer, self._reader) if c is not None]
-
-    def _migrate(self, conn: apsw.Connection) -> None:
-        try:
-            version = conn.pragma("user_version")
-            app_id = conn.pragma("application_id")
-            if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} is an SQLite database but not a durably one "
-                    f"(application_id={app_id:#x}, user_version={version})",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            if version > SCHEMA_VERSION:
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} has schema version {version}, newer than this durably "
-                    f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            if version == SCHEMA_VERSION:
-                return
-            if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} already holds tables that are not durably's",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            # Rebuilding a table others reference (SQLite's 12-step ALTER)
-            # needs foreign keys off around the transaction; every reference
-            # is checked again before it commits.
-            conn.pragma("foreign_keys", 0)
-            conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
-            try:
-                # Another process may have migrated it while this one waited for the lock.
-                version = conn.pragma("user_version")
-                if version > SCHEMA_VERSION:
-                    raise errors.SchemaVersionError(
-                        f"{self.path!r} was just migrated to schema version {version} by a newer durably",
-                        path=self.path,
-                        found=version,
-                        supported=SCHEMA_VERSION,
-                    )
-                for script in MIGRATIONS[version:]:
-                    conn.execute(script)
-                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
-                conn.pragma("user_version", SCHEMA_VERSION)
-                conn.pragma("application_id", APPLICATION_ID)
-                conn.execute("COMMIT")
-            except BaseException:
-                self._abort(conn)
-                raise
-            finally:
-                conn.pragma("foreign_keys", 1)
-        except apsw.Error as exc:
-            raise map_error(exc, self.path) from exc
 
     # -- writing ---------------------------------------------------------------
 
@@ -545,7 +452,7 @@ class Store(SqlStore):
         if kind == R.START:
             self._start(conn, rec)
         elif kind == R.TX:
-            self._transaction(conn, rec)
+            _tx.run_step(self, conn, rec)
         elif kind == R.OP:
             self._op(conn, rec)
         elif kind == R.WRITE:
@@ -616,81 +523,6 @@ class Store(SqlStore):
             conn.execute("RELEASE op")
             rec.error = map_error(exc, self.path)
 
-    def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, (pos, ident), name, body = rec.params
-        expired = self._expired_tx.pop(id(rec), None)
-        if expired is not None:
-            # An earlier attempt of this batch was interrupted inside a write,
-            # and SQLite rolled the whole batch back: the step's outcome is
-            # the timeout (nothing, if the engine is closing), its body is not
-            # run again.
-            if isinstance(expired, errors.NotOpenError):
-                rec.error = expired
-            else:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
-                rec.result = (None, encode_error(expired))
-            return
-        budget = getattr(body, "timeout", None) or self.tx_budget
-        deadline = time.monotonic() + budget
-
-        why = why_interrupted(self, workflow_id, name, budget)
-
-        conn.execute("SAVEPOINT tx")
-        tx = SqliteTx(conn, why)
-        conn.authorizer = authorizer
-        stop_tx = self._stop_tx
-        conn.setprogresshandler(
-            lambda: time.monotonic() > deadline or self._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS
-        )
-        output = error = None
-        try:
-            output, error = body(tx)
-        except errors.SerializationError as exc:
-            rec.error = exc
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                raise
-            # KeyboardInterrupt / SystemExit from the body: its SQL is undone
-            # and the signal is re-raised in the workflow's own thread (the
-            # writer thread must not die of it).
-            rec.error = exc
-        finally:
-            conn.setprogresshandler(None)
-            conn.authorizer = None
-            tx._close()
-        if tx._fatal is not None:
-            raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
-        if tx.expired is not None:
-            # Interrupted by close(): no outcome, the step runs again at the
-            # next open (its SQL is undone); otherwise the timeout is its outcome.
-            outcome: BaseException = (
-                tx.expired
-                if not self._stop_all_tx
-                else errors.NotOpenError(
-                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
-                )
-            )
-            if not conn.in_transaction:
-                # SQLite rolls back the whole transaction when it interrupts a
-                # write: the batch is gone. Write it again, with this step's
-                # outcome decided (flush retries on _BatchLost).
-                self._expired_tx[id(rec)] = outcome
-                raise _BatchLost()
-            if isinstance(outcome, errors.NotOpenError):
-                rec.error = outcome
-            else:
-                output, error = None, encode_error(tx.expired)
-        if error is not None or rec.error is not None:
-            conn.execute("ROLLBACK TO tx")
-        try:
-            if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
-                rec.result = (output, error)
-        except RECORD_ERRORS as exc:
-            conn.execute("ROLLBACK TO tx")
-            rec.error = map_error(exc, self.path)
-        conn.execute("RELEASE tx")
-
     # -- reading ---------------------------------------------------------------
 
     @contextmanager
@@ -747,11 +579,6 @@ class Store(SqlStore):
         """Changes whenever another connection committed (the watcher's poll)."""
         with self._read() as conn:
             return int(conn.pragma("data_version"))
-
-
-class _BatchLost(Exception):
-    """SQLite rolled the batch back under a record (an interrupted write):
-    write it again (the record knows what to record instead)."""
 
 
 _workflow_of = _ownership.workflow_of
