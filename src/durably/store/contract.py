@@ -112,7 +112,7 @@ class ScheduleRow(NamedTuple):
     last_slot: float
     paused: int
     tz: str | None
-    missed: str | None
+    missed: str  # the missed-slot policy
 
 
 class ExecutorRow(NamedTuple):
