@@ -16,9 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import durably
+from durably.runtime.workflows import Workflow
 
 STEPS_PER_ORDER = 4
 
@@ -30,8 +33,13 @@ class Receipt:
     cents: int
 
 
-def build(path: str, counter: list[int], report_every: int = 0) -> tuple[durably.Engine, object]:
-    """The demo's engine and workflow; ``counter[0]`` counts step bodies run.
+# The fulfil workflow's type: an async workflow of (order_id, cents).
+Fulfil = Workflow[[str, int], Coroutine[Any, Any, Receipt]]
+
+
+def build(path: str, counter: list[int], report_every: int = 0) -> tuple[durably.Engine, Fulfil, Workflow[[], None]]:
+    """The demo's engine, its workflow and the setup workflow (which makes the
+    application's table); ``counter[0]`` counts step bodies run.
 
     With ``report_every``, the notify step prints a progress line that often
     (the parent reads them to decide when to kill the worker).
@@ -73,25 +81,24 @@ def build(path: str, counter: list[int], report_every: int = 0) -> tuple[durably
     async def fulfil(order_id: str, cents: int) -> Receipt:
         await reserve(order_id)
         charge_id = await charge(order_id, cents)
-        await record(order_id, charge_id, cents)
+        # A plain-def step (here a transaction step) called in an async
+        # workflow returns an awaitable; its type, Transaction[P, R], cannot
+        # say so yet (the typed public API is the next round's work).
+        await record(order_id, charge_id, cents)  # type: ignore[misc]
         await notify(order_id)
         return Receipt(order_id, charge_id, cents)
 
-    engine.setup = setup  # type: ignore[attr-defined]
-    return engine, fulfil
+    return engine, fulfil, setup
 
 
-async def submit_all(engine: durably.Engine, fulfil: object, orders: int) -> list[Receipt]:
+async def submit_all(engine: durably.Engine, fulfil: Fulfil, orders: int) -> list[Receipt]:
     """Start every order under its fixed id (idempotent) and wait for all of them.
 
     Starts are concurrent so that they share commits too; a restarted process
     calls this again and only the orders that never started are created.
     """
     handles = await asyncio.gather(
-        *[
-            engine.start_async(fulfil, f"o{i}", 100 + i, workflow_id=f"order-{i}")
-            for i in range(orders)  # type: ignore[arg-type]
-        ]
+        *[engine.start_async(fulfil, f"o{i}", 100 + i, workflow_id=f"order-{i}") for i in range(orders)]
     )
     return list(await asyncio.gather(*[h.result_async(timeout=300) for h in handles]))
 
@@ -99,14 +106,14 @@ async def submit_all(engine: durably.Engine, fulfil: object, orders: int) -> lis
 def worker(path: str, orders: int) -> None:
     """Child process: start every order and run them until killed."""
     counter = [0]
-    engine, fulfil = build(path, counter, report_every=max(100, orders // 50))
+    engine, fulfil, setup = build(path, counter, report_every=max(100, orders // 50))
 
     async def run_all() -> None:
         await submit_all(engine, fulfil, orders)
         print("finished", flush=True)  # only if the parent failed to kill us
 
     with engine:
-        engine.run(engine.setup, workflow_id="setup")  # type: ignore[attr-defined]
+        engine.run(setup, workflow_id="setup")
         asyncio.run(run_all())
 
 
@@ -174,7 +181,7 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
     store.close()
 
     counter = [0]
-    engine, fulfil = build(path, counter)
+    engine, fulfil, _setup = build(path, counter)
     t0 = time.perf_counter()
     with engine:
         resumed = len(engine.recovery.resumed)

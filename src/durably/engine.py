@@ -19,7 +19,7 @@ import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar, cast, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
 from ._names import check_name
@@ -129,7 +129,7 @@ class Engine:
         self.path = path
         # The one place the store enters the runtime: typed as the contract
         # from here on (store/contract.py), whichever backend it is.
-        store = self._store = cast(StoreContract, make_store(path, synchronous, vfs, check, schema))
+        store = self._store = make_store(path, synchronous, vfs, check, schema)
         store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
         version = check_name(
             app_version if app_version is not None else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version"

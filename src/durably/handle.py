@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import errors
+from ._status import TERMINAL
+from ._status import Status as Status  # durably.Status
 from .codec import DECODE_FAILURES, decode_error, decode_failure
 from .runtime.context import workflow_context
 from .runtime.outcomes import step_record
@@ -24,25 +25,6 @@ class _HasRunner(Protocol):
     def _runner(self) -> Runner: ...
 
 
-class Status(str, enum.Enum):
-    """Where a workflow stands. A parked workflow stays PENDING; see
-    ``info().parked``. ENQUEUED: waiting in a queue, not started yet.
-    MAX_RECOVERY_ATTEMPTS_EXCEEDED: a terminal state for a workflow whose
-    process died at every attempt more than its ``max_recovery_attempts``
-    (the dead-letter state; ``engine.resume`` takes it out)."""
-
-    ENQUEUED = "ENQUEUED"
-    PENDING = "PENDING"
-    SUCCESS = "SUCCESS"
-    ERROR = "ERROR"
-    CANCELLED = "CANCELLED"
-    MAX_RECOVERY_ATTEMPTS_EXCEEDED = "MAX_RECOVERY_ATTEMPTS_EXCEEDED"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-TERMINAL = frozenset({"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"})
 _NOT_DECODED: Any = None
 
 

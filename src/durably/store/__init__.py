@@ -4,7 +4,7 @@ from ._connection import expected_pragmas, read_pragmas
 from ._lifecycle import accept_wal_loss
 from ._schema import APPLICATION_ID, SCHEMA_VERSION
 from ._store import Store
-from ._tx import Tx
+from .contract import StoreContract, Tx
 
 
 def is_postgres(path: object) -> bool:
@@ -14,7 +14,7 @@ def is_postgres(path: object) -> bool:
 
 def make_store(
     path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto", schema: str | None = None
-) -> "Store":
+) -> StoreContract:
     """The store for ``path``: a PostgreSQL URL opens the PostgreSQL store
     (in ``schema``, default ``durably``), anything else an SQLite file."""
     if is_postgres(path):
@@ -28,7 +28,7 @@ def make_store(
             from .. import errors
 
             raise errors.UsageError('a postgresql:// database needs psycopg: pip install "durably[postgres]"') from exc
-        return PgStore(path, synchronous, schema=schema)  # type: ignore[return-value]
+        return PgStore(path, synchronous, schema=schema)
     if schema is not None:
         from .. import errors
 
@@ -42,6 +42,7 @@ __all__ = [
     "accept_wal_loss",
     "Store",
     "Tx",
+    "StoreContract",
     "APPLICATION_ID",
     "SCHEMA_VERSION",
     "expected_pragmas",

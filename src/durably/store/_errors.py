@@ -7,7 +7,7 @@ import apsw
 from .. import errors
 
 # Order matters only for subclasses; apsw's are flat under apsw.Error.
-_BY_TYPE: dict[type[BaseException], type[errors.StorageError]] = {
+_BY_TYPE: dict[type[BaseException], type[errors.DurablyError]] = {
     apsw.NotADBError: errors.NotADatabaseError,
     apsw.CorruptError: errors.DatabaseCorruptError,
     apsw.FullError: errors.DiskFullError,

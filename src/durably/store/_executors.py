@@ -36,6 +36,8 @@ from typing import Any
 
 import apsw
 
+from ._queries import SQLITE_EXEC as _Q
+
 # Seconds an executor's lease lasts; its heartbeat renews it every LEASE / 4.
 LEASE = 10.0
 # Stopped executors' rows are kept this long (introspection), then deleted.
@@ -109,12 +111,11 @@ def register(
     """This executor's row, its lease ``lease`` seconds from now on the
     store's clock; stopped executors and notices past their keep are deleted."""
     conn.execute(
-        "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
-        f" VALUES (?, ?, ?, ?, ?, {NOW} + ?)",
+        _Q["register"],
         (executor_id, HOST, pid, started, version, lease),
     )
-    conn.execute(f"DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {NOW} - ?", (_KEEP_STOPPED,))
-    conn.execute(f"DELETE FROM notices WHERE created_at < {NOW} - ?", (KEEP_NOTICES,))
+    conn.execute(_Q["drop_stopped"], (_KEEP_STOPPED,))
+    conn.execute(_Q["drop_notices"], (KEEP_NOTICES,))
     return None
 
 
@@ -153,7 +154,7 @@ def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
 def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
     """Renew the lease: ``lease`` seconds from now on the store's clock."""
     conn.execute(
-        f"UPDATE executors SET lease_until = {NOW} + ? WHERE executor_id = ? AND stopped_at IS NULL",
+        _Q["heartbeat"],
         (lease, executor_id),
     )
     return conn.changes()
@@ -162,8 +163,8 @@ def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
 def stop(conn: apsw.Connection, executor_id: str) -> None:
     """A clean close: the executor is gone, and its PENDING workflows are
     released for any live executor to claim (a notice wakes them)."""
-    conn.execute(f"UPDATE executors SET stopped_at = {NOW}, lease_until = 0 WHERE executor_id = ?", (executor_id,))
-    conn.execute("UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?", (executor_id,))
+    conn.execute(_Q["stop"], (executor_id,))
+    conn.execute(_Q["release_all"], (executor_id,))
     if conn.changes():
         conn.execute("INSERT INTO notices (kind) VALUES ('start')")
     return None
@@ -235,8 +236,8 @@ def any_claimable(store: Any, version: str, names: str, dead: str, live: str) ->
     )
 
 
-def _take(conn: apsw.Connection, me: str, version: str, rows: list[tuple[str, Any]]) -> list[tuple[Any, ...]]:
-    out = []  # (the workflow_owner_changed trigger counts the takeovers)
+def _take(conn: apsw.Connection, me: str, version: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []  # (the workflow_owner_changed trigger counts the takeovers)
     for wid, before in rows:
         taken_from_owner = before is not None and before != me
         row = conn.execute(
@@ -326,27 +327,10 @@ def claim_queue(
         rate,
         now,
         batch,
-        running=lambda: (
-            conn.execute(
-                "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0", (queue,)
-            ).get
-        ),
-        recent=lambda lo, hi: [
-            r[0]
-            for r in conn.execute(
-                "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
-                " AND started_at > ? AND started_at <= ? ORDER BY started_at",
-                (queue, lo, hi),
-            )
-        ],
+        running=lambda: conn.execute(_Q["queue_running"], (queue,)).get,
+        recent=lambda lo, hi: [r[0] for r in conn.execute(_Q["queue_recent"], (queue, lo, hi))],
         start=start,
-        delayed=lambda: (
-            conn.execute(
-                "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
-                " AND done = 0 AND not_before > ?",
-                (queue, now),
-            ).get
-        ),
+        delayed=lambda: conn.execute(_Q["queue_delayed"], (queue, now)).get,
     )
     return claimed, wake, now
 

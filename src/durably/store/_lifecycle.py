@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import apsw
@@ -24,13 +25,18 @@ import apsw
 from .. import errors
 from . import _executors
 from ._checkpoint import CHECKPOINTED, CLOSED, PAST, mark
-from ._connection import close_clean, connect
+from ._connection import close_clean, connect, is_memory
+from ._errors import map_error
+from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 CHECKS = ("auto", "always", "never")
 log = logging.getLogger("durably")
 
 
-def create(path: str, synchronous: str, vfs: str | None, migrate: callable) -> None:  # type: ignore[valid-type]
+def create(path: str, synchronous: str, vfs: str | None, migrate: Callable[[apsw.Connection], None]) -> None:
     """Create ``path`` atomically: build it under a temporary name, then rename."""
     tmp = f"{path}.init-{os.getpid()}"
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -217,3 +223,101 @@ def mark_closed(conn: apsw.Connection) -> None:
     leaves no WAL content to lose)."""
     conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (CLOSED,))
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def migrate(store: Store, conn: apsw.Connection) -> None:
+    """Create or migrate the schema of ``conn``'s file in one transaction
+    (``MIGRATIONS`` keyed by user_version); refuse a foreign or newer file."""
+    try:
+        version = conn.pragma("user_version")
+        app_id = conn.pragma("application_id")
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
+            raise errors.SchemaVersionError(
+                f"{store.path!r} is an SQLite database but not a durably one "
+                f"(application_id={app_id:#x}, user_version={version})",
+                path=store.path,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
+        if version > SCHEMA_VERSION:
+            raise errors.SchemaVersionError(
+                f"{store.path!r} has schema version {version}, newer than this durably "
+                f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
+                path=store.path,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
+            raise errors.SchemaVersionError(
+                f"{store.path!r} already holds tables that are not durably's",
+                path=store.path,
+                found=version,
+                supported=SCHEMA_VERSION,
+            )
+        # Rebuilding a table others reference (SQLite's 12-step ALTER)
+        # needs foreign keys off around the transaction; every reference
+        # is checked again before it commits.
+        conn.pragma("foreign_keys", 0)
+        conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
+        try:
+            # Another process may have migrated it while this one waited for the lock.
+            version = conn.pragma("user_version")
+            if version > SCHEMA_VERSION:
+                raise errors.SchemaVersionError(
+                    f"{store.path!r} was just migrated to schema version {version} by a newer durably",
+                    path=store.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
+                )
+            for script in MIGRATIONS[version:]:
+                conn.execute(script)
+            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
+            conn.pragma("user_version", SCHEMA_VERSION)
+            conn.pragma("application_id", APPLICATION_ID)
+            conn.execute("COMMIT")
+        except BaseException:
+            store._abort(conn)
+            raise
+        finally:
+            conn.pragma("foreign_keys", 1)
+    except apsw.Error as exc:
+        raise map_error(exc, store.path) from exc
+
+
+def open_readonly(store: Store) -> None:
+    """Open for inspection only (the CLI): one read-only connection, no
+    migration, no open mark, nothing written, no file left behind (a
+    file without a -wal, closed cleanly or never opened, is read as it
+    is, immutable: SQLite then creates no -wal or -shm). Refuses foreign
+    or newer files."""
+    if is_memory(store.path) or not os.path.isfile(store.path):
+        raise errors.CantOpenError(f"no database file at {store.path!r}", path=store.path)
+    try:
+        if os.path.exists(store.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
+            conn = apsw.Connection(store.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=store.vfs or None)
+        else:
+            conn = apsw.Connection(
+                immutable_uri(store.path),
+                flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
+                vfs=store.vfs or None,
+            )
+        app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
+    except apsw.Error as exc:
+        raise map_error(exc, store.path) from exc
+    if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
+        conn.close()
+        raise errors.SchemaVersionError(
+            f"{store.path!r} is not a durably database this version can read "
+            f"(application_id={app_id:#x}, user_version={version})",
+            path=store.path,
+            found=version,
+            supported=SCHEMA_VERSION,
+        )
+    store._reader = conn
+    store._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
+    store._full_view = version >= 4
+    store._version = version

@@ -1,4 +1,5 @@
-"""Toolkit operations: SQL run on the writer inside a journal batch.
+"""Toolkit operations, written once for both backends: SQL run on the
+writer inside a journal batch.
 
 Each op runs in its own SAVEPOINT and returns the step output to record
 (already encoded), ``NOTHING`` to record nothing, or raises a DurablyError
@@ -8,35 +9,119 @@ published exactly once, a batch of messages is delivered all or none, a
 keyed client send is delivered once, and a queue entry is created exactly
 once, whatever crashes around them.
 
-``READS`` are plain reads of committed data, run by ``Store.read`` on the
-read connection (client calls outside a workflow; nothing is recorded).
+The ops are written for the backend that runs writers concurrently
+(PostgreSQL, READ COMMITTED), and are as right where writers are
+serialised (SQLite): what reads before it writes is made atomic by a
+conditional write re-checked on the latest row (``ON CONFLICT DO
+NOTHING`` and its row count), a row lock (``{for_update}``: nothing on
+SQLite) or a transaction-level lock per queue (``queue_lock``: none on
+SQLite). An op reaches its database through an :class:`OpDb` (SQLite's in
+``_connection.py``, PostgreSQL's in ``pg/_executors.py``), one per writer
+connection. The executor ops (leases, claims) stay per backend
+(``_executors.py``, ``pg/_executors.py``): their SQL differs too much.
+
+``READS`` are plain reads of committed data, run by ``read`` on a read
+connection (client calls outside a workflow; nothing is recorded).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-import apsw
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _records as R
 from .. import errors
 from . import _executors
-from ._executors import notice
+from ._queries import render
+
+if TYPE_CHECKING:
+    import apsw
 
 
-def _require_workflow(conn: apsw.Connection, workflow_id: str) -> None:
-    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (workflow_id,)).get is None:
+class OpDb(Protocol):
+    """What an op needs of a connection."""
+
+    conn: Any  # the backend's connection (the executor ops take it)
+    q: dict[str, str]  # OP_STATEMENTS in the backend's spelling
+    postgres: bool
+
+    def one(self, sql: str, params: Any) -> Any:
+        """The first row (a lone column: its value), or None."""
+
+    def all(self, sql: str, params: Any) -> list[tuple[Any, ...]]: ...
+
+    def run(self, sql: str, params: Any) -> int:
+        """Run a change; the number of rows it changed."""
+
+    def many(self, sql: str, seq: Iterable[Any]) -> None: ...
+
+
+OP_STATEMENTS: dict[str, str] = {
+    "exists": "SELECT 1 FROM workflows WHERE workflow_id = ?",
+    "key_dest": "SELECT dest FROM send_keys WHERE key = ?",
+    "take_key": "INSERT INTO send_keys (key, dest) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+    "message": "INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)",
+    "notice": "INSERT INTO notices (kind, workflow_id, detail) VALUES (?, ?, ?)",
+    "msg_notice": "INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', ?, ?)",
+    # the oldest message for (workflow, topic), consumed (its row locked: consumed once)
+    "recv": "DELETE FROM messages WHERE id = (SELECT id FROM messages WHERE dest = ?"
+    " AND topic IS NOT DISTINCT FROM ? ORDER BY id LIMIT 1{for_update}) RETURNING payload",
+    "set_event": "INSERT INTO events (workflow_id, key, value) VALUES (?, ?, ?) ON CONFLICT (workflow_id, key)"
+    " DO UPDATE SET value = excluded.value, updated_at = {now}",
+    "event": "SELECT value FROM events WHERE workflow_id = ? AND key = ?",
+    "all_events": "SELECT key, value FROM events WHERE workflow_id = ? AND value IS NOT NULL ORDER BY key",
+    "dedup": "SELECT workflow_id FROM queue_entries WHERE queue = ? AND dedup_key = ? AND done = 0",
+    "enqueue": "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
+    " VALUES (?, ?, 'PENDING', ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+    "name": "SELECT name FROM workflows WHERE workflow_id = ?",
+    "queue_entry": "INSERT INTO queue_entries (workflow_id, queue, priority, not_before, dedup_key)"
+    " VALUES (?, ?, ?, ?, ?)",
+    "fork_source": "SELECT name, inputs FROM workflows WHERE workflow_id = ?",
+    "fork": "INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)"
+    " ON CONFLICT (workflow_id) DO NOTHING",
+    "fork_steps": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
+    " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
+    " WHERE workflow_id = ? ORDER BY position LIMIT ?",
+}
+# PostgreSQL orders two enqueues with one dedup key by the queue's lock (the
+# second finds the first); SQLite's writers are serialised already.
+_PG_QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || ?, 0))"
+
+
+def _render_ops(postgres: bool) -> dict[str, str]:
+    out = {
+        name: render(sql.replace("{for_update}", " FOR UPDATE" if postgres else ""), postgres)
+        for name, sql in OP_STATEMENTS.items()
+    }
+    out["queue_lock"] = render(_PG_QUEUE_LOCK, True) if postgres else ""
+    return out
+
+
+SQLITE_OPS = _render_ops(False)
+PG_OPS = _render_ops(True)
+
+
+def _require_workflow(db: OpDb, workflow_id: str) -> None:
+    if db.one(db.q["exists"], (workflow_id,)) is None:
         raise errors.WorkflowNotFoundError(f"no workflow with id {workflow_id!r}", workflow_id=workflow_id)
 
 
-def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any, key: str | None = None) -> None:
+def notice(db: OpDb, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:
+    db.run(db.q["notice"], (kind, workflow_id, detail))
+
+
+def send(db: OpDb, dest: str, topic: str | None, payload: Any, key: str | None = None) -> None:
     """Deliver one message. With an idempotency ``key`` (client sends only),
     the key and the message commit together: a key already recorded for
     ``dest`` makes this a no-op; one recorded for another destination is a
-    UsageError (and nothing is delivered)."""
+    UsageError (and nothing is delivered). Of two concurrent sends with one
+    key, one takes it, the other waits for it and then finds it."""
     if key is not None:
-        seen = conn.execute("SELECT dest FROM send_keys WHERE key = ?", (key,)).get
+        seen = db.one(db.q["key_dest"], (key,))
+        if seen is None:
+            _require_workflow(db, dest)
+            if not db.run(db.q["take_key"], (key, dest)):  # taken meanwhile
+                seen = db.one(db.q["key_dest"], (key,))
         if seen is not None:
             if seen != dest:
                 raise errors.UsageError(
@@ -44,82 +129,56 @@ def send(conn: apsw.Connection, dest: str, topic: str | None, payload: Any, key:
                     "a key names one send: use a distinct key per destination"
                 )
             return None  # delivered before: a retry delivers nothing new
-        _require_workflow(conn, dest)
-        conn.execute("INSERT INTO send_keys (key, dest) VALUES (?, ?)", (key, dest))
     else:
-        _require_workflow(conn, dest)
-    conn.execute("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", (dest, topic, payload))
-    notice(conn, "msg", dest, topic)
+        _require_workflow(db, dest)
+    db.run(db.q["message"], (dest, topic, payload))
+    notice(db, "msg", dest, topic)
     return None
 
 
-def send_many(conn: apsw.Connection, messages: list[tuple[str, str | None, Any]]) -> None:
+def send_many(db: OpDb, messages: list[tuple[str, str | None, Any]]) -> None:
     """Deliver ``messages`` ((dest, topic, payload), in order) all or none:
     an unknown destination raises before anything is inserted (and the op's
     SAVEPOINT undoes everything on any error)."""
     for dest in dict.fromkeys(m[0] for m in messages):
-        _require_workflow(conn, dest)
-    conn.executemany("INSERT INTO messages (dest, topic, payload) VALUES (?, ?, ?)", messages)
-    conn.executemany(
-        "INSERT INTO notices (kind, workflow_id, detail) VALUES ('msg', ?, ?)",
-        dict.fromkeys((m[0], m[1]) for m in messages),
-    )
+        _require_workflow(db, dest)
+    db.many(db.q["message"], messages)
+    db.many(db.q["msg_notice"], list(dict.fromkeys((m[0], m[1]) for m in messages)))
     return None
 
 
-def recv(conn: apsw.Connection, workflow_id: str, topic: str | None, final: bool) -> Any:
+def recv(db: OpDb, workflow_id: str, topic: str | None, final: bool) -> Any:
     """The oldest message for (workflow, topic), consumed; when there is none,
     NOTHING (keep waiting) or, once the timeout passed (``final``), None."""
-    row = conn.execute(
-        "SELECT id, payload FROM messages WHERE dest = ? AND topic IS ? ORDER BY id LIMIT 1",
-        (workflow_id, topic),
-    ).get
-    if row is None:
+    row = db.all(db.q["recv"], (workflow_id, topic))
+    if not row:
         return None if final else R.NOTHING
-    conn.execute("DELETE FROM messages WHERE id = ?", (row[0],))
-    return row[1]
+    return row[0][0]
 
 
-def set_event(conn: apsw.Connection, workflow_id: str, key: str, value: Any) -> None:
-    conn.execute(
-        "INSERT INTO events (workflow_id, key, value) VALUES (?, ?, ?) ON CONFLICT (workflow_id, key)"
-        " DO UPDATE SET value = excluded.value, updated_at = unixepoch('subsec')",
-        (workflow_id, key, value),
-    )
-    notice(conn, "event", workflow_id, key)
+def set_event(db: OpDb, workflow_id: str, key: str, value: Any) -> None:
+    db.run(db.q["set_event"], (workflow_id, key, value))
+    notice(db, "event", workflow_id, key)
     return None
 
 
-def get_event(conn: apsw.Connection, workflow_id: str, key: str, final: bool) -> Any:
-    row = conn.execute("SELECT value FROM events WHERE workflow_id = ? AND key = ?", (workflow_id, key)).get
-    if row is None:
+def get_event(db: OpDb, workflow_id: str, key: str, final: bool) -> Any:
+    rows = db.all(db.q["event"], (workflow_id, key))
+    # (SQLite's store has always taken a NULL value for "not set yet";
+    # PostgreSQL's returns it: kept as they were.)
+    if not rows or (rows[0][0] is None and not db.postgres):
         return None if final else R.NOTHING
-    return row
+    return rows[0][0]
 
 
-def get_all_events(conn: apsw.Connection, workflow_id: str, pack: Callable[[list[tuple[str, Any]]], Any]) -> Any:
+def get_all_events(db: OpDb, workflow_id: str, pack: Callable[[list[tuple[str, Any]]], Any]) -> Any:
     """Every event of ``workflow_id`` (latest values), packed into one stored
     value by ``pack`` (the codec's): recorded as the step's output."""
-    return pack(all_events(conn, workflow_id))
-
-
-# -- reads: run by Store.read on committed data (the read connection) ---------------
-
-
-def event(conn: apsw.Connection, workflow_id: str, key: str) -> Any:
-    """The stored value of one event, or None (no such event, or no such workflow yet)."""
-    return conn.execute("SELECT value FROM events WHERE workflow_id = ? AND key = ?", (workflow_id, key)).get
-
-
-def all_events(conn: apsw.Connection, workflow_id: str) -> list[tuple[str, Any]]:
-    """(key, stored value) of every event of ``workflow_id``, by key."""
-    return conn.execute(
-        "SELECT key, value FROM events WHERE workflow_id = ? AND value IS NOT NULL ORDER BY key", (workflow_id,)
-    ).fetchall()
+    return pack(all_events(db, workflow_id))
 
 
 def enqueue(
-    conn: apsw.Connection,
+    db: OpDb,
     workflow_id: str,
     name: str,
     inputs: Any,
@@ -133,15 +192,14 @@ def enqueue(
 ) -> Any:
     """Create the workflow and its queue entry, or return the workflow that
     already holds the id (or the same live dedup key)."""
+    if db.q["queue_lock"]:
+        db.all(db.q["queue_lock"], (queue,))
     if dedup_key is not None:
-        row = conn.execute(
-            "SELECT workflow_id FROM queue_entries WHERE queue = ? AND dedup_key = ? AND done = 0",
-            (queue, dedup_key),
-        ).get
+        row = db.one(db.q["dedup"], (queue, dedup_key))
         if row is not None:
             return encode_id(row)
-    existing = conn.execute("SELECT name FROM workflows WHERE workflow_id = ?", (workflow_id,)).get
-    if existing is not None:
+    if not db.run(db.q["enqueue"], (workflow_id, name, inputs, parent_id, deadline)):
+        existing = db.one(db.q["name"], (workflow_id,))
         if existing != name:
             raise errors.WorkflowConflictError(
                 f"workflow id {workflow_id!r} already belongs to workflow {existing!r}, not {name!r}",
@@ -150,51 +208,72 @@ def enqueue(
                 requested_name=name,
             )
         return encode_id(workflow_id)
-    conn.execute(
-        "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline)"
-        " VALUES (?, ?, 'PENDING', ?, ?, ?)",
-        (workflow_id, name, inputs, parent_id, deadline),
-    )
-    conn.execute(
-        "INSERT INTO queue_entries (workflow_id, queue, priority, not_before, dedup_key) VALUES (?, ?, ?, ?, ?)",
-        (workflow_id, queue, priority, not_before, dedup_key),
-    )
-    notice(conn, "queue", workflow_id, queue)
+    db.run(db.q["queue_entry"], (workflow_id, queue, priority, not_before, dedup_key))
+    notice(db, "queue", workflow_id, queue)
     return encode_id(workflow_id)
 
 
 def fork(
-    conn: apsw.Connection,
-    source: str,
-    new_id: str,
-    start_step: int,
-    executor: str | None,
-    encode_id: Callable[[str], Any],
+    db: OpDb, source: str, new_id: str, start_step: int, executor: str | None, encode_id: Callable[[str], Any]
 ) -> Any:
     """A new PENDING workflow running ``source``'s function on its inputs,
     with the first ``start_step`` recorded steps of ``source`` (in recorded
     order) copied: they replay, the rest runs again. ``source`` is untouched."""
-    row = conn.execute("SELECT name, inputs FROM workflows WHERE workflow_id = ?", (source,)).get
+    row = db.one(db.q["fork_source"], (source,))
     if row is None:
         raise errors.WorkflowNotFoundError(f"no workflow with id {source!r}", workflow_id=source)
-    if conn.execute("SELECT 1 FROM workflows WHERE workflow_id = ?", (new_id,)).get is not None:
+    if not db.run(db.q["fork"], (new_id, row[0], row[1], executor)):
         raise errors.WorkflowConflictError(
             f"workflow id {new_id!r} already exists", workflow_id=new_id, existing_name=None, requested_name=row[0]
         )
-    conn.execute(
-        "INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)",
-        (new_id, row[0], row[1], executor),
-    )
-    conn.execute(
-        "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
-        " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
-        " WHERE workflow_id = ? ORDER BY position LIMIT ?",
-        (new_id, source, start_step),
-    )
+    db.run(db.q["fork_steps"], (new_id, source, start_step))
     return encode_id(new_id)
 
 
-OPS: dict[str, Callable[..., Any]] = {
+# -- reads: run on committed data (a read connection) ----------------------------------------
+
+
+def event(db: OpDb, workflow_id: str, key: str) -> Any:
+    """The stored value of one event, or None (no such event, or no such workflow yet)."""
+    rows = db.all(db.q["event"], (workflow_id, key))
+    return rows[0][0] if rows else None
+
+
+def all_events(db: OpDb, workflow_id: str) -> list[tuple[str, Any]]:
+    """(key, stored value) of every event of ``workflow_id``, by key."""
+    return [(r[0], r[1]) for r in db.all(db.q["all_events"], (workflow_id,))]
+
+
+class SqliteDb:
+    """SQLite's :class:`OpDb` (one per connection)."""
+
+    __slots__ = ("conn",)
+    q = SQLITE_OPS
+    postgres = False
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    def one(self, sql: str, params: Any) -> Any:
+        return self.conn.execute(sql, params).get
+
+    def all(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Any) -> int:
+        self.conn.execute(sql, params)
+        return self.conn.changes()
+
+    def many(self, sql: str, seq: Iterable[Any]) -> None:
+        self.conn.executemany(sql, seq)
+
+
+def on_conn(op: Callable[..., Any]) -> Callable[..., Any]:
+    """An executor op (written per backend) in the ops table: it takes the raw connection."""
+    return lambda db, *args: op(db.conn, *args)
+
+
+TOOLKIT_OPS: dict[str, Callable[..., Any]] = {
     "fork": fork,
     "send": send,
     "send_many": send_many,
@@ -203,15 +282,21 @@ OPS: dict[str, Callable[..., Any]] = {
     "get_event": get_event,
     "get_all_events": get_all_events,
     "enqueue": enqueue,
-    "register_executor": _executors.register,
-    "heartbeat": _executors.heartbeat,
-    "prune": _executors.prune,
-    "stop_executor": _executors.stop,
-    "claim": _executors.claim,
-    "claim_queue": _executors.claim_queue,
+}
+# SQLite's table (PostgreSQL's: pg/_executors.OPS).
+OPS: dict[str, Callable[..., Any]] = {
+    **TOOLKIT_OPS,
+    "register_executor": on_conn(_executors.register),
+    "heartbeat": on_conn(_executors.heartbeat),
+    "prune": on_conn(_executors.prune),
+    "stop_executor": on_conn(_executors.stop),
+    "claim": on_conn(_executors.claim),
+    "claim_queue": on_conn(_executors.claim_queue),
 }
 
 READS: dict[str, Callable[..., Any]] = {
     "event": event,
     "all_events": all_events,
 }
+# Ops that change a workflow's owner (PostgreSQL: their batch locks the takeovers row exclusive).
+OWNER_CHANGING_OPS = frozenset({"claim", "claim_queue", "stop_executor"})

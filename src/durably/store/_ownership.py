@@ -29,7 +29,7 @@ def workflow_of(rec: Any) -> str | None:
         return rec.params[3]  # type: ignore[no-any-return]
     if kind == R.START:
         parent_step = rec.params[4]
-        return None if parent_step is None else parent_step[0]  # type: ignore[no-any-return]
+        return None if parent_step is None else parent_step[0]
     return None
 
 

@@ -32,39 +32,29 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import apsw
 
 from .. import _crash, errors
 from .. import _records as R
+from .._status import STATUSES
 from ..codec import encode_error
-from . import _executors, _lifecycle, _ownership
+from . import _executors, _lifecycle, _ownership, _tx
+from ._base import TX_BUDGET, SqlStore
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
-from ._interrupts import why_interrupted
-from ._ops import OPS, READS
-from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from ._tx import Tx, authorizer
+from ._ops import OPS, READS, SqliteDb
+from ._queries import INFO_COLUMNS, NO_MORE_COLUMNS, SQLITE, VIEW_COLUMNS, WORKFLOW_COLUMNS
+from ._schema import SCHEMA_VERSION
+from ._tx import BatchLost as _BatchLost
 from ._writes import WRITES
+from .contract import StoreContract
 
-# A step row's times come from one clock, SQLite's (one reading per
-# statement): ``recorded_at`` is it, ``started_at`` is it minus the time since
-# the body started (the record's monotonic ``started`` and ``at``, the
-# monotonic time the statement is bound; NULL stays NULL).
-_INSERT_STEP = (
-    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?))"
-)
-_INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
-    " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING"
-)
-_COMPLETE = (
-    "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
-    " updated_at = unixepoch('subsec') WHERE workflow_id = ? AND status = 'PENDING'"
-)
+_INSERT_STEP = SQLITE.insert_step
+_INSERT_WORKFLOW = SQLITE.insert_workflow
+_COMPLETE = SQLITE.complete
 # Record kinds written with one statement each, batched through executemany.
 _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 # A batch of one step record (a lone sequential workflow): the whole
@@ -91,44 +81,25 @@ _MULTI_STEP = {
     " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")"
     for n in (2**k for k in range(1, 9))
 }
-_WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
-# As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
-_WAITING_IN_QUEUE = (
-    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-    " AND q.started_at IS NULL AND q.done = 0)"
-)
 log = logging.getLogger("durably")
-# A transaction step's SQL may run this long (seconds) by default; it holds
-# the writer meanwhile. SQLite checks every _PROGRESS_STEPS VM instructions.
-TX_BUDGET = 10.0
-_PROGRESS_STEPS = 10_000
 # Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
 BUSY_BACKOFF_MAX = 1.0
-_INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
-    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
-)
-# What introspection adds (WorkflowInfo): from the row, and from the queue
-# entry of a queued workflow (NULLs for older files read as they are).
-_MORE_COLUMNS = (
-    "deadline, recovery_attempts, executor,"
-    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
-)
-_NO_MORE_COLUMNS = "NULL, 0, NULL, NULL, NULL, NULL"
-STATUSES = ("ENQUEUED", "PENDING", "SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 
 
-class Store:
+class Store(SqlStore):
     """One durably database file (or ``:memory:``)."""
+
+    Q = SQLITE
+    _NO_LIMIT = -1
 
     def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto") -> None:
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if check not in _lifecycle.CHECKS:
             raise errors.UsageError(f"check must be one of {_lifecycle.CHECKS}, not {check!r}")
+        super().__init__()
         self.check = check
         self.path = path
         self.synchronous = synchronous
@@ -138,24 +109,7 @@ class Store:
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
         self._checkpointer = Checkpointer()  # SQLite's automatic checkpoint is off: the store's own
-        self._failed: errors.StorageError | None = None
-        self._closing = False  # set by close(): a busy wait gives up, a transaction step is interrupted
-        self._stop_tx: set[str] = set()  # workflows cancelled: their running transaction step is interrupted
-        self._stop_all_tx = False  # the engine is closing: any running transaction step is interrupted
         self._expired_tx: dict[int, BaseException] = {}
-        self.tx_budget = TX_BUDGET  # seconds a transaction step's SQL may run (Engine(transaction_timeout=))
-        self.executor: str | None = None  # recorded as the executor of workflows started here
-        self.start_owner: str | None = None  # the owner of workflows started here (None: a client's)
-        self.app_version = "0"  # recorded on workflows started here (a client's: none, any version runs them)
-        self.registration: tuple[Any, ...] | None = None  # this executor's row, written with the open mark
-        # Fencing (store/_executors.py): the epoch of every workflow this
-        # process runs; those another executor took over (their records
-        # fail with FencedError); the takeovers count last seen; who to tell.
-        self.owned: dict[str, int | None] = {}
-        self.fenced: set[str] = set()
-        self._takeovers: Any = None
-        self.on_fenced: Any = None
-        self._queues_table = True  # False only for an older file opened read-only
         self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
 
     # -- lifecycle -------------------------------------------------------------
@@ -173,7 +127,7 @@ class Store:
         memory = is_memory(self.path)
         if memory:
             self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
-            self._migrate(self._writer)
+            _lifecycle.migrate(self, self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
             return
@@ -190,14 +144,14 @@ class Store:
             )
         if not os.path.exists(self.path):
             try:
-                _lifecycle.create(self.path, self.synchronous, self.vfs, self._migrate)
+                _lifecycle.create(self.path, self.synchronous, self.vfs, lambda conn: _lifecycle.migrate(self, conn))
             except apsw.Error as exc:
                 raise map_error(exc, self.path) from exc
         wal_size = _lifecycle.preflight(self.path, self.vfs)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
             _lifecycle.vet(self._writer, self.path, wal_size, self.check)
-            self._migrate(self._writer)
+            _lifecycle.migrate(self, self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
@@ -213,36 +167,8 @@ class Store:
             raise
 
     def open_readonly(self) -> None:
-        """Open for inspection only (the CLI): one read-only connection, no
-        migration, no open mark, nothing written, no file left behind (a
-        file without a -wal, closed cleanly or never opened, is read as it
-        is, immutable: SQLite then creates no -wal or -shm). Refuses foreign
-        or newer files."""
-        if is_memory(self.path) or not os.path.isfile(self.path):
-            raise errors.CantOpenError(f"no database file at {self.path!r}", path=self.path)
-        try:
-            extra = {"vfs": self.vfs} if self.vfs else {}
-            if os.path.exists(self.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
-                conn = apsw.Connection(self.path, flags=apsw.SQLITE_OPEN_READONLY, **extra)
-            else:
-                conn = apsw.Connection(
-                    _lifecycle.immutable_uri(self.path), flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI, **extra
-                )
-            app_id, version = conn.pragma("application_id"), conn.pragma("user_version")
-        except apsw.Error as exc:
-            raise map_error(exc, self.path) from exc
-        if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
-            conn.close()
-            raise errors.SchemaVersionError(
-                f"{self.path!r} is not a durably database this version can read "
-                f"(application_id={app_id:#x}, user_version={version})",
-                path=self.path,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
-        self._reader = conn
-        self._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
-        self._version = version
+        """Open for inspection only (the CLI): see _lifecycle.open_readonly."""
+        _lifecycle.open_readonly(self)
 
     def _refuse(self) -> None:
         """Close after refusing a file, leaving it exactly as found: no
@@ -251,24 +177,6 @@ class Store:
             if conn is not None:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
         self.close(clean=False)
-
-    def interrupt_tx(self, workflow_id: str) -> None:
-        """A workflow was cancelled: its transaction step running now (if
-        any) is interrupted (the next ones are not run: the workflow stops)."""
-        self._stop_tx.add(workflow_id)
-
-    def interrupt_all_tx(self) -> None:
-        """The engine is closing: a transaction step running now is interrupted."""
-        self._stop_all_tx = True
-
-    def tx_done(self, workflow_id: str) -> None:
-        """The workflow ended here: forget its cancel (see interrupt_tx)."""
-        self._stop_tx.discard(workflow_id)
-
-    def stop_waiting(self) -> None:
-        """The engine is closing: a batch waiting for another connection's
-        lock gives up (its records fail, unacknowledged) instead of waiting."""
-        self._closing = True
 
     def close(self, clean: bool = True) -> None:
         """Close both connections, marking the file cleanly closed unless the
@@ -299,66 +207,6 @@ class Store:
     def connections(self) -> list[apsw.Connection]:
         """The open engine connections (for tests that assert PRAGMAs)."""
         return [c for c in (self._writer, self._reader) if c is not None]
-
-    def _migrate(self, conn: apsw.Connection) -> None:
-        try:
-            version = conn.pragma("user_version")
-            app_id = conn.pragma("application_id")
-            if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} is an SQLite database but not a durably one "
-                    f"(application_id={app_id:#x}, user_version={version})",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            if version > SCHEMA_VERSION:
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} has schema version {version}, newer than this durably "
-                    f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            if version == SCHEMA_VERSION:
-                return
-            if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
-                raise errors.SchemaVersionError(
-                    f"{self.path!r} already holds tables that are not durably's",
-                    path=self.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            # Rebuilding a table others reference (SQLite's 12-step ALTER)
-            # needs foreign keys off around the transaction; every reference
-            # is checked again before it commits.
-            conn.pragma("foreign_keys", 0)
-            conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
-            try:
-                # Another process may have migrated it while this one waited for the lock.
-                version = conn.pragma("user_version")
-                if version > SCHEMA_VERSION:
-                    raise errors.SchemaVersionError(
-                        f"{self.path!r} was just migrated to schema version {version} by a newer durably",
-                        path=self.path,
-                        found=version,
-                        supported=SCHEMA_VERSION,
-                    )
-                for script in MIGRATIONS[version:]:
-                    conn.execute(script)
-                broken = conn.execute("PRAGMA foreign_key_check").fetchall()
-                if broken:
-                    raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
-                conn.pragma("user_version", SCHEMA_VERSION)
-                conn.pragma("application_id", APPLICATION_ID)
-                conn.execute("COMMIT")
-            except BaseException:
-                self._abort(conn)
-                raise
-            finally:
-                conn.pragma("foreign_keys", 1)
-        except apsw.Error as exc:
-            raise map_error(exc, self.path) from exc
 
     # -- writing ---------------------------------------------------------------
 
@@ -478,7 +326,7 @@ class Store:
             for rec in batch:
                 sql = _MANY.get(rec.kind)
                 if sql is not run_sql and run:
-                    self._apply_many(conn, run_sql, run)
+                    self._apply_many(conn, cast(str, run_sql), run)
                     run = []
                 run_sql = sql
                 if sql is None:
@@ -486,7 +334,7 @@ class Store:
                 else:
                     run.append(rec)
             if run:
-                self._apply_many(conn, run_sql, run)
+                self._apply_many(conn, cast(str, run_sql), run)
         if self.owned:
             self._lost_to_a_race(batch)
         if _crash.ARMED:
@@ -503,42 +351,12 @@ class Store:
             self._refresh_owned(conn)
         return _ownership.drop_fenced(self, batch)
 
-    def still_owns(self, workflow_id: str, epoch: int) -> bool:
-        """Whether the database still names this executor, at ``epoch``, as
-        the owner of ``workflow_id`` (checked before running what a claim
-        took: it may have been lost again since)."""
-        rows = self.query(
-            "SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'", (workflow_id,)
-        )
-        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
-
-    def own(self, workflow_id: str, epoch: int | None) -> None:
-        """This process runs ``workflow_id`` at ``epoch`` (registered outside
-        the writer: after a claim, or relaunching a workflow claimed back).
-        The next batch re-checks every owned workflow against the database
-        first: the registration may be stale (lost again meanwhile)."""
-        self.owned[workflow_id] = epoch
-        self._takeovers = None  # after the registration: _fence then refreshes
-
-    def _own(self, output: Any) -> None:
-        _ownership.claimed(self, output)
-
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: "UNIQUE" in str(err))
 
     def _refresh_owned(self, conn: apsw.Connection) -> None:
-        ids = list(self.owned)
-        lost = []
-        for at in range(0, len(ids), 500):
-            chunk = ids[at : at + 500]
-            lost += _ownership.lost_among(
-                self,
-                conn.execute(
-                    f"SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({', '.join('?' * len(chunk))})",
-                    chunk,
-                ).fetchall(),
-            )
-        _ownership.lose(self, lost)
+        rows = self._by_ids(self.Q.owners, list(self.owned), lambda sql, ids: conn.execute(sql, ids).fetchall())
+        _ownership.lose(self, _ownership.lost_among(self, rows))
 
     def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
         conn.execute("SAVEPOINT record")
@@ -634,7 +452,7 @@ class Store:
         if kind == R.START:
             self._start(conn, rec)
         elif kind == R.TX:
-            self._transaction(conn, rec)
+            _tx.run_step(self, conn, rec)
         elif kind == R.OP:
             self._op(conn, rec)
         elif kind == R.WRITE:
@@ -665,9 +483,7 @@ class Store:
             if inserted and owner is None:
                 _executors.notice(conn, "start", workflow_id)  # a client's: some executor claims it
             if not inserted:
-                rec.result = conn.execute(
-                    "SELECT name, status FROM workflows WHERE workflow_id = ?", (workflow_id,)
-                ).get
+                rec.result = conn.execute(self.Q.name_status, (workflow_id,)).get
             else:
                 rec.result = None
             if nested:
@@ -686,7 +502,7 @@ class Store:
         try:
             error = None
             try:
-                output = OPS[op](conn, *args)
+                output = OPS[op](self._ops_on(conn), *args)
                 if op in _CLAIMS:
                     self._own(output)
             except errors.DurablyError as exc:  # a typed refusal: the step's outcome
@@ -707,81 +523,6 @@ class Store:
             conn.execute("RELEASE op")
             rec.error = map_error(exc, self.path)
 
-    def _transaction(self, conn: apsw.Connection, rec: Any) -> None:
-        workflow_id, (pos, ident), name, body = rec.params
-        expired = self._expired_tx.pop(id(rec), None)
-        if expired is not None:
-            # An earlier attempt of this batch was interrupted inside a write,
-            # and SQLite rolled the whole batch back: the step's outcome is
-            # the timeout (nothing, if the engine is closing), its body is not
-            # run again.
-            if isinstance(expired, errors.NotOpenError):
-                rec.error = expired
-            else:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
-                rec.result = (None, encode_error(expired))
-            return
-        budget = getattr(body, "timeout", None) or self.tx_budget
-        deadline = time.monotonic() + budget
-
-        why = why_interrupted(self, workflow_id, name, budget)
-
-        conn.execute("SAVEPOINT tx")
-        tx = Tx(conn, why)
-        conn.authorizer = authorizer
-        stop_tx = self._stop_tx
-        conn.setprogresshandler(
-            lambda: time.monotonic() > deadline or self._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS
-        )
-        output = error = None
-        try:
-            output, error = body(tx)
-        except errors.SerializationError as exc:
-            rec.error = exc
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                raise
-            # KeyboardInterrupt / SystemExit from the body: its SQL is undone
-            # and the signal is re-raised in the workflow's own thread (the
-            # writer thread must not die of it).
-            rec.error = exc
-        finally:
-            conn.setprogresshandler(None)
-            conn.authorizer = None
-            tx._close()
-        if tx._fatal is not None:
-            raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
-        if tx.expired is not None:
-            # Interrupted by close(): no outcome, the step runs again at the
-            # next open (its SQL is undone); otherwise the timeout is its outcome.
-            outcome: BaseException = (
-                tx.expired
-                if not self._stop_all_tx
-                else errors.NotOpenError(
-                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
-                )
-            )
-            if not conn.in_transaction:
-                # SQLite rolls back the whole transaction when it interrupts a
-                # write: the batch is gone. Write it again, with this step's
-                # outcome decided (flush retries on _BatchLost).
-                self._expired_tx[id(rec)] = outcome
-                raise _BatchLost()
-            if isinstance(outcome, errors.NotOpenError):
-                rec.error = outcome
-            else:
-                output, error = None, encode_error(tx.expired)
-        if error is not None or rec.error is not None:
-            conn.execute("ROLLBACK TO tx")
-        try:
-            if rec.error is None:
-                conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
-                rec.result = (output, error)
-        except RECORD_ERRORS as exc:
-            conn.execute("ROLLBACK TO tx")
-            rec.error = map_error(exc, self.path)
-        conn.execute("RELEASE tx")
-
     # -- reading ---------------------------------------------------------------
 
     @contextmanager
@@ -800,7 +541,7 @@ class Store:
         """Run the read ``name`` of ``store/_ops.py`` (``READS``) on committed data."""
         try:
             with self._read() as conn:
-                return READS[name](conn, *args)
+                return READS[name](SqliteDb(conn), *args)
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
@@ -812,144 +553,13 @@ class Store:
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
-    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
-        """The workflow row (columns of ``WORKFLOW_COLUMNS``), or None; with
-        ``user_view`` its status says ENQUEUED while it waits in a queue."""
-        if user_view:
-            columns = self._user_columns()
-        else:
-            columns = _WORKFLOW_COLUMNS
-        rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = ?", (workflow_id,))
-        return rows[0] if rows else None
+    def _new_ops_db(self, conn: apsw.Connection) -> SqliteDb:
+        return SqliteDb(conn)
 
-    def _user_columns(self) -> str:
-        if self._version >= 4:
-            return f"{_INFO_COLUMNS}, {_MORE_COLUMNS}"
-        return f"{_INFO_COLUMNS if self._queues_table else _WORKFLOW_COLUMNS}, {_NO_MORE_COLUMNS}"
-
-    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        """A workflow's journal, in call order: (position, name, output,
-        error, ident)."""
-        return self.query(
-            "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = ? ORDER BY position",
-            (workflow_id,),
-        )
-
-    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        """Steps with their timestamps: (position, name, output, error,
-        recorded_at, ident, started_at), in the order they were recorded."""
-        more = "ident, started_at" if self._version >= 4 else "NULL, NULL"
-        return self.query(
-            f"SELECT position, name, output, error, recorded_at, {more} FROM steps"
-            " WHERE workflow_id = ? ORDER BY position",
-            (workflow_id,),
-        )
-
-    def pending_workflows(self) -> list[tuple[str, str, Any, Any, int]]:
-        """Every PENDING workflow, parked ones included (a deploy may have
-        fixed what parked them), except queue entries not started yet (the
-        queue dispatcher starts those): (id, name, inputs, parent_id,
-        recovery_attempts)."""
-        return self.query(  # type: ignore[return-value]
-            "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
-            " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
-            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
-        )
-
-    def list_workflows(
-        self,
-        status: str | None = None,
-        name: str | None = None,
-        limit: int | None = 100,
-        *,
-        id_prefix: str | None = None,
-        start_time: float | None = None,
-        end_time: float | None = None,
-        queue: str | None = None,
-        parent_id: str | None = None,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[tuple[Any, ...]]:
-        """Workflow rows as users see them (ENQUEUED while waiting in a
-        queue), in creation order (``seq``: a total order; newest first by
-        default), filtered. Every filter is served by an index: status, name,
-        id prefix (the id's unique index), creation time, parent, queue."""
-        where, params = [], []
-        v4 = self._version >= 4
-        if status is not None:
-            if not self._queues_table:  # an older file: nothing can be ENQUEUED
-                where.append("status = ?")
-                params.append(status)
-            elif status in ("ENQUEUED", "PENDING"):
-                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{_WAITING_IN_QUEUE}")
-            else:
-                where.append("status = ?")
-                params.append(status)
-        if id_prefix is not None:  # a range of the id's unique index
-            where.append("workflow_id >= ? AND workflow_id < ?")
-            params += [id_prefix, id_prefix + "\U0010ffff"]
-        for value, clause in (
-            (name, "name = ?"),
-            (start_time, "created_at >= ?"),
-            (end_time, "created_at < ?"),
-            (parent_id, "parent_id = ?"),
-            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)"),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        order = "seq" if v4 else "created_at, rowid"
-        direction = " DESC" if newest_first else ""
-        order = ", ".join(f"{c}{direction}" for c in order.split(", "))
-        return self.query(
-            f"SELECT {self._user_columns()} FROM workflows{clause} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*params, -1 if limit is None else limit, offset),
-        )
-
-    # -- reads the runtime needs (store/contract.py) ------------------------------
-
-    def deadlines(self) -> list[tuple[str, float]]:
-        """(workflow_id, deadline) of every PENDING workflow that has one."""
-        return self.query(
-            "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"
-        )  # type: ignore[return-value]
-
-    def deadline(self, workflow_id: str) -> float | None:
-        """The deadline of a PENDING workflow, or None."""
-        rows = self.query(
-            "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
-            (workflow_id,),
-        )
-        return rows[0][0] if rows else None
-
-    def executors(self) -> list[tuple[Any, ...]]:
-        """(executor_id, host, pid, pid_started, lease_until, seconds left on
-        the store's clock) of executors not stopped whose lease has not run
-        out (_executors.LISTED: a margin); one whose lease ran out is gone
-        for every claim anyway, and each row listed costs the watcher a look
-        at a pid every round."""
-        return self.query(
-            "SELECT executor_id, host, pid, pid_started, lease_until, lease_until - unixepoch('subsec')"
-            " FROM executors WHERE stopped_at IS NULL AND lease_until >= unixepoch('subsec') - ?",
-            (_executors.LISTED,),
-        )
-
-    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
-        """(workflow_id, status, parked) of those of ``ids`` that exist."""
-        out: list[tuple[str, str, str | None]] = []
-        for at in range(0, len(ids), 500):
-            chunk = list(ids[at : at + 500])
-            out += self.query(
-                f"SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN"
-                f" ({', '.join('?' * len(chunk))})",
-                chunk,
-            )  # type: ignore[arg-type]
-        return out
-
-    def last_notice(self) -> int:
-        """The id of the newest notice (a watcher starts after it)."""
-        return self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0]
+    def _view_columns(self) -> str:
+        if self._full_view:
+            return VIEW_COLUMNS
+        return f"{INFO_COLUMNS if self._queues_table else WORKFLOW_COLUMNS}, {NO_MORE_COLUMNS}"
 
     def others_live(self, executor_id: str) -> bool:
         """Whether an executor other than ``executor_id`` has the file open
@@ -965,43 +575,15 @@ class Store:
         when there is nothing to take; see store/_executors.claim)."""
         return _executors.any_claimable(self, version, names, dead, live)
 
-    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
-        """Schedule rows (name, cron, workflow, last_slot, paused, tz, missed),
-        by name; only ``name``'s when given."""
-        cols = "name, cron, workflow, last_slot, paused, tz, missed"
-        if name is None:
-            return self.query(f"SELECT {cols} FROM schedules ORDER BY name")
-        return self.query(f"SELECT {cols} FROM schedules WHERE name = ?", (name,))
-
-    def has_schedules(self) -> bool:
-        return bool(self.query("SELECT 1 FROM schedules LIMIT 1"))
-
-    def workflow_names(self) -> set[str]:
-        """The names of every workflow in the file (the demo's check)."""
-        return {r[0] for r in self.query("SELECT DISTINCT name FROM workflows")}
-
     def data_version(self) -> int:
         """Changes whenever another connection committed (the watcher's poll)."""
         with self._read() as conn:
-            return conn.pragma("data_version")
-
-    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
-        """Cross-process wake-ups after id ``last``: (id, kind, workflow_id, detail)."""
-        try:
-            with self._read() as conn:
-                return _executors.notices_since(conn, last)
-        except apsw.Error as exc:
-            raise map_error(exc, self.path) from exc
-
-    def children(self, workflow_id: str) -> list[str]:
-        """Ids of a workflow's children."""
-        return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = ?", (workflow_id,))]
-
-
-class _BatchLost(Exception):
-    """SQLite rolled the batch back under a record (an interrupted write):
-    write it again (the record knows what to record instead)."""
+            return int(conn.pragma("data_version"))
 
 
 _workflow_of = _ownership.workflow_of
 _reset = _ownership.reset
+
+# Both stores fulfil the contract (checked by mypy --strict).
+_: type[StoreContract] = Store
+__all__ = ["Store", "STATUSES", "TX_BUDGET"]

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from .. import errors
-from ._errors import FATAL_ERRORS, map_error
+from ..codec import encode_error
+from ._errors import FATAL_ERRORS, RECORD_ERRORS, map_error
+from ._interrupts import why_interrupted
+from ._queries import SQLITE
 from ._schema import MIGRATIONS
+from .contract import Tx
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+# SQLite checks a transaction step's time budget every _PROGRESS_STEPS VM instructions.
+_PROGRESS_STEPS = 10_000
+_INSERT_STEP = SQLITE.insert_step
+
+
+class BatchLost(Exception):
+    """SQLite rolled the batch back under a record (an interrupted write):
+    write it again (the record knows what to record instead)."""
+
 
 # Statements a transaction step may not run: its SQL lives inside the
 # writer's batch transaction, so ending or nesting transactions would commit
@@ -88,7 +106,7 @@ def authorizer(action: int, p1: str | None, p2: str | None, dbname: str | None, 
     return apsw.SQLITE_OK
 
 
-class Tx:
+class SqliteTx:
     """SQL access for a ``@engine.transaction`` step.
 
     Runs on the journal's writer thread inside the batch transaction, in a
@@ -114,7 +132,8 @@ class Tx:
 
     def execute(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         """Run one statement; return all its result rows."""
-        return self._run(lambda: list(self._conn.execute(sql, params)))
+        rows: list[tuple[Any, ...]] = self._run(lambda: list(self._conn.execute(sql, params)))
+        return rows
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
         """Run one statement for each parameter set in ``seq``."""
@@ -156,3 +175,84 @@ class Tx:
 
     def _close(self) -> None:
         self._open = False
+
+
+def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
+    """Run a transaction step's body in a SAVEPOINT of the batch, under the
+    authorizer and its time budget, and record its outcome (a TX record)."""
+    workflow_id, (pos, ident), name, body = rec.params
+    expired = store._expired_tx.pop(id(rec), None)
+    if expired is not None:
+        # An earlier attempt of this batch was interrupted inside a write,
+        # and SQLite rolled the whole batch back: the step's outcome is
+        # the timeout (nothing, if the engine is closing), its body is not
+        # run again.
+        if isinstance(expired, errors.NotOpenError):
+            rec.error = expired
+        else:
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
+            rec.result = (None, encode_error(expired))
+        return
+    budget = getattr(body, "timeout", None) or store.tx_budget
+    deadline = time.monotonic() + budget
+
+    why = why_interrupted(store, workflow_id, name, budget)
+
+    conn.execute("SAVEPOINT tx")
+    tx = SqliteTx(conn, why)
+    conn.authorizer = authorizer
+    stop_tx = store._stop_tx
+    conn.setprogresshandler(
+        lambda: time.monotonic() > deadline or store._stop_all_tx or workflow_id in stop_tx, _PROGRESS_STEPS
+    )
+    output = error = None
+    try:
+        output, error = body(tx)
+    except errors.SerializationError as exc:
+        rec.error = exc
+    except BaseException as exc:
+        if isinstance(exc, Exception):
+            raise
+        # KeyboardInterrupt / SystemExit from the body: its SQL is undone
+        # and the signal is re-raised in the workflow's own thread (the
+        # writer thread must not die of it).
+        rec.error = exc
+    finally:
+        conn.setprogresshandler(None)
+        conn.authorizer = None
+        tx._close()
+    if tx._fatal is not None:
+        raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
+    if tx.expired is not None:
+        # Interrupted by close(): no outcome, the step runs again at the
+        # next open (its SQL is undone); otherwise the timeout is its outcome.
+        outcome: BaseException = (
+            tx.expired
+            if not store._stop_all_tx
+            else errors.NotOpenError(
+                f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
+            )
+        )
+        if not conn.in_transaction:
+            # SQLite rolls back the whole transaction when it interrupts a
+            # write: the batch is gone. Write it again, with this step's
+            # outcome decided (flush retries on _BatchLost).
+            store._expired_tx[id(rec)] = outcome
+            raise BatchLost()
+        if isinstance(outcome, errors.NotOpenError):
+            rec.error = outcome
+        else:
+            output, error = None, encode_error(tx.expired)
+    if error is not None or rec.error is not None:
+        conn.execute("ROLLBACK TO tx")
+    try:
+        if rec.error is None:
+            conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
+            rec.result = (output, error)
+    except RECORD_ERRORS as exc:
+        conn.execute("ROLLBACK TO tx")
+        rec.error = map_error(exc, store.path)
+    conn.execute("RELEASE tx")
+
+
+_is_tx: type[Tx] = SqliteTx  # the handle fulfils durably.Tx (checked by mypy --strict)

@@ -35,8 +35,127 @@ disk, corruption) fails for good (every later flush raises the same error).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+# -- rows the reads return (NamedTuples: positional use keeps working) ---------------------
+
+
+class WorkflowRow(NamedTuple):
+    """A workflow's row (``get_workflow``)."""
+
+    workflow_id: str
+    name: str
+    status: str
+    inputs: Any
+    output: Any
+    error: Any
+    parent_id: str | None
+    parked: str | None
+    created_at: float
+    updated_at: float
+
+
+class WorkflowView(NamedTuple):
+    """A workflow as users see it (``get_workflow(user_view=True)``,
+    ``list_workflows``): status ENQUEUED while it waits in a queue, and what
+    introspection adds (NULLs/0 for an older SQLite file read as it is)."""
+
+    workflow_id: str
+    name: str
+    status: str
+    inputs: Any
+    output: Any
+    error: Any
+    parent_id: str | None
+    parked: str | None
+    created_at: float
+    updated_at: float
+    deadline: float | None
+    recovery_attempts: int | None
+    executor: str | None
+    queue: str | None
+    priority: int | None
+    dequeued_at: float | None
+
+
+class StepRow(NamedTuple):
+    """A step with its timestamps (``step_rows``). ``load_steps`` (replay's
+    read, on the hot path) returns plain tuples (position, name, output,
+    error, ident): see ``load_steps``."""
+
+    position: Any
+    name: str
+    output: Any
+    error: Any
+    recorded_at: float
+    ident: Any
+    started_at: float | None
+
+
+class PendingRow(NamedTuple):
+    """A PENDING workflow to run again (``pending_workflows``)."""
+
+    workflow_id: str
+    name: str
+    inputs: Any
+    parent_id: str | None
+    recovery_attempts: int
+
+
+class ScheduleRow(NamedTuple):
+    """A schedule (``schedules``)."""
+
+    name: str
+    cron: str
+    workflow: str
+    last_slot: float
+    paused: int
+    tz: str | None
+    missed: str  # the missed-slot policy
+
+
+class ExecutorRow(NamedTuple):
+    """A live executor (``executors``); ``left``: seconds its lease has left
+    on the store's clock."""
+
+    executor_id: str
+    host: str
+    pid: int
+    pid_started: str | None
+    lease_until: float
+    left: float
+
+
+# -- a transaction step's handle ---------------------------------------------------------
+
+
+@runtime_checkable
+class Tx(Protocol):
+    """SQL access for a ``@engine.transaction`` step (``durably.Tx``).
+
+    Its statements run inside the journal batch's transaction, in a
+    SAVEPOINT of their own: they commit with the step's outcome or not at
+    all. Transaction control and writes to durably's own tables are refused.
+    SQLite's handle takes ``?`` parameters; PostgreSQL's takes ``%s``,
+    ``%(name)s`` or ``?``.
+    """
+
+    def execute(self, sql: str, params: Any = ...) -> list[tuple[Any, ...]]:
+        """Run one statement; return all its result rows."""
+
+    def executemany(self, sql: str, seq: Iterable[Any]) -> None:
+        """Run one statement for each parameter set in ``seq``."""
+
+    def query_one(self, sql: str, params: Any = ...) -> tuple[Any, ...] | None:
+        """First row of a query, or None."""
+
+    @property
+    def changes(self) -> int:
+        """Rows changed by the last statement."""
+
+
+# -- the store ----------------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -49,6 +168,7 @@ class StoreContract(Protocol):
     fenced: set[str]  # workflows taken over by another executor
     on_fenced: Callable[[list[str]], None] | None
     tx_budget: float  # seconds a transaction step's SQL may run
+    registration: tuple[Any, ...] | None  # this executor's row, written when the store opens
 
     # -- lifecycle ----------------------------------------------------------------------
     def open(self, codec: str | None = None) -> None:
@@ -78,11 +198,27 @@ class StoreContract(Protocol):
     def flush(self, batch: Sequence[Any]) -> None:
         """Apply a batch of records in one transaction (module docstring)."""
 
+    # -- fencing ----------------------------------------------------------------------------
+    def own(self, workflow_id: str, epoch: int | None) -> None:
+        """This process runs ``workflow_id`` at ``epoch`` (after a claim); the
+        next batch re-checks every owned workflow first."""
+
+    def still_owns(self, workflow_id: str, epoch: int) -> bool:
+        """Whether the database still names this executor, at ``epoch``, as
+        the owner of the PENDING ``workflow_id`` (a read)."""
+
     # -- reads (committed data only) -----------------------------------------------------
-    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None: ...
-    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]: ...
-    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]: ...
-    def pending_workflows(self) -> list[tuple[Any, ...]]: ...
+    def query(self, sql: str, params: Any = ...) -> list[tuple[Any, ...]]:
+        """A read-only query in the backend's own SQL."""
+
+    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> WorkflowRow | WorkflowView | None:
+        """The workflow's row; with ``user_view``, as users see it."""
+
+    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        """(position, name, output, error, ident) in call order (plain tuples)."""
+
+    def step_rows(self, workflow_id: str) -> list[StepRow]: ...
+    def pending_workflows(self) -> list[PendingRow]: ...
     def list_workflows(
         self,
         status: str | None = None,
@@ -96,14 +232,14 @@ class StoreContract(Protocol):
         parent_id: str | None = None,
         offset: int = 0,
         newest_first: bool = True,
-    ) -> list[tuple[Any, ...]]: ...
+    ) -> list[WorkflowView]: ...
     def children(self, workflow_id: str) -> list[str]: ...
     def read(self, name: str, *args: Any) -> Any:
         """A named read of ``store/_ops.READS`` (events)."""
 
     def deadlines(self) -> list[tuple[str, float]]: ...
     def deadline(self, workflow_id: str) -> float | None: ...
-    def executors(self) -> list[tuple[Any, ...]]:
+    def executors(self) -> list[ExecutorRow]:
         """(executor_id, host, pid, pid_started, lease_until, seconds its
         lease has left on the store's clock) of the executors not stopped
         whose lease has not run out (give or take ``_executors.LISTED``)."""
@@ -116,7 +252,7 @@ class StoreContract(Protocol):
         """Whether another executor has the file open (a live lease on the
         store's clock; on this host, a live process)."""
 
-    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]: ...
+    def schedules(self, name: str | None = None) -> list[ScheduleRow]: ...
     def has_schedules(self) -> bool: ...
     def workflow_names(self) -> set[str]: ...
 

@@ -65,3 +65,16 @@ def map_error(exc: BaseException, path: str) -> errors.DurablyError:
     err = target(f"{type(exc).__name__}: {exc} (database {path!r})", path=path)
     err.__cause__ = exc
     return err
+
+
+def fatal(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        (
+            psycopg.errors.DiskFull,
+            psycopg.errors.IoError,
+            psycopg.errors.DataCorrupted,
+            psycopg.errors.IndexCorrupted,
+            psycopg.errors.InternalError_,
+        ),
+    )

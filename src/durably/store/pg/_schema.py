@@ -21,6 +21,18 @@ PostgreSQL's own:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+from ... import errors
+from ._errors import map_error
+from ._settings import _key
+
+if TYPE_CHECKING:
+    from ._store import PgStore
+
 NOW = "extract(epoch from clock_timestamp())"
 
 MIGRATIONS: tuple[str, ...] = (
@@ -191,3 +203,80 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(store: PgStore, conn: psycopg.Connection[Any], codec: str | None) -> None:
+    s = store.schema
+    try:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
+            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)).fetchone()[0]  # type: ignore[index]
+            if not exists:
+                tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)).fetchone()[0]  # type: ignore[index]
+                if tables:
+                    raise errors.SchemaVersionError(
+                        f"schema {s!r} in {store.path} already holds tables that are not durably's; "
+                        "choose another schema (Engine(..., schema=...))",
+                        path=store.path,
+                        found=0,
+                        supported=SCHEMA_VERSION,
+                    )
+                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
+                conn.execute(
+                    pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(
+                        pgsql.Identifier(s)
+                    )
+                )
+                value_type = "bytea" if codec == "pickle" else "text"
+                conn.execute(
+                    pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('version', '0'), ('value_type', %s)").format(
+                        pgsql.Identifier(s)
+                    ),
+                    (value_type,),
+                )
+            meta = dict(
+                conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s))).fetchall()
+            )
+            version = int(meta["version"])
+            if version > SCHEMA_VERSION:
+                raise errors.SchemaVersionError(
+                    f"schema {s!r} in {store.path} has version {version}, newer than this durably supports "
+                    f"({SCHEMA_VERSION}); upgrade durably",
+                    path=store.path,
+                    found=version,
+                    supported=SCHEMA_VERSION,
+                )
+            store._value_type = meta["value_type"]
+            for script in MIGRATIONS[version:]:
+                conn.execute(ddl(store, script))
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
+                    (str(SCHEMA_VERSION),),
+                )
+            if codec is not None:
+                stored = meta.get("codec")
+                if stored is None:
+                    conn.execute(
+                        pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)").format(pgsql.Identifier(s)),
+                        (codec,),
+                    )
+                elif stored != codec:
+                    raise errors.CodecMismatchError(
+                        f"schema {s!r} in {store.path} holds values written with codec={stored!r}; open it with "
+                        f"durably.Engine(..., codec={stored!r}), not {codec!r}",
+                        path=store.path,
+                        stored=stored,
+                        requested=codec,
+                    )
+    except psycopg.Error as exc:
+        raise map_error(exc, store.path) from exc
+
+
+def ddl(store: PgStore, script: str) -> str:
+    return (
+        script.replace("{s}", store.schema)
+        .replace("{V}", store._value_type)
+        .replace("{now}", NOW)
+        .replace("{channel}", "'" + store.channel + "'")
+    )

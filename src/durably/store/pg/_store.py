@@ -41,124 +41,57 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, cast
+from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
-from psycopg import sql as pgsql
 from psycopg_pool import ConnectionPool
 
 from ... import _crash, errors
 from ... import _records as R
-from ...codec import encode_error
 from .. import _ownership
-from .._executors import LISTED, dead_here
-from .._interrupts import why_interrupted
-from . import _ops, _sandbox
+from .._base import SqlStore
+from .._executors import dead_here
+from .._ops import OWNER_CHANGING_OPS, READS
+from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
+from .._queries import POSTGRES
+from ..contract import StoreContract
+from . import _apply, _connection, _executors, _listen, _pipeline, _sandbox, _schema
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
-from ._schema import MIGRATIONS, NOW, SCHEMA_VERSION
-from ._tx import PgTx
-from ._writes import OWNER_CHANGING, WRITES
+from ._errors import fatal as _fatal
+from ._executors import PgDb
+from ._schema import NOW, SCHEMA_VERSION
+from ._settings import (
+    _BACKOFF_MAX,
+    _FENCE,
+    _FENCE_EXCLUSIVE,
+    _LONE_STEP,
+    _MARK,
+    _ROLE_NAME,
+    _SCHEMA_NAME,
+    CONNECT_TIMEOUT,
+    IDLE_IN_TX,
+    RECONNECT,
+    TX_LOSSES,
+    _split_ours,
+    is_url,
+    redact,
+)
 
 log = logging.getLogger("durably")
-
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
-_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-TX_BUDGET = 10.0
-TX_LOSSES = 3  # a transaction step whose SQL lost the connection this many times in one batch fails
-RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
-CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_timeout) unless the URL says
-IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
-_BACKOFF_MAX = 2.0
-_WORKFLOW_COLUMNS = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
-_WAITING_IN_QUEUE = (
-    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
-    " AND q.started_at IS NULL AND q.done = 0)"
-)
-_INFO_COLUMNS = _WORKFLOW_COLUMNS.replace(
-    "status", f"CASE WHEN status = 'PENDING' AND {_WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
-)
-_MORE_COLUMNS = (
-    "deadline, recovery_attempts, executor,"
-    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
-    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
-)
-# A step row's times come from one clock, the server's: ``recorded_at`` is
-# clock_timestamp() at the insert, ``started_at`` that minus the time since
-# the body started (the record's monotonic ``started`` and ``at``, the
-# monotonic time the statement was bound; NULL stays NULL): a host whose
-# clock is off never writes a step that ends before it starts.
-_STARTED = f"{NOW} + (%s::float8 - %s::float8)"
-_INSERT_STEP = (
-    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    f" VALUES (%s, %s, %s, %s, %s, %s, {_STARTED})"
-)
-_COMPLETE = (
-    f"UPDATE workflows SET status = %s, output = %s, error = %s, parked = NULL, updated_at = {NOW}"
-    " WHERE workflow_id = %s AND status = 'PENDING'"
-)
-_INSERT_WORKFLOW = (
-    "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
-    " app_version) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s) ON CONFLICT (workflow_id) DO NOTHING"
-)
-# The fence: the takeovers count, read with a row lock inside the batch's
-# transaction. READ COMMITTED returns the latest committed version to a
-# locking read, and the lock holds until this transaction ends: no change of
-# owner (its trigger updates that row) commits between the check and the
-# commit. Claims take it exclusive before touching any workflow row.
-_FENCE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
-_FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
-_MARK = "INSERT INTO engine_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_LONE_STEP = (
-    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
-    " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s"
-)
+__all__ = ["PgStore", "redact", "is_url", "RECONNECT", "CONNECT_TIMEOUT", "IDLE_IN_TX", "TX_LOSSES"]
 
 
-def is_url(path: Any) -> bool:
-    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
-
-
-_OURS = ("schema", "listen", "tx_role")
-
-
-def _split_ours(url: str) -> tuple[str, dict[str, str]]:
-    """Take durably's own query parameters out of the URL (the rest is
-    libpq's): ``postgresql://host/db?schema=app1&listen=off&tx_role=app1_steps``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:  # "Invalid IPv6 URL" (postgresql://[::1)
-        raise errors.UsageError(f"not a valid PostgreSQL URL: {redact(url)!r} ({exc})") from None
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    ours = {k: v for k, v in query if k in _OURS}
-    if not ours:
-        return url, {}
-    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
-    return urlunsplit(parts._replace(query=rest)), ours
-
-
-def redact(url: str) -> str:
-    """The URL without its password (it appears in error messages)."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
-
-
-def _key(what: str) -> int:
-    """A stable signed 64-bit advisory lock key."""
-    return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
-
-
-class PgStore:
+class PgStore(SqlStore):
     """durably's tables in one PostgreSQL schema."""
+
+    Q = POSTGRES
 
     backend = "postgresql"
 
@@ -172,6 +105,7 @@ class PgStore:
         listen: bool = True,
         tx_role: str | None = None,
     ) -> None:
+        super().__init__()
         url, ours = _split_ours(url)
         in_url = ours.get("schema")
         if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
@@ -209,20 +143,7 @@ class PgStore:
         self._notified = 0
         self._polls = 0
         self._write_lock = threading.Lock()
-        self._failed: errors.StorageError | None = None
-        self._closing = False
-        self._stop_tx: set[str] = set()
-        self._stop_all_tx = False
         self._tx_running: str | None = None  # the workflow whose transaction step runs now
-        self.tx_budget = TX_BUDGET
-        self.executor: str | None = None
-        self.start_owner: str | None = None
-        self.app_version = "0"
-        self.registration: tuple[Any, ...] | None = None
-        self.owned: dict[str, int | None] = {}
-        self.fenced: set[str] = set()
-        self._takeovers: Any = None
-        self.on_fenced: Any = None
         self._user_path = "public"
         self._user_schemas: list[str] = []  # the user's own schemas: a transaction step's search_path
         self._login = ""  # session_user: what a transaction step's session must still be afterwards
@@ -239,74 +160,28 @@ class PgStore:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _connect(self, autocommit: bool = True) -> psycopg.Connection[Any]:
-        try:
-            conn = psycopg.connect(
-                self._url,
-                autocommit=autocommit,
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=3,
-                **self._timeout,
-                application_name=f"durably:{self.schema}",
-            )
-        except psycopg.Error as exc:
-            raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
-        return conn
-
-    def _configure(self, conn: psycopg.Connection[Any], writer: bool = False) -> None:
-        """Our SQL is unqualified: durably's schema first on the path. A
-        writer left idle inside its transaction (its process SIGSTOPped or
-        frozen mid-batch) is cut off by the server after IDLE_IN_TX seconds,
-        so the row lock of its fence check does not block takeovers for
-        longer: resumed, it reconnects, finds that batch rolled back and
-        writes it again, fenced. The writer's path has none of the user's
-        schemas (nothing a transaction step creates can shadow what its SQL
-        names); the readers' also has the user's (reads of the user's
-        tables, as a transaction step sees them)."""
-        conn.execute(self._settings_sql(), self._settings(writer))
-
-    def _settings(self, writer: bool) -> tuple[str, ...]:
-        path = f'"{self.schema}", pg_catalog, pg_temp' if writer else f'"{self.schema}", {self._user_path}'
-        # Engine(synchronous="normal"): commits return before their WAL is
-        # flushed (the last ones may be lost if the *server* crashes);
-        # "full" keeps the server's own setting (README, "PostgreSQL").
-        commit = "off" if self.synchronous == "normal" else None
-        return (path, f"{int(IDLE_IN_TX * 1000)}ms") + ((commit,) if commit else ())
-
-    def _settings_sql(self) -> str:
-        return (
-            "SELECT pg_catalog.set_config('search_path', %s, false), pg_catalog.set_config("
-            "'idle_in_transaction_session_timeout', %s, false)"
-            + (", pg_catalog.set_config('synchronous_commit', %s, false)" if self.synchronous == "normal" else "")
-        )
-
-    def _step_path(self) -> str:
-        return ", ".join('"' + s.replace('"', '""') + '"' for s in self._user_schemas)
-
     def open(self, codec: str | None = None) -> None:
         """Connect, create or migrate the schema (atomic, under an advisory
         lock), check the codec, register this executor, start listening."""
-        self._writer = conn = self._connect()
+        self._writer = conn = _connection.connect(self)
         try:
             self._user_path, schemas, self._login = conn.execute(  # type: ignore[misc]
                 "SELECT current_setting('search_path'), current_schemas(false), session_user"
             ).fetchone()
             self._user_schemas = [s for s in schemas if s != self.schema]
-            self._migrate(conn, codec)
+            _schema.migrate(self, conn, codec)
             oids = conn.execute(
                 "SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
                 " %s::regnamespace AND relkind = 'r'",
                 (self.schema,),
             ).fetchone()[0]  # type: ignore[index]
             self._snapshot = _sandbox.snapshot_sql(oids)
-            self._configure(conn, writer=True)
+            _connection.configure(self, conn, writer=True)
             if self.registration is not None:
                 with conn.transaction():
-                    _ops.register(conn, *self.registration)
-            self._open_pool()
-            self._open_listener()
+                    _executors.register(conn, *self.registration)
+            _connection.open_pool(self)
+            _listen.open_listener(self)
         except CONNECTION_ERRORS as exc:  # lost while opening (a restart, a terminated backend)
             self.close(clean=False)
             raise map_error(exc, self.path) from exc  # DatabaseUnavailableError, never a raw psycopg error
@@ -319,9 +194,9 @@ class PgStore:
         connection first, so a wrong host, port, database or password is
         told at once, with the server's reason (the pool would retry it
         until its own timeout)."""
-        self._connect().close()
-        self._open_pool()
-        version = self._schema_version_ro()
+        _connection.connect(self).close()
+        _connection.open_pool(self)
+        version = _connection.schema_version_ro(self)
         if version is None:
             self.close(clean=False)
             raise errors.CantOpenError(f"no durably schema {self.schema!r} in {self.path}", path=self.path)
@@ -334,133 +209,13 @@ class PgStore:
                 supported=SCHEMA_VERSION,
             )
 
-    def _schema_version_ro(self) -> int | None:
-        rows = self.query("SELECT to_regclass(%s) IS NOT NULL", (f"{self.schema}.meta",))
-        if not rows[0][0]:
-            return None
-        return int(self.query("SELECT value FROM meta WHERE key = 'version'")[0][0])
-
-    def _open_pool(self) -> None:
-        self._pool = ConnectionPool(
-            self._url,
-            min_size=1,
-            max_size=4,
-            open=False,
-            name=f"durably-{self.schema}",
-            kwargs={"autocommit": True, "application_name": f"durably-read:{self.schema}", **self._timeout},
-            configure=self._configure,
-            timeout=30.0,
-        )
-        try:
-            self._pool.open(wait=True, timeout=15.0)
-        except Exception as exc:
-            raise errors.DatabaseUnavailableError(f"cannot connect to {self.path}: {exc}", path=self.path) from exc
-
-    def _open_listener(self) -> None:
-        if not self.listen:
-            return
-        conn = self._connect(autocommit=True)
-        conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
-        self._listener = conn
-
-    def _migrate(self, conn: psycopg.Connection[Any], codec: str | None) -> None:
-        s = self.schema
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
-                exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)).fetchone()[0]  # type: ignore[index]
-                if not exists:
-                    tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)).fetchone()[0]  # type: ignore[index]
-                    if tables:
-                        raise errors.SchemaVersionError(
-                            f"schema {s!r} in {self.path} already holds tables that are not durably's; "
-                            "choose another schema (Engine(..., schema=...))",
-                            path=self.path,
-                            found=0,
-                            supported=SCHEMA_VERSION,
-                        )
-                    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
-                    conn.execute(
-                        pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(
-                            pgsql.Identifier(s)
-                        )
-                    )
-                    value_type = "bytea" if codec == "pickle" else "text"
-                    conn.execute(
-                        pgsql.SQL(
-                            "INSERT INTO {}.meta (key, value) VALUES ('version', '0'), ('value_type', %s)"
-                        ).format(pgsql.Identifier(s)),
-                        (value_type,),
-                    )
-                meta = dict(
-                    conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s))).fetchall()
-                )
-                version = int(meta["version"])
-                if version > SCHEMA_VERSION:
-                    raise errors.SchemaVersionError(
-                        f"schema {s!r} in {self.path} has version {version}, newer than this durably supports "
-                        f"({SCHEMA_VERSION}); upgrade durably",
-                        path=self.path,
-                        found=version,
-                        supported=SCHEMA_VERSION,
-                    )
-                self._value_type = meta["value_type"]
-                for script in MIGRATIONS[version:]:
-                    conn.execute(self._ddl(script))  # type: ignore[call-overload]
-                if version < SCHEMA_VERSION:
-                    conn.execute(
-                        pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
-                        (str(SCHEMA_VERSION),),
-                    )
-                if codec is not None:
-                    stored = meta.get("codec")
-                    if stored is None:
-                        conn.execute(
-                            pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)").format(
-                                pgsql.Identifier(s)
-                            ),
-                            (codec,),
-                        )
-                    elif stored != codec:
-                        raise errors.CodecMismatchError(
-                            f"schema {s!r} in {self.path} holds values written with codec={stored!r}; open it with "
-                            f"durably.Engine(..., codec={stored!r}), not {codec!r}",
-                            path=self.path,
-                            stored=stored,
-                            requested=codec,
-                        )
-        except psycopg.Error as exc:
-            raise map_error(exc, self.path) from exc
-
-    def _ddl(self, script: str) -> str:
-        return (
-            script.replace("{s}", self.schema)
-            .replace("{V}", self._value_type)
-            .replace("{now}", NOW)
-            .replace("{channel}", "'" + self.channel + "'")
-        )
-
-    def interrupt_tx(self, workflow_id: str) -> None:
-        self._stop_tx.add(workflow_id)
-        self._cancel_tx(lambda wid: wid == workflow_id)
-
-    def interrupt_all_tx(self) -> None:
-        self._stop_all_tx = True
-        self._cancel_tx(lambda wid: True)
-
-    def _cancel_tx(self, which: Callable[[str], bool]) -> None:
+    def _interrupt_running(self, which: Callable[[str], bool]) -> None:
         running, conn = self._tx_running, self._writer
         if running is not None and conn is not None and which(running):
             # A cancel request is a round trip on a connection of its own:
             # sent from a thread, so the caller's cancel record is queued
             # for the writer before the interrupted step's outcome returns.
             threading.Thread(target=_cancel_query, args=(conn,), name="durably-pg-cancel", daemon=True).start()
-
-    def tx_done(self, workflow_id: str) -> None:
-        self._stop_tx.discard(workflow_id)
-
-    def stop_waiting(self) -> None:
-        self._closing = True
 
     def close(self, clean: bool = True) -> None:
         self._closing = True
@@ -512,7 +267,8 @@ class PgStore:
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
                     lost_since = lost_since if lost_since is not None else now
-                    mark, lone = self._in_doubt, self._lone
+                    # (the attempt set them: not the None the loop started from)
+                    mark, lone = cast("int | None", self._in_doubt), self._lone
                     self._lone = None
                     if self._reconnect(exc, lost_since):
                         if mark is not None and self._committed(mark):
@@ -575,8 +331,8 @@ class PgStore:
         log.warning("durably: lost the connection to %s (%s); reconnecting", self.path, exc)
         while not self._closing:
             try:
-                conn = self._connect()
-                self._configure(conn, writer=True)
+                conn = _connection.connect(self)
+                _connection.configure(self, conn, writer=True)
                 self._writer = conn
                 self._takeovers = None  # re-check ownership at the next batch
                 return True
@@ -669,8 +425,8 @@ class PgStore:
         batch = self._fence(conn, batch, takeovers)
         if isolate:
             for rec in batch:
-                self._apply_isolated(conn, rec)
-            self._finish(conn, batch, ())
+                _apply.apply_isolated(self, conn, rec)
+            _pipeline.finish(self, conn, batch, ())
             return
         # Runs of step rows (one multi-row INSERT) and of completions (one
         # pipelined executemany); the last run goes out with the COMMIT.
@@ -682,169 +438,22 @@ class PgStore:
                 while j < n and batch[j].kind == kind:
                     j += 1
                 if j == n:
-                    self._finish(conn, batch, batch[i:j])
+                    _pipeline.finish(self, conn, batch, batch[i:j])
                     return
-                self._write_run(conn, batch[i:j])
+                _pipeline.write_run(self, conn, batch[i:j])
                 i = j
             else:
-                self._apply_one(conn, batch[i])
+                _apply.apply_one(self, conn, batch[i])
                 i += 1
-        self._finish(conn, batch, ())
-
-    def _write_plain(self, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> bool:
-        """A batch of step rows, starts and completions (the hot path) in ONE
-        round trip: BEGIN, the fence (``fence()`` aborts the transaction if
-        any workflow changed owner since this writer last looked), the
-        attempt's mark, one statement per run of records, and the COMMIT,
-        sent as one query string (values bound client-side by psycopg).
-        False (rolled back, nothing written): the count moved, or a run this
-        path cannot write in one statement; the general path takes it."""
-        parts = ["BEGIN", "SELECT fence(%s)", _MARK]
-        self._mark += 1
-        params: list[Any] = [self._takeovers, self._mark_key(), self._mark]
-        starts = []
-        i, n = 0, len(batch)
-        while i < n:
-            kind = batch[i].kind
-            j = i
-            while j < n and batch[j].kind == kind:
-                j += 1
-            run = batch[i:j]
-            if kind == R.STEP:
-                parts.append(self._steps_sql())
-                params.append(time.monotonic())
-                params += [list(c) for c in zip(*(rec.params for rec in run), strict=False)]
-            elif kind == R.COMPLETE:
-                if len({rec.params[3] for rec in run}) < len(run):
-                    return False  # two ends of one workflow: only the first applies (executemany does that)
-                parts.append(self._completes_sql())
-                params += [list(c) for c in zip(*(rec.params for rec in run), strict=False)]
-            else:
-                sql, values = self._starts_sql(run)
-                parts.append(sql)
-                params += values
-                starts.append(run)
-            i = j
-        armed = _crash.ARMED
-        if not armed:
-            parts.append("COMMIT")
-        cur = psycopg.ClientCursor(conn)
-        self._in_doubt = self._mark
-        try:
-            cur.execute("; ".join(parts), params)
-        except psycopg.Error as exc:
-            if getattr(exc, "sqlstate", None) != "DRB01":
-                raise
-            self._abort(conn)
-            return False
-        rows = []  # the row results, in order: fence(), then each start run's created ids
-        while True:
-            if cur.description is not None:
-                rows.append({r[0] for r in cur.fetchall()})
-            if not cur.nextset():
-                break
-        for run, ids in zip(starts, rows[1:], strict=False):
-            self._started(conn, run, ids)
-        if armed:
-            if self.owned:
-                self._lost_to_a_race(batch)
-            _crash.hit("store.before_commit")
-            self._commit(conn)
-        return True
-
-    def _steps_sql(self) -> str:
-        """A run of step rows from arrays; its first parameter is ``at`` (see _STARTED)."""
-        return (
-            "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-            f" SELECT w, p, n, o, e, i, {NOW} + (s - %s::float8) FROM unnest(%s::text[], %s::int[], %s::text[],"
-            f" %s::{self._value_type}[], %s::text[], %s::text[], %s::float8[]) AS u(w, p, n, o, e, i, s)"
-        )
-
-    def _completes_sql(self) -> str:
-        return (
-            f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
-            f" FROM unnest(%s::text[], %s::{self._value_type}[], %s::text[], %s::text[]) AS u(s, o, e, id)"
-            " WHERE w.workflow_id = u.id AND w.status = 'PENDING'"
-        )
-
-    def _starts_sql(self, run: Sequence[Any]) -> tuple[str, list[Any]]:
-        """A run of top-level starts as one INSERT returning the ids it
-        created (a client's starts leave their notices too)."""
-        owner = self.start_owner
-        cols: list[list[Any]] = [[], [], [], [], []]
-        for rec in run:
-            wid, name, inputs, parent_id, _parent_step, *extra = rec.params
-            for col, value in zip(cols, (wid, name, inputs, parent_id, extra[0] if extra else None), strict=False):
-                col.append(value)
-        v = self._value_type
-        sql = (
-            "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
-            f" SELECT w, n, 'PENDING', i, p, d, %s, %s FROM unnest(%s::text[], %s::text[], %s::{v}[],"
-            " %s::text[], %s::float8[]) AS u(w, n, i, p, d) ON CONFLICT (workflow_id) DO NOTHING"
-            " RETURNING workflow_id"
-        )
-        if owner is None:
-            sql = (
-                f"WITH ins AS ({sql}), noted AS (INSERT INTO notices (kind, workflow_id)"
-                " SELECT 'start', workflow_id FROM ins) SELECT workflow_id FROM ins"
-            )
-        return sql, [owner, None if owner is None else self.app_version, *cols]
-
-    def _started(self, conn: psycopg.Connection[Any], run: Sequence[Any], created: set[str]) -> None:
-        """Each start's result: None if it created its workflow, else the
-        existing (name, status) (a second start of one id in a run: the
-        first created it)."""
-        existing = [rec.params[0] for rec in run if rec.params[0] not in created]
-        rows = {}
-        if existing:
-            rows = {
-                r[0]: (r[1], r[2])
-                for r in conn.execute(
-                    "SELECT workflow_id, name, status FROM workflows WHERE workflow_id = ANY(%s)", (existing,)
-                )
-            }
-        for rec in run:
-            wid = rec.params[0]
-            if wid in created:
-                rec.result = None
-                created.discard(wid)
-            else:
-                rec.result = rows.get(wid)
-
-    def _write_run(self, conn: psycopg.Connection[Any], run: Sequence[Any]) -> None:
-        if run[0].kind == R.STEP:
-            self._insert_steps(conn, run)
-        else:
-            with conn.cursor() as cur:
-                cur.executemany(_COMPLETE, [rec.params for rec in run])
-
-    def _finish(self, conn: psycopg.Connection[Any], batch: Sequence[Any], last_run: Sequence[Any]) -> None:
-        """The last run of plain records and the COMMIT, in one round trip."""
-        if self.owned:
-            self._lost_to_a_race(batch)
-        if _crash.ARMED:
-            if last_run:
-                self._write_run(conn, last_run)
-                last_run = ()
-            _crash.hit("store.before_commit")
-        if last_run:
-            with conn.pipeline():
-                self._write_run(conn, last_run)
-                self._commit(conn)
-        else:
-            self._commit(conn)
+        _pipeline.finish(self, conn, batch, ())
 
     @staticmethod
     def _commit(conn: psycopg.Connection[Any]) -> None:
         conn.execute("COMMIT")
 
-    def _insert_steps(self, conn: psycopg.Connection[Any], recs: Sequence[Any]) -> None:
-        if len(recs) == 1:
-            conn.execute(_INSERT_STEP, (*recs[0].params, time.monotonic()))
-            return
-        conn.execute(
-            self._steps_sql(), [time.monotonic(), *(list(c) for c in zip(*(rec.params for rec in recs), strict=False))]
-        )
+    def _write_plain(self, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> bool:
+        """The pipelined hot path (_pipeline.write_plain); False: the general path."""
+        return _pipeline.write_plain(self, conn, batch)
 
     def _fence(self, conn: psycopg.Connection[Any], batch: Sequence[Any], takeovers: Any) -> Sequence[Any]:
         """Inside the batch's transaction, under the shared fence lock: if
@@ -857,256 +466,11 @@ class PgStore:
 
     def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
         if self.owned:
-            _ownership.lose(
-                self,
-                _ownership.lost_among(
-                    self,
-                    conn.execute(
-                        "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(%s)",
-                        (list(self.owned),),
-                    ).fetchall(),
-                ),
-            )
+            rows = conn.execute(self.Q.owners, (list(self.owned),)).fetchall()
+            _ownership.lose(self, _ownership.lost_among(self, rows))
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: isinstance(err.__cause__, psycopg.errors.UniqueViolation))
-
-    def still_owns(self, workflow_id: str, epoch: int) -> bool:
-        rows = self.query(
-            "SELECT executor, epoch FROM workflows WHERE workflow_id = %s AND status = 'PENDING'", (workflow_id,)
-        )
-        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
-
-    def own(self, workflow_id: str, epoch: int | None) -> None:
-        self.owned[workflow_id] = epoch
-        self._takeovers = None
-
-    def _own(self, output: Any) -> None:
-        _ownership.claimed(self, output)
-
-    def _apply_isolated(self, conn: psycopg.Connection[Any], rec: Any) -> None:
-        try:
-            with conn.transaction():  # a SAVEPOINT inside the batch
-                if rec.kind == R.STEP:
-                    conn.execute(_INSERT_STEP, (*rec.params, time.monotonic()))
-                elif rec.kind == R.COMPLETE:
-                    conn.execute(_COMPLETE, rec.params)
-                else:
-                    self._apply_one(conn, rec)
-        except RECORD_ERRORS as exc:
-            rec.result = None
-            rec.error = map_error(exc, self.path)
-        except CONNECTION_ERRORS:
-            raise
-        except Exception as exc:
-            if isinstance(exc, errors.DurablyError) or isinstance(exc, psycopg.DatabaseError) and _fatal(exc):
-                raise
-            rec.result = None
-            rec.error = errors.InternalError(f"durably could not write this record: {exc!r}")
-            rec.error.__cause__ = exc
-
-    def _apply_one(self, conn: psycopg.Connection[Any], rec: Any) -> None:
-        kind = rec.kind
-        if kind == R.START:
-            self._start(conn, rec)
-        elif kind == R.TX:
-            self._transaction(conn, rec)
-        elif kind == R.OP:
-            self._op(conn, rec)
-        elif kind == R.WRITE:
-            name, params = rec.params
-            rec.result = conn.execute(WRITES[name], params).rowcount
-        elif kind == R.STEP:
-            conn.execute(_INSERT_STEP, (*rec.params, time.monotonic()))
-        elif kind == R.COMPLETE:
-            conn.execute(_COMPLETE, rec.params)
-        else:
-            raise errors.InternalError(f"unknown journal record kind {kind!r}")
-
-    def _start(self, conn: psycopg.Connection[Any], rec: Any) -> None:
-        workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
-        deadline = extra[0] if extra else None
-        owner = self.start_owner
-        inserted = conn.execute(
-            _INSERT_WORKFLOW,
-            (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else self.app_version),
-        ).rowcount
-        if inserted and owner is None:
-            _ops.notice(conn, "start", workflow_id)
-        if not inserted:
-            row = conn.execute("SELECT name, status FROM workflows WHERE workflow_id = %s", (workflow_id,)).fetchone()
-            rec.result = None if row is None else tuple(row)
-        else:
-            rec.result = None
-        if parent_step is not None:
-            wid, (pos, ident), step_name, output = parent_step
-            conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None, None))
-
-    def _op(self, conn: psycopg.Connection[Any], rec: Any) -> None:
-        workflow_id, row, name, op, args = rec.params
-        try:
-            with conn.transaction():
-                error = None
-                try:
-                    with conn.transaction():
-                        output = _ops.OPS[op](conn, *args)
-                except errors.DurablyError as exc:  # a typed refusal: the step's outcome, its writes undone
-                    output, error = None, encode_error(exc)
-                    if workflow_id is None:
-                        rec.error = exc
-                if op in ("claim", "claim_queue") and error is None:
-                    self._own(output)
-                if output is R.NOTHING:
-                    rec.result = R.NOTHING
-                else:
-                    if workflow_id is not None:
-                        pos, ident = row
-                        conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
-                    rec.result = (output, error)
-        except RECORD_ERRORS as exc:
-            rec.error = map_error(exc, self.path)
-
-    def _transaction(self, conn: psycopg.Connection[Any], rec: Any) -> None:
-        """A transaction step: its SQL in a savepoint, as the sandbox role
-        (``_sandbox``), then the session put back and its outcome row written."""
-        workflow_id, (pos, ident), name, body = rec.params
-        budget = getattr(body, "timeout", None) or self.tx_budget
-        deadline = time.monotonic() + budget
-
-        why = why_interrupted(self, workflow_id, name, budget)
-
-        if self._stop_all_tx or workflow_id in self._stop_tx:
-            rec.error = errors.NotOpenError(f"transaction step {name!r} not run: its workflow is stopping")
-            return
-        if not self._role_ready:
-            refused = self._prepare_role()
-            if refused is not None:
-                rec.error = refused  # never run unsandboxed; nothing recorded
-                return
-            self._role_ready = True
-        losses = self._tx_lost.get(id(rec), 0)
-        if losses >= TX_LOSSES:
-            # (a DBA killing it each time, or SQL that ends its own backend): not run again
-            gone = errors.DatabaseUnavailableError(
-                f"transaction step {name!r} lost its connection to {self.path} {losses} times while it ran; "
-                "it was not run again",
-                path=self.path,
-            )
-            rec.result = (None, encode_error(gone))
-            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, rec.result[1], ident, None, None))
-            return
-        try:
-            self._sandboxed(
-                conn,
-                rec,
-                budget,
-                PgTx(conn, self.schema, deadline, why, path=self.path, role=self.tx_role, login=self._login),
-            )
-        except psycopg.Error as exc:
-            if not isinstance(exc, CONNECTION_ERRORS) and not conn.closed and not conn.broken:
-                raise
-            # The connection went while the step ran (a DBA's pg_terminate_backend, a restart, an
-            # idle timeout its SQL set): the batch, the step's SQL with it, was rolled back; flush
-            # reconnects and applies it again.
-            self._tx_lost[id(rec)] = losses + 1
-            if isinstance(exc, CONNECTION_ERRORS):
-                raise
-            raise psycopg.OperationalError(f"the connection was lost during transaction step {name!r}: {exc}") from exc
-
-    def _sandboxed(self, conn: psycopg.Connection[Any], rec: Any, budget: float, tx: PgTx) -> None:
-        """The step's body in its savepoint as the sandbox role, the checks
-        after it, the session put back, its outcome row (``_sandbox``)."""
-        workflow_id, (pos, ident), name, body = rec.params
-        output = error = None
-        # nothing prepared inside the step: the session's prepared statements are compared around it
-        threshold, conn.prepare_threshold = conn.prepare_threshold, None
-        try:
-            cur = psycopg.ClientCursor(conn)
-            try:
-                cur.execute(
-                    pgsql.SQL(_sandbox.ENTER).format(
-                        snapshot=pgsql.SQL(self._snapshot), role=pgsql.Identifier(self.tx_role)
-                    ),
-                    (self._step_path(), f"{int((budget + IDLE_IN_TX) * 1000)}ms"),
-                )
-            except CONNECTION_ERRORS:
-                raise
-            except psycopg.Error as exc:  # the role went (dropped, membership revoked) since it was checked
-                cur.execute("ROLLBACK TO SAVEPOINT durably_tx; RELEASE SAVEPOINT durably_tx")
-                self._role_ready = False
-                rec.error = errors.TxRoleError(
-                    f"transaction step {name!r} not run: cannot switch to role {self.tx_role!r} on {self.path}: {exc}",
-                    path=self.path,
-                    role=self.tx_role,
-                )
-                return
-            before = _sandbox.rows(cur)[1]
-            self._tx_running = workflow_id
-            try:
-                output, error = body(tx)
-            except errors.SerializationError as exc:
-                rec.error = exc
-            except Exception:
-                if tx.lost is None and tx.expired is None and tx.breach is None:
-                    raise  # not the step's SQL: the batch finds the culprit record by record
-            except BaseException as exc:
-                rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
-            finally:
-                self._tx_running = None
-                tx._close()
-            if tx.lost is not None:
-                raise tx.lost  # (see _transaction)
-            if tx.expired is not None:
-                if self._stop_all_tx:
-                    rec.error = errors.NotOpenError(
-                        f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
-                    )
-                else:
-                    output, error = None, encode_error(tx.expired)
-            elif tx.breach is not None:
-                output, error = None, encode_error(tx.breach)
-            elif tx.failed is not None and error is None and rec.error is None:
-                # The body caught an SQL error and went on: PostgreSQL aborted
-                # the step's SQL at that error, so that error is its outcome.
-                output, error = None, encode_error(tx.failed)
-            if error is None and rec.error is None:  # its SQL went well: is its session still the sandbox's?
-                cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(self._snapshot)))
-                _timeout, (current, session, read_only), now = _sandbox.rows(cur)
-                breach = _sandbox.breach(self.tx_role, self._login, current, session, read_only, before, now)
-                if breach is not None:
-                    output, error = None, encode_error(breach)
-            restore = pgsql.SQL(_sandbox.RESTORE).format(
-                settings=pgsql.SQL(self._settings_sql()), snapshot=pgsql.SQL(self._snapshot)
-            )
-            if error is not None or rec.error is not None:
-                restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
-            cur.execute(restore, self._settings(True))
-            after = _sandbox.rows(cur)[-1]
-        finally:
-            conn.prepare_threshold = threshold
-        if set(after[0]) != set(before[0]):
-            # The step prepared or dropped prepared statements (not transactional): drop them all;
-            # psycopg, seeing DEALLOCATE ALL, forgets the ones it prepared.
-            conn.execute("DEALLOCATE ALL")
-        if rec.error is None:
-            conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
-            rec.result = (output, error)
-
-    def _prepare_role(self) -> errors.DurablyError | None:
-        """Set up the sandbox role (``_sandbox.prepare``) on a pooled
-        connection, in a transaction of its own; None when it is usable. A
-        concurrent GRANT elsewhere may fail it once: tried again."""
-        refused: errors.DurablyError | None = None
-        for attempt in range(3):
-            try:
-                ready: errors.DurablyError | None = self._reading(
-                    lambda c: _sandbox.prepare(c, self.tx_role, self.schema, self._user_schemas, self.path)
-                )
-                return ready
-            except errors.DurablyError as exc:
-                refused = exc
-                time.sleep(0.05 * (attempt + 1))
-        return refused
 
     # -- reading --------------------------------------------------------------------------
 
@@ -1120,7 +484,10 @@ class PgStore:
 
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """A read on committed data."""
-        return self._reading(lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()])
+        rows: list[tuple[Any, ...]] = self._reading(
+            lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()]
+        )
+        return rows
 
     def _reading(self, read: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         """Run ``read`` on a pooled connection. A lost connection (the pool
@@ -1141,95 +508,24 @@ class PgStore:
                 raise map_error(exc, self.path) from exc
 
     def read(self, name: str, *args: Any) -> Any:
-        return self._reading(lambda conn: _ops.READS[name](conn, *args))
+        return self._reading(lambda conn: READS[name](PgDb(conn), *args))
 
-    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> tuple[Any, ...] | None:
-        columns = f"{_INFO_COLUMNS}, {_MORE_COLUMNS}" if user_view else _WORKFLOW_COLUMNS
-        rows = self.query(f"SELECT {columns} FROM workflows WHERE workflow_id = %s", (workflow_id,))
-        return rows[0] if rows else None
+    def _new_ops_db(self, conn: psycopg.Connection[Any]) -> PgDb:
+        return PgDb(conn)
 
-    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = %s ORDER BY position",
-            (workflow_id,),
-        )
+    def data_version(self) -> int:
+        """Moves when a notification arrived (LISTEN), or at every call
+        without a listener (the polling fallback)."""
+        return _listen.data_version(self)
 
-    def step_rows(self, workflow_id: str) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT position, name, output, error, recorded_at, ident, started_at FROM steps"
-            " WHERE workflow_id = %s ORDER BY position",
-            (workflow_id,),
-        )
+    def wait_change(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for a notification (the watcher's pause)."""
+        _listen.wait_change(self, timeout)
 
-    def pending_workflows(self) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
-            " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
-            " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq"
-        )
-
-    def list_workflows(
-        self,
-        status: str | None = None,
-        name: str | None = None,
-        limit: int | None = 100,
-        *,
-        id_prefix: str | None = None,
-        start_time: float | None = None,
-        end_time: float | None = None,
-        queue: str | None = None,
-        parent_id: str | None = None,
-        offset: int = 0,
-        newest_first: bool = True,
-    ) -> list[tuple[Any, ...]]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            if status in ("ENQUEUED", "PENDING"):
-                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{_WAITING_IN_QUEUE}")
-            else:
-                where.append("status = %s")
-                params.append(status)
-        if id_prefix is not None:
-            where.append("workflow_id LIKE %s")
-            params.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
-        for value, clause in (
-            (name, "name = %s"),
-            (start_time, "created_at >= %s"),
-            (end_time, "created_at < %s"),
-            (parent_id, "parent_id = %s"),
-            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = %s)"),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        direction = " DESC" if newest_first else ""
-        return self.query(
-            f"SELECT {_INFO_COLUMNS}, {_MORE_COLUMNS} FROM workflows{clause} ORDER BY seq{direction}"
-            " LIMIT %s OFFSET %s",
-            (*params, limit, offset),
-        )
-
-    def deadlines(self) -> list[tuple[str, float]]:
-        return self.query(
-            "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL"
-        )  # type: ignore[return-value]
-
-    def deadline(self, workflow_id: str) -> float | None:
-        rows = self.query(
-            "SELECT deadline FROM workflows WHERE workflow_id = %s AND status = 'PENDING' AND deadline IS NOT NULL",
-            (workflow_id,),
-        )
-        return rows[0][0] if rows else None
-
-    def executors(self) -> list[tuple[Any, ...]]:
-        """As the SQLite store's: not stopped, lease not run out (LISTED: a margin)."""
-        return self.query(
-            f"SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({NOW})::float8"
-            f" FROM executors WHERE stopped_at IS NULL AND lease_until >= {NOW} - %s",
-            (LISTED,),
-        )
+    def _id_prefix(self, prefix: str) -> tuple[str, list[Any]]:
+        # LIKE with the pattern's own characters escaped: a range of the
+        # collation's order would not be a prefix under every collation.
+        return "workflow_id LIKE ?", [prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]
 
     def others_live(self, executor_id: str | None) -> bool:
         """Whether another executor is live (a live lease on the server's
@@ -1242,85 +538,12 @@ class PgStore:
         dead = set(dead_here(rows, executor_id or ""))
         return any(row[0] not in dead for row in rows)
 
-    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
-        return self.query("SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(%s)", (list(ids),))  # type: ignore[return-value]
-
-    def last_notice(self) -> int:
-        return int(self.query("SELECT coalesce(max(id), 0) FROM notices")[0][0])
-
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
-        return bool(self.query(_ops.claimable_sql(False), _ops.claim_params(version, names, dead, live, 1, None)))
-
-    def schedules(self, name: str | None = None) -> list[tuple[Any, ...]]:
-        cols = "name, cron, workflow, last_slot, paused, tz, missed"
-        if name is None:
-            return self.query(f"SELECT {cols} FROM schedules ORDER BY name")
-        return self.query(f"SELECT {cols} FROM schedules WHERE name = %s", (name,))
-
-    def has_schedules(self) -> bool:
-        return bool(self.query("SELECT 1 FROM schedules LIMIT 1"))
-
-    def workflow_names(self) -> set[str]:
-        return {r[0] for r in self.query("SELECT DISTINCT name FROM workflows")}
-
-    def children(self, workflow_id: str) -> list[str]:
-        return [r[0] for r in self.query("SELECT workflow_id FROM workflows WHERE parent_id = %s", (workflow_id,))]
+        return bool(
+            self.query(_executors.claimable_sql(False), _executors.claim_params(version, names, dead, live, 1, None))
+        )
 
     # -- cross-process wake-ups -------------------------------------------------------------
-
-    def data_version(self) -> int:
-        """Moves when a notification arrived (LISTEN), or at every call
-        without a listener (the polling fallback)."""
-        listener = self._listener
-        if listener is None:
-            self._polls += 1
-            return self._polls
-        with self._listen_lock:
-            try:
-                for _ in listener.notifies(timeout=0.0, stop_after=1000):
-                    self._notified += 1
-            except CONNECTION_ERRORS:
-                self._relisten()
-        return self._notified
-
-    def wait_change(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for a notification (the watcher's
-        pause: a wake-up from another process is seen when it arrives, not
-        at the next poll). Without a listener: a plain sleep."""
-        listener = self._listener
-        if listener is None or self._closing:
-            time.sleep(timeout)
-            return
-        with self._listen_lock:
-            try:
-                for _ in listener.notifies(timeout=timeout, stop_after=1):
-                    self._notified += 1
-            except CONNECTION_ERRORS:
-                self._relisten()
-
-    def _relisten(self) -> None:
-        """The listener lost its connection: listen again, and count it as a
-        change (what was notified meanwhile is read from the notices)."""
-        try:
-            if self._listener is not None:
-                self._listener.close()
-        except Exception:
-            pass
-        self._listener = None
-        self._notified += 1
-        if self._closing:
-            return
-        try:
-            self._open_listener()
-        except errors.DurablyError:
-            self._listener = None
-            self._polls = self._notified  # fall back to polling until it comes back
-            self._notified += 1
-
-    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
-        return self.query(
-            "SELECT id, kind, workflow_id, detail FROM notices WHERE id > %s ORDER BY id LIMIT 10000", (last,)
-        )
 
 
 class _BatchLost(Exception):
@@ -1334,19 +557,6 @@ def _cancel_query(conn: psycopg.Connection[Any]) -> None:
         pass
 
 
-def _fatal(exc: BaseException) -> bool:
-    return isinstance(
-        exc,
-        (
-            psycopg.errors.DiskFull,
-            psycopg.errors.IoError,
-            psycopg.errors.DataCorrupted,
-            psycopg.errors.IndexCorrupted,
-            psycopg.errors.InternalError_,
-        ),
-    )
-
-
 def _plain(rec: Any) -> bool:
     """A record the pipelined hot path writes: a step row, a completion, a
     top-level start (a child's start, with its parent's step row, and ops,
@@ -1357,7 +567,7 @@ def _plain(rec: Any) -> bool:
 
 def _changes_owner(rec: Any) -> bool:
     if rec.kind == R.OP:
-        return rec.params[3] in _ops.OWNER_CHANGING_OPS
+        return rec.params[3] in OWNER_CHANGING_OPS
     if rec.kind == R.WRITE:
         return rec.params[0] in OWNER_CHANGING
     return False
@@ -1365,3 +575,6 @@ def _changes_owner(rec: Any) -> bool:
 
 _workflow_of = _ownership.workflow_of
 _reset = _ownership.reset
+
+# Both stores fulfil the contract (checked by mypy --strict).
+_: type[StoreContract] = PgStore

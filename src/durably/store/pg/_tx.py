@@ -30,6 +30,7 @@ import psycopg
 from psycopg import errors as pge
 
 from ... import errors
+from ..contract import Tx
 from ._errors import CONNECTION_ERRORS, map_error
 from ._sandbox import STATEMENT
 
@@ -183,3 +184,6 @@ class PgTx:
 
     def _close(self) -> None:
         self._open = False
+
+
+_is_tx: type[Tx] = PgTx  # the handle fulfils durably.Tx (checked by mypy --strict)

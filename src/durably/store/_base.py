@@ -1,0 +1,265 @@
+"""What both stores share: the reads, fencing's bookkeeping, the state of
+transaction steps and the engine's settings, over one primitive a backend
+provides, :meth:`SqlStore.query` (a read of committed data). Each backend
+(``_store.Store``, ``pg._store.PgStore``) keeps its connections, locking,
+wake-ups, DDL and migrations, and its journal writer (``flush``).
+
+Statements come from ``_queries`` (written once, rendered per backend).
+Rows come back named (``contract``): NamedTuples, so positional use keeps
+working; ``load_steps`` (every replay reads every step) stays plain tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from .. import errors
+from . import _ownership
+from ._executors import LISTED
+from ._ops import OpDb
+from ._queries import VIEW_COLUMNS, WAITING_IN_QUEUE, Queries, render
+from .contract import ExecutorRow, PendingRow, ScheduleRow, StepRow, WorkflowRow, WorkflowView
+
+# A transaction step's SQL may run this long (seconds) by default; it holds the writer meanwhile.
+TX_BUDGET = 10.0
+_CHUNK = 500  # ids per statement where SQLite lists them (IN (?, ?, ...))
+
+
+class SqlStore:
+    """The shared part of a store; a backend sets ``Q`` and implements
+    ``query`` (and the rest of store/contract.py)."""
+
+    Q: ClassVar[Queries]
+    _NO_LIMIT: ClassVar[int | None] = None  # LIMIT's "no limit"
+    path: str
+
+    def __init__(self) -> None:
+        self._failed: errors.DurablyError | None = None  # the store failed for good: every flush raises it
+        self._closing = False  # set by close(): a busy wait gives up, a transaction step is interrupted
+        self._stop_tx: set[str] = set()  # workflows cancelled: their running transaction step is interrupted
+        self._stop_all_tx = False  # the engine is closing: any running transaction step is interrupted
+        self.tx_budget = TX_BUDGET  # seconds a transaction step's SQL may run (Engine(transaction_timeout=))
+        self.executor: str | None = None  # recorded as the executor of workflows started here
+        self.start_owner: str | None = None  # the owner of workflows started here (None: a client's)
+        self.app_version = "0"  # recorded on workflows started here (a client's: none, any version runs them)
+        self.registration: tuple[Any, ...] | None = None  # this executor's row, written when the store opens
+        # Fencing (store/_ownership.py): the epoch of every workflow this
+        # process runs; those another executor took over (their records
+        # fail with FencedError); the takeovers count last seen; who to tell.
+        self.owned: dict[str, int | None] = {}
+        self.fenced: set[str] = set()
+        self._takeovers: Any = None
+        self.on_fenced: Callable[[list[str]], None] | None = None
+        # An older SQLite file opened read-only is read as it is.
+        self._ops_db: OpDb | None = None  # the writer connection's, for the ops
+        self._queues_table = True  # it has queue_entries
+        self._full_view = True  # it has the columns of schema v4 (seq, deadline, ident, ...)
+
+    # -- the primitive ------------------------------------------------------------------
+
+    def query(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query on committed data (the backend's own SQL)."""
+        raise NotImplementedError
+
+    def _ops_on(self, conn: Any) -> OpDb:
+        """The ops' view of the writer connection ``conn`` (made again when
+        the connection is: PostgreSQL reconnects)."""
+        db = self._ops_db
+        if db is None or db.conn is not conn:
+            db = self._ops_db = self._new_ops_db(conn)
+        return db
+
+    def _new_ops_db(self, conn: Any) -> OpDb:
+        """How the ops reach ``conn`` (the backend's OpDb)."""
+        raise NotImplementedError
+
+    # -- transaction steps ----------------------------------------------------------------
+
+    def interrupt_tx(self, workflow_id: str) -> None:
+        """A workflow was cancelled: its transaction step running now (if
+        any) is interrupted (the next ones are not run: the workflow stops)."""
+        self._stop_tx.add(workflow_id)
+        self._interrupt_running(lambda wid: wid == workflow_id)
+
+    def interrupt_all_tx(self) -> None:
+        """The engine is closing: a transaction step running now is interrupted."""
+        self._stop_all_tx = True
+        self._interrupt_running(lambda wid: True)
+
+    def _interrupt_running(self, which: Callable[[str], bool]) -> None:
+        """Interrupt the running transaction step now if ``which`` names its
+        workflow (SQLite needs nothing: its progress handler polls the flags)."""
+
+    def tx_done(self, workflow_id: str) -> None:
+        """The workflow ended here: forget its cancel (see interrupt_tx)."""
+        self._stop_tx.discard(workflow_id)
+
+    def stop_waiting(self) -> None:
+        """The engine is closing: a batch waiting for a lock (or a lost
+        connection) gives up (its records fail, unacknowledged)."""
+        self._closing = True
+
+    # -- fencing ---------------------------------------------------------------------------
+
+    def still_owns(self, workflow_id: str, epoch: int) -> bool:
+        """Whether the database still names this executor, at ``epoch``, as
+        the owner of ``workflow_id`` (checked before running what a claim
+        took: it may have been lost again since)."""
+        rows = self.query(self.Q.still_owns, (workflow_id,))
+        return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
+
+    def own(self, workflow_id: str, epoch: int | None) -> None:
+        """This process runs ``workflow_id`` at ``epoch`` (registered outside
+        the writer: after a claim, or relaunching a workflow claimed back).
+        The next batch re-checks every owned workflow against the database
+        first: the registration may be stale (lost again meanwhile)."""
+        self.owned[workflow_id] = epoch
+        self._takeovers = None  # after the registration: the fence then refreshes
+
+    def _own(self, output: Any) -> None:
+        _ownership.claimed(self, output)
+
+    def _by_ids(self, sql: str, ids: Sequence[str], run: Callable[[str, Any], list[Any]]) -> list[Any]:
+        """Run ``sql`` (with ``{ids}``, or PostgreSQL's ``= ANY``) for ``ids``."""
+        if self.Q.postgres:
+            return run(sql, (list(ids),))
+        out: list[Any] = []
+        for at in range(0, len(ids), _CHUNK):
+            chunk = list(ids[at : at + _CHUNK])
+            out += run(sql.replace("{ids}", ", ".join("?" * len(chunk))), chunk)
+        return out
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _view_columns(self) -> str:
+        return VIEW_COLUMNS
+
+    def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> WorkflowRow | WorkflowView | None:
+        """The workflow row, or None; with ``user_view`` as users see it
+        (ENQUEUED while it waits in a queue, and what introspection adds)."""
+        if user_view:
+            sql = (
+                self.Q.get_view
+                if self._full_view
+                else render(f"SELECT {self._view_columns()} FROM workflows WHERE workflow_id = ?", self.Q.postgres)
+            )
+            rows = self.query(sql, (workflow_id,))
+            return WorkflowView._make(rows[0]) if rows else None
+        rows = self.query(self.Q.get_workflow, (workflow_id,))
+        return WorkflowRow._make(rows[0]) if rows else None
+
+    def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        """A workflow's journal, in call order: (position, name, output,
+        error, ident). Plain tuples: replay reads every step, and naming
+        them costs ~40% of this read (measured: issue 20)."""
+        return self.query(self.Q.load_steps, (workflow_id,))
+
+    def step_rows(self, workflow_id: str) -> list[StepRow]:
+        """Steps with their timestamps, in the order they were recorded."""
+        sql = self.Q.step_rows
+        if not self._full_view:
+            sql = sql.replace("ident, started_at", "NULL, NULL", 1)
+        return list(map(StepRow._make, self.query(sql, (workflow_id,))))
+
+    def pending_workflows(self) -> list[PendingRow]:
+        """Every PENDING workflow, parked ones included (a deploy may have
+        fixed what parked them), except queue entries not started yet (the
+        queue dispatcher starts those)."""
+        return list(map(PendingRow._make, self.query(self.Q.pending_workflows)))
+
+    def _id_prefix(self, prefix: str) -> tuple[str, list[Any]]:
+        """A filter on the id's prefix, served by the id's unique index."""
+        return "workflow_id >= ? AND workflow_id < ?", [prefix, prefix + "\U0010ffff"]
+
+    def list_workflows(
+        self,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        *,
+        id_prefix: str | None = None,
+        start_time: float | None = None,
+        end_time: float | None = None,
+        queue: str | None = None,
+        parent_id: str | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[WorkflowView]:
+        """Workflow rows as users see them (ENQUEUED while waiting in a
+        queue), in creation order (``seq``: a total order; newest first by
+        default), filtered. Every filter is served by an index: status, name,
+        id prefix, creation time, parent, queue."""
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            if status in ("ENQUEUED", "PENDING") and self._queues_table:
+                where.append(f"status = 'PENDING' AND {'' if status == 'ENQUEUED' else 'NOT '}{WAITING_IN_QUEUE}")
+            else:  # (an older file without queues: nothing can be ENQUEUED)
+                where.append("status = ?")
+                params.append(status)
+        if id_prefix is not None:
+            clause, more = self._id_prefix(id_prefix)
+            where.append(clause)
+            params += more
+        for value, clause in (
+            (name, "name = ?"),
+            (start_time, "created_at >= ?"),
+            (end_time, "created_at < ?"),
+            (parent_id, "parent_id = ?"),
+            (queue, "workflow_id IN (SELECT workflow_id FROM queue_entries WHERE queue = ?)"),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        direction = " DESC" if newest_first else ""
+        order = f"seq{direction}" if self._full_view else f"created_at{direction}, rowid{direction}"
+        sql = render(
+            f"SELECT {self._view_columns()} FROM workflows{clause} ORDER BY {order} LIMIT ? OFFSET ?", self.Q.postgres
+        )
+        rows = self.query(sql, (*params, self._NO_LIMIT if limit is None else limit, offset))
+        return list(map(WorkflowView._make, rows))
+
+    def deadlines(self) -> list[tuple[str, float]]:
+        """(workflow_id, deadline) of every PENDING workflow that has one."""
+        return [(r[0], r[1]) for r in self.query(self.Q.deadlines)]
+
+    def deadline(self, workflow_id: str) -> float | None:
+        """The deadline of a PENDING workflow, or None."""
+        rows = self.query(self.Q.deadline, (workflow_id,))
+        return rows[0][0] if rows else None
+
+    def executors(self) -> list[ExecutorRow]:
+        """Executors not stopped whose lease has not run out (LISTED: a
+        margin); one whose lease ran out is gone for every claim anyway, and
+        each row listed costs the watcher a look at a pid every round."""
+        return list(map(ExecutorRow._make, self.query(self.Q.executors, (LISTED,))))
+
+    def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]:
+        """(workflow_id, status, parked) of those of ``ids`` that exist."""
+        return self._by_ids(self.Q.statuses, ids, self.query)
+
+    def last_notice(self) -> int:
+        """The id of the newest notice (a watcher starts after it)."""
+        return int(self.query(self.Q.last_notice)[0][0])
+
+    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
+        """Cross-process wake-ups after id ``last``: (id, kind, workflow_id, detail)."""
+        return self.query(self.Q.notices_since, (last,))
+
+    def schedules(self, name: str | None = None) -> list[ScheduleRow]:
+        """Schedule rows, by name; only ``name``'s when given."""
+        rows = self.query(self.Q.schedules) if name is None else self.query(self.Q.schedule, (name,))
+        return list(map(ScheduleRow._make, rows))
+
+    def has_schedules(self) -> bool:
+        return bool(self.query(self.Q.has_schedules))
+
+    def workflow_names(self) -> set[str]:
+        """The names of every workflow in the database (the demo's check)."""
+        return {r[0] for r in self.query(self.Q.workflow_names)}
+
+    def children(self, workflow_id: str) -> list[str]:
+        """Ids of a workflow's children."""
+        return [r[0] for r in self.query(self.Q.children, (workflow_id,))]

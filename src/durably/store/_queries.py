@@ -1,0 +1,198 @@
+"""durably's own SQL, written once: every statement both stores run, with
+``?`` placeholders and a few tokens, rendered for each backend at import
+time (:data:`SQLITE`, :data:`POSTGRES`). Tokens: ``{now}`` the database's
+clock in epoch seconds, ``{greatest}`` the two-argument maximum. Where the
+SQL truly differs (a list of ids, an id-prefix range, a step row's start
+time), a statement has a per-dialect override. DDL and migrations stay with
+each backend (``_schema.py``, ``pg/_schema.py``), as do the hand-tuned
+multi-row step INSERTs and PostgreSQL's fence and batch marks.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+SQLITE_NOW: Final = "unixepoch('subsec')"
+PG_NOW: Final = "extract(epoch from clock_timestamp())"
+
+WORKFLOW_COLUMNS: Final = "workflow_id, name, status, inputs, output, error, parent_id, parked, created_at, updated_at"
+# As users see it: a PENDING workflow still waiting in a queue is ENQUEUED.
+WAITING_IN_QUEUE: Final = (
+    "EXISTS (SELECT 1 FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id"
+    " AND q.started_at IS NULL AND q.done = 0)"
+)
+INFO_COLUMNS: Final = WORKFLOW_COLUMNS.replace(
+    "status", f"CASE WHEN status = 'PENDING' AND {WAITING_IN_QUEUE} THEN 'ENQUEUED' ELSE status END", 1
+)
+# What introspection adds (WorkflowView): from the row, and from the queue
+# entry of a queued workflow.
+MORE_COLUMNS: Final = (
+    "deadline, recovery_attempts, executor,"
+    " (SELECT queue FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT priority FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id),"
+    " (SELECT started_at FROM queue_entries q WHERE q.workflow_id = workflows.workflow_id)"
+)
+NO_MORE_COLUMNS: Final = "NULL, 0, NULL, NULL, NULL, NULL"
+VIEW_COLUMNS: Final = f"{INFO_COLUMNS}, {MORE_COLUMNS}"
+STEP_COLUMNS: Final = "position, name, output, error, recorded_at, ident, started_at"
+SCHEDULE_COLUMNS: Final = "name, cron, workflow, last_slot, paused, tz, missed"
+
+# name -> statement, in SQLite's spelling with the tokens above.
+STATEMENTS: Final[dict[str, str]] = {
+    # -- reads --------------------------------------------------------------------------
+    "get_workflow": f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?",
+    "get_view": f"SELECT {VIEW_COLUMNS} FROM workflows WHERE workflow_id = ?",
+    "load_steps": "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = ? ORDER BY position",
+    "step_rows": f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY position",
+    # Every PENDING workflow, parked ones included, except queue entries not started yet.
+    "pending_workflows": "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
+    " WHERE status = 'PENDING' AND NOT EXISTS (SELECT 1 FROM queue_entries q"
+    " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq",
+    "deadlines": "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL",
+    "deadline": "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
+    # Not stopped, lease not run out (give or take a margin: _executors.LISTED).
+    "executors": "SELECT executor_id, host, pid, pid_started, lease_until, lease_until - {now}"
+    " FROM executors WHERE stopped_at IS NULL AND lease_until >= {now} - ?",
+    "statuses": "SELECT workflow_id, status, parked FROM workflows WHERE workflow_id IN ({ids})",
+    "owners": "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id IN ({ids})",
+    "last_notice": "SELECT coalesce(max(id), 0) FROM notices",
+    "notices_since": "SELECT id, kind, workflow_id, detail FROM notices WHERE id > ? ORDER BY id LIMIT 10000",
+    "schedules": f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name",
+    "schedule": f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?",
+    "has_schedules": "SELECT 1 FROM schedules LIMIT 1",
+    "workflow_names": "SELECT DISTINCT name FROM workflows",
+    "children": "SELECT workflow_id FROM workflows WHERE parent_id = ?",
+    "still_owns": "SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'",
+    "name_status": "SELECT name, status FROM workflows WHERE workflow_id = ?",
+    # -- journal records ----------------------------------------------------------------
+    # A step row's times come from one clock, the database's (one reading
+    # per statement): ``recorded_at`` is it, ``started_at`` is it minus the
+    # time since the body started (the record's monotonic ``started`` and
+    # ``at``, the monotonic time the statement is bound; NULL stays NULL).
+    "insert_step": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, {now} + (? - ?))",
+    "insert_workflow": "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
+    " app_version) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+    "complete": "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
+    " updated_at = {now} WHERE workflow_id = ? AND status = 'PENDING'",
+}
+
+# Where PostgreSQL's SQL differs from the rendered SQLite text.
+_PG_OVERRIDES: Final[dict[str, str]] = {
+    "executors": "SELECT executor_id, host, pid, pid_started, lease_until, lease_until - ({now})::float8"
+    " FROM executors WHERE stopped_at IS NULL AND lease_until >= {now} - ?",
+    "statuses": "SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(?)",
+    "owners": "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(?)",
+    "insert_step": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, {now} + (?::float8 - ?::float8))",
+}
+
+# Named writes (record kind ``WRITE``: ``(name, params)``): the
+# single-statement changes the runtime makes to durably's tables. The
+# runtime names the change; only the store holds the SQL. Each applies
+# atomically with the rest of its journal batch; its result is the number
+# of rows changed.
+WRITE_STATEMENTS: Final[dict[str, str]] = {
+    # (error, workflow_id): a PENDING workflow ends CANCELLED (its queue slot frees,
+    # a notice wakes its owner if that is another process: schema triggers)
+    "cancel": "UPDATE workflows SET status = 'CANCELLED', error = ?, updated_at = {now}"
+    " WHERE workflow_id = ? AND status = 'PENDING'",
+    # (executor, app_version, workflow_id): run it again from its journal, owned here
+    "resume": "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
+    " recovery_attempts = 0, executor = ?, epoch = epoch + 1, app_version = ?,"
+    " updated_at = {now} WHERE workflow_id = ? AND status <> 'SUCCESS'",
+    # (error, workflow_id): a poison workflow's terminal state
+    "exceed": "UPDATE workflows SET status = 'MAX_RECOVERY_ATTEMPTS_EXCEEDED', error = ?,"
+    " updated_at = {now} WHERE workflow_id = ? AND status = 'PENDING'",
+    # (reason, workflow_id): replay found changed code; it stays PENDING
+    "park": "UPDATE workflows SET parked = ?, updated_at = {now} WHERE workflow_id = ? AND status = 'PENDING'",
+    # (reason, workflow_id): nobody registered its function (first reason kept)
+    "park_unregistered": "UPDATE workflows SET parked = ? WHERE workflow_id = ? AND status = 'PENDING'"
+    " AND parked IS NULL",
+    # (workflow_id, executor): give up a claimed workflow (its function is not registered here)
+    "release": "UPDATE workflows SET executor = NULL WHERE workflow_id = ? AND executor = ?",
+    # (): a no-op whose commit orders what was submitted before it
+    "barrier": "SELECT 1",
+    # schedules: (name, cron, workflow, last_slot, tz, missed)
+    "schedule_upsert": "INSERT INTO schedules (name, cron, workflow, last_slot, tz, missed) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET cron = excluded.cron, workflow = excluded.workflow,"
+    " tz = excluded.tz, missed = excluded.missed",
+    # (slot, name, slot): progress only moves forward (two runners fire a slot once)
+    "schedule_advance": "UPDATE schedules SET last_slot = ? WHERE name = ? AND last_slot < ?",
+    "schedule_pause": "UPDATE schedules SET paused = 1 WHERE name = ?",
+    # (now, name): resuming skips what fell while paused
+    "schedule_resume": "UPDATE schedules SET paused = 0, last_slot = {greatest}(last_slot, ?)"
+    " WHERE name = ? AND paused = 1",
+    "schedule_delete": "DELETE FROM schedules WHERE name = ?",
+}
+# Writes that change a workflow's owner (PostgreSQL: their batch takes the fence lock exclusive).
+OWNER_CHANGING_WRITES: Final = frozenset({"resume", "release"})
+
+# The executor ops' statements that both backends share (their ops stay per
+# backend: _executors.py, pg/_executors.py).
+EXECUTOR_STATEMENTS: Final[dict[str, str]] = {
+    "register": "INSERT INTO executors (executor_id, host, pid, pid_started, app_version, lease_until)"
+    " VALUES (?, ?, ?, ?, ?, {now} + ?)",
+    "drop_stopped": "DELETE FROM executors WHERE stopped_at IS NOT NULL AND stopped_at < {now} - ?",
+    "drop_notices": "DELETE FROM notices WHERE created_at < {now} - ?",
+    "heartbeat": "UPDATE executors SET lease_until = {now} + ? WHERE executor_id = ? AND stopped_at IS NULL",
+    "stop": "UPDATE executors SET stopped_at = {now}, lease_until = 0 WHERE executor_id = ?",
+    "release_all": "UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?",
+    "queue_running": "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
+    "queue_recent": "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
+    " AND started_at > ? AND started_at <= ? ORDER BY started_at",
+    "queue_delayed": "SELECT min(not_before) FROM queue_entries WHERE queue = ? AND started_at IS NULL"
+    " AND done = 0 AND not_before > ?",
+}
+
+
+def render(template: str, postgres: bool) -> str:
+    """One statement in a backend's spelling: ``{now}`` and ``{greatest}``
+    filled in; for PostgreSQL (psycopg) every ``?`` becomes ``%s`` (durably's
+    own SQL has no ``?`` or ``%`` inside literals)."""
+    if "%" in template:
+        raise ValueError(f"a literal % in durably's own SQL: {template!r}")
+    sql = template.replace("{now}", PG_NOW if postgres else SQLITE_NOW)
+    sql = sql.replace("{greatest}", "greatest" if postgres else "max")
+    return sql.replace("?", "%s") if postgres else sql
+
+
+class Queries:
+    """Every named statement of :data:`STATEMENTS`, rendered for one backend."""
+
+    __slots__ = (*STATEMENTS, "writes", "postgres")
+
+    get_workflow: str
+    get_view: str
+    load_steps: str
+    step_rows: str
+    pending_workflows: str
+    deadlines: str
+    deadline: str
+    executors: str
+    statuses: str
+    owners: str
+    last_notice: str
+    notices_since: str
+    schedules: str
+    schedule: str
+    has_schedules: str
+    workflow_names: str
+    children: str
+    still_owns: str
+    name_status: str
+    insert_step: str
+    insert_workflow: str
+    complete: str
+
+    def __init__(self, postgres: bool) -> None:
+        self.postgres = postgres
+        for name, template in STATEMENTS.items():
+            setattr(self, name, render(_PG_OVERRIDES.get(name, template) if postgres else template, postgres))
+        self.writes = {name: render(t, postgres) for name, t in WRITE_STATEMENTS.items()}
+
+
+SQLITE: Final = Queries(postgres=False)
+POSTGRES: Final = Queries(postgres=True)
+SQLITE_EXEC: Final = {name: render(t, False) for name, t in EXECUTOR_STATEMENTS.items()}
+PG_EXEC: Final = {name: render(t, True) for name, t in EXECUTOR_STATEMENTS.items()}

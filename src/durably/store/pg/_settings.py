@@ -1,0 +1,77 @@
+"""The PostgreSQL store's settings, its URL (durably's own query
+parameters, the password kept out of messages) and the statements only
+PostgreSQL runs (the shared ones are in store/_queries.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ... import errors
+from .._queries import PG_NOW as NOW
+from .._queries import POSTGRES
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+TX_LOSSES = 3  # a transaction step whose SQL lost the connection this many times in one batch fails
+RECONNECT = 60.0  # seconds the writer keeps reconnecting before it fails
+CONNECT_TIMEOUT = 10  # seconds a connection attempt may take (libpq's connect_timeout) unless the URL says
+IDLE_IN_TX = 2.0  # seconds a writer may sit idle inside a batch's transaction (a transaction step: its budget more)
+_BACKOFF_MAX = 2.0
+# A step row's times come from one clock, the server's: ``recorded_at`` is
+# clock_timestamp() at the insert, ``started_at`` that minus the time since
+# the body started (the record's monotonic ``started`` and ``at``, the
+# monotonic time the statement was bound; NULL stays NULL): a host whose
+# clock is off never writes a step that ends before it starts.
+_STARTED = f"{NOW} + (%s::float8 - %s::float8)"
+_INSERT_STEP = POSTGRES.insert_step
+_COMPLETE = POSTGRES.complete
+_INSERT_WORKFLOW = POSTGRES.insert_workflow
+WRITES = POSTGRES.writes
+# The fence: the takeovers count, read with a row lock inside the batch's
+# transaction. READ COMMITTED returns the latest committed version to a
+# locking read, and the lock holds until this transaction ends: no change of
+# owner (its trigger updates that row) commits between the check and the
+# commit. Claims take it exclusive before touching any workflow row.
+_FENCE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
+_FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
+_MARK = "INSERT INTO engine_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+_LONE_STEP = (
+    "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
+    f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
+    " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s"
+)
+
+
+def is_url(path: Any) -> bool:
+    return isinstance(path, str) and path.startswith(("postgresql://", "postgres://"))
+
+
+_OURS = ("schema", "listen", "tx_role")
+
+
+def _split_ours(url: str) -> tuple[str, dict[str, str]]:
+    """Take durably's own query parameters out of the URL (the rest is
+    libpq's): ``postgresql://host/db?schema=app1&listen=off&tx_role=app1_steps``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # "Invalid IPv6 URL" (postgresql://[::1)
+        raise errors.UsageError(f"not a valid PostgreSQL URL: {redact(url)!r} ({exc})") from None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _OURS}
+    if not ours:
+        return url, {}
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    return urlunsplit(parts._replace(query=rest)), ours
+
+
+def redact(url: str) -> str:
+    """The URL without its password (it appears in error messages)."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
+
+
+def _key(what: str) -> int:
+    """A stable signed 64-bit advisory lock key."""
+    return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
