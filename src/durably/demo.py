@@ -176,7 +176,9 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
 
     store = Store(path)
     store.open()
-    recorded = sum(len(store.load_steps(row[0])) for row in store.list_workflows(id_prefix="order-", limit=None))
+    recorded = sum(
+        len(store.load_steps(row.workflow_id)) for row in store.list_workflows(id_prefix="order-", limit=None)
+    )
     pending = len(store.list_workflows(status="PENDING", limit=None))
     store.close()
 

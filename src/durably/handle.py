@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from . import errors
 from ._status import TERMINAL
@@ -16,6 +16,7 @@ from .runtime.outcomes import step_record
 
 if TYPE_CHECKING:
     from .runtime.runner import Runner
+    from .store.contract import WorkflowRow, WorkflowView
 
 
 class _HasRunner(Protocol):
@@ -58,22 +59,23 @@ class WorkflowInfo:
     executor: str | None = None
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...], runner: Runner | None = None) -> WorkflowInfo:
-        wid, name, status, inputs, out, err, parent, parked, created, updated = row[:10]
+    def from_row(cls, row: WorkflowRow | WorkflowView, runner: Runner | None = None) -> WorkflowInfo:
         extra: dict[str, Any] = {}
-        if len(row) > 10:
-            deadline, attempts, executor, queue, priority, dequeued = row[10:16]
+        if len(row) > 10:  # the user view (WorkflowView)
+            v = cast("WorkflowView", row)
             extra = dict(
-                deadline=deadline,
-                recovery_attempts=attempts or 0,
-                executor=executor,
-                queue=queue,
-                priority=priority,
-                dequeued_at=dequeued,
+                deadline=v.deadline,
+                recovery_attempts=v.recovery_attempts or 0,
+                executor=v.executor,
+                queue=v.queue,
+                priority=v.priority,
+                dequeued_at=v.dequeued_at,
             )
+        wid, name, status, inputs = row.workflow_id, row.name, row.status, row.inputs
         if runner is not None:  # values decoded as the workflow's function says
-            extra.update(runner.decode_row(name, inputs, out, err))
-        return cls(wid, name, Status(status), parent, parked, created, updated, **extra)
+            extra.update(runner.decode_row(name, inputs, row.output, row.error))
+        extra_row = (row.parent_id, row.parked, row.created_at, row.updated_at)
+        return cls(wid, name, Status(status), *extra_row, **extra)
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,8 @@ class WorkflowHandle:
             try:
                 if not running:
                     row = runner.row(wid)
-                    if row[2] in TERMINAL:
-                        return _outcome(runner, wid, row[1], row[2], row[4], row[5])
+                    if row.status in TERMINAL:
+                        return _outcome(runner, wid, row.name, row.status, row.output, row.error)
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
@@ -196,8 +198,8 @@ class WorkflowHandle:
             try:
                 if not running:
                     row = runner.row(wid)
-                    if row[2] in TERMINAL:
-                        return _outcome(runner, wid, row[1], row[2], row[4], row[5])
+                    if row.status in TERMINAL:
+                        return _outcome(runner, wid, row.name, row.status, row.output, row.error)
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
@@ -222,7 +224,7 @@ async def _joined(ctx: Any, key: Any) -> None:
         await ctx.turn(key)
 
 
-def _raise_stuck(runner: Runner, wid: str, row: tuple[Any, ...]) -> None:
+def _raise_stuck(runner: Runner, wid: str, row: WorkflowRow | WorkflowView) -> None:
     stuck = runner.stuck(wid, row)
     if stuck is not None:
         raise stuck

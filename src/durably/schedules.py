@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .journal import Journal
     from .runtime.workflows import WorkflowSpec
-    from .store.contract import StoreContract
+    from .store.contract import ScheduleRow, StoreContract
 
     class Start(Protocol):
         """How a schedule starts its workflow (the starter's ``start``)."""
@@ -243,12 +243,12 @@ class ScheduleRunner(BackgroundLoop):
                     wake = nxt if wake is None else min(wake, nxt)
         return wake
 
-    def _fire_isolated(self, row: tuple[Any, ...]) -> float | None:
+    def _fire_isolated(self, row: ScheduleRow) -> float | None:
         """One schedule's part of a round: what goes wrong with it (a
         workflow that fails to start, a row this version cannot read) is
         logged with its name and retried later, with backoff, on its own;
         the other schedules fire on time."""
-        name = row[0]
+        name = row.name
         try:
             nxt = self._fire_due(row)
         except Exception as exc:
@@ -274,7 +274,7 @@ class ScheduleRunner(BackgroundLoop):
             self._warned.add(key)
             log.warning(message, *args)
 
-    def _definition(self, row: tuple[Any, ...]) -> Schedule | None:
+    def _definition(self, row: ScheduleRow) -> Schedule | None:
         name, cron, workflow, _last, _paused, tz, missed = row
         key = (name, cron, workflow, tz, missed)
         if key not in self._parsed:
@@ -285,7 +285,7 @@ class ScheduleRunner(BackgroundLoop):
                 log.error("durably: schedule %r cannot run here: %s", name, exc)
         return self._parsed[key]
 
-    def _fire_due(self, row: tuple[Any, ...]) -> float | None:
+    def _fire_due(self, row: ScheduleRow) -> float | None:
         schedules = self.schedules
         name, _cron, workflow, last, paused, _tz, _missed = row
         if paused:
@@ -424,7 +424,7 @@ class ScheduleManager:
         self.check_open()
         return check_name(name, "schedule name")
 
-    def _schedule_row(self, name: str) -> tuple[Any, ...]:
+    def _schedule_row(self, name: str) -> ScheduleRow:
         rows = self.store.schedules(name)
         if not rows:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
@@ -462,8 +462,8 @@ class ScheduleManager:
         if workflow_id is not None:
             check_name(workflow_id, "workflow_id")
         row = self._schedule_row(name)
-        schedule = Schedule(name, row[1], row[2], row[6], row[5])
-        spec = self.spec(row[2])
+        schedule = Schedule(name, row.cron, row.workflow, row.missed, row.tz)
+        spec = self.spec(row.workflow)
         now = schedule.at(self.clock.now())
         wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
         return self.start_workflow(spec, now, workflow_id=wid)
@@ -479,8 +479,8 @@ class ScheduleManager:
         if end < start:
             raise errors.UsageError(f"backfill_schedule: end ({end}) is before start ({start})")
         row = self._schedule_row(name)
-        schedule = Schedule(name, row[1], row[2], row[6], row[5])
-        spec = self.spec(row[2])
+        schedule = Schedule(name, row.cron, row.workflow, row.missed, row.tz)
+        spec = self.spec(row.workflow)
         slots = schedule.slots_between(start.timestamp(), end.timestamp())
         return [self.start_workflow(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot)) for slot in slots]
 

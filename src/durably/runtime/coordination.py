@@ -247,7 +247,11 @@ class Coordinator:
         dead, live = self._host.judge(rows, self.identity.executor_id)
         # An engine of this very process that is not open any more (it was
         # dropped without close()) is gone too.
-        dropped = {r[0] for r in rows if r[2] == os.getpid() and r[0] not in _OPEN_HERE and r[0] not in dead}
+        dropped = {
+            r.executor_id
+            for r in rows
+            if r.pid == os.getpid() and r.executor_id not in _OPEN_HERE and r.executor_id not in dead
+        }
         if dropped:
             dead += sorted(dropped)
             live = [eid for eid in live if eid not in dropped]

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..store._executors import HOST, pid_alive
+from ..store.contract import ExecutorRow
 
 
 class HostLeases:
@@ -47,7 +48,7 @@ class HostLeases:
         # pid, pid_started)
         self._seen: dict[str, tuple[float, float, float, float | None, int, Any]] = {}
 
-    def judge(self, rows: Sequence[tuple[Any, ...]], me: str) -> tuple[list[str], list[str]]:
+    def judge(self, rows: Sequence[ExecutorRow], me: str) -> tuple[list[str], list[str]]:
         """(dead, live) among ``rows`` of (executor_id, host, pid,
         pid_started, lease_until, seconds left): executors of this host and
         boot other than ``me`` whose process is gone, and those alive whose
@@ -75,7 +76,7 @@ class HostLeases:
         # only leases not long run out (_executors.LISTED), and a forward jump
         # of its clock makes a live owner's lease look long run out. Its
         # process and its lease armed here still say whether it lives.
-        listed = {row[0] for row in rows}
+        listed = {row.executor_id for row in rows}
         for eid, entry in seen.items():
             if eid in listed or eid in self._seen:
                 continue

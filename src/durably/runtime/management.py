@@ -184,19 +184,19 @@ class Management:
         row = self.runner.row(workflow_id)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
-        spec = self._registered(workflow_id, row[1])
+        spec = self._registered(workflow_id, row.name)
         new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
         codec = self.codec
         args = (workflow_id, new, start_step, self.identity.executor_id, lambda i: codec.encode(i, "workflow id"))
         self.runner.journal.submit(Record(R.OP, (None, None, "fork", "fork", args)))
-        self.runner.launch(spec, new, row[3], replay=True)
+        self.runner.launch(spec, new, row.inputs, replay=True)
         return WorkflowHandle.of(self.runner, new)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """``Engine.resume``."""
         runner = self.runner
         row = runner.row(workflow_id)
-        name, status, inputs = row[1], row[2], row[3]
+        name, status, inputs = row.name, row.status, row.inputs
         handle = WorkflowHandle.of(runner, workflow_id)
         if status == "SUCCESS":
             return handle

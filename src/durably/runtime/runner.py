@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
-    from ..store.contract import StoreContract
+    from ..store.contract import StoreContract, WorkflowRow, WorkflowView
     from .deadlines import Deadlines
 
 log = logging.getLogger("durably")
@@ -236,8 +236,8 @@ class Runner:
             return  # the writer stopped: the workflow resumes at the next open
         spec = self.workflows.get(ctx.name)
         row = self.store.get_workflow(ctx.workflow_id)
-        if spec is not None and row is not None and row[2] == "PENDING":
-            self.launch(spec, ctx.workflow_id, row[3], replay=True)
+        if spec is not None and row is not None and row.status == "PENDING":
+            self.launch(spec, ctx.workflow_id, row.inputs, replay=True)
 
     def steal_for(self, wid: str, timeout: float | None) -> None:
         """``result()``'s hand: inside a workflow, with no timeout, run a
@@ -317,8 +317,8 @@ class Runner:
         if relaunch and not self.closing:
             row = self.store.get_workflow(wid)
             spec = self.workflows.get(ctx.name)
-            if row is not None and row[2] == "PENDING" and spec is not None:
-                self.launch(spec, wid, row[3], replay=True)
+            if row is not None and row.status == "PENDING" and spec is not None:
+                self.launch(spec, wid, row.inputs, replay=True)
                 final = None
         if isinstance(final, tuple):  # an outcome was recorded: it is over
             self.deadlines.disarm(wid)
@@ -364,16 +364,18 @@ class Runner:
             if done.users <= 0 and self.completions.get(wid) is done:
                 del self.completions[wid]
 
-    def stuck(self, wid: str, row: tuple[Any, ...]) -> BaseException | None:
+    def stuck(self, wid: str, row: WorkflowRow | WorkflowView) -> BaseException | None:
         """Why a PENDING workflow not running here will not end without help:
         parked (replay mismatch, unregistered function) or interrupted."""
-        if row[7] is not None:
-            return errors.WorkflowParkedError(f"workflow {wid!r} is parked: {row[7]}", workflow_id=wid, reason=row[7])
+        if row.parked is not None:
+            return errors.WorkflowParkedError(
+                f"workflow {wid!r} is parked: {row.parked}", workflow_id=wid, reason=row.parked
+            )
         return self.interrupted.get(wid)
 
     # -- rows and outcomes (for the engine and its handles) ---------------------------
 
-    def row(self, wid: str, user_view: bool = False) -> tuple[Any, ...]:
+    def row(self, wid: str, user_view: bool = False) -> WorkflowRow | WorkflowView:
         """A workflow's row (the engine must be open; WorkflowNotFoundError)."""
         self.check_open()
         check_name(wid, "workflow id")

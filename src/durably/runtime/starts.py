@@ -124,10 +124,10 @@ class Starter:
             # the child is still pending and nobody runs it, run it here.
             runner.steal(wid)
             row = self.store.get_workflow(wid)
-            if row is not None and row[2] == "PENDING":
+            if row is not None and row.status == "PENDING":
                 ctx = runner.register(spec, wid)
                 if ctx is not None:
-                    run_sync(ctx, spec, row[3], True)
+                    run_sync(ctx, spec, row.inputs, True)
         return WorkflowHandle.of(runner, wid).result()
 
     # -- vetting and recording -------------------------------------------------------
