@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from . import errors as _errors
 from .clock import Clock, SystemClock, VirtualClock
-from .engine import Engine, RecoveryReport
+from .engine import Engine
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
 from .queues import Queue
+from .runtime.coordination import RecoveryReport
+from .runtime.steps import Step, Transaction
+from .runtime.workflows import Workflow
 from .schedules import ScheduleInfo
 from .store import Tx
+from .store._inspect import Stats
 
 __version__ = "0.1.0"
 
@@ -28,6 +32,10 @@ __all__ = [
     "VirtualClock",
     "RecoveryReport",
     "Tx",
+    "Workflow",
+    "Step",
+    "Transaction",
+    "Stats",
     "Status",
     "StepInfo",
     "WorkflowHandle",

@@ -38,7 +38,8 @@ def check_name(value: Any, what: str) -> str:
     elif len(value) > MAX_NAME:
         why = f"is {len(value)} characters long, more than {MAX_NAME}"
     else:
-        bad = _BAD.search(value).group()  # type: ignore[union-attr]
+        found = _BAD.search(value)
+        bad = found.group() if found is not None else "?"  # the pattern's match: the first bad character
         kind = "a lone surrogate (not valid Unicode text)" if "\ud800" <= bad <= "\udfff" else "a control character"
         why = f"holds {kind}, {bad!r}"
     shown = (

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import durably
-from durably.runtime.workflows import Workflow
 
 STEPS_PER_ORDER = 4
 
@@ -34,10 +33,12 @@ class Receipt:
 
 
 # The fulfil workflow's type: an async workflow of (order_id, cents).
-Fulfil = Workflow[[str, int], Coroutine[Any, Any, Receipt]]
+Fulfil = durably.Workflow[[str, int], Coroutine[Any, Any, Receipt]]
 
 
-def build(path: str, counter: list[int], report_every: int = 0) -> tuple[durably.Engine, Fulfil, Workflow[[], None]]:
+def build(
+    path: str, counter: list[int], report_every: int = 0
+) -> tuple[durably.Engine, Fulfil, durably.Workflow[[], None]]:
     """The demo's engine, its workflow and the setup workflow (which makes the
     application's table); ``counter[0]`` counts step bodies run.
 

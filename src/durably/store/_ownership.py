@@ -24,9 +24,11 @@ def workflow_of(rec: Any) -> str | None:
     """The running workflow a record advances (None: a client record)."""
     kind = rec.kind
     if kind in (R.STEP, R.TX, R.OP):
-        return rec.params[0]  # type: ignore[no-any-return]
+        wid: str | None = rec.params[0]
+        return wid
     if kind == R.COMPLETE:
-        return rec.params[3]  # type: ignore[no-any-return]
+        wid = rec.params[3]
+        return wid
     if kind == R.START:
         parent_step = rec.params[4]
         return None if parent_step is None else parent_step[0]

@@ -17,6 +17,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("durably")
 
 
+def first(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (an aggregate, a
+    setting): its absence is a broken invariant, not a value."""
+    row = cur.fetchone()
+    if row is None:
+        raise errors.InternalError("a PostgreSQL statement that always returns a row returned none")
+    return tuple(row)
+
+
 def connect(store: PgStore, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(

@@ -51,6 +51,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from ... import errors
+from ._connection import first
 
 log = logging.getLogger("durably")
 
@@ -141,19 +142,21 @@ def prepare(
         if row[0]:
             return _refused(role, schema, path, "is a superuser: it would reach durably's schema")
         kind = "SET" if conn.info.server_version >= 160000 else "MEMBER"
-        member = conn.execute("SELECT pg_has_role(session_user, %s, %s)", (role, kind)).fetchone()[0]  # type: ignore[index]
+        member = first(conn.execute("SELECT pg_has_role(session_user, %s, %s)", (role, kind)))[0]
         if not member and not _try(conn, pgsql.SQL("GRANT {} TO {}").format(ident, pgsql.Identifier(_login(conn)))):
             return _refused(role, schema, path, f"cannot be switched to by this login ({_login(conn)!r})")
-        if conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)).fetchone()[0]:  # type: ignore[index]
+        if first(conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)))[0]:
             return _refused(
                 role, schema, path, f"has USAGE on durably's schema {schema!r}: it must have no rights there"
             )
         for name in user_schemas:
             s = pgsql.Identifier(name)
-            has = conn.execute(
-                "SELECT has_schema_privilege(%s, %s, 'USAGE') AND has_schema_privilege(%s, %s, 'CREATE')",
-                (role, name, role, name),
-            ).fetchone()[0]  # type: ignore[index]
+            has = first(
+                conn.execute(
+                    "SELECT has_schema_privilege(%s, %s, 'USAGE') AND has_schema_privilege(%s, %s, 'CREATE')",
+                    (role, name, role, name),
+                )
+            )[0]
             grants = [] if has else [pgsql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(s, ident)]
             if created:  # what the login could use in its schemas, the role may use too (not durably's schema)
                 grants += [
@@ -176,7 +179,8 @@ def prepare(
 
 
 def _login(conn: psycopg.Connection[Any]) -> str:
-    return conn.execute("SELECT session_user").fetchone()[0]  # type: ignore[index,no-any-return]
+    login: str = first(conn.execute("SELECT session_user"))[0]
+    return login
 
 
 def _try(conn: psycopg.Connection[Any], statement: pgsql.Composed) -> bool:

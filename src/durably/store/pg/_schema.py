@@ -27,6 +27,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from ... import errors
+from ._connection import first
 from ._errors import map_error
 from ._settings import _key
 
@@ -210,9 +211,9 @@ def migrate(store: PgStore, conn: psycopg.Connection[Any], codec: str | None) ->
     try:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
-            exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)).fetchone()[0]  # type: ignore[index]
+            exists = first(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)))[0]
             if not exists:
-                tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)).fetchone()[0]  # type: ignore[index]
+                tables = first(conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)))[0]
                 if tables:
                     raise errors.SchemaVersionError(
                         f"schema {s!r} in {store.path} already holds tables that are not durably's; "

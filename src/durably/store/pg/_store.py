@@ -165,16 +165,18 @@ class PgStore(SqlStore):
         lock), check the codec, register this executor, start listening."""
         self._writer = conn = _connection.connect(self)
         try:
-            self._user_path, schemas, self._login = conn.execute(  # type: ignore[misc]
-                "SELECT current_setting('search_path'), current_schemas(false), session_user"
-            ).fetchone()
+            self._user_path, schemas, self._login = _connection.first(
+                conn.execute("SELECT current_setting('search_path'), current_schemas(false), session_user")
+            )
             self._user_schemas = [s for s in schemas if s != self.schema]
             _schema.migrate(self, conn, codec)
-            oids = conn.execute(
-                "SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
-                " %s::regnamespace AND relkind = 'r'",
-                (self.schema,),
-            ).fetchone()[0]  # type: ignore[index]
+            oids = _connection.first(
+                conn.execute(
+                    "SELECT coalesce(array_agg(oid ORDER BY oid), '{}') FROM pg_class WHERE relnamespace ="
+                    " %s::regnamespace AND relkind = 'r'",
+                    (self.schema,),
+                )
+            )[0]
             self._snapshot = _sandbox.snapshot_sql(oids)
             _connection.configure(self, conn, writer=True)
             if self.registration is not None:
@@ -363,7 +365,9 @@ class PgStore(SqlStore):
         """Whether a step row written by a lone-step statement whose reply
         was lost is there (only this executor writes its workflows' rows)."""
         wid, pos, name, output, error, ident, _started = rec.params
-        row = self._writer.execute(  # type: ignore[union-attr]
+        conn = self._writer
+        assert conn is not None  # asked while a batch is being written: the writer is open
+        row = conn.execute(
             "SELECT name, output, error, ident FROM steps WHERE workflow_id = %s AND position = %s", (wid, pos)
         ).fetchone()
         return row is not None and tuple(row) == (name, output, error, ident)
@@ -421,7 +425,7 @@ class PgStore(SqlStore):
             first = conn.execute(_FENCE_EXCLUSIVE if exclusive else _FENCE)
             conn.execute(_MARK, (self._mark_key(), self._mark))
             self._in_doubt = self._mark
-        (takeovers,) = first.fetchone()  # type: ignore[misc]
+        (takeovers,) = _connection.first(first)
         batch = self._fence(conn, batch, takeovers)
         if isolate:
             for rec in batch:

@@ -31,6 +31,7 @@ from psycopg import errors as pge
 
 from ... import errors
 from ..contract import Tx
+from ._connection import first
 from ._errors import CONNECTION_ERRORS, map_error
 from ._sandbox import STATEMENT
 
@@ -125,7 +126,7 @@ class PgTx:
             raise self.expired
         try:
             with self._conn.cursor() as cur:
-                _timeout, current, session = cur.execute(STATEMENT, (f"{max(1, int(left * 1000))}ms",)).fetchone()  # type: ignore[misc]
+                _timeout, current, session = first(cur.execute(STATEMENT, (f"{max(1, int(left * 1000))}ms",)))
                 if (current, session) != (self._role, self._login):
                     # an earlier statement switched role (set_config('role', ...)): not one more statement
                     self.breach = errors.UsageError(
@@ -165,7 +166,8 @@ class PgTx:
             cur.execute(portable(sql, params), params)
             return [tuple(r) for r in cur.fetchall()] if cur.description is not None else []
 
-        return self._run(sql, run)  # type: ignore[no-any-return]
+        rows: list[tuple[Any, ...]] = self._run(sql, run)
+        return rows
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
         """Run one statement for each parameter set in ``seq``."""
