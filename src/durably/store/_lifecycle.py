@@ -229,63 +229,71 @@ def migrate(store: Store, conn: apsw.Connection) -> None:
     """Create or migrate the schema of ``conn``'s file in one transaction
     (``MIGRATIONS`` keyed by user_version); refuse a foreign or newer file."""
     try:
-        version = conn.pragma("user_version")
-        app_id = conn.pragma("application_id")
-        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
-            raise errors.SchemaVersionError(
-                f"{store.path!r} is an SQLite database but not a durably one "
-                f"(application_id={app_id:#x}, user_version={version})",
-                path=store.path,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
-        if version > SCHEMA_VERSION:
-            raise errors.SchemaVersionError(
-                f"{store.path!r} has schema version {version}, newer than this durably "
-                f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
-                path=store.path,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
-            raise errors.SchemaVersionError(
-                f"{store.path!r} already holds tables that are not durably's",
-                path=store.path,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
-        # Rebuilding a table others reference (SQLite's 12-step ALTER)
-        # needs foreign keys off around the transaction; every reference
-        # is checked again before it commits.
-        conn.pragma("foreign_keys", 0)
-        conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
-        try:
-            # Another process may have migrated it while this one waited for the lock.
-            version = conn.pragma("user_version")
-            if version > SCHEMA_VERSION:
-                raise errors.SchemaVersionError(
-                    f"{store.path!r} was just migrated to schema version {version} by a newer durably",
-                    path=store.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            for script in MIGRATIONS[version:]:
-                conn.execute(script)
-            broken = conn.execute("PRAGMA foreign_key_check").fetchall()
-            if broken:
-                raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
-            conn.pragma("user_version", SCHEMA_VERSION)
-            conn.pragma("application_id", APPLICATION_ID)
-            conn.execute("COMMIT")
-        except BaseException:
-            store._abort(conn)
-            raise
-        finally:
-            conn.pragma("foreign_keys", 1)
+        if _needs_migration(store, conn):
+            _apply_migrations(store, conn)
     except apsw.Error as exc:
         raise map_error(exc, store.path) from exc
+
+
+def _schema_error(store: Store, message: str, version: int) -> errors.SchemaVersionError:
+    return errors.SchemaVersionError(message, path=store.path, found=version, supported=SCHEMA_VERSION)
+
+
+def _needs_migration(store: Store, conn: apsw.Connection) -> bool:
+    """Whether ``conn``'s file is a durably file older than this schema;
+    raise if it is foreign, newer, or holds tables that are not durably's."""
+    version = conn.pragma("user_version")
+    app_id = conn.pragma("application_id")
+    if app_id not in (0, APPLICATION_ID) or (app_id == 0 and version != 0):
+        raise _schema_error(
+            store,
+            f"{store.path!r} is an SQLite database but not a durably one "
+            f"(application_id={app_id:#x}, user_version={version})",
+            version,
+        )
+    if version > SCHEMA_VERSION:
+        raise _schema_error(
+            store,
+            f"{store.path!r} has schema version {version}, newer than this durably "
+            f"supports ({SCHEMA_VERSION}); upgrade durably to open it",
+            version,
+        )
+    if version == SCHEMA_VERSION:
+        return False
+    if version == 0 and app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").get:
+        raise _schema_error(store, f"{store.path!r} already holds tables that are not durably's", version)
+    return True
+
+
+def _apply_migrations(store: Store, conn: apsw.Connection) -> None:
+    """Run every pending migration in one IMMEDIATE transaction."""
+    # Rebuilding a table others reference (SQLite's 12-step ALTER)
+    # needs foreign keys off around the transaction; every reference
+    # is checked again before it commits.
+    conn.pragma("foreign_keys", 0)
+    conn.execute("BEGIN IMMEDIATE")  # one transaction for every pending migration
+    try:
+        # Another process may have migrated it while this one waited for the lock.
+        version = conn.pragma("user_version")
+        if version > SCHEMA_VERSION:
+            raise _schema_error(
+                store,
+                f"{store.path!r} was just migrated to schema version {version} by a newer durably",
+                version,
+            )
+        for script in MIGRATIONS[version:]:
+            conn.execute(script)
+        broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise errors.InternalError(f"a migration broke {len(broken)} foreign key(s): {broken[:3]}")
+        conn.pragma("user_version", SCHEMA_VERSION)
+        conn.pragma("application_id", APPLICATION_ID)
+        conn.execute("COMMIT")
+    except BaseException:
+        store._abort(conn)
+        raise
+    finally:
+        conn.pragma("foreign_keys", 1)
 
 
 def open_readonly(store: Store) -> None:

@@ -244,39 +244,13 @@ class Store(SqlStore):
                     continue
                 except BUSY_ERRORS as exc:
                     self._abort(conn)
-                    now = time.monotonic()
+                    busy_since = self._still_locked(exc, batch, busy_since)
                     if busy_since is None:
-                        busy_since = now - BUSY_TIMEOUT_MS / 1000  # SQLite waited that long already
-                    if self._closing:
-                        # Closing: give up on this batch (nothing in it was
-                        # acknowledged) without failing the store.
-                        err = map_error(exc, self.path)
-                        for rec in batch:
-                            rec.result, rec.error = None, err
-                        return
-                    log.warning(
-                        "durably: %r is locked by another connection (a second process, a sqlite3 "
-                        "shell, a long transaction); the writer has waited %.1f s and keeps waiting; "
-                        "nothing is acknowledged meanwhile",
-                        self.path,
-                        now - busy_since,
-                    )
-                    _reset(batch)
+                        return  # closing: the batch gave up, the store did not fail
                     time.sleep(delay)
                     delay = min(delay * 2, BUSY_BACKOFF_MAX)
                 except Exception as exc:
-                    if isolate or isinstance(exc, errors.DurablyError) or self._fatal(exc):
-                        raise self._batch_failed(conn, exc) from exc
-                    # Not storage: an error in applying one record that its own
-                    # handler did not expect. Find it: apply again, each record
-                    # in its own SAVEPOINT.
-                    self._abort(conn)
-                    log.error(
-                        "durably: a record failed unexpectedly (%r); the batch is written again "
-                        "record by record so that only that record fails",
-                        exc,
-                    )
-                    _reset(batch)
+                    self._unexpected(conn, batch, exc, isolate)
                     isolate = True
                 except BaseException:
                     # KeyboardInterrupt / SystemExit in a leader's thread: roll
@@ -286,6 +260,44 @@ class Store(SqlStore):
                     raise
             if self._reader is not None:
                 self._checkpoint(conn, only_if_due=True)
+
+    def _still_locked(self, exc: BaseException, batch: Sequence[Any], busy_since: float | None) -> float | None:
+        """Another connection holds the lock: warn and reset the batch for
+        another attempt; return since when the writer waits. None when
+        closing: the batch (nothing in it acknowledged) gives up, with
+        ``exc`` as every record's error, and the store does not fail."""
+        now = time.monotonic()
+        if busy_since is None:
+            busy_since = now - BUSY_TIMEOUT_MS / 1000  # SQLite waited that long already
+        if self._closing:
+            err = map_error(exc, self.path)
+            for rec in batch:
+                rec.result, rec.error = None, err
+            return None
+        log.warning(
+            "durably: %r is locked by another connection (a second process, a sqlite3 "
+            "shell, a long transaction); the writer has waited %.1f s and keeps waiting; "
+            "nothing is acknowledged meanwhile",
+            self.path,
+            now - busy_since,
+        )
+        _reset(batch)
+        return busy_since
+
+    def _unexpected(self, conn: apsw.Connection, batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
+        """An exception no record handler expected. Storage's (or one met
+        record by record already) fails the store; otherwise roll back and
+        reset the batch, to be written again with each record in its own
+        SAVEPOINT, so that only the culprit fails."""
+        if isolate or isinstance(exc, errors.DurablyError) or self._fatal(exc):
+            raise self._batch_failed(conn, exc) from exc
+        self._abort(conn)
+        log.error(
+            "durably: a record failed unexpectedly (%r); the batch is written again "
+            "record by record so that only that record fails",
+            exc,
+        )
+        _reset(batch)
 
     def _checkpoint(self, conn: apsw.Connection, only_if_due: bool = False) -> None:
         """Copy the WAL into the main file (store/_checkpoint.py), between

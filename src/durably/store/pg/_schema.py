@@ -213,65 +213,81 @@ def migrate(store: PgStore, conn: psycopg.Connection[Any], codec: str | None) ->
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
             exists = first(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)))[0]
             if not exists:
-                tables = first(conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)))[0]
-                if tables:
-                    raise errors.SchemaVersionError(
-                        f"schema {s!r} in {store.path} already holds tables that are not durably's; "
-                        "choose another schema (Engine(..., schema=...))",
-                        path=store.path,
-                        found=0,
-                        supported=SCHEMA_VERSION,
-                    )
-                conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
-                conn.execute(
-                    pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(
-                        pgsql.Identifier(s)
-                    )
-                )
-                value_type = "bytea" if codec == "pickle" else "text"
-                conn.execute(
-                    pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('version', '0'), ('value_type', %s)").format(
-                        pgsql.Identifier(s)
-                    ),
-                    (value_type,),
-                )
+                _create_meta(store, conn, codec)
             meta = dict(
                 conn.execute(pgsql.SQL("SELECT key, value FROM {}.meta").format(pgsql.Identifier(s))).fetchall()
             )
-            version = int(meta["version"])
-            if version > SCHEMA_VERSION:
-                raise errors.SchemaVersionError(
-                    f"schema {s!r} in {store.path} has version {version}, newer than this durably supports "
-                    f"({SCHEMA_VERSION}); upgrade durably",
-                    path=store.path,
-                    found=version,
-                    supported=SCHEMA_VERSION,
-                )
-            store._value_type = meta["value_type"]
-            for script in MIGRATIONS[version:]:
-                conn.execute(ddl(store, script))
-            if version < SCHEMA_VERSION:
-                conn.execute(
-                    pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
-                    (str(SCHEMA_VERSION),),
-                )
+            _apply_migrations(store, conn, int(meta["version"]), meta["value_type"])
             if codec is not None:
-                stored = meta.get("codec")
-                if stored is None:
-                    conn.execute(
-                        pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)").format(pgsql.Identifier(s)),
-                        (codec,),
-                    )
-                elif stored != codec:
-                    raise errors.CodecMismatchError(
-                        f"schema {s!r} in {store.path} holds values written with codec={stored!r}; open it with "
-                        f"durably.Engine(..., codec={stored!r}), not {codec!r}",
-                        path=store.path,
-                        stored=stored,
-                        requested=codec,
-                    )
+                _check_codec(store, conn, meta.get("codec"), codec)
     except psycopg.Error as exc:
         raise map_error(exc, store.path) from exc
+
+
+def _create_meta(store: PgStore, conn: psycopg.Connection[Any], codec: str | None) -> None:
+    """Create the schema and its meta table at version 0, unless the
+    schema already holds tables that are not durably's."""
+    s = store.schema
+    tables = first(conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = %s", (s,)))[0]
+    if tables:
+        raise errors.SchemaVersionError(
+            f"schema {s!r} in {store.path} already holds tables that are not durably's; "
+            "choose another schema (Engine(..., schema=...))",
+            path=store.path,
+            found=0,
+            supported=SCHEMA_VERSION,
+        )
+    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(pgsql.Identifier(s)))
+    conn.execute(
+        pgsql.SQL("CREATE TABLE {}.meta (key text PRIMARY KEY, value text NOT NULL)").format(pgsql.Identifier(s))
+    )
+    value_type = "bytea" if codec == "pickle" else "text"
+    conn.execute(
+        pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('version', '0'), ('value_type', %s)").format(
+            pgsql.Identifier(s)
+        ),
+        (value_type,),
+    )
+
+
+def _apply_migrations(store: PgStore, conn: psycopg.Connection[Any], version: int, value_type: str) -> None:
+    """Run the migrations after ``version`` and record the new version;
+    refuse a schema newer than this durably."""
+    s = store.schema
+    if version > SCHEMA_VERSION:
+        raise errors.SchemaVersionError(
+            f"schema {s!r} in {store.path} has version {version}, newer than this durably supports "
+            f"({SCHEMA_VERSION}); upgrade durably",
+            path=store.path,
+            found=version,
+            supported=SCHEMA_VERSION,
+        )
+    store._value_type = value_type
+    for script in MIGRATIONS[version:]:
+        conn.execute(ddl(store, script))
+    if version < SCHEMA_VERSION:
+        conn.execute(
+            pgsql.SQL("UPDATE {}.meta SET value = %s WHERE key = 'version'").format(pgsql.Identifier(s)),
+            (str(SCHEMA_VERSION),),
+        )
+
+
+def _check_codec(store: PgStore, conn: psycopg.Connection[Any], stored: str | None, codec: str) -> None:
+    """Record ``codec`` in a schema that has none; refuse a different one."""
+    s = store.schema
+    if stored is None:
+        conn.execute(
+            pgsql.SQL("INSERT INTO {}.meta (key, value) VALUES ('codec', %s)").format(pgsql.Identifier(s)),
+            (codec,),
+        )
+    elif stored != codec:
+        raise errors.CodecMismatchError(
+            f"schema {s!r} in {store.path} holds values written with codec={stored!r}; open it with "
+            f"durably.Engine(..., codec={stored!r}), not {codec!r}",
+            path=store.path,
+            stored=stored,
+            requested=codec,
+        )
 
 
 def ddl(store: PgStore, script: str) -> str:

@@ -47,7 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
@@ -88,6 +88,31 @@ log = logging.getLogger("durably")
 __all__ = ["PgStore", "redact", "is_url", "RECONNECT", "CONNECT_TIMEOUT", "IDLE_IN_TX", "TX_LOSSES"]
 
 
+def _options(
+    url: str, synchronous: str, schema: str | None, listen: bool, tx_role: str | None
+) -> tuple[str, str, bool, str]:
+    """Check PgStore's options, merged with durably's own URL parameters
+    (``schema``, ``listen``, ``tx_role``): the URL without them, the
+    schema, whether to listen, the transaction steps' role."""
+    url, ours = _split_ours(url)
+    in_url = ours.get("schema")
+    if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
+        if ours["listen"] not in ("on", "off"):
+            raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
+        listen = ours["listen"] == "on"
+    if schema is not None and in_url is not None and schema != in_url:
+        raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
+    schema = schema if schema is not None else in_url if in_url is not None else "durably"
+    if synchronous not in ("full", "normal"):
+        raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}")
+    tx_role = ours.get("tx_role", tx_role) or _sandbox.default_role(schema)
+    if not _ROLE_NAME.match(tx_role):
+        raise errors.UsageError(f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}")
+    return url, schema, listen, tx_role
+
+
 class PgStore(SqlStore):
     """durably's tables in one PostgreSQL schema."""
 
@@ -106,24 +131,7 @@ class PgStore(SqlStore):
         tx_role: str | None = None,
     ) -> None:
         super().__init__()
-        url, ours = _split_ours(url)
-        in_url = ours.get("schema")
-        if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
-            if ours["listen"] not in ("on", "off"):
-                raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
-            listen = ours["listen"] == "on"
-        if schema is not None and in_url is not None and schema != in_url:
-            raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
-        schema = schema if schema is not None else in_url if in_url is not None else "durably"
-        if synchronous not in ("full", "normal"):
-            raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
-        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-            raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}")
-        tx_role = ours.get("tx_role", tx_role) or _sandbox.default_role(schema)
-        if not _ROLE_NAME.match(tx_role):
-            raise errors.UsageError(
-                f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}"
-            )
+        url, schema, listen, tx_role = _options(url, synchronous, schema, listen, tx_role)
         self.tx_role = tx_role
         self._url = url
         self.path = redact(url)
@@ -269,22 +277,10 @@ class PgStore(SqlStore):
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
                     lost_since = lost_since if lost_since is not None else now
-                    # (the attempt set them: not the None the loop started from)
-                    mark, lone = cast("int | None", self._in_doubt), self._lone
-                    self._lone = None
-                    if self._reconnect(exc, lost_since):
-                        if mark is not None and self._committed(mark):
-                            return  # the commit landed before the connection went: acknowledged as written
-                        if lone is not None and self._step_landed(lone):
-                            return  # the lone step's statement committed before the connection went
-                        _reset(batch)
-                        continue
-                    if self._closing:
-                        err = errors.NotOpenError("the engine closed while the database was unreachable")
-                        for rec in batch:
-                            rec.result, rec.error = None, err
+                    if self._settled_after_loss(exc, batch, lost_since):
                         return
-                    raise self._batch_failed(exc) from exc
+                    _reset(batch)
+                    continue
                 except TRANSIENT_ERRORS:
                     self._abort(conn)
                     _reset(batch)
@@ -300,25 +296,52 @@ class PgStore(SqlStore):
                     _reset(batch)
                     isolate = True  # find the culprit: every record in its own SAVEPOINT
                 except Exception as exc:
-                    if (
-                        isolate
-                        or isinstance(exc, errors.DurablyError)
-                        or not isinstance(exc, psycopg.Error)
-                        or isinstance(exc, psycopg.DatabaseError)
-                        and _fatal(exc)
-                    ):
-                        raise self._batch_failed(exc) from exc
-                    self._abort(conn)
-                    log.error(
-                        "durably: a record failed unexpectedly (%r); the batch is written again record by "
-                        "record so that only that record fails",
-                        exc,
-                    )
-                    _reset(batch)
+                    self._unexpected(conn, batch, exc, isolate)
                     isolate = True
                 except BaseException:
                     self._abort(conn)
                     raise
+
+    def _settled_after_loss(self, exc: BaseException, batch: Sequence[Any], lost_since: float) -> bool:
+        """The writer lost its connection during an attempt: reconnect.
+        True when the batch is settled: its commit (or its lone step's
+        statement) landed before the connection went, or the engine closed
+        meanwhile (every record then fails with NotOpenError). False: write
+        it again. Raises (and fails the store) when reconnecting gave up."""
+        mark, lone = self._in_doubt, self._lone  # as the failed attempt left them
+        self._lone = None
+        if self._reconnect(exc, lost_since):
+            if mark is not None and self._committed(mark):
+                return True  # the commit landed before the connection went: acknowledged as written
+            # the lone step's statement committed before the connection went
+            return lone is not None and self._step_landed(lone)
+        if self._closing:
+            err = errors.NotOpenError("the engine closed while the database was unreachable")
+            for rec in batch:
+                rec.result, rec.error = None, err
+            return True
+        raise self._batch_failed(exc) from exc
+
+    def _unexpected(self, conn: psycopg.Connection[Any], batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
+        """An exception no record handler expected. A fatal one (or one met
+        record by record already) fails the store; otherwise roll back and
+        reset the batch, to be written again with each record in its own
+        SAVEPOINT, so that only the culprit fails."""
+        if (
+            isolate
+            or isinstance(exc, errors.DurablyError)
+            or not isinstance(exc, psycopg.Error)
+            or isinstance(exc, psycopg.DatabaseError)
+            and _fatal(exc)
+        ):
+            raise self._batch_failed(exc) from exc
+        self._abort(conn)
+        log.error(
+            "durably: a record failed unexpectedly (%r); the batch is written again record by "
+            "record so that only that record fails",
+            exc,
+        )
+        _reset(batch)
 
     def _reconnect(self, exc: BaseException, since: float) -> bool:
         """The writer lost its connection: connect again (with backoff, up
