@@ -180,18 +180,10 @@ class SqliteTx:
 def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
     """Run a transaction step's body in a SAVEPOINT of the batch, under the
     authorizer and its time budget, and record its outcome (a TX record)."""
-    workflow_id, (pos, ident), name, body = rec.params
+    workflow_id, _, name, body = rec.params
     expired = store._expired_tx.pop(id(rec), None)
     if expired is not None:
-        # An earlier attempt of this batch was interrupted inside a write,
-        # and SQLite rolled the whole batch back: the step's outcome is
-        # the timeout (nothing, if the engine is closing), its body is not
-        # run again.
-        if isinstance(expired, errors.NotOpenError):
-            rec.error = expired
-        else:
-            conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
-            rec.result = (None, encode_error(expired))
+        _settle_expired(conn, rec, expired)
         return
     budget = getattr(body, "timeout", None) or store.tx_budget
     deadline = time.monotonic() + budget
@@ -200,6 +192,32 @@ def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
 
     conn.execute("SAVEPOINT tx")
     tx = SqliteTx(conn, why)
+    output, error = _run_body(store, conn, rec, tx, deadline)
+    if tx._fatal is not None:
+        raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
+    if tx.expired is not None:
+        output, error = _interrupted(store, conn, rec, tx.expired, output, error)
+    _record(store, conn, rec, output, error)
+
+
+def _settle_expired(conn: apsw.Connection, rec: Any, expired: BaseException) -> None:
+    """An earlier attempt of this batch was interrupted inside a write,
+    and SQLite rolled the whole batch back: the step's outcome is the
+    timeout (nothing, if the engine is closing), its body is not run
+    again."""
+    workflow_id, (pos, ident), name, _ = rec.params
+    if isinstance(expired, errors.NotOpenError):
+        rec.error = expired
+    else:
+        conn.execute(_INSERT_STEP, (workflow_id, pos, name, None, encode_error(expired), ident, None, None))
+        rec.result = (None, encode_error(expired))
+
+
+def _run_body(store: Store, conn: apsw.Connection, rec: Any, tx: SqliteTx, deadline: float) -> tuple[Any, Any]:
+    """Call the body with ``tx``, under the authorizer and a progress
+    handler that interrupts it past ``deadline`` or when stopped; its
+    (output, error), both None when ``rec.error`` was set instead."""
+    workflow_id, body = rec.params[0], rec.params[3]
     conn.authorizer = authorizer
     stop_tx = store._stop_tx
     conn.setprogresshandler(
@@ -221,28 +239,39 @@ def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
         conn.setprogresshandler(None)
         conn.authorizer = None
         tx._close()
-    if tx._fatal is not None:
-        raise tx._fatal  # I/O, corruption, full disk: fatal for the batch
-    if tx.expired is not None:
-        # Interrupted by close(): no outcome, the step runs again at the
-        # next open (its SQL is undone); otherwise the timeout is its outcome.
-        outcome: BaseException = (
-            tx.expired
-            if not store._stop_all_tx
-            else errors.NotOpenError(
-                f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
-            )
+    return output, error
+
+
+def _interrupted(
+    store: Store, conn: apsw.Connection, rec: Any, expired: errors.TransactionTimeoutError, output: Any, error: Any
+) -> tuple[Any, Any]:
+    """The body was interrupted. By close(): no outcome, the step runs
+    again at the next open (its SQL is undone); otherwise the timeout is
+    its outcome. Returns the (output, error) to record."""
+    name = rec.params[2]
+    outcome: BaseException = (
+        expired
+        if not store._stop_all_tx
+        else errors.NotOpenError(
+            f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
         )
-        if not conn.in_transaction:
-            # SQLite rolls back the whole transaction when it interrupts a
-            # write: the batch is gone. Write it again, with this step's
-            # outcome decided (flush retries on _BatchLost).
-            store._expired_tx[id(rec)] = outcome
-            raise BatchLost()
-        if isinstance(outcome, errors.NotOpenError):
-            rec.error = outcome
-        else:
-            output, error = None, encode_error(tx.expired)
+    )
+    if not conn.in_transaction:
+        # SQLite rolls back the whole transaction when it interrupts a
+        # write: the batch is gone. Write it again, with this step's
+        # outcome decided (flush retries on _BatchLost).
+        store._expired_tx[id(rec)] = outcome
+        raise BatchLost()
+    if isinstance(outcome, errors.NotOpenError):
+        rec.error = outcome
+        return output, error
+    return None, encode_error(expired)
+
+
+def _record(store: Store, conn: apsw.Connection, rec: Any, output: Any, error: Any) -> None:
+    """Undo the body's SQL if it failed, then write the step's outcome
+    row; a rejected row becomes the record's error."""
+    workflow_id, (pos, ident), name, _ = rec.params
     if error is not None or rec.error is not None:
         conn.execute("ROLLBACK TO tx")
     try:

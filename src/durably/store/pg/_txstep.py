@@ -80,72 +80,21 @@ def run_step(store: PgStore, conn: psycopg.Connection[Any], rec: Any) -> None:
 def sandboxed(store: PgStore, conn: psycopg.Connection[Any], rec: Any, budget: float, tx: PgTx) -> None:
     """The step's body in its savepoint as the sandbox role, the checks
     after it, the session put back, its outcome row (``_sandbox``)."""
-    workflow_id, (pos, ident), name, body = rec.params
-    output = error = None
+    workflow_id, (pos, ident), name, _ = rec.params
     # nothing prepared inside the step: the session's prepared statements are compared around it
     threshold, conn.prepare_threshold = conn.prepare_threshold, None
     try:
         cur = psycopg.ClientCursor(conn)
-        try:
-            cur.execute(
-                pgsql.SQL(_sandbox.ENTER).format(
-                    snapshot=pgsql.SQL(store._snapshot), role=pgsql.Identifier(store.tx_role)
-                ),
-                (_connection.step_path(store), f"{int((budget + IDLE_IN_TX) * 1000)}ms"),
-            )
-        except CONNECTION_ERRORS:
-            raise
-        except psycopg.Error as exc:  # the role went (dropped, membership revoked) since it was checked
-            cur.execute("ROLLBACK TO SAVEPOINT durably_tx; RELEASE SAVEPOINT durably_tx")
-            store._role_ready = False
-            rec.error = errors.TxRoleError(
-                f"transaction step {name!r} not run: cannot switch to role {store.tx_role!r} on {store.path}: {exc}",
-                path=store.path,
-                role=store.tx_role,
-            )
+        if not _enter(store, cur, rec, budget):
             return
         before = _sandbox.rows(cur)[1]
-        store._tx_running = workflow_id
-        try:
-            output, error = body(tx)
-        except errors.SerializationError as exc:
-            rec.error = exc
-        except Exception:
-            if tx.lost is None and tx.expired is None and tx.breach is None:
-                raise  # not the step's SQL: the batch finds the culprit record by record
-        except BaseException as exc:
-            rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
-        finally:
-            store._tx_running = None
-            tx._close()
-        if tx.lost is not None:
-            raise tx.lost  # (see _transaction)
-        if tx.expired is not None:
-            if store._stop_all_tx:
-                rec.error = errors.NotOpenError(
-                    f"the engine closed while transaction step {name!r} ran; it runs again at the next open"
-                )
-            else:
-                output, error = None, encode_error(tx.expired)
-        elif tx.breach is not None:
-            output, error = None, encode_error(tx.breach)
-        elif tx.failed is not None and error is None and rec.error is None:
-            # The body caught an SQL error and went on: PostgreSQL aborted
-            # the step's SQL at that error, so that error is its outcome.
-            output, error = None, encode_error(tx.failed)
+        output, error = _call_body(store, rec, tx)
+        output, error = _outcome(store, rec, tx, output, error)
         if error is None and rec.error is None:  # its SQL went well: is its session still the sandbox's?
-            cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(store._snapshot)))
-            _timeout, (current, session, read_only), now = _sandbox.rows(cur)
-            breach = _sandbox.breach(store.tx_role, store._login, current, session, read_only, before, now)
+            breach = _session_breach(store, cur, before)
             if breach is not None:
-                output, error = None, encode_error(breach)
-        restore = pgsql.SQL(_sandbox.RESTORE).format(
-            settings=pgsql.SQL(_connection.settings_sql(store)), snapshot=pgsql.SQL(store._snapshot)
-        )
-        if error is not None or rec.error is not None:
-            restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
-        cur.execute(restore, _connection.settings(store, True))
-        after = _sandbox.rows(cur)[-1]
+                output, error = None, breach
+        after = _restore(store, cur, error is not None or rec.error is not None)
     finally:
         conn.prepare_threshold = threshold
     if set(after[0]) != set(before[0]):
@@ -155,6 +104,92 @@ def sandboxed(store: PgStore, conn: psycopg.Connection[Any], rec: Any, budget: f
     if rec.error is None:
         conn.execute(_INSERT_STEP, (workflow_id, pos, name, output, error, ident, None, None))
         rec.result = (output, error)
+
+
+def _enter(store: PgStore, cur: psycopg.ClientCursor[Any], rec: Any, budget: float) -> bool:
+    """Open the step's savepoint and switch to the sandbox role. False
+    (``rec.error`` set, the savepoint gone) when the role is refused."""
+    try:
+        cur.execute(
+            pgsql.SQL(_sandbox.ENTER).format(snapshot=pgsql.SQL(store._snapshot), role=pgsql.Identifier(store.tx_role)),
+            (_connection.step_path(store), f"{int((budget + IDLE_IN_TX) * 1000)}ms"),
+        )
+    except CONNECTION_ERRORS:
+        raise
+    except psycopg.Error as exc:  # the role went (dropped, membership revoked) since it was checked
+        cur.execute("ROLLBACK TO SAVEPOINT durably_tx; RELEASE SAVEPOINT durably_tx")
+        store._role_ready = False
+        rec.error = errors.TxRoleError(
+            f"transaction step {rec.params[2]!r} not run: cannot switch to role {store.tx_role!r} on "
+            f"{store.path}: {exc}",
+            path=store.path,
+            role=store.tx_role,
+        )
+        return False
+    return True
+
+
+def _call_body(store: PgStore, rec: Any, tx: PgTx) -> tuple[Any, Any]:
+    """Call the body with ``tx``; its (output, error), both None when it
+    raised (``rec.error`` set, or ``tx`` saw why)."""
+    output = error = None
+    store._tx_running = rec.params[0]
+    try:
+        output, error = rec.params[3](tx)
+    except errors.SerializationError as exc:
+        rec.error = exc
+    except Exception:
+        if tx.lost is None and tx.expired is None and tx.breach is None:
+            raise  # not the step's SQL: the batch finds the culprit record by record
+    except BaseException as exc:
+        rec.error = exc  # KeyboardInterrupt/SystemExit: SQL undone, re-raised in the workflow's thread
+    finally:
+        store._tx_running = None
+        tx._close()
+    return output, error
+
+
+def _outcome(store: PgStore, rec: Any, tx: PgTx, output: Any, error: Any) -> tuple[Any, Any]:
+    """The step's (output, error) after what ``tx`` saw: a lost
+    connection (raised), the time budget, a breach, an SQL error the body
+    caught; ``rec.error`` set when the engine closed meanwhile."""
+    if tx.lost is not None:
+        raise tx.lost  # (see _transaction)
+    if tx.expired is not None:
+        if store._stop_all_tx:
+            rec.error = errors.NotOpenError(
+                f"the engine closed while transaction step {rec.params[2]!r} ran; it runs again at the next open"
+            )
+        else:
+            output, error = None, encode_error(tx.expired)
+    elif tx.breach is not None:
+        output, error = None, encode_error(tx.breach)
+    elif tx.failed is not None and error is None and rec.error is None:
+        # The body caught an SQL error and went on: PostgreSQL aborted
+        # the step's SQL at that error, so that error is its outcome.
+        output, error = None, encode_error(tx.failed)
+    return output, error
+
+
+def _session_breach(store: PgStore, cur: psycopg.ClientCursor[Any], before: tuple[Any, ...]) -> str | None:
+    """The encoded breach when the step's session is no longer the
+    sandbox's (role, session, read-only, prepared statements); None when it is."""
+    cur.execute(pgsql.SQL(_sandbox.CHECK).format(snapshot=pgsql.SQL(store._snapshot)))
+    _timeout, (current, session, read_only), now = _sandbox.rows(cur)
+    breach = _sandbox.breach(store.tx_role, store._login, current, session, read_only, before, now)
+    return None if breach is None else encode_error(breach)
+
+
+def _restore(store: PgStore, cur: psycopg.ClientCursor[Any], undo: bool) -> tuple[Any, ...]:
+    """Put the writer's session back (undoing the step's SQL first when
+    ``undo``); the last row ``_sandbox.rows`` reads after it."""
+    restore = pgsql.SQL(_sandbox.RESTORE).format(
+        settings=pgsql.SQL(_connection.settings_sql(store)), snapshot=pgsql.SQL(store._snapshot)
+    )
+    if undo:
+        restore = pgsql.SQL("ROLLBACK TO SAVEPOINT durably_tx; ") + restore
+    cur.execute(restore, _connection.settings(store, True))
+    return _sandbox.rows(cur)[-1]
 
 
 def prepare_role(store: PgStore) -> errors.DurablyError | None:
