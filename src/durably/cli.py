@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from . import demo
 from .errors import DurablyError
-from .store import is_postgres
+from .store import StoreContract, is_postgres
 from .store._store import STATUSES
 
 CONNECT_TIMEOUT = 5  # seconds the CLI waits for a PostgreSQL server, unless the URL sets connect_timeout
@@ -72,7 +72,7 @@ def _with_timeout(url: str) -> str:
     return parts._replace(query=f"{query}connect_timeout={CONNECT_TIMEOUT}").geturl()
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="durably", description="durable workflows on SQLite")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run a batch of workflows, SIGKILL the worker, recover, report")
@@ -98,31 +98,42 @@ def main(argv: list[str] | None = None) -> int:
         "(its committed transactions are gone; a damaged file is still refused)",
     )
     p.add_argument("db")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         if args.worker:
             demo.worker(args.worker, args.orders)
             return 0
         return demo.main(args.db, args.orders, args.kill_at, force=args.force)
     if args.command == "accept-wal-loss":
-        from .store import accept_wal_loss
+        return _accept_wal_loss(args.db)
+    return _inspect(args)
 
-        if is_postgres(args.db):  # (not echoed: it may hold a password)
-            return _fail(
-                "accept-wal-loss applies to an SQLite file; a PostgreSQL database has no -wal file "
-                "of durably's to lose (the server recovers its own WAL)"
-            )
-        try:
-            accept_wal_loss(args.db)
-        except DurablyError as exc:
-            return _fail(exc)
-        print(
-            f"durably: {args.db}: the loss of its -wal file is accepted; it passed quick_check and opens "
-            "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)"
+
+def _accept_wal_loss(db: str) -> int:
+    from .store import accept_wal_loss
+
+    if is_postgres(db):  # (not echoed: it may hold a password)
+        return _fail(
+            "accept-wal-loss applies to an SQLite file; a PostgreSQL database has no -wal file "
+            "of durably's to lose (the server recovers its own WAL)"
         )
-        return 0
-    from .handle import StepInfo, WorkflowInfo
+    try:
+        accept_wal_loss(db)
+    except DurablyError as exc:
+        return _fail(exc)
+    print(
+        f"durably: {db}: the loss of its -wal file is accepted; it passed quick_check and opens "
+        "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)"
+    )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    """``list`` and ``steps``: read the database, never write it."""
     from .store import make_store
 
     if args.command == "list" and not 0 <= args.limit < 2**63:
@@ -135,15 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(exc)
     try:
         if args.command == "list":
-            for row in store.list_workflows(args.status, None, args.limit):
-                info = WorkflowInfo.from_row(row)
-                print("\t".join(shown(v) for v in (info.workflow_id, info.status, info.name, info.parked)))
-        else:
-            if store.get_workflow(args.workflow_id) is None:
-                return _fail(f"no workflow with id {shown(args.workflow_id)!r} in {_where(args.db)}")
-            for step in (StepInfo.from_row(r) for r in store.step_rows(args.workflow_id)):
-                outcome = step.output if step.error is None else "ERROR " + str(step.error)
-                print("\t".join(shown(v) for v in (step.position, step.name, outcome)))
+            _print_workflows(store, args.status, args.limit)
+        elif not _print_steps(store, args.workflow_id):
+            return _fail(f"no workflow with id {shown(args.workflow_id)!r} in {_where(args.db)}")
         sys.stdout.flush()
     except DurablyError as exc:  # the server went away mid-read, ...
         return _fail(exc)
@@ -154,6 +159,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         store.close(clean=False)
     return 0
+
+
+def _print_workflows(store: StoreContract, status: str | None, limit: int) -> None:
+    from .handle import WorkflowInfo
+
+    for row in store.list_workflows(status, None, limit):
+        info = WorkflowInfo.from_row(row)
+        print("\t".join(shown(v) for v in (info.workflow_id, info.status, info.name, info.parked)))
+
+
+def _print_steps(store: StoreContract, workflow_id: str) -> bool:
+    """Print the workflow's steps; False when there is no such workflow."""
+    from .handle import StepInfo
+
+    if store.get_workflow(workflow_id) is None:
+        return False
+    for step in (StepInfo.from_row(r) for r in store.step_rows(workflow_id)):
+        outcome = step.output if step.error is None else "ERROR " + str(step.error)
+        print("\t".join(shown(v) for v in (step.position, step.name, outcome)))
+    return True
 
 
 if __name__ == "__main__":
