@@ -135,21 +135,38 @@ def _made_by_the_demo(path: str) -> bool:
 
 
 def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4, force: bool = False) -> int:
+    if not _clear(path, force):
+        return 2
+    total = orders * STEPS_PER_ORDER
+    print(
+        f"durably demo ({durably.IMPLEMENTATION} journal): {orders} order workflows x {STEPS_PER_ORDER} steps "
+        f"on {os.path.abspath(path)} (synchronous=full)"
+    )
+    if not _run_and_kill(path, orders, kill_at * total):
+        return 1
+    recorded, pending = _durable_counts(path)
+    return 0 if _recover(path, orders, recorded, pending) else 1
+
+
+def _clear(path: str, force: bool) -> bool:
+    """Remove an earlier demo's files at ``path``; False (after saying
+    why) when it holds something else and ``force`` is not given."""
     if os.path.lexists(path) and not force and not _made_by_the_demo(path):
         print(
             f"durably demo: {path} exists and is not a database an earlier demo made; the demo replaces only "
             "its own files. Choose another --db, or pass --force to replace it",
             file=sys.stderr,
         )
-        return 2
+        return False
     for suffix in ("", "-wal", "-shm"):
         if os.path.lexists(path + suffix):
             os.remove(path + suffix)
-    total = orders * STEPS_PER_ORDER
-    print(
-        f"durably demo ({durably.IMPLEMENTATION} journal): {orders} order workflows x {STEPS_PER_ORDER} steps "
-        f"on {os.path.abspath(path)} (synchronous=full)"
-    )
+    return True
+
+
+def _run_and_kill(path: str, orders: int, kill_after: float) -> bool:
+    """Run the worker process until it reports ``kill_after`` step bodies
+    run, then SIGKILL it; False when it exited before."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "durably", "demo", "--worker", path, "--orders", str(orders)],
         stdout=subprocess.PIPE,
@@ -161,19 +178,24 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
         if line.startswith("progress"):
             _, n, t = line.split()
             steps_before, elapsed = int(n), float(t)
-            if steps_before >= kill_at * total:
+            if steps_before >= kill_after:
                 proc.send_signal(signal.SIGKILL)
                 break
     proc.wait()
     if proc.returncode != -signal.SIGKILL:
         print(f"worker exited with {proc.returncode} before it could be killed", file=sys.stderr)
-        return 1
+        return False
     print(
         f"worker pid {proc.pid}: ran {int(steps_before)} step bodies in {elapsed:.2f}s "
         f"({steps_before / max(elapsed, 1e-9):,.0f} steps/s, including workflow starts), then SIGKILL"
     )
+    return True
 
-    from .store import Store  # count what was durable at the moment of the kill
+
+def _durable_counts(path: str) -> tuple[int, int]:
+    """What was durable at the moment of the kill: the step outcomes
+    recorded, and the workflows pending."""
+    from .store import Store
 
     store = Store(path)
     store.open()
@@ -182,7 +204,13 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
     )
     pending = len(store.list_workflows(status="PENDING", limit=None))
     store.close()
+    return recorded, pending
 
+
+def _recover(path: str, orders: int, recorded: int, pending: int) -> bool:
+    """Reopen as the restarted application does, resubmit every order,
+    and report whether every workflow finished exactly once."""
+    total = orders * STEPS_PER_ORDER
     counter = [0]
     engine, fulfil, _setup = build(path, counter)
     t0 = time.perf_counter()
@@ -212,4 +240,4 @@ def main(path: str = "durably-demo.db", orders: int = 5000, kill_at: float = 0.4
         f"all {orders} workflows SUCCESS: {statuses == {'SUCCESS'}}"
     )
     print("OK: every workflow finished exactly once" if ok else "FAILED: see above")
-    return 0 if ok else 1
+    return ok
