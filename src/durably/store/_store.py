@@ -262,10 +262,8 @@ class Store(SqlStore):
                 self._checkpoint(conn, only_if_due=True)
 
     def _still_locked(self, exc: BaseException, batch: Sequence[Any], busy_since: float | None) -> float | None:
-        """Another connection holds the lock: warn and reset the batch for
-        another attempt; return since when the writer waits. None when
-        closing: the batch (nothing in it acknowledged) gives up, with
-        ``exc`` as every record's error, and the store does not fail."""
+        """Another connection holds the lock: warn, reset the batch; since when the writer waits. None
+        when closing: the batch (nothing in it acknowledged) fails with ``exc``, the store does not."""
         now = time.monotonic()
         if busy_since is None:
             busy_since = now - BUSY_TIMEOUT_MS / 1000  # SQLite waited that long already
@@ -285,10 +283,8 @@ class Store(SqlStore):
         return busy_since
 
     def _unexpected(self, conn: apsw.Connection, batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
-        """An exception no record handler expected. Storage's (or one met
-        record by record already) fails the store; otherwise roll back and
-        reset the batch, to be written again with each record in its own
-        SAVEPOINT, so that only the culprit fails."""
+        """An exception no record handler expected: storage's (or one met record by record) fails the
+        store; otherwise the batch is written again, each record in its own SAVEPOINT."""
         if isolate or isinstance(exc, errors.DurablyError) or self._fatal(exc):
             raise self._batch_failed(conn, exc) from exc
         self._abort(conn)

@@ -91,9 +91,8 @@ __all__ = ["PgStore", "redact", "is_url", "RECONNECT", "CONNECT_TIMEOUT", "IDLE_
 def _options(
     url: str, synchronous: str, schema: str | None, listen: bool, tx_role: str | None
 ) -> tuple[str, str, bool, str]:
-    """Check PgStore's options, merged with durably's own URL parameters
-    (``schema``, ``listen``, ``tx_role``): the URL without them, the
-    schema, whether to listen, the transaction steps' role."""
+    """PgStore's options checked, with durably's own URL parameters (schema, listen, tx_role)
+    taken out of the URL: (url, schema, listen, tx_role)."""
     url, ours = _split_ours(url)
     in_url = ours.get("schema")
     if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
@@ -303,18 +302,14 @@ class PgStore(SqlStore):
                     raise
 
     def _settled_after_loss(self, exc: BaseException, batch: Sequence[Any], lost_since: float) -> bool:
-        """The writer lost its connection during an attempt: reconnect.
-        True when the batch is settled: its commit (or its lone step's
-        statement) landed before the connection went, or the engine closed
-        meanwhile (every record then fails with NotOpenError). False: write
-        it again. Raises (and fails the store) when reconnecting gave up."""
+        """The connection went during an attempt: reconnect. True: the batch is settled (it landed, or
+        the engine closed: NotOpenError for each record); False: write it again; raises: gave up."""
         mark, lone = self._in_doubt, self._lone  # as the failed attempt left them
         self._lone = None
         if self._reconnect(exc, lost_since):
             if mark is not None and self._committed(mark):
                 return True  # the commit landed before the connection went: acknowledged as written
-            # the lone step's statement committed before the connection went
-            return lone is not None and self._step_landed(lone)
+            return lone is not None and self._step_landed(lone)  # the lone step's statement committed
         if self._closing:
             err = errors.NotOpenError("the engine closed while the database was unreachable")
             for rec in batch:
@@ -323,10 +318,8 @@ class PgStore(SqlStore):
         raise self._batch_failed(exc) from exc
 
     def _unexpected(self, conn: psycopg.Connection[Any], batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
-        """An exception no record handler expected. A fatal one (or one met
-        record by record already) fails the store; otherwise roll back and
-        reset the batch, to be written again with each record in its own
-        SAVEPOINT, so that only the culprit fails."""
+        """An exception no record handler expected: a fatal one (or one met record by record) fails
+        the store; otherwise the batch is written again, each record in its own SAVEPOINT."""
         if (
             isolate
             or isinstance(exc, errors.DurablyError)
