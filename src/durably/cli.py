@@ -20,9 +20,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from . import demo
+from ._status import STATUSES
 from .errors import DurablyError
 from .store import StoreContract, is_postgres
-from .store._store import STATUSES
 
 CONNECT_TIMEOUT = 5  # seconds the CLI waits for a PostgreSQL server, unless the URL sets connect_timeout
 
@@ -53,7 +53,7 @@ def _where(db: str) -> str:
     """The database as the operator gave it, without a URL's password."""
     if not is_postgres(db):
         return db
-    from .store.pg._store import redact  # psycopg is there: the store was made
+    from .store.pg._settings import redact  # psycopg is there: the store was made
 
     return redact(db)
 

@@ -29,15 +29,15 @@ from .engine import Engine
 from .store import _inspect
 from .store._inspect import (
     TABLES,
-    EventRow,
-    ExecutorRow,
-    MessageRow,
-    NoticeRow,
-    QueueEntryRow,
-    SendKeyRow,
     Stats,
-    StepRow,
-    WorkflowRow,
+    StoredEvent,
+    StoredExecutor,
+    StoredMessage,
+    StoredNotice,
+    StoredQueueEntry,
+    StoredSendKey,
+    StoredStep,
+    StoredWorkflow,
 )
 
 
@@ -76,49 +76,49 @@ def _journal(engine: Engine) -> Any:
     return engine._journal  # the other place (see _store)
 
 
-def workflow(engine: Engine, workflow_id: str) -> WorkflowRow | None:
+def workflow(engine: Engine, workflow_id: str) -> StoredWorkflow | None:
     """The stored row of a workflow (every column, as stored), or None."""
     rows = _inspect.workflow_rows(_store(engine), workflow_id)
     return rows[0] if rows else None
 
 
-def workflows(engine: Engine) -> list[WorkflowRow]:
+def workflows(engine: Engine) -> list[StoredWorkflow]:
     """Every workflow's stored row, in creation order."""
     return _inspect.workflow_rows(_store(engine))
 
 
-def steps(engine: Engine, workflow_id: str) -> list[StepRow]:
+def steps(engine: Engine, workflow_id: str) -> list[StoredStep]:
     """A workflow's recorded steps (its journal), in position order."""
     return _inspect.step_rows(_store(engine), workflow_id)
 
 
-def messages(engine: Engine, dest: str | None = None) -> list[MessageRow]:
+def messages(engine: Engine, dest: str | None = None) -> list[StoredMessage]:
     """Messages sent and not received yet (to ``dest`` only, when given), oldest first."""
     return _inspect.message_rows(_store(engine), dest)
 
 
-def events(engine: Engine, workflow_id: str | None = None) -> list[EventRow]:
+def events(engine: Engine, workflow_id: str | None = None) -> list[StoredEvent]:
     """Events published (by ``workflow_id`` only, when given), by workflow and key."""
     return _inspect.event_rows(_store(engine), workflow_id)
 
 
-def queue_entries(engine: Engine, queue: str | None = None) -> list[QueueEntryRow]:
+def queue_entries(engine: Engine, queue: str | None = None) -> list[StoredQueueEntry]:
     """Queue entries (of ``queue`` only, when given), in enqueue order; an
     entry stays after its workflow ends (``done`` = 1)."""
     return _inspect.queue_rows(_store(engine), queue)
 
 
-def executors(engine: Engine) -> list[ExecutorRow]:
+def executors(engine: Engine) -> list[StoredExecutor]:
     """Every executor registration (stopped ones included), oldest first."""
     return _inspect.executor_rows(_store(engine))
 
 
-def notices(engine: Engine) -> list[NoticeRow]:
+def notices(engine: Engine) -> list[StoredNotice]:
     """Cross-process wake-ups still stored, oldest first."""
     return _inspect.notice_rows(_store(engine))
 
 
-def send_keys(engine: Engine) -> list[SendKeyRow]:
+def send_keys(engine: Engine) -> list[StoredSendKey]:
     """Idempotency keys of client sends (``engine.send(..., key=)``), by key."""
     return _inspect.send_key_rows(_store(engine))
 
@@ -138,15 +138,15 @@ def query(engine: Engine, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
 
 __all__ = [
     "TABLES",
-    "EventRow",
-    "ExecutorRow",
-    "MessageRow",
-    "NoticeRow",
-    "QueueEntryRow",
-    "SendKeyRow",
+    "StoredEvent",
+    "StoredExecutor",
+    "StoredMessage",
+    "StoredNotice",
+    "StoredQueueEntry",
+    "StoredSendKey",
     "Stats",
-    "StepRow",
-    "WorkflowRow",
+    "StoredStep",
+    "StoredWorkflow",
     "backend",
     "counts",
     "journal_running",

@@ -15,10 +15,10 @@ from .. import _records as R
 from .. import errors
 from .._ids import new_id
 from .._names import check_name, check_workflow_id
+from .._status import STATUSES
 from ..codec import encode_error
 from ..handle import StepInfo, WorkflowHandle, WorkflowInfo
 from ..journal import Record
-from ..store._store import STATUSES
 from .context import stop
 
 if TYPE_CHECKING:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from ._store import STATUSES as _STATUSES
-
-_NOW = {"sqlite": "unixepoch('subsec')", "postgresql": "extract(epoch from clock_timestamp())"}
+from .. import _status
+from . import _queries
 
 
 class _Queryable(Protocol):
@@ -32,10 +31,9 @@ def backend_of(store: object) -> str:
 
 
 def render(sql: str, backend: str) -> str:
-    """``sql`` (``?`` placeholders, ``{now}``) for ``backend``; the reads here
-    hold no ``%`` and no ``?`` inside quotes."""
-    sql = sql.replace("{now}", _NOW[backend])
-    return sql.replace("?", "%s") if backend == "postgresql" else sql
+    """``sql`` (``?`` placeholders, ``{now}``) for ``backend``, as the store's
+    own statements are rendered (store/_queries.py)."""
+    return _queries.render(sql, backend == "postgresql")
 
 
 def run(store: _Queryable, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -57,7 +55,7 @@ def run_user_sql(store: _Queryable, sql: str, params: Any = ()) -> list[tuple[An
 # -- stats ----------------------------------------------------------------------------
 
 # The statuses a workflow row holds (ENQUEUED is a view of PENDING: ``Stats.queued``).
-STATUSES = tuple(s for s in _STATUSES if s != "ENQUEUED")
+STATUSES = tuple(s for s in _status.STATUSES if s != "ENQUEUED")
 
 
 @dataclass(frozen=True)
@@ -137,7 +135,7 @@ def read_stats(store: _Queryable, journal: _Counted | None) -> Stats:
 # -- rows for durably.testing ---------------------------------------------------------
 
 
-class WorkflowRow(NamedTuple):
+class StoredWorkflow(NamedTuple):
     """A workflow's stored row (codec-encoded values as stored)."""
 
     workflow_id: str
@@ -157,7 +155,7 @@ class WorkflowRow(NamedTuple):
     app_version: str | None
 
 
-class StepRow(NamedTuple):
+class StoredStep(NamedTuple):
     """One recorded step of a workflow's journal."""
 
     position: int
@@ -169,7 +167,7 @@ class StepRow(NamedTuple):
     recorded_at: float
 
 
-class MessageRow(NamedTuple):
+class StoredMessage(NamedTuple):
     """A message waiting to be received."""
 
     id: int
@@ -178,7 +176,7 @@ class MessageRow(NamedTuple):
     payload: Any
 
 
-class EventRow(NamedTuple):
+class StoredEvent(NamedTuple):
     """The latest value of one event of a workflow."""
 
     workflow_id: str
@@ -186,7 +184,7 @@ class EventRow(NamedTuple):
     value: Any
 
 
-class QueueEntryRow(NamedTuple):
+class StoredQueueEntry(NamedTuple):
     """A workflow's entry in a queue (kept after it ends)."""
 
     workflow_id: str
@@ -198,7 +196,7 @@ class QueueEntryRow(NamedTuple):
     done: int
 
 
-class ExecutorRow(NamedTuple):
+class StoredExecutor(NamedTuple):
     """A process that opened the database (its registration)."""
 
     executor_id: str
@@ -210,7 +208,7 @@ class ExecutorRow(NamedTuple):
     stopped_at: float | None
 
 
-class NoticeRow(NamedTuple):
+class StoredNotice(NamedTuple):
     """A cross-process wake-up (kind: msg, event, cancel, queue, start)."""
 
     id: int
@@ -219,7 +217,7 @@ class NoticeRow(NamedTuple):
     detail: str | None
 
 
-class SendKeyRow(NamedTuple):
+class StoredSendKey(NamedTuple):
     """An idempotency key of a client send, and where it went."""
 
     key: str
@@ -238,54 +236,54 @@ TABLES = (
     "notices",
 )
 
-_WORKFLOW = f"SELECT {', '.join(WorkflowRow._fields)} FROM workflows"
-_STEPS = f"SELECT {', '.join(StepRow._fields)} FROM steps WHERE workflow_id = ? ORDER BY position"
-_MESSAGES = f"SELECT {', '.join(MessageRow._fields)} FROM messages"
-_EVENTS = f"SELECT {', '.join(EventRow._fields)} FROM events"
-_QUEUE = f"SELECT {', '.join(QueueEntryRow._fields)} FROM queue_entries"
-_EXECUTORS = f"SELECT {', '.join(ExecutorRow._fields)} FROM executors ORDER BY started_at, executor_id"
-_NOTICES = f"SELECT {', '.join(NoticeRow._fields)} FROM notices ORDER BY id"
-_SEND_KEYS = f"SELECT {', '.join(SendKeyRow._fields)} FROM send_keys ORDER BY key"
+_WORKFLOW = f"SELECT {', '.join(StoredWorkflow._fields)} FROM workflows"
+_STEPS = f"SELECT {', '.join(StoredStep._fields)} FROM steps WHERE workflow_id = ? ORDER BY position"
+_MESSAGES = f"SELECT {', '.join(StoredMessage._fields)} FROM messages"
+_EVENTS = f"SELECT {', '.join(StoredEvent._fields)} FROM events"
+_QUEUE = f"SELECT {', '.join(StoredQueueEntry._fields)} FROM queue_entries"
+_EXECUTORS = f"SELECT {', '.join(StoredExecutor._fields)} FROM executors ORDER BY started_at, executor_id"
+_NOTICES = f"SELECT {', '.join(StoredNotice._fields)} FROM notices ORDER BY id"
+_SEND_KEYS = f"SELECT {', '.join(StoredSendKey._fields)} FROM send_keys ORDER BY key"
 
 
-def workflow_rows(store: _Queryable, workflow_id: str | None = None) -> list[WorkflowRow]:
+def workflow_rows(store: _Queryable, workflow_id: str | None = None) -> list[StoredWorkflow]:
     if workflow_id is None:
-        return [WorkflowRow(*r) for r in run(store, _WORKFLOW + " ORDER BY seq")]
-    return [WorkflowRow(*r) for r in run(store, _WORKFLOW + " WHERE workflow_id = ?", (workflow_id,))]
+        return [StoredWorkflow(*r) for r in run(store, _WORKFLOW + " ORDER BY seq")]
+    return [StoredWorkflow(*r) for r in run(store, _WORKFLOW + " WHERE workflow_id = ?", (workflow_id,))]
 
 
-def step_rows(store: _Queryable, workflow_id: str) -> list[StepRow]:
-    return [StepRow(*r) for r in run(store, _STEPS, (workflow_id,))]
+def step_rows(store: _Queryable, workflow_id: str) -> list[StoredStep]:
+    return [StoredStep(*r) for r in run(store, _STEPS, (workflow_id,))]
 
 
-def message_rows(store: _Queryable, dest: str | None = None) -> list[MessageRow]:
+def message_rows(store: _Queryable, dest: str | None = None) -> list[StoredMessage]:
     if dest is None:
-        return [MessageRow(*r) for r in run(store, _MESSAGES + " ORDER BY id")]
-    return [MessageRow(*r) for r in run(store, _MESSAGES + " WHERE dest = ? ORDER BY id", (dest,))]
+        return [StoredMessage(*r) for r in run(store, _MESSAGES + " ORDER BY id")]
+    return [StoredMessage(*r) for r in run(store, _MESSAGES + " WHERE dest = ? ORDER BY id", (dest,))]
 
 
-def event_rows(store: _Queryable, workflow_id: str | None = None) -> list[EventRow]:
+def event_rows(store: _Queryable, workflow_id: str | None = None) -> list[StoredEvent]:
     if workflow_id is None:
-        return [EventRow(*r) for r in run(store, _EVENTS + " ORDER BY workflow_id, key")]
-    return [EventRow(*r) for r in run(store, _EVENTS + " WHERE workflow_id = ? ORDER BY key", (workflow_id,))]
+        return [StoredEvent(*r) for r in run(store, _EVENTS + " ORDER BY workflow_id, key")]
+    return [StoredEvent(*r) for r in run(store, _EVENTS + " WHERE workflow_id = ? ORDER BY key", (workflow_id,))]
 
 
-def queue_rows(store: _Queryable, queue: str | None = None) -> list[QueueEntryRow]:
+def queue_rows(store: _Queryable, queue: str | None = None) -> list[StoredQueueEntry]:
     if queue is None:
-        return [QueueEntryRow(*r) for r in run(store, _QUEUE + " ORDER BY seq")]
-    return [QueueEntryRow(*r) for r in run(store, _QUEUE + " WHERE queue = ? ORDER BY seq", (queue,))]
+        return [StoredQueueEntry(*r) for r in run(store, _QUEUE + " ORDER BY seq")]
+    return [StoredQueueEntry(*r) for r in run(store, _QUEUE + " WHERE queue = ? ORDER BY seq", (queue,))]
 
 
-def executor_rows(store: _Queryable) -> list[ExecutorRow]:
-    return [ExecutorRow(*r) for r in run(store, _EXECUTORS)]
+def executor_rows(store: _Queryable) -> list[StoredExecutor]:
+    return [StoredExecutor(*r) for r in run(store, _EXECUTORS)]
 
 
-def notice_rows(store: _Queryable) -> list[NoticeRow]:
-    return [NoticeRow(*r) for r in run(store, _NOTICES)]
+def notice_rows(store: _Queryable) -> list[StoredNotice]:
+    return [StoredNotice(*r) for r in run(store, _NOTICES)]
 
 
-def send_key_rows(store: _Queryable) -> list[SendKeyRow]:
-    return [SendKeyRow(*r) for r in run(store, _SEND_KEYS)]
+def send_key_rows(store: _Queryable) -> list[StoredSendKey]:
+    return [StoredSendKey(*r) for r in run(store, _SEND_KEYS)]
 
 
 def table_counts(store: _Queryable) -> dict[str, int]:

@@ -38,10 +38,9 @@ import apsw
 
 from .. import _crash, errors
 from .. import _records as R
-from .._status import STATUSES
 from ..codec import encode_error
 from . import _executors, _lifecycle, _ownership, _tx
-from ._base import TX_BUDGET, SqlStore
+from ._base import SqlStore
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
 from ._errors import BUSY_ERRORS, RECORD_ERRORS, map_error
@@ -594,4 +593,4 @@ _reset = _ownership.reset
 
 # Both stores fulfil the contract (checked by mypy --strict).
 _: type[StoreContract] = Store
-__all__ = ["Store", "STATUSES", "TX_BUDGET"]
+__all__ = ["Store"]
