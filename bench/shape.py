@@ -1,6 +1,6 @@
 """The code's shape, measured: what issue 20 asked to be kept in check.
 
-    python bench/shape.py [TREE]        # TREE: a checkout (default: this one)
+    python bench/shape.py [TREE] [-v]   # TREE: a checkout (default: this one); -v lists shared SQL
 
 Prints one line per measure. Statements are compared after normalising
 whitespace and placeholders (``%s`` -> ``?``), so "the same SQL in both stores"
@@ -56,18 +56,24 @@ def _long_functions(paths: list[Path], limit: int = 60) -> list[str]:
 
 
 def _run(cmd: list[str], tree: Path) -> str:
-    return subprocess.run(cmd, cwd=tree, capture_output=True, text=True).stdout
+    """A tool of this interpreter's environment (``python -m mypy``), run in ``tree``."""
+    done = subprocess.run([sys.executable, "-m", *cmd], cwd=tree, capture_output=True, text=True)
+    return done.stdout or done.stderr
 
 
 def main() -> None:
-    tree = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent).resolve()
+    args = [a for a in sys.argv[1:] if a != "-v"]
+    tree = Path(args[0] if args else Path(__file__).resolve().parent.parent).resolve()
     src = tree / "src" / "durably"
     store = src / "store"
     sqlite_files = [p for p in store.glob("_*.py")]
     pg_files = list((store / "pg").glob("_*.py"))
     sql_sqlite = set().union(*(_sql_strings(p) for p in sqlite_files))
     sql_pg = set().union(*(_sql_strings(p) for p in pg_files))
-    print(f"SQL statements written in both the SQLite and the PostgreSQL files: {len(sql_sqlite & sql_pg)}")
+    both_sql = sorted(sql_sqlite & sql_pg)
+    print(f"SQL statements written in both the SQLite and the PostgreSQL files: {len(both_sql)}")
+    for text in both_sql if "-v" in sys.argv else ():
+        print("   ", text[:110])
     m_sqlite, m_pg = _methods(store / "_store.py"), _methods(store / "pg" / "_store.py")
     both = m_sqlite.keys() & m_pg.keys()
     same = [n for n in both if m_sqlite[n] == m_pg[n]]
