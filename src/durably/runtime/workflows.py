@@ -22,7 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
 from .. import _records as R
-from ..codec import Codec, annotations_of, encode_error
+from ..codec import Codec, annotations_of, encode_error, inputs_plan
 from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
@@ -35,7 +35,7 @@ T = TypeVar("T")
 class WorkflowSpec:
     """A registered workflow function."""
 
-    __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async", "max_recovery_attempts")
+    __slots__ = ("fn", "name", "signature", "hints", "plan", "decode", "is_async", "max_recovery_attempts")
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, max_recovery_attempts: int = 100) -> None:
         if (
@@ -51,6 +51,7 @@ class WorkflowSpec:
         self.name = name
         self.signature = inspect.signature(fn)
         self.hints = annotations_of(fn)
+        self.plan = inputs_plan(self.signature, self.hints)  # decode_inputs' shortcut
         self.decode = codec.decoder(self.hints.get("return", Any))
         # (a Workflow object registered again, on another engine, is async as its function is)
         self.is_async = inspect.iscoroutinefunction(fn) or (isinstance(fn, Workflow) and fn.is_async)
@@ -158,7 +159,7 @@ def _prepare(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if replay:
         ctx.load(ctx.runner.store.load_steps(ctx.workflow_id))
-    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
+    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints, spec.plan)
 
 
 def _final(ctx: WorkflowContext, rec: Record) -> tuple[str, str, Any, Any] | None:

@@ -1,0 +1,94 @@
+"""Shortcuts on the hot path agree with the one definition they stand for.
+
+The async path takes a few shortcuts (once per workflow start, once per
+step); each keeps its general form as the reference. These tests pin that
+both give the same result, error included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import inspect
+from typing import Any
+
+import pytest
+
+from durably import errors
+from durably.codec import annotations_of, get_codec, inputs_plan
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def positional(
+    a: int, b: str, c: Point, d: datetime.date, e, f: float = 1.0, g: bool = False
+) -> None:  # (e: no annotation on purpose)
+    pass
+
+
+def only(a: int, /, b: list[Point]) -> None:
+    pass
+
+
+def star(a: int, *rest: int) -> None:
+    pass
+
+
+def keyword(a: int, *, b: int) -> None:
+    pass
+
+
+def var_kw(a: int, **kw: int) -> None:
+    pass
+
+
+def _both(codec_name: str, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, Any]:
+    codec = get_codec(codec_name)
+    sig, hints = inspect.signature(fn), annotations_of(fn)
+    raw = codec.encode_inputs(tuple(args), kwargs, "inputs")
+    results = []
+    for plan in (None, inputs_plan(sig, hints)):
+        try:
+            results.append(("ok", codec.decode_inputs(raw, sig, hints, plan)))
+        except errors.SerializationError as exc:
+            results.append(("error", str(exc)))
+    return results[0], results[1]
+
+
+def test_plan_only_for_positional_signatures() -> None:
+    for fn in (star, keyword, var_kw):
+        assert inputs_plan(inspect.signature(fn), annotations_of(fn)) is None
+    plan = inputs_plan(inspect.signature(positional), annotations_of(positional))
+    assert plan is not None and plan[0] == 5 and [n for n, _ in plan[1]] == list("abcdefg")
+    assert inputs_plan(inspect.signature(only), annotations_of(only)) is not None
+
+
+@pytest.mark.parametrize("codec_name", ["json", "pickle"])
+@pytest.mark.parametrize(
+    ("fn", "args", "kwargs"),
+    [
+        (positional, [1, "s", Point(1, 2), datetime.date(2024, 1, 2), {"k": [1]}], {}),
+        (positional, [1, "s", Point(1, 2), datetime.date(2024, 1, 2), None, 2.5, True], {}),
+        (positional, [1, "s", Point(1, 2), datetime.date(2024, 1, 2), None, 2, 1], {}),  # int for float, bool
+        (positional, [True, "s", Point(1, 2), datetime.date(2024, 1, 2), None], {}),  # bool for int
+        (positional, [1, "s", Point(1, 2)], {}),  # too few: left to the call
+        (positional, [1, "s", Point(1, 2), datetime.date(2024, 1, 2), None, 1.0, True, 8], {}),  # too many
+        (positional, [1, "s", Point(1, 2), datetime.date(2024, 1, 2)], {"e": 3}),  # a keyword: general path
+        (positional, ["nope", "s", Point(1, 2), datetime.date(2024, 1, 2), None], {}),  # does not fit
+        (positional, [2**70, "s", Point(1, 2), datetime.date(2024, 1, 2), None], {}),
+        (only, [3, [Point(1, 2), Point(3, 4)]], {}),
+        (only, [3], {}),
+        (star, [1, 2, 3], {}),
+        (keyword, [1], {"b": 2}),
+        (var_kw, [1], {"x": 2}),
+    ],
+)
+def test_decode_inputs_shortcut_agrees(codec_name: str, fn: Any, args: list[Any], kwargs: dict[str, Any]) -> None:
+    reference, shortcut = _both(codec_name, fn, args, kwargs)
+    assert shortcut == reference
+    if reference[0] == "ok":  # same types too (1 == 1.0 == True)
+        assert [type(v) for v in shortcut[1][0]] == [type(v) for v in reference[1][0]]
