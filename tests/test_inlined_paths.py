@@ -7,14 +7,17 @@ both give the same result, error included.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import inspect
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from durably import errors
+import durably
+from durably import errors, testing
 from durably.codec import annotations_of, get_codec, inputs_plan
 
 
@@ -92,3 +95,64 @@ def test_decode_inputs_shortcut_agrees(codec_name: str, fn: Any, args: list[Any]
     assert shortcut == reference
     if reference[0] == "ok":  # same types too (1 == 1.0 == True)
         assert [type(v) for v in shortcut[1][0]] == [type(v) for v in reference[1][0]]
+
+
+# What the async steps below return: values of every kind, one that does not
+# encode, one that encodes but does not decode back to its annotation.
+VALUES: list[Any] = [None, 5, "s", 1.5, True, [1, 2], {"a": 1}, Point(1, 2), datetime.date(2024, 1, 2), 2**70, object()]
+
+
+@pytest.mark.parametrize("codec", ["json", "pickle"])
+def test_async_step_shortcut_agrees(tmp_path: Path, codec: str) -> None:
+    """A plain async step (the inlined outcome in runtime/steps.py) and the
+    same step with a retry policy (encode_value and step_record, the
+    reference) write the same rows and hand back the same values and errors."""
+    engine = durably.Engine(str(tmp_path / "db"), codec=codec)
+    seen: dict[str, list[Any]] = {"fast": [], "slow": []}
+
+    def body(i: int) -> Any:
+        return VALUES[i]
+
+    @engine.step(name="fast")
+    async def fast(i: int) -> Any:
+        return body(i)
+
+    @engine.step(name="slow", retries=1)
+    async def slow(i: int) -> Any:
+        return body(i)
+
+    @engine.step(name="fast_point")
+    async def fast_point(x: Any) -> Point:
+        return x  # type: ignore[no-any-return]
+
+    @engine.step(name="slow_point", retries=1)
+    async def slow_point(x: Any) -> Point:
+        return x  # type: ignore[no-any-return]
+
+    @engine.workflow(name="flow")
+    async def flow(which: str) -> None:
+        step, point = (fast, fast_point) if which == "fast" else (slow, slow_point)
+        out = seen[which]
+        out.append(await asyncio.gather(step(1), step(2)))  # branches: rows whose key is not their position
+        calls = [(step, i) for i in range(len(VALUES))] + [(point, Point(3, 4)), (point, {"x": "no"})]
+        for fn, arg in calls:
+            try:
+                value = await fn(arg)
+            except errors.SerializationError as exc:
+                out.append(("error", str(exc).replace(which, "NAME")))
+            else:
+                out.append((type(value), value if type(value) is not object else "object"))
+
+    with engine:
+        rows = {}
+        for which in ("fast", "slow"):
+            wid = f"wf-{which}"
+            engine.start(flow, which, workflow_id=wid).result()
+            rows[which] = [
+                (r.position, r.name.replace(which, "NAME"), r.output, r.error, r.ident, r.started_at is not None)
+                for r in testing.steps(engine, wid)
+            ]
+    assert rows["fast"] == rows["slow"]
+    assert seen["fast"] == seen["slow"]
+    assert len(rows["fast"]) > len(VALUES)
+    assert ("error" in str(seen["fast"])) == (codec == "json")  # (pickle takes any value)
