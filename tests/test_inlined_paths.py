@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime
 import inspect
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 import durably
 from durably import errors, testing
+from durably._ids import new_id, uuid_text
 from durably.codec import annotations_of, get_codec, inputs_plan
 
 
@@ -156,3 +158,11 @@ def test_async_step_shortcut_agrees(tmp_path: Path, codec: str) -> None:
     assert seen["fast"] == seen["slow"]
     assert len(rows["fast"]) > len(VALUES)
     assert ("error" in str(seen["fast"])) == (codec == "json")  # (pickle takes any value)
+
+
+def test_uuid_text_agrees() -> None:
+    for value in (0, 1, (1 << 128) - 1, 0x0123456789ABCDEF0123456789ABCDEF, *(uuid.uuid4().int for _ in range(100))):
+        assert uuid_text(value) == str(uuid.UUID(int=value))
+    made = [new_id() for _ in range(100)]
+    assert all(uuid.UUID(w).version == 7 and str(uuid.UUID(w)) == w for w in made)
+    assert len(set(made)) == len(made)

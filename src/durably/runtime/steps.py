@@ -417,8 +417,15 @@ async def _run_step_async(
             await ctx.journal.submit_async(
                 Record(_STEP, (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started))
             )
-            if not ctx.deliver_now():
+            # ctx.deliver_now() and ctx.turn(key), inlined: without recorded
+            # outcomes pending, turn would take the gate again (failing as
+            # here: nothing ran since) and wait at it.
+            if ctx.pending:
                 await ctx.turn(key)
+            else:
+                settle = ctx.settle
+                if settle is not None and not settle.take(ctx):
+                    await settle.wait(ctx)
             if stop:
                 raise asyncio.CancelledError()  # (as below)
             return seen
