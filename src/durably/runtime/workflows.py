@@ -35,7 +35,18 @@ T = TypeVar("T")
 class WorkflowSpec:
     """A registered workflow function."""
 
-    __slots__ = ("fn", "name", "signature", "hints", "plan", "decode", "is_async", "max_recovery_attempts")
+    __slots__ = (
+        "fn",
+        "name",
+        "signature",
+        "hints",
+        "plan",
+        "decode",
+        "is_async",
+        "max_recovery_attempts",
+        "inputs_where",
+        "result_where",
+    )
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, max_recovery_attempts: int = 100) -> None:
         if (
@@ -49,6 +60,9 @@ class WorkflowSpec:
         self.max_recovery_attempts = max_recovery_attempts
         self.fn = fn
         self.name = name
+        # Where its inputs and result come from, for error messages (made once, not at each start).
+        self.inputs_where = f"inputs of workflow {name!r}"
+        self.result_where = f"workflow {name!r} result"
         self.signature = inspect.signature(fn)
         self.hints = annotations_of(fn)
         self.plan = inputs_plan(self.signature, self.hints)  # decode_inputs' shortcut
@@ -125,7 +139,7 @@ def _classify(
         return ctx.parked  # even if user code swallowed the NonDeterminismError
     if exc is None:
         try:
-            output = ctx.codec.encode(result, f"workflow {spec.name!r} result") if result is not None else None
+            output = ctx.codec.encode(result, spec.result_where) if result is not None else None
         except errors.SerializationError as ser:
             return Outcome("ERROR", error=encode_error(ser))
         return Outcome("SUCCESS", output=output)
