@@ -154,7 +154,9 @@ class WorkflowHandle:
                         return _outcome(runner, wid, row.name, row.status, row.output, row.error)
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - time.monotonic()
-                if (remaining is not None and remaining <= 0) or not waiter.event.wait(remaining):
+                event = waiter.event
+                assert event is not None  # (completion without a loop makes it)
+                if (remaining is not None and remaining <= 0) or not event.wait(remaining):
                     raise errors.ResultTimeoutError(
                         f"workflow {wid!r} did not finish within {timeout}s", workflow_id=wid, timeout=timeout
                     )
@@ -203,7 +205,10 @@ class WorkflowHandle:
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
-                    await asyncio.wait_for(fut, remaining)
+                    if remaining is None:
+                        await fut  # (as wait_for does without a timeout, minus its coroutine)
+                    else:
+                        await asyncio.wait_for(fut, remaining)
                 except TimeoutError:
                     raise errors.ResultTimeoutError(
                         f"workflow {wid!r} did not finish within {timeout}s",

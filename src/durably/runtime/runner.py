@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+from asyncio.events import _get_running_loop
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,9 @@ class _Completion:
 
     def __init__(self) -> None:
         self.final: tuple[str, str, Any, Any] | BaseException | None = None
-        self.event = threading.Event()
+        # Made for the first thread that waits (completion(wid) without a
+        # loop): most waiters are asyncio futures, and an Event costs ~2 us.
+        self.event: threading.Event | None = None
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.users = 0
 
@@ -331,12 +334,18 @@ class Runner:
         if done is None:
             return
         done.final = final
-        done.event.set()
-        for loop, fut in done.futures:
-            try:
-                loop.call_soon_threadsafe(_set_done, fut)
-            except RuntimeError:
-                pass  # that loop is closed
+        if done.event is not None:  # (made under the lock by any thread waiting before the pop)
+            done.event.set()
+        if done.futures:
+            here = _get_running_loop()
+            for loop, fut in done.futures:
+                try:
+                    if loop is here:
+                        loop.call_soon(_set_done, fut)  # this thread runs that loop: no wake-up to write
+                    else:
+                        loop.call_soon_threadsafe(_set_done, fut)
+                except RuntimeError:
+                    pass  # that loop is closed
 
     def completion(
         self, wid: str, loop: asyncio.AbstractEventLoop | None = None
@@ -352,6 +361,8 @@ class Runner:
             done.users += 1
             if loop is not None and fut is not None:
                 done.futures.append((loop, fut))
+            elif done.event is None:
+                done.event = threading.Event()
             return done, fut, wid in self.active
 
     def release(self, wid: str, done: _Completion, fut: asyncio.Future[None] | None = None) -> None:

@@ -177,7 +177,7 @@ class Starter:
             deadline = self.store.deadline(ctx.workflow_id)
         else:
             deadline = None
-        return spec, self.codec.encode_inputs(args, kwargs, f"inputs of workflow {spec.name!r}"), deadline
+        return spec, self.codec.encode_inputs(args, kwargs, spec.inputs_where), deadline
 
     def prepare(
         self,

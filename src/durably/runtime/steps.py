@@ -19,10 +19,11 @@ from types import MethodType
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
+from .._records import STEP as _STEP
 from .._records import TX
-from ..codec import DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
+from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
 from ..journal import Record
-from .context import _IN_STEP, WorkflowContext, current, workflow_context
+from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
 from .outcomes import encode_failure, encode_value, step_record
 from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
@@ -393,6 +394,41 @@ async def _run_step_async(
         finally:
             task.in_body = False
         stop = task.held
+        if exc is None and not _crash.ARMED:
+            # A value: encode_value and step_record (outcomes.py, the
+            # reference) inlined, as this runs once per step;
+            # tests/test_inlined_paths.py pins that both give the same row
+            # and the same value.
+            name = step._name
+            if value is None:
+                raw = seen = None
+            else:
+                where = ("step", name, ctx.workflow_id, key)
+                raw = ctx.codec.encode(value, where)
+                if step._identity and type(value) in _IDENTITY:
+                    seen = value
+                else:
+                    try:
+                        seen = step._decode(raw)
+                    except DECODE_FAILURES as e:
+                        raise decode_failure(where, step._decode, e) from e
+            pos = ctx.position
+            ctx.position = pos + 1
+            await ctx.journal.submit_async(
+                Record(_STEP, (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started))
+            )
+            # ctx.deliver_now() and ctx.turn(key), inlined: without recorded
+            # outcomes pending, turn would take the gate again (failing as
+            # here: nothing ran since) and wait at it.
+            if ctx.pending:
+                await ctx.turn(key)
+            else:
+                settle = ctx.settle
+                if settle is not None and not settle.take(ctx):
+                    await settle.wait(ctx)
+            if stop:
+                raise asyncio.CancelledError()  # (as below)
+            return seen
     else:
         token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
         try:

@@ -22,7 +22,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
 from .. import _records as R
-from ..codec import Codec, annotations_of, encode_error
+from ..codec import Codec, annotations_of, encode_error, inputs_plan
 from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
@@ -35,7 +35,18 @@ T = TypeVar("T")
 class WorkflowSpec:
     """A registered workflow function."""
 
-    __slots__ = ("fn", "name", "signature", "hints", "decode", "is_async", "max_recovery_attempts")
+    __slots__ = (
+        "fn",
+        "name",
+        "signature",
+        "hints",
+        "plan",
+        "decode",
+        "is_async",
+        "max_recovery_attempts",
+        "inputs_where",
+        "result_where",
+    )
 
     def __init__(self, fn: Callable[..., Any], name: str, codec: Codec, max_recovery_attempts: int = 100) -> None:
         if (
@@ -49,8 +60,12 @@ class WorkflowSpec:
         self.max_recovery_attempts = max_recovery_attempts
         self.fn = fn
         self.name = name
+        # Where its inputs and result come from, for error messages (made once, not at each start).
+        self.inputs_where = f"inputs of workflow {name!r}"
+        self.result_where = f"workflow {name!r} result"
         self.signature = inspect.signature(fn)
         self.hints = annotations_of(fn)
+        self.plan = inputs_plan(self.signature, self.hints)  # decode_inputs' shortcut
         self.decode = codec.decoder(self.hints.get("return", Any))
         # (a Workflow object registered again, on another engine, is async as its function is)
         self.is_async = inspect.iscoroutinefunction(fn) or (isinstance(fn, Workflow) and fn.is_async)
@@ -124,7 +139,7 @@ def _classify(
         return ctx.parked  # even if user code swallowed the NonDeterminismError
     if exc is None:
         try:
-            output = ctx.codec.encode(result, f"workflow {spec.name!r} result") if result is not None else None
+            output = ctx.codec.encode(result, spec.result_where) if result is not None else None
         except errors.SerializationError as ser:
             return Outcome("ERROR", error=encode_error(ser))
         return Outcome("SUCCESS", output=output)
@@ -158,7 +173,7 @@ def _prepare(
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if replay:
         ctx.load(ctx.runner.store.load_steps(ctx.workflow_id))
-    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints)
+    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints, spec.plan)
 
 
 def _final(ctx: WorkflowContext, rec: Record) -> tuple[str, str, Any, Any] | None:
