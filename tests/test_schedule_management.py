@@ -5,7 +5,6 @@ refused; one bad schedule holds no other back (both backends)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,72 +12,44 @@ import pytest
 import durably
 from durably import errors
 
-UTC = UTC
-T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
-PARIS = "Europe/Paris"
+from ._schedules import PARIS, T0, settle, tick_engine
 
 
 def _slot(minute: int, hour: int = 0) -> datetime:
     return datetime(2027, 1, 1, hour, minute, tzinfo=UTC)
 
 
-def _engine(make_engine, clock, fired: list) -> durably.Engine:
-    engine = make_engine(clock=clock)
-
-    @engine.workflow(name="tick")
-    def tick(slot: datetime) -> str:
-        fired.append(slot)
-        return slot.isoformat()
-
-    return engine
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, what
-        time.sleep(0.01)
-
-
-def _settle(engine: durably.Engine, count: int) -> list[str]:
-    """Wait for ``count`` finished workflows, give the runner a moment to do
-    anything more it would (wrongly) do, and return all workflow ids, oldest first."""
-    _until(lambda: len(engine.list_workflows(status="SUCCESS", limit=None)) >= count, "schedule did not fire")
-    time.sleep(0.1)
-    return [w.workflow_id for w in engine.list_workflows(limit=None, newest_first=False)]
-
-
 def test_a_schedule_created_while_the_engine_is_open_starts_firing(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with engine:
         assert engine._schedules.runner is None  # no schedule yet: no thread
         engine.schedule("five", "*/5 * * * *", "tick")
         assert [s.name for s in engine.list_schedules()] == ["five"]
         clock.advance(300)
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
         assert fired == [_slot(5)]
 
 
 def test_a_runtime_schedule_keeps_firing_after_a_restart_without_being_declared_again(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    with _engine(make_engine, clock, fired) as engine:
+    with tick_engine(make_engine, clock, fired) as engine:
         engine.schedule("five", "*/5 * * * *", "tick", missed="all")
     clock.advance(600)  # down across 00:05 and 00:10
-    engine2 = _engine(make_engine, clock, fired)  # registers the workflow only
+    engine2 = tick_engine(make_engine, clock, fired)  # registers the workflow only
     with engine2:
-        assert _settle(engine2, 2) == [
+        assert settle(engine2, 2) == [
             "schedule:five@2027-01-01T00:05:00+00:00",
             "schedule:five@2027-01-01T00:10:00+00:00",
         ]
         clock.advance(300)
-        _settle(engine2, 3)
+        settle(engine2, 3)
     assert sorted(fired) == [_slot(5), _slot(10), _slot(15)]
 
 
 def test_a_paused_schedule_fires_nothing_and_resuming_skips_the_paused_slots(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with engine:
         engine.schedule("five", "*/5 * * * *", "tick", missed="all")  # even "all" does not catch up
         engine.pause_schedule("five")
@@ -86,62 +57,62 @@ def test_a_paused_schedule_fires_nothing_and_resuming_skips_the_paused_slots(mak
         (info,) = engine.list_schedules()
         assert info.paused and info.next_slot is None
         clock.advance(600)  # 00:05 and 00:10 fall while paused
-        assert _settle(engine, 0) == [] and fired == []
+        assert settle(engine, 0) == [] and fired == []
         engine.resume_schedule("five")
         (info,) = engine.list_schedules()
         assert not info.paused and info.next_slot == _slot(15)
         assert info.last_slot.timestamp() == T0 + 600  # progress jumped to the resume
-        assert _settle(engine, 0) == []
+        assert settle(engine, 0) == []
         clock.advance(300)
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:15:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:15:00+00:00"]
         engine.resume_schedule("five")  # not paused: nothing changes
         clock.advance(300)
-        _settle(engine, 2)
+        settle(engine, 2)
     assert fired == [_slot(15), _slot(20)]
 
 
 def test_paused_survives_a_restart_even_when_the_code_declares_the_schedule_again(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("five", "*/5 * * * *", "tick")
     with engine:
         engine.pause_schedule("five")
     clock.advance(3600)
-    engine2 = _engine(make_engine, clock, fired)
+    engine2 = tick_engine(make_engine, clock, fired)
     engine2.schedule("five", "*/5 * * * *", "tick")
     with engine2:
         assert engine2.list_schedules()[0].paused
         clock.advance(300)
-        assert _settle(engine2, 0) == []
+        assert settle(engine2, 0) == []
         engine2.resume_schedule("five")
         clock.advance(300)
-        assert _settle(engine2, 1) == ["schedule:five@2027-01-01T01:10:00+00:00"]
+        assert settle(engine2, 1) == ["schedule:five@2027-01-01T01:10:00+00:00"]
     assert fired == [_slot(10, hour=1)]
 
 
 def test_a_deleted_schedule_fires_no_more_and_its_started_workflows_are_kept(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("five", "*/5 * * * *", "tick")
     with engine:
         clock.advance(300)
-        _settle(engine, 1)
+        settle(engine, 1)
         engine.delete_schedule("five")
         assert engine.list_schedules() == []
         clock.advance(600)
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
         with pytest.raises(errors.ScheduleNotFoundError):
             engine.delete_schedule("five")
         # Deleted, the name is free: declared again, with another definition,
         # it starts from now (fresh progress).
         engine.schedule("five", "*/10 * * * *", "tick")
         clock.advance(600)
-        assert _settle(engine, 2)[-1] == "schedule:five@2027-01-01T00:20:00+00:00"
+        assert settle(engine, 2)[-1] == "schedule:five@2027-01-01T00:20:00+00:00"
 
 
 def test_trigger_runs_the_workflow_now_once_outside_the_slot_sequence(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with engine:
         engine.schedule("five", "*/5 * * * *", "tick")
         engine.pause_schedule("five")  # a paused schedule can be triggered
@@ -161,17 +132,17 @@ def test_trigger_runs_the_workflow_now_once_outside_the_slot_sequence(make_engin
         (info,) = engine.list_schedules()
         assert info.next_slot == _slot(5)
         clock.advance(290)
-        _settle(engine, 3)
+        settle(engine, 3)
     assert fired == [_slot(0) + timedelta(seconds=30), _slot(0) + timedelta(seconds=30), _slot(5)]
 
 
 def test_backfill_starts_each_slot_of_the_range_once_with_its_usual_id(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("five", "*/5 * * * *", "tick")  # missed="latest"
     with engine:
         clock.advance(600)  # 00:05 and 00:10 due at once: only 00:10 fires
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:10:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:10:00+00:00"]
         handles = engine.backfill_schedule("five", _slot(0), _slot(15))  # [00:00, 00:15)
         ids = [f"schedule:five@2027-01-01T00:{m:02d}:00+00:00" for m in (0, 5, 10)]
         assert [h.workflow_id for h in handles] == ids
@@ -198,7 +169,7 @@ def test_backfill_starts_each_slot_of_the_range_once_with_its_usual_id(make_engi
 )
 def test_bad_backfills_are_refused_and_start_nothing(make_engine, start, end) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with engine:
         engine.schedule("secs", "* * * * * *", "tick")
         engine.pause_schedule("secs")
@@ -219,7 +190,7 @@ def test_bad_backfills_are_refused_and_start_nothing(make_engine, start, end) ->
     ids=["pause", "resume", "delete", "trigger", "backfill"],
 )
 def test_an_unknown_schedule_is_a_typed_error(make_engine, call) -> None:
-    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    engine = tick_engine(make_engine, durably.VirtualClock(T0), [])
     with engine:
         with pytest.raises(errors.ScheduleNotFoundError) as raised:
             call(engine)
@@ -237,7 +208,7 @@ def test_an_unknown_schedule_is_a_typed_error(make_engine, call) -> None:
     ids=["pause", "list", "trigger", "create"],
 )
 def test_schedule_management_is_refused_in_workflow_code(make_engine, call) -> None:
-    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    engine = tick_engine(make_engine, durably.VirtualClock(T0), [])
 
     @engine.workflow(name="manager")
     def manager() -> None:
@@ -252,7 +223,7 @@ def test_schedule_management_is_refused_in_workflow_code(make_engine, call) -> N
 
 
 def test_schedule_management_needs_an_open_engine(make_engine) -> None:
-    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    engine = tick_engine(make_engine, durably.VirtualClock(T0), [])
     engine.schedule("s", "* * * * *", "tick")  # declaring before open is fine
     for call in (
         lambda: engine.pause_schedule("s"),
@@ -265,7 +236,7 @@ def test_schedule_management_needs_an_open_engine(make_engine) -> None:
 
 def test_list_schedules_gives_typed_info(make_engine) -> None:
     clock = durably.VirtualClock(datetime(2027, 6, 1, 12, 0, tzinfo=UTC))
-    engine = _engine(make_engine, clock, [])
+    engine = tick_engine(make_engine, clock, [])
     with engine:
         engine.schedule("paris", "0 9 * * 1-5", "tick", tz=PARIS, missed="skip")
         engine.schedule("utc", "@hourly", "tick")
@@ -288,25 +259,25 @@ def test_list_schedules_gives_typed_info(make_engine) -> None:
 
 def test_redeclaring_replaces_the_definition_and_keeps_progress(make_engine) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("s", "*/5 * * * *", "tick")
     with engine:
         clock.advance(300)
-        _settle(engine, 1)
+        settle(engine, 1)
         with pytest.raises(errors.UsageError, match="already declared"):
             engine.schedule("s", "*/10 * * * *", "tick")  # twice in one process
-    engine2 = _engine(make_engine, clock, fired)
+    engine2 = tick_engine(make_engine, clock, fired)
     engine2.schedule("s", "*/10 * * * *", "tick", tz=PARIS)  # a deploy changes it
     with engine2:
         (info,) = engine2.list_schedules()
         assert (info.cron, info.tz, info.last_slot) == ("*/10 * * * *", PARIS, _slot(5))
         clock.advance(300)
-        assert _settle(engine2, 2)[-1] == "schedule:s@2027-01-01T01:10:00+01:00"
+        assert settle(engine2, 2)[-1] == "schedule:s@2027-01-01T01:10:00+01:00"
 
 
 def test_a_schedule_whose_workflow_is_not_registered_waits(make_engine, caplog) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    with _engine(make_engine, clock, fired) as engine:
+    with tick_engine(make_engine, clock, fired) as engine:
         engine.schedule("five", "*/5 * * * *", "tick", missed="all")
     bare = make_engine(clock=clock)  # does not register "tick"
     with bare:
@@ -314,9 +285,9 @@ def test_a_schedule_whose_workflow_is_not_registered_waits(make_engine, caplog) 
         time.sleep(0.1)
         assert bare.list_workflows(limit=None) == []
         assert any("not registered" in r.getMessage() for r in caplog.records)
-    engine3 = _engine(make_engine, clock, fired)  # registers it again: the slot runs
+    engine3 = tick_engine(make_engine, clock, fired)  # registers it again: the slot runs
     with engine3:
-        assert _settle(engine3, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert settle(engine3, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
 
 
 # -- one bad schedule holds no other back (issue 19 item 7) ----------------------------------
@@ -327,7 +298,7 @@ NEVER = ["0 0 30 2 *", "0 0 31 4 *", "0 0 1 1 * 0 2020"]  # February 30th, April
 @pytest.mark.parametrize("cron", NEVER)
 def test_a_cron_expression_that_never_matches_is_refused(make_engine, cron) -> None:
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with pytest.raises(errors.UsageError, match="has no slot in the next 50 years"):
         engine.schedule("never", cron, "tick")  # declared before open: refused all the same
     with engine:
@@ -335,7 +306,7 @@ def test_a_cron_expression_that_never_matches_is_refused(make_engine, cron) -> N
             engine.schedule("never", cron, "tick")
         assert engine.list_schedules() == []
     # a rare expression is not "never": February 29th
-    with _engine(make_engine, clock, fired) as engine2:
+    with tick_engine(make_engine, clock, fired) as engine2:
         engine2.schedule("leap", "0 0 29 2 *", "tick")
         assert engine2.list_schedules()[0].next_slot == datetime(2028, 2, 29, tzinfo=UTC)
 
@@ -353,16 +324,16 @@ def test_a_stored_schedule_that_never_matches_holds_no_other_back_and_is_listed(
     """On 785dce3 every round failed on it (CroniterBadDateError), so "five"
     never fired, and list_schedules() raised the croniter error."""
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     with engine:
         _plant_schedule(engine, "a-feb30", "0 0 30 2 *")  # sorts first: a round reads it before "five"
         engine.schedule("five", "*/5 * * * *", "tick")
         clock.advance(300)
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
         bad, five = engine.list_schedules()
         assert (bad.name, bad.next_slot, five.next_slot) == ("a-feb30", None, _slot(10))
         clock.advance(300)
-        assert _settle(engine, 2)[1] == "schedule:five@2027-01-01T00:10:00+00:00"
+        assert settle(engine, 2)[1] == "schedule:five@2027-01-01T00:10:00+00:00"
     assert any("a-feb30" in r.getMessage() and "no slot" in r.getMessage() for r in caplog.records)
 
 
@@ -371,7 +342,7 @@ def test_a_schedule_whose_workflow_fails_to_start_holds_no_other_back(make_engin
     the schedule's name and tried again later; the other schedules fire on
     time. On 785dce3 the whole round failed, so "five" never fired."""
     clock, fired = durably.VirtualClock(T0), []
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     real_start = engine._schedules.start_workflow  # how the schedules start their workflows
     broken = [True]
 
@@ -385,8 +356,8 @@ def test_a_schedule_whose_workflow_fails_to_start_holds_no_other_back(make_engin
         engine.schedule("a-broken", "*/5 * * * *", "tick")
         engine.schedule("five", "*/5 * * * *", "tick")
         clock.advance(300)
-        assert _settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
+        assert settle(engine, 1) == ["schedule:five@2027-01-01T00:05:00+00:00"]
         assert any(r.levelname == "ERROR" and "'a-broken'" in r.getMessage() for r in caplog.records)
         broken[0] = False  # mended: its retry (on the engine's clock) fires the slot it missed
         clock.advance(1)
-        assert _settle(engine, 2)[1] == "schedule:a-broken@2027-01-01T00:05:00+00:00"
+        assert settle(engine, 2)[1] == "schedule:a-broken@2027-01-01T00:05:00+00:00"

@@ -4,8 +4,6 @@ bad time zones refused (both backends)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,40 +11,12 @@ import pytest
 import durably
 from durably import errors
 
-UTC = UTC
-T0 = datetime(2027, 1, 1, 0, 0, 30, tzinfo=UTC).timestamp()
-PARIS = "Europe/Paris"
-
-
-def _engine(make_engine, clock, fired: list) -> durably.Engine:
-    engine = make_engine(clock=clock)
-
-    @engine.workflow(name="tick")
-    def tick(slot: datetime) -> str:
-        fired.append(slot)
-        return slot.isoformat()
-
-    return engine
-
-
-def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, what
-        time.sleep(0.01)
-
-
-def _settle(engine: durably.Engine, count: int) -> list[str]:
-    """Wait for ``count`` finished workflows, give the runner a moment to do
-    anything more it would (wrongly) do, and return all workflow ids, oldest first."""
-    _until(lambda: len(engine.list_workflows(status="SUCCESS", limit=None)) >= count, "schedule did not fire")
-    time.sleep(0.1)
-    return [w.workflow_id for w in engine.list_workflows(limit=None, newest_first=False)]
+from ._schedules import PARIS, T0, settle, tick_engine
 
 
 @pytest.mark.parametrize("tz", ["Mars/Olympus_Mons", "", 5, "../../etc/passwd", "Europe/Paris\x00"])
 def test_a_bad_time_zone_is_refused_and_nothing_is_written(make_engine, tz) -> None:
-    engine = _engine(make_engine, durably.VirtualClock(T0), [])
+    engine = tick_engine(make_engine, durably.VirtualClock(T0), [])
     with engine:
         with pytest.raises(errors.UsageError):
             engine.schedule("s", "* * * * *", "tick", tz=tz)
@@ -62,43 +32,43 @@ def test_a_bad_time_zone_is_refused_and_nothing_is_written(make_engine, tz) -> N
 
 def test_a_slot_at_a_nonexistent_local_time_fires_once_at_the_end_of_the_gap(make_engine) -> None:
     clock, fired = durably.VirtualClock(datetime(2027, 3, 27, 23, 0, tzinfo=UTC)), []  # 00:00 CET
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS, missed="all")
     with engine:
         clock.advance(3600)  # 01:00 CET: nothing yet
-        assert _settle(engine, 0) == []
+        assert settle(engine, 0) == []
         clock.advance(3600 - 1)  # 01:59:59 CET
-        assert _settle(engine, 0) == []
+        assert settle(engine, 0) == []
         clock.advance(1)  # 03:00 CEST, the first local time after the gap
-        assert _settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
+        assert settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
         clock.advance(3600)  # 04:00 CEST: nothing more that day
-        assert _settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
+        assert settle(engine, 1) == ["schedule:paris@2027-03-28T03:00:00+02:00"]
         clock.advance(22 * 3600 + 30 * 60)  # the next day, back at 02:30 local
-        assert _settle(engine, 2)[-1] == "schedule:paris@2027-03-29T02:30:00+02:00"
+        assert settle(engine, 2)[-1] == "schedule:paris@2027-03-29T02:30:00+02:00"
     assert fired == [datetime(2027, 3, 28, 1, 0, tzinfo=UTC), datetime(2027, 3, 29, 0, 30, tzinfo=UTC)]
     assert fired[0].utcoffset() == timedelta(hours=2)  # the workflow gets the local time
 
 
 def test_a_slot_at_an_ambiguous_local_time_fires_at_both_occurrences(make_engine) -> None:
     clock, fired = durably.VirtualClock(datetime(2027, 10, 30, 22, 0, tzinfo=UTC)), []  # 00:00 CEST
-    engine = _engine(make_engine, clock, fired)
+    engine = tick_engine(make_engine, clock, fired)
     engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS, missed="all")
     with engine:
         clock.advance(2.5 * 3600)  # 02:30 CEST, the first 02:30
-        assert _settle(engine, 1) == ["schedule:paris@2027-10-31T02:30:00+02:00"]
+        assert settle(engine, 1) == ["schedule:paris@2027-10-31T02:30:00+02:00"]
         clock.advance(3600)  # 02:30 CET, the second 02:30, an hour later
-        assert _settle(engine, 2) == [
+        assert settle(engine, 2) == [
             "schedule:paris@2027-10-31T02:30:00+02:00",
             "schedule:paris@2027-10-31T02:30:00+01:00",
         ]
         clock.advance(3600)
-        assert len(_settle(engine, 2)) == 2
+        assert len(settle(engine, 2)) == 2
     assert fired == [datetime(2027, 10, 31, 0, 30, tzinfo=UTC), datetime(2027, 10, 31, 1, 30, tzinfo=UTC)]
     assert [f.utcoffset() for f in fired] == [timedelta(hours=2), timedelta(hours=1)]
 
 
 def test_backfill_across_both_dst_changes_follows_the_same_rule(make_engine) -> None:
-    engine = _engine(make_engine, durably.VirtualClock(datetime(2027, 12, 1, tzinfo=UTC)), [])
+    engine = tick_engine(make_engine, durably.VirtualClock(datetime(2027, 12, 1, tzinfo=UTC)), [])
     with engine:
         engine.schedule("paris", "30 2 * * *", "tick", tz=PARIS)
         engine.schedule("half", "*/30 * * * *", "tick", tz=PARIS)
