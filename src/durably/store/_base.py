@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from .. import errors
+from .. import _crash, errors
+from .. import _records as R
 from . import _ownership
 from ._executors import LISTED
 from ._ops import OpDb
@@ -99,6 +100,25 @@ class SqlStore:
         """The engine is closing: a batch waiting for a lock (or a lost
         connection) gives up (its records fail, unacknowledged)."""
         self._closing = True
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _lone_step(self, conn: Any, rec: Any) -> bool:
+        """Write one step row by the statement that checks its own fence;
+        False: it could not say, the batch path writes it (each backend)."""
+        raise NotImplementedError
+
+    def _as_lone_step(self, conn: Any, batch: Sequence[Any], isolate: bool) -> bool:
+        """The flush's shortcut, the same on both backends: a batch that is
+        one step row (not isolated, no crash point armed) written by
+        ``_lone_step``; True: it is written."""
+        return (
+            not isolate
+            and len(batch) == 1
+            and batch[0].kind == R.STEP
+            and not _crash.ARMED
+            and self._lone_step(conn, batch[0])
+        )
 
     # -- fencing ---------------------------------------------------------------------------
 

@@ -222,13 +222,7 @@ class Store(SqlStore):
             delay = BUSY_BACKOFF
             while True:
                 try:
-                    if (
-                        not isolate
-                        and len(batch) == 1
-                        and batch[0].kind == R.STEP
-                        and not _crash.ARMED
-                        and self._lone_step(conn, batch[0])
-                    ):
+                    if self._as_lone_step(conn, batch, isolate):
                         break
                     self._write(conn, batch, isolate)
                     if busy_since is not None:

@@ -53,8 +53,8 @@ from urllib.parse import parse_qsl, urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from ... import _crash, errors
 from ... import _records as R
+from ... import errors
 from .. import _ownership
 from .._base import SqlStore
 from .._executors import dead_here
@@ -261,13 +261,7 @@ class PgStore(SqlStore):
                     raise errors.NotOpenError("the store is closed")
                 self._in_doubt = None
                 try:
-                    if (
-                        not isolate
-                        and len(batch) == 1
-                        and batch[0].kind == R.STEP
-                        and not _crash.ARMED
-                        and self._lone_step(conn, batch[0])
-                    ):
+                    if self._as_lone_step(conn, batch, isolate):
                         return
                     self._write(conn, batch, isolate)
                     if lost_since is not None:
