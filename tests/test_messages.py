@@ -83,6 +83,20 @@ def test_an_idempotency_key_names_one_destination(make_engine) -> None:
         assert (a.result(timeout=10), b.result(timeout=10), c.result(timeout=10)) == (["for a"], ["for b"], ["on time"])
 
 
+def test_a_key_used_elsewhere_is_refused_before_the_destination_is_looked_up(make_engine) -> None:
+    """The key's owner decides first, on both backends (PostgreSQL used to
+    say WorkflowNotFoundError here while SQLite said UsageError): a key sent
+    to workflow 'a' may not send to a workflow that does not exist either."""
+    engine, inbox = _build(make_engine, durably.VirtualClock(T0))
+    with engine:
+        a = engine.start(inbox, [None], workflow_id="a")
+        engine.send("a", "for a", idempotency_key="k")
+        with pytest.raises(errors.UsageError, match="already used to send to workflow 'a'"):
+            engine.send("nobody", "lost", idempotency_key="k")
+        assert a.result(timeout=10) == ["for a"]
+        assert [k.key for k in testing.send_keys(engine)] == ["k"]
+
+
 def test_a_send_inside_a_step_body_honours_its_key_across_step_retries(make_engine) -> None:
     """A step body is outside workflow code (it may run more than once): a
     keyed send there is delivered once even when the step is retried."""
