@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable
@@ -22,34 +21,29 @@ from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
-from ._names import check_name
-from .clock import Clock, SystemClock
-from .codec import get_codec
+from .clock import Clock
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
 from .queues import Queue, QueueManager
+from .runtime.assembly import assemble, positive
 from .runtime.context import current, in_step
 from .runtime.coordination import POLL, Coordinator, RecoveryReport
-from .runtime.deadlines import Deadlines
-from .runtime.identity import Identity
 from .runtime.lifecycle import CLOSE_GRACE, Lifecycle
 from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.registration import Registrations
-from .runtime.runner import Runner
 from .runtime.starts import Starter
-from .runtime.steps import ATTEMPT, Step, StepSpec, Transaction
+from .runtime.steps import ATTEMPT, Step, Transaction
 from .runtime.toolkit import Toolkit
-from .runtime.waits import Waits
-from .runtime.workflows import Workflow, WorkflowSpec
+from .runtime.workflows import Workflow
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
-from .store import Tx, _executors, make_store
+from .store import Tx, _executors
 from .store._inspect import Stats, read_stats
-from .store.contract import StoreContract
 
 log = logging.getLogger("durably")
 P = ParamSpec("P")
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Engine", "RecoveryReport", "CLOSE_GRACE", "MAX_RECOVERY_ATTEMPTS"]
 
@@ -57,10 +51,15 @@ __all__ = ["Engine", "RecoveryReport", "CLOSE_GRACE", "MAX_RECOVERY_ATTEMPTS"]
 MAX_RECOVERY_ATTEMPTS = 100
 
 
-def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise errors.UsageError(f"{what} must be a number of seconds > 0, not {value!r}")
-    return float(value)
+def documented(by: Callable[..., Any]) -> Callable[[F], F]:
+    """The method's reference doc is the one of the part doing the work
+    (written once, beside the code it describes): ``help()`` shows it here."""
+
+    def copy(method: F) -> F:
+        method.__doc__ = by.__doc__
+        return method
+
+    return copy
 
 
 class Engine:
@@ -124,86 +123,27 @@ class Engine:
         poll: float = POLL,
         schema: str | None = None,
     ) -> None:
-        if workers < 1:
-            raise errors.UsageError(f"workers must be >= 1, not {workers}")
+        p = assemble(
+            path,
+            synchronous=synchronous,
+            codec=codec,
+            workers=workers,
+            vfs=vfs,
+            check=check,
+            clock=clock,
+            transaction_timeout=transaction_timeout,
+            app_version=app_version,
+            lease=lease,
+            client=client,
+            poll=poll,
+            schema=schema,
+        )
         self.path = path
-        # The one place the store enters the runtime: typed as the contract
-        # from here on (store/contract.py), whichever backend it is.
-        store = self._store = make_store(path, synchronous, vfs, check, schema)
-        store.tx_budget = _positive(transaction_timeout, "transaction_timeout")
-        version = check_name(
-            app_version if app_version is not None else os.environ.get("DURABLY_APP_VERSION", "0"), "app_version"
-        )
-        store.app_version = version
-        # This engine, as recorded on the workflows it runs (introspection).
-        identity = self._identity = Identity(version, bool(client))
-        identity.renew(store)
-        lease, poll = _positive(lease, "lease"), _positive(poll, "poll")
-        self._codec = get_codec(codec)
-        # Registered names and aliases (each its own namespace) -> spec.
-        self._workflows: dict[str, WorkflowSpec] = {}
-        self._steps: dict[str, StepSpec] = {}
-        if clock is not None and not isinstance(clock, Clock):
-            raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
-        # An engine closes the clock it made (its timer thread), never a given one.
-        own_clock: SystemClock | None = None
-        if clock is None:
-            clock = own_clock = SystemClock()
-        self._clock = clock
-        self._build(workers, identity, store, lease, poll, own_clock)
-
-    def _build(
-        self, workers: int, identity: Identity, store: StoreContract, lease: float, poll: float, own: SystemClock | None
-    ) -> None:
-        """The parts. Each is given what it uses (the store as its contract,
-        the clock, the identity, another part or one of its methods), never
-        the engine; the public methods below delegate to them. Until the
-        first open they hold a journal never started (its submit raises
-        NotOpenError); each open starts a writer of its own and hands it to
-        them (runtime/lifecycle.py)."""
-        codec, clock, workflows = self._codec, self._clock, self._workflows
-        journal = Journal(store.flush)
-        waits = self._waits = Waits()
-        deadlines = self._deadlines = Deadlines(clock, lambda wid, why: manage.cancel(wid, why))
-        runner = self._runner = Runner(
-            workers,
-            store,
-            workflows,
-            codec,
-            clock,
-            deadlines,
-            lambda: queues.kick(),
-            lambda: life.check_open(),
-            journal,
-        )
-        kit = self._toolkit = Toolkit(store, codec, clock, waits, runner.check_open, journal)
-        self._messaging = Messaging(kit)
-        starts = self._starts = Starter(
-            identity, store, codec, clock, workflows, runner, deadlines, kit, runner.check_open
-        )
-        queues = self._queues = QueueManager(
-            identity,
-            store,
-            clock,
-            codec,
-            runner,
-            deadlines,
-            starts.vet,
-            lambda: life.is_open and not runner.closing,
-            journal,
-        )
-        self._schedules = ScheduleManager(
-            store, clock, workflows, starts.spec, starts.start, runner.check_open, lambda: life.is_open, journal
-        )
-        manage = self._manage = Management(
-            identity, store, codec, workflows, runner, deadlines, starts.spec, queues.kick
-        )
-        life = self._life = Lifecycle(
-            identity, store, codec.name, own, runner, kit, queues, self._schedules, deadlines, waits, lease, poll
-        )
-        self._register = Registrations(
-            codec, workflows, self._steps, runner.accepted, starts.run_inline, self.start_async
-        )
+        self._store, self._identity, self._codec, self._clock = p.store, p.identity, p.codec, p.clock
+        self._workflows, self._steps, self._waits, self._deadlines = p.workflows, p.steps, p.waits, p.deadlines
+        self._runner, self._toolkit, self._messaging, self._starts = p.runner, p.toolkit, p.messaging, p.starts
+        self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
+        self._register = p.register
 
     # -- who this engine is ---------------------------------------------------------------
 
@@ -243,6 +183,7 @@ class Engine:
         aliases: Iterable[str] = (),
     ) -> Callable[[Callable[P, T]], Workflow[P, T]]: ...
 
+    @documented(Registrations.workflow)
     def workflow(
         self,
         name: str | Callable[..., Any] | None = None,
@@ -250,22 +191,6 @@ class Engine:
         max_recovery_attempts: int = MAX_RECOVERY_ATTEMPTS,
         aliases: Iterable[str] = (),
     ) -> Any:
-        """Register a sync or async workflow function.
-
-        Called from outside a workflow, the decorated function starts a
-        workflow and waits for its result; called inside one, it starts a
-        child workflow and waits for it. ``max_recovery_attempts``: how many
-        opens may find it running (its process died) and run it again; past
-        that it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED (a poison workflow that
-        kills its process at every attempt is not run forever).
-
-        ``name`` defaults to ``module.qualname``, a ``__main__`` module
-        resolved to its import name (durably/_names.py). ``aliases``: names
-        this workflow was recorded under before (a rename): workflows
-        recorded under one are recovered, resumed, forked and started
-        idempotently by this function; their rows keep the old name. A name
-        or alias another function holds raises UsageError.
-        """
         if callable(name):
             return self.workflow()(name)  # used as @engine.workflow
         return functools.partial(
@@ -292,6 +217,7 @@ class Engine:
         aliases: Iterable[str] = (),
     ) -> Callable[[Callable[P, T]], Step[P, T]]: ...
 
+    @documented(Registrations.step)
     def step(
         self,
         name: str | Callable[..., Any] | None = None,
@@ -307,37 +233,6 @@ class Engine:
         retry_deadline: float | None = None,
         aliases: Iterable[str] = (),
     ) -> Any:
-        """Register a step: its outcome is journaled once and replayed after.
-
-        ``retries`` extra attempts on an exception, waiting ``initial_delay *
-        backoff**n`` (at most ``max_delay``) seconds between them; only the
-        final outcome is recorded. ``jitter`` (a fraction in [0, 1]) draws
-        each wait uniformly from ``[delay * (1 - jitter), delay]`` (1.0: "full
-        jitter"). ``retry_deadline``: seconds after the first attempt started
-        past which no attempt starts; a wait that would end later is not
-        taken, and the last error is the outcome. ``retry_on`` (exception
-        classes) and ``should_retry`` (exception -> bool) narrow which
-        exceptions are retried. Each retry is logged at WARNING on the
-        ``durably.steps`` logger (extra fields ``workflow_id``,
-        ``workflow_name``, ``step``, ``attempt``: the one that failed, counted
-        as ``step_attempt``, and ``delay``).
-
-        The wait is on the engine's clock (a ``VirtualClock`` skips it) and
-        ends at once when the workflow is cancelled, its deadline passes or
-        the engine closes: the workflow stops there as in a durable sleep,
-        nothing is recorded for the step, and if it runs again (resume,
-        reopen) the step starts again from attempt 0.
-
-        ``timeout`` (async steps): each attempt's body is cancelled after
-        that many seconds with StepTimeoutError, which the retry policy sees.
-        Inside the body, ``engine.step_attempt`` is the attempt number (0
-        first). Outside a workflow a step is a plain call, and inside a step
-        body too (the outer step's outcome covers it).
-
-        ``name`` and ``aliases``: as for ``workflow``; a replay accepts a step
-        recorded under an alias (step and workflow names are separate
-        namespaces; transaction steps share the steps').
-        """
         if callable(name):
             return self.step()(name)
         policy = (retries, backoff, initial_delay, max_delay, retry_on, should_retry, timeout, jitter, retry_deadline)
@@ -351,22 +246,13 @@ class Engine:
         self, name: str | None = None, *, timeout: float | None = None, aliases: Iterable[str] = ()
     ) -> Callable[[Callable[Concatenate[Tx, P], T]], Transaction[P, T]]: ...
 
+    @documented(Registrations.transaction)
     def transaction(
         self, name: str | Callable[..., Any] | None = None, *, timeout: float | None = None, aliases: Iterable[str] = ()
     ) -> Any:
-        """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
-
-        Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
-        commits exactly once together with its outcome record. Keep it short:
-        it holds the writer for everyone. ``timeout`` (default: the engine's
-        ``transaction_timeout``, 10 s): SQLite interrupts its SQL after that
-        long, and so do ``cancel()`` of its workflow and ``close()``; the
-        step's outcome is then TransactionTimeoutError, its SQL undone.
-        ``name`` and ``aliases``: as for ``step``.
-        """
         if callable(name):
             return self.transaction()(name)
-        budget = None if timeout is None else _positive(timeout, "transaction timeout")
+        budget = None if timeout is None else positive(timeout, "transaction timeout")
         return functools.partial(self._register.transaction, name=name, aliases=aliases, budget=budget)
 
     @property
@@ -388,27 +274,12 @@ class Engine:
         self._life.open()
         return self
 
+    @documented(Lifecycle.close)
     def close(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
-        """Stop running workflows at their next durable point and close.
-
-        A step body that is running finishes and its outcome is recorded: a
-        clean close never makes a body run twice. Waits up to ``timeout``
-        seconds (None: as long as it takes) for that; workflows still busy
-        then (a body blocked outside any durable point) are logged at ERROR
-        and left behind. Returns their ids (usually empty). Workflows that
-        have not finished stay PENDING and resume at the next open.
-        UsageError if called from inside a workflow or step (it would wait
-        for itself), or on an event loop that runs async workflows of this
-        engine (blocking that loop, it could not wait for them: use
-        ``await engine.close_async()`` or ``async with engine:`` there).
-        """
         return self._life.close(timeout)
 
+    @documented(Lifecycle.close_async)
     async def close_async(self, timeout: float | None = CLOSE_GRACE) -> list[str]:
-        """``close()`` for asyncio code (a web app's lifespan, ``async with
-        engine:``): the same steps, waiting without blocking the calling
-        loop, so the workflows running on it finish their step bodies and
-        record them as workflows in threads do. Returns the ids left behind."""
         return await self._life.close_async(timeout)
 
     def __repr__(self) -> str:
@@ -448,6 +319,7 @@ class Engine:
 
     # -- starting (runtime/starts.py) ------------------------------------------------
 
+    @documented(Starter.start)
     def start(
         self,
         workflow: Callable[..., Any] | str,
@@ -456,16 +328,6 @@ class Engine:
         timeout: float | None = None,
         **kwargs: Any,
     ) -> WorkflowHandle:
-        """Start a workflow once its start record is durable; return its handle.
-
-        ``workflow_id`` is an idempotency key: if it exists, the existing
-        workflow's handle is returned and nothing new runs (a different
-        workflow function under that id raises WorkflowConflictError; one
-        recorded under an alias of this workflow is this workflow).
-        ``timeout`` (seconds) sets a durable deadline: when it passes, even
-        across restarts, the workflow and its children are cancelled.
-        Inside a workflow this starts a child with id ``<parent>/<position>``.
-        """
         return self._starts.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
     async def start_async(
@@ -497,6 +359,7 @@ class Engine:
         """A handle for an existing workflow (WorkflowNotFoundError if none)."""
         return self._manage.handle(workflow_id)
 
+    @documented(Management.list_workflows)
     def list_workflows(
         self,
         status: str | None = None,
@@ -511,13 +374,6 @@ class Engine:
         offset: int = 0,
         newest_first: bool = True,
     ) -> list[WorkflowInfo]:
-        """Workflows in creation order (newest first unless ``newest_first``
-        is False; workflows created in the same millisecond keep the order
-        they were created in), filtered by status, name (or the workflow
-        function), id prefix, creation time range (``start_time`` <=
-        created_at < ``end_time``, unix seconds), queue and parent; at most
-        ``limit`` (None: all) after skipping ``offset``. Each filter is
-        served by an index."""
         return self._manage.list_workflows(
             status,
             name,
@@ -536,50 +392,24 @@ class Engine:
         (call order in sync workflows; values encoded)."""
         return self._manage.steps(workflow_id)
 
+    @documented(Management.cancel)
     def cancel(self, workflow_id: str, *, children: bool = True) -> None:
-        """Cancel a PENDING workflow and (unless ``children=False``) its
-        pending descendants.
-
-        Durable before it returns; a running workflow stops at its next
-        durable point (a step boundary, a sleep, a recv). Finished workflows
-        are left alone. A cancelled queued workflow frees its queue slot now.
-        """
         self._manage.cancel(workflow_id, None, children)
 
+    @documented(Management.fork)
     def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle:
-        """Start a new workflow from a recorded one: the same function and
-        inputs, the first ``start_step`` recorded steps kept (in the order of
-        ``engine.steps(id)``; they replay, child workflows they started
-        included), the rest run again with the current code. ``start_step=0``
-        restarts it from the beginning. The original is untouched; returns
-        the new workflow's handle (its id: ``new_workflow_id`` or a new one).
-        Like DBOS ``fork_workflow``."""
         return self._manage.fork(workflow_id, start_step, new_workflow_id)
 
+    @documented(Management.resume)
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """Run a CANCELLED, ERROR, parked, interrupted or
-        MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
         return self._manage.resume(workflow_id)
 
     # -- messages and events (runtime/messaging.py) -----------------------------------
 
+    @documented(Messaging.send)
     def send(
         self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
     ) -> None:
-        """Deliver ``message`` to workflow ``workflow_id`` (received once, in
-        order per topic). Durable before it returns; from inside a workflow it
-        is journaled, so a replay does not send it again.
-        WorkflowNotFoundError if no such workflow exists.
-
-        ``idempotency_key`` (outside workflow code: a client, a step body):
-        the key commits in the same transaction as the message, so a second
-        send with the same key to the same workflow delivers nothing and
-        returns normally, across restarts, even after the first message was
-        received. Keys are global to the database file: a key already used
-        for another destination raises UsageError (nothing is delivered).
-        The first send wins: a retry's message and topic are not compared.
-        In workflow code it raises UsageError (sends there are exactly-once
-        already)."""
         self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
 
     async def send_async(
@@ -587,55 +417,36 @@ class Engine:
     ) -> None:
         await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
 
+    @documented(Messaging.send_many)
     def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
-        """Deliver every message of ``messages``, an iterable of
-        ``(workflow_id, message)`` or ``(workflow_id, message, topic)``
-        tuples, atomically: one transaction, all or nothing (one unknown
-        workflow id raises WorkflowNotFoundError and delivers none). Each
-        receiver gets its messages in the order given, per topic. Inside a
-        workflow the batch is one journaled step (not sent again on replay).
-        Every item is checked (names, encoding) before anything is written;
-        an empty batch does nothing and records nothing."""
         self._toolkit.drive(self._messaging.send_many(messages), "send_many")
 
     async def send_many_async(self, messages: Iterable[tuple[Any, ...]]) -> None:
         await self._toolkit.drive_async(self._messaging.send_many(messages))
 
+    @documented(Messaging.recv)
     def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
-        """The next message sent to this workflow on ``topic`` (oldest first),
-        waiting up to ``timeout`` seconds (None: forever); None on timeout.
-        The timeout's deadline is recorded: it survives restarts. ``type``
-        decodes the message into that type (a dataclass, attrs class, Pydantic
-        model, msgspec Struct ...), as annotations do for step results; by
-        default JSON values."""
         return self._toolkit.drive(self._messaging.recv(topic, timeout, type), "recv")
 
     async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
         return await self._toolkit.drive_async(self._messaging.recv(topic, timeout, type))
 
+    @documented(Messaging.set_event)
     def set_event(self, key: str, value: Any) -> None:
-        """Publish ``value`` under ``key`` for this workflow (latest wins)."""
         self._toolkit.drive(self._messaging.set_event(key, value), "set_event")
 
     async def set_event_async(self, key: str, value: Any) -> None:
         await self._toolkit.drive_async(self._messaging.set_event(key, value))
 
+    @documented(Messaging.get_event)
     def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
-        """The latest value workflow ``workflow_id`` published under ``key``,
-        waiting up to ``timeout`` seconds for one (None: forever); None on
-        timeout. Inside a workflow the value read is journaled. ``type``: as
-        for ``recv``."""
         return self._toolkit.drive(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
 
     async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
         return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type))
 
+    @documented(Messaging.get_all_events)
     def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
-        """The latest value of every event workflow ``workflow_id`` has
-        published, as a dict by key (in key order); empty when it has none
-        (or does not exist yet). Does not wait. Inside a workflow the
-        snapshot read is journaled: a replay returns the recorded one.
-        ``type`` decodes every value into that type, as for ``recv``."""
         events: dict[str, Any] = self._toolkit.drive(
             self._messaging.get_all_events(workflow_id, type), "get_all_events"
         )
@@ -647,10 +458,8 @@ class Engine:
 
     # -- durable time, values and patches (runtime/toolkit.py) ---------------------------
 
+    @documented(Toolkit.sleep)
     def sleep(self, seconds: float) -> None:
-        """Sleep durably: inside a workflow the wake-up time is recorded, so
-        after a restart the workflow wakes at that time, not ``seconds`` after
-        the restart. Cancelling the workflow interrupts the sleep."""
         self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
 
     async def sleep_async(self, seconds: float) -> None:
@@ -685,41 +494,18 @@ class Engine:
         )
         return value
 
+    @documented(Toolkit.patched)
     def patched(self, change: str) -> bool:
-        """True if this run of the workflow takes the new code path of ``change``.
-
-        New runs record a marker and take it; a run that recorded steps past
-        this point before the patch existed replays the old path (False).
-        Once no such run is left, replace the check with
-        ``deprecate_patch(change)`` (runs that recorded the marker still
-        replay); once none of those is left either, delete the call.
-        """
         return self._toolkit.patched(change)
 
+    @documented(Toolkit.deprecate_patch)
     def deprecate_patch(self, change: str) -> bool:
-        """The second step of removing ``patched(change)`` (Temporal's and
-        DBOS's ``deprecate_patch``): always True, the new code path.
-
-        A run that recorded the ``change`` marker (it passed this point with
-        ``patched`` code) replays past it: the marker is consumed here. A
-        run that gets here live records nothing. The removal, in steps:
-        (1) ``if engine.patched(change): new() else: old()``; once no run
-        started before (1) is left (they would park: their journals hold the
-        old path), (2) ``engine.deprecate_patch(change); new()``; once no run
-        that recorded the marker is left, (3) plain ``new()``.
-        """
         return self._toolkit.deprecate_patch(change)
 
     # -- queues (queues.py) ---------------------------------------------------------------
 
+    @documented(QueueManager.queue)
     def queue(self, name: str, *, concurrency: int | None = None, rate_limit: tuple[int, float] | None = None) -> Queue:
-        """Declare (or get) the queue ``name``.
-
-        ``concurrency``: at most this many of its workflows run at once;
-        ``rate_limit=(n, seconds)``: at most n starts per sliding window. Both
-        are global to the database and hold across restarts. Declaring a name
-        again with other limits raises UsageError.
-        """
         return self._queues.queue(name, concurrency, rate_limit)
 
     def enqueue(self, queue: str, workflow: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
@@ -730,76 +516,30 @@ class Engine:
         return declared.enqueue(workflow, *args, **kwargs)
 
     # -- cron schedules (schedules.py) ----------------------------------------------------
+    @documented(ScheduleManager.schedule)
     def schedule(
         self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest", tz: str | None = None
     ) -> Schedule:
-        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
-        (``slot``: the slot's aware datetime in the schedule's time zone).
-
-        ``tz``: an IANA time zone name (``"Europe/Paris"``) the expression is
-        read in; None (default) is UTC. Each slot fires at most once, across
-        crashes and restarts (the slot is the workflow id:
-        ``schedule:<name>@<slot ISO>``). Slots missed while the engine was
-        not running: ``"latest"`` fires the most recent one, ``"all"`` fires
-        each in order (at most 1,000 per round), ``"skip"`` fires none.
-
-        Called before ``open`` it declares the schedule (written at open);
-        called on an open engine it creates it at once (durable before this
-        returns) and it starts firing. The schedule persists: it keeps
-        firing after a restart whether or not the code declares it again.
-        Declaring a name that exists replaces its definition and keeps its
-        progress and paused state; declaring one name twice in one process
-        with different definitions raises UsageError (``delete_schedule``
-        first). An invalid expression, policy or time zone raises UsageError.
-        """
         return self._schedules.schedule(name, cron, workflow, missed=missed, tz=tz)
 
+    @documented(ScheduleManager.pause_schedule)
     def pause_schedule(self, name: str) -> None:
-        """Pause the schedule ``name``: it fires no slot until resumed (across
-        restarts too; a code declaration does not resume it). Durable before
-        it returns; workflows it already started keep running. Pausing a
-        paused schedule does nothing. ScheduleNotFoundError if none."""
         self._schedules.pause_schedule(name)
 
+    @documented(ScheduleManager.resume_schedule)
     def resume_schedule(self, name: str) -> None:
-        """Resume a paused schedule. The slots that fell while it was paused
-        are skipped, whatever its ``missed`` policy (which is for outages,
-        not decisions): the first slot after this call fires next. Use
-        ``backfill_schedule`` to run skipped slots. Resuming a schedule that
-        is not paused does nothing. ScheduleNotFoundError if none."""
         self._schedules.resume_schedule(name)
 
+    @documented(ScheduleManager.delete_schedule)
     def delete_schedule(self, name: str) -> None:
-        """Delete the schedule ``name``: no further slot fires; the workflows it
-        started are untouched. A schedule declared in code is created again
-        (with fresh progress) the next time that code declares it.
-        ScheduleNotFoundError if none."""
         self._schedules.delete_schedule(name)
 
+    @documented(ScheduleManager.trigger_schedule)
     def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
-        """Run the schedule's workflow now, once, outside its slot sequence:
-        ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
-        and next slot are unchanged; a paused schedule can be triggered.
-
-        The id is ``workflow_id`` when given (an idempotency key: triggering
-        again with it returns the first run's handle), else
-        ``schedule:<name>@trigger:<now ISO>``, ``now`` on the engine's clock
-        (so two triggers at one instant of that clock are one run).
-        ScheduleNotFoundError if there is no such schedule; UsageError if its
-        workflow is not registered here.
-        """
         return self._schedules.trigger_schedule(name, workflow_id=workflow_id)
 
+    @documented(ScheduleManager.backfill_schedule)
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
-        """Start the schedule's workflow for every slot in [start, end) (aware
-        datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
-        a slot that already ran (or was already backfilled) is not run again,
-        its existing workflow's handle is returned. Returns one handle per
-        slot, in slot order. Progress is unchanged; paused schedules can be
-        backfilled. UsageError for a naive datetime, ``end`` before
-        ``start``, or more than 10,000 slots (nothing is started);
-        ScheduleNotFoundError if there is no such schedule.
-        """
         return self._schedules.backfill_schedule(name, start, end)
 
     def stats(self) -> Stats:
@@ -809,6 +549,6 @@ class Engine:
         self._life.check_open()
         return read_stats(self._store, self._journal)
 
+    @documented(ScheduleManager.list_schedules)
     def list_schedules(self) -> list[ScheduleInfo]:
-        """Every schedule in the database, by name (``ScheduleInfo``)."""
         return self._schedules.list_schedules()

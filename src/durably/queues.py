@@ -311,7 +311,13 @@ class QueueManager:
         self.journal = journal
 
     def queue(self, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> Queue:
-        """``Engine.queue``."""
+        """Declare (or get) the queue ``name``.
+
+        ``concurrency``: at most this many of its workflows run at once;
+        ``rate_limit=(n, seconds)``: at most n starts per sliding window. Both
+        are global to the database and hold across restarts. Declaring a name
+        again with other limits raises UsageError.
+        """
         queue = Queue(self, name, concurrency, rate_limit)
         existing = self.declared.get(name)
         if existing is not None:

@@ -378,7 +378,25 @@ class ScheduleManager:
     def schedule(
         self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest", tz: str | None = None
     ) -> Schedule:
-        """``Engine.schedule``."""
+        """Start ``workflow(slot)`` once per slot of the cron expression ``cron``
+        (``slot``: the slot's aware datetime in the schedule's time zone).
+
+        ``tz``: an IANA time zone name (``"Europe/Paris"``) the expression is
+        read in; None (default) is UTC. Each slot fires at most once, across
+        crashes and restarts (the slot is the workflow id:
+        ``schedule:<name>@<slot ISO>``). Slots missed while the engine was
+        not running: ``"latest"`` fires the most recent one, ``"all"`` fires
+        each in order (at most 1,000 per round), ``"skip"`` fires none.
+
+        Called before ``open`` it declares the schedule (written at open);
+        called on an open engine it creates it at once (durable before this
+        returns) and it starts firing. The schedule persists: it keeps
+        firing after a restart whether or not the code declares it again.
+        Declaring a name that exists replaces its definition and keeps its
+        progress and paused state; declaring one name twice in one process
+        with different definitions raises UsageError (``delete_schedule``
+        first). An invalid expression, policy or time zone raises UsageError.
+        """
         _not_in_workflow("schedule")
         check_name(name, "schedule name")
         Schedule(name, cron, "", missed, tz)  # vet the definition before the workflow
@@ -431,7 +449,10 @@ class ScheduleManager:
         return rows[0]
 
     def pause_schedule(self, name: str) -> None:
-        """``Engine.pause_schedule``."""
+        """Pause the schedule ``name``: it fires no slot until resumed (across
+        restarts too; a code declaration does not resume it). Durable before
+        it returns; workflows it already started keep running. Pausing a
+        paused schedule does nothing. ScheduleNotFoundError if none."""
         name = self._schedule_call("pause_schedule", name)
         with self.lock:
             changed = self.journal.submit(Record(R.WRITE, ("schedule_pause", (name,))))
@@ -439,7 +460,11 @@ class ScheduleManager:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
     def resume_schedule(self, name: str) -> None:
-        """``Engine.resume_schedule``."""
+        """Resume a paused schedule. The slots that fell while it was paused
+        are skipped, whatever its ``missed`` policy (which is for outages,
+        not decisions): the first slot after this call fires next. Use
+        ``backfill_schedule`` to run skipped slots. Resuming a schedule that
+        is not paused does nothing. ScheduleNotFoundError if none."""
         name = self._schedule_call("resume_schedule", name)
         with self.lock:
             changed = self.journal.submit(Record(R.WRITE, ("schedule_resume", (self.clock.now(), name))))
@@ -448,7 +473,10 @@ class ScheduleManager:
             self.kick()
 
     def delete_schedule(self, name: str) -> None:
-        """``Engine.delete_schedule``."""
+        """Delete the schedule ``name``: no further slot fires; the workflows it
+        started are untouched. A schedule declared in code is created again
+        (with fresh progress) the next time that code declares it.
+        ScheduleNotFoundError if none."""
         name = self._schedule_call("delete_schedule", name)
         with self.lock:
             changed = self.journal.submit(Record(R.WRITE, ("schedule_delete", (name,))))
@@ -457,7 +485,17 @@ class ScheduleManager:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
     def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
-        """``Engine.trigger_schedule``."""
+        """Run the schedule's workflow now, once, outside its slot sequence:
+        ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
+        and next slot are unchanged; a paused schedule can be triggered.
+
+        The id is ``workflow_id`` when given (an idempotency key: triggering
+        again with it returns the first run's handle), else
+        ``schedule:<name>@trigger:<now ISO>``, ``now`` on the engine's clock
+        (so two triggers at one instant of that clock are one run).
+        ScheduleNotFoundError if there is no such schedule; UsageError if its
+        workflow is not registered here.
+        """
         name = self._schedule_call("trigger_schedule", name)
         if workflow_id is not None:
             check_name(workflow_id, "workflow_id")
@@ -469,7 +507,15 @@ class ScheduleManager:
         return self.start_workflow(spec, now, workflow_id=wid)
 
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
-        """``Engine.backfill_schedule``."""
+        """Start the schedule's workflow for every slot in [start, end) (aware
+        datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
+        a slot that already ran (or was already backfilled) is not run again,
+        its existing workflow's handle is returned. Returns one handle per
+        slot, in slot order. Progress is unchanged; paused schedules can be
+        backfilled. UsageError for a naive datetime, ``end`` before
+        ``start``, or more than 10,000 slots (nothing is started);
+        ScheduleNotFoundError if there is no such schedule.
+        """
         name = self._schedule_call("backfill_schedule", name)
         for what, value in (("start", start), ("end", end)):
             if not isinstance(value, datetime) or value.utcoffset() is None:
@@ -485,7 +531,7 @@ class ScheduleManager:
         return [self.start_workflow(spec, schedule.at(slot), workflow_id=schedule.slot_id(slot)) for slot in slots]
 
     def list_schedules(self) -> list[ScheduleInfo]:
-        """``Engine.list_schedules``."""
+        """Every schedule in the database, by name (``ScheduleInfo``)."""
         _not_in_workflow("list_schedules")
         self.check_open()
         now = self.clock.now()

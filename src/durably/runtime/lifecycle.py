@@ -168,7 +168,19 @@ class Lifecycle:
     # -- close --------------------------------------------------------------------------
 
     def close(self, timeout: float | None) -> list[str]:
-        """``Engine.close``."""
+        """Stop running workflows at their next durable point and close.
+
+        A step body that is running finishes and its outcome is recorded: a
+        clean close never makes a body run twice. Waits up to ``timeout``
+        seconds (None: as long as it takes) for that; workflows still busy
+        then (a body blocked outside any durable point) are logged at ERROR
+        and left behind. Returns their ids (usually empty). Workflows that
+        have not finished stay PENDING and resume at the next open.
+        UsageError if called from inside a workflow or step (it would wait
+        for itself), or on an event loop that runs async workflows of this
+        engine (blocking that loop, it could not wait for them: use
+        ``await engine.close_async()`` or ``async with engine:`` there).
+        """
         timeout = self._close_args(timeout)
         if not self.is_open:
             return []
@@ -186,7 +198,10 @@ class Lifecycle:
         return self._close(timeout)
 
     async def close_async(self, timeout: float | None) -> list[str]:
-        """``Engine.close_async``."""
+        """``close()`` for asyncio code (a web app's lifespan, ``async with
+        engine:``): the same steps, waiting without blocking the calling
+        loop, so the workflows running on it finish their step bodies and
+        record them as workflows in threads do. Returns the ids left behind."""
         timeout = self._close_args(timeout)
         if not self.is_open:
             return []

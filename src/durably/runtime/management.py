@@ -108,7 +108,13 @@ class Management:
         offset: int,
         newest_first: bool,
     ) -> list[WorkflowInfo]:
-        """``Engine.list_workflows``."""
+        """Workflows in creation order (newest first unless ``newest_first``
+        is False; workflows created in the same millisecond keep the order
+        they were created in), filtered by status, name (or the workflow
+        function), id prefix, creation time range (``start_time`` <=
+        created_at < ``end_time``, unix seconds), queue and parent; at most
+        ``limit`` (None: all) after skipping ``offset``. Each filter is
+        served by an index."""
         self.runner.check_open()
         if status is not None and str(status) not in STATUSES:
             raise errors.UsageError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
@@ -151,8 +157,14 @@ class Management:
         return spec
 
     def cancel(self, workflow_id: str, reason: str | None, children: bool = True) -> None:
-        """``Engine.cancel``; ``reason`` (e.g. a deadline) is kept for the
-        root's WorkflowCancelledError."""
+        """Cancel a PENDING workflow and (unless ``children=False``) its
+        pending descendants.
+
+        Durable before it returns; a running workflow stops at its next
+        durable point (a step boundary, a sleep, a recv). Finished workflows
+        are left alone. A cancelled queued workflow frees its queue slot now.
+        """
+        # ``reason`` (e.g. a deadline) is kept for the root's WorkflowCancelledError.
         runner = self.runner
         runner.row(workflow_id)
         ids, frontier = [workflow_id], [workflow_id] if children else []
@@ -180,7 +192,13 @@ class Management:
         self.kick_queues()
 
     def fork(self, workflow_id: str, start_step: int, new_workflow_id: str | None) -> WorkflowHandle:
-        """``Engine.fork``."""
+        """Start a new workflow from a recorded one: the same function and
+        inputs, the first ``start_step`` recorded steps kept (in the order of
+        ``engine.steps(id)``; they replay, child workflows they started
+        included), the rest run again with the current code. ``start_step=0``
+        restarts it from the beginning. The original is untouched; returns
+        the new workflow's handle (its id: ``new_workflow_id`` or a new one).
+        Like DBOS ``fork_workflow``."""
         row = self.runner.row(workflow_id)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
@@ -193,7 +211,8 @@ class Management:
         return WorkflowHandle.of(self.runner, new)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
-        """``Engine.resume``."""
+        """Run a CANCELLED, ERROR, parked, interrupted or
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
         runner = self.runner
         row = runner.row(workflow_id)
         name, status, inputs = row.name, row.status, row.inputs

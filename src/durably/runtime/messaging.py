@@ -64,6 +64,20 @@ class Messaging:
     # -- messages --------------------------------------------------------------------
 
     def send(self, workflow_id: Any, message: Any, topic: Any, idempotency_key: Any = None) -> Gen:
+        """Deliver ``message`` to workflow ``workflow_id`` (received once, in
+        order per topic). Durable before it returns; from inside a workflow it
+        is journaled, so a replay does not send it again.
+        WorkflowNotFoundError if no such workflow exists.
+
+        ``idempotency_key`` (outside workflow code: a client, a step body):
+        the key commits in the same transaction as the message, so a second
+        send with the same key to the same workflow delivers nothing and
+        returns normally, across restarts, even after the first message was
+        received. Keys are global to the database file: a key already used
+        for another destination raises UsageError (nothing is delivered).
+        The first send wins: a retry's message and topic are not compared.
+        In workflow code it raises UsageError (sends there are exactly-once
+        already)."""
         self.kit.check_open()
         dest = name_arg(workflow_id, "send() workflow_id")
         topic = _topic(topic)
@@ -97,6 +111,14 @@ class Messaging:
         return out
 
     def send_many(self, messages: Any) -> Gen:
+        """Deliver every message of ``messages``, an iterable of
+        ``(workflow_id, message)`` or ``(workflow_id, message, topic)``
+        tuples, atomically: one transaction, all or nothing (one unknown
+        workflow id raises WorkflowNotFoundError and delivers none). Each
+        receiver gets its messages in the order given, per topic. Inside a
+        workflow the batch is one journaled step (not sent again on replay).
+        Every item is checked (names, encoding) before anything is written;
+        an empty batch does nothing and records nothing."""
         self.kit.check_open()
         batch = self._messages(messages)  # every item vetted and encoded before anything is queued
         if not batch:
@@ -106,6 +128,12 @@ class Messaging:
             self.kit.waits.notify(("msg", dest, topic))
 
     def recv(self, topic: Any, timeout: Any, as_type: Any) -> Gen:
+        """The next message sent to this workflow on ``topic`` (oldest first),
+        waiting up to ``timeout`` seconds (None: forever); None on timeout.
+        The timeout's deadline is recorded: it survives restarts. ``type``
+        decodes the message into that type (a dataclass, attrs class, Pydantic
+        model, msgspec Struct ...), as annotations do for step results; by
+        default JSON values."""
         topic = _topic(topic)
         timeout = seconds_arg(timeout, "recv timeout", allow_none=True)
         ctx = workflow_context()
@@ -119,6 +147,7 @@ class Messaging:
     # -- events ----------------------------------------------------------------------
 
     def set_event(self, key: Any, value: Any) -> Gen:
+        """Publish ``value`` under ``key`` for this workflow (latest wins)."""
         key = name_arg(key, "event key")
         ctx = workflow_context()
         if ctx is None:
@@ -141,6 +170,10 @@ class Messaging:
             self.kit.waits.notify(("event", ctx.workflow_id, key))
 
     def get_event(self, workflow_id: Any, key: Any, timeout: Any, as_type: Any) -> Gen:
+        """The latest value workflow ``workflow_id`` published under ``key``,
+        waiting up to ``timeout`` seconds for one (None: forever); None on
+        timeout. Inside a workflow the value read is journaled. ``type``: as
+        for ``recv``."""
         self.kit.check_open()
         wid = name_arg(workflow_id, "get_event() workflow_id")
         key = name_arg(key, "event key")
@@ -182,6 +215,11 @@ class Messaging:
         return list(self.kit.codec.decoder(Any)(raw).items())
 
     def get_all_events(self, workflow_id: Any, as_type: Any) -> Gen:
+        """The latest value of every event workflow ``workflow_id`` has
+        published, as a dict by key (in key order); empty when it has none
+        (or does not exist yet). Does not wait. Inside a workflow the
+        snapshot read is journaled: a replay returns the recorded one.
+        ``type`` decodes every value into that type, as for ``recv``."""
         self.kit.check_open()
         wid = name_arg(workflow_id, "get_all_events() workflow_id")
         if workflow_context() is None:

@@ -52,6 +52,22 @@ class Registrations:
     def workflow(
         self, fn: Callable[..., Any], *, name: str | None, aliases: Iterable[str], max_recovery_attempts: int
     ) -> Workflow[Any, Any]:
+        """Register a sync or async workflow function.
+
+        Called from outside a workflow, the decorated function starts a
+        workflow and waits for its result; called inside one, it starts a
+        child workflow and waits for it. ``max_recovery_attempts``: how many
+        opens may find it running (its process died) and run it again; past
+        that it ends MAX_RECOVERY_ATTEMPTS_EXCEEDED (a poison workflow that
+        kills its process at every attempt is not run forever).
+
+        ``name`` defaults to ``module.qualname``, a ``__main__`` module
+        resolved to its import name (durably/_names.py). ``aliases``: names
+        this workflow was recorded under before (a rename): workflows
+        recorded under one are recovered, resumed, forked and started
+        idempotently by this function; their rows keep the old name. A name
+        or alias another function holds raises UsageError.
+        """
         wname, more = _registry.names_of(fn, name, aliases, "workflow")
         spec = WorkflowSpec(fn, wname, self._codec, max_recovery_attempts)
         old = _registry.register(self.workflows, spec, more, "workflow")
@@ -70,12 +86,53 @@ class Registrations:
     def step(
         self, fn: Callable[..., Any], *, name: str | None, aliases: Iterable[str], policy: tuple[Any, ...]
     ) -> Step[Any, Any]:
-        """``policy``: StepSpec's retry and timeout options, in its order."""
+        """Register a step: its outcome is journaled once and replayed after.
+
+        ``retries`` extra attempts on an exception, waiting ``initial_delay *
+        backoff**n`` (at most ``max_delay``) seconds between them; only the
+        final outcome is recorded. ``jitter`` (a fraction in [0, 1]) draws
+        each wait uniformly from ``[delay * (1 - jitter), delay]`` (1.0: "full
+        jitter"). ``retry_deadline``: seconds after the first attempt started
+        past which no attempt starts; a wait that would end later is not
+        taken, and the last error is the outcome. ``retry_on`` (exception
+        classes) and ``should_retry`` (exception -> bool) narrow which
+        exceptions are retried. Each retry is logged at WARNING on the
+        ``durably.steps`` logger (extra fields ``workflow_id``,
+        ``workflow_name``, ``step``, ``attempt``: the one that failed, counted
+        as ``step_attempt``, and ``delay``).
+
+        The wait is on the engine's clock (a ``VirtualClock`` skips it) and
+        ends at once when the workflow is cancelled, its deadline passes or
+        the engine closes: the workflow stops there as in a durable sleep,
+        nothing is recorded for the step, and if it runs again (resume,
+        reopen) the step starts again from attempt 0.
+
+        ``timeout`` (async steps): each attempt's body is cancelled after
+        that many seconds with StepTimeoutError, which the retry policy sees.
+        Inside the body, ``engine.step_attempt`` is the attempt number (0
+        first). Outside a workflow a step is a plain call, and inside a step
+        body too (the outer step's outcome covers it).
+
+        ``name`` and ``aliases``: as for ``workflow``; a replay accepts a step
+        recorded under an alias (step and workflow names are separate
+        namespaces; transaction steps share the steps').
+        """
+        # ``policy``: StepSpec's retry and timeout options, in its order.
         return Step(self._step_spec(fn, name, aliases, policy))
 
     def transaction(
         self, fn: Callable[..., Any], *, name: str | None, aliases: Iterable[str], budget: float | None
     ) -> Transaction[Any, Any]:
+        """Register a transaction step: ``fn(db: durably.Tx, ...)``, a plain def.
+
+        Its SQL runs in the journal's batch, in a SAVEPOINT of its own, and
+        commits exactly once together with its outcome record. Keep it short:
+        it holds the writer for everyone. ``timeout`` (default: the engine's
+        ``transaction_timeout``, 10 s): SQLite interrupts its SQL after that
+        long, and so do ``cancel()`` of its workflow and ``close()``; the
+        step's outcome is then TransactionTimeoutError, its SQL undone.
+        ``name`` and ``aliases``: as for ``step``.
+        """
         return Transaction(self._step_spec(fn, name, aliases, (0, 2.0, 0.0, 0.0)), budget)
 
     def _step_spec(

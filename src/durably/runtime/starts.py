@@ -75,7 +75,16 @@ class Starter:
     def start(
         self, workflow: Any, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
     ) -> WorkflowHandle:
-        """``Engine.start``."""
+        """Start a workflow once its start record is durable; return its handle.
+
+        ``workflow_id`` is an idempotency key: if it exists, the existing
+        workflow's handle is returned and nothing new runs (a different
+        workflow function under that id raises WorkflowConflictError; one
+        recorded under an alias of this workflow is this workflow).
+        ``timeout`` (seconds) sets a durable deadline: when it passes, even
+        across restarts, the workflow and its children are cancelled.
+        Inside a workflow this starts a child with id ``<parent>/<position>``.
+        """
         spec, wid, rec = self.prepare(workflow, args, kwargs, workflow_id, timeout)
         if rec is not None:
             if _crash.ARMED:

@@ -233,6 +233,9 @@ class Toolkit:
     # -- durable time ----------------------------------------------------------------
 
     def sleep(self, seconds: Any) -> Gen:
+        """Sleep durably: inside a workflow the wake-up time is recorded, so
+        after a restart the workflow wakes at that time, not ``seconds`` after
+        the restart. Cancelling the workflow interrupts the sleep."""
         seconds = seconds_arg(seconds, "sleep")
         ctx = workflow_context()
         if ctx is None:
@@ -263,7 +266,14 @@ class Toolkit:
     # -- versioning ------------------------------------------------------------------
 
     def patched(self, change: str) -> bool:
-        """``Engine.patched``: True if this run takes the new code path of ``change``."""
+        """True if this run of the workflow takes the new code path of ``change``.
+
+        New runs record a marker and take it; a run that recorded steps past
+        this point before the patch existed replays the old path (False).
+        Once no such run is left, replace the check with
+        ``deprecate_patch(change)`` (runs that recorded the marker still
+        replay); once none of those is left either, delete the call.
+        """
         change = name_arg(change, "patched() change name")
         ctx = workflow_context()
         self.mine(ctx, "patched")
@@ -284,7 +294,17 @@ class Toolkit:
         return True
 
     def deprecate_patch(self, change: str) -> bool:
-        """``Engine.deprecate_patch``: always True; consumes a recorded marker on replay."""
+        """The second step of removing ``patched(change)`` (Temporal's and
+        DBOS's ``deprecate_patch``): always True, the new code path.
+
+        A run that recorded the ``change`` marker (it passed this point with
+        ``patched`` code) replays past it: the marker is consumed here. A
+        run that gets here live records nothing. The removal, in steps:
+        (1) ``if engine.patched(change): new() else: old()``; once no run
+        started before (1) is left (they would park: their journals hold the
+        old path), (2) ``engine.deprecate_patch(change); new()``; once no run
+        that recorded the marker is left, (3) plain ``new()``.
+        """
         change = name_arg(change, "deprecate_patch() change name")
         ctx = workflow_context()
         self.mine(ctx, "deprecate_patch")
