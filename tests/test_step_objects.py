@@ -21,7 +21,8 @@ import pytest
 
 import durably
 from durably import errors
-from durably.runtime.steps import Step, Transaction
+from durably.runtime.steps import Step
+from durably.runtime.transactions import Transaction
 from durably.runtime.workflows import Workflow
 
 

@@ -15,7 +15,8 @@ from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
-from .runtime.steps import Step, Transaction
+from .runtime.steps import Step
+from .runtime.transactions import Transaction
 from .runtime.workflows import Workflow
 from .schedules import ScheduleInfo
 from .store import Tx

@@ -33,8 +33,9 @@ from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.registration import Registrations
 from .runtime.starts import Starter
-from .runtime.steps import ATTEMPT, Step, Transaction
+from .runtime.steps import ATTEMPT, Step
 from .runtime.toolkit import Toolkit
+from .runtime.transactions import Transaction
 from .runtime.workflows import Workflow
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .store import Tx, _executors

@@ -14,7 +14,8 @@ from typing import Any
 
 from .. import _registry, errors
 from ..codec import Codec
-from .steps import Step, StepSpec, Transaction
+from .steps import Step, StepSpec
+from .transactions import Transaction
 from .workflows import Workflow, WorkflowSpec
 
 Run = Callable[[WorkflowSpec, tuple[Any, ...], dict[str, Any]], Any]

@@ -1,4 +1,4 @@
-"""Step and transaction-step dispatch: replay, retries, journaling.
+"""Step dispatch: replay, retries, journaling (transaction steps: transactions.py).
 
 The hot path of a live step: claim a position, run the body, encode the
 outcome, submit one journal record and wait until it is durable (no
@@ -20,10 +20,9 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .. import _crash, errors
 from .._records import STEP as _STEP
-from .._records import TX
-from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure, encode_error
+from ..codec import _IDENTITY, DECODE_FAILURES, Codec, annotations_of, decode_error, decode_failure
 from ..journal import Record
-from .context import _IN_STEP, WorkflowContext, current, encode_key, workflow_context
+from .context import _IN_STEP, WorkflowContext, current, encode_key
 from .outcomes import encode_failure, encode_value, step_record
 from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
@@ -461,156 +460,3 @@ async def _run_step_async(
 
 # Typed loosely: Step.__call__ hands its awaitable back as the body's own type.
 _step_async: Callable[..., Any] = _run_step_async
-
-
-# -- transaction steps --------------------------------------------------------------
-
-
-class Transaction(Generic[P, R]):
-    """What ``@engine.transaction`` returns: ``fn(tx, *args, **kwargs)``
-    called as ``step(*args, **kwargs)``, the transaction passed first.
-
-    The body runs on the journal's writer thread inside the batch
-    transaction, in its own SAVEPOINT: its SQL commits in the same fsync as
-    its outcome record, exactly once. A body that raises is rolled back and
-    its error is the recorded outcome.
-    """
-
-    __slots__ = ("__durably_step__", "_spec", "_timeout", "__dict__")
-
-    def __init__(self, spec: StepSpec, timeout: float | None = None) -> None:
-        if spec.is_async:
-            raise errors.UsageError(
-                f"transaction step {spec.name!r} must be a plain def (it runs on the writer thread)"
-            )
-        self._spec = self.__durably_step__ = spec  # what the engine and tests look up
-        self._timeout = timeout  # None: the engine's budget
-        functools.update_wrapper(self, spec.fn)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else MethodType(self, obj)
-
-    def __reduce__(self) -> str:
-        return str(self.__dict__["__qualname__"])
-
-    def __repr__(self) -> str:
-        return f"<durably transaction step {self._spec.name!r}>"
-
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        name = self._spec.name
-        ctx = workflow_context()
-        if ctx is None and current.get() is not None:
-            raise errors.UsageError(
-                f"transaction step {name!r} was called inside a step body; call it from the "
-                "workflow (a step's outcome cannot cover a transaction's SQL)"
-            )
-        if ctx is None:
-            raise errors.UsageError(
-                f"transaction step {name!r} was called outside a workflow; it needs the "
-                "engine's writer (call it from a workflow, or wrap it in one)"
-            )
-        if ctx.is_async:
-            awaitable: R = _tx_async(self, ctx, ctx.take_position(), args, kwargs)
-            return awaitable
-        result: R = self._tx_sync(ctx, args, kwargs)
-        return result
-
-    def _tx_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        spec = self._spec
-        pos = ctx.take_position()
-        recorded = ctx.replayed(pos, spec.name)
-        if recorded is not None:
-            return _replay(ctx, spec, recorded, pos)
-        box: list[Any] = []
-        rec = Record(TX, (ctx.workflow_id, ctx.row(pos), spec.name, self.body(ctx, pos, args, kwargs, box)))
-        ctx.journal.submit(rec)
-        return _tx_outcome(rec, box)
-
-    def body(
-        self, ctx: WorkflowContext, pos: Any, args: tuple[Any, ...], kwargs: dict[str, Any], box: list[Any]
-    ) -> TxBody:
-        """What the writer runs for the call at ``pos``; ``box`` gets the
-        value the workflow sees, or the exception the body raised."""
-        spec = self._spec
-        where = f"transaction {spec.name!r} (workflow {ctx.workflow_id!r}, position {pos})"
-        # On the writer thread the body sees its workflow (engine.workflow_id
-        # works) but may not start steps: they would wait on this very writer.
-        inner = WorkflowContext(ctx.runner, ctx.workflow_id, ctx.name, {}, False)
-        inner.interrupt = errors.UsageError(f"{where} may not call steps or start workflows")
-        return TxBody(spec, ctx.codec, where, inner, args, kwargs, box, self._timeout)
-
-
-class TxBody:
-    """A transaction step's body, run by the store on the writer thread:
-    ``body(tx) -> (stored value, stored error)``; ``timeout`` is its budget
-    (None: the engine's)."""
-
-    __slots__ = ("spec", "codec", "where", "inner", "args", "kwargs", "box", "timeout")
-
-    def __init__(
-        self,
-        spec: StepSpec,
-        codec: Codec,
-        where: str,
-        inner: WorkflowContext,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        box: list[Any],
-        timeout: float | None,
-    ) -> None:
-        self.spec = spec
-        self.codec = codec
-        self.where = where
-        self.inner = inner
-        self.args = args
-        self.kwargs = kwargs
-        self.box = box
-        self.timeout = timeout
-
-    def __call__(self, tx: Any) -> tuple[Any, Any]:
-        box = self.box
-        box.clear()  # the store may run a body again after rolling back a batch (busy, isolation)
-        token = current.set(self.inner)
-        try:
-            value = self.spec.fn(tx, *self.args, **self.kwargs)
-        except Exception as exc:
-            box.append(exc)
-            return None, encode_error(exc)
-        finally:
-            current.reset(token)
-        spec = self.spec
-        raw, seen = encode_value(self.codec, value, self.where, spec.decode, spec.identity)
-        box.append(seen)
-        return raw, None
-
-
-def _tx_outcome(rec: Record, box: list[Any]) -> Any:
-    """What the workflow sees of a transaction step's durable outcome."""
-    output, error = rec.result
-    if error is not None:
-        seen = decode_error(error)
-        # (the body may have returned a value: on PostgreSQL an SQL error it
-        # caught, or the store's sandbox check, is still its outcome)
-        seen.__cause__ = box[0] if box and isinstance(box[0], BaseException) else None
-        raise seen
-    return box[0] if box else None
-
-
-async def _run_tx_async(
-    step: Transaction[Any, Any], ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    spec = step._spec
-    recorded = ctx.replayed(key, spec.name)
-    if recorded is not None:
-        if not ctx.deliver_now():
-            await ctx.turn(key)
-        return _replay(ctx, spec, recorded, key)
-    box: list[Any] = []
-    rec = Record(TX, (ctx.workflow_id, ctx.row(key), spec.name, step.body(ctx, key, args, kwargs, box)))
-    await ctx.journal.submit_async(rec)
-    if not ctx.deliver_now():
-        await ctx.turn(key)
-    return _tx_outcome(rec, box)
-
-
-_tx_async: Callable[..., Any] = _run_tx_async
