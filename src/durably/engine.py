@@ -40,6 +40,7 @@ from .runtime.workflows import Workflow
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
 from .store import Tx, _executors
 from .store._inspect import Stats, read_stats
+from .store.contract import MessageRow, QueueRow
 
 log = logging.getLogger("durably")
 P = ParamSpec("P")
@@ -392,6 +393,14 @@ class Engine:
         """The recorded steps of a workflow, in the order they were recorded
         (call order in sync workflows; values encoded)."""
         return self._manage.steps(workflow_id)
+
+    @documented(Management.waiting_messages)
+    def waiting_messages(self, workflow_id: str) -> list[MessageRow]:
+        return self._manage.waiting_messages(workflow_id)
+
+    @documented(Management.queue_stats)
+    def queue_stats(self) -> list[QueueRow]:
+        return self._manage.queue_stats()
 
     @documented(Management.cancel)
     def cancel(self, workflow_id: str, *, children: bool = True) -> None:

@@ -325,9 +325,18 @@ class QueueManager:
                 raise errors.UsageError(f"queue {name!r} is already declared as {existing!r}")
             return existing
         self.declared[name] = queue
+        if self.is_open() and not self.identity.client:
+            self._declare(queue)
         if self.is_open() and self._dispatcher is None:
             self._start_dispatcher()
         return queue
+
+    def _declare(self, queue: Queue) -> None:
+        """Record the limits this executor serves ``queue`` with, for
+        operators (``durably queues``; the last declaration wins). Each
+        dispatcher passes its own to every claim."""
+        starts, period = queue.rate_limit if queue.rate_limit is not None else (None, None)
+        self.journal.submit(Record(R.WRITE, ("queue_declare", (queue.name, queue.concurrency, starts, period))))
 
     def check(self, queue: Queue) -> None:
         """UsageError unless ``queue`` was declared here."""
@@ -339,7 +348,9 @@ class QueueManager:
         self._dispatcher.start()
 
     def start(self) -> None:
-        """At open: dispatch the declared queues."""
+        """At open (an executor): record the declared queues' limits, and dispatch them."""
+        for queue in list(self.declared.values()):
+            self._declare(queue)
         if self.declared:
             self._start_dispatcher()
 

@@ -212,6 +212,19 @@ class ScheduleInfo:
     next_slot: datetime | None
 
 
+def schedule_info(row: ScheduleRow, now: float) -> ScheduleInfo:
+    """A stored schedule as users see it, its next slot after ``now`` (unix time)."""
+    name, cron, workflow, last, paused, tz, missed = row
+    try:
+        schedule = Schedule(name, cron, workflow, missed, tz)
+    except errors.UsageError:  # a zone unknown on this machine: shown in UTC
+        schedule = Schedule(name, cron, workflow, missed, None)
+    # None: paused, or no slot to come (a row from before schedule() refused those)
+    nxt_ts = None if paused else schedule.next_after(max(last, now))
+    nxt = None if nxt_ts is None else schedule.at(nxt_ts)
+    return ScheduleInfo(name, cron, workflow, tz, missed, bool(paused), schedule.at(last), nxt)
+
+
 def _not_in_workflow(what: str) -> None:
     if workflow_context() is not None:
         # Not journaled: a replay would run it again, maybe undoing a later change.
@@ -372,6 +385,7 @@ class ScheduleManager:
         self.declared: dict[str, Schedule] = {}  # declared by this process's code
         self.lock = threading.Lock()  # the runner's rounds and the changes below
         self.runner: ScheduleRunner | None = None
+        self.runs = False  # this open fires slots (an executor's; a client's never does)
 
     # -- declaring ------------------------------------------------------------------
 
@@ -535,23 +549,16 @@ class ScheduleManager:
         _not_in_workflow("list_schedules")
         self.check_open()
         now = self.clock.now()
-        infos = []
-        for name, cron, workflow, last, paused, tz, missed in self.store.schedules():
-            try:
-                schedule = Schedule(name, cron, workflow, missed, tz)
-            except errors.UsageError:  # a zone unknown on this machine: shown in UTC
-                schedule = Schedule(name, cron, workflow, missed, None)
-            # None: paused, or no slot to come (a row from before schedule() refused those)
-            nxt_ts = None if paused else schedule.next_after(max(last, now))
-            nxt = None if nxt_ts is None else schedule.at(nxt_ts)
-            infos.append(ScheduleInfo(name, cron, workflow, tz, missed, bool(paused), schedule.at(last), nxt))
-        return infos
+        return [schedule_info(row, now) for row in self.store.schedules()]
 
     # -- running --------------------------------------------------------------------
 
     def kick(self) -> None:
-        """Start the runner, or make it look again (holding ``lock``)."""
+        """Start the runner, or make it look again (holding ``lock``); a
+        client's engine runs none."""
         runner = self.runner
+        if not self.runs:
+            return
         if runner is None:
             runner = self.runner = ScheduleRunner(self, self.journal)
             runner.start()
@@ -565,12 +572,14 @@ class ScheduleManager:
     def start(self) -> None:
         """At open: write the declared schedules, then fire every schedule's slots."""
         with self.lock:
+            self.runs = True
             for schedule in self.declared.values():
                 self._write_schedule(schedule)
             if self.declared or self.store.has_schedules():
                 self.kick()
 
     def stop(self) -> None:
+        self.runs = False
         if self.runner is not None:
             self.runner.stop()
             self.runner = None

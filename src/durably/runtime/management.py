@@ -23,7 +23,7 @@ from .context import stop
 
 if TYPE_CHECKING:
     from ..codec import Codec
-    from ..store.contract import StoreContract
+    from ..store.contract import MessageRow, QueueRow, StoreContract
     from .deadlines import Deadlines
     from .identity import Identity
     from .runner import Runner
@@ -144,6 +144,22 @@ class Management:
         self.runner.row(workflow_id)
         return [StepInfo.from_row(r) for r in self.store.step_rows(workflow_id)]
 
+    def waiting_messages(self, workflow_id: str) -> list[MessageRow]:
+        """Messages sent to ``workflow_id`` and not received yet, oldest
+        first: (id, topic, payload as stored, created_at). WorkflowNotFoundError
+        if there is no such workflow."""
+        self.runner.row(workflow_id)
+        return self.store.messages_for(workflow_id)
+
+    def queue_stats(self) -> list[QueueRow]:
+        """Every queue with workflows waiting or running, or declared by an
+        executor, by name: (queue, enqueued, running, concurrency,
+        rate_starts, rate_period, declared_at). The limits are those an
+        executor serving the queue declared last; each dispatcher applies
+        its own."""
+        self.runner.check_open()
+        return self.store.queue_stats()
+
     # -- changes ------------------------------------------------------------------------
 
     def _registered(self, workflow_id: str, name: str) -> WorkflowSpec:
@@ -198,26 +214,37 @@ class Management:
         included), the rest run again with the current code. ``start_step=0``
         restarts it from the beginning. The original is untouched; returns
         the new workflow's handle (its id: ``new_workflow_id`` or a new one).
-        Like DBOS ``fork_workflow``."""
+        A client engine forks by name: a live executor that registered the
+        function runs the fork. Like DBOS ``fork_workflow``."""
         row = self.runner.row(workflow_id)
         if isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0:
             raise errors.UsageError(f"start_step must be an int >= 0, not {start_step!r}")
-        spec = self._registered(workflow_id, row.name)
+        client = self.identity.client  # a client forks by name: an executor that registered it runs the fork
+        spec = None if client else self._registered(workflow_id, row.name)
         new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
         codec = self.codec
-        args = (workflow_id, new, start_step, self.identity.executor_id, lambda i: codec.encode(i, "workflow id"))
+        owner = None if client else self.identity.executor_id
+        args = (workflow_id, new, start_step, owner, lambda i: codec.encode(i, "workflow id"))
         self.runner.journal.submit(Record(R.OP, (None, None, "fork", "fork", args)))
-        self.runner.launch(spec, new, row.inputs, replay=True)
+        if spec is not None:
+            self.runner.launch(spec, new, row.inputs, replay=True)
         return WorkflowHandle.of(self.runner, new)
 
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Run a CANCELLED, ERROR, parked, interrupted or
-        MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step."""
+        MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step.
+        A client engine hands it to a live executor that registered its
+        function (any ``app_version``: the first to claim it runs it)."""
         runner = self.runner
         row = runner.row(workflow_id)
         name, status, inputs = row.name, row.status, row.inputs
         handle = WorkflowHandle.of(runner, workflow_id)
         if status == "SUCCESS":
+            return handle
+        if self.identity.client:
+            # A client has no workflow code: the workflow is left to the
+            # first live executor that registered it (fenced, woken by a notice).
+            runner.journal.submit(Record(R.OP, (None, None, "resume", "resume_unowned", (workflow_id,))))
             return handle
         spec = self._registered(workflow_id, name)
         identity = self.identity

@@ -157,6 +157,8 @@ class Starter:
             # A client starts by name, without the code: inputs are encoded
             # as given, the result read back untyped; an executor runs it.
             return WorkflowSpec(_by_name, check_name(workflow, "workflow name"), self.codec)
+        if spec is not None and spec.fn is _by_name and self.identity.client:
+            return spec  # a client's stand-in, passed back (a schedule's trigger)
         if spec is None or self.workflows.get(spec.name) is not spec:
             raise errors.UsageError(f"{workflow!r} is not a workflow registered with this engine")
         return spec

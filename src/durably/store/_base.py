@@ -20,7 +20,16 @@ from . import _ownership
 from ._executors import LISTED
 from ._ops import OpDb
 from ._queries import VIEW_COLUMNS, WAITING_IN_QUEUE, Queries, render
-from .contract import ExecutorRow, PendingRow, ScheduleRow, StepRow, WorkflowRow, WorkflowView
+from .contract import (
+    ExecutorRow,
+    MessageRow,
+    PendingRow,
+    QueueRow,
+    ScheduleRow,
+    StepRow,
+    WorkflowRow,
+    WorkflowView,
+)
 
 # A transaction step's SQL may run this long (seconds) by default; it holds the writer meanwhile.
 TX_BUDGET = 10.0
@@ -56,6 +65,7 @@ class SqlStore:
         self._ops_db: OpDb | None = None  # the writer connection's, for the ops
         self._queues_table = True  # it has queue_entries
         self._full_view = True  # it has the columns of schema v4 (seq, deadline, ident, ...)
+        self._limits_table = True  # it has the queues table (SQLite v6, PostgreSQL v2)
 
     # -- the primitive ------------------------------------------------------------------
 
@@ -283,3 +293,15 @@ class SqlStore:
     def children(self, workflow_id: str) -> list[str]:
         """Ids of a workflow's children."""
         return [r[0] for r in self.query(self.Q.children, (workflow_id,))]
+
+    def messages_for(self, workflow_id: str) -> list[MessageRow]:
+        """Messages sent to ``workflow_id`` and not received yet, oldest first."""
+        return list(map(MessageRow._make, self.query(self.Q.messages_for, (workflow_id,))))
+
+    def queue_stats(self) -> list[QueueRow]:
+        """Each queue's waiting and running workflows and its declared limits,
+        by name (an older file read as it is: counts only)."""
+        if not self._queues_table:
+            return []
+        sql = self.Q.queue_stats if self._limits_table else self.Q.queue_counts
+        return [QueueRow(q, int(e), int(r), c, rs, rp, at) for q, e, r, c, rs, rp, at in self.query(sql)]

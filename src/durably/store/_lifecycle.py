@@ -328,4 +328,5 @@ def open_readonly(store: Store) -> None:
     store._reader = conn
     store._queues_table = version >= 3  # an older file, inspected as it is: no queues yet
     store._full_view = version >= 4
+    store._limits_table = version >= 6
     store._version = version

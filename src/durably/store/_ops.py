@@ -79,6 +79,11 @@ OP_STATEMENTS: dict[str, str] = {
     "fork_source": "SELECT name, inputs FROM workflows WHERE workflow_id = ?",
     "fork": "INSERT INTO workflows (workflow_id, name, status, inputs, executor) VALUES (?, ?, 'PENDING', ?, ?)"
     " ON CONFLICT (workflow_id) DO NOTHING",
+    # a client's resume: run it again from its journal, owned by no one (the
+    # first live executor that registered its function claims it, whatever its version)
+    "resume_unowned": "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
+    " recovery_attempts = 0, executor = NULL, epoch = epoch + 1, app_version = NULL,"
+    " updated_at = {now} WHERE workflow_id = ? AND status <> 'SUCCESS'",
     "fork_steps": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
     " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
     " WHERE workflow_id = ? ORDER BY position LIMIT ?",
@@ -227,7 +232,21 @@ def fork(
             f"workflow id {new_id!r} already exists", workflow_id=new_id, existing_name=None, requested_name=row[0]
         )
     db.run(db.q["fork_steps"], (new_id, source, start_step))
+    if executor is None:
+        notice(db, "start", new_id)  # a client's fork: some executor claims it
     return encode_id(new_id)
+
+
+def resume_unowned(db: OpDb, workflow_id: str) -> int:
+    """A client's resume: the workflow (not SUCCESS) is PENDING again, owned
+    by no one, with its epoch raised (an instance still running it
+    anywhere is fenced); a ``start`` notice has a live executor that
+    registered its function claim it and run it from its journal. Returns
+    the rows changed (0: no such workflow, or it succeeded)."""
+    changed = db.run(db.q["resume_unowned"], (workflow_id,))
+    if changed:
+        notice(db, "start", workflow_id)
+    return changed
 
 
 # -- reads: run on committed data (a read connection) ----------------------------------------
@@ -275,6 +294,7 @@ def on_conn(op: Callable[..., Any]) -> Callable[..., Any]:
 
 TOOLKIT_OPS: dict[str, Callable[..., Any]] = {
     "fork": fork,
+    "resume_unowned": resume_unowned,
     "send": send,
     "send_many": send_many,
     "recv": recv,
@@ -299,4 +319,4 @@ READS: dict[str, Callable[..., Any]] = {
     "all_events": all_events,
 }
 # Ops that change a workflow's owner (PostgreSQL: their batch locks the takeovers row exclusive).
-OWNER_CHANGING_OPS = frozenset({"claim", "claim_queue", "stop_executor"})
+OWNER_CHANGING_OPS = frozenset({"claim", "claim_queue", "stop_executor", "resume_unowned"})

@@ -37,6 +37,14 @@ VIEW_COLUMNS: Final = f"{INFO_COLUMNS}, {MORE_COLUMNS}"
 STEP_COLUMNS: Final = "position, name, output, error, recorded_at, ident, started_at"
 SCHEDULE_COLUMNS: Final = "name, cron, workflow, last_slot, paused, tz, missed"
 
+# Each queue's waiting and running entries (a queue's ended entries stay, done = 1).
+_QUEUE_COUNTS: Final = "coalesce(c.enqueued, 0), coalesce(c.running, 0)"
+_QUEUE_COUNTED: Final = (
+    "LEFT JOIN (SELECT queue, sum(CASE WHEN started_at IS NULL THEN 1 ELSE 0 END) AS enqueued,"
+    " sum(CASE WHEN started_at IS NULL THEN 0 ELSE 1 END) AS running"
+    " FROM queue_entries WHERE done = 0 GROUP BY queue) c ON c.queue = n.queue"
+)
+
 # name -> statement, in SQLite's spelling with the tokens above.
 STATEMENTS: Final[dict[str, str]] = {
     # -- reads --------------------------------------------------------------------------
@@ -64,6 +72,16 @@ STATEMENTS: Final[dict[str, str]] = {
     "children": "SELECT workflow_id FROM workflows WHERE parent_id = ?",
     "still_owns": "SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'",
     "name_status": "SELECT name, status FROM workflows WHERE workflow_id = ?",
+    # Operators' reads (the CLI): messages sent to a workflow and not received yet,
+    # oldest first; each queue's waiting and running entries and the limits last
+    # declared for it (queues with neither are left out).
+    "messages_for": "SELECT id, topic, payload, created_at FROM messages WHERE dest = ? ORDER BY id",
+    "queue_stats": f"SELECT n.queue, {_QUEUE_COUNTS}, d.concurrency, d.rate_starts, d.rate_period, d.declared_at"
+    f" FROM (SELECT queue FROM queue_entries WHERE done = 0 UNION SELECT name FROM queues) n {_QUEUE_COUNTED}"
+    " LEFT JOIN queues d ON d.name = n.queue ORDER BY n.queue",
+    # the same on an older file (no queues table: read as it is, no limits)
+    "queue_counts": f"SELECT n.queue, {_QUEUE_COUNTS}, NULL, NULL, NULL, NULL"
+    f" FROM (SELECT DISTINCT queue FROM queue_entries WHERE done = 0) n {_QUEUE_COUNTED} ORDER BY n.queue",
     # -- journal records ----------------------------------------------------------------
     # A step row's times come from one clock, the database's (one reading
     # per statement): ``recorded_at`` is it, ``started_at`` is it minus the
@@ -124,6 +142,11 @@ WRITE_STATEMENTS: Final[dict[str, str]] = {
     "schedule_resume": "UPDATE schedules SET paused = 0, last_slot = {greatest}(last_slot, ?)"
     " WHERE name = ? AND paused = 1",
     "schedule_delete": "DELETE FROM schedules WHERE name = ?",
+    # (name, concurrency, rate_starts, rate_period): the limits an executor
+    # serving the queue declared (the last declaration wins; what operators see)
+    "queue_declare": "INSERT INTO queues (name, concurrency, rate_starts, rate_period) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, rate_starts = excluded.rate_starts,"
+    " rate_period = excluded.rate_period, declared_at = {now}",
 }
 # Writes that change a workflow's owner (PostgreSQL: their batch takes the fence lock exclusive).
 OWNER_CHANGING_WRITES: Final = frozenset({"resume", "release"})
@@ -181,6 +204,9 @@ class Queries:
     children: str
     still_owns: str
     name_status: str
+    messages_for: str
+    queue_stats: str
+    queue_counts: str
     insert_step: str
     insert_workflow: str
     complete: str

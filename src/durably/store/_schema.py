@@ -210,6 +210,18 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO notices (kind, workflow_id) VALUES ('cancel', new.workflow_id);
     END;
     """,
+    # v6: the limits each queue was last declared with by an executor serving
+    # it (``engine.queue(name, concurrency=, rate_limit=)``), for operators
+    # (``durably queues``); the dispatchers keep using their own declaration.
+    """
+    CREATE TABLE queues (
+        name        TEXT PRIMARY KEY NOT NULL,
+        concurrency INTEGER,           -- NULL: no limit
+        rate_starts INTEGER,           -- rate_limit=(rate_starts, rate_period); NULL: none
+        rate_period REAL,
+        declared_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
+    ) WITHOUT ROWID;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -127,6 +127,33 @@ class ExecutorRow(NamedTuple):
     left: float
 
 
+class MessageRow(NamedTuple):
+    """A message sent to a workflow and not received yet (``messages_for``);
+    ``payload`` as stored (codec-encoded)."""
+
+    id: int
+    topic: str | None
+    payload: Any
+    created_at: float
+
+
+class QueueRow(NamedTuple):
+    """One queue as operators see it (``queue_stats``): its workflows
+    waiting (``enqueued``: not started yet, delayed ones included) and
+    ``running`` (started, not ended), and the limits an executor serving it
+    last declared (``concurrency``; ``rate_limit=(rate_starts,
+    rate_period)``; all None when none declared it since schema v6, or no
+    limit), ``declared_at`` (unix time) when."""
+
+    queue: str
+    enqueued: int
+    running: int
+    concurrency: int | None
+    rate_starts: int | None
+    rate_period: float | None
+    declared_at: float | None
+
+
 # -- a transaction step's handle ---------------------------------------------------------
 
 
@@ -234,6 +261,13 @@ class StoreContract(Protocol):
         newest_first: bool = True,
     ) -> list[WorkflowView]: ...
     def children(self, workflow_id: str) -> list[str]: ...
+    def messages_for(self, workflow_id: str) -> list[MessageRow]:
+        """Messages sent to ``workflow_id`` not received yet, oldest first."""
+
+    def queue_stats(self) -> list[QueueRow]:
+        """Every queue with a workflow waiting or running, or with declared
+        limits, by name (one statement: the counts agree)."""
+
     def read(self, name: str, *args: Any) -> Any:
         """A named read of ``store/_ops.READS`` (events)."""
 

@@ -201,6 +201,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER notice_added AFTER INSERT ON {s}.notices FOR EACH STATEMENT
         EXECUTE FUNCTION {s}.notice_added();
     """,
+    # v2: as SQLite's v6, the limits each queue was last declared with.
+    """
+    CREATE TABLE {s}.queues (
+        name        text PRIMARY KEY,
+        concurrency integer,
+        rate_starts integer,
+        rate_period float8,
+        declared_at float8 NOT NULL DEFAULT {now}
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

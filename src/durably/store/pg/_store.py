@@ -217,6 +217,7 @@ class PgStore(SqlStore):
                 found=version,
                 supported=SCHEMA_VERSION,
             )
+        self._limits_table = version >= 2  # (an older schema, read as it is)
 
     def _interrupt_running(self, which: Callable[[str], bool]) -> None:
         running, conn = self._tx_running, self._writer
