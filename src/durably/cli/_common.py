@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ..engine import Engine
+    from .. import Engine
     from ..handle import StepInfo
     from ..store.contract import StoreContract, WorkflowView
 
@@ -124,7 +124,7 @@ def client(db: str) -> Iterator[Engine]:
     """A client-mode Engine on the database (writes are journaled, fenced
     and wake the owning process, as any client's), after a read-only open
     has checked that it is a durably database: a write never creates one."""
-    from ..engine import Engine
+    from .. import Engine
 
     with reader(db):
         pass

@@ -6,18 +6,20 @@ run by a live executor that registered its function)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from .._status import TERMINAL
 from ..errors import DurablyError, WorkflowNotFoundError
 from . import _common as C
 
+if TYPE_CHECKING:
+    from .. import Engine
 
-def _status_of(engine: object, workflow_id: str, db: str) -> tuple[str, str | None]:
+
+def _status_of(engine: Engine, workflow_id: str, db: str) -> tuple[str, str | None]:
     """(status, parked) of the workflow; exit 2 if there is none."""
-    from ..engine import Engine
-
-    assert isinstance(engine, Engine)
     try:
         info = engine.handle(workflow_id).info()
     except WorkflowNotFoundError:
