@@ -98,6 +98,13 @@ def _parser() -> argparse.ArgumentParser:
         "(its committed transactions are gone; a damaged file is still refused)",
     )
     p.add_argument("db")
+    p = sub.add_parser(
+        "copy",
+        help="copy a whole database to a new SQLite file or an empty PostgreSQL schema "
+        "(SQLite <-> PostgreSQL; stop the engines on the source first)",
+    )
+    p.add_argument("source", help="SQLite file or postgresql:// URL (?schema=NAME)")
+    p.add_argument("dest", help="a new SQLite file, or a postgresql:// URL whose schema holds no durably data")
     return parser
 
 
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args.db, args.orders, args.kill_at, force=args.force)
     if args.command == "accept-wal-loss":
         return _accept_wal_loss(args.db)
+    if args.command == "copy":
+        return _copy(args.source, args.dest)
     return _inspect(args)
 
 
@@ -130,6 +139,29 @@ def _accept_wal_loss(db: str) -> int:
         "again. Workflows resume from what the file holds (steps recorded only in the lost -wal run again)"
     )
     return 0
+
+
+def _copy(source: str, dest: str) -> int:
+    """``durably copy SRC DEST``: bad input (a destination not empty, a source
+    in use, a missing file, a bad URL) exits 2; a failure while copying, 1."""
+    from .errors import UsageError
+    from .operations.copy import copy
+
+    try:
+        report = copy(source, dest)
+    except DurablyError as exc:
+        _fail(exc)
+        return 2 if isinstance(exc, UsageError) or _input_error(exc) else 1
+    rows = ", ".join(f"{n} {table}" for table, n in report.rows.items() if n)
+    print(f"durably: copied {report.source} to {report.dest} in {report.seconds:.1f} s: {rows or 'nothing'}")
+    return 0
+
+
+def _input_error(exc: DurablyError) -> bool:
+    """A source that is missing, unreachable or not a durably database: the operator's input."""
+    from .errors import CantOpenError, DatabaseUnavailableError, SchemaVersionError
+
+    return isinstance(exc, (CantOpenError, DatabaseUnavailableError, SchemaVersionError))
 
 
 def _inspect(args: argparse.Namespace) -> int:
