@@ -331,3 +331,17 @@ def test_the_command_line_copies_and_exits_2_on_a_destination_that_is_not_empty(
     assert again.stderr.count("\n") == 1 and "DestinationNotEmptyError" in again.stderr
     missing = run("copy", str(tmp_path / "missing.db"), str(tmp_path / "other.db"))
     assert missing.returncode == 2 and not (tmp_path / "other.db").exists()
+
+
+def test_postgresql_to_postgresql_and_sequences_go_on(pg_url: str, pg_url2: str) -> None:
+    _small_db(pg_url)
+    assert copy(pg_url, pg_url2).workflows == 3
+    engine = durably.Engine(pg_url2)
+
+    @engine.workflow(name="ok")
+    def ok(i: int) -> int:
+        return i
+
+    with engine:
+        engine.run(ok, 9, workflow_id="new")
+        assert [i.workflow_id for i in engine.list_workflows(limit=None)] == ["new", "w2", "w1", "w0"]

@@ -33,7 +33,7 @@ def _prefill(path: str, n: int) -> None:
     )
     conn.executemany(
         "INSERT INTO steps (workflow_id, position, name, output, started_at, recorded_at)"
-        " VALUES (?, ?, 'charge', '{\"receipt\":\"r-123456\",\"cents\":1999}', ?, ?)",
+        ' VALUES (?, ?, \'charge\', \'{"receipt":"r-123456","cents":1999}\', ?, ?)',
         ((f"wf-{i:07d}", p, 1.7e9 + i / 1000, 1.7e9 + i / 1000 + 0.01) for i in range(n) for p in range(STEPS)),
     )
     conn.executemany(
