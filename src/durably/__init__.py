@@ -13,6 +13,7 @@ from .engine import Engine
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
+from .operations.copy import CopyReport
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
 from .runtime.steps import Step
@@ -37,6 +38,7 @@ __all__ = [
     "Step",
     "Transaction",
     "Stats",
+    "CopyReport",
     "Status",
     "StepInfo",
     "WorkflowHandle",

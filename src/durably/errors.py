@@ -33,6 +33,8 @@ __all__ = [
     "UnknownWorkflowError",
     "SerializationError",
     "InvalidSQLError",
+    "DestinationNotEmptyError",
+    "DatabaseInUseError",
     "ResultTimeoutError",
     "NonDeterminismError",
     "WorkflowFailedError",
@@ -148,6 +150,20 @@ class SerializationError(UsageError):
 
 class InvalidSQLError(UsageError):
     """SQL in a transaction step failed to compile or run (syntax, no such table)."""
+
+
+class DestinationNotEmptyError(UsageError):
+    """``durably copy``: the destination already exists or holds durably
+    data; nothing was written."""
+
+    _fields = ("path",)
+
+
+class DatabaseInUseError(UsageError):
+    """``durably copy``: a live engine (executor) has the database open;
+    nothing was written."""
+
+    _fields = ("path",)
 
 
 class ResultTimeoutError(DurablyError, TimeoutError):

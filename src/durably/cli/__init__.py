@@ -53,8 +53,7 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
 
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``
-(accept-wal-loss, demo); ``gc``, ``backup`` and ``copy`` go in ``ops.py``
-(add its commands in ``COMMANDS``).
+(accept-wal-loss, demo), ``ops.py`` (copy; gc and backup).
 """
 
 from __future__ import annotations
@@ -68,12 +67,13 @@ import click
 from ._common import CONNECT_TIMEOUT, Refused, describe, shown
 from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
+from .ops import copy
 from .queues import queues, schedules
 from .workflows import list_, show, steps, tail
 
 __all__ = ["CONNECT_TIMEOUT", "cli", "main", "shown"]
 
-COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, accept_wal_loss, demo)
+COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, copy, accept_wal_loss, demo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

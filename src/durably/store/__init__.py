@@ -4,6 +4,9 @@ from ._connection import expected_pragmas, read_pragmas
 from ._lifecycle import accept_wal_loss
 from ._schema import APPLICATION_ID, SCHEMA_VERSION
 from ._store import Store
+from ._transfer import place as place_copy
+from ._transfer import remove as remove_copy
+from ._transfer import vet_new_file
 from .contract import StoreContract, Tx
 
 
@@ -47,4 +50,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "expected_pragmas",
     "read_pragmas",
+    "place_copy",
+    "remove_copy",
+    "vet_new_file",
 ]

@@ -11,7 +11,8 @@ working; ``load_steps`` (every replay reads every step) stays plain tuples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 from .. import _crash, errors
@@ -19,7 +20,8 @@ from .. import _records as R
 from . import _ownership
 from ._executors import LISTED
 from ._ops import OpDb
-from ._queries import VIEW_COLUMNS, WAITING_IN_QUEUE, Queries, render
+from ._queries import HOLDS_DATA, VIEW_COLUMNS, WAITING_IN_QUEUE, Queries, render
+from ._transfer import CHUNK, Run, export
 from .contract import (
     ExecutorRow,
     MessageRow,
@@ -305,3 +307,29 @@ class SqlStore:
             return []
         sql = self.Q.queue_stats if self._limits_table else self.Q.queue_counts
         return [QueueRow(q, int(e), int(r), c, rs, rp, at) for q, e, r, c, rs, rp, at in self.query(sql)]
+
+    # -- moving between backends (store/_transfer.py) -----------------------------------------
+
+    def holds_data(self) -> bool:
+        """Whether any table a copy carries has a row (a copy's destination must not)."""
+        return bool(self.query(render(HOLDS_DATA, self.Q.postgres)))
+
+    def stored_codec(self) -> str | None:
+        """The values codec the database was created for (None: never recorded)."""
+        rows = self.query(self.Q.stored_codec)
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    def export_rows(self, chunk: int = CHUNK) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """(table, rows) of every table a copy carries, chunk by chunk in key
+        order, all read from one snapshot (store/_transfer.py)."""
+        with self._export_snapshot() as run:
+            yield from export(run, self.Q.postgres, chunk)
+
+    def import_rows(self, chunks: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> dict[str, int]:
+        """Write ``export_rows`` of another store into this one, just created
+        and empty; returns the rows written per table (store/_transfer.py)."""
+        raise NotImplementedError
+
+    def _export_snapshot(self) -> AbstractContextManager[Run]:
+        """Reads of one snapshot (each backend)."""
+        raise NotImplementedError

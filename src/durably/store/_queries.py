@@ -82,6 +82,8 @@ STATEMENTS: Final[dict[str, str]] = {
     # the same on an older file (no queues table: read as it is, no limits)
     "queue_counts": f"SELECT n.queue, {_QUEUE_COUNTS}, NULL, NULL, NULL, NULL"
     f" FROM (SELECT DISTINCT queue FROM queue_entries WHERE done = 0) n {_QUEUE_COUNTED} ORDER BY n.queue",
+    # the values codec the database was created for (PostgreSQL keeps it in its meta table)
+    "stored_codec": "SELECT value FROM engine_state WHERE key = 'codec'",
     # -- journal records ----------------------------------------------------------------
     # A step row's times come from one clock, the database's (one reading
     # per statement): ``recorded_at`` is it, ``started_at`` is it minus the
@@ -103,6 +105,7 @@ _PG_OVERRIDES: Final[dict[str, str]] = {
     "owners": "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(?)",
     "insert_step": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
     " VALUES (?, ?, ?, ?, ?, ?, {now} + (?::float8 - ?::float8))",
+    "stored_codec": "SELECT value FROM meta WHERE key = 'codec'",
 }
 
 # Named writes (record kind ``WRITE``: ``(name, params)``): the
@@ -207,6 +210,7 @@ class Queries:
     messages_for: str
     queue_stats: str
     queue_counts: str
+    stored_codec: str
     insert_step: str
     insert_workflow: str
     complete: str
@@ -222,3 +226,63 @@ SQLITE: Final = Queries(postgres=False)
 POSTGRES: Final = Queries(postgres=True)
 SQLITE_EXEC: Final = {name: render(t, False) for name, t in EXECUTOR_STATEMENTS.items()}
 PG_EXEC: Final = {name: render(t, True) for name, t in EXECUTOR_STATEMENTS.items()}
+
+# -- moving a database between backends (store/_transfer.py) ------------------------------
+# The tables ``durably copy`` carries, in the order they are written (a row
+# after those it references), each as (its columns, its primary key): the
+# same names on both backends. Not carried, as live-only state: executors
+# and their leases, notices (wake-ups of processes that are gone), the
+# engine_state rows (the crash mark, the takeovers count, PostgreSQL's batch
+# marks: the destination's own) and the codec, which the destination records
+# when it is created (``open(codec)``).
+TRANSFER_TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    "workflows": (
+        (
+            "seq",
+            "workflow_id",
+            "name",
+            "status",
+            "inputs",
+            "output",
+            "error",
+            "parent_id",
+            "parked",
+            "created_at",
+            "updated_at",
+            "deadline",
+            "recovery_attempts",
+            "executor",
+            "epoch",
+            "app_version",
+        ),
+        ("seq",),
+    ),
+    "steps": (
+        ("workflow_id", "position", "name", "output", "error", "ident", "started_at", "recorded_at"),
+        ("workflow_id", "position"),
+    ),
+    "messages": (("id", "dest", "topic", "payload", "created_at"), ("id",)),
+    "events": (("workflow_id", "key", "value", "updated_at"), ("workflow_id", "key")),
+    "queue_entries": (
+        ("seq", "workflow_id", "queue", "priority", "not_before", "dedup_key", "started_at", "done"),
+        ("seq",),
+    ),
+    "schedules": (("name", "cron", "workflow", "last_slot", "paused", "tz", "missed"), ("name",)),
+    "send_keys": (("key", "dest", "created_at"), ("key",)),
+}
+# Whether a database holds anything of durably's worth keeping (a copy's destination must not).
+HOLDS_DATA: Final = " UNION ALL ".join(f"SELECT 1 FROM (SELECT 1 FROM {t} LIMIT 1) AS {t}" for t in TRANSFER_TABLES)
+
+
+def transfer_select(table: str, first: bool, postgres: bool) -> str:
+    """One chunk of ``table`` in primary-key order (keyset: after the last
+    key of the previous chunk, unless ``first``), ``LIMIT ?``."""
+    columns, key = TRANSFER_TABLES[table]
+    after = "" if first else f" WHERE ({', '.join(key)}) > ({', '.join('?' * len(key))})"
+    return render(f"SELECT {', '.join(columns)} FROM {table}{after} ORDER BY {', '.join(key)} LIMIT ?", postgres)
+
+
+def transfer_insert(table: str) -> str:
+    """SQLite's insert of ``table``'s rows (PostgreSQL writes them with COPY)."""
+    columns, _ = TRANSFER_TABLES[table]
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"

@@ -39,7 +39,7 @@ import apsw
 from .. import _crash, errors
 from .. import _records as R
 from ..codec import encode_error
-from . import _executors, _lifecycle, _ownership, _tx
+from . import _executors, _lifecycle, _ownership, _transfer, _tx
 from ._base import SqlStore
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
@@ -92,6 +92,8 @@ class Store(SqlStore):
 
     Q = SQLITE
     _NO_LIMIT = -1
+    _export_snapshot = _transfer.sqlite_snapshot  # moving between backends (store/_transfer.py)
+    import_rows = _transfer.sqlite_import
 
     def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto") -> None:
         if synchronous not in ("full", "normal"):

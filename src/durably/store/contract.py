@@ -35,7 +35,7 @@ disk, corruption) fails for good (every later flush raises the same error).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 # -- rows the reads return (NamedTuples: positional use keeps working) ---------------------
@@ -299,3 +299,24 @@ class StoreContract(Protocol):
     def last_notice(self) -> int: ...
     def notices_since(self, last: int) -> list[tuple[Any, ...]]:
         """(id, kind, workflow_id, detail) committed after ``last``, in order."""
+
+    # -- moving between backends (store/_transfer.py, ``durably copy``) ------------------
+    def holds_data(self) -> bool:
+        """Whether any table a copy carries (workflows, steps, messages,
+        events, queue entries, schedules, send keys) has a row."""
+
+    def stored_codec(self) -> str | None:
+        """The values codec recorded at creation (None: never recorded)."""
+
+    def export_rows(self, chunk: int = ...) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+        """(table, rows) of every table a copy carries, chunk by chunk in
+        primary-key order, all from ONE snapshot (a store opened read-only
+        will do; an SQLite file of an older schema, or crashed with its -wal
+        gone, is refused)."""
+
+    def import_rows(self, chunks: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> dict[str, int]:
+        """Write another store's ``export_rows`` into this one, created by
+        ``open(codec)`` and empty, ids kept; rows written per table. SQLite:
+        a transaction every so many rows (the caller builds the file under a
+        temporary name); PostgreSQL: one transaction (a failure leaves the
+        schema empty)."""

@@ -62,7 +62,7 @@ from .._ops import OWNER_CHANGING_OPS, READS
 from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
 from .._queries import POSTGRES
 from ..contract import StoreContract
-from . import _apply, _connection, _executors, _listen, _pipeline, _sandbox, _schema
+from . import _apply, _connection, _executors, _listen, _pipeline, _sandbox, _schema, _transfer
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._errors import fatal as _fatal
 from ._executors import PgDb
@@ -116,8 +116,9 @@ class PgStore(SqlStore):
     """durably's tables in one PostgreSQL schema."""
 
     Q = POSTGRES
-
     backend = "postgresql"
+    _export_snapshot = _transfer.pg_snapshot  # moving between backends (store/_transfer.py)
+    import_rows = _transfer.pg_import
 
     def __init__(
         self,

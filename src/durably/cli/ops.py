@@ -1,0 +1,46 @@
+"""The file as a whole: ``copy`` (between SQLite and PostgreSQL); ``gc`` and
+``backup`` join it here. Each prints one line (or, with ``--json``, one
+document) of what it did; bad input (a destination that is not empty, a
+source in use, a missing file, a URL that does not parse) exits 2, a failure
+while the operation ran exits 1, with nothing left half done."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import CantOpenError, DatabaseUnavailableError, DurablyError, SchemaVersionError
+from . import _common as C
+
+# A source that is missing, unreachable or not a durably database is the operator's input.
+_INPUT_ERRORS = (CantOpenError, DatabaseUnavailableError, SchemaVersionError)
+
+
+def _code(exc: DurablyError) -> int:
+    return C.BAD_INPUT if isinstance(exc, _INPUT_ERRORS) else C.code_of(exc)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("dest")
+@C.json_option
+def copy(source: str, dest: str, as_json: bool) -> int:
+    """Copy a whole database to a new SQLite file or an empty PostgreSQL
+    schema (SQLite <-> PostgreSQL; stop the engines on SOURCE first, or copy
+    a `durably backup` of it). SOURCE, DEST: a file or a postgresql:// URL
+    (?schema=NAME)."""
+    from ..operations.copy import copy as copy_database
+
+    try:
+        report = copy_database(C.with_timeout(source), C.with_timeout(dest))
+    except DurablyError as exc:
+        C.refuse(C.describe(exc), _code(exc))
+    if as_json:
+        C.emit_json(
+            {"source": C.where(source), "dest": C.where(dest), "seconds": report.seconds, "rows": dict(report.rows)}
+        )
+        return 0
+    rows = ", ".join(f"{n} {table}" for table, n in report.rows.items() if n)
+    click.echo(
+        f"durably: copied {C.shown(C.where(source))} to {C.shown(C.where(dest))} in {report.seconds:.1f} s: {rows or 'nothing'}"
+    )
+    return 0

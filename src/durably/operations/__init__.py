@@ -1,0 +1,2 @@
+"""Operations on a whole database, run by an operator (the ``durably``
+command) rather than by an engine: copying between backends (``copy``)."""
