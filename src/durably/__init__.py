@@ -15,6 +15,7 @@ from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
+from .runtime.retention import GcReport
 from .runtime.steps import Step
 from .runtime.transactions import Transaction
 from .runtime.workflows import Workflow
@@ -37,6 +38,7 @@ __all__ = [
     "Step",
     "Transaction",
     "Stats",
+    "GcReport",
     "Status",
     "StepInfo",
     "WorkflowHandle",

@@ -210,6 +210,12 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO notices (kind, workflow_id) VALUES ('cancel', new.workflow_id);
     END;
     """,
+    # v6: retention. Deleting a workflow deletes its send keys and notices
+    # too: found by these indexes, not by a scan of either table.
+    """
+    CREATE INDEX send_keys_dest ON send_keys (dest);
+    CREATE INDEX notices_workflow ON notices (workflow_id) WHERE workflow_id IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

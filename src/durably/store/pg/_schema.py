@@ -201,6 +201,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER notice_added AFTER INSERT ON {s}.notices FOR EACH STATEMENT
         EXECUTE FUNCTION {s}.notice_added();
     """,
+    # v2: retention (as the SQLite schema's v6): a workflow's send keys and
+    # notices, deleted with it, are found by these indexes.
+    """
+    CREATE INDEX ON {s}.send_keys (dest);
+    CREATE INDEX ON {s}.notices (workflow_id) WHERE workflow_id IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
