@@ -46,9 +46,13 @@ HOLD = 0.005
 # Free pages handed back to the file system per step (SQLite: 1 MiB of 4 KiB pages).
 VACUUM_PAGES = 256
 # Background passes: every retention / 10, at most this many seconds apart;
-# the first one this long after open.
+# the first one this long after open. A background pass pauses after each
+# batch so that its batches take at most DUTY of the writer's time (a
+# backlog is worked off without slowing the workflows much); gc() on demand
+# does not pause.
 INTERVAL_MAX = 60.0
 FIRST_PASS = 1.0
+DUTY = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +176,16 @@ class Retention:
         self.check_open()
         return self.run_pass(seconds, chosen, lambda: False)
 
-    def run_pass(self, older_than: float, statuses: list[str], stopping: Callable[[], bool]) -> GcReport:
+    def run_pass(
+        self,
+        older_than: float,
+        statuses: list[str],
+        stopping: Callable[[], bool],
+        pause: Callable[[float], object] | None = None,
+    ) -> GcReport:
         """One pass: batches until none is left (or ``stopping()``), then
-        the freed pages handed back."""
+        the freed pages handed back; ``pause(seconds)`` after each batch
+        (the background passes' pacing, see DUTY)."""
         cutoff = math.inf if older_than == 0 else self.clock.now() - older_than
         report = GcReport()
         after: tuple[float, int] = (-math.inf, -1)
@@ -185,6 +196,8 @@ class Retention:
             after = cursor
             report += GcReport(**counts, batches=1, longest_batch=took)
             self._adapt(took)
+            if pause is not None:
+                pause(took * (1 / DUTY - 1))
         if report.workflows:
             report += GcReport(pages_freed=self.vacuum(stopping))
         return report
@@ -243,7 +256,7 @@ class RetentionLoop(BackgroundLoop):
     def run_round(self) -> float | None:
         if self.clock.now() < self.due:
             return self.due  # (woken early: a kick)
-        report = self.retention.run_pass(self.seconds, list(FINISHED), self._stopped)
+        report = self.retention.run_pass(self.seconds, list(FINISHED), self._stopped, self._pause)
         if report.workflows:
             log.info(
                 "durably: retention deleted %d workflow(s) that ended more than %.0f s ago (%d batches, "
@@ -255,3 +268,12 @@ class RetentionLoop(BackgroundLoop):
             )
         self.due = self.clock.now() + self.interval
         return self.due
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` of real time (a virtual clock cannot hold it
+        back), or until the loop is stopped."""
+        with self._lock:
+            if self._stopping:
+                return
+            waiter = self._waiter
+        waiter.thread_event().wait(seconds)
