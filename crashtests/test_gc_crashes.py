@@ -11,6 +11,7 @@ is intact. Quick tier: three seeds."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -45,7 +46,7 @@ UNION ALL SELECT 'notices', count(*) FROM notices
 
 
 def _run(db: Path, mode: str, kill_after: float | None = None, crash_at: str | None = None) -> tuple[int, str, str]:
-    env = {k: v for k, v in __import__("os").environ.items() if k != "DURABLY_CRASH_AT"}
+    env = {k: v for k, v in os.environ.items() if k != "DURABLY_CRASH_AT"}
     if crash_at:
         env["DURABLY_CRASH_AT"] = crash_at
     proc = subprocess.Popen(
