@@ -66,6 +66,14 @@ RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
     "compiled / twin journal (async 1024)": [
         ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")
     ],
+    "async 1024 with retention deleting / without": [
+        (
+            "retention.async[c=1024,on]",
+            "steps_per_s",
+            "retention.async[c=1024,off]",
+            "steps_per_s",
+        )
+    ],
     "step cost 10^6 / 10^4 recorded": [
         ("growth.history[steps=1000000]", "us_per_step", "growth.history[steps=10000]", "us_per_step"),
         ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step"),

@@ -40,6 +40,7 @@ BOTH_BACKENDS = {
     "test_names",
     "test_retries",
     "test_inspection",
+    "test_retention",
 }
 _pg_state: dict[str, Any] = {}
 

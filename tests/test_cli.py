@@ -520,3 +520,23 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(live) -> None:
     assert client.handle("bad-w").status() == "PENDING"
     client.send("bad-w", 1, topic="go")
     assert client.handle("bad-w").result(timeout=15) == 3
+
+
+def test_gc_deletes_finished_workflows_beside_the_worker_and_keeps_pending_ones(live) -> None:
+    db, client = live
+    done = [client.start("quick", i, workflow_id=f"gc-q{i}") for i in range(5)]
+    assert [h.result(timeout=15) for h in done] == [0, 2, 4, 6, 8]
+    client.start("waiter", 7, workflow_id="gc-w")
+    _until(lambda: client.get_all_events("gc-w"))
+    _refused(("gc", db, "--older-than", "soon"), "--older-than")
+    _refused(("gc", db, "--older-than", "0s", "--status", "PENDING"), "--status")
+    assert client.handle("gc-q0").status() == "SUCCESS"  # the refusals deleted nothing
+    report = _json("gc", db, "--older-than", "0s", "--status", "SUCCESS")
+    assert report["workflows"] >= 5 and report["steps"] >= 5 and report["batches"] >= 1
+    assert set(report) >= {"workflows", "steps", "messages", "events", "notices", "longest_batch"}
+    _refused(("show", db, "gc-q3"), "no workflow with id 'gc-q3'")
+    assert _json("list", db, "--status", "SUCCESS")["workflows"] == []
+    assert client.handle("gc-w").status() == "PENDING"  # a pending workflow stays, with its steps
+    assert [s["name"] for s in _json("steps", db, "gc-w")["steps"]][0] == "add"
+    client.send("gc-w", 2, topic="go")
+    assert client.handle("gc-w").result(timeout=15) == 10

@@ -16,6 +16,7 @@ from .journal import IMPLEMENTATION
 from .operations.copy import CopyReport
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
+from .runtime.retention import GcReport
 from .runtime.steps import Step
 from .runtime.transactions import Transaction
 from .runtime.workflows import Workflow
@@ -39,6 +40,7 @@ __all__ = [
     "Transaction",
     "Stats",
     "CopyReport",
+    "GcReport",
     "Status",
     "StepInfo",
     "WorkflowHandle",

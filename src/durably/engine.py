@@ -17,7 +17,7 @@ import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
@@ -32,6 +32,7 @@ from .runtime.lifecycle import CLOSE_GRACE, Lifecycle
 from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.registration import Registrations
+from .runtime.retention import GcReport, Retention
 from .runtime.starts import Starter
 from .runtime.steps import ATTEMPT, Step
 from .runtime.toolkit import Toolkit
@@ -92,6 +93,10 @@ class Engine:
             name, without the workflow code); never runs a workflow.
         schema: with a ``postgresql://`` URL as ``path``, the PostgreSQL
             schema holding durably's tables (default ``"durably"``).
+        retention: delete workflows that ended longer ago than this (a
+            ``datetime.timedelta`` or seconds), with everything that belongs
+            to them, in the background (see ``gc``); None (the default)
+            keeps everything. Not on a client engine.
 
     Example::
 
@@ -124,6 +129,7 @@ class Engine:
         client: bool = False,
         poll: float = POLL,
         schema: str | None = None,
+        retention: timedelta | float | None = None,
     ) -> None:
         p = assemble(
             path,
@@ -139,13 +145,14 @@ class Engine:
             client=client,
             poll=poll,
             schema=schema,
+            retention=retention,
         )
         self.path = path
         self._store, self._identity, self._codec, self._clock = p.store, p.identity, p.codec, p.clock
         self._workflows, self._steps, self._waits, self._deadlines = p.workflows, p.steps, p.waits, p.deadlines
         self._runner, self._toolkit, self._messaging, self._starts = p.runner, p.toolkit, p.messaging, p.starts
         self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
-        self._register = p.register
+        self._register, self._retention = p.register, p.retention
 
     # -- who this engine is ---------------------------------------------------------------
 
@@ -551,6 +558,10 @@ class Engine:
     @documented(ScheduleManager.backfill_schedule)
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
         return self._schedules.backfill_schedule(name, start, end)
+
+    @documented(Retention.gc)
+    def gc(self, older_than: timedelta | float, statuses: Iterable[str] | None = None) -> GcReport:
+        return self._retention.gc(older_than, statuses)
 
     def stats(self) -> Stats:
         """A snapshot of the database (``Stats``): workflows by status, step

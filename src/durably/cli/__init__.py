@@ -5,7 +5,7 @@ Every command takes the database first: an SQLite path or a
 ``steps``, ``tail``, ``queues``, ``schedules``) open it read-only: nothing
 written, migrated or recovered, no -wal/-shm left behind. Changes
 (``cancel``, ``resume``, ``fork``, ``schedules pause|resume|trigger|
-backfill``) go through a client-mode ``Engine``: journaled as any client's
+backfill``, ``gc``) go through a client-mode ``Engine``: journaled as any client's
 call, fenced against the owning executor, and waking it. Both run while
 engines use the database in other processes.
 
@@ -50,10 +50,14 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
   ``"children"``); ``fork``: ``{"workflow_id", "forked_from", "from_step",
   "status"}``; ``schedules pause|resume|trigger|backfill``: ``{"action",
   "schedule": schedule}`` (trigger and backfill add ``"workflow_ids"``)
+* ``gc``: ``{"workflows", "steps", "messages", "events", "queue_entries",
+  "send_keys", "notices", "batches", "longest_batch", "pages_freed"}``
+  (rows removed per kind; ``longest_batch`` in seconds)
+* ``copy``: ``{"source", "dest", "seconds", "rows": {table: count}}``
 
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``
-(accept-wal-loss, demo), ``ops.py`` (copy; gc and backup).
+(accept-wal-loss, demo), ``ops.py`` (gc, copy, backup).
 """
 
 from __future__ import annotations
@@ -67,13 +71,13 @@ import click
 from ._common import CONNECT_TIMEOUT, Refused, describe, shown
 from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
-from .ops import copy
+from .ops import copy, gc
 from .queues import queues, schedules
 from .workflows import list_, show, steps, tail
 
 __all__ = ["CONNECT_TIMEOUT", "cli", "main", "shown"]
 
-COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, copy, accept_wal_loss, demo)
+COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, copy, accept_wal_loss, demo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

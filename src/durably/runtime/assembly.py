@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from .. import errors
@@ -29,6 +30,7 @@ from .lifecycle import Lifecycle
 from .management import Management
 from .messaging import Messaging
 from .registration import Registrations
+from .retention import Retention, seconds_of
 from .runner import Runner
 from .starts import Starter
 from .steps import StepSpec
@@ -65,6 +67,7 @@ class Parts:
     manage: Management
     life: Lifecycle
     register: Registrations
+    retention: Retention
 
 
 def assemble(
@@ -82,6 +85,7 @@ def assemble(
     client: bool,
     poll: float,
     schema: str | None,
+    retention: timedelta | float | None = None,
 ) -> Parts:
     """Check ``Engine``'s arguments (UsageError) and build its parts."""
     if workers < 1:
@@ -95,6 +99,12 @@ def assemble(
     identity = Identity(store.app_version, bool(client))
     identity.renew(store)
     lease, poll = positive(lease, "lease"), positive(poll, "poll")
+    keep = None if retention is None else seconds_of(retention, "retention", zero=False)
+    if keep is not None and client:
+        raise errors.UsageError(
+            "retention runs on the engines that run workflows; a client engine (client=True) deletes "
+            "on demand with engine.gc(older_than=...)"
+        )
     chosen = get_codec(codec)
     if clock is not None and not isinstance(clock, Clock):
         raise errors.UsageError(f"clock must be a durably clock (e.g. durably.VirtualClock()), not {clock!r}")
@@ -102,7 +112,7 @@ def assemble(
     own_clock: SystemClock | None = None
     if clock is None:
         clock = own_clock = SystemClock()
-    return _build(workers, identity, store, chosen, clock, own_clock, lease, poll)
+    return _build(workers, identity, store, chosen, clock, own_clock, lease, poll, keep)
 
 
 def _build(
@@ -114,6 +124,7 @@ def _build(
     own_clock: SystemClock | None,
     lease: float,
     poll: float,
+    keep: float | None,
 ) -> Parts:
     workflows: dict[str, WorkflowSpec] = {}
     steps: dict[str, StepSpec] = {}
@@ -140,8 +151,9 @@ def _build(
         store, clock, workflows, starts.spec, starts.start, runner.check_open, lambda: life.is_open, journal
     )
     manage = Management(identity, store, codec, workflows, runner, deadlines, starts.spec, queues.kick)
+    retention = Retention(clock, keep, lambda: life.check_open(), journal)
     life = Lifecycle(
-        identity, store, codec.name, own_clock, runner, kit, queues, schedules, deadlines, waits, lease, poll
+        identity, store, codec.name, own_clock, runner, kit, queues, schedules, deadlines, waits, lease, poll, retention
     )
     register = Registrations(codec, workflows, steps, runner.accepted, starts.run_inline, starts.start_async)
     return Parts(
@@ -162,4 +174,5 @@ def _build(
         manage,
         life,
         register,
+        retention,
     )

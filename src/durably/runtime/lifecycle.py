@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..store.contract import StoreContract
     from .deadlines import Deadlines
     from .identity import Identity
+    from .retention import Retention
     from .runner import Runner
     from .toolkit import Toolkit
     from .waits import Waits
@@ -83,6 +84,7 @@ class Lifecycle:
         waits: Waits,
         lease: float,
         poll: float,
+        retention: Retention,
     ) -> None:
         self.identity = identity
         self.store = store
@@ -96,6 +98,7 @@ class Lifecycle:
         self.waits = waits
         self.lease = lease
         self.poll = poll
+        self.retention = retention
         self.journal: Journal = runner.journal
         self.keeper: Coordinator | None = None
         self.recovery = RecoveryReport()
@@ -122,6 +125,7 @@ class Lifecycle:
         self.kit.open(journal)
         self.queues.open(journal)
         self.schedules.open(journal)
+        self.retention.open(journal)
         keeper = self.keeper = Coordinator(
             identity, store, journal, self.runner, self.waits, self.queues.kick, self.lease, self.poll, self._host
         )
@@ -134,6 +138,7 @@ class Lifecycle:
             if not identity.client:
                 self.queues.start()
                 self.schedules.start()
+                self.retention.start()
             keeper.start(store.last_notice())
         except BaseException:
             self.close(CLOSE_GRACE)
@@ -249,6 +254,7 @@ class Lifecycle:
             keeper.stop()
         self.store.interrupt_all_tx()  # a transaction step's SQL would hold the writer through the grace
         self.deadlines.disarm_all()
+        self.retention.stop()  # a pass under way stops after its batch
         self.queues.stop()
         self.schedules.stop()
         self.waits.fire_all()

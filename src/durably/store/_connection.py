@@ -62,6 +62,10 @@ def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | N
         if creating:
             # The -wal and -shm files copy the database file's mode.
             os.chmod(path, 0o600)
+            # Pages freed by deletions (retention) can be handed back to the
+            # file system in small steps (PRAGMA incremental_vacuum): only
+            # settable before the first table, and before WAL mode.
+            conn.pragma("auto_vacuum", 2)
         if not is_memory(path):
             # Closing the last connection must not checkpoint and delete the
             # -wal behind the crash mark's back (after a writer failure, or a

@@ -26,13 +26,15 @@ connection (client calls outside a workflow; nothing is recorded).
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import _records as R
 from .. import errors
 from . import _executors
-from ._queries import render
+from ._queries import GC_TABLES, PG_GC, SQLITE_GC, render
 
 if TYPE_CHECKING:
     import apsw
@@ -249,6 +251,65 @@ def resume_unowned(db: OpDb, workflow_id: str) -> int:
     return changed
 
 
+# -- retention -------------------------------------------------------------------------------
+
+
+def gc(
+    db: OpDb, cutoff: float, statuses: list[str], after: tuple[float, int], limit: int
+) -> tuple[dict[str, int], tuple[float, int] | None, float]:
+    """One batch of retention: up to ``limit`` workflows whose status is one
+    of ``statuses`` and that ended before ``cutoff`` (the store's unix
+    time), taken in creation order after the cursor ``after`` (created_at,
+    seq), deleted with their steps, messages waiting for them, events,
+    queue entry (and its dedup key), send keys and notices, all in this
+    op's SAVEPOINT: a workflow goes whole or not at all.
+
+    A child goes with its parent, never before it: a candidate whose parent
+    still exists is kept unless that parent is deleted in this very batch
+    (a parent is created, so listed, before its children); a parent that
+    is gone no longer holds anything back. So a PENDING workflow's
+    children, which its replay needs, stay.
+
+    Returns (rows deleted per table of ``GC_TABLES``, the cursor after the
+    last candidate or None when there were none, seconds this op took)."""
+    began = time.perf_counter()
+    q = PG_GC if db.postgres else SQLITE_GC
+    pack: Callable[[Iterable[str]], Any] = list if db.postgres else (lambda xs: json.dumps(list(xs)))
+    rows = db.all(q["candidates"], (after[0], cutoff, after[0], after[1], pack(statuses), cutoff, limit))
+    if not rows:
+        return {}, None, time.perf_counter() - began
+    ids = _deletable(db, q["existing"], pack, rows)
+    counts = dict.fromkeys(GC_TABLES, 0)
+    if ids:
+        for table in GC_TABLES:
+            counts[table] = db.run(q[table], (pack(ids),))
+    return counts, (rows[-1][2], rows[-1][3]), time.perf_counter() - began
+
+
+def _deletable(db: OpDb, existing: str, pack: Callable[[Iterable[str]], Any], rows: list[tuple[Any, ...]]) -> list[str]:
+    """The candidates (workflow_id, parent_id, ...) that may go: each one's
+    parent is absent, or goes too (see ``gc``)."""
+    batch = {r[0] for r in rows}
+    outside = {r[1] for r in rows if r[1] is not None and r[1] not in batch}
+    kept = {r[0] for r in db.all(existing, (pack(outside),))} if outside else set()
+    going: list[str] = []
+    gone: set[str] = set()
+    for wid, parent, *_ in rows:
+        if parent is None or parent in gone or (parent not in batch and parent not in kept):
+            going.append(wid)
+            gone.add(wid)
+    return going
+
+
+def vacuum(conn: apsw.Connection, pages: int) -> int:
+    """SQLite: hand up to ``pages`` free pages back to the file system
+    (``PRAGMA incremental_vacuum``: a file created with auto_vacuum=INCREMENTAL;
+    on an older file it does nothing). Returns the pages freed."""
+    before = int(conn.pragma("freelist_count"))
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()  # each row is a page moved
+    return before - int(conn.pragma("freelist_count"))
+
+
 # -- reads: run on committed data (a read connection) ----------------------------------------
 
 
@@ -302,6 +363,7 @@ TOOLKIT_OPS: dict[str, Callable[..., Any]] = {
     "get_event": get_event,
     "get_all_events": get_all_events,
     "enqueue": enqueue,
+    "gc": gc,
 }
 # SQLite's table (PostgreSQL's: pg/_executors.OPS).
 OPS: dict[str, Callable[..., Any]] = {
@@ -312,6 +374,7 @@ OPS: dict[str, Callable[..., Any]] = {
     "stop_executor": on_conn(_executors.stop),
     "claim": on_conn(_executors.claim),
     "claim_queue": on_conn(_executors.claim_queue),
+    "vacuum": on_conn(vacuum),
 }
 
 READS: dict[str, Callable[..., Any]] = {

@@ -171,6 +171,49 @@ EXECUTOR_STATEMENTS: Final[dict[str, str]] = {
     " AND done = 0 AND not_before > ?",
 }
 
+# Retention (store/_ops.gc): one batch of finished workflows deleted with
+# everything that belongs to them. ``{in_list}`` tests a column against one
+# parameter holding a list (SQLite: a JSON array read by json_each, one
+# prepared statement whatever the length; PostgreSQL: an array, ``= ANY``).
+# Candidates come in creation order (a parent before its children) after a
+# cursor (created_at, seq), served by the created_at index: a workflow
+# created after the cut-off cannot have ended before it. PostgreSQL locks
+# them (a resume or a send racing with the delete waits for it, or is
+# skipped, never deadlocked: SKIP LOCKED).
+GC_STATEMENTS: Final[dict[str, str]] = {
+    # (after_created, cutoff, after_created, after_seq, statuses, cutoff, limit)
+    "candidates": "SELECT workflow_id, parent_id, created_at, seq FROM workflows"
+    " WHERE created_at >= ? AND created_at < ? AND (created_at > ? OR seq > ?)"
+    " AND {unindexed}status {in_list} AND updated_at < ? ORDER BY created_at, seq LIMIT ?{skip_locked}",
+    "existing": "SELECT workflow_id FROM workflows WHERE workflow_id {in_list}",
+    # children first: foreign keys point at the workflow row
+    "messages": "DELETE FROM messages WHERE dest {in_list}",
+    "events": "DELETE FROM events WHERE workflow_id {in_list}",
+    "queue_entries": "DELETE FROM queue_entries WHERE workflow_id {in_list}",
+    "send_keys": "DELETE FROM send_keys WHERE dest {in_list}",
+    "notices": "DELETE FROM notices WHERE workflow_id {in_list}",
+    "steps": "DELETE FROM steps WHERE workflow_id {in_list}",
+    "workflows": "DELETE FROM workflows WHERE workflow_id {in_list}",
+}
+# The tables a batch deletes from, in the order it does (GcReport's counts).
+GC_TABLES: Final = ("messages", "events", "queue_entries", "send_keys", "notices", "steps", "workflows")
+
+
+def _render_gc(postgres: bool) -> dict[str, str]:
+    in_list = "= ANY(?)" if postgres else "IN (SELECT value FROM json_each(?))"
+    skip = " FOR UPDATE SKIP LOCKED" if postgres else ""
+    return {
+        # (SQLite: ``+status`` keeps its planner off the status index, which
+        # would sort every finished workflow for each batch)
+        name: render(
+            sql.replace("{in_list}", in_list)
+            .replace("{skip_locked}", skip)
+            .replace("{unindexed}", "" if postgres else "+"),
+            postgres,
+        )
+        for name, sql in GC_STATEMENTS.items()
+    }
+
 
 def render(template: str, postgres: bool) -> str:
     """One statement in a backend's spelling: ``{now}`` and ``{greatest}``
@@ -286,3 +329,7 @@ def transfer_insert(table: str) -> str:
     """SQLite's insert of ``table``'s rows (PostgreSQL writes them with COPY)."""
     columns, _ = TRANSFER_TABLES[table]
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+SQLITE_GC: Final = _render_gc(False)
+PG_GC: Final = _render_gc(True)

@@ -213,6 +213,8 @@ MIGRATIONS: tuple[str, ...] = (
     # v6: the limits each queue was last declared with by an executor serving
     # it (``engine.queue(name, concurrency=, rate_limit=)``), for operators
     # (``durably queues``); the dispatchers keep using their own declaration.
+    # And for retention: deleting a workflow deletes its send keys and
+    # notices too, found by these indexes, not by a scan of either table.
     """
     CREATE TABLE queues (
         name        TEXT PRIMARY KEY NOT NULL,
@@ -221,6 +223,8 @@ MIGRATIONS: tuple[str, ...] = (
         rate_period REAL,
         declared_at REAL NOT NULL DEFAULT (unixepoch('subsec'))
     ) WITHOUT ROWID;
+    CREATE INDEX send_keys_dest ON send_keys (dest);
+    CREATE INDEX notices_workflow ON notices (workflow_id) WHERE workflow_id IS NOT NULL;
     """,
 )
 

@@ -18,8 +18,11 @@ value it cannot store, a typed refusal from an op) fails alone with
 * ``COMPLETE`` end a workflow, only while it is PENDING.
 * ``TX`` run a transaction step's SQL and record its outcome in the batch.
 * ``OP`` run a named operation (``store/_ops.OPS``: messages, events,
-  queues, executors and claims, fork) and record its output as a step;
-  a message is consumed once, a claim takes a workflow for one executor.
+  queues, executors and claims, fork, retention) and record its output as
+  a step; a message is consumed once, a claim takes a workflow for one
+  executor, a retention batch (``gc``) deletes each workflow whole (with
+  every row that belongs to it) or not at all, and ``vacuum`` hands free
+  pages back to the file system (SQLite; nothing on PostgreSQL).
 * ``WRITE`` one named single-statement change (``store/_writes.WRITES``).
 
 Fencing: every record that advances a workflow (``STEP``, ``COMPLETE``,

@@ -201,7 +201,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER notice_added AFTER INSERT ON {s}.notices FOR EACH STATEMENT
         EXECUTE FUNCTION {s}.notice_added();
     """,
-    # v2: as SQLite's v6, the limits each queue was last declared with.
+    # v2, as SQLite's v6: the limits each queue was last declared with; and
+    # for retention, a workflow's send keys and notices (deleted with it)
+    # are found by these indexes.
     """
     CREATE TABLE {s}.queues (
         name        text PRIMARY KEY,
@@ -210,6 +212,8 @@ MIGRATIONS: tuple[str, ...] = (
         rate_period float8,
         declared_at float8 NOT NULL DEFAULT {now}
     );
+    CREATE INDEX ON {s}.send_keys (dest);
+    CREATE INDEX ON {s}.notices (workflow_id) WHERE workflow_id IS NOT NULL;
     """,
 )
 
