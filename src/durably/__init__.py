@@ -13,6 +13,7 @@ from .engine import Engine
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
+from .operations.backup import BackupReport
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
 from .runtime.steps import Step
@@ -42,5 +43,6 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "IMPLEMENTATION",
+    "BackupReport",
     *_errors.__all__,
 ]

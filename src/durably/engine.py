@@ -24,6 +24,7 @@ from . import errors
 from .clock import Clock
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
+from .operations.backup import BackupReport, backup_store
 from .queues import Queue, QueueManager
 from .runtime.assembly import assemble, positive
 from .runtime.context import current, in_step
@@ -91,6 +92,10 @@ class Engine:
             name, without the workflow code); never runs a workflow.
         schema: with a ``postgresql://`` URL as ``path``, the PostgreSQL
             schema holding durably's tables (default ``"durably"``).
+        checkpoints: who copies the SQLite WAL into the main file:
+            ``"engine"`` (default) or ``"external"``, for a file another
+            program checkpoints (Litestream): a copy it restores then opens
+            as it is (README, "Replication with Litestream").
 
     Example::
 
@@ -123,6 +128,7 @@ class Engine:
         client: bool = False,
         poll: float = POLL,
         schema: str | None = None,
+        checkpoints: str = "engine",
     ) -> None:
         p = assemble(
             path,
@@ -138,6 +144,7 @@ class Engine:
             client=client,
             poll=poll,
             schema=schema,
+            checkpoints=checkpoints,
         )
         self.path = path
         self._store, self._identity, self._codec, self._clock = p.store, p.identity, p.codec, p.clock
@@ -542,6 +549,11 @@ class Engine:
     @documented(ScheduleManager.backfill_schedule)
     def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
         return self._schedules.backfill_schedule(name, start, end)
+
+    @documented(backup_store)
+    def backup(self, dest: str) -> BackupReport:
+        self._life.check_open()
+        return backup_store(self._store, dest)
 
     def stats(self) -> Stats:
         """A snapshot of the database (``Stats``): workflows by status, step
