@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 import apsw
 
-from .. import errors
+from .. import _crash, errors
 from ._checkpoint import CLOSED, SET_MARK
 from ._connection import connect, is_memory
 from ._errors import map_error
@@ -91,7 +91,11 @@ def backup_file(
     try:
         pages, page_size = _copy(source, tmp, vfs, step_pages)
         _sync_file(tmp)
+        if _crash.ARMED:
+            _crash.hit("backup.before_place")
         _into_place(tmp, path)
+        if _crash.ARMED:
+            _crash.hit("backup.after_place")
     except apsw.Error as exc:
         raise map_error(exc, source) from exc
     finally:
@@ -122,6 +126,8 @@ def _copy(source: str, tmp: str, vfs: str | None, step_pages: int) -> tuple[int,
             src.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot, held to the end
             with out.backup("main", src, "main") as copying:
                 while not copying.step(step_pages):
+                    if _crash.ARMED:
+                        _crash.hit("backup.step")
                     time.sleep(0)  # give the GIL back between steps
                 pages = copying.page_count
             src.execute("ROLLBACK")
