@@ -75,4 +75,4 @@ def counting_engine(path: str, synchronous: str = "full", lat: list[float] | Non
 
 
 # importing the modules registers their scenarios
-from . import disk, durably_engine, growth, listing, peer, postgres, processes, soak, sqlite_raw, toolkit  # noqa: E402,F401
+from . import backup, disk, durably_engine, growth, listing, peer, postgres, processes, soak, sqlite_raw, toolkit  # noqa: E402,F401
