@@ -9,6 +9,8 @@ pg_dump."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -198,3 +200,25 @@ def test_module_backup_of_a_postgresql_url_checks_the_destination_first(tmp_path
         with pytest.raises(errors.UsageError, match="durably.operations.copy"):
             backups.backup(url, str(tmp_path / "copy.db"))
         assert os.listdir(tmp_path) == []
+
+
+def test_the_command_line_backs_up_a_file_an_engine_of_another_process_may_use(tmp_path: Path) -> None:
+    runs: Counter[str] = Counter()
+    with _engine(str(tmp_path / "app.db"), runs) as engine:
+        engine.run("filler", "a", workflow_id="a")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "durably", "backup", *args], capture_output=True, text=True)
+
+    done = cli(str(tmp_path / "app.db"), str(tmp_path / "copy.db"))
+    assert done.returncode == 0 and "copy.db" in done.stdout, done.stderr
+    with _engine(str(tmp_path / "copy.db"), runs) as copy:
+        assert copy.handle("a").result(timeout=10) == 2048
+    for bad in [
+        (str(tmp_path / "app.db"), str(tmp_path / "copy.db")),
+        (str(tmp_path / "no.db"), str(tmp_path / "x.db")),
+    ]:
+        refused = cli(*bad)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+    # Nothing else written (the source's -wal and -shm: a reader's, as any connection leaves them).
+    assert {n for n in os.listdir(tmp_path) if not n.endswith(("-wal", "-shm"))} == {"app.db", "copy.db"}

@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         "(its committed transactions are gone; a damaged file is still refused)",
     )
     p.add_argument("db")
+    p = sub.add_parser("backup", help="write a consistent copy of DB to the new file DEST while engines run")
+    p.add_argument("db", help="an SQLite file, or a postgresql:// URL (written as an SQLite copy)")
+    p.add_argument("dest", help="a new file (it must not exist; its folder must)")
     return parser
 
 
@@ -110,7 +113,25 @@ def main(argv: list[str] | None = None) -> int:
         return demo.main(args.db, args.orders, args.kill_at, force=args.force)
     if args.command == "accept-wal-loss":
         return _accept_wal_loss(args.db)
+    if args.command == "backup":
+        return _backup(args.db, args.dest)
     return _inspect(args)
+
+
+def _backup(db: str, dest: str) -> int:
+    """Exit 0 done, 2 bad input (nothing written), 1 the backup failed."""
+    from .errors import CantOpenError, UsageError
+    from .operations.backup import backup
+
+    try:
+        report = backup(db, dest)
+    except (UsageError, CantOpenError) as exc:
+        return _fail(exc)
+    except DurablyError as exc:
+        _fail(exc)
+        return 1
+    print(f"durably: {_where(db)} backed up to {report.path}: {report.bytes} bytes in {report.seconds:.2f} s")
+    return 0
 
 
 def _accept_wal_loss(db: str) -> int:
