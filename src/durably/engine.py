@@ -95,7 +95,7 @@ class Engine:
         checkpoints: who copies the SQLite WAL into the main file:
             ``"engine"`` (default) or ``"external"``, for a file another
             program checkpoints (Litestream): a copy it restores then opens
-            as it is (README, "Replication with Litestream").
+            as it is (README, "Backup, restore and replication").
 
     Example::
 
