@@ -115,8 +115,17 @@ def test_engine_checkpoints_still_refuse_a_main_file_whose_wal_was_lost(tmp_path
     with engine:
         engine.run(noop)
         (tmp_path / "lost.db").write_bytes((tmp_path / "app.db").read_bytes())  # the main file alone
-    with pytest.raises(errors.WalMissingError):
+    with pytest.raises(errors.WalMissingError) as info:
         durably.Engine(str(tmp_path / "lost.db")).open()
+    assert "Litestream" not in str(info.value)
+    conn = apsw.Connection(str(tmp_path / "app.db"))  # what Litestream adds to a file it replicates
+    conn.execute("CREATE TABLE _litestream_seq (id INTEGER PRIMARY KEY, seq INTEGER)")
+    conn.close()
+    with engine:
+        engine.run(noop)
+        (tmp_path / "lost2.db").write_bytes((tmp_path / "app.db").read_bytes())
+    with pytest.raises(errors.WalMissingError, match='checkpoints="external"'):  # refused, with the way out
+        durably.Engine(str(tmp_path / "lost2.db")).open()
     with pytest.raises(errors.UsageError, match="checkpoints must be one of"):
         durably.Engine(str(tmp_path / "x.db"), checkpoints="litestream")
 
