@@ -174,6 +174,17 @@ def test_backup_needs_a_file_and_an_open_engine(tmp_path: Path) -> None:
     with pytest.raises(errors.CantOpenError):
         backups.backup(str(tmp_path / "nothing.db"), str(tmp_path / "copy.db"))
     assert sorted(os.listdir(tmp_path)) == []
+    foreign = apsw.Connection(str(tmp_path / "theirs.db"))  # an SQLite file that is not durably's
+    foreign.execute("CREATE TABLE t (x)")
+    foreign.close()
+    before = (tmp_path / "theirs.db").read_bytes()
+    with pytest.raises(errors.SchemaVersionError):
+        backups.backup(str(tmp_path / "theirs.db"), str(tmp_path / "copy.db"))
+    (tmp_path / "text.db").write_text("not a database at all" * 100)
+    with pytest.raises(errors.StorageError):
+        backups.backup(str(tmp_path / "text.db"), str(tmp_path / "copy.db"))
+    assert sorted(os.listdir(tmp_path)) == ["text.db", "theirs.db"]  # nothing else written...
+    assert (tmp_path / "theirs.db").read_bytes() == before  # ...nor changed
 
 
 def test_engine_backup_on_postgresql_points_at_pg_dump(tmp_path: Path) -> None:

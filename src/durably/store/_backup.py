@@ -83,6 +83,7 @@ def backup_file(
     if not os.path.isfile(source):
         raise errors.CantOpenError(f"no database file at {source!r}", path=source)
     if not live:
+        _check_source(source, vfs)  # before a connection may change it (journal_mode=WAL)
         preflight(source, vfs)  # a crashed file whose -wal is gone is refused
     tmp = f"{path}.partial-{os.getpid()}"
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -105,19 +106,37 @@ def backup_file(
     return pages, page_size
 
 
+def _check_source(source: str, vfs: str | None) -> None:
+    """Refuse a file that is not a durably database this version reads."""
+    try:
+        app_id, version = _header(source, vfs)
+    except apsw.Error as exc:
+        raise map_error(exc, source) from exc
+    if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
+        raise errors.SchemaVersionError(
+            f"{source!r} is not a durably database this version can copy "
+            f"(application_id={app_id:#x}, user_version={version})",
+            path=source,
+            found=version,
+            supported=SCHEMA_VERSION,
+        )
+
+
+def _header(path: str, vfs: str | None) -> tuple[int, int]:
+    """(application_id, user_version) of the main file, read without creating or changing anything."""
+    uri = f"file:{quote(os.path.abspath(path))}?immutable=1"
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+    try:
+        return conn.pragma("application_id"), conn.pragma("user_version")
+    finally:
+        conn.close()
+
+
 def _copy(source: str, tmp: str, vfs: str | None, step_pages: int) -> tuple[int, int]:
     """Copy one snapshot of ``source`` into ``tmp``, then close the copy's mark."""
     src = connect(source, "full", vfs=vfs)  # no checkpoint on close (a crashed file's -wal stays)
     try:
-        app_id, version = src.pragma("application_id"), src.pragma("user_version")
-        if app_id != APPLICATION_ID or version > SCHEMA_VERSION:
-            raise errors.SchemaVersionError(
-                f"{source!r} is not a durably database this version can copy "
-                f"(application_id={app_id:#x}, user_version={version})",
-                path=source,
-                found=version,
-                supported=SCHEMA_VERSION,
-            )
         out = apsw.Connection(tmp, vfs=vfs) if vfs else apsw.Connection(tmp)
         try:
             os.chmod(tmp, 0o600)
