@@ -24,6 +24,8 @@ import pytest
 import durably
 from durably import errors
 
+from ._litestream_app import make_engine
+
 
 def _litestream() -> str | None:
     here = Path(sysconfig.get_path("scripts")) / "litestream"
@@ -48,23 +50,7 @@ def _main_file(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def _engine(path: Path, runs: Counter[str], **kw: object) -> durably.Engine:
-    engine = durably.Engine(str(path), checkpoints="external", **kw)  # type: ignore[arg-type]
-
-    @engine.step(name="work")
-    def work(wid: str) -> str:
-        runs[wid] += 1
-        return wid * 40
-
-    @engine.workflow(name="quick")
-    def quick(wid: str) -> int:
-        return len(work(wid))
-
-    @engine.workflow(name="waiter")
-    def waiter(wid: str) -> str:
-        work(wid)
-        return str(engine.recv(topic="go", timeout=3600))
-
-    return engine
+    return make_engine(str(path), runs, **kw)
 
 
 def _latest_state(source: Path, dest: Path) -> None:
