@@ -76,6 +76,7 @@ def counting_engine(path: str, synchronous: str = "full", lat: list[float] | Non
 
 # importing the modules registers their scenarios
 from . import (  # noqa: E402,F401
+    backup,
     copying,
     disk,
     durably_engine,

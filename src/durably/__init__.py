@@ -13,6 +13,7 @@ from .engine import Engine
 from .errors import *  # noqa: F403 - the whole hierarchy is public
 from .handle import Status, StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import IMPLEMENTATION
+from .operations.backup import BackupReport
 from .operations.copy import CopyReport
 from .queues import Queue
 from .runtime.coordination import RecoveryReport
@@ -46,5 +47,6 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowInfo",
     "IMPLEMENTATION",
+    "BackupReport",
     *_errors.__all__,
 ]

@@ -32,6 +32,10 @@ POINTS: tuple[str, ...] = (
     "recovery.launched",
 )
 
+# The online backup's points (store/_backup.py; crashtests/test_backup_crashes.py):
+# mid-copy, the copy fsynced but not yet in place, in place but its temporary name not removed.
+BACKUP_POINTS: tuple[str, ...] = ("backup.step", "backup.before_place", "backup.after_place")
+
 _spec = os.environ.get("DURABLY_CRASH_AT", "")
 _log_path = os.environ.get("DURABLY_CRASH_LOG", "")
 ARMED = bool(_spec or _log_path)

@@ -24,6 +24,7 @@ from . import errors
 from .clock import Clock
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
+from .operations.backup import BackupReport, backup_store
 from .queues import Queue, QueueManager
 from .runtime.assembly import assemble, positive
 from .runtime.context import current, in_step
@@ -97,6 +98,10 @@ class Engine:
             ``datetime.timedelta`` or seconds), with everything that belongs
             to them, in the background (see ``gc``); None (the default)
             keeps everything. Not on a client engine.
+        checkpoints: who copies the SQLite WAL into the main file:
+            ``"engine"`` (default) or ``"external"``, for a file another
+            program checkpoints (Litestream): a copy it restores then opens
+            as it is (README, "Backup, restore and replication").
 
     Example::
 
@@ -130,6 +135,7 @@ class Engine:
         poll: float = POLL,
         schema: str | None = None,
         retention: timedelta | float | None = None,
+        checkpoints: str = "engine",
     ) -> None:
         p = assemble(
             path,
@@ -146,6 +152,7 @@ class Engine:
             poll=poll,
             schema=schema,
             retention=retention,
+            checkpoints=checkpoints,
         )
         self.path = path
         self._store, self._identity, self._codec, self._clock = p.store, p.identity, p.codec, p.clock
@@ -562,6 +569,11 @@ class Engine:
     @documented(Retention.gc)
     def gc(self, older_than: timedelta | float, statuses: Iterable[str] | None = None) -> GcReport:
         return self._retention.gc(older_than, statuses)
+
+    @documented(backup_store)
+    def backup(self, dest: str) -> BackupReport:
+        self._life.check_open()
+        return backup_store(self._store, dest)
 
     def stats(self) -> Stats:
         """A snapshot of the database (``Stats``): workflows by status, step

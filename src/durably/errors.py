@@ -30,6 +30,7 @@ __all__ = [
     "WorkflowNotFoundError",
     "ScheduleNotFoundError",
     "WorkflowConflictError",
+    "BackupDestinationError",
     "UnknownWorkflowError",
     "SerializationError",
     "InvalidSQLError",
@@ -128,6 +129,14 @@ class ScheduleNotFoundError(UsageError):
     ``backfill_schedule``)."""
 
     _fields = ("name",)
+
+
+class BackupDestinationError(UsageError):
+    """A backup (or copy) cannot be written there: the destination exists
+    (or a -wal, -shm or -journal file beside it), its folder does not, or
+    it is the source itself. Nothing was written."""
+
+    _fields = ("path",)
 
 
 class WorkflowConflictError(UsageError):

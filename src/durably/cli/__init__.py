@@ -54,6 +54,7 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
   "send_keys", "notices", "batches", "longest_batch", "pages_freed"}``
   (rows removed per kind; ``longest_batch`` in seconds)
 * ``copy``: ``{"source", "dest", "seconds", "rows": {table: count}}``
+* ``backup``: ``{"source", "path", "pages", "bytes", "seconds"}``
 
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``
@@ -71,13 +72,13 @@ import click
 from ._common import CONNECT_TIMEOUT, Refused, describe, shown
 from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
-from .ops import copy, gc
+from .ops import backup, copy, gc
 from .queues import queues, schedules
 from .workflows import list_, show, steps, tail
 
 __all__ = ["CONNECT_TIMEOUT", "cli", "main", "shown"]
 
-COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, copy, accept_wal_loss, demo)
+COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, backup, copy, accept_wal_loss, demo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

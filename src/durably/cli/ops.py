@@ -81,3 +81,36 @@ def gc(db: str, older_than: str, statuses: tuple[str, ...], as_json: bool) -> in
         f"{report.events} events) in {report.batches} batches; longest {report.longest_batch * 1000:.1f} ms"
     )
     return 0
+
+
+@click.command()
+@C.DB_ARGUMENT
+@click.argument("dest")
+@C.json_option
+def backup(db: str, dest: str, as_json: bool) -> int:
+    """Write a consistent copy of DB to the new file DEST while engines run
+    (an SQLite file: SQLite's online backup; a postgresql:// URL: an SQLite
+    copy of one snapshot). An engine opened on DEST resumes its pending
+    workflows: restore it in place of DB, never run it beside DB."""
+    from ..operations.backup import backup as back_up
+
+    try:
+        report = back_up(C.with_timeout(db), dest)
+    except DurablyError as exc:
+        C.refuse(C.describe(exc), _code(exc))
+    if as_json:
+        C.emit_json(
+            {
+                "source": C.where(db),
+                "path": report.path,
+                "pages": report.pages,
+                "bytes": report.bytes,
+                "seconds": report.seconds,
+            }
+        )
+        return 0
+    click.echo(
+        f"durably: {C.shown(C.where(db))} backed up to {C.shown(report.path)}: "
+        f"{report.bytes} bytes in {report.seconds:.2f} s"
+    )
+    return 0

@@ -1,2 +1,3 @@
-"""Operations on a whole database, run by an operator (the ``durably``
-command) rather than by an engine: copying between backends (``copy``)."""
+"""What an operator does to a durably database from outside its engines:
+back it up (``backup``), copy it between backends (``copy``); each a
+module, which the ``durably`` command calls."""

@@ -79,10 +79,20 @@ class CopyReport:
         return self.rows.get("workflows", 0)
 
 
-def copy(source: str, dest: str, *, source_schema: str | None = None, dest_schema: str | None = None) -> CopyReport:
+def copy(
+    source: str,
+    dest: str,
+    *,
+    source_schema: str | None = None,
+    dest_schema: str | None = None,
+    allow_live: bool = False,
+) -> CopyReport:
     """Copy the durably database ``source`` to ``dest``: each an SQLite file
     path or a ``postgresql://`` URL (module docstring: what is carried, what
-    is refused). Example::
+    is refused). ``allow_live``: copy a source that running engines use, as
+    one snapshot (``durably backup URL DEST.db``): a backup, to restore in
+    place of the source, never to run beside it (its pending workflows would
+    run at both places). Example::
 
         from durably.operations.copy import copy
 
@@ -99,7 +109,8 @@ def copy(source: str, dest: str, *, source_schema: str | None = None, dest_schem
         raise errors.UsageError("dest_schema= applies to a PostgreSQL destination, not to an SQLite file")
     src.open_readonly()
     try:
-        _refuse_live(src, "source")
+        if not allow_live:
+            _refuse_live(src, "source")
         codec = src.stored_codec()
         if is_postgres(dest):
             rows, where = _into_postgres(src, dest, dest_schema, codec)

@@ -86,13 +86,14 @@ def assemble(
     poll: float,
     schema: str | None,
     retention: timedelta | float | None = None,
+    checkpoints: str = "engine",
 ) -> Parts:
     """Check ``Engine``'s arguments (UsageError) and build its parts."""
     if workers < 1:
         raise errors.UsageError(f"workers must be >= 1, not {workers}")
     # The one place the store enters the runtime: typed as the contract
     # from here on (store/contract.py), whichever backend it is.
-    store = make_store(path, synchronous, vfs, check, schema)
+    store = make_store(path, synchronous, vfs, check, schema, checkpoints)
     store.tx_budget = positive(transaction_timeout, "transaction_timeout")
     version = app_version if app_version is not None else os.environ.get("DURABLY_APP_VERSION", "0")
     store.app_version = check_name(version, "app_version")

@@ -1,5 +1,6 @@
 """Storage: the only package in durably that imports apsw (a test enforces it)."""
 
+from ._backup import backup_file, check_dest, pages_of
 from ._connection import expected_pragmas, read_pragmas
 from ._lifecycle import accept_wal_loss
 from ._schema import APPLICATION_ID, SCHEMA_VERSION
@@ -16,15 +17,21 @@ def is_postgres(path: object) -> bool:
 
 
 def make_store(
-    path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto", schema: str | None = None
+    path: str,
+    synchronous: str = "full",
+    vfs: str | None = None,
+    check: str = "auto",
+    schema: str | None = None,
+    checkpoints: str = "engine",
 ) -> StoreContract:
     """The store for ``path``: a PostgreSQL URL opens the PostgreSQL store
     (in ``schema``, default ``durably``), anything else an SQLite file."""
     if is_postgres(path):
-        if vfs is not None:
+        if vfs is not None or checkpoints != "engine":
             from .. import errors
 
-            raise errors.UsageError("vfs= applies to SQLite files, not to a PostgreSQL database")
+            what = "vfs=" if vfs is not None else "checkpoints="
+            raise errors.UsageError(f"{what} applies to SQLite files, not to a PostgreSQL database")
         try:
             from .pg import PgStore
         except ImportError as exc:  # psycopg is an optional dependency
@@ -36,13 +43,16 @@ def make_store(
         from .. import errors
 
         raise errors.UsageError("schema= applies to a PostgreSQL database, not to an SQLite file")
-    return Store(path, synchronous, vfs, check)
+    return Store(path, synchronous, vfs, check, checkpoints)
 
 
 __all__ = [
     "make_store",
     "is_postgres",
     "accept_wal_loss",
+    "backup_file",
+    "check_dest",
+    "pages_of",
     "Store",
     "Tx",
     "StoreContract",

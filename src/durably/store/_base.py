@@ -108,6 +108,14 @@ class SqlStore:
         """The workflow ended here: forget its cancel (see interrupt_tx)."""
         self._stop_tx.discard(workflow_id)
 
+    def backup(self, dest: str) -> tuple[int, int]:
+        """A database server's backups are its own tools' job (the SQLite store overrides this)."""
+        raise errors.UsageError(
+            f"engine.backup() copies SQLite files; {self.path} is a PostgreSQL database: back up its schema "
+            f"with pg_dump (pg_dump --schema={getattr(self, 'schema', None) or 'durably'} URL), or write an "
+            "SQLite copy of it with `durably backup URL DEST.db`"
+        )
+
     def stop_waiting(self) -> None:
         """The engine is closing: a batch waiting for a lock (or a lost
         connection) gives up (its records fail, unacknowledged)."""

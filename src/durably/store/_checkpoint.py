@@ -29,6 +29,32 @@ may end on an earlier state saying 2, until the next complete one
 (retried after later batches); so may a checkpoint another program makes
 while engines run (``PRAGMA wal_checkpoint``, Litestream). A WAL lost in
 such a moment can go unnoticed.
+
+Checkpoints left to another program (``Engine(checkpoints="external")``,
+for Litestream). Litestream replicates the WAL: it keeps a read transaction
+open at all times so that no other connection's checkpoint restarts the WAL
+past frames it has not copied yet, and it checkpoints itself (PASSIVE at
+1,000 pages or each minute, TRUNCATE at ~500 MB), writing a row of
+``_litestream_seq`` after each. Its guidance is that the application leave
+checkpoints to it (``wal_autocheckpoint=0``). Run with durably's own
+checkpoints, a replicated file goes wrong twice: durably's PASSIVE copies
+stop at Litestream's snapshot, so the mark stays CHECKPOINTED for long
+stretches (a copy is retried every look, holding the write lock each time),
+and ``litestream restore`` rebuilds the *latest* replicated state, which
+then says CHECKPOINTED with no -wal next to it: refused as a lost WAL,
+though nothing is missing. A restored file and a main file whose WAL was
+lost cannot be told apart by their contents once a third party
+checkpoints: both are one committed state, at a moment durably does not
+choose. So with ``checkpoints="external"`` the store never copies the WAL,
+commits EXTERNAL (3) as its open mark, and closes with a PASSIVE copy (a
+TRUNCATE would wait for Litestream's reader until busy_timeout). A main
+file found marked EXTERNAL with no -wal opens as a restored copy, with a
+warning and ``PRAGMA quick_check``; a truncated file is still refused.
+The protection given up is scoped to that choice: a file an engine opens
+with the default ``checkpoints="engine"`` never carries EXTERNAL, so its
+lost WAL is refused exactly as before. Under Litestream the copy of record
+for a lost -wal is the replica (which holds everything synced, a newer
+state than the main file): the warning says so.
 """
 
 from __future__ import annotations
@@ -38,9 +64,16 @@ import time
 
 import apsw
 
+from .. import errors
 from ._connection import WAL_AUTOCHECKPOINT
 
 CLOSED, CHECKPOINTED, PAST = 0, 1, 2
+# The mark of an engine opened with checkpoints="external": another program
+# (Litestream) checkpoints the file (the module docstring says what a main
+# file found with this mark and no -wal is taken to be).
+EXTERNAL = 3
+# Engine(checkpoints=...): who copies the WAL into the main file.
+MODES = ("engine", "external")
 
 # WAL frames that make a checkpoint due (read at each look: the crash tests
 # lower it to put many checkpoints under their power cuts).
@@ -52,7 +85,7 @@ FRAMES = WAL_AUTOCHECKPOINT
 LOOK_EVERY = 0.01
 
 _MARK = "SELECT value FROM engine_state WHERE key = 'open'"
-_SET_MARK = "UPDATE engine_state SET value = ? WHERE key = 'open'"
+SET_MARK = "UPDATE engine_state SET value = ? WHERE key = 'open'"
 _MARK_CHECKPOINTED = (
     f"UPDATE engine_state SET value = {CHECKPOINTED} WHERE key = 'open' AND value IS NOT {CHECKPOINTED}"
 )
@@ -67,16 +100,24 @@ class Checkpointer:
     """When and how the store copies its WAL into the main file (the
     writer's thread, between batches, holding the store's write lock)."""
 
-    __slots__ = ("pending", "_next_look")
+    __slots__ = ("pending", "_next_look", "external")
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "engine") -> None:
+        if mode not in MODES:
+            raise errors.UsageError(f"checkpoints must be one of {MODES}, not {mode!r}")
         self.pending = False  # a copy was left incomplete: try again at the next look
         self._next_look = 0.0
+        self.external = mode == "external"  # another program copies, never the store
+
+    @property
+    def open_mark(self) -> int:
+        """The mark an opening engine commits."""
+        return EXTERNAL if self.external else CHECKPOINTED
 
     def due(self, writer: apsw.Connection) -> bool:
         """Whether a checkpoint is due now (cheap: at most one look per LOOK_EVERY)."""
         now = time.monotonic()
-        if now < self._next_look:
+        if self.external or now < self._next_look:
             return False
         self._next_look = now + LOOK_EVERY
         if self.pending:
@@ -93,6 +134,8 @@ class Checkpointer:
         connection cannot checkpoint inside its own transaction); holding
         ``read_lock`` keeps this process's own reads from holding it back.
         Storage errors propagate (the caller fails the store)."""
+        if self.external:
+            return True  # the replicator's to make
         self.pending = True  # until a complete copy says otherwise
         writer.execute(_MARK_CHECKPOINTED)  # its own transaction, committed before the copy (none if set)
         complete = False
@@ -113,6 +156,6 @@ class Checkpointer:
         if complete:
             # In a transaction of its own, which finds the WAL all copied
             # and starts it over (one begun before the copy would append).
-            writer.execute(_SET_MARK, (PAST,))
+            writer.execute(SET_MARK, (PAST,))
         self.pending = not complete
         return complete

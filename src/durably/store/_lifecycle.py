@@ -24,7 +24,7 @@ import apsw
 
 from .. import errors
 from . import _executors
-from ._checkpoint import CHECKPOINTED, CLOSED, PAST, mark
+from ._checkpoint import CHECKPOINTED, CLOSED, EXTERNAL, PAST, mark
 from ._connection import close_clean, connect, is_memory
 from ._errors import map_error
 from ._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
@@ -92,15 +92,46 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
             "program closing the file) folded the whole -wal into it: nothing is missing",
             path,
         )
+    elif found == EXTERNAL:
+        log.warning(RESTORED, path)
     elif found:
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is {'empty' if size == 0 else 'missing'}: "
             "transactions committed in the lost -wal would be lost. Put the -wal file back (it must sit next "
             "to the database), or restore from a backup; to go on without them, accept the loss explicitly "
-            f"with `python -m durably accept-wal-loss {path}`",
+            f"with `python -m durably accept-wal-loss {path}`{_litestream_hint(path, vfs)}",
             path=path,
         )
     return size
+
+
+# store/_checkpoint.py ("Checkpoints left to another program"): why a file marked EXTERNAL without its -wal opens.
+RESTORED = (
+    "durably: %r was not closed cleanly and has no -wal; its engine left checkpoints to another program "
+    '(checkpoints="external", e.g. Litestream): opened as a restored copy, checked with quick_check. If '
+    "its -wal was lost instead, what it held is in the replica: stop, and restore from there"
+)
+
+
+def _litestream_hint(path: str, vfs: str | None) -> str:
+    """Advice for a file Litestream replicates, run with durably's own checkpoints."""
+    uri = immutable_uri(path)
+    flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
+    try:
+        conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+        try:
+            replicated = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = '_litestream_seq'").get
+        finally:
+            conn.close()
+    except apsw.Error:
+        return ""
+    if not replicated:
+        return ""
+    return (
+        ". Litestream replicates this file: if it was restored by `litestream restore`, nothing is missing "
+        '(accept it as above); open replicated files with durably.Engine(..., checkpoints="external") so '
+        "that restored copies open as they are"
+    )
 
 
 def immutable_uri(path: str) -> str:
@@ -158,7 +189,9 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
     was_open = bool(found)
     if was_open and _executors.others_live(conn, None):
         was_open = False  # another process has it open: not a crash
-    if was_open and not wal_size and found != PAST:  # preflight refused it already, unless it changed since
+    if (
+        was_open and not wal_size and found not in (PAST, EXTERNAL)
+    ):  # preflight refused it already, unless it changed since
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is missing or empty: transactions "
             "committed in it would be lost. Put the -wal file back (it must sit next to the database), "
@@ -199,16 +232,17 @@ def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
         )
 
 
-def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) -> None:
+def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None, value: int = CHECKPOINTED) -> None:
     """Mark the (migrated) file open, so a crash is told from a clean close;
     with ``register`` (the arguments of ``_executors.register``), register
     this executor in the same transaction: a process closing meanwhile then
     either sees it live or finds the mark set again after its own clear.
     The value is CHECKPOINTED: the store's checkpoint that follows copies it
-    into the main file, then marks the WAL's states PAST."""
+    into the main file, then marks the WAL's states PAST (EXTERNAL when
+    another program checkpoints: store/_checkpoint.py)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (CHECKPOINTED,))
+        conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (value,))
         if register is not None:
             _executors.register(conn, *register)
         conn.execute("COMMIT")
@@ -218,11 +252,13 @@ def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None) ->
         raise
 
 
-def mark_closed(conn: apsw.Connection) -> None:
+def mark_closed(conn: apsw.Connection, external: bool = False) -> None:
     """Clear the mark and fold the WAL into the main file (a clean close
-    leaves no WAL content to lose)."""
+    leaves no WAL content to lose). ``external``: another program holds a
+    read transaction open for good (Litestream), which a TRUNCATE would wait
+    for until busy_timeout: a PASSIVE copy, as far as it may go."""
     conn.execute("UPDATE engine_state SET value = ? WHERE key = 'open'", (CLOSED,))
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute(f"PRAGMA wal_checkpoint({'PASSIVE' if external else 'TRUNCATE'})")
 
 
 def migrate(store: Store, conn: apsw.Connection) -> None:

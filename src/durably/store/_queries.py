@@ -164,6 +164,8 @@ EXECUTOR_STATEMENTS: Final[dict[str, str]] = {
     "heartbeat": "UPDATE executors SET lease_until = {now} + ? WHERE executor_id = ? AND stopped_at IS NULL",
     "stop": "UPDATE executors SET stopped_at = {now}, lease_until = 0 WHERE executor_id = ?",
     "release_all": "UPDATE workflows SET executor = NULL WHERE status = 'PENDING' AND executor = ?",
+    # A copy of the database (backup, copy): no executor of the source runs on it.
+    "stop_all": "UPDATE executors SET stopped_at = {now}, lease_until = 0 WHERE stopped_at IS NULL",
     "queue_running": "SELECT count(*) FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL AND done = 0",
     "queue_recent": "SELECT started_at FROM queue_entries WHERE queue = ? AND started_at IS NOT NULL"
     " AND started_at > ? AND started_at <= ? ORDER BY started_at",

@@ -18,10 +18,9 @@ Contract (each method says what is atomic):
   fsync is never retried on the same connection.
 * Read methods see committed data only and never block the writer for long.
 
-One writer connection, used only by the journal's writer thread. Reads use a
-separate connection (WAL lets them run beside the writer). An in-memory
-database cannot be shared between connections, so there reads go through the
-writer connection between batches.
+One writer connection, used only by the journal's writer thread; reads use
+another (WAL lets them run beside the writer), except in memory, where they
+go through the writer between batches. Backups: store/_backup.py.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from .. import _crash, errors
 from .. import _records as R
 from ..codec import encode_error
 from . import _executors, _lifecycle, _ownership, _transfer, _tx
+from ._backup import backup_file
 from ._base import SqlStore
 from ._checkpoint import Checkpointer
 from ._connection import BUSY_TIMEOUT_MS, close_clean, connect, is_memory
@@ -95,7 +95,14 @@ class Store(SqlStore):
     _export_snapshot = _transfer.sqlite_snapshot  # moving between backends (store/_transfer.py)
     import_rows = _transfer.sqlite_import
 
-    def __init__(self, path: str, synchronous: str = "full", vfs: str | None = None, check: str = "auto") -> None:
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "full",
+        vfs: str | None = None,
+        check: str = "auto",
+        checkpoints: str = "engine",
+    ) -> None:
         if synchronous not in ("full", "normal"):
             raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         if check not in _lifecycle.CHECKS:
@@ -109,7 +116,7 @@ class Store(SqlStore):
         self._reader: apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
-        self._checkpointer = Checkpointer()  # SQLite's automatic checkpoint is off: the store's own
+        self._checkpointer = Checkpointer(checkpoints)  # SQLite's automatic checkpoint is off
         self._expired_tx: dict[int, BaseException] = {}
         self._version = SCHEMA_VERSION  # lower only for an older file opened read-only
 
@@ -135,8 +142,7 @@ class Store(SqlStore):
         if os.path.isdir(self.path):
             raise errors.CantOpenError(f"database path {self.path!r} is a directory", path=self.path)
         if os.path.islink(self.path) and not os.path.exists(self.path):
-            # Creating the file would replace the link with a regular file
-            # (the new database is renamed into place): refuse instead.
+            # Creating the file would replace the link (a new database is renamed into place): refuse.
             raise errors.CantOpenError(
                 f"database path {self.path!r} is a symbolic link to {os.readlink(self.path)!r}, which does not "
                 "exist; create the target's directory or point the link at a database (durably follows a "
@@ -156,7 +162,7 @@ class Store(SqlStore):
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
             self._reader = connect(self.path, self.synchronous, vfs=self.vfs)
-            _lifecycle.mark_open(self._writer, self.registration)
+            _lifecycle.mark_open(self._writer, self.registration, self._checkpointer.open_mark)
             self._checkpoint(self._writer)  # the mark reaches the main file
             if self._failed is not None:
                 raise self._failed
@@ -172,8 +178,7 @@ class Store(SqlStore):
         _lifecycle.open_readonly(self)
 
     def _refuse(self) -> None:
-        """Close after refusing a file, leaving it exactly as found: no
-        checkpoint of its WAL into a possibly damaged main file."""
+        """Close after refusing a file, leaving it as found (no checkpoint into a damaged main file)."""
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
@@ -190,7 +195,7 @@ class Store(SqlStore):
                     # The last executor out clears the mark; while another
                     # process has the file open it stays set (theirs).
                     if not _executors.others_live(self._writer, self.executor):
-                        _lifecycle.mark_closed(self._writer)
+                        _lifecycle.mark_closed(self._writer, self._checkpointer.external)
                         marked_closed = True
             except apsw.Error:
                 pass  # stays marked open: the next open treats it as a crash
@@ -204,6 +209,10 @@ class Store(SqlStore):
                 except apsw.Error:
                     pass
         self._reader = self._writer = None
+
+    def backup(self, dest: str) -> tuple[int, int]:
+        """An online copy at the new file ``dest`` (store/_backup.py): (pages, page size)."""
+        return backup_file(self.path, dest, vfs=self.vfs, live=self._writer is not None)
 
     def connections(self) -> list[apsw.Connection]:
         """The open engine connections (for tests that assert PRAGMAs)."""

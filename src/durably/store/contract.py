@@ -211,6 +211,11 @@ class StoreContract(Protocol):
     def close(self, clean: bool = True) -> None:
         """Close; a clean close by the last executor marks the database closed."""
 
+    def backup(self, dest: str) -> tuple[int, int]:
+        """An online, consistent copy at the new file ``dest`` that an engine
+        opens as it is: (pages, page size). SQLite only; PostgreSQL raises
+        UsageError (pg_dump, or ``durably backup URL DEST.db``)."""
+
     def stop_waiting(self) -> None:
         """Closing: a batch waiting for a lock gives up (unacknowledged)."""
 
