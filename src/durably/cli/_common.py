@@ -305,7 +305,7 @@ def cells(*values: Any) -> list[Any]:
 
 def json_option(fn: Any) -> Any:
     return click.option(
-        "--json", "as_json", is_flag=True, help="one JSON document on stdout (fields: docs/ops-cli.md)"
+        "--json", "as_json", is_flag=True, help="one JSON document on stdout (fields: README, Operations)"
     )(fn)
 
 
