@@ -12,6 +12,7 @@ step recorded at the source ran again.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,20 @@ def _reads(path: str) -> dict[str, Any]:
         }
 
 
+def _cli_view(db: str) -> dict[str, Any]:
+    """``durably list --json`` and ``durably show --json`` of every workflow of ``db``."""
+
+    def cli(*args: str) -> Any:
+        run = subprocess.run(
+            [sys.executable, "-m", "durably", *args, "--json"], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        return json.loads(run.stdout)
+
+    listed = cli("list", db, "--limit", "0")
+    return {"list": listed, "show": {w["workflow_id"]: cli("show", db, w["workflow_id"]) for w in listed["workflows"]}}
+
+
 def _finish(path: str, ledger: str) -> tuple[dict[str, Any], set[str]]:
     """Open an executor on ``path``; release what waits; every in-flight
     workflow's result, and the ledger of the bodies run here."""
@@ -147,6 +162,12 @@ def test_round_trip_sqlite_postgresql_sqlite_keeps_every_read_and_finishes_in_fl
     assert before["stats"][0]["PENDING"] == 6  # ENQUEUED is counted as PENDING in stats
     assert _reads(pg_url) == before
     assert _reads(back) == before
+    # and what an operator sees: `durably list` and `durably show` of every workflow, as JSON
+    shown = _cli_view(src)
+    assert len(shown["show"]) == 9 and set(EXPECTED) <= set(shown["show"])
+    assert shown["show"]["steps"]["steps"] and shown["show"]["waiter"]["events"]
+    assert _cli_view(pg_url) == shown
+    assert _cli_view(back) == shown
 
     for dest in (back, pg_url):
         ledger = str(tmp_path / f"dest-{len(os.listdir(tmp_path))}.ledger")
