@@ -80,7 +80,9 @@ def test_an_engine_stops_the_clock_thread_it_started(make_engine) -> None:
 
     @engine.workflow(name="nap")
     def nap() -> None:
-        engine.sleep(0.01)
+        # long enough to outlast recording the sleep under load (a wake-up
+        # time already past when the sleep is armed needs no timer: no thread)
+        engine.sleep(0.5)
 
     with engine:
         engine.run(nap)
