@@ -55,9 +55,12 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
   (rows removed per kind; ``longest_batch`` in seconds)
 * ``copy``: ``{"source", "dest", "seconds", "rows": {table: count}}``
 
+``ui`` serves the web view (``durably.ui``, extra ``durably[ui]``;
+docs/ops-ui.md): read-only unless ``--allow-actions``.
+
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``
-(accept-wal-loss, demo), ``ops.py`` (gc, copy, backup).
+(accept-wal-loss, demo), ``ops.py`` (gc, copy, backup), ``ui.py`` (ui).
 """
 
 from __future__ import annotations
@@ -73,11 +76,12 @@ from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
 from .ops import copy, gc
 from .queues import queues, schedules
+from .ui import ui
 from .workflows import list_, show, steps, tail
 
 __all__ = ["CONNECT_TIMEOUT", "cli", "main", "shown"]
 
-COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, copy, accept_wal_loss, demo)
+COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, copy, ui, accept_wal_loss, demo)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
