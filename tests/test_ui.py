@@ -63,8 +63,13 @@ def test_the_list_filters_counts_and_follows_new_workflows(live) -> None:
     until(lambda: len(_ids(_get(url, "/api/workflows", id_prefix=f"q-{tag}-", status="SUCCESS"))) == 3)
     doc = _get(url, "/api/workflows", id_prefix=f"q-{tag}-")
     assert sorted(_ids(doc)) == [f"q-{tag}-{i}" for i in range(3)] and doc["more"] is False
-    assert _ids(_get(url, "/api/workflows", id_prefix=f"q-{tag}-", oldest_first="1")) == [f"q-{tag}-{i}" for i in range(3)]
-    assert _ids(_get(url, "/api/workflows", id_prefix=f"q-{tag}-", limit="2", offset="1")) == [f"q-{tag}-1", f"q-{tag}-0"]
+    assert _ids(_get(url, "/api/workflows", id_prefix=f"q-{tag}-", oldest_first="1")) == [
+        f"q-{tag}-{i}" for i in range(3)
+    ]
+    assert _ids(_get(url, "/api/workflows", id_prefix=f"q-{tag}-", limit="2", offset="1")) == [
+        f"q-{tag}-1",
+        f"q-{tag}-0",
+    ]
     assert f"w-{tag}" in _ids(_get(url, "/api/workflows", status="PENDING", name="waiter"))
     assert f"w-{tag}" not in _ids(_get(url, "/api/workflows", status="SUCCESS"))
     assert _ids(_get(url, "/api/workflows", name="quick", id_prefix=f"w-{tag}")) == []

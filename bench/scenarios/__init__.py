@@ -88,4 +88,5 @@ from . import (  # noqa: E402,F401
     soak,
     sqlite_raw,
     toolkit,
+    webview,
 )

@@ -12,10 +12,17 @@ from . import _common as C
 
 @click.command()
 @C.DB_ARGUMENT
-@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (elsewhere than loopback: --token required)")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on (elsewhere than loopback: --token required)",
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="port to listen on")
 @click.option("--allow-actions", is_flag=True, help="add cancel, resume and fork buttons (default: read-only)")
-@click.option("--token", envvar="DURABLY_UI_TOKEN", help="required of every request (open /?token=... once); env DURABLY_UI_TOKEN")
+@click.option(
+    "--token", envvar="DURABLY_UI_TOKEN", help="required of every request (open /?token=... once); env DURABLY_UI_TOKEN"
+)
 @click.option("--interval", default="1s", show_default=True, help="how often the page polls for changes (a duration)")
 def ui(db: str, host: str, port: int, allow_actions: bool, token: str | None, interval: str) -> int:
     """Serve a web view of the database: workflows (live), each workflow's
