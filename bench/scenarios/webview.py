@@ -4,12 +4,15 @@ from another process and a client polls its live endpoint at the page's
 rate (``/api/workflows``: the newest 50 and the counts by status, every
 ``interval`` seconds, what an open workflows page asks), against the same
 run without it. Pairs in bench/run.py: "async 1024 with the web view open
-/ without". The poller's answers time the view's side (``poll_ms_*``)."""
+/ without". The poller's answers time the view's side (``poll_ms_*``);
+``view_cpu_share`` is the CPU the view and the poller used per second of
+the run (what they take from the engine on a busy machine)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -43,6 +46,18 @@ def _port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) the processes used so far (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
@@ -89,10 +104,11 @@ def async_with_view(
                 poller = [sys.executable, "-c", _POLLER, url, str(interval), str(stop)]
                 procs.append(subprocess.Popen(poller, stdout=subprocess.PIPE, text=True))
                 assert procs[1].stdout is not None and procs[1].stdout.readline().strip() == "ready"
-            t0 = time.perf_counter()
+            cpu0, t0 = _cpu([p.pid for p in procs]), time.perf_counter()
             for _ in range(rounds):
                 asyncio.run(go(count))
             wall = time.perf_counter() - t0
+            cpu = _cpu([p.pid for p in procs]) - cpu0
             if view:
                 stop.touch()
                 out, _ = procs[1].communicate(timeout=60)
@@ -106,6 +122,7 @@ def async_with_view(
     result: dict[str, Any] = {"steps_per_s": rounds * count * 10 / wall, "seconds": wall}
     if poll.get("polls"):
         result.update(polls=poll["polls"], poll_ms_p50=poll["p50"] * 1e3, poll_ms_p99=poll["p99"] * 1e3)
+        result["view_cpu_share"] = cpu / wall  # CPU the view and its poller used, per second of the run
     return result
 
 
