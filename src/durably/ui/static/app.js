@@ -193,8 +193,19 @@ function tree(nodes) {
     h("span", { className: "muted", text: n.name }), n.children.length ? tree(n.children) : null)));
 }
 
+// The last action's outcome, kept across the page's re-renders (the poll
+// redraws the workflow as the action changes it).
+const lastAction = { id: null, text: "" };
+
+function note(workflowId, out, text) {
+  lastAction.id = workflowId;
+  lastAction.text = text;
+  const shown = document.getElementById("action-result") || out;
+  shown.textContent = text;
+}
+
 async function act(action, workflowId, extra, out) {
-  out.textContent = "…";
+  note(workflowId, out, "…");
   try {
     const response = await fetch(`/api/actions/${action}`, {
       method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": CSRF },
@@ -202,16 +213,16 @@ async function act(action, workflowId, extra, out) {
     });
     const doc = await response.json();
     if (!response.ok) throw new Error(doc.error || response.statusText);
-    out.textContent = `${action}: ${doc.workflow_id} is ${doc.status}`;
+    note(workflowId, out, `${action}: ${doc.workflow_id} is ${doc.status}`);
     if (action === "fork") location.hash = `#/wf/${encodeURIComponent(doc.workflow_id)}`;
   } catch (err) {
-    out.textContent = `${action} refused: ${err.message}`;
+    note(workflowId, out, `${action} refused: ${err.message}`);
   }
 }
 
 function actions(w) {
   if (!ACTIONS) return null;
-  const out = h("span", { className: "muted", id: "action-result" });
+  const out = h("span", { className: "muted", id: "action-result", text: lastAction.id === w.workflow_id ? lastAction.text : "" });
   const from = h("input", { type: "number", min: 0, value: 0, size: 4, id: "fork-from" });
   return h("div", { className: "actions" },
     h("button", { type: "button", className: "danger", id: "do-cancel", text: "Cancel", disabled: w.terminal ? "disabled" : null,
