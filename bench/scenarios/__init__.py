@@ -89,4 +89,5 @@ from . import (  # noqa: E402,F401
     soak,
     sqlite_raw,
     toolkit,
+    webview,
 )

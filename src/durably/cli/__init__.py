@@ -56,9 +56,12 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
 * ``copy``: ``{"source", "dest", "seconds", "rows": {table: count}}``
 * ``backup``: ``{"source", "path", "pages", "bytes", "seconds"}``
 
+``ui`` serves the web view (``durably.ui``, extra ``durably[ui]``;
+README, "The web view"): read-only unless ``--allow-actions``.
+
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``
-(accept-wal-loss, demo), ``ops.py`` (gc, copy, backup).
+(accept-wal-loss, demo), ``ops.py`` (gc, copy, backup), ``ui.py`` (ui).
 """
 
 from __future__ import annotations
@@ -74,11 +77,28 @@ from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
 from .ops import backup, copy, gc
 from .queues import queues, schedules
+from .ui import ui
 from .workflows import list_, show, steps, tail
 
 __all__ = ["CONNECT_TIMEOUT", "cli", "main", "shown"]
 
-COMMANDS = (list_, show, steps, tail, cancel, resume, fork, queues, schedules, gc, backup, copy, accept_wal_loss, demo)
+COMMANDS = (
+    list_,
+    show,
+    steps,
+    tail,
+    cancel,
+    resume,
+    fork,
+    queues,
+    schedules,
+    gc,
+    backup,
+    copy,
+    ui,
+    accept_wal_loss,
+    demo,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

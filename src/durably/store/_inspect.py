@@ -132,6 +132,23 @@ def read_stats(store: _Queryable, journal: _Counted | None) -> Stats:
     )
 
 
+_STATUS_COUNTS = """
+SELECT status, count(*) FROM workflows GROUP BY status
+UNION ALL SELECT 'ENQUEUED', count(*) FROM queue_entries WHERE started_at IS NULL AND done = 0
+"""
+
+
+def status_counts(store: _Queryable) -> dict[str, int]:
+    """Workflows by status as users see them (every status of ``_status.STATUSES``,
+    0 when none): a PENDING workflow still waiting in a queue counts as ENQUEUED.
+    One statement (the web view's live poll): the counts agree with each other."""
+    counts = dict.fromkeys(_status.STATUSES, 0)
+    for status, count in run(store, _STATUS_COUNTS):
+        counts[str(status)] = counts.get(str(status), 0) + int(count)
+    counts["PENDING"] = max(0, counts["PENDING"] - counts["ENQUEUED"])
+    return counts
+
+
 # -- rows for durably.testing ---------------------------------------------------------
 
 
