@@ -32,11 +32,11 @@ from .tasks import GuardedTask
 from .workflows import WorkflowSpec, run_async, run_sync
 
 if TYPE_CHECKING:
+    from .._otel import Telemetry
     from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
     from ..store.contract import StoreContract, WorkflowRow, WorkflowView
-    from .._otel import Telemetry
     from .deadlines import Deadlines
 
 log = _logs.get("durably.engine")
