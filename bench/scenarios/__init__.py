@@ -81,6 +81,7 @@ from . import (  # noqa: E402,F401
     durably_engine,
     growth,
     listing,
+    observability,
     peer,
     postgres,
     processes,

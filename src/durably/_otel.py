@@ -73,11 +73,14 @@ class _Instruments:
     an SDK keeps the first instrument of a name, callbacks included)."""
 
     def __init__(self, meter: metrics.Meter) -> None:
-        self.steps = meter.create_counter("durably.steps", "{step}", "step outcomes recorded (replays not counted)")
-        self.started = meter.create_counter("durably.workflows.started", "{workflow}", "workflows created by a start")
-        self.ended = meter.create_counter(
-            "durably.workflows.ended", "{workflow}", "workflow runs that ended here, by durably.workflow.status"
-        )
+        # Counted in plain dicts by each Telemetry (a synchronous counter's
+        # add costs microseconds per step) and observed at collection.
+        for name, unit, what, table, keys in (
+            ("durably.steps", "{step}", "step outcomes recorded (replays not counted)", "step_counts", _STEP_KEYS),
+            ("durably.workflows.started", "{workflow}", "workflows created by a start", "start_counts", _NAME_KEYS),
+            ("durably.workflows.ended", "{workflow}", "workflow runs that ended here, by status", "end_counts", _END_KEYS),
+        ):
+            meter.create_observable_counter(name, [_table(table, keys)], unit, what)
         self.batch = meter.create_histogram("durably.commit.batch_size", "{record}", "journal records per commit")
         self.commit = meter.create_histogram(
             "durably.commit.duration", "s", "time to write and commit (fsync included) one journal batch"
@@ -107,6 +110,8 @@ class _Instruments:
 
 _BY_PROVIDER: dict[int, tuple[Any, _Instruments]] = {}
 _LIVE: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+# Counts of closed opens, kept: an observable counter must never go down.
+_CLOSED: list[Telemetry] = []
 
 
 def _instruments() -> _Instruments:
@@ -120,6 +125,22 @@ def _instruments() -> _Instruments:
 def _counter(name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(getattr(t.runner.counters, name), t.attrs) for t in list(_LIVE)]
+
+    return observe
+
+
+_STEP_KEYS = ("durably.workflow.name", "durably.step.outcome")
+_NAME_KEYS = ("durably.workflow.name",)
+_END_KEYS = ("durably.workflow.name", "durably.workflow.status")
+
+
+def _table(table: str, keys: tuple[str, ...]) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        seen: dict[tuple[Any, ...], int] = {}
+        for t in list(_LIVE) + list(_CLOSED):
+            for key, n in list(getattr(t, table).items()):
+                seen[key] = seen.get(key, 0) + n
+        return [Observation(n, dict(zip(keys, key, strict=True))) for key, n in seen.items()]
 
     return observe
 
@@ -156,10 +177,15 @@ class Telemetry:
         self.inst = _instruments() if metering else None
         self.attrs = {"durably.executor": executor}
         self.pending: dict[str, Any] = {}  # first-attempt spans made by start(), not running yet
+        self.step_counts: dict[tuple[str, str], int] = {}  # (workflow name, outcome) -> steps recorded
+        self.start_counts: dict[tuple[str], int] = {}
+        self.end_counts: dict[tuple[str, str], int] = {}
         _LIVE.add(self)
 
     def close(self) -> None:
         _LIVE.discard(self)
+        if self.inst is not None and (self.step_counts or self.start_counts or self.end_counts):
+            _CLOSED.append(self)
         for span in self.pending.values():
             span.end()
         self.pending.clear()
@@ -181,7 +207,7 @@ class Telemetry:
     def started(self, wid: str, name: str, created: bool, runs_here: bool) -> None:
         """The START record is durable: ``created`` (else the id existed)."""
         if created and self.inst is not None:
-            self.inst.started.add(1, {"durably.workflow.name": name})
+            self.start_counts[(name,)] = self.start_counts.get((name,), 0) + 1
         if created and runs_here:
             return  # its first attempt takes the span
         span = self.pending.pop(wid, None)
@@ -220,7 +246,8 @@ class Telemetry:
                 span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
             span.end()
         if self.inst is not None and status in ("SUCCESS", "ERROR", "CANCELLED"):
-            self.inst.ended.add(1, {"durably.workflow.name": ctx.name, "durably.workflow.status": status})
+            key = (ctx.name, status)
+            self.end_counts[key] = self.end_counts.get(key, 0) + 1
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -258,7 +285,8 @@ class Telemetry:
             span.set_attribute("durably.step.retries", state.retries)
             span.end()
             if self.inst is not None and not replayed and outcome != "interrupted" and kind == "durably.step":
-                self.inst.steps.add(1, {"durably.workflow.name": ctx.name, "durably.step.outcome": outcome})
+                counted = (ctx.name, outcome)
+                self.step_counts[counted] = self.step_counts.get(counted, 0) + 1
 
     def step_sync(self, step: Any, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         pos = ctx.position
