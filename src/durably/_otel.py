@@ -78,7 +78,13 @@ class _Instruments:
         for name, unit, what, table, keys in (
             ("durably.steps", "{step}", "step outcomes recorded (replays not counted)", "step_counts", _STEP_KEYS),
             ("durably.workflows.started", "{workflow}", "workflows created by a start", "start_counts", _NAME_KEYS),
-            ("durably.workflows.ended", "{workflow}", "workflow runs that ended here, by status", "end_counts", _END_KEYS),
+            (
+                "durably.workflows.ended",
+                "{workflow}",
+                "workflow runs that ended here, by status",
+                "end_counts",
+                _END_KEYS,
+            ),
         ):
             meter.create_observable_counter(name, [_table(table, keys)], unit, what)
         self.batch = meter.create_histogram("durably.commit.batch_size", "{record}", "journal records per commit")
