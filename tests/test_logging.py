@@ -58,6 +58,9 @@ def _log_calls() -> Iterator[tuple[str, str, str, str]]:
                 and ast.unparse(extra.func) in ("_logs.fields", "_logs.many")
                 and isinstance(extra.args[0], ast.Constant)
             ), f"{where}: a log call needs extra=_logs.fields('<event>', ...) naming its event"
+            reserved = set(vars(logging.LogRecord("n", 0, "", 0, "", (), None))) | {"message", "asctime"}
+            clash = {k.arg for k in extra.keywords} & reserved
+            assert not clash, f"{where}: extra field(s) {clash} would overwrite LogRecord attributes (logging raises)"
             yield extra.args[0].value, loggers[owner], LEVELS[method], where
 
 

@@ -218,7 +218,7 @@ class BackgroundLoop:
                         "durably: %s stopped: %s",
                         self.thread_name,
                         exc,
-                        extra=_logs.fields("engine.thread_stopped", thread=self.thread_name),
+                        extra=_logs.fields("engine.thread_stopped", durably_thread=self.thread_name),
                     )
                     return
                 # Never die silently: log it and try the round again later
@@ -229,7 +229,7 @@ class BackgroundLoop:
                     exc,
                     retry,
                     exc_info=True,
-                    extra=_logs.fields("engine.thread_round_failed", thread=self.thread_name),
+                    extra=_logs.fields("engine.thread_round_failed", durably_thread=self.thread_name),
                 )
                 waiter.thread_event().wait(retry)
                 retry = min(retry * 2, RETRY_MAX)
