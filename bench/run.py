@@ -77,6 +77,12 @@ RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
     "async 1024 with the web view open / without": [
         ("webview.async[c=1024,open]", "steps_per_s", "webview.async[c=1024,closed]", "steps_per_s")
     ],
+    "async 1024 OpenTelemetry installed, not configured / absent": [
+        ("otel.async[c=1024,disabled]", "steps_per_s", "otel.async[c=1024,absent]", "steps_per_s")
+    ],
+    "async 1024 OpenTelemetry SDK, no-op exporter / absent": [
+        ("otel.async[c=1024,sdk]", "steps_per_s", "otel.async[c=1024,absent]", "steps_per_s")
+    ],
     "step cost 10^6 / 10^4 recorded": [
         ("growth.history[steps=1000000]", "us_per_step", "growth.history[steps=10000]", "us_per_step"),
         ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step"),

@@ -18,6 +18,7 @@ import durably
 PG_URL = os.environ.get("DURABLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BOTH_BACKENDS = {
     "test_engine",
+    "test_otel",
     "test_toolkit",
     "test_messages",
     "test_events",

@@ -255,4 +255,4 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
         assert engine.handle("old").result() == 7
         assert testing.queue_entries(engine) == []
         conn = engine._store.connections()[0]
-        assert conn.pragma("user_version") == SCHEMA_VERSION == 6
+        assert conn.pragma("user_version") == SCHEMA_VERSION == 7

@@ -82,6 +82,7 @@ from . import (  # noqa: E402,F401
     durably_engine,
     growth,
     listing,
+    observability,
     peer,
     postgres,
     processes,

@@ -13,7 +13,6 @@ schedules.py the queues and cron schedules).
 from __future__ import annotations
 
 import functools
-import logging
 import random as _random
 import uuid as _uuid
 from collections.abc import Callable, Iterable
@@ -44,7 +43,6 @@ from .store import Tx, _executors
 from .store._inspect import Stats, read_stats
 from .store.contract import MessageRow, QueueRow
 
-log = logging.getLogger("durably")
 P = ParamSpec("P")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -453,7 +451,7 @@ class Engine:
         return self._toolkit.drive(self._messaging.recv(topic, timeout, type), "recv")
 
     async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
-        return await self._toolkit.drive_async(self._messaging.recv(topic, timeout, type))
+        return await self._toolkit.drive_async(self._messaging.recv(topic, timeout, type), "recv")
 
     @documented(Messaging.set_event)
     def set_event(self, key: str, value: Any) -> None:
@@ -467,7 +465,7 @@ class Engine:
         return self._toolkit.drive(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
 
     async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
-        return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type))
+        return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
 
     @documented(Messaging.get_all_events)
     def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
@@ -487,7 +485,7 @@ class Engine:
         self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
 
     async def sleep_async(self, seconds: float) -> None:
-        await self._toolkit.drive_async(self._toolkit.sleep(seconds))
+        await self._toolkit.drive_async(self._toolkit.sleep(seconds), "sleep")
 
     def now(self) -> datetime:
         """The current time (UTC); inside a workflow, recorded and replayed."""

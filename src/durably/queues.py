@@ -20,13 +20,12 @@ Order: lowest ``priority`` first, then FIFO. A ``dedup_key`` that is live
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _logs, errors
 from . import _records as R
-from . import errors
 from ._ids import new_id
 from ._names import check_name
 from .clock import SystemClock
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
         [Any, tuple[Any, ...], dict[str, Any], "str | None", "float | None"], tuple[WorkflowSpec, Any, "float | None"]
     ]
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.queues")
 
 _BATCH = 100  # entries started per dispatcher round and queue
 
@@ -260,7 +259,10 @@ class Dispatcher(BackgroundLoop):
             spec = runner.workflows.get(name)
             if spec is None:
                 log.warning(
-                    "durably: queued workflow %s runs %r, which is not registered here; it is released", wid, name
+                    "durably: queued workflow %s runs %r, which is not registered here; it is released",
+                    wid,
+                    name,
+                    extra=_logs.fields("queues.unregistered", wid, name),
                 )
                 journal.submit(Record(R.WRITE, ("release", (wid, identity.executor_id))))
                 continue

@@ -38,7 +38,6 @@ process fires no further slot of that schedule.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,8 +47,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, croniter
 
+from . import _logs, errors
 from . import _records as R
-from . import errors
 from ._names import check_name
 from .handle import WorkflowHandle
 from .journal import Record
@@ -70,7 +69,7 @@ if TYPE_CHECKING:
         def __call__(self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None) -> WorkflowHandle: ...
 
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.schedules")
 
 MISSED = ("latest", "all", "skip")
 _CATCH_UP_MAX = 1000  # slots fired per schedule per round with missed="all"
@@ -277,15 +276,17 @@ class ScheduleRunner(BackgroundLoop):
                 failures,
                 retry,
                 exc_info=failures == 1,
+                extra=_logs.fields("schedules.failed", schedule=name),
             )
             return self.clock.now() + retry
         self._failures.pop(name, None)
         return nxt
 
-    def _warn_once(self, key: tuple[Any, ...], message: str, *args: Any) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            log.warning(message, *args)
+    def _first(self, key: tuple[Any, ...]) -> bool:
+        """Whether ``key`` is warned about for the first time (once each)."""
+        first = key not in self._warned
+        self._warned.add(key)
+        return first
 
     def _definition(self, row: ScheduleRow) -> Schedule | None:
         name, cron, workflow, _last, _paused, tz, missed = row
@@ -295,7 +296,12 @@ class ScheduleRunner(BackgroundLoop):
                 self._parsed[key] = Schedule(name, cron, workflow, missed, tz)
             except errors.UsageError as exc:  # e.g. a time zone this machine does not know
                 self._parsed[key] = None
-                log.error("durably: schedule %r cannot run here: %s", name, exc)
+                log.error(
+                    "durably: schedule %r cannot run here: %s",
+                    name,
+                    exc,
+                    extra=_logs.fields("schedules.unusable", schedule=name),
+                )
         return self._parsed[key]
 
     def _fire_due(self, row: ScheduleRow) -> float | None:
@@ -310,23 +316,25 @@ class ScheduleRunner(BackgroundLoop):
         if spec is None:
             # Its slots wait (progress is not moved) until an engine that
             # registers the workflow runs them, by the missed-slot policy.
-            self._warn_once(
-                ("unregistered", name, workflow),
-                "durably: schedule %r starts workflow %r, which is not registered with this engine; its slots wait",
-                name,
-                workflow,
-            )
+            if self._first(("unregistered", name, workflow)):
+                log.warning(
+                    "durably: schedule %r starts workflow %r, which is not registered with this engine; its slots wait",
+                    name,
+                    workflow,
+                    extra=_logs.fields("schedules.unregistered", workflow_name=workflow, schedule=name),
+                )
             return None
         now = self.clock.now()
         due, nxt = schedule.slots_after(last, now)
         if nxt is None:
-            self._warn_once(
-                ("no slot", name, schedule.cron),
-                "durably: schedule %r (%r) has no slot in the next %d years; it fires nothing more",
-                name,
-                schedule.cron,
-                HORIZON_YEARS,
-            )
+            if self._first(("no slot", name, schedule.cron)):
+                log.warning(
+                    "durably: schedule %r (%r) has no slot in the next %d years; it fires nothing more",
+                    name,
+                    schedule.cron,
+                    HORIZON_YEARS,
+                    extra=_logs.fields("schedules.no_slot", schedule=name),
+                )
         if not due:
             return nxt
         missed, current = due[:-1], due[-1]
@@ -344,7 +352,12 @@ class ScheduleRunner(BackgroundLoop):
             except errors.WorkflowConflictError as exc:
                 # The slot's id belongs to another workflow (the schedule's
                 # workflow changed): that slot cannot run; the others do.
-                log.error("durably: schedule %r skips a slot: %s", name, exc)
+                log.error(
+                    "durably: schedule %r skips a slot: %s",
+                    name,
+                    exc,
+                    extra=_logs.fields("schedules.slot_skipped", schedule.slot_id(slot), spec.name, schedule=name),
+                )
         self.journal.submit(Record(R.WRITE, ("schedule_advance", (due[-1], name, due[-1]))))
         if len(due) == _CATCH_UP_MAX:
             return now  # more may be due: another round at once

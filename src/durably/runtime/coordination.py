@@ -30,7 +30,6 @@ gives (``bench/scenarios/processes.py``).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 import time
@@ -38,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import _crash, errors
+from .. import _crash, _logs, errors
 from .. import _records as R
 from ..codec import encode_error
 from ..journal import Record
@@ -53,7 +52,8 @@ if TYPE_CHECKING:
     from .runner import Runner
     from .waits import Waits
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.recovery")
+lease_log = _logs.get("durably.leases")
 
 # Seconds between two looks at data_version (the cross-process wake-up delay).
 POLL = 0.01
@@ -177,7 +177,11 @@ class Coordinator:
                 return
             except Exception:  # logged and retried: a lock held elsewhere, a full disk ...
                 failures += 1
-                log.exception("durably: the coordination round failed (attempt %d); retrying", failures)
+                lease_log.exception(
+                    "durably: the coordination round failed (attempt %d); retrying",
+                    failures,
+                    extra=_logs.fields("leases.round_failed"),
+                )
 
     def _react(self) -> None:
         """Another connection committed: wake what its notices concern."""
@@ -232,7 +236,11 @@ class Coordinator:
 
     def heartbeat(self) -> None:
         if not self.run_op("heartbeat", self.identity.executor_id, self.lease):
-            log.warning("durably: executor %s lost its registration (stopped elsewhere?)", self.identity.executor_id)
+            lease_log.warning(
+                "durably: executor %s lost its registration (stopped elsewhere?)",
+                self.identity.executor_id,
+                extra=_logs.fields("leases.registration_lost"),
+            )
 
     def prune(self) -> bool:
         """One bounded prune (store/_executors.prune); True: there may be more."""
@@ -292,7 +300,8 @@ class Coordinator:
                     attempts=attempts,
                 )
                 self.journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
-                log.error("durably: %s", why)
+                self.runner.counters.parked += 1
+                log.error("durably: %s", why, extra=_logs.fields("recovery.exceeded", wid, name))
                 continue
             report.resumed.append(wid)
             with runner.lock:
@@ -336,13 +345,20 @@ class Coordinator:
                     )
                 )
         if report.unknown:
+            self.runner.counters.parked += len(report.unknown)
             log.warning(
                 "durably: %d pending workflow(s) left parked, their functions are not registered: %s",
                 len(report.unknown),
                 ", ".join(f"{w} ({n})" for w, n in report.unknown[:10]),
+                extra=_logs.many("recovery.unregistered", [w for w, _n in report.unknown]),
             )
         if report.resumed:
-            log.info("durably: recovering %d pending workflow(s)", len(report.resumed))
+            self.runner.counters.recoveries += len(report.resumed)
+            log.info(
+                "durably: recovering %d pending workflow(s)",
+                len(report.resumed),
+                extra=_logs.many("recovery.resumed", report.resumed),
+            )
         return report
 
     def claim_orphans(self) -> None:
@@ -353,23 +369,27 @@ class Coordinator:
         rows = self.claim()
         taken = [r[0] for r in rows if r[5] is not None]
         if taken:
+            self.runner.counters.takeovers += len(taken)
             log.warning(
                 "durably: executor %s took over %d workflow(s) whose owner is gone: %s",
                 self.identity.executor_id,
                 len(taken),
                 ", ".join(taken[:10]),
+                extra=_logs.many("recovery.takeover", taken),
             )
         if rows:
             self.run_claimed(rows, RecoveryReport())
 
     def fenced(self, wids: list[str]) -> None:
         """The writer found these taken over by another executor: abandon them."""
-        log.warning(
+        self.runner.counters.fenced += len(wids)
+        lease_log.warning(
             "durably: executor %s lost %d workflow(s) to another executor (its lease ran out: was this "
             "process paused?); it abandons them: %s",
             self.identity.executor_id,
             len(wids),
             ", ".join(wids[:10]),
+            extra=_logs.many("leases.fenced", wids),
         )
         runner = self.runner
         with runner.lock:

@@ -20,7 +20,7 @@ import os
 import threading
 from typing import TYPE_CHECKING
 
-from .. import errors
+from .. import errors, telemetry
 from ..journal import Journal
 from ..store._connection import is_memory
 from .context import EngineShutdown, current, stop
@@ -119,7 +119,10 @@ class Lifecycle:
         self._ever_opened = True
         store.registration = None if is_memory(store.path) else registration(identity, self.lease)
         store.open(self.codec_name)
-        journal = self.journal = Journal(store.flush)
+        # OpenTelemetry is looked for once per open (nothing configured: None,
+        # and the step path makes no call for it); telemetry.py says how.
+        tel = self.runner.telemetry = telemetry.detect(store, self.runner, identity.executor_id)
+        journal = self.journal = Journal(store.flush if tel is None else tel.timed(store.flush))
         journal.start()
         self.runner.open(journal)
         self.kit.open(journal)
@@ -267,6 +270,9 @@ class Lifecycle:
         self.store.stop_waiting()
         self.journal.stop()
         self.store.close()
+        if runner.telemetry is not None:
+            runner.telemetry.close()
+            runner.telemetry = None
         runner.interrupted.clear()
         self.keeper = None
         self.is_open = False

@@ -17,15 +17,14 @@ tests moves it); the end times it is compared with are the database's
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .. import _logs, errors
 from .. import _records as R
-from .. import errors
 from ..journal import Journal, Record
 from .context import current
 from .waits import BackgroundLoop
@@ -33,7 +32,7 @@ from .waits import BackgroundLoop
 if TYPE_CHECKING:
     from ..clock import Clock
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.retention")
 
 # The statuses a workflow ends with (what gc may delete).
 FINISHED = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
@@ -267,6 +266,7 @@ class RetentionLoop(BackgroundLoop):
                 self.seconds,
                 report.batches,
                 report.longest_batch * 1000,
+                extra=_logs.fields("retention.deleted"),
             )
         # From the pass's start: if the clock moved past the next pass meanwhile
         # (a long pass; a VirtualClock advanced), that pass runs at once.

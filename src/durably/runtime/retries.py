@@ -12,25 +12,27 @@ again from attempt 0. An async workflow's backoffs wait on its event loop
 from __future__ import annotations
 
 import asyncio
-import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from .context import WorkflowContext
+from .. import _logs
+from .context import WorkflowContext, encode_key
 from .waits import Waiter, block, block_async
 
 if TYPE_CHECKING:
     from .steps import StepSpec
 
-log = logging.getLogger("durably.steps")
+log = _logs.get("durably.steps")
 
 
-def next_delay(ctx: WorkflowContext, spec: StepSpec, exc: Exception, attempt: int, first: float) -> float | None:
+def next_delay(
+    ctx: WorkflowContext, spec: StepSpec, exc: Exception, attempt: int, first: float, key: Any = None
+) -> float | None:
     """Seconds to wait before the attempt after ``attempt`` (0: the first),
     which failed with ``exc``; None if ``exc`` is the step's outcome (the
     policy says no, or the backoff would end past ``retry_deadline`` seconds
     after ``first``, when the first attempt started on the engine's clock).
-    Logs the retry at WARNING."""
+    Logs the retry at WARNING (``key``: the step's position, for the log)."""
     if not spec.retry(exc, attempt):
         return None
     delay = spec.delay(attempt)
@@ -38,22 +40,20 @@ def next_delay(ctx: WorkflowContext, spec: StepSpec, exc: Exception, attempt: in
         delay = random.uniform(delay * (1.0 - spec.jitter), delay)
     if spec.retry_deadline is not None and ctx.runner.clock.now() + delay > first + spec.retry_deadline:
         return None
+    where = key if key is None or isinstance(key, int) else encode_key(key)
     log.warning(
-        "durably: step %r of workflow %r (%s) failed on attempt %d with %r; retrying in %.3f s",
+        "durably: step %r (position %s) of workflow %r (%s) failed on attempt %d with %r; retrying in %.3f s",
         spec.name,
+        where,
         ctx.workflow_id,
         ctx.name,
         attempt,
         exc,
         delay,
-        extra={
-            "workflow_id": ctx.workflow_id,
-            "workflow_name": ctx.name,
-            "step": spec.name,
-            "attempt": attempt,
-            "delay": delay,
-        },
+        extra=_logs.fields("step.retry", ctx.workflow_id, ctx.name, spec.name, where, attempt=attempt, delay=delay),
     )
+    if ctx.runner.telemetry is not None:
+        ctx.runner.telemetry.retried(attempt, exc, delay)
     return delay
 
 

@@ -14,7 +14,6 @@ Its unprefixed attributes are the interface the engine's other parts use
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from asyncio.events import _get_running_loop
@@ -22,23 +21,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from .. import _logs, errors
 from .. import _records as R
-from .. import errors
 from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
 from .context import WorkflowContext, stop, workflow_context
+from .counters import Counters
 from .tasks import GuardedTask
 from .workflows import WorkflowSpec, run_async, run_sync
 
 if TYPE_CHECKING:
+    from .._otel import Telemetry
     from ..clock import Clock
     from ..codec import Codec
     from ..journal import Journal
     from ..store.contract import StoreContract, WorkflowRow, WorkflowView
     from .deadlines import Deadlines
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.engine")
 
 
 class _Completion:
@@ -97,6 +98,8 @@ class Runner:
         self.kick_queues = kick_queues
         self.journal = journal
         self.closing = False
+        self.counters = Counters()  # rare events, read by the metrics (telemetry.py)
+        self.telemetry: Telemetry | None = None  # set at each open when OpenTelemetry is configured
         self._workers = workers
         self.lock = threading.Lock()
         self.active: dict[str, WorkflowContext] = {}
@@ -157,6 +160,7 @@ class Runner:
                 grace,
                 len(busy),
                 ", ".join(busy[:20]),
+                extra=_logs.many("engine.close_gave_up", busy),
             )
             # Those on a caller's loop are cancelled now: nothing they do can be
             # recorded any more, and a body holding back its loop's shutdown

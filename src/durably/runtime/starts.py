@@ -203,7 +203,7 @@ class Starter:
         ctx = workflow_context()
         if ctx is None:
             wid = workflow_id or new_id()
-            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline))
+            return spec, wid, Record(R.START, (wid, spec.name, inputs, None, None, deadline, self._trace(spec, wid)))
         # A child: journaled at the parent's next position.
         pos = ctx.take_position()
         step_name = f"start:{spec.name}"
@@ -212,11 +212,21 @@ class Starter:
             return spec, self.codec.decoder(str)(recorded[0]), None
         wid = workflow_id or ctx.child_id(pos)
         parent_step = (ctx.workflow_id, ctx.row(pos), step_name, self.codec.encode(wid, "child id"))
-        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline))
+        trace = self._trace(spec, wid)
+        return spec, wid, Record(R.START, (wid, spec.name, inputs, ctx.workflow_id, parent_step, deadline, trace))
+
+    def _trace(self, spec: WorkflowSpec, wid: str) -> str | None:
+        """With OpenTelemetry on: the first attempt's span, made now (a child
+        of the caller's current span), as the traceparent stored with the workflow."""
+        tel = self.runner.telemetry
+        return None if tel is None else tel.start(spec.name, wid)
 
     def started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
         """The START record is durable: launch what it created (unless the
         id existed; another workflow under it is a conflict)."""
+        tel = self.runner.telemetry
+        if tel is not None:
+            tel.started(wid, spec.name, existing is None, not self.identity.client)
         if existing is not None:
             name, _status = existing
             if name != spec.name and self.workflows.get(name) is not spec:  # an alias is this workflow

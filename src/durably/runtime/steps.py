@@ -181,7 +181,7 @@ def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key
 
 
 def _run_sync(
-    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any = None
 ) -> tuple[Any, BaseException | None]:
     attempt = 0
     first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
@@ -192,7 +192,7 @@ def _run_sync(
             try:
                 return spec.fn(*args, **kwargs), None
             except Exception as exc:
-                delay = next_delay(ctx, spec, exc, attempt, first)
+                delay = next_delay(ctx, spec, exc, attempt, first, key)
                 if delay is None:
                     return None, exc
             finally:
@@ -204,7 +204,7 @@ def _run_sync(
 
 
 async def _run_async(
-    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ctx: WorkflowContext, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any], key: Any = None
 ) -> tuple[Any, BaseException | None]:
     attempt = 0
     first = ctx.runner.clock.now() if spec.retry_deadline is not None else 0.0
@@ -215,7 +215,7 @@ async def _run_async(
                 return await spec.call_async(args, kwargs), None
             return await asyncio.to_thread(spec.fn, *args, **kwargs), None
         except Exception as exc:
-            delay = next_delay(ctx, spec, exc, attempt, first)
+            delay = next_delay(ctx, spec, exc, attempt, first, key)
             if delay is None:
                 return None, exc
         finally:
@@ -288,6 +288,10 @@ class Step(Generic[P, R]):
             return self._claim(ctx, task, args, kwargs)
         if ctx.in_step:
             return self._fn(*args, **kwargs)  # inside a step body: the outer step covers it
+        tel = ctx.runner.telemetry
+        if tel is not None:  # OpenTelemetry configured at open (_otel.py): the step in its span
+            traced: R = tel.step_sync(self, ctx, args, kwargs)
+            return traced
         pos = ctx.position
         if self._plain_sync and pos >= ctx.replay_len and ctx.interrupt is None and ctx.parked is None:
             if not _crash.ARMED:
@@ -336,11 +340,11 @@ class Step(Generic[P, R]):
         if spec.is_async:
             ctx.in_step = True
             try:
-                value, exc = asyncio.run(_run_async(ctx, spec, args, kwargs))
+                value, exc = asyncio.run(_run_async(ctx, spec, args, kwargs, pos))
             finally:
                 ctx.in_step = False
         else:
-            value, exc = _run_sync(ctx, spec, args, kwargs)
+            value, exc = _run_sync(ctx, spec, args, kwargs, pos)
         if _crash.ARMED:
             _crash.hit("step.after_body")
         return self._finish_sync(ctx, pos, value, exc, started)
@@ -367,9 +371,19 @@ class Step(Generic[P, R]):
 
 
 async def _run_step_async(
-    step: Step[Any, Any], ctx: WorkflowContext, key: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    step: Step[Any, Any],
+    ctx: WorkflowContext,
+    key: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    traced: bool = False,
 ) -> Any:
-    """A step in an async workflow, at ``key`` (claimed at the call)."""
+    """A step in an async workflow, at ``key`` (claimed at the call);
+    ``traced``: called by the telemetry, inside the step's span."""
+    if not traced:
+        tel = ctx.runner.telemetry
+        if tel is not None:  # OpenTelemetry configured at open (_otel.py): the step in its span
+            return await tel.step_async(_run_step_async, step, ctx, key, args, kwargs)
     if ctx.recorded:
         recorded = ctx.replayed(key, step._name)
         if recorded is not None:
@@ -431,7 +445,7 @@ async def _run_step_async(
     else:
         token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
         try:
-            (value, exc), stop = await run_guarded(_run_async(ctx, step._spec, args, kwargs))
+            (value, exc), stop = await run_guarded(_run_async(ctx, step._spec, args, kwargs, key))
         finally:
             _IN_STEP.reset(token)
     if _crash.ARMED:

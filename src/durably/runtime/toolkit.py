@@ -43,6 +43,10 @@ Gen = Generator[tuple[int, Any], Any, Any]
 MAX_WAIT = 10 * 366 * 86400.0  # ten years: anything longer is a bug, not a plan
 
 
+# The durable waits that get a span of their own (OpenTelemetry).
+WAITS = frozenset({"sleep", "recv", "get_event"})
+
+
 def seconds_arg(value: Any, what: str, allow_none: bool = False) -> float | None:
     if value is None and allow_none:
         return None
@@ -106,6 +110,13 @@ class Toolkit:
             gen.close()
             # The blocking form would stall the event loop (and every workflow on it).
             raise errors.UsageError(f"in an async workflow use `await engine.{name}_async(...)`, not engine.{name}()")
+        tel = ctx.runner.telemetry if ctx is not None and name in WAITS else None
+        if ctx is not None and tel is not None:  # OpenTelemetry configured at open (_otel.py)
+            with tel.span(f"durably.{name}", ctx, name, ctx.position, ctx.position in ctx.recorded):
+                return self._drive(gen, ctx)
+        return self._drive(gen, ctx)
+
+    def _drive(self, gen: Gen, ctx: WorkflowContext | None) -> Any:
         value: Any = None
         exc: BaseException | None = None
         while True:
@@ -129,23 +140,32 @@ class Toolkit:
         if ctx is not None and ctx.runner.store is not self.store:
             gen.close()
             raise other_engine(ctx, self.store, f"{name or getattr(gen, '__name__', 'call')}_async")
+        tel = ctx.runner.telemetry if ctx is not None and name in WAITS else None
+        if ctx is not None and tel is not None:  # OpenTelemetry configured at open (_otel.py)
+            key = ctx.peek_key()
+            with tel.span(f"durably.{name}", ctx, str(name), key, key in ctx.recorded):
+                return await self._drive_in(gen, ctx)
         if ctx is not None:
-            # In a workflow the primitive's outcome is handed to the code in
-            # the order it was delivered live (see runtime/context.py).
-            branch = ctx._branch()
-            first = branch.seq
-            try:
-                result = await self._drive_gen(gen, ctx)
-            except BaseException as exc:
-                if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
-                    if not ctx.deliver_now():
-                        await ctx.turn(_delivered(branch))
-                raise
-            if branch.seq > first:
+            return await self._drive_in(gen, ctx)
+        return await self._drive_gen(gen, None)
+
+    async def _drive_in(self, gen: Gen, ctx: WorkflowContext) -> Any:
+        """``drive_async`` in a workflow."""
+        # In a workflow the primitive's outcome is handed to the code in
+        # the order it was delivered live (see runtime/context.py).
+        branch = ctx._branch()
+        first = branch.seq
+        try:
+            result = await self._drive_gen(gen, ctx)
+        except BaseException as exc:
+            if branch.seq > first and not isinstance(exc, (errors.NonDeterminismError, asyncio.CancelledError)):
                 if not ctx.deliver_now():
                     await ctx.turn(_delivered(branch))
-            return result
-        return await self._drive_gen(gen, None)
+            raise
+        if branch.seq > first:
+            if not ctx.deliver_now():
+                await ctx.turn(_delivered(branch))
+        return result
 
     async def _drive_gen(self, gen: Gen, ctx: WorkflowContext | None) -> Any:
         value: Any = None

@@ -68,9 +68,17 @@ class Transaction(Generic[P, R]):
                 f"transaction step {name!r} was called outside a workflow; it needs the "
                 "engine's writer (call it from a workflow, or wrap it in one)"
             )
+        tel = ctx.runner.telemetry
         if ctx.is_async:
-            awaitable: R = _tx_async(self, ctx, ctx.take_position(), args, kwargs)
+            key = ctx.take_position()
+            awaitable: R = _tx_async(self, ctx, key, args, kwargs)
+            if tel is not None:  # OpenTelemetry configured at open (_otel.py)
+                awaitable = tel.traced("durably.transaction", ctx, name, key, awaitable)  # type: ignore[assignment]
             return awaitable
+        if tel is not None:
+            with tel.span("durably.transaction", ctx, name, ctx.position, ctx.position in ctx.recorded):
+                traced: R = self._tx_sync(ctx, args, kwargs)
+            return traced
         result: R = self._tx_sync(ctx, args, kwargs)
         return result
 

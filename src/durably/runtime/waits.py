@@ -8,19 +8,18 @@ visible (``Waits.notify``), its deadline (a clock timer), or an interrupt
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from .. import errors
+from .. import _logs, errors
 from .context import WorkflowContext
 
 if TYPE_CHECKING:
     from ..clock import Clock
     from ..journal import Journal
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.engine")
 
 
 def _set(fut: asyncio.Future[None]) -> None:
@@ -215,7 +214,12 @@ class BackgroundLoop:
                 if not self.journal.running:
                     # The writer stopped: every caller already sees its typed
                     # error; this thread has nothing left to do.
-                    log.error("durably: %s stopped: %s", self.thread_name, exc)
+                    log.error(
+                        "durably: %s stopped: %s",
+                        self.thread_name,
+                        exc,
+                        extra=_logs.fields("engine.thread_stopped", durably_thread=self.thread_name),
+                    )
                     return
                 # Never die silently: log it and try the round again later
                 # (in real time, so a virtual clock cannot hold it back).
@@ -225,6 +229,7 @@ class BackgroundLoop:
                     exc,
                     retry,
                     exc_info=True,
+                    extra=_logs.fields("engine.thread_round_failed", durably_thread=self.thread_name),
                 )
                 waiter.thread_event().wait(retry)
                 retry = min(retry * 2, RETRY_MAX)

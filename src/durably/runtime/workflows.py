@@ -13,20 +13,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
+import json
 import sys
 import threading
 from collections.abc import Callable
 from types import MethodType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from .. import _crash, errors
+from .. import _crash, _logs, errors
 from .. import _records as R
 from ..codec import Codec, annotations_of, encode_error, inputs_plan
 from ..journal import Record
 from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_for
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.workflows")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -154,18 +154,41 @@ def _classify(
 
 def _records_for(ctx: WorkflowContext, outcome: Outcome | errors.NonDeterminismError) -> Record | None:
     if isinstance(outcome, errors.NonDeterminismError):
+        ctx.runner.counters.parked += 1
+        where = getattr(outcome, "position", None)  # (DurablyError fields, set from _fields)
+        called = getattr(outcome, "called", None)
         log.warning(
-            "durably: workflow %r parked at step %s: the code called %r where its journal recorded %r; "
+            "durably: workflow %r (%s) parked at step %s: the code called %r where its journal recorded %r; "
             "it stays PENDING (restore the old code path, then resume it)",
-            getattr(outcome, "workflow_id", None),  # (DurablyError fields, set from _fields)
-            getattr(outcome, "position", None),
-            getattr(outcome, "called", None),
+            ctx.workflow_id,
+            ctx.name,
+            where,
+            called,
             getattr(outcome, "recorded", None),
+            extra=_logs.fields("workflow.parked", ctx.workflow_id, ctx.name, called, where),
         )
         return Record(R.WRITE, ("park", (str(outcome), ctx.workflow_id)))
     if outcome.status is None:
         return None
+    if outcome.status == "ERROR":
+        # Once per workflow that fails (never per step): the error is its outcome.
+        log.warning(
+            "durably: workflow %r (%s) ended in ERROR: %s",
+            ctx.workflow_id,
+            ctx.name,
+            _brief(outcome.error),
+            extra=_logs.fields("workflow.failed", ctx.workflow_id, ctx.name, step_position=ctx.position),
+        )
     return Record(R.COMPLETE, (outcome.status, outcome.output, outcome.error, ctx.workflow_id))
+
+
+def _brief(error: Any) -> str:
+    """``Type: message`` of an encoded error (codec.encode_error)."""
+    try:
+        doc = json.loads(error)
+        return f"{doc['type']}: {doc['message']}"
+    except Exception:
+        return str(error)[:500]
 
 
 def _prepare(
@@ -192,10 +215,12 @@ def _interrupted(ctx: WorkflowContext, exc: BaseException | None) -> errors.Work
     if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return None
     log.warning(
-        "durably: workflow %r stopped by %r raised in its code; it stays PENDING and resumes at the "
+        "durably: workflow %r (%s) stopped by %r raised in its code; it stays PENDING and resumes at the "
         "next open (or with engine.resume)",
         ctx.workflow_id,
+        ctx.name,
         exc,
+        extra=_logs.fields("workflow.interrupted", ctx.workflow_id, ctx.name, step_position=ctx.position),
     )
     return errors.WorkflowInterruptedError(
         f"workflow {ctx.workflow_id!r} stopped by {type(exc).__name__} raised in its code, without an "
@@ -208,6 +233,8 @@ def _interrupted(ctx: WorkflowContext, exc: BaseException | None) -> errors.Work
 def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool) -> None:
     """Run a sync workflow in this thread to an outcome and journal it."""
     token = current.set(ctx)
+    tel = ctx.runner.telemetry
+    span, span_token = tel.attempt(ctx, replay) if tel is not None else (None, None)
     result: Any = None
     exc: BaseException | None = None
     try:
@@ -231,6 +258,8 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
         pass  # writer stopped: the workflow stays PENDING for the next open
     finally:
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
+        if tel is not None:
+            tel.attempt_end(ctx, span, span_token, rec, exc)
         ctx.runner.finished(ctx, stopped or final)
     if stopped is not None and exc is not None and not threading.current_thread().name.startswith("durably-"):
         # The caller's own thread (a workflow called directly, Ctrl-C in the
@@ -245,6 +274,8 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     ctx.loop = asyncio.get_running_loop()
     ctx.settle = settle_for(ctx.loop)
     ctx.enter_root()
+    tel = ctx.runner.telemetry
+    span, span_token = tel.attempt(ctx, replay) if tel is not None else (None, None)
     result: Any = None
     exc: BaseException | None = None
     try:
@@ -267,6 +298,8 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     finally:
         current.set(None)
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
+        if tel is not None:
+            tel.attempt_end(ctx, span, span_token, rec, exc)
         ctx.runner.finished(ctx, stopped or final)
     if stopped is not None and exc is not None and ctx.loop is not ctx.runner.loop:
         raise exc  # the caller's loop: asyncio stops it, as Python intends

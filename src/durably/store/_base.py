@@ -270,6 +270,11 @@ class SqlStore:
         rows = self.query(self.Q.deadline, (workflow_id,))
         return rows[0][0] if rows else None
 
+    def trace_of(self, workflow_id: str) -> tuple[str | None, int] | None:
+        """(trace, recovery_attempts) of a workflow (telemetry), or None."""
+        rows = self.query(self.Q.trace, (workflow_id,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def executors(self) -> list[ExecutorRow]:
         """Executors not stopped whose lease has not run out (LISTED: a
         margin); one whose lease ran out is gone for every claim anyway, and

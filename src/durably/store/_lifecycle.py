@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from urllib.parse import quote
 
 import apsw
 
-from .. import errors
+from .. import _logs, errors
 from . import _executors
 from ._checkpoint import CHECKPOINTED, CLOSED, EXTERNAL, PAST, mark
 from ._connection import close_clean, connect, is_memory
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 CHECKS = ("auto", "always", "never")
-log = logging.getLogger("durably")
+log = _logs.get("durably.store")
 
 
 def create(path: str, synchronous: str, vfs: str | None, migrate: Callable[[apsw.Connection], None]) -> None:
@@ -91,9 +90,10 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
             "durably: %r was not closed cleanly and its -wal is gone, but a checkpoint made since (another "
             "program closing the file) folded the whole -wal into it: nothing is missing",
             path,
+            extra=_logs.fields("store.wal_folded"),
         )
     elif found == EXTERNAL:
-        log.warning(RESTORED, path)
+        log.warning(RESTORED, path, extra=_logs.fields("store.restored"))
     elif found:
         raise errors.WalMissingError(
             f"{path!r} was not closed cleanly but its -wal file is {'empty' if size == 0 else 'missing'}: "

@@ -10,14 +10,13 @@ attributes the engine reads and sets); these functions take the store.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .. import _logs, errors
 from .. import _records as R
-from .. import errors
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.leases")
 
 
 def workflow_of(rec: Any) -> str | None:
@@ -124,5 +123,10 @@ def lost_to_a_race(store: Any, batch: Sequence[Any], duplicate: Callable[[BaseEx
             )
             lost.append(wid)
     if lost:
-        log.warning("durably: %d step record(s) collided with another executor's: %s", len(lost), lost[:10])
+        log.warning(
+            "durably: %d step record(s) collided with another executor's: %s",
+            len(lost),
+            lost[:10],
+            extra=_logs.many("leases.step_collided", lost),
+        )
         lose(store, lost)

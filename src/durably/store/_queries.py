@@ -58,6 +58,8 @@ STATEMENTS: Final[dict[str, str]] = {
     " WHERE q.workflow_id = w.workflow_id AND q.started_at IS NULL) ORDER BY seq",
     "deadlines": "SELECT workflow_id, deadline FROM workflows WHERE status = 'PENDING' AND deadline IS NOT NULL",
     "deadline": "SELECT deadline FROM workflows WHERE workflow_id = ? AND status = 'PENDING' AND deadline IS NOT NULL",
+    # the span a workflow's runs descend from (telemetry), and its recovery attempts
+    "trace": "SELECT trace, recovery_attempts FROM workflows WHERE workflow_id = ?",
     # Not stopped, lease not run out (give or take a margin: _executors.LISTED).
     "executors": "SELECT executor_id, host, pid, pid_started, lease_until, lease_until - {now}"
     " FROM executors WHERE stopped_at IS NULL AND lease_until >= {now} - ?",
@@ -92,7 +94,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "insert_step": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
     " VALUES (?, ?, ?, ?, ?, ?, {now} + (? - ?))",
     "insert_workflow": "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor,"
-    " app_version) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+    " app_version, trace) VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
     "complete": "UPDATE workflows SET status = ?, output = ?, error = ?, parked = NULL,"
     " updated_at = {now} WHERE workflow_id = ? AND status = 'PENDING'",
 }
@@ -240,6 +242,7 @@ class Queries:
     pending_workflows: str
     deadlines: str
     deadline: str
+    trace: str
     executors: str
     statuses: str
     owners: str
@@ -299,6 +302,7 @@ TRANSFER_TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "executor",
             "epoch",
             "app_version",
+            "trace",
         ),
         ("seq",),
     ),

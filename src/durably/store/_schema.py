@@ -226,6 +226,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX send_keys_dest ON send_keys (dest);
     CREATE INDEX notices_workflow ON notices (workflow_id) WHERE workflow_id IS NOT NULL;
     """,
+    # v7: the OpenTelemetry span a workflow's runs descend from and link to
+    # (a W3C traceparent), written with its start when telemetry is on
+    # (durably/telemetry.py): a run after a crash continues its trace.
+    """
+    ALTER TABLE workflows ADD COLUMN trace TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

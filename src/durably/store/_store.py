@@ -25,7 +25,6 @@ go through the writer between batches. Backups: store/_backup.py.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Any, cast
 
 import apsw
 
-from .. import _crash, errors
+from .. import _crash, _logs, errors
 from .. import _records as R
 from ..codec import encode_error
 from . import _executors, _lifecycle, _ownership, _transfer, _tx
@@ -80,7 +79,7 @@ _MULTI_STEP = {
     " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")"
     for n in (2**k for k in range(1, 9))
 }
-log = logging.getLogger("durably")
+log = _logs.get("durably.store")
 # Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
@@ -240,6 +239,7 @@ class Store(SqlStore):
                         log.warning(
                             "durably: the database lock was released after %.1f s; writing again",
                             time.monotonic() - busy_since,
+                            extra=_logs.fields("store.lock_released"),
                         )
                     break
                 except _BatchLost:
@@ -282,6 +282,7 @@ class Store(SqlStore):
             "nothing is acknowledged meanwhile",
             self.path,
             now - busy_since,
+            extra=_logs.fields("store.locked"),
         )
         _reset(batch)
         return busy_since
@@ -296,6 +297,7 @@ class Store(SqlStore):
             "durably: a record failed unexpectedly (%r); the batch is written again "
             "record by record so that only that record fails",
             exc,
+            extra=_logs.fields("store.record_failed"),
         )
         _reset(batch)
 
@@ -316,7 +318,12 @@ class Store(SqlStore):
             self._failed = (
                 err if isinstance(err, errors.StorageError) else errors.StorageError(str(err), path=self.path)
             )
-            log.error("durably: checkpointing %r failed (%r); the journal stops", self.path, exc)
+            log.error(
+                "durably: checkpointing %r failed (%r); the journal stops",
+                self.path,
+                exc,
+                extra=_logs.fields("store.checkpoint_failed"),
+            )
 
     @staticmethod
     def _fatal(exc: BaseException) -> bool:
@@ -480,6 +487,7 @@ class Store(SqlStore):
     def _start(self, conn: apsw.Connection, rec: Any) -> None:
         workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
         deadline = extra[0] if extra else None
+        trace = extra[1] if len(extra) > 1 else None
         # A child's start and its parent's step row are two statements that
         # must land together: a SAVEPOINT makes them one unit.
         nested = parent_step is not None
@@ -489,7 +497,16 @@ class Store(SqlStore):
             owner = self.start_owner
             conn.execute(
                 _INSERT_WORKFLOW,
-                (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else self.app_version),
+                (
+                    workflow_id,
+                    name,
+                    inputs,
+                    parent_id,
+                    deadline,
+                    owner,
+                    None if owner is None else self.app_version,
+                    trace,
+                ),
             )
             inserted = conn.changes()
             if inserted and owner is None:

@@ -281,6 +281,11 @@ class StoreContract(Protocol):
 
     def deadlines(self) -> list[tuple[str, float]]: ...
     def deadline(self, workflow_id: str) -> float | None: ...
+    def trace_of(self, workflow_id: str) -> tuple[str | None, int] | None:
+        """(trace, recovery_attempts) of a workflow, or None: where its runs'
+        spans descend from (a W3C traceparent written with its start when
+        telemetry is on; durably/telemetry.py)."""
+
     def executors(self) -> list[ExecutorRow]:
         """(executor_id, host, pid, pid_started, lease_until, seconds its
         lease has left on the store's clock) of the executors not stopped

@@ -65,10 +65,11 @@ def apply_one(store: PgStore, conn: psycopg.Connection[Any], rec: Any) -> None:
 def start(store: PgStore, conn: psycopg.Connection[Any], rec: Any) -> None:
     workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
     deadline = extra[0] if extra else None
+    trace = extra[1] if len(extra) > 1 else None
     owner = store.start_owner
     inserted = conn.execute(
         _INSERT_WORKFLOW,
-        (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else store.app_version),
+        (workflow_id, name, inputs, parent_id, deadline, owner, None if owner is None else store.app_version, trace),
     ).rowcount
     if inserted and owner is None:
         _executors.notice(conn, "start", workflow_id)

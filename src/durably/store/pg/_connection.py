@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -13,8 +12,6 @@ from ._settings import IDLE_IN_TX
 
 if TYPE_CHECKING:
     from ._store import PgStore
-
-log = logging.getLogger("durably")
 
 
 def first(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:

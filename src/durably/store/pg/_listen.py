@@ -3,7 +3,6 @@ notify it at the commit of a notice or of a workflow's end (``listen=False``: po
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -15,8 +14,6 @@ from ._errors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from ._store import PgStore
-
-log = logging.getLogger("durably")
 
 
 def open_listener(store: PgStore) -> None:

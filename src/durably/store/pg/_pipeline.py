@@ -3,7 +3,6 @@ arrays, runs of completions in one pipelined executemany, top-level starts in on
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,8 +16,6 @@ from ._settings import _COMPLETE, _INSERT_STEP, _MARK
 
 if TYPE_CHECKING:
     from ._store import PgStore
-
-log = logging.getLogger("durably")
 
 
 def write_plain(store: PgStore, conn: psycopg.Connection[Any], batch: Sequence[Any]) -> bool:
@@ -104,16 +101,17 @@ def starts_sql(store: PgStore, run: Sequence[Any]) -> tuple[str, list[Any]]:
     """A run of top-level starts as one INSERT returning the ids it
     created (a client's starts leave their notices too)."""
     owner = store.start_owner
-    cols: list[list[Any]] = [[], [], [], [], []]
+    cols: list[list[Any]] = [[], [], [], [], [], []]
     for rec in run:
         wid, name, inputs, parent_id, _parent_step, *extra = rec.params
-        for col, value in zip(cols, (wid, name, inputs, parent_id, extra[0] if extra else None), strict=False):
+        deadline, trace = (extra + [None, None])[:2]
+        for col, value in zip(cols, (wid, name, inputs, parent_id, deadline, trace), strict=False):
             col.append(value)
     v = store._value_type
     sql = (
-        "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version)"
-        f" SELECT w, n, 'PENDING', i, p, d, %s, %s FROM unnest(%s::text[], %s::text[], %s::{v}[],"
-        " %s::text[], %s::float8[]) AS u(w, n, i, p, d) ON CONFLICT (workflow_id) DO NOTHING"
+        "INSERT INTO workflows (workflow_id, name, status, inputs, parent_id, deadline, executor, app_version, trace)"
+        f" SELECT w, n, 'PENDING', i, p, d, %s, %s, t FROM unnest(%s::text[], %s::text[], %s::{v}[],"
+        " %s::text[], %s::float8[], %s::text[]) AS u(w, n, i, p, d, t) ON CONFLICT (workflow_id) DO NOTHING"
         " RETURNING workflow_id"
     )
     if owner is None:

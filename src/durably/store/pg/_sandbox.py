@@ -43,17 +43,16 @@ functions first.
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
 
-from ... import errors
+from ... import _logs, errors
 from ._connection import first
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.store")
 
 # The step's savepoint, its search_path and idle budget, a snapshot (the
 # session's prepared statements, durably's row counters), then the role.
@@ -174,6 +173,7 @@ def prepare(
                         "durably: could not run %s on %s; transaction steps may lack rights there",
                         grant.as_string(conn),
                         path,
+                        extra=_logs.fields("store.grant_failed"),
                     )
     return None
 
@@ -196,7 +196,7 @@ def _try(conn: psycopg.Connection[Any], statement: pgsql.Composed) -> bool:
         psycopg.errors.InvalidGrantOperation,
         psycopg.errors.FeatureNotSupported,
     ) as exc:
-        log.debug("durably: %s refused: %s", statement, exc)
+        log.debug("durably: %s refused: %s", statement, exc, extra=_logs.fields("store.sandbox_refused"))
         return False
 
 

@@ -215,6 +215,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX ON {s}.send_keys (dest);
     CREATE INDEX ON {s}.notices (workflow_id) WHERE workflow_id IS NOT NULL;
     """,
+    # v3, as SQLite's v7: the OpenTelemetry span a workflow's runs descend
+    # from and link to (a W3C traceparent; durably/telemetry.py).
+    """
+    ALTER TABLE {s}.workflows ADD COLUMN trace text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

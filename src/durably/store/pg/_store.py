@@ -41,7 +41,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -53,8 +52,8 @@ from urllib.parse import parse_qsl, urlsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from ... import _logs, errors
 from ... import _records as R
-from ... import errors
 from .. import _ownership
 from .._base import SqlStore
 from .._executors import dead_here
@@ -84,7 +83,7 @@ from ._settings import (
     redact,
 )
 
-log = logging.getLogger("durably")
+log = _logs.get("durably.store")
 __all__ = ["PgStore", "redact", "is_url", "RECONNECT", "CONNECT_TIMEOUT", "IDLE_IN_TX", "TX_LOSSES"]
 
 
@@ -267,7 +266,12 @@ class PgStore(SqlStore):
                         return
                     self._write(conn, batch, isolate)
                     if lost_since is not None:
-                        log.warning("durably: reconnected to %s after %.1f s", self.path, time.monotonic() - lost_since)
+                        log.warning(
+                            "durably: reconnected to %s after %.1f s",
+                            self.path,
+                            time.monotonic() - lost_since,
+                            extra=_logs.fields("store.reconnected"),
+                        )
                     return
                 except CONNECTION_ERRORS as exc:
                     now = time.monotonic()
@@ -329,6 +333,7 @@ class PgStore(SqlStore):
             "durably: a record failed unexpectedly (%r); the batch is written again record by "
             "record so that only that record fails",
             exc,
+            extra=_logs.fields("store.record_failed"),
         )
         _reset(batch)
 
@@ -342,7 +347,12 @@ class PgStore(SqlStore):
             except Exception:
                 pass
         delay = 0.05
-        log.warning("durably: lost the connection to %s (%s); reconnecting", self.path, exc)
+        log.warning(
+            "durably: lost the connection to %s (%s); reconnecting",
+            self.path,
+            exc,
+            extra=_logs.fields("store.connection_lost"),
+        )
         while not self._closing:
             try:
                 conn = _connection.connect(self)

@@ -3,7 +3,6 @@ sandbox role (``_sandbox``), within its time budget; the writer's session is put
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -24,8 +23,6 @@ from ._tx import PgTx
 
 if TYPE_CHECKING:
     from ._store import PgStore
-
-log = logging.getLogger("durably")
 
 
 def run_step(store: PgStore, conn: psycopg.Connection[Any], rec: Any) -> None:
