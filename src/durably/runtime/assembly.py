@@ -127,8 +127,7 @@ def _build(
     poll: float,
     keep: float | None,
 ) -> Parts:
-    workflows: dict[str, WorkflowSpec] = {}
-    steps: dict[str, StepSpec] = {}
+    workflows, steps = dict[str, WorkflowSpec](), dict[str, StepSpec]()
     journal = Journal(store.flush)
     waits = Waits()
     deadlines = Deadlines(clock, lambda wid, why: manage.cancel(wid, why))

@@ -71,9 +71,10 @@ class Transaction(Generic[P, R]):
         tel = ctx.runner.telemetry
         if ctx.is_async:
             key = ctx.take_position()
-            awaitable: R = _tx_async(self, ctx, key, args, kwargs)
+            running = _tx_async(self, ctx, key, args, kwargs)
             if tel is not None:  # OpenTelemetry configured at open (_otel.py)
-                awaitable = tel.traced("durably.transaction", ctx, name, key, awaitable)  # type: ignore[assignment]
+                running = tel.traced("durably.transaction", ctx, name, key, running)
+            awaitable: R = running
             return awaitable
         if tel is not None:
             with tel.span("durably.transaction", ctx, name, ctx.position, ctx.position in ctx.recorded):
