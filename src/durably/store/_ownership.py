@@ -109,6 +109,8 @@ def lost_to_a_race(store: Any, batch: Sequence[Any], duplicate: Callable[[BaseEx
     lost = []
     for rec in batch:
         err = rec.error
+        if err is None:
+            continue  # nearly every record: the writer holds the GIL for this loop
         if (
             rec.kind == R.STEP
             and isinstance(err, errors.ConstraintError)

@@ -30,7 +30,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from itertools import groupby
+from operator import attrgetter
+from typing import Any
 
 import apsw
 
@@ -55,6 +57,7 @@ _INSERT_WORKFLOW = SQLITE.insert_workflow
 _COMPLETE = SQLITE.complete
 # Record kinds written with one statement each, batched through executemany.
 _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
+_KIND = attrgetter("kind")
 # A batch of one step record (a lone sequential workflow): the whole
 # transaction in one call, SQLite's statement cache keeps it prepared.
 # Written only if no workflow changed owner since this process last looked
@@ -339,21 +342,15 @@ class Store(SqlStore):
         else:
             # Records apply in submission order, so the outcome never depends
             # on how records were split into batches; consecutive records of
-            # one kind go through a single executemany.
-            run: list[Any] = []
-            run_sql = None
-            for rec in batch:
-                sql = _MANY.get(rec.kind)
-                if sql is not run_sql and run:
-                    self._apply_many(conn, cast(str, run_sql), run)
-                    run = []
-                run_sql = sql
+            # one kind go through a single executemany. (groupby splits the
+            # batch in C: the writer holds the GIL for this loop.)
+            for kind, run in groupby(batch, _KIND):
+                sql = _MANY.get(kind)
                 if sql is None:
-                    self._apply_one(conn, rec)
+                    for rec in run:
+                        self._apply_one(conn, rec)
                 else:
-                    run.append(rec)
-            if run:
-                self._apply_many(conn, cast(str, run_sql), run)
+                    self._apply_many(conn, sql, list(run))
         if self.owned:
             self._lost_to_a_race(batch)
         if _crash.ARMED:
