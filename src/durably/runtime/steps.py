@@ -29,6 +29,8 @@ from .tasks import GuardedTask, current_task, run_guarded
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
 
 # A step's start: the store turns it into its own clock (_records.STEP).
 _now = time.monotonic
@@ -371,12 +373,7 @@ class Step(Generic[P, R]):
 
 
 async def _run_step_async(
-    step: Step[Any, Any],
-    ctx: WorkflowContext,
-    key: Any,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    traced: bool = False,
+    step: Step[Any, Any], ctx: WorkflowContext, key: Any, args: Args, kwargs: Kwargs, traced: bool = False
 ) -> Any:
     """A step in an async workflow, at ``key`` (claimed at the call);
     ``traced``: called by the telemetry, inside the step's span."""
@@ -395,9 +392,8 @@ async def _run_step_async(
     started = _now()
     task = current_task(ctx.loop)  # not the caller's when gather wrapped the awaitable in a task
     if step._inline_async and type(task) is GuardedTask:
-        # The common case: the body runs right in the workflow's task, which
-        # holds back a cancel from its loop's shutdown meanwhile; its in_body
-        # flag also makes durable calls in the body plain.
+        # The common case: the body runs in the workflow's task, which holds back a cancel
+        # from its loop's shutdown meanwhile (its in_body flag makes durable calls plain).
         exc = None
         task.in_body = True
         try:
@@ -408,23 +404,11 @@ async def _run_step_async(
             task.in_body = False
         stop = task.held
         if exc is None and not _crash.ARMED:
-            # A value: encode_value and step_record (outcomes.py, the
-            # reference) inlined, as this runs once per step;
-            # tests/test_inlined_paths.py pins that both give the same row
-            # and the same value.
+            # A value: step_record (outcomes.py, the reference) inlined, as
+            # this runs once per step; tests/test_inlined_paths.py pins that
+            # both give the same row and the same value.
             name = step._name
-            if value is None:
-                raw = seen = None
-            else:
-                where = ("step", name, ctx.workflow_id, key)
-                raw = ctx.codec.encode(value, where)
-                if step._identity and type(value) in _IDENTITY:
-                    seen = value
-                else:
-                    try:
-                        seen = step._decode(raw)
-                    except DECODE_FAILURES as e:
-                        raise decode_failure(where, step._decode, e) from e
+            raw, seen = (None, None) if value is None else _encode_inline(step, ctx, key, value)
             pos = ctx.position
             ctx.position = pos + 1
             await ctx.journal.submit_async(
@@ -433,14 +417,13 @@ async def _run_step_async(
             # ctx.deliver_now() and ctx.turn(key), inlined: without recorded
             # outcomes pending, turn would take the gate again (failing as
             # here: nothing ran since) and wait at it.
+            settle = ctx.settle
             if ctx.pending:
                 await ctx.turn(key)
-            else:
-                settle = ctx.settle
-                if settle is not None and not settle.take(ctx):
-                    await settle.wait(ctx)
+            elif settle is not None and not settle.take(ctx):
+                await settle.wait(ctx)
             if stop:
-                raise asyncio.CancelledError()  # (as below)
+                raise asyncio.CancelledError()  # (as in _record_async)
             return seen
     else:
         token = _IN_STEP.set(True)  # durable calls inside the body are plain calls
@@ -448,6 +431,33 @@ async def _run_step_async(
             (value, exc), stop = await run_guarded(_run_async(ctx, step._spec, args, kwargs, key))
         finally:
             _IN_STEP.reset(token)
+    return await _record_async(step, ctx, key, value, exc, stop, started)
+
+
+def _encode_inline(step: Step[Any, Any], ctx: WorkflowContext, key: Any, value: Any) -> tuple[Any, Any]:
+    """``encode_value`` (outcomes.py, the reference) for the inlined path:
+    (stored, seen) of a step's value that is not None."""
+    where = ("step", step._name, ctx.workflow_id, key)
+    raw = ctx.codec.encode(value, where)
+    if step._identity and type(value) in _IDENTITY:
+        return raw, value
+    try:
+        return raw, step._decode(raw)
+    except DECODE_FAILURES as e:
+        raise decode_failure(where, step._decode, e) from e
+
+
+async def _record_async(
+    step: Step[Any, Any],
+    ctx: WorkflowContext,
+    key: Any,
+    value: Any,
+    exc: Exception | None,
+    stop: bool,
+    started: float,
+) -> Any:
+    """A step body's outcome (a value or an error), recorded through the
+    reference path (outcomes.py), delivered in order; what the call returns."""
     if _crash.ARMED:
         _crash.hit("step.after_body")
     name = step._name

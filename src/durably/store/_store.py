@@ -483,8 +483,7 @@ class Store(SqlStore):
 
     def _start(self, conn: apsw.Connection, rec: Any) -> None:
         workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
-        deadline = extra[0] if extra else None
-        trace = extra[1] if len(extra) > 1 else None
+        deadline, trace = (*extra, None, None)[:2]  # (older records carry neither)
         # A child's start and its parent's step row are two statements that
         # must land together: a SAVEPOINT makes them one unit.
         nested = parent_step is not None
@@ -492,26 +491,12 @@ class Store(SqlStore):
             conn.execute("SAVEPOINT start")
         try:
             owner = self.start_owner
-            conn.execute(
-                _INSERT_WORKFLOW,
-                (
-                    workflow_id,
-                    name,
-                    inputs,
-                    parent_id,
-                    deadline,
-                    owner,
-                    None if owner is None else self.app_version,
-                    trace,
-                ),
-            )
+            version = None if owner is None else self.app_version
+            conn.execute(_INSERT_WORKFLOW, (workflow_id, name, inputs, parent_id, deadline, owner, version, trace))
             inserted = conn.changes()
             if inserted and owner is None:
                 _executors.notice(conn, "start", workflow_id)  # a client's: some executor claims it
-            if not inserted:
-                rec.result = conn.execute(self.Q.name_status, (workflow_id,)).get
-            else:
-                rec.result = None
+            rec.result = None if inserted else conn.execute(self.Q.name_status, (workflow_id,)).get
             if nested:
                 wid, (pos, ident), step_name, output = parent_step
                 conn.execute(_INSERT_STEP, (wid, pos, step_name, output, None, ident, None, None))

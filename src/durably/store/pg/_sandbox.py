@@ -74,10 +74,6 @@ RESTORE = (
 )
 
 
-def default_role(schema: str) -> str:
-    return f"durably_user_{schema}"
-
-
 def snapshot_sql(table_oids: Sequence[int]) -> str:
     """One row: the session's prepared statements, and durably's tables'
     rows inserted, updated and deleted so far in this transaction."""

@@ -75,3 +75,32 @@ def redact(url: str) -> str:
 def _key(what: str) -> int:
     """A stable signed 64-bit advisory lock key."""
     return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def options(
+    url: str, synchronous: str, schema: str | None, listen: bool, tx_role: str | None
+) -> tuple[str, str, bool, str]:
+    """PgStore's options checked, with durably's own URL parameters (schema, listen, tx_role)
+    taken out of the URL: (url, schema, listen, tx_role)."""
+    url, ours = _split_ours(url)
+    in_url = ours.get("schema")
+    if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
+        if ours["listen"] not in ("on", "off"):
+            raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
+        listen = ours["listen"] == "on"
+    if schema is not None and in_url is not None and schema != in_url:
+        raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
+    schema = schema if schema is not None else in_url if in_url is not None else "durably"
+    if synchronous not in ("full", "normal"):
+        raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}")
+    tx_role = ours.get("tx_role", tx_role) or default_role(schema)
+    if not _ROLE_NAME.match(tx_role):
+        raise errors.UsageError(f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}")
+    return url, schema, listen, tx_role
+
+
+def default_role(schema: str) -> str:
+    """The role transaction steps run as, unless the URL names one (tx_role=)."""
+    return f"durably_user_{schema}"

@@ -72,43 +72,17 @@ from ._settings import (
     _FENCE_EXCLUSIVE,
     _LONE_STEP,
     _MARK,
-    _ROLE_NAME,
-    _SCHEMA_NAME,
     CONNECT_TIMEOUT,
     IDLE_IN_TX,
     RECONNECT,
     TX_LOSSES,
-    _split_ours,
     is_url,
+    options,
     redact,
 )
 
 log = _logs.get("durably.store")
 __all__ = ["PgStore", "redact", "is_url", "RECONNECT", "CONNECT_TIMEOUT", "IDLE_IN_TX", "TX_LOSSES"]
-
-
-def _options(
-    url: str, synchronous: str, schema: str | None, listen: bool, tx_role: str | None
-) -> tuple[str, str, bool, str]:
-    """PgStore's options checked, with durably's own URL parameters (schema, listen, tx_role)
-    taken out of the URL: (url, schema, listen, tx_role)."""
-    url, ours = _split_ours(url)
-    in_url = ours.get("schema")
-    if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
-        if ours["listen"] not in ("on", "off"):
-            raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
-        listen = ours["listen"] == "on"
-    if schema is not None and in_url is not None and schema != in_url:
-        raise errors.UsageError(f"two schemas given: {in_url!r} in the URL and schema={schema!r}")
-    schema = schema if schema is not None else in_url if in_url is not None else "durably"
-    if synchronous not in ("full", "normal"):
-        raise errors.UsageError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
-    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-        raise errors.UsageError(f"schema must be a lower-case SQL identifier (letters, digits, _), not {schema!r}")
-    tx_role = ours.get("tx_role", tx_role) or _sandbox.default_role(schema)
-    if not _ROLE_NAME.match(tx_role):
-        raise errors.UsageError(f"tx_role must be a lower-case SQL identifier (letters, digits, _), not {tx_role!r}")
-    return url, schema, listen, tx_role
 
 
 class PgStore(SqlStore):
@@ -130,7 +104,7 @@ class PgStore(SqlStore):
         tx_role: str | None = None,
     ) -> None:
         super().__init__()
-        url, schema, listen, tx_role = _options(url, synchronous, schema, listen, tx_role)
+        url, schema, listen, tx_role = options(url, synchronous, schema, listen, tx_role)
         self.tx_role = tx_role
         self._url = url
         self.path = redact(url)
