@@ -540,3 +540,24 @@ def test_gc_deletes_finished_workflows_beside_the_worker_and_keeps_pending_ones(
     assert [s["name"] for s in _json("steps", db, "gc-w")["steps"]][0] == "add"
     client.send("gc-w", 2, topic="go")
     assert client.handle("gc-w").result(timeout=15) == 10
+
+
+def test_backup_and_copy_beside_the_worker(live, tmp_path) -> None:
+    db, client = live
+    client.start("quick", 21, workflow_id="bk-q")
+    assert client.handle("bk-q").result(timeout=15) == 42
+    client.start("waiter", 5, workflow_id="bk-w")
+    _until(lambda: client.get_all_events("bk-w"))
+    before = _json("list", db, "--limit", "0")
+    _refused(("backup", db, str(tmp_path / "no-such-folder" / "b.db")), "")
+    _refused(("copy", db, str(tmp_path / "c.db")), "DatabaseInUseError")  # the worker runs it: refused
+    assert not (tmp_path / "c.db").exists() and not (tmp_path / "no-such-folder").exists()
+    report = _json("backup", db, str(tmp_path / "b.db"))
+    assert report["path"] == str(tmp_path / "b.db") and report["bytes"] > 0
+    _refused(("backup", db, str(tmp_path / "b.db")), "")  # the destination exists now
+    assert _json("list", db, "--limit", "0") == before  # nothing changed at the source
+    # The backup, read by the same commands, holds what was acknowledged before it.
+    backed = {w["workflow_id"]: w["status"] for w in _json("list", str(tmp_path / "b.db"), "--limit", "0")["workflows"]}
+    assert backed["bk-q"] == "SUCCESS" and backed["bk-w"] == "PENDING"
+    client.send("bk-w", 1, topic="go")
+    assert client.handle("bk-w").result(timeout=15) == 7
