@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from .. import Engine
     from ..handle import StepInfo
+    from ..schedules import ScheduleInfo
     from ..store.contract import StoreContract, WorkflowView
 
 CONNECT_TIMEOUT = 5  # seconds the CLI waits for a PostgreSQL server, unless the URL sets connect_timeout
@@ -200,6 +201,20 @@ def workflow_doc(row: WorkflowView) -> dict[str, Any]:
         "input": stored_inputs(row.inputs),
         "output": stored_value(row.output),
         "error": stored_error(row.error),
+    }
+
+
+def schedule_doc(info: ScheduleInfo) -> dict[str, Any]:
+    """A schedule as the JSON document ``schedules --json`` (and the web view) give."""
+    return {
+        "name": info.name,
+        "cron": info.cron,
+        "workflow": info.workflow,
+        "tz": info.tz,
+        "missed": info.missed,
+        "paused": info.paused,
+        "last_slot": info.last_slot.isoformat(),
+        "next_slot": None if info.next_slot is None else info.next_slot.isoformat(),
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..errors import DurablyError
-from ..schedules import ScheduleInfo, schedule_info
+from ..schedules import schedule_info
 from . import _common as C
 
 
@@ -49,19 +49,6 @@ def queues(db: str, as_json: bool) -> int:
     return 0
 
 
-def _schedule_doc(info: ScheduleInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "cron": info.cron,
-        "workflow": info.workflow,
-        "tz": info.tz,
-        "missed": info.missed,
-        "paused": info.paused,
-        "last_slot": info.last_slot.isoformat(),
-        "next_slot": None if info.next_slot is None else info.next_slot.isoformat(),
-    }
-
-
 class _Schedules(click.Group):
     """``durably schedules DB`` lists (it is ``durably schedules list DB``);
     ``durably schedules pause DB NAME`` and the others change one."""
@@ -86,7 +73,7 @@ def list_schedules(db: str, as_json: bool) -> int:
     with C.reader(db) as store:
         infos = [schedule_info(row, time.time()) for row in store.schedules()]
     if as_json:
-        C.emit_json({"schedules": [_schedule_doc(i) for i in infos]})
+        C.emit_json({"schedules": [C.schedule_doc(i) for i in infos]})
         return 0
     out = C.table("SCHEDULE", "CRON", "WORKFLOW", "TZ", "PAUSED", "LAST SLOT", "NEXT SLOT")
     for i in infos:
@@ -103,7 +90,7 @@ def _change(db: str, name: str, as_json: bool, what: str, change: Any) -> int:
         except DurablyError as exc:
             C.refuse(C.describe(exc), C.code_of(exc))
         info = next((i for i in engine.list_schedules() if i.name == name), None)
-    doc: dict[str, Any] = {"schedule": None if info is None else _schedule_doc(info), "action": what}
+    doc: dict[str, Any] = {"schedule": None if info is None else C.schedule_doc(info), "action": what}
     if result is not None:
         doc["workflow_ids"] = [h.workflow_id for h in result]
     if as_json:

@@ -37,6 +37,7 @@ from .. import _crash, errors
 from ._checkpoint import CLOSED, SET_MARK
 from ._connection import connect, is_memory
 from ._errors import map_error
+from ._files import link_into_place, sync_folder
 from ._lifecycle import preflight
 from ._queries import SQLITE_EXEC
 from ._schema import APPLICATION_ID, SCHEMA_VERSION
@@ -94,7 +95,12 @@ def backup_file(
         _sync_file(tmp)
         if _crash.ARMED:
             _crash.hit("backup.before_place")
-        _into_place(tmp, path)
+        link_into_place(
+            tmp,
+            path,
+            lambda what: errors.BackupDestinationError(f"the backup destination {what}; left as it is", path=path),
+        )
+        sync_folder(path)
         if _crash.ARMED:
             _crash.hit("backup.after_place")
     except apsw.Error as exc:
@@ -180,25 +186,6 @@ def _sync_file(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _into_place(tmp: str, path: str) -> None:
-    """``tmp`` becomes ``path`` without replacing a file that appeared meanwhile."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise errors.BackupDestinationError(
-            f"the backup destination {path!r} appeared while the copy was made; it was left as it is", path=path
-        ) from None
-    except OSError:  # a file system without hard links
-        if os.path.exists(path):
-            raise errors.BackupDestinationError(f"the backup destination {path!r} already exists", path=path) from None
-        os.rename(tmp, path)
-    folder = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def pages_of(path: str) -> tuple[int, int]:

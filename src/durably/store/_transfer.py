@@ -29,6 +29,7 @@ import apsw
 
 from .. import errors
 from ._errors import map_error
+from ._files import link_into_place, sync_folder
 from ._queries import TRANSFER_TABLES, transfer_insert, transfer_select
 from ._schema import SCHEMA_VERSION
 
@@ -145,22 +146,11 @@ def place(tmp: str, dest: str) -> None:
     wal = tmp + "-wal"
     if os.path.exists(wal) and os.path.getsize(wal) > 0:
         raise errors.StorageError(f"the copy at {tmp!r} did not close cleanly; it is left there", path=tmp)
-    try:
-        os.link(tmp, dest)
-    except FileExistsError:
-        raise errors.DestinationNotEmptyError(
-            f"{dest!r} appeared while the copy was being made; the copy is left at {tmp!r}", path=dest
-        ) from None
-    except OSError:  # a file system without hard links
-        if os.path.lexists(dest):
-            raise errors.DestinationNotEmptyError(f"{dest!r} exists", path=dest) from None
-        os.rename(tmp, dest)
+    link_into_place(
+        tmp, dest, lambda what: errors.DestinationNotEmptyError(f"{what}; the copy is left at {tmp!r}", path=dest)
+    )
     remove(tmp)
-    folder = os.open(os.path.dirname(os.path.abspath(dest)), os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    sync_folder(dest)
 
 
 def remove(path: str) -> None:

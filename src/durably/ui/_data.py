@@ -201,18 +201,5 @@ def queues(store: StoreContract) -> dict[str, Any]:
 
 
 def schedules(store: StoreContract) -> dict[str, Any]:
-    out = []
-    for info in (schedule_info(row, time.time()) for row in store.schedules()):
-        out.append(
-            {
-                "name": info.name,
-                "cron": info.cron,
-                "workflow": info.workflow,
-                "tz": info.tz,
-                "missed": info.missed,
-                "paused": info.paused,
-                "last_slot": info.last_slot.isoformat(),
-                "next_slot": None if info.next_slot is None else info.next_slot.isoformat(),
-            }
-        )
-    return {"schedules": out}
+    now = time.time()
+    return {"schedules": [C.schedule_doc(schedule_info(row, now)) for row in store.schedules()]}
