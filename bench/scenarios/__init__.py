@@ -37,6 +37,27 @@ def fresh_path(workdir: Path, stem: str) -> str:
     return str(path)
 
 
+def chain_engine(path: str, **kw: Any) -> tuple[Any, Any]:
+    """An Engine(path, **kw) with the async ``chain(k)`` workflow of k ``inc``
+    steps the async scenarios run; (engine, chain)."""
+    import durably
+
+    engine = durably.Engine(path, **kw)
+
+    @engine.step(name="inc")
+    async def inc(x: int) -> int:
+        return x + 1
+
+    @engine.workflow(name="chain")
+    async def chain(k: int) -> int:
+        x = 0
+        for _ in range(k):
+            x = await inc(x)
+        return x
+
+    return engine, chain
+
+
 def cleanup(path: str) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(path + suffix).unlink(missing_ok=True)

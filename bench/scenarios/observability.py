@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cleanup, fresh_path, register
+from . import chain_engine, cleanup, fresh_path, register
 
 
 def _configure(mode: str) -> None:
@@ -41,21 +41,9 @@ def _configure(mode: str) -> None:
 def otel_async(workdir: Path, quick: bool, mode: str, count: int = 1024, rounds: int = 10) -> dict[str, Any]:
     """``rounds`` x (``count`` concurrent async workflows of 10 steps)."""
     _configure(mode)
-    import durably
 
     path = fresh_path(workdir, f"otel-{mode}")
-    engine = durably.Engine(path)
-
-    @engine.step(name="inc")
-    async def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    async def chain(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            x = await inc(x)
-        return x
+    engine, chain = chain_engine(path)
 
     async def go(n: int) -> None:
         handles = await asyncio.gather(*[engine.start_async(chain, 10) for _ in range(n)])

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cleanup, fresh_path, register
+from . import chain_engine, cleanup, fresh_path, register
 
 
 def _size(path: str) -> int:
@@ -50,25 +50,6 @@ def _prefill(path: str, workflows: int, steps_each: int, ended_ago: float) -> No
     conn.close()
 
 
-def _chain_engine(path: str, **kw: Any) -> tuple[Any, Any]:
-    import durably
-
-    engine = durably.Engine(path, **kw)
-
-    @engine.step(name="inc")
-    async def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    async def chain(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            x = await inc(x)
-        return x
-
-    return engine, chain
-
-
 def churn(workdir: Path, quick: bool, total: int, retention: float) -> dict[str, Any]:
     """``total`` workflows of 10 steps started at a steady rate such that
     about total / 10 ended within ``retention`` seconds (the run lasts 10 x
@@ -76,7 +57,7 @@ def churn(workdir: Path, quick: bool, total: int, retention: float) -> dict[str,
     workflows run, sampled 20 times. It must level off: ``growth_2nd_half``
     (size at the end / size at half-way) near 1."""
     path = fresh_path(workdir, "churn")
-    engine, chain = _chain_engine(path, retention=retention)
+    engine, chain = chain_engine(path, retention=retention)
     rate = total / (10 * retention)  # workflows per second
     samples: list[tuple[int, int, int]] = []
 
@@ -125,7 +106,7 @@ def async_under_retention(
     workflows of earlier rounds meanwhile (a pass every keep / 10 s: the
     steady state of a churn). Pair with ``retention=False``."""
     path = fresh_path(workdir, "retain")
-    engine, chain = _chain_engine(path, retention=keep if retention else None)
+    engine, chain = chain_engine(path, retention=keep if retention else None)
 
     async def go(n: int) -> None:
         handles = await asyncio.gather(*[engine.start_async(chain, 10) for _ in range(n)])
@@ -151,7 +132,7 @@ def gc_backlog(workdir: Path, quick: bool, history: int, count: int = 1024, roun
     part.FIRST_PASS = 0.0
     path = fresh_path(workdir, "backlog")
     _prefill(path, history, 10, ended_ago=7200)
-    engine, chain = _chain_engine(path, retention=3600)
+    engine, chain = chain_engine(path, retention=3600)
 
     async def go(n: int) -> None:
         handles = await asyncio.gather(*[engine.start_async(chain, 10) for _ in range(n)])
@@ -173,7 +154,7 @@ def gc_finished(workdir: Path, quick: bool, workflows: int) -> dict[str, Any]:
     the file size before and after (incremental vacuum)."""
     path = fresh_path(workdir, "gc")
     _prefill(path, workflows, 10, ended_ago=60)
-    engine, _ = _chain_engine(path)
+    engine, _ = chain_engine(path)
     with engine:
         before = _size(path)
         t0 = time.perf_counter()

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cleanup, fresh_path, register
-from .retention import _chain_engine
+from . import chain_engine, cleanup, fresh_path, register
 
 _POLLER = """
 import json, sys, time, httpx
@@ -81,7 +80,7 @@ def async_with_view(
     ``view``, the web view serves the file and is polled every ``interval``
     seconds meanwhile. Pair with ``view=False``."""
     path = fresh_path(workdir, "webview")
-    engine, chain = _chain_engine(path)
+    engine, chain = chain_engine(path)
     if quick:
         count, rounds = 256, 3
 
