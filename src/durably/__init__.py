@@ -16,6 +16,7 @@ from .journal import IMPLEMENTATION
 from .operations.backup import BackupReport
 from .operations.copy import CopyReport
 from .queues import Queue
+from .registry import DeclaredQueue, DeclaredStep, DeclaredTransaction, DeclaredWorkflow, Registry
 from .runtime.coordination import RecoveryReport
 from .runtime.retention import GcReport
 from .runtime.steps import Step
@@ -29,6 +30,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "Registry",
+    "DeclaredWorkflow",
+    "DeclaredStep",
+    "DeclaredTransaction",
+    "DeclaredQueue",
     "Queue",
     "ScheduleInfo",
     "Clock",

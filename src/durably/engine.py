@@ -21,10 +21,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
 from .clock import Clock
+from ._signatures import as_engine_enqueue, as_run, as_start, as_start_async
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
 from .operations.backup import BackupReport, backup_store
 from .queues import Queue, QueueManager
+from .registry import Registry
 from .runtime.assembly import assemble, positive
 from .runtime.context import current, in_step
 from .runtime.coordination import POLL, Coordinator, RecoveryReport
@@ -100,6 +102,9 @@ class Engine:
             ``"engine"`` (default) or ``"external"``, for a file another
             program checkpoints (Litestream): a copy it restores then opens
             as it is (README, "Backup, restore and replication").
+        registry: a ``durably.Registry`` (or several) whose declarations this
+            engine registers, as ``include`` does (README, "Declare once,
+            bind anywhere").
 
     Example::
 
@@ -134,6 +139,7 @@ class Engine:
         schema: str | None = None,
         retention: timedelta | float | None = None,
         checkpoints: str = "engine",
+        registry: Registry | Iterable[Registry] = (),
     ) -> None:
         p = assemble(
             path,
@@ -158,6 +164,19 @@ class Engine:
         self._runner, self._toolkit, self._messaging, self._starts = p.runner, p.toolkit, p.messaging, p.starts
         self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
         self._register, self._retention = p.register, p.retention
+        for each in (registry,) if isinstance(registry, Registry) else registry:
+            self.include(each)
+
+    def include(self, registry: Registry) -> Engine:
+        """Register ``registry``'s workflows, steps, transaction steps, queues
+        and schedules on this engine (and those it declares later); the
+        same registry may be bound to other engines too. Calls from workflow
+        code resolve against the engine running the workflow. Including a
+        registry again does nothing. Returns the engine."""
+        if not isinstance(registry, Registry):
+            raise errors.UsageError(f"engine.include takes a durably.Registry, not {registry!r}")
+        registry.bind(self)
+        return self
 
     # -- who this engine is ---------------------------------------------------------------
 
@@ -333,43 +352,31 @@ class Engine:
 
     # -- starting (runtime/starts.py) ------------------------------------------------
 
+    @as_start
     @documented(Starter.start)
     def start(
-        self,
-        workflow: Callable[..., Any] | str,
-        *args: Any,
-        workflow_id: str | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> WorkflowHandle:
+        self, workflow: Any, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
         return self._starts.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
+    @as_start_async
     async def start_async(
-        self,
-        workflow: Callable[..., Any] | str,
-        *args: Any,
-        workflow_id: str | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
-    ) -> WorkflowHandle:
+        self, workflow: Any, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
         return await self._starts.start_async(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
+    @as_run
     def run(
-        self,
-        workflow: Callable[..., Any] | str,
-        *args: Any,
-        workflow_id: str | None = None,
-        timeout: float | None = None,
-        **kwargs: Any,
+        self, workflow: Any, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
     ) -> Any:
         """Start a workflow and wait for its result (``timeout``: as in ``start``,
         a durable deadline after which it is cancelled)."""
-        return self.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
+        return self._starts.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
 
     # -- inspecting and managing (runtime/management.py) ----------------------------
 
-    def handle(self, workflow_id: str) -> WorkflowHandle:
+    def handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle for an existing workflow (WorkflowNotFoundError if none)."""
         return self._manage.handle(workflow_id)
 
@@ -419,11 +426,11 @@ class Engine:
         self._manage.cancel(workflow_id, None, children)
 
     @documented(Management.fork)
-    def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle:
+    def fork(self, workflow_id: str, start_step: int = 0, *, new_workflow_id: str | None = None) -> WorkflowHandle[Any]:
         return self._manage.fork(workflow_id, start_step, new_workflow_id)
 
     @documented(Management.resume)
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         return self._manage.resume(workflow_id)
 
     # -- messages and events (runtime/messaging.py) -----------------------------------
@@ -530,7 +537,8 @@ class Engine:
     def queue(self, name: str, *, concurrency: int | None = None, rate_limit: tuple[int, float] | None = None) -> Queue:
         return self._queues.queue(name, concurrency, rate_limit)
 
-    def enqueue(self, queue: str, workflow: Callable[..., Any] | str, *args: Any, **kwargs: Any) -> WorkflowHandle:
+    @as_engine_enqueue
+    def enqueue(self, queue: str, workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
         """``engine.queue(queue).enqueue(...)`` for a declared queue name."""
         declared = self._queues.declared.get(queue) if isinstance(queue, str) else None
         if declared is None:
@@ -557,11 +565,11 @@ class Engine:
         self._schedules.delete_schedule(name)
 
     @documented(ScheduleManager.trigger_schedule)
-    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
+    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle[Any]:
         return self._schedules.trigger_schedule(name, workflow_id=workflow_id)
 
     @documented(ScheduleManager.backfill_schedule)
-    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
+    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle[Any]]:
         return self._schedules.backfill_schedule(name, start, end)
 
     @documented(Retention.gc)

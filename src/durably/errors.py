@@ -26,6 +26,7 @@ __all__ = [
     "DurablyError",
     "UsageError",
     "NotOpenError",
+    "UnboundError",
     "InvalidNameError",
     "WorkflowNotFoundError",
     "ScheduleNotFoundError",
@@ -106,6 +107,15 @@ class UsageError(DurablyError):
 
 class NotOpenError(UsageError):
     """The engine is not open (use ``with engine:`` or ``engine.open()``)."""
+
+
+class UnboundError(UsageError):
+    """A workflow, step or queue declared on a ``durably.Registry`` was used
+    where no engine it is bound to runs: called outside a workflow with its
+    registry bound to no engine, started on an engine that does not include
+    its registry, or called from a workflow of such an engine."""
+
+    _fields = ("what",)
 
 
 class InvalidNameError(UsageError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from . import errors
 from ._status import TERMINAL
@@ -27,6 +27,8 @@ class _HasRunner(Protocol):
 
 
 _NOT_DECODED: Any = None
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,11 @@ class StepInfo:
         return cls(position, name, output, error, recorded_at, started_at)
 
 
-class WorkflowHandle:
-    """A reference to one workflow by id; cheap to create, safe to share."""
+class WorkflowHandle(Generic[R]):
+    """A reference to one workflow by id; cheap to create, safe to share.
+
+    ``R`` is the workflow's result type (``Any`` for a handle made from an
+    id or a start by name): what ``result()`` and ``result_async()`` return."""
 
     __slots__ = ("_runner", "workflow_id")
 
@@ -114,7 +119,7 @@ class WorkflowHandle:
         self.workflow_id = workflow_id
 
     @classmethod
-    def of(cls, runner: Runner, workflow_id: str) -> WorkflowHandle:
+    def of(cls, runner: Runner, workflow_id: str) -> WorkflowHandle[Any]:
         """The handle of ``workflow_id`` on the engine whose runner is ``runner``."""
         handle = cls.__new__(cls)
         handle._runner = runner
@@ -132,7 +137,7 @@ class WorkflowHandle:
         """ENQUEUED, PENDING, SUCCESS, ERROR or CANCELLED."""
         return self.info().status
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow to end; return its result.
 
         Raises WorkflowFailedError (``.error`` is the workflow's exception),
@@ -151,7 +156,8 @@ class WorkflowHandle:
                 if not running:
                     row = runner.row(wid)
                     if row.status in TERMINAL:
-                        return _outcome(runner, wid, row.name, row.status, row.output, row.error)
+                        value: R = _outcome(runner, wid, row.name, row.status, row.output, row.error)
+                        return value
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - time.monotonic()
                 event = waiter.event
@@ -162,11 +168,12 @@ class WorkflowHandle:
                     )
                 runner.check_open()
                 if waiter.final is not None:
-                    return _final(runner, wid, waiter.final)
+                    final: R = _final(runner, wid, waiter.final)
+                    return final
             finally:
                 runner.release(wid, waiter)
 
-    async def result_async(self, timeout: float | None = None) -> Any:
+    async def result_async(self, timeout: float | None = None) -> R:
         """``result`` for asyncio code: waits without blocking the event loop.
 
         Inside an async workflow, the moment a child's outcome arrives is
@@ -189,7 +196,7 @@ class WorkflowHandle:
         await _joined(ctx, key)
         return value
 
-    async def _wait_async(self, timeout: float | None) -> Any:
+    async def _wait_async(self, timeout: float | None) -> R:
         runner = self._runner
         wid = self.workflow_id
         loop = asyncio.get_running_loop()
@@ -201,7 +208,8 @@ class WorkflowHandle:
                 if not running:
                     row = runner.row(wid)
                     if row.status in TERMINAL:
-                        return _outcome(runner, wid, row.name, row.status, row.output, row.error)
+                        value: R = _outcome(runner, wid, row.name, row.status, row.output, row.error)
+                        return value
                     _raise_stuck(runner, wid, row)
                 remaining = None if deadline is None else deadline - loop.time()
                 try:
@@ -217,7 +225,8 @@ class WorkflowHandle:
                     ) from None
                 runner.check_open()
                 if waiter.final is not None:
-                    return _final(runner, wid, waiter.final)
+                    final: R = _final(runner, wid, waiter.final)
+                    return final
             finally:
                 runner.release(wid, waiter, fut)
 

@@ -29,6 +29,7 @@ from . import _records as R
 from ._ids import new_id
 from ._names import check_name
 from .clock import SystemClock
+from ._signatures import as_enqueue, as_enqueue_async
 from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import workflow_context
@@ -136,7 +137,7 @@ class Queue:
         )
         return Record(R.OP, (parent, None if ctx is None else ctx.row(pos), name, "enqueue", args_)), None
 
-    def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle:
+    def _done(self, rec: Record | None, replayed: Any) -> WorkflowHandle[Any]:
         queues = self._manager
         if rec is None:
             return WorkflowHandle.of(queues.runner, replayed)
@@ -153,9 +154,11 @@ class Queue:
         queues.kick()
         return WorkflowHandle.of(queues.runner, wid)
 
+    @as_enqueue
     def enqueue(
         self,
-        workflow: Callable[..., Any] | str,
+        workflow: Any,
+        /,
         *args: Any,
         workflow_id: str | None = None,
         priority: int = 0,
@@ -163,7 +166,7 @@ class Queue:
         delay: float = 0.0,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[Any]:
         """Enqueue a workflow; durable before it returns. Returns its handle
         (the existing workflow's, for a known ``workflow_id`` or a live
         ``dedup_key``). ``delay``: seconds before it may start."""
@@ -176,9 +179,11 @@ class Queue:
             self._manager.journal.submit(rec)
         return self._done(rec, replayed)
 
+    @as_enqueue_async
     async def enqueue_async(
         self,
-        workflow: Callable[..., Any] | str,
+        workflow: Any,
+        /,
         *args: Any,
         workflow_id: str | None = None,
         priority: int = 0,
@@ -186,7 +191,7 @@ class Queue:
         delay: float = 0.0,
         timeout: float | None = None,
         **kwargs: Any,
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[Any]:
         self._manager.check(self)
         ctx = workflow_context()
         key = ctx.peek_key() if ctx is not None and ctx.is_async else None

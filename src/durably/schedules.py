@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     class Start(Protocol):
         """How a schedule starts its workflow (the starter's ``start``)."""
 
-        def __call__(self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None) -> WorkflowHandle: ...
+        def __call__(self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None) -> WorkflowHandle[Any]: ...
 
 
 log = _logs.get("durably.schedules")
@@ -511,7 +511,7 @@ class ScheduleManager:
         if not changed:
             raise errors.ScheduleNotFoundError(f"no schedule named {name!r}", name=name)
 
-    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle:
+    def trigger_schedule(self, name: str, *, workflow_id: str | None = None) -> WorkflowHandle[Any]:
         """Run the schedule's workflow now, once, outside its slot sequence:
         ``workflow(now)``, ``now`` in the schedule's time zone. Its progress
         and next slot are unchanged; a paused schedule can be triggered.
@@ -533,7 +533,7 @@ class ScheduleManager:
         wid = workflow_id or f"schedule:{name}@trigger:{now.isoformat()}"
         return self.start_workflow(spec, now, workflow_id=wid)
 
-    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle]:
+    def backfill_schedule(self, name: str, start: datetime, end: datetime) -> list[WorkflowHandle[Any]]:
         """Start the schedule's workflow for every slot in [start, end) (aware
         datetimes), each with its slot's usual id ``schedule:<name>@<slot>``:
         a slot that already ran (or was already backfilled) is not run again,

@@ -89,7 +89,7 @@ class Management:
 
     # -- reads --------------------------------------------------------------------------
 
-    def handle(self, workflow_id: str) -> WorkflowHandle:
+    def handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """``Engine.handle``."""
         self.runner.row(workflow_id)
         return WorkflowHandle.of(self.runner, workflow_id)
@@ -207,7 +207,7 @@ class Management:
         # queue_entry_done trigger), not when its body returns.
         self.kick_queues()
 
-    def fork(self, workflow_id: str, start_step: int, new_workflow_id: str | None) -> WorkflowHandle:
+    def fork(self, workflow_id: str, start_step: int, new_workflow_id: str | None) -> WorkflowHandle[Any]:
         """Start a new workflow from a recorded one: the same function and
         inputs, the first ``start_step`` recorded steps kept (in the order of
         ``engine.steps(id)``; they replay, child workflows they started
@@ -230,7 +230,7 @@ class Management:
             self.runner.launch(spec, new, row.inputs, replay=True)
         return WorkflowHandle.of(self.runner, new)
 
-    def resume(self, workflow_id: str) -> WorkflowHandle:
+    def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Run a CANCELLED, ERROR, parked, interrupted or
         MAX_RECOVERY_ATTEMPTS_EXCEEDED workflow again from its last recorded step.
         A client engine hands it to a live executor that registered its

@@ -92,6 +92,9 @@ class Runner:
         # A step name -> the other recorded names a replay accepts for it
         # (the aliases of a step; "start:"/"enqueue:" + a workflow's aliases).
         self.accepted: dict[str, frozenset[str]] = {}
+        # A declaration of a durably.Registry -> what it is on this engine
+        # (its Workflow, Step, Transaction, Queue); a bound registry -> itself.
+        self.bound: dict[object, Any] = {}
         self.codec = codec
         self.clock = clock
         self.deadlines = deadlines

@@ -74,7 +74,7 @@ class Starter:
 
     def start(
         self, workflow: Any, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[Any]:
         """Start a workflow once its start record is durable; return its handle.
 
         ``workflow_id`` is an idempotency key: if it exists, the existing
@@ -97,7 +97,7 @@ class Starter:
 
     async def start_async(
         self, workflow: Any, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any
-    ) -> WorkflowHandle:
+    ) -> WorkflowHandle[Any]:
         """``Engine.start_async``."""
         ctx = workflow_context()
         key = ctx.peek_key() if ctx is not None and ctx.is_async else None
@@ -151,7 +151,16 @@ class Starter:
             spec = self.workflows.get(workflow)
         else:
             spec = getattr(workflow, "__durably_workflow__", None)
-            if spec is None:  # the undecorated function
+            declared = getattr(workflow, "__durably_declared__", None) if spec is None else None
+            if declared is not None:  # declared on a durably.Registry: this engine's registration of it
+                spec = self.workflows.get(declared.name)
+                if spec is None or spec.fn is not declared.fn:
+                    raise errors.UnboundError(
+                        f"{workflow!r} is declared on a durably.Registry this engine does not include; bind it "
+                        "with engine.include(registry) (or Engine(..., registry=registry))",
+                        what=f"workflow {declared.name!r}",
+                    )
+            elif spec is None:  # the undecorated function
                 spec = next((s for s in self.workflows.values() if s.fn is workflow), None)
         if spec is None and self.identity.client and isinstance(workflow, str):
             # A client starts by name, without the code: inputs are encoded

@@ -1,0 +1,208 @@
+"""The typed signatures of the calls that start a workflow.
+
+``engine.start(wf, *args, **kwargs)`` checks ``args`` and ``kwargs``
+against ``wf``'s parameters (PEP 612 ``ParamSpec``) and returns a
+``WorkflowHandle[R]`` whose ``result()`` is ``wf``'s return type (the
+awaited one for an async workflow); a start by name returns
+``WorkflowHandle[Any]``. PEP 612 forbids keyword parameters between
+``*args: P.args`` and ``**kwargs: P.kwargs``, so a start that passes an
+option (``workflow_id=``, ``timeout=``; a queue's ``priority=`` ...) matches
+an overload that still types the result but no longer checks the
+workflow's own arguments.
+
+Each signature is a callback Protocol the engine's method is declared as
+(``@as_start`` and the like): nothing changes at run time, the method stays
+the plain function it is. mypy reports the option overloads as never
+matched (it takes ``*args: P.args`` as broader than any keyword); they are
+matched, as tests/typing/check_types.py pins, hence their ignore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
+
+if TYPE_CHECKING:
+    from .handle import WorkflowHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+# One overload a line: a table of signatures, easier to compare than formatted.
+# fmt: off
+class Start(Protocol):
+    """``Engine.start``: the workflow's arguments checked, its result type carried by the handle."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+
+class StartAsync(Protocol):
+    """``Engine.start_async``."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[Any]]: ...
+
+
+class Run(Protocol):
+    """``Engine.run``: the workflow's result."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> R: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, timeout: float | None = None, **kwargs: Any) -> R: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> R: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, timeout: float | None, **kwargs: Any) -> R: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any) -> Any: ...
+
+
+class Enqueue(Protocol):
+    """``Queue.enqueue``."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+
+class EnqueueAsync(Protocol):
+    """``Queue.enqueue_async``."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[Any]]: ...
+
+
+class EngineEnqueue(Protocol):
+    """``Engine.enqueue(queue_name, workflow, ...)``."""
+
+    @overload
+    def __call__(self, queue: str, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, queue: str, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., Awaitable[R]], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: Callable[..., R], /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None, **kwargs: Any) -> WorkflowHandle[R]: ...  # type: ignore[overload-cannot-match]
+    @overload
+    def __call__(self, queue: str, workflow: str, /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+# fmt: on
+
+
+def as_start(method: Callable[..., Any]) -> Start:
+    """Declare ``method`` as a ``Start`` (for type checkers only)."""
+    return cast(Start, method)
+
+
+def as_start_async(method: Callable[..., Any]) -> StartAsync:
+    return cast(StartAsync, method)
+
+
+def as_run(method: Callable[..., Any]) -> Run:
+    return cast(Run, method)
+
+
+def as_enqueue(method: Callable[..., Any]) -> Enqueue:
+    return cast(Enqueue, method)
+
+
+def as_enqueue_async(method: Callable[..., Any]) -> EnqueueAsync:
+    return cast(EnqueueAsync, method)
+
+
+def as_engine_enqueue(method: Callable[..., Any]) -> EngineEnqueue:
+    return cast(EngineEnqueue, method)
