@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
-from .clock import Clock
 from ._signatures import as_engine_enqueue, as_run, as_start, as_start_async
+from .clock import Clock
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
 from .operations.backup import BackupReport, backup_store

@@ -28,8 +28,8 @@ from . import _logs, errors
 from . import _records as R
 from ._ids import new_id
 from ._names import check_name
-from .clock import SystemClock
 from ._signatures import as_enqueue, as_enqueue_async
+from .clock import SystemClock
 from .handle import WorkflowHandle
 from .journal import Record
 from .runtime.context import workflow_context

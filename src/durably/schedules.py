@@ -66,7 +66,9 @@ if TYPE_CHECKING:
     class Start(Protocol):
         """How a schedule starts its workflow (the starter's ``start``)."""
 
-        def __call__(self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None) -> WorkflowHandle[Any]: ...
+        def __call__(
+            self, workflow: WorkflowSpec, /, *args: Any, workflow_id: str | None = None
+        ) -> WorkflowHandle[Any]: ...
 
 
 log = _logs.get("durably.schedules")
