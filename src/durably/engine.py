@@ -26,7 +26,7 @@ from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
 from .operations.backup import BackupReport, backup_store
 from .queues import Queue, QueueManager
-from .registry import Registry
+from .registry import Binder, Registry
 from .runtime.assembly import assemble, positive
 from .runtime.context import current, in_step
 from .runtime.coordination import POLL, Coordinator, RecoveryReport
@@ -164,6 +164,7 @@ class Engine:
         self._runner, self._toolkit, self._messaging, self._starts = p.runner, p.toolkit, p.messaging, p.starts
         self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
         self._register, self._retention = p.register, p.retention
+        self._binder = Binder(p.runner, p.register, self.queue, self.schedule)
         for each in (registry,) if isinstance(registry, Registry) else registry:
             self.include(each)
 
@@ -175,7 +176,7 @@ class Engine:
         registry again does nothing. Returns the engine."""
         if not isinstance(registry, Registry):
             raise errors.UsageError(f"engine.include takes a durably.Registry, not {registry!r}")
-        registry.bind(self)
+        registry.bind(self._binder)
         return self
 
     # -- who this engine is ---------------------------------------------------------------

@@ -28,7 +28,7 @@ import inspect
 import weakref
 from collections.abc import Callable, Iterable
 from types import MethodType
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from . import _registry, errors
 from ._names import check_name
@@ -229,19 +229,21 @@ class _Schedule:
         self.name, self.cron, self.workflow, self.missed, self.tz = name, cron, workflow, missed, tz
 
 
-class Binding(Protocol):
-    """An engine, as a registry binds to it (its registration parts)."""
+class Binder:
+    """What a registry binds through: an engine's registration parts and its
+    ``queue`` and ``schedule`` (the engine holds it; a registry holds it
+    weakly, so a test's engine is not kept alive by the module)."""
 
-    @property
-    def _runner(self) -> Runner: ...
-    @property
-    def _register(self) -> Registrations: ...
-    def queue(
-        self, name: str, *, concurrency: int | None = None, rate_limit: tuple[int, float] | None = None
-    ) -> Queue: ...
-    def schedule(
-        self, name: str, cron: str, workflow: Callable[..., Any] | str, *, missed: str = "latest", tz: str | None = None
-    ) -> Schedule: ...
+    __slots__ = ("runner", "register", "queue", "schedule", "__weakref__")
+
+    def __init__(
+        self,
+        runner: Runner,
+        register: Registrations,
+        queue: Callable[..., Queue],
+        schedule: Callable[..., Schedule],
+    ) -> None:
+        self.runner, self.register, self.queue, self.schedule = runner, register, queue, schedule
 
 
 Declaration = (
@@ -249,9 +251,9 @@ Declaration = (
 )
 
 
-def _bind_one(engine: Binding, item: Declaration) -> None:
+def _bind_one(engine: Binder, item: Declaration) -> None:
     """Register ``item`` on ``engine`` as its own decorator would."""
-    register, runner = engine._register, engine._runner
+    register, runner = engine.register, engine.runner
     bound: Any
     if isinstance(item, DeclaredWorkflow):
         bound = register.workflow(
@@ -311,7 +313,9 @@ class Registry:
 
     def __init__(self) -> None:
         self._declared: list[Declaration] = []
-        self._engines: weakref.WeakSet[Any] = weakref.WeakSet()  # bound engines (a later declaration binds there too)
+        self._engines: weakref.WeakSet[Binder] = (
+            weakref.WeakSet()
+        )  # bound engines (a later declaration binds there too)
 
     def __repr__(self) -> str:
         return f"<durably.Registry of {len(self._declared)} declarations>"
@@ -321,10 +325,10 @@ class Registry:
         for engine in list(self._engines):
             _bind_one(engine, item)
 
-    def bind(self, engine: Binding) -> None:
+    def bind(self, engine: Binder) -> None:
         """Register every declaration on ``engine`` (``engine.include`` calls
-        this). Binding again to the same engine does nothing."""
-        runner = engine._runner
+        this with the engine's binder). Binding again to one engine does nothing."""
+        runner = engine.runner
         if runner.bound.get(self) is not None:
             return
         for item in self._declared:
