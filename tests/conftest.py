@@ -42,6 +42,7 @@ BOTH_BACKENDS = {
     "test_retries",
     "test_inspection",
     "test_retention",
+    "test_registry",
 }
 _pg_state: dict[str, Any] = {}
 
