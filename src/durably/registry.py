@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import inspect
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import MethodType
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
@@ -37,7 +37,7 @@ from .codec import get_codec
 from .queues import Queue
 from .runtime.assembly import positive
 from .runtime.context import current
-from .runtime.steps import StepSpec
+from .runtime.steps import StepSpec, as_awaitable
 from .runtime.transactions import Transaction
 from .runtime.workflows import WorkflowSpec, _mark_coroutine_function
 from .schedules import Schedule as ScheduleDefinition
@@ -152,6 +152,10 @@ class DeclaredStep(_Declared, Generic[P, T]):
     def __repr__(self) -> str:
         return f"<durably declared step {self.name!r}>"
 
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """The call from an async workflow, typed as awaitable (``Step.aio``)."""
+        return as_awaitable(self(*args, **kwargs))
+
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         ctx = current.get()
         if ctx is None:
@@ -178,6 +182,10 @@ class DeclaredTransaction(_Declared, Generic[P, T]):
 
     def __repr__(self) -> str:
         return f"<durably declared transaction step {self.name!r}>"
+
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        """The call from an async workflow, typed as awaitable (``Step.aio``)."""
+        return as_awaitable(self(*args, **kwargs))
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
         ctx = current.get()

@@ -14,7 +14,7 @@ import contextvars
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import MethodType
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -170,6 +170,18 @@ class StepSpec:
 ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("durably_attempt", default=0)
 
 
+def as_awaitable(value: Any) -> Awaitable[Any]:
+    """``value`` if it is awaitable (a durable call in an async workflow),
+    else an awaitable of it (a plain call: outside a workflow, in a step body)."""
+    if inspect.isawaitable(value):
+        return value
+    return _ready(value)
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
 def _replay(ctx: WorkflowContext, spec: StepSpec, recorded: tuple[Any, Any], key: Any) -> Any:
     output, error = recorded
     if error is not None:
@@ -271,6 +283,13 @@ class Step(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<durably step {self._name!r}>"
+
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """The call of a *sync* step from an async workflow, typed as what it
+        is there: ``await fetch.aio(url)`` is ``await fetch(url)`` (an
+        awaitable at run time), which type checkers see as the step's own
+        return type. Outside a workflow the value comes back as an awaitable too."""
+        return as_awaitable(self(*args, **kwargs))
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         ctx = current.get()

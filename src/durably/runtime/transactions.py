@@ -9,7 +9,7 @@ exactly once. Replay and ordered delivery are the steps' (steps.py).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import MethodType
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -19,7 +19,7 @@ from ..codec import Codec, decode_error, encode_error
 from ..journal import Record
 from .context import WorkflowContext, current, workflow_context
 from .outcomes import encode_value
-from .steps import StepSpec, _replay
+from .steps import StepSpec, _replay, as_awaitable
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +54,10 @@ class Transaction(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<durably transaction step {self._spec.name!r}>"
+
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """The call from an async workflow, typed as awaitable (``Step.aio``)."""
+        return as_awaitable(self(*args, **kwargs))
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         name = self._spec.name

@@ -1,0 +1,83 @@
+"""The types users see, pinned: mypy --strict and pyright (strict) over
+tests/typing/ (``assert_type`` lines, and lines that must be errors, whose
+ignores turn into failures when they stop being needed), and over every
+README snippet. Skipped, with one line, where a checker is not installed
+(the ``lint`` extra installs both; .ci/run runs them too)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_readme import SNIPPETS
+
+ROOT = Path(__file__).resolve().parent.parent
+TYPING = ROOT / "tests" / "typing"
+BIN = Path(sys.executable).parent
+
+
+def _tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} is not installed (pip install '.[lint]')")
+    return found
+
+
+def _mypy(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_tool("mypy"), "--strict", "--warn-unused-ignores", "--no-incremental", *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"MYPYPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def _pyright(project: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_tool("pyright"), "--pythonpath", sys.executable, "-p", str(project)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_mypy_pins_the_types() -> None:
+    run = _mypy(TYPING / "check_types.py")
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_pyright_pins_the_types() -> None:
+    run = _pyright(TYPING)
+    assert run.returncode == 0 and "0 errors" in run.stdout, run.stdout + run.stderr
+
+
+def test_a_type_regression_fails_the_check(tmp_path: Path) -> None:
+    """The pins can fail: a wrong ``assert_type`` and a must-fail line that
+    no longer fails are both reported."""
+    source = (TYPING / "check_types.py").read_text()
+    broken = source.replace('assert_type(engine.run(crawl, "u"), int)', 'assert_type(engine.run(crawl, "u"), str)')
+    broken = broken.replace("crawl(1)  # type: ignore[arg-type]", 'crawl("1")  # type: ignore[arg-type]')
+    assert broken.count("str)") > source.count("str)")
+    (tmp_path / "check_types.py").write_text(broken)
+    run = _mypy(tmp_path / "check_types.py")
+    assert run.returncode == 1
+    assert 'Expression is of type "int", not "str"' in run.stdout and "Unused" in run.stdout, run.stdout
+
+
+def test_readme_snippets_type_check(tmp_path: Path) -> None:
+    """Every README snippet, after the prelude test_readme.py runs it with,
+    passes mypy --strict (one module per snippet)."""
+    from .test_readme import PRELUDE
+
+    for line, code in SNIPPETS:
+        (tmp_path / f"readme_line{line}.py").write_text(PRELUDE + "\n" + code)
+    run = _mypy(*sorted(tmp_path.glob("*.py")))
+    assert run.returncode == 0, run.stdout[-5000:]
