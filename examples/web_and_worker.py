@@ -29,6 +29,7 @@ import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import durably
 
@@ -44,12 +45,12 @@ def worker_engine(db: str) -> durably.Engine:
         return f"res-{sku}-{qty}"
 
     @engine.step()
-    def charge(order: dict) -> str:
+    def charge(order: dict[str, Any]) -> str:
         time.sleep(0.05)  # a call to the payment provider
         return f"ch-{order['sku']}-{order['qty'] * 10}"
 
     @engine.workflow(name="process_order")
-    def process_order(order: dict) -> dict:
+    def process_order(order: dict[str, Any]) -> dict[str, Any]:
         reservation = reserve(order["sku"], order["qty"])
         engine.set_event("stage", "reserved")
         return {"reservation": reservation, "charge": charge(order), "worker": os.getpid()}
@@ -59,7 +60,11 @@ def worker_engine(db: str) -> durably.Engine:
 
 def run_worker(db: str) -> None:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_term(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
     with worker_engine(db):
         print(f"worker {os.getpid()} serving {db}", flush=True)
         stop.wait()
@@ -70,7 +75,7 @@ def run_worker(db: str) -> None:
 
 def make_handler(engine: durably.Engine) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def _send(self, code: int, body: dict) -> None:
+        def _send(self, code: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -91,24 +96,30 @@ def make_handler(engine: durably.Engine) -> type[BaseHTTPRequestHandler]:
                 info = engine.handle(wid).info()
             except durably.WorkflowNotFoundError:
                 return self._send(404, {"error": f"no order {wid}"})
-            body = {"id": wid, "status": info.status.value}
+            body: dict[str, Any] = {"id": wid, "status": info.status.value}
             if info.status is durably.Status.SUCCESS:
                 body["result"] = engine.handle(wid).result()
             self._send(200, body)
 
-        def log_message(self, *args: object) -> None:
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     return Handler
 
 
-def run_web(db: str, port: int, ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
+class Ready(threading.Event):
+    """Set once the web process listens, on ``port``."""
+
+    port = 0
+
+
+def run_web(db: str, port: int, ready: Ready | None = None, stop: threading.Event | None = None) -> None:
     with durably.Engine(db, client=True) as engine:
         server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(engine))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         print(f"web on http://127.0.0.1:{server.server_address[1]}", flush=True)
         if ready is not None:
-            ready.port = server.server_address[1]  # type: ignore[attr-defined]
+            ready.port = server.server_address[1]
             ready.set()
         (stop or threading.Event()).wait()
         server.shutdown()
@@ -126,27 +137,28 @@ def demo() -> int:
             for _ in range(2)
         ]
         for w in workers:
-            w.stdout.readline()  # type: ignore[union-attr]
-        ready, stop = threading.Event(), threading.Event()
+            assert w.stdout is not None
+            w.stdout.readline()
+        ready, stop = Ready(), threading.Event()
         web = threading.Thread(target=run_web, args=(db, 0, ready, stop), daemon=True)
         web.start()
         ready.wait(10)
-        base = f"http://127.0.0.1:{ready.port}"  # type: ignore[attr-defined]
+        base = f"http://127.0.0.1:{ready.port}"
 
-        def post(order: dict, key: str) -> str:
+        def post(order: dict[str, Any], key: str) -> str:
             req = urllib.request.Request(
                 f"{base}/orders", json.dumps(order).encode(), method="POST", headers={"Idempotency-Key": key}
             )
-            return json.load(urllib.request.urlopen(req))["id"]
+            return str(json.load(urllib.request.urlopen(req))["id"])
 
         ids = [post({"sku": f"sku{i}", "qty": i + 1}, f"k{i}") for i in range(6)]
         assert post({"sku": "sku0", "qty": 1}, "k0") == ids[0]  # a retried POST: the same order
         workers[0].kill()  # a worker dies mid-run: the other one finishes its orders
         deadline = time.monotonic() + 30
-        results = {}
+        results: dict[str, dict[str, Any]] = {}
         while len(results) < len(ids) and time.monotonic() < deadline:
             for wid in ids:
-                body = json.load(urllib.request.urlopen(f"{base}/orders/{wid}"))
+                body: dict[str, Any] = json.load(urllib.request.urlopen(f"{base}/orders/{wid}"))
                 if body["status"] == "SUCCESS":
                     results[wid] = body["result"]
             time.sleep(0.1)
