@@ -28,7 +28,7 @@ class _HasRunner(Protocol):
 
 _NOT_DECODED: Any = None
 
-R = TypeVar("R")
+R = TypeVar("R", covariant=True)  # a WorkflowHandle[int] is a WorkflowHandle[object]
 
 
 @dataclass(frozen=True)

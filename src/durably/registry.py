@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 __all__ = ["Registry", "DeclaredWorkflow", "DeclaredStep", "DeclaredTransaction", "DeclaredQueue"]
 
@@ -100,7 +101,7 @@ class _Declared:
         return runners[0].bound[self]
 
 
-class DeclaredWorkflow(_Declared, Generic[P, T]):
+class DeclaredWorkflow(_Declared, Generic[P, T_co]):
     """What ``@registry.workflow`` returns: call it as the function it wraps.
 
     In a workflow it starts a child on the engine running that workflow and
@@ -110,7 +111,7 @@ class DeclaredWorkflow(_Declared, Generic[P, T]):
 
     __slots__ = ("__durably_declared__", "fn", "name", "aliases", "max_recovery_attempts", "is_async", "__dict__")
 
-    def __init__(self, fn: Callable[P, T], name: str, aliases: tuple[str, ...], max_recovery_attempts: int) -> None:
+    def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], max_recovery_attempts: int) -> None:
         super().__init__(f"workflow {name!r}")
         self.__durably_declared__ = self  # engine.start's look-up (Starter.spec)
         self.fn, self.name, self.aliases = fn, name, aliases
@@ -126,20 +127,20 @@ class DeclaredWorkflow(_Declared, Generic[P, T]):
     def __repr__(self) -> str:
         return f"<durably declared workflow {self.name!r}>"
 
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
         ctx = current.get()
         bound = self._outside() if ctx is None else self._bound_to(ctx.runner)
-        result: T = bound(*args, **kwargs)
+        result: T_co = bound(*args, **kwargs)
         return result
 
 
-class DeclaredStep(_Declared, Generic[P, T]):
+class DeclaredStep(_Declared, Generic[P, T_co]):
     """What ``@registry.step`` returns: in a workflow, the step of the engine
     running it; outside a workflow (or in a step body), a plain call."""
 
     __slots__ = ("fn", "name", "aliases", "policy", "__dict__")
 
-    def __init__(self, fn: Callable[P, T], name: str, aliases: tuple[str, ...], policy: tuple[Any, ...]) -> None:
+    def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], policy: tuple[Any, ...]) -> None:
         super().__init__(f"step {name!r}")
         self.fn, self.name, self.aliases, self.policy = fn, name, aliases, policy
         functools.update_wrapper(self, fn)
@@ -152,26 +153,26 @@ class DeclaredStep(_Declared, Generic[P, T]):
     def __repr__(self) -> str:
         return f"<durably declared step {self.name!r}>"
 
-    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
         """The call from an async workflow, typed as awaitable (``Step.aio``)."""
         return as_awaitable(self(*args, **kwargs))
 
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
         ctx = current.get()
         if ctx is None:
             return self.fn(*args, **kwargs)  # a plain call, as an engine's step outside a workflow
-        result: T = self._bound_to(ctx.runner)(*args, **kwargs)
+        result: T_co = self._bound_to(ctx.runner)(*args, **kwargs)
         return result
 
 
-class DeclaredTransaction(_Declared, Generic[P, T]):
+class DeclaredTransaction(_Declared, Generic[P, T_co]):
     """What ``@registry.transaction`` returns: the transaction step of the
     engine running the calling workflow (``db`` passed first by it)."""
 
     __slots__ = ("fn", "name", "aliases", "budget", "__dict__")
 
     def __init__(
-        self, fn: Callable[Concatenate[Tx, P], T], name: str, aliases: tuple[str, ...], budget: float | None
+        self, fn: Callable[Concatenate[Tx, P], T_co], name: str, aliases: tuple[str, ...], budget: float | None
     ) -> None:
         super().__init__(f"transaction step {name!r}")
         self.fn, self.name, self.aliases, self.budget = fn, name, aliases, budget
@@ -183,18 +184,18 @@ class DeclaredTransaction(_Declared, Generic[P, T]):
     def __repr__(self) -> str:
         return f"<durably declared transaction step {self.name!r}>"
 
-    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
         """The call from an async workflow, typed as awaitable (``Step.aio``)."""
         return as_awaitable(self(*args, **kwargs))
 
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
         ctx = current.get()
         if ctx is None:
             raise errors.UsageError(
                 f"transaction step {self.name!r} was called outside a workflow; it needs the engine's "
                 "writer (call it from a workflow, or wrap it in one)"
             )
-        result: T = self._bound_to(ctx.runner)(*args, **kwargs)
+        result: T_co = self._bound_to(ctx.runner)(*args, **kwargs)
         return result
 
 

@@ -28,7 +28,7 @@ from .retries import back_off, back_off_async, next_delay
 from .tasks import GuardedTask, current_task, run_guarded
 
 P = ParamSpec("P")
-R = TypeVar("R")
+R = TypeVar("R", covariant=True)  # a Step[P, int] is a Step[P, object]
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
@@ -299,7 +299,7 @@ class Step(Generic[P, R]):
             task = current_task(ctx.loop)
             br = ctx.root
             if br is not None and br.task is task:  # the workflow's own task: the hot path
-                if task.in_body:
+                if task.in_body:  # pyright: ignore[reportOptionalMemberAccess]  (task is br.task: not None)
                     return self._fn(*args, **kwargs)  # inside a step body: the outer step covers it
                 if ctx.interrupt is None and ctx.parked is None and not ctx.pending:
                     key = br.seq
@@ -387,7 +387,7 @@ class Step(Generic[P, R]):
         ctx.journal.submit(rec)
         if failure is not None:
             raise failure
-        result: R = seen
+        result: R = seen  # pyright: ignore[reportAssignmentType]  (a None outcome is the value None)
         return result
 
 

@@ -275,7 +275,7 @@ class Toolkit:
             waiter = yield WAITER, None
             yield BLOCK, (waiter, wake)
         if ctx is not None and ctx.is_async:
-            yield SUBMIT, step_record(ctx, mark, "wake", None, None, None)
+            yield SUBMIT, step_record(ctx, mark, "wake", None, None, None)  # pyright: ignore[reportPossiblyUnboundVariable]  (set above when ctx.is_async)
 
     def value(self, name: str, make: Any, annotation: Any) -> Gen:
         ctx = workflow_context()

@@ -22,7 +22,7 @@ from .outcomes import encode_value
 from .steps import StepSpec, _replay, as_awaitable
 
 P = ParamSpec("P")
-R = TypeVar("R")
+R = TypeVar("R", covariant=True)
 
 
 class Transaction(Generic[P, R]):
@@ -78,7 +78,7 @@ class Transaction(Generic[P, R]):
             running = _tx_async(self, ctx, key, args, kwargs)
             if tel is not None:  # OpenTelemetry configured at open (_otel.py)
                 running = tel.traced("durably.transaction", ctx, name, key, running)
-            awaitable: R = running
+            awaitable: R = running  # pyright: ignore[reportAssignmentType]  (R is the awaitable in an async workflow)
             return awaitable
         if tel is not None:
             with tel.span("durably.transaction", ctx, name, ctx.position, ctx.position in ctx.recorded):

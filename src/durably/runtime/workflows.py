@@ -29,7 +29,7 @@ from .context import EngineShutdown, Fenced, WorkflowContext, current, settle_fo
 log = _logs.get("durably.workflows")
 
 P = ParamSpec("P")
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)  # a Workflow[P, int] is a Workflow[P, object]
 
 
 class WorkflowSpec:

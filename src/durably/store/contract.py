@@ -173,16 +173,20 @@ class Tx(Protocol):
 
     def execute(self, sql: str, params: Any = ...) -> list[tuple[Any, ...]]:
         """Run one statement; return all its result rows."""
+        ...
 
     def executemany(self, sql: str, seq: Iterable[Any]) -> None:
         """Run one statement for each parameter set in ``seq``."""
+        ...
 
     def query_one(self, sql: str, params: Any = ...) -> tuple[Any, ...] | None:
         """First row of a query, or None."""
+        ...
 
     @property
     def changes(self) -> int:
         """Rows changed by the last statement."""
+        ...
 
 
 # -- the store ----------------------------------------------------------------------------
@@ -204,53 +208,67 @@ class StoreContract(Protocol):
     def open(self, codec: str | None = None) -> None:
         """Create or migrate the schema atomically; refuse a damaged or foreign
         database, or another codec than the first open's, before writing."""
+        ...
 
     def open_readonly(self) -> None:
         """Open for inspection only: nothing written, nothing created."""
+        ...
 
     def close(self, clean: bool = True) -> None:
         """Close; a clean close by the last executor marks the database closed."""
+        ...
 
     def backup(self, dest: str) -> tuple[int, int]:
         """An online, consistent copy at the new file ``dest`` that an engine
         opens as it is: (pages, page size). SQLite only; PostgreSQL raises
         UsageError (pg_dump, or ``durably backup URL DEST.db``)."""
+        ...
 
     def stop_waiting(self) -> None:
         """Closing: a batch waiting for a lock gives up (unacknowledged)."""
+        ...
 
     # -- transaction steps ---------------------------------------------------------------
     def interrupt_tx(self, workflow_id: str) -> None:
         """Cancel: that workflow's running transaction step is interrupted."""
+        ...
 
     def interrupt_all_tx(self) -> None:
         """Close: any running transaction step is interrupted (not recorded)."""
+        ...
 
     def tx_done(self, workflow_id: str) -> None:
         """The workflow ended here: forget its cancel."""
+        ...
 
     # -- writes -----------------------------------------------------------------------------
     def flush(self, batch: Sequence[Any]) -> None:
         """Apply a batch of records in one transaction (module docstring)."""
+        ...
 
     # -- fencing ----------------------------------------------------------------------------
     def own(self, workflow_id: str, epoch: int | None) -> None:
         """This process runs ``workflow_id`` at ``epoch`` (after a claim); the
         next batch re-checks every owned workflow first."""
+        ...
 
     def still_owns(self, workflow_id: str, epoch: int) -> bool:
         """Whether the database still names this executor, at ``epoch``, as
         the owner of the PENDING ``workflow_id`` (a read)."""
+        ...
 
     # -- reads (committed data only) -----------------------------------------------------
     def query(self, sql: str, params: Any = ...) -> list[tuple[Any, ...]]:
         """A read-only query in the backend's own SQL."""
+        ...
 
     def get_workflow(self, workflow_id: str, *, user_view: bool = False) -> WorkflowRow | WorkflowView | None:
         """The workflow's row; with ``user_view``, as users see it."""
+        ...
 
     def load_steps(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """(position, name, output, error, ident) in call order (plain tuples)."""
+        ...
 
     def step_rows(self, workflow_id: str) -> list[StepRow]: ...
     def pending_workflows(self) -> list[PendingRow]: ...
@@ -271,13 +289,16 @@ class StoreContract(Protocol):
     def children(self, workflow_id: str) -> list[str]: ...
     def messages_for(self, workflow_id: str) -> list[MessageRow]:
         """Messages sent to ``workflow_id`` not received yet, oldest first."""
+        ...
 
     def queue_stats(self) -> list[QueueRow]:
         """Every queue with a workflow waiting or running, or with declared
         limits, by name (one statement: the counts agree)."""
+        ...
 
     def read(self, name: str, *args: Any) -> Any:
         """A named read of ``store/_ops.READS`` (events)."""
+        ...
 
     def deadlines(self) -> list[tuple[str, float]]: ...
     def deadline(self, workflow_id: str) -> float | None: ...
@@ -285,19 +306,23 @@ class StoreContract(Protocol):
         """(trace, recovery_attempts) of a workflow, or None: where its runs'
         spans descend from (a W3C traceparent written with its start when
         telemetry is on; durably/telemetry.py)."""
+        ...
 
     def executors(self) -> list[ExecutorRow]:
         """(executor_id, host, pid, pid_started, lease_until, seconds its
         lease has left on the store's clock) of the executors not stopped
         whose lease has not run out (give or take ``_executors.LISTED``)."""
+        ...
 
     def statuses(self, ids: Sequence[str]) -> list[tuple[str, str, str | None]]: ...
     def claimable(self, version: str, names: str, dead: str, live: str) -> bool:
         """Whether ``claim`` would take anything now (a read)."""
+        ...
 
     def others_live(self, executor_id: str) -> bool:
         """Whether another executor has the file open (a live lease on the
         store's clock; on this host, a live process)."""
+        ...
 
     def schedules(self, name: str | None = None) -> list[ScheduleRow]: ...
     def has_schedules(self) -> bool: ...
@@ -308,24 +333,29 @@ class StoreContract(Protocol):
         """Changes after another connection committed, at least whenever it
         committed a notice or ended a workflow (SQLite: any commit, seen at
         once; PostgreSQL: a NOTIFY, seen within the delivery delay)."""
+        ...
 
     def last_notice(self) -> int: ...
     def notices_since(self, last: int) -> list[tuple[Any, ...]]:
         """(id, kind, workflow_id, detail) committed after ``last``, in order."""
+        ...
 
     # -- moving between backends (store/_transfer.py, ``durably copy``) ------------------
     def holds_data(self) -> bool:
         """Whether any table a copy carries (workflows, steps, messages,
         events, queue entries, schedules, send keys) has a row."""
+        ...
 
     def stored_codec(self) -> str | None:
         """The values codec recorded at creation (None: never recorded)."""
+        ...
 
     def export_rows(self, chunk: int = ...) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
         """(table, rows) of every table a copy carries, chunk by chunk in
         primary-key order, all from ONE snapshot (a store opened read-only
         will do; an SQLite file of an older schema, or crashed with its -wal
         gone, is refused)."""
+        ...
 
     def import_rows(self, chunks: Iterable[tuple[str, list[tuple[Any, ...]]]]) -> dict[str, int]:
         """Write another store's ``export_rows`` into this one, created by
@@ -333,3 +363,4 @@ class StoreContract(Protocol):
         a transaction every so many rows (the caller builds the file under a
         temporary name); PostgreSQL: one transaction (a failure leaves the
         schema empty)."""
+        ...

@@ -73,7 +73,7 @@ class _View:
         self.db, self.source = db, _data.Source(db)
         self.allow_actions, self.token, self.interval = allow_actions, token, interval
         self.csrf = secrets.token_urlsafe(32)
-        self.page = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+        self.page = resources.files("durably.ui").joinpath("static/index.html").read_text("utf-8")
 
     def _read(self, what: Callable[..., Any], *args: Any) -> Response:
         try:
@@ -185,7 +185,7 @@ def make_app(
     read (not a durably database, no server)."""
     view = _View(db, allow_actions=allow_actions, token=token, interval=interval)
     view.source.check()
-    static = StaticFiles(directory=str(resources.files(__package__).joinpath("static")))
+    static = StaticFiles(directory=str(resources.files("durably.ui").joinpath("static")))
     routes = [
         Route("/", view.index),
         Route("/api/workflows", view.workflows),
