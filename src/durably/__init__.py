@@ -54,5 +54,5 @@ __all__ = [
     "WorkflowInfo",
     "IMPLEMENTATION",
     "BackupReport",
-    *_errors.__all__,
 ]
+__all__ += _errors.__all__  # the whole hierarchy is public

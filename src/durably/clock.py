@@ -110,7 +110,7 @@ class Clock:
             return sum(1 for t in self._heap if not t.cancelled and not t.fired)
 
     def _pop_due(self, now: float) -> list[_Timer]:
-        due = []
+        due: list[_Timer] = []
         while self._heap and self._heap[0].key <= now:
             timer = heapq.heappop(self._heap)
             if not timer.cancelled and not timer.fired:

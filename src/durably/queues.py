@@ -123,7 +123,7 @@ class Queue:
                 return None, queues.codec.decoder(str)(recorded[0])
             wid = workflow_id or ctx.child_id(pos)
             parent = ctx.workflow_id
-        args_ = (
+        args_ = (  # pyright: ignore[reportUnknownVariableType]  (its last item: the store's id encoder)
             wid,
             spec.name,
             inputs,

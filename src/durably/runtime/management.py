@@ -224,7 +224,7 @@ class Management:
         new = check_workflow_id(new_workflow_id, "new_workflow_id") if new_workflow_id is not None else new_id()
         codec = self.codec
         owner = None if client else self.identity.executor_id
-        args = (workflow_id, new, start_step, owner, lambda i: codec.encode(i, "workflow id"))
+        args = (workflow_id, new, start_step, owner, lambda i: codec.encode(i, "workflow id"))  # pyright: ignore[reportUnknownLambdaType, reportUnknownVariableType]
         self.runner.journal.submit(Record(R.OP, (None, None, "fork", "fork", args)))
         if spec is not None:
             self.runner.launch(spec, new, row.inputs, replay=True)

@@ -158,7 +158,7 @@ class TxBody:
 
 def _tx_outcome(rec: Record, box: list[Any]) -> Any:
     """What the workflow sees of a transaction step's durable outcome."""
-    output, error = rec.result
+    _output, error = rec.result
     if error is not None:
         seen = decode_error(error)
         # (the body may have returned a value: on PostgreSQL an SQL error it
