@@ -161,3 +161,13 @@ def test_declarations_check_their_options_at_once() -> None:
         reg.schedule("s", "* * * * *", print)  # type: ignore[arg-type]
     with pytest.raises(errors.UsageError, match="already a durably step"):
         reg.step()(d.double)
+
+
+def test_a_client_engine_starts_declared_workflows_an_executor_runs(make_engine, db_path) -> None:
+    """The same registry on a client (starts, reads) and on the executor
+    that runs the workflows, on one database."""
+    with make_engine(registry=d.reg) as executor, make_engine(db_path, client=True, registry=d.reg) as client:
+        handle = client.start(d.child, 5)
+        assert handle.result(timeout=10) == 10 + 6
+        assert client.run(d.parent, 2, timeout=30) == [4 + 3, 6 + 4]
+        assert {w.executor for w in executor.list_workflows(limit=None)} == {executor.executor_id}
