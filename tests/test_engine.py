@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import decimal
@@ -9,6 +10,7 @@ import enum
 import pickle
 import threading
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -94,6 +96,34 @@ def test_workflow_id_is_an_idempotency_key(make_engine) -> None:
         engine2.workflow(name=once.__durably_workflow__.name)(lambda x: runs.append(-1))
         assert engine2.start(once.__durably_workflow__.name, 5, workflow_id="k").result() == 2
     assert runs == [1]
+
+
+def test_start_options_apart_from_the_workflow_arguments(make_engine) -> None:
+    """``engine.options(workflow_id=..., timeout=...)`` starts as ``start``
+    with those keywords does (the typed spelling: every argument checked)."""
+    engine = make_engine()
+
+    @engine.workflow()
+    def add(x: int, y: int = 0) -> int:
+        return x + y
+
+    @engine.workflow()
+    async def add_async(x: int) -> int:
+        return x + 1
+
+    with engine:
+        opts = engine.options(workflow_id="opt-1", timeout=3600)
+        assert opts.start(add, 1, y=2).result() == 3
+        assert opts.start(add, 40).result() == 3  # the id exists: its handle, nothing new runs
+        assert engine.handle("opt-1").info().deadline is not None
+        assert engine.options(workflow_id="opt-2").run(add, 5) == 5
+        assert asyncio.run(_started_async(engine, add_async)) == 8
+        assert sorted(w.workflow_id for w in engine.list_workflows()) == ["opt-1", "opt-2", "opt-3"]
+
+
+async def _started_async(engine: durably.Engine, workflow: durably.Workflow[[int], Any]) -> int:
+    handle = await engine.options(workflow_id="opt-3").start_async(workflow, 7)
+    return int(await handle.result_async())
 
 
 def test_concurrent_starts_with_one_id_run_once(make_engine) -> None:

@@ -8,7 +8,8 @@ awaited one for an async workflow); a start by name returns
 ``*args: P.args`` and ``**kwargs: P.kwargs``, so a start that passes an
 option (``workflow_id=``, ``timeout=``; a queue's ``priority=`` ...) matches
 an overload that still types the result but no longer checks the
-workflow's own arguments.
+workflow's own arguments; ``engine.options(workflow_id=..., timeout=...)
+.start(wf, *args, **kwargs)`` takes the options apart and checks them all.
 
 Each signature is a callback Protocol the engine's method is declared as
 (``@as_start`` and the like): nothing changes at run time, the method stays
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 # One overload a line: a table of signatures, easier to compare than formatted.
@@ -180,7 +182,51 @@ class EngineEnqueue(Protocol):
     @overload
     def __call__(self, queue: str, workflow: str, /, *args: Any, workflow_id: str | None = None, priority: int = 0, dedup_key: str | None = None, delay: float = 0.0, timeout: float | None = None, **kwargs: Any) -> WorkflowHandle[Any]: ...
 
+
+class Checked(Protocol):
+    """``engine.options(...).start``: the workflow's arguments checked (no option keyword left in the call)."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> WorkflowHandle[R]: ...
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+
+class CheckedAsync(Protocol):
+    """``engine.options(...).start_async``."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, WorkflowHandle[Any]]: ...
+
+
+class CheckedRun(Protocol):
+    """``engine.options(...).run``."""
+
+    @overload
+    def __call__(self, workflow: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, workflow: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    @overload
+    def __call__(self, workflow: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
 # fmt: on
+
+
+def documented(by: Callable[..., Any]) -> Callable[[F], F]:
+    """The method's reference doc is the one of the part doing the work
+    (written once, beside the code it describes): ``help()`` shows it here."""
+
+    def copy(method: F) -> F:
+        method.__doc__ = by.__doc__
+        return method
+
+    return copy
 
 
 def as_start(method: Callable[..., Any]) -> Start:
@@ -206,3 +252,15 @@ def as_enqueue_async(method: Callable[..., Any]) -> EnqueueAsync:
 
 def as_engine_enqueue(method: Callable[..., Any]) -> EngineEnqueue:
     return cast(EngineEnqueue, method)
+
+
+def as_checked(method: Callable[..., Any]) -> Checked:
+    return cast(Checked, method)
+
+
+def as_checked_async(method: Callable[..., Any]) -> CheckedAsync:
+    return cast(CheckedAsync, method)
+
+
+def as_checked_run(method: Callable[..., Any]) -> CheckedRun:
+    return cast(CheckedRun, method)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
-from ._signatures import as_engine_enqueue, as_run, as_start, as_start_async
+from ._signatures import as_engine_enqueue, as_run, as_start, as_start_async, documented
 from .clock import Clock
 from .handle import StepInfo, WorkflowHandle, WorkflowInfo
 from .journal import Journal
@@ -35,7 +35,7 @@ from .runtime.management import Management
 from .runtime.messaging import Messaging
 from .runtime.registration import Registrations
 from .runtime.retention import GcReport, Retention
-from .runtime.starts import Starter
+from .runtime.starts import Starter, StartOptions
 from .runtime.steps import ATTEMPT, Step
 from .runtime.toolkit import Toolkit
 from .runtime.transactions import Transaction
@@ -47,23 +47,11 @@ from .store.contract import MessageRow, QueueRow
 
 P = ParamSpec("P")
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 __all__ = ["Engine", "RecoveryReport", "CLOSE_GRACE", "MAX_RECOVERY_ATTEMPTS"]
 
 # Opens that may find a workflow running and run it again (per workflow).
 MAX_RECOVERY_ATTEMPTS = 100
-
-
-def documented(by: Callable[..., Any]) -> Callable[[F], F]:
-    """The method's reference doc is the one of the part doing the work
-    (written once, beside the code it describes): ``help()`` shows it here."""
-
-    def copy(method: F) -> F:
-        method.__doc__ = by.__doc__
-        return method
-
-    return copy
 
 
 class Engine:
@@ -374,6 +362,13 @@ class Engine:
         """Start a workflow and wait for its result (``timeout``: as in ``start``,
         a durable deadline after which it is cancelled)."""
         return self._starts.start(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs).result()
+
+    def options(self, *, workflow_id: str | None = None, timeout: float | None = None) -> StartOptions:
+        """``start``, ``start_async`` and ``run`` with these options, as in
+        ``engine.options(workflow_id="o-1").start(checkout, "o-1")``: type
+        checkers check every argument against the workflow (beside option
+        keywords in ``start`` itself, PEP 612 lets them check none)."""
+        return StartOptions(self._starts, workflow_id, timeout)
 
     # -- inspecting and managing (runtime/management.py) ----------------------------
 

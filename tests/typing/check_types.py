@@ -92,6 +92,13 @@ assert_type(engine.enqueue("q", crawl, "u"), durably.WorkflowHandle[int])
 assert_type(crawl("u"), int)  # called directly
 assert_type(d_flow(1), str)
 
+# options apart: every argument checked, the result typed
+assert_type(engine.options(workflow_id="w2", timeout=5.0).start(crawl, "u", depth=2), durably.WorkflowHandle[int])
+assert_type(engine.options(workflow_id="w3").run(crawl_async, "u"), str)
+assert_type(engine.options().start("by.name"), durably.WorkflowHandle[Any])
+engine.options(workflow_id="w4").start(crawl, 1)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
+engine.options(timeout=1.0).run(d_flow)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
+
 engine.start(crawl, 1)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue, reportArgumentType]
 engine.start(crawl)  # type: ignore[call-overload]  # pyright: ignore[reportCallIssue]
 engine.start(crawl, "u", nope=1)  # type: ignore[call-arg, arg-type]  # pyright: ignore[reportCallIssue]
@@ -107,3 +114,4 @@ async def starts_async() -> None:
     assert_type(await handle.result_async(), str)
     assert_type(await queue.enqueue_async(crawl, "u"), durably.WorkflowHandle[int])
     assert_type(await d_queue.enqueue_async(d_flow, 1), durably.WorkflowHandle[str])
+    assert_type(await engine.options(workflow_id="w5").start_async(crawl, "u"), durably.WorkflowHandle[int])

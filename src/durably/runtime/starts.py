@@ -19,6 +19,7 @@ from .. import _crash, errors
 from .. import _records as R
 from .._ids import new_id
 from .._names import check_name, check_workflow_id
+from .._signatures import as_checked, as_checked_async, as_checked_run
 from ..handle import WorkflowHandle
 from ..journal import Record
 from .context import workflow_context
@@ -250,3 +251,31 @@ class Starter:
             self.deadlines.arm(wid, rec.params[5])
         if launch and not self.identity.client:
             self.runner.launch(spec, wid, rec.params[2], replay=False, loop=loop)
+
+
+class StartOptions:
+    """``engine.options(workflow_id=..., timeout=...)``: ``start``,
+    ``start_async`` and ``run`` with these options, the workflow's own
+    arguments alone in the call (so type checkers check them all, which
+    PEP 612 does not allow beside option keywords)."""
+
+    __slots__ = ("_starts", "_workflow_id", "_timeout")
+
+    def __init__(self, starts: Starter, workflow_id: str | None, timeout: float | None) -> None:
+        self._starts, self._workflow_id, self._timeout = starts, workflow_id, timeout
+
+    def __repr__(self) -> str:
+        return f"<durably start options workflow_id={self._workflow_id!r} timeout={self._timeout!r}>"
+
+    @as_checked
+    def start(self, workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
+        return self._starts.start(workflow, *args, workflow_id=self._workflow_id, timeout=self._timeout, **kwargs)
+
+    @as_checked_async
+    async def start_async(self, workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
+        starts = self._starts
+        return await starts.start_async(workflow, *args, workflow_id=self._workflow_id, timeout=self._timeout, **kwargs)
+
+    @as_checked_run
+    def run(self, workflow: Any, /, *args: Any, **kwargs: Any) -> Any:
+        return self.start(workflow, *args, **kwargs).result()
