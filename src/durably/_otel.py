@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -157,7 +157,7 @@ def _journal(_options: CallbackOptions) -> Iterable[Observation]:
 
 def _queues(column: int) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
-        seen = []
+        seen: list[Observation] = []
         for t in list(_LIVE):
             try:
                 rows = t.store.queue_stats()
@@ -258,7 +258,7 @@ class Telemetry:
     # -- steps ----------------------------------------------------------------------------
 
     @contextmanager
-    def span(self, kind: str, ctx: WorkflowContext, name: str, key: Any, replayed: bool) -> Iterator[_StepState]:
+    def span(self, kind: str, ctx: WorkflowContext, name: str, key: Any, replayed: bool) -> Generator[_StepState]:
         """A step-like span (step, transaction, durable wait) current while
         the block runs (a body nests what it does under it)."""
         attributes = {

@@ -70,7 +70,7 @@ class CopyReport:
 
     source: str
     dest: str
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict[str, int])
     seconds: float = 0.0
 
     @property

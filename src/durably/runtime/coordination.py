@@ -73,9 +73,9 @@ _OPEN_HERE: set[str] = set()
 class RecoveryReport:
     """What ``open()`` found pending and did with it."""
 
-    resumed: list[str] = field(default_factory=list)
-    unknown: list[tuple[str, str]] = field(default_factory=list)  # (workflow_id, name)
-    exceeded: list[str] = field(default_factory=list)  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
+    resumed: list[str] = field(default_factory=list[str])
+    unknown: list[tuple[str, str]] = field(default_factory=list[tuple[str, str]])  # (workflow_id, name)
+    exceeded: list[str] = field(default_factory=list[str])  # ended MAX_RECOVERY_ATTEMPTS_EXCEEDED
 
 
 def registration(identity: Identity, lease: float) -> tuple[Any, ...]:
