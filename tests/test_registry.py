@@ -127,7 +127,7 @@ def test_engine_bound_and_declared_names_are_the_same(make_engine) -> None:
 
 def test_a_declared_schedule_fires_on_the_bound_engine(make_engine) -> None:
     clock = durably.VirtualClock(T0)
-    engine = make_engine(clock=clock, registry=d.reg)
+    engine = make_engine(clock=clock, registry=[d.reg, d.ticks])
     with engine:
         assert [s.name for s in engine.list_schedules()] == ["declared-five"]
         time.sleep(0.05)
