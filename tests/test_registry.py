@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,24 @@ def test_a_client_engine_starts_declared_workflows_an_executor_runs(make_engine,
         assert handle.result(timeout=10) == 10 + 6
         assert client.run(d.parent, 2, timeout=30) == [4 + 3, 6 + 4]
         assert {w.executor for w in executor.list_workflows(limit=None)} == {executor.executor_id}
+
+
+def test_aio_awaits_a_sync_step_in_an_async_workflow(make_engine) -> None:
+    """``step.aio(...)``: the same durable call, typed as awaitable; outside
+    a workflow an awaitable of the plain call."""
+    reg = durably.Registry()
+
+    @reg.workflow(name="aio_flow")
+    async def aio_flow(x: int) -> int:
+        return await d.double.aio(x) + await d.count.aio(x)
+
+    with make_engine(registry=[d.reg, reg]) as engine:
+        handle = engine.start(aio_flow, 4)
+        assert handle.result(timeout=10) == 8 + 5
+        assert [s.name for s in engine.steps(handle.workflow_id)] == ["tests._declared.double", "tests._declared.count"]
+    assert asyncio.run(_outside(d.double.aio, 6)) == 12
+    assert d.bodies == ["double(4)", "double(6)"]
+
+
+async def _outside(call: Any, x: int) -> Any:
+    return await call(x)
