@@ -71,6 +71,11 @@ def test_a_type_regression_fails_the_check(tmp_path: Path) -> None:
     run = _mypy(tmp_path / "check_types.py")
     assert run.returncode == 1
     assert 'Expression is of type "int", not "str"' in run.stdout and "Unused" in run.stdout, run.stdout
+    config = (TYPING / "pyrightconfig.json").read_text().replace("../../src", str(ROOT / "src"))
+    (tmp_path / "pyrightconfig.json").write_text(config)
+    run = _pyright(tmp_path)
+    assert run.returncode == 1
+    assert '"assert_type" mismatch' in run.stdout and "Unnecessary" in run.stdout, run.stdout
 
 
 def _snippet_modules(folder: Path) -> list[Path]:
