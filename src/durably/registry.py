@@ -124,6 +124,9 @@ class DeclaredWorkflow(_Declared, Generic[P, T_co]):
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else MethodType(self, obj)
 
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
+
     def __repr__(self) -> str:
         return f"<durably declared workflow {self.name!r}>"
 
@@ -149,6 +152,9 @@ class DeclaredStep(_Declared, Generic[P, T_co]):
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
 
     def __repr__(self) -> str:
         return f"<durably declared step {self.name!r}>"
@@ -180,6 +186,9 @@ class DeclaredTransaction(_Declared, Generic[P, T_co]):
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
         return self if obj is None else MethodType(self, obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
 
     def __repr__(self) -> str:
         return f"<durably declared transaction step {self.name!r}>"
