@@ -13,9 +13,9 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import parse_qsl, urlsplit
 
 import click
@@ -60,7 +60,7 @@ def shown(value: Any) -> str:
     text = "" if value is None else str(value)
     if text.isprintable():
         return text
-    out = []
+    out: list[str] = []
     for ch in text:
         if ch.isprintable() or ch == " ":
             out.append(ch)
@@ -104,7 +104,7 @@ def with_timeout(url: str) -> str:
 
 
 @contextlib.contextmanager
-def reader(db: str) -> Iterator[StoreContract]:
+def reader(db: str) -> Generator[StoreContract]:
     """The database opened for reading only: nothing written, migrated or
     recovered, no -wal/-shm left behind (an engine may be running on it)."""
     from ..store import make_store
@@ -121,7 +121,7 @@ def reader(db: str) -> Iterator[StoreContract]:
 
 
 @contextlib.contextmanager
-def client(db: str) -> Iterator[Engine]:
+def client(db: str) -> Generator[Engine]:
     """A client-mode Engine on the database (writes are journaled, fenced
     and wake the owning process, as any client's), after a read-only open
     has checked that it is a durably database: a write never creates one."""
@@ -158,7 +158,7 @@ def stored_value(raw: Any) -> Any:
     if raw is None:
         return None
     if isinstance(raw, (bytes, bytearray, memoryview)):
-        return {"pickle": base64.b64encode(bytes(raw)).decode("ascii")}
+        return {"pickle": base64.b64encode(bytes(cast(bytes, raw))).decode("ascii")}
     try:
         return json.loads(raw)
     except (TypeError, ValueError):
@@ -170,16 +170,28 @@ def stored_error(raw: Any) -> Any:
     if raw is None:
         return None
     doc = stored_value(raw)
-    if isinstance(doc, dict) and "type" in doc:
-        return {"type": doc.get("type"), "message": doc.get("message")}
+    fields = _mapping(doc)
+    if fields is not None and "type" in fields:
+        return {"type": fields.get("type"), "message": fields.get("message")}
     return {"type": None, "message": str(doc)}
 
 
 def stored_inputs(raw: Any) -> Any:
     value = stored_value(raw)
-    if isinstance(value, list) and len(value) == 2:
-        return {"args": value[0], "kwargs": value[1]}
+    pair = _pair(value)
+    if pair is not None:
+        return {"args": pair[0], "kwargs": pair[1]}
     return value
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    """A decoded JSON object, or None."""
+    return value if isinstance(value, dict) else None  # pyright: ignore[reportUnknownVariableType]  (JSON: str keys)
+
+
+def _pair(value: Any) -> list[Any] | None:
+    """``[args, kwargs]`` as stored inputs decode, or None."""
+    return value if isinstance(value, list) and len(value) == 2 else None  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
 
 
 def workflow_doc(row: WorkflowView) -> dict[str, Any]:

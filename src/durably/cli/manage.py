@@ -6,6 +6,7 @@ run by a live executor that registered its function)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import click
@@ -27,7 +28,7 @@ def _status_of(engine: Engine, workflow_id: str, db: str) -> tuple[str, str | No
     return str(info.status.value), info.parked
 
 
-def _done(as_json: bool, doc: dict[str, object], *line: object) -> int:
+def _done(as_json: bool, doc: Mapping[str, object], *line: object) -> int:
     if as_json:
         C.emit_json(doc)
     else:

@@ -5,13 +5,17 @@ client-mode Engine, as ``engine.pause_schedule`` and the rest)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import DurablyError
 from ..schedules import schedule_info
 from . import _common as C
+
+if TYPE_CHECKING:
+    from .. import Engine
 
 
 @click.command()
@@ -83,7 +87,7 @@ def list_schedules(db: str, as_json: bool) -> int:
     return 0
 
 
-def _change(db: str, name: str, as_json: bool, what: str, change: Any) -> int:
+def _change(db: str, name: str, as_json: bool, what: str, change: Callable[[Engine], Any]) -> int:
     with C.client(db) as engine:
         try:
             result = change(engine)

@@ -37,8 +37,8 @@ def ui(db: str, host: str, port: int, allow_actions: bool, token: str | None, in
     if token is not None and len(token) < 16:
         C.refuse("--token: at least 16 characters")
     try:
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
+        import starlette  # noqa: F401  # pyright: ignore[reportUnusedImport]  (present or not: the check)
+        import uvicorn  # noqa: F401  # pyright: ignore[reportUnusedImport]
     except ImportError:
         C.refuse("the web view needs its extra: pip install 'durably[ui]'")
     try:

@@ -205,7 +205,8 @@ class _Follower:
             self.seen[row.workflow_id] = row.created_at
 
     def poll(self) -> list[tuple[str, WorkflowView]]:
-        store, out = self.store, []
+        store = self.store
+        out: list[tuple[str, WorkflowView]] = []
         rows = store.list_workflows(None, self.name, None, start_time=self.since - TAIL_LAG, newest_first=False)
         for row in rows:
             if row.workflow_id in self.seen:
