@@ -123,7 +123,12 @@ class Queue:
                 return None, queues.codec.decoder(str)(recorded[0])
             wid = workflow_id or ctx.child_id(pos)
             parent = ctx.workflow_id
-        args_ = (  # pyright: ignore[reportUnknownVariableType]  (its last item: the store's id encoder)
+        codec = queues.codec
+
+        def encode_id(i: Any) -> Any:  # the store's, for the id it returns
+            return codec.encode(i, "workflow id")
+
+        args_ = (
             wid,
             spec.name,
             inputs,
@@ -133,7 +138,7 @@ class Queue:
             priority,
             not_before,
             dedup_key,
-            lambda i: queues.codec.encode(i, "workflow id"),
+            encode_id,
         )
         return Record(R.OP, (parent, None if ctx is None else ctx.row(pos), name, "enqueue", args_)), None
 
