@@ -257,6 +257,7 @@ class WorkflowContext:
         "settle",
         "gate_at",
         "gate_q",
+        "traced",
     )
 
     def __init__(
@@ -295,6 +296,7 @@ class WorkflowContext:
         self.settle: Settle | None = None  # async: the gate of its loop (set when it starts)
         self.gate_at = -SETTLE_PASSES  # when its last outcome was handed over (Settle.count)
         self.gate_q: deque[asyncio.Future[None]] = deque()  # outcomes waiting at the gate
+        self.traced = False  # its attempt's span records (sampled): its steps get spans (_otel.py)
 
     def load(self, rows: list[tuple[Any, ...]]) -> None:
         """Install the journal loaded from the store: rows of (position,
