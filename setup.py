@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
+from setuptools.errors import CCompilerError, CompileError, ExecError, LinkError, PlatformError
 
 PURE = bool(os.environ.get("DURABLY_NO_EXTENSIONS"))
 MARKER = Path("durably", "journal", "PURE_BUILD")
@@ -32,6 +34,20 @@ class BuildPy(build_py):
             marker.unlink(missing_ok=True)
 
 
+class BuildExt(build_ext):
+    """Compiles the journal; a failure still fails the build, saying what to do."""
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except (CCompilerError, CompileError, ExecError, LinkError, PlatformError) as exc:
+            raise CompileError(
+                f"durably's compiled journal ({ext.name}) did not build: {str(exc).rstrip('.')}. It needs a C "
+                "compiler (and Python's headers). On a machine without one, build the pure-Python "
+                "journal on purpose: DURABLY_NO_EXTENSIONS=1 pip install durably (or .)"
+            ) from exc
+
+
 def extensions() -> list[Extension]:
     if PURE:
         return []
@@ -44,4 +60,4 @@ def extensions() -> list[Extension]:
     )
 
 
-setup(ext_modules=extensions(), cmdclass={"build_py": BuildPy})
+setup(ext_modules=extensions(), cmdclass={"build_py": BuildPy, "build_ext": BuildExt})
