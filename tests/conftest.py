@@ -161,4 +161,8 @@ def any_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def expected_implementation() -> str:
-    return "python" if os.environ.get("DURABLY_NO_EXTENSIONS") else "cython"
+    """The pure-Python journal when asked for at run time, or when the package
+    was built without the extension (DURABLY_NO_EXTENSIONS=1 pip install .)."""
+    from durably import journal
+
+    return "python" if os.environ.get("DURABLY_NO_EXTENSIONS") or journal.PURE_BUILD else "cython"
