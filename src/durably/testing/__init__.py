@@ -45,6 +45,7 @@ from ..store._inspect import (
     StoredStep,
     StoredWorkflow,
 )
+from ._crashcheck import CrashReport, KillPoint, crash_check
 from ._replay import ReplayReport, ReplayResult, replay
 
 
@@ -145,6 +146,9 @@ def query(engine: Engine, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
 
 __all__ = [
     "TABLES",
+    "CrashReport",
+    "KillPoint",
+    "crash_check",
     "ReplayReport",
     "ReplayResult",
     "replay",
