@@ -46,6 +46,7 @@ from ..store._inspect import (
     StoredWorkflow,
 )
 from ._crashcheck import CrashReport, KillPoint, crash_check
+from ._helpers import assert_steps, finish, run_virtual
 from ._replay import ReplayReport, ReplayResult, replay
 
 
@@ -149,6 +150,9 @@ __all__ = [
     "CrashReport",
     "KillPoint",
     "crash_check",
+    "assert_steps",
+    "finish",
+    "run_virtual",
     "ReplayReport",
     "ReplayResult",
     "replay",

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import errors
 from .._status import TERMINAL
@@ -183,9 +183,9 @@ def read_only_url(url: str) -> str:
         return url
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    options = " ".join([v for k, v in query if k == "options"] + ["-c default_transaction_read_only=on"])
+    options = " ".join([v for k, v in query if k == "options"] + ["-cdefault_transaction_read_only=on"])
     query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
-    return parts._replace(query=urlencode(query)).geturl()
+    return parts._replace(query=urlencode(query, quote_via=quote)).geturl()  # libpq reads %20, not +
 
 
 def replay(
