@@ -36,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,16 +107,21 @@ class _Case:
 
     def __init__(self, target: str, inputs: str, db: str, workdir: Path, timeout: float) -> None:
         self.target, self.inputs, self.db, self.workdir, self.timeout = target, inputs, db, workdir, timeout
+        self.tag = uuid.uuid4().hex[:8]  # this check's workflow ids: a database may serve several checks
 
-    def run(self, name: str, wid: str, kill: tuple[str, int] | None, hits: bool = False) -> tuple[int, str, str, int]:
-        """One child run in the case directory ``name``: (returncode, stdout, stderr, pid)."""
+    def workflow_id(self, name: str) -> str:
+        return f"crash-check-{self.tag}-{name}"
+
+    def run(self, name: str, kill: tuple[str, int] | None, hits: bool = False) -> tuple[int, str, str, int]:
+        """One child run of case ``name`` (its directory, its workflow id):
+        (returncode, stdout, stderr, pid)."""
         case = self.workdir / name
-        case.mkdir(exist_ok=True)
+        case.mkdir(parents=True, exist_ok=True)
         config = {
             "target": self.target,
             "inputs": self.inputs,
             "db": self.db,
-            "workflow_id": wid,
+            "workflow_id": self.workflow_id(name),
             "kill": kill,
             "ledger": str(case / "ledger.jsonl"),
             "hits": str(case / "hits.jsonl") if hits else None,
@@ -154,8 +160,9 @@ class _Case:
             out.append((wid, key, step, pid))
         return out
 
-    def recorded(self, wid: str) -> set[tuple[str, str]]:
-        """(workflow id, key) of every step recorded for ``wid`` and its children now."""
+    def recorded(self, name: str) -> set[tuple[str, str]]:
+        """(workflow id, key) of every step recorded for case ``name``'s workflow and its children now."""
+        wid = self.workflow_id(name)
         store = make_store(self.db)
         store.open_readonly()
         try:
@@ -203,13 +210,14 @@ def crash_check(
         case = _Case(target, inputs, database, root, timeout)
         reference, hits = _reference(case)
         report = CrashReport(target, reference)
-        for n, (point, hit, step, key) in enumerate(_plan(hits, random_kills, seed, max_points)):
+        plan = _plan(hits, case.workflow_id("reference"), random_kills, seed, max_points)
+        for n, (point, hit, step, key) in enumerate(plan):
             report.points.append(_kill_case(case, f"case-{n}", point, hit, step, key, reference))
         return report
 
 
 def _reference(case: _Case) -> tuple[dict[str, Any], list[tuple[str, int, Any]]]:
-    rc, out, err, _pid = case.run("reference", "reference", None, hits=True)
+    rc, out, err, _pid = case.run("reference", None, hits=True)
     if rc != 0:
         raise errors.UsageError(f"the uninterrupted run of {case.target} failed (exit {rc}): {err.strip()[-2000:]}")
     hits = []
@@ -220,11 +228,11 @@ def _reference(case: _Case) -> tuple[dict[str, Any], list[tuple[str, int, Any]]]
 
 
 def _plan(
-    hits: list[tuple[str, int, Any]], random_kills: int, seed: int, max_points: int | None
+    hits: list[tuple[str, int, Any]], root: str, random_kills: int, seed: int, max_points: int | None
 ) -> list[tuple[str, int, str | None, str | None]]:
     """(point, n, step name, key) of each case: the step boundaries of the
     reference run, in order, then seeded random hits of any crash point."""
-    steps = [(p, n, d[2], d[1]) for p, n, d in hits if p in STEP_KILLS and d is not None and _ours(d[0], "reference")]
+    steps = [(p, n, d[2], d[1]) for p, n, d in hits if p in STEP_KILLS and d is not None and _ours(d[0], root)]
     if max_points is not None:
         steps = steps[: 2 * max_points]
     plan: list[tuple[str, int, str | None, str | None]] = list(steps)
@@ -247,7 +255,7 @@ def _kill_case(
     case: _Case, name: str, point: str, hit: int, step: str | None, key: str | None, reference: dict[str, Any]
 ) -> KillPoint:
     problems: list[str] = []
-    rc, out, err, killed_pid = case.run(name, name, (point, hit))
+    rc, out, err, killed_pid = case.run(name, (point, hit))
     killed = rc == -signal.SIGKILL
     recorded_at_kill = case.recorded(name) if killed else set()
     if rc not in (0, -signal.SIGKILL):
@@ -255,7 +263,7 @@ def _kill_case(
     for _attempt in range(3):
         if rc == 0:
             break
-        rc, out, err, _pid = case.run(name, name, None)
+        rc, out, err, _pid = case.run(name, None)
     if rc != 0:
         problems.append(f"the recovery run exited {rc}: {err.strip()[-1000:]}")
     elif _outcome(out) != reference:
