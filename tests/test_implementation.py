@@ -187,7 +187,9 @@ PRIVATE_READS_ALLOWED: dict[str, dict[str, str]] = {
         "_Case": "the crash check's negative control: a recorded step run again, told to its checker (no engine does it)",
         "_kill_case": "the crash check's negative control: a recorded step run again, told to its checker (no engine does it)",
     },
-    "tests/test_pytest_plugin.py": {"_fixture_function_marker": "pytest's record of a fixture's options (none autouse)"},
+    "tests/test_pytest_plugin.py": {
+        "_fixture_function_marker": "pytest's record of a fixture's options (none autouse)"
+    },
     "tests/test_replayer.py": {"_select": "a spy on the Replayer's own PostgreSQL session (read-only transactions)"},
     "tests/test_clock.py": {
         "_heap": "cancelled timers do not accumulate in the virtual clock's heap (a leak test)",

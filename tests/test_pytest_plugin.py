@@ -10,11 +10,9 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
-USER_TESTS = '''
+USER_TESTS = """
 import os
 
 import pytest
@@ -113,7 +111,7 @@ def test_crash_check_in_one_line(durably_crash):
     report = durably_crash.check("tests._crashflows:appending", "x", random_kills=0)
     assert not report.ok and "tests._crashflows.append_line" in report.rerun_steps
     durably_crash.check("tests._crashflows:overwriting", "x", random_kills=0, max_points=1).assert_ok()
-'''
+"""
 
 
 def _entry_point_installed() -> bool:

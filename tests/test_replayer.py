@@ -19,14 +19,14 @@ from durably import testing
 from durably.cli import main
 from durably.testing import _replay
 
-APP = '''
+APP = """
 import durably
 from tests.test_replayer import declare
 
 engine = durably.Engine("never-opened.db")
 RAN: list[str] = []
 declare(engine, {version}, RAN)
-'''
+"""
 
 
 def declare(engine: durably.Engine, version: int, ran: list[str]) -> None:

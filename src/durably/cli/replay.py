@@ -19,7 +19,9 @@ from . import _common as C
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="only this status (repeatable)")
 @click.option("--limit", type=click.IntRange(0), default=0, help="at most this many, newest first (0: all)")
 @C.json_option
-def replay(db: str, app: str, workflow_ids: tuple[str, ...], statuses: tuple[str, ...], limit: int, as_json: bool) -> int:
+def replay(
+    db: str, app: str, workflow_ids: tuple[str, ...], statuses: tuple[str, ...], limit: int, as_json: bool
+) -> int:
     """Replay recorded workflows against the current code, running no step
     and writing nothing; exit 1 if any would park (nondeterminism), else 0."""
     from .. import Engine

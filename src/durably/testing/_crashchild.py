@@ -92,7 +92,7 @@ def main(config_path: str) -> int:
     with open(config_path) as f:  # the parent's config, not a database file
         config = json.load(f)
     kill = config["kill"]
-    _crash.hit = Hook(config["ledger"], config.get("hits"), None if kill is None else (kill[0], kill[1]))  # type: ignore[assignment]
+    _crash.hit = Hook(config["ledger"], config.get("hits"), None if kill is None else (kill[0], kill[1]))
     _crash.ARMED = True
     made: list[Any] = []
     _redirect_engines(config["db"], made)

@@ -40,7 +40,9 @@ def run_virtual(
     return finish(handle, clock, max_virtual=max_virtual, timeout=timeout)
 
 
-def finish(handle: WorkflowHandle, clock: VirtualClock, *, max_virtual: float = 366 * 86400.0, timeout: float = 30.0) -> Any:
+def finish(
+    handle: WorkflowHandle, clock: VirtualClock, *, max_virtual: float = 366 * 86400.0, timeout: float = 30.0
+) -> Any:
     """``run_virtual`` for a workflow already started: its result."""
     limit = clock.now() + max_virtual
     deadline = time.monotonic() + timeout

@@ -21,7 +21,7 @@ import asyncio
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import errors
@@ -77,7 +77,7 @@ class _ReplayContext(WorkflowContext):
             raise _ReachedLive(key, name)
         return recorded
 
-    @property  # type: ignore[override]  # a slot of the base, watched: a wait would begin
+    @property  # (the base's slot, watched: a wait would begin)
     def waiter(self) -> Any:
         return None
 
@@ -158,7 +158,9 @@ class ReplayReport:
     def assert_ok(self) -> None:
         """AssertionError naming each workflow that would park."""
         if self.failures:
-            raise AssertionError("workflows that would park under this code:\n" + "\n".join(map(describe, self.failures)))
+            raise AssertionError(
+                "workflows that would park under this code:\n" + "\n".join(map(describe, self.failures))
+            )
 
 
 def why(result: ReplayResult) -> str:
@@ -238,7 +240,7 @@ def _select(
         missing = [wid for wid, row in zip(ids, found, strict=True) if row is None]
         if missing:
             raise errors.UsageError(f"no workflow with id {missing[0]!r} in {store.path}")
-        return [row for row in found if row is not None]  # type: ignore[misc]  # (user_view rows)
+        return cast("list[WorkflowView]", [row for row in found if row is not None])  # (user_view rows)
     wanted = list(statuses) if statuses is not None else [None]
     rows: list[WorkflowView] = []
     for status in wanted:
@@ -251,7 +253,7 @@ def _replay_one(store: StoreContract, runner: Runner, row: WorkflowView) -> Repl
     spec = runner.workflows.get(name)
     if spec is None:
         return ReplayResult(wid, name, status, UNREGISTERED, detail="no workflow of this code has this name")
-    ctx = _ReplayContext(_Runner(runner), wid, spec.name, {}, spec.is_async)  # type: ignore[arg-type]
+    ctx = _ReplayContext(cast("Runner", _Runner(runner)), wid, spec.name, {}, spec.is_async)  # what it reads of one
     ctx.load(store.load_steps(wid))
     try:
         args, kwargs = ctx.codec.decode_inputs(row.inputs, spec.signature, spec.hints, spec.plan)
