@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,10 @@ def _fingerprint(db: str) -> Any:
         return {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{schema}"."{t}"').fetchall())) for t in tables}
 
 
+def _clock_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "durably-clock"]
+
+
 def _app(version: int) -> tuple[durably.Engine, list[str]]:
     engine = durably.Engine("never-opened.db")
     ran: list[str] = []
@@ -109,9 +114,11 @@ def test_unchanged_code_replays_every_history_running_nothing_and_writing_nothin
     _record(db_path)
     before = _fingerprint(db_path)
     engine, ran = _app(1)
+    clocks = _clock_threads()
     started = time.monotonic()
     report = testing.replay(db_path, engine)
     assert time.monotonic() - started < 5  # the PENDING workflow's day-long sleep is not waited for
+    assert _clock_threads() == clocks  # nor left armed on the application engine's clock
     assert report.ok and report.failures == []
     outcomes = {r.workflow_id: (r.status, r.outcome) for r in report.results}
     assert outcomes == {

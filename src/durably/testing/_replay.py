@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from .. import errors
 from .._status import TERMINAL
+from ..clock import SystemClock
 from ..runtime.context import WorkflowContext, current, settle_for
 from ..runtime.counters import Counters
 from ..runtime.tasks import GuardedTask
@@ -217,12 +218,17 @@ def replay(
     """
     store = make_store(read_only_url(db))
     store.open_readonly()
+    runner = _runner_of(engine)
     try:
         rows = _select(store, workflow_ids, statuses, limit)
-        runner = _runner_of(engine)
         return ReplayReport([_replay_one(store, runner, row) for row in rows])
     finally:
         store.close(clean=False)
+        if not engine.is_open and isinstance(runner.clock, SystemClock):
+            # A replayed sleep that was not over armed a timer on the clock
+            # before the replay stopped at its wait: drop it (and the
+            # clock's thread) unless an open engine uses that clock.
+            runner.clock.close()
 
 
 def _runner_of(engine: Engine) -> Runner:
