@@ -281,4 +281,4 @@ def test_cli_refuses_a_bad_app_in_one_line(db_path: str, capsys: pytest.CaptureF
     assert main(["replay", db_path, "--app", "no_such_module_here:engine"]) == 2
     assert "cannot import 'no_such_module_here'" in capsys.readouterr().err
     assert main(["replay", db_path, "--app", "durably:Status"]) == 2
-    assert "not a durably.Engine" in capsys.readouterr().err
+    assert "must be a durably.Engine (or a durably.Registry), not <enum 'Status'>" in capsys.readouterr().err

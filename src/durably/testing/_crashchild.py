@@ -69,17 +69,31 @@ def _redirect_engines(db: str, made: list[Any]) -> None:
     durably.Engine.__init__ = init  # type: ignore[method-assign]  # this child process only
 
 
-def _engine_for(workflow: Any, made: list[Any]) -> Any:
+def _engine_for(workflow: Any, made: list[Any], module: str) -> Any:
+    """The engine to run ``workflow`` on: the one of the engines its module
+    made that it is registered with; for a workflow declared in a registry
+    (``durably.Registry``), a new engine bound to the module's registries."""
+    import durably
+
     from ._replay import _runner_of
 
     spec = getattr(workflow, "__durably_workflow__", None)
-    found = [e for e in made if spec is not None and spec in _runner_of(e).workflows.values()]
-    if len(found) != 1:
+    if spec is not None:
+        found = [e for e in made if spec in _runner_of(e).workflows.values()]
+        if len(found) == 1:
+            return found[0]
         raise SystemExit(
             f"durably crash check: {workflow!r} is registered with {len(found)} of the {len(made)} engine(s) "
             "its module made; it must be registered with exactly one"
         )
-    return found[0]
+    kind = getattr(durably, "Registry", None)
+    registries = [v for v in vars(sys.modules[module]).values() if kind is not None and isinstance(v, kind)]
+    if not registries:
+        raise SystemExit(
+            f"durably crash check: {workflow!r} is neither an engine's workflow nor declared in a registry"
+        )
+    bound: dict[str, Any] = {"registry": registries}  # (Engine's registry=: issue 23 item 2)
+    return durably.Engine(":memory:", **bound)  # made on the check's database, as every Engine here
 
 
 def _stored(value: Any) -> Any:
@@ -101,7 +115,7 @@ def main(config_path: str) -> int:
 
     workflow = import_object(config["target"], "workflow")
     args, kwargs = pickle.loads(base64.b64decode(config["inputs"]))  # the parent's own values
-    engine = _engine_for(workflow, made)
+    engine = _engine_for(workflow, made, config["target"].partition(":")[0])
     wid = config["workflow_id"]
     from .. import errors
 

@@ -202,7 +202,7 @@ def replay(
     """Replay the histories recorded in ``db`` (an SQLite file, a copy of a
     production database, or a ``postgresql://`` URL) against the workflows
     registered with ``engine`` (the application's engine, not opened: only
-    its registrations are used), without running any step body or writing
+    its registrations are used; or a ``durably.Registry``), without running any step body or writing
     anything. The pre-deploy check: ``report.ok`` is False, and
     ``report.failures`` name them, when the current code would park a
     recorded workflow (a step renamed, removed, added or moved before a
@@ -216,6 +216,7 @@ def replay(
         report = durably.testing.replay("prod-copy.db", myapp.engine)
         report.assert_ok()
     """
+    engine = _engine_of(engine)
     store = make_store(read_only_url(db))
     store.open_readonly()
     runner = _runner_of(engine)
@@ -229,6 +230,20 @@ def replay(
             # before the replay stopped at its wait: drop it (and the
             # clock's thread) unless an open engine uses that clock.
             runner.clock.close()
+
+
+def _engine_of(app: Any) -> Engine:
+    """The engine whose registrations are replayed: ``app`` itself, or, for
+    a ``durably.Registry``, an engine bound to it (never opened)."""
+    import durably
+
+    kind = getattr(durably, "Registry", None)
+    if kind is not None and isinstance(app, kind):
+        bound: dict[str, Any] = {"registry": app}  # (Engine's registry=: issue 23 item 2)
+        return durably.Engine(":memory:", **bound)
+    if not isinstance(app, durably.Engine):
+        raise errors.UsageError(f"the application must be a durably.Engine (or a durably.Registry), not {app!r}")
+    return app
 
 
 def _runner_of(engine: Engine) -> Runner:
