@@ -104,9 +104,13 @@ class _Journal:
 class _Runner:
     """What a replay context reads of its runner: the application engine's
     store (its toolkit checks a durable call is its own), codec, clock and
-    accepted aliases; a journal that never writes; no telemetry."""
+    accepted aliases; a journal that never writes; no telemetry. Anything
+    else is read from the application engine's runner (a declared call's
+    table of what it is bound to there), which is never opened: whatever
+    would start, run or write through it raises NotOpenError first."""
 
     def __init__(self, runner: Runner) -> None:
+        self._runner = runner
         self.store = runner.store
         self.codec = runner.codec
         self.clock = runner.clock
@@ -116,6 +120,9 @@ class _Runner:
         self.closing = False
         self.loop = None
         self.counters = Counters()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._runner, name)
 
 
 @dataclass(frozen=True)
