@@ -73,7 +73,7 @@ class CrashReport:
 
     target: str
     reference: dict[str, Any]
-    points: list[KillPoint] = field(default_factory=list)
+    points: list[KillPoint] = field(default_factory=list[KillPoint])
 
     @property
     def ok(self) -> bool:
@@ -151,7 +151,7 @@ class _Case:
         path = self.workdir / name / "ledger.jsonl"
         if not path.exists():
             return []
-        out = []
+        out: list[tuple[str, str, str, int]] = []
         for line in path.read_text().splitlines():
             try:
                 wid, key, step, pid = json.loads(line)
@@ -220,7 +220,7 @@ def _reference(case: _Case) -> tuple[dict[str, Any], list[tuple[str, int, Any]]]
     rc, out, err, _pid = case.run("reference", None, hits=True)
     if rc != 0:
         raise errors.UsageError(f"the uninterrupted run of {case.target} failed (exit {rc}): {err.strip()[-2000:]}")
-    hits = []
+    hits: list[tuple[str, int, Any]] = []
     for line in (case.workdir / "reference" / "hits.jsonl").read_text().splitlines():
         point, n, detail = json.loads(line)
         hits.append((point, n, detail))
@@ -257,7 +257,7 @@ def _kill_case(
     problems: list[str] = []
     rc, out, err, killed_pid = case.run(name, (point, hit))
     killed = rc == -signal.SIGKILL
-    recorded_at_kill = case.recorded(name) if killed else set()
+    recorded_at_kill = case.recorded(name) if killed else set[tuple[str, str]]()
     if rc not in (0, -signal.SIGKILL):
         problems.append(f"the killed run exited {rc}: {err.strip()[-1000:]}")
     for _attempt in range(3):

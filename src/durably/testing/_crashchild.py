@@ -97,8 +97,10 @@ def _engine_for(workflow: Any, made: list[Any], module: str) -> Any:
 
 
 def _stored(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return {"pickle": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    if isinstance(value, (bytes, bytearray)):
+        return {"pickle": base64.b64encode(value).decode("ascii")}
     return value
 
 

@@ -7,12 +7,21 @@ import json
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .. import errors
 from ..clock import VirtualClock
-from ..handle import WorkflowHandle
 from ..store._inspect import StoredStep
+
+
+class Waitable(Protocol):
+    """What ``finish`` needs of a handle."""
+
+    @property
+    def workflow_id(self) -> str: ...
+
+    def result(self, timeout: float | None = None) -> Any: ...
+
 
 # Rows that mark when an async workflow's outcome arrived, not a call it made.
 MARKS = ("wake", "join")
@@ -40,9 +49,7 @@ def run_virtual(
     return finish(handle, clock, max_virtual=max_virtual, timeout=timeout)
 
 
-def finish(
-    handle: WorkflowHandle, clock: VirtualClock, *, max_virtual: float = 366 * 86400.0, timeout: float = 30.0
-) -> Any:
+def finish(handle: Waitable, clock: VirtualClock, *, max_virtual: float = 366 * 86400.0, timeout: float = 30.0) -> Any:
     """``run_virtual`` for a workflow already started: its result."""
     limit = clock.now() + max_virtual
     deadline = time.monotonic() + timeout
@@ -68,8 +75,10 @@ def decoded(raw: Any) -> Any:
     (the test's own database)."""
     if raw is None:
         return None
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        return pickle.loads(bytes(raw))
+    if isinstance(raw, memoryview):
+        return pickle.loads(raw.tobytes())
+    if isinstance(raw, (bytes, bytearray)):
+        return pickle.loads(raw)
     return json.loads(raw)
 
 

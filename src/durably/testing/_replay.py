@@ -153,7 +153,7 @@ class ReplayReport:
     """Every workflow replayed; ``failures`` those that would park (or that
     nothing registered would run); ``ok`` when there is none."""
 
-    results: list[ReplayResult] = field(default_factory=list)
+    results: list[ReplayResult] = field(default_factory=list[ReplayResult])
 
     @property
     def failures(self) -> list[ReplayResult]:
