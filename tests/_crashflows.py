@@ -57,3 +57,9 @@ async def doubling(x: int) -> int:
 @engine.workflow()
 def parent(text: str) -> int:
     return overwriting(text) + 1  # a child workflow
+
+
+@engine.workflow()
+def failing(text: str) -> None:
+    write_line(text)
+    raise ValueError(f"no {text}")

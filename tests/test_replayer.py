@@ -5,6 +5,7 @@ body runs and the database is left exactly as it was."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
@@ -186,9 +187,9 @@ def test_the_replayer_agrees_with_a_real_run(db_path: str) -> None:
     assert f"called {said.called!r} at step {said.position}" in parked and repr(said.recorded) in parked
 
 
-def _history_ends_after_one_step(db: str) -> None:
-    """A PENDING flow and aflow whose journals hold their first step only
-    (their process died before the second): the next call is live."""
+def _write_history(db: str, histories: dict[str, tuple[str, str, list[tuple[str, str]]]]) -> None:
+    """PENDING workflows whose journals hold only the given steps (their
+    process died before the next): workflow id -> (name, inputs, [(step, output)])."""
     from durably import _records as R
     from durably.journal import Journal, Record
     from durably.store import make_store
@@ -198,11 +199,17 @@ def _history_ends_after_one_step(db: str) -> None:
     store.open()
     journal = Journal(store.flush)
     journal.start()
-    for wid, name, step in (("flow-2", "flow", "a"), ("aflow-2", "aflow", "inc")):
-        journal.submit(Record(R.START, (wid, name, "[[1],{}]", None, None)))
-        journal.submit(Record(R.STEP, (wid, 0, step, "2", None, None, None)))
+    for wid, (name, inputs, steps) in histories.items():
+        journal.submit(Record(R.START, (wid, name, inputs, None, None)))
+        for position, (step, output) in enumerate(steps):
+            journal.submit(Record(R.STEP, (wid, position, step, output, None, None, None)))
     journal.stop()
     store.close()
+
+
+def _history_ends_after_one_step(db: str) -> None:
+    """A PENDING flow and aflow whose journals hold their first step only."""
+    _write_history(db, {"flow-2": ("flow", "[[1],{}]", [("a", "2")]), "aflow-2": ("aflow", "[[1],{}]", [("inc", "2")])})
 
 
 def test_where_the_history_ends_before_a_step_its_body_is_not_run(db_path: str) -> None:
@@ -282,3 +289,59 @@ def test_cli_refuses_a_bad_app_in_one_line(db_path: str, capsys: pytest.CaptureF
     assert "cannot import 'no_such_module_here'" in capsys.readouterr().err
     assert main(["replay", db_path, "--app", "durably:Status"]) == 2
     assert "must be a durably.Engine (or a durably.Registry), not <enum 'Status'>" in capsys.readouterr().err
+
+
+def _async_and_tx_app(path: str, version: int, ran: list[str]) -> durably.Engine:
+    engine = durably.Engine(path)
+
+    @engine.step(name="inc" if version == 1 else "increment")
+    async def inc(x: int) -> int:
+        ran.append("inc")
+        return x + 1
+
+    @engine.workflow(name="pair")
+    async def pair(x: int) -> list[int]:
+        return list(await asyncio.gather(inc(x), inc(x + 10)))
+
+    @engine.step(name="a")
+    def a(x: int) -> int:
+        ran.append("a")
+        return x
+
+    @engine.transaction(name="book")
+    def book(db: durably.Tx, x: int) -> int:
+        ran.append("book")
+        db.execute("CREATE TABLE IF NOT EXISTS booked (x INTEGER)")
+        db.execute("INSERT INTO booked VALUES (?)", (x,))
+        return x
+
+    @engine.workflow(name="booking")
+    def booking(x: int) -> int:
+        return book(a(x))
+
+    return engine
+
+
+def test_async_branches_and_transaction_steps(db_path: str) -> None:
+    """gather's branches replay by their keys; a renamed async step parks at
+    its key; a transaction step replays from its record, and where the
+    history ends before one, its body is not run."""
+    with _async_and_tx_app(db_path, 1, []) as released:
+        assert released.run("pair", 1, workflow_id="pair-1") == [2, 12]
+        assert released.run("booking", 5, workflow_id="booking-1") == 5
+    before = _fingerprint(db_path)
+    ran: list[str] = []
+    same = testing.replay(db_path, _async_and_tx_app("never-opened.db", 1, ran))
+    assert same.ok and {r.outcome for r in same.results} == {"replayed"}
+    changed = testing.replay(db_path, _async_and_tx_app("never-opened.db", 2, ran))
+    [parked] = changed.failures
+    assert (parked.workflow_id, parked.recorded, parked.called) == ("pair-1", "inc", "increment")
+    assert ran == [] and _fingerprint(db_path) == before
+
+
+def test_a_transaction_step_past_the_history_is_not_run(db_path: str) -> None:
+    _write_history(db_path, {"booking-2": ("booking", "[[7],{}]", [("a", "7")])})
+    ran: list[str] = []
+    [result] = testing.replay(db_path, _async_and_tx_app("never-opened.db", 1, ran)).results
+    assert (result.outcome, result.status) == ("replayed", "PENDING") and result.detail.startswith("its history ends")
+    assert ran == []
