@@ -76,11 +76,14 @@ def test_an_async_workflow_and_a_child_workflow_by_import_path(db_path: str, tmp
 
 
 @pytest.mark.sqlite_only  # (runtime kept small: the outcome comparison is the same code on both)
-def test_a_workflow_that_fails_fails_the_same_way_after_each_kill(db_path: str, tmp_path: Path) -> None:
-    report = testing.crash_check(flows.failing, "x", db=db_path, random_kills=0, max_points=1, workdir=tmp_path)
+def test_a_workflow_that_fails_fails_the_same_way_after_each_kill(
+    db_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative database path: the same file for every run (they run elsewhere)
+    report = testing.crash_check(flows.failing, "x", db="relative.db", random_kills=0, max_points=1)
     assert report.reference == {"status": "ERROR", "output": None, "error": {"type": "ValueError", "message": "no x"}}
     report.assert_ok()
-    assert len(report.points) == 3
+    assert len(report.points) == 3 and (tmp_path / "relative.db").exists()
 
 
 def test_a_workflow_that_cannot_be_imported_is_refused() -> None:

@@ -129,7 +129,8 @@ class _Case:
         }
         path = case / f"config-{len(list(case.glob('config-*')))}.json"
         path.write_text(json.dumps(config))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        # The parent's import path (its "" made absolute: the children run elsewhere).
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
         env.pop("DURABLY_CRASH_AT", None)
         with subprocess.Popen(
             [sys.executable, "-m", "durably.testing._crashchild", str(path)],
@@ -204,9 +205,7 @@ def crash_check(
     inputs = base64.b64encode(pickle.dumps((args, kwargs))).decode("ascii")
     with tempfile.TemporaryDirectory(prefix="durably-crash-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)
-        database = db if db is not None else str(root / "check.db")
-        if is_postgres(database) != (db is not None and is_postgres(db)):
-            raise errors.UsageError(f"db must be an SQLite path or a postgresql:// URL, not {db!r}")
+        database = str(root / "check.db") if db is None else db if is_postgres(db) else os.path.abspath(db)
         case = _Case(target, inputs, database, root, timeout)
         reference, hits = _reference(case)
         report = CrashReport(target, reference)
