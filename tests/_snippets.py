@@ -4,7 +4,9 @@ Each block runs in a fresh interpreter, in a temporary directory, after a
 prelude that gives it what the surrounding prose assumes: an open engine
 named ``engine`` (in memory, with a virtual clock so that waits of days
 finish at once) and the helper functions the examples call. A block that
-defines ``test_*`` functions has them called. A block that reads
+defines ``test_*`` functions has them called; one whose tests take fixtures
+is a test module of its own, run as it is by pytest with durably's plugin.
+A block that reads
 ``DATABASE_URL`` gets a fresh schema of the test PostgreSQL server.
 
 A block titled after a peer engine (```python title="DBOS" or
@@ -16,6 +18,7 @@ are not run here (.ci/run runs the README's two commands as written).
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
@@ -89,6 +92,9 @@ def check(snippet: Snippet, tmp_path: Path) -> None:
     if snippet.peer is not None:
         ast.parse(snippet.code, filename=snippet.where)
         return
+    if re.search(r"^def test_\w+\(\w", snippet.code, re.M):
+        _under_pytest(snippet, tmp_path)
+        return
     script = tmp_path / "snippet.py"
     script.write_text(PRELUDE + "\n" + snippet.code + "\n" + EPILOGUE)
     env = {"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"}
@@ -104,3 +110,22 @@ def check(snippet: Snippet, tmp_path: Path) -> None:
         if urls is not None:
             next(urls, None)
     assert run.returncode == 0 and "snippet ok" in run.stdout, f"{snippet.where}:\n{run.stderr[-3000:]}"
+
+
+def _under_pytest(snippet: Snippet, tmp_path: Path) -> None:
+    """A test module with fixtures: run by pytest, with durably's plugin."""
+    from importlib.metadata import entry_points
+
+    (tmp_path / "snippet.py").write_text(snippet.code)
+    installed = any(ep.value == "durably.testing.plugin" for ep in entry_points(group="pytest11"))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error"]
+        + ([] if installed else ["-p", "durably.testing.plugin"])
+        + ["snippet.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": os.pathsep.join([SRC, *sys.path[1:]]), "PATH": "/usr/bin:/bin"},
+    )
+    assert run.returncode == 0 and " passed" in run.stdout, f"{snippet.where}:\n{run.stdout[-3000:]}"

@@ -42,6 +42,8 @@ BOTH_BACKENDS = {
     "test_retries",
     "test_inspection",
     "test_retention",
+    "test_replayer",
+    "test_crash_check",
 }
 _pg_state: dict[str, Any] = {}
 
