@@ -83,6 +83,9 @@ RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
     "async 1024 OpenTelemetry SDK, no-op exporter / absent": [
         ("otel.async[c=1024,sdk]", "steps_per_s", "otel.async[c=1024,absent]", "steps_per_s")
     ],
+    "async 1024 OpenTelemetry SDK sampling 1 in 10, no-op exporter / absent": [
+        ("otel.async[c=1024,sampled]", "steps_per_s", "otel.async[c=1024,absent]", "steps_per_s")
+    ],
     "step cost 10^6 / 10^4 recorded": [
         ("growth.history[steps=1000000]", "us_per_step", "growth.history[steps=10000]", "us_per_step"),
         ("growth.history[steps=100000]", "us_per_step", "growth.history[steps=0]", "us_per_step"),

@@ -43,6 +43,8 @@ BOTH_BACKENDS = {
     "test_inspection",
     "test_retention",
     "test_registry",
+    "test_replayer",
+    "test_crash_check",
 }
 _pg_state: dict[str, Any] = {}
 
@@ -162,4 +164,8 @@ def any_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def expected_implementation() -> str:
-    return "python" if os.environ.get("DURABLY_NO_EXTENSIONS") else "cython"
+    """The pure-Python journal when asked for at run time, or when the package
+    was built without the extension (DURABLY_NO_EXTENSIONS=1 pip install .)."""
+    from durably import journal
+
+    return "python" if os.environ.get("DURABLY_NO_EXTENSIONS") or journal.PURE_BUILD else "cython"

@@ -108,7 +108,7 @@ def test_finish_skips_time_until_the_workflow_ends(make_engine) -> None:
 
 @pytest.mark.timeout(30)
 def test_virtual_clock_finish_works_after_an_earlier_workflow_ran() -> None:
-    """The README's virtual-time snippet, run as written (on 8213365: hung)."""
+    """The virtual-time snippet of docs/guides/toolkit.md (Durable time), run as written (on 8213365: hung)."""
     emails: list[str] = []
     clock = durably.VirtualClock()
     engine = durably.Engine(":memory:", clock=clock)

@@ -114,12 +114,14 @@ def test_query_reads_the_applications_tables_on_both_backends(make_engine) -> No
 
 
 def test_the_engine_never_imports_the_testing_module() -> None:
+    """Nothing imports ``durably.testing`` but itself and the command that
+    runs its Replayer (``durably replay``, a user of it like any other)."""
     import ast
     from pathlib import Path
 
     src = Path(durably.__file__).parent
     for path in src.rglob("*.py"):
-        if path.name == "testing.py":
+        if path.relative_to(src).parts[0] == "testing" or path.relative_to(src).as_posix() == "cli/replay.py":
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):

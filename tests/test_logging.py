@@ -1,4 +1,4 @@
-"""durably's logs: the event table of README.md (Observability) matches what the code
+"""durably's logs: the event table of docs/guides/observability.md (Logging) matches what the code
 logs (an AST scan of every log call), every record carries its structured
 fields, a workflow ending in ERROR is logged, and steps log nothing at INFO."""
 
@@ -17,7 +17,7 @@ from durably import _logs
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "durably"
-DOC = ROOT / "README.md"
+DOC = ROOT / "docs" / "guides" / "observability.md"
 LEVELS = {"debug": "DEBUG", "info": "INFO", "warning": "WARNING", "error": "ERROR", "exception": "ERROR"}
 
 
@@ -76,8 +76,8 @@ def test_every_log_call_has_a_row_and_every_row_a_log_call() -> None:
     assert len(calls) >= 25  # the scan sees the code's log calls
     in_code = {(event, logger, level) for event, logger, level, _where in calls}
     table = _table()
-    assert in_code - table == set(), "log events missing from the table in README.md (Observability)"
-    assert table - in_code == set(), "rows of README.md (Observability) that no log call makes"
+    assert in_code - table == set(), "log events missing from the table in docs/guides/observability.md"
+    assert table - in_code == set(), "rows of docs/guides/observability.md (Logging) that no log call makes"
     assert {logger for _e, logger, _l in in_code} <= set(_logs.LOGGERS)
 
 

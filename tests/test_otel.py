@@ -291,3 +291,39 @@ def test_attempts_are_linked_across_a_sigkill_and_recovery(otel: Otel, db_path: 
         [(stored,)] = conn.execute("SELECT trace FROM workflows WHERE workflow_id = 'otel-crash'").fetchall()
         assert stored == attempt_one
         conn.close()
+
+
+def test_a_sampled_out_workflow_makes_no_step_spans_and_its_steps_are_counted(otel: Otel, db_path: str) -> None:
+    # ParentBased(ALWAYS_OFF): the attempt's span does not record, so its
+    # steps make none (a ParentBased sampler would drop them; making them
+    # would cost more than the step); the step metric still counts them.
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    sampled_out = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    sampled_out.add_span_processor(SimpleSpanProcessor(otel.spans))
+    saved = trace._TRACER_PROVIDER
+    trace._TRACER_PROVIDER = sampled_out  # (set-once global: swapped for this test)
+    try:
+        engine = _engine(db_path)
+
+        @engine.step(name="a")
+        async def a(i: int) -> int:
+            return i
+
+        @engine.step(name="b")
+        def b(i: int) -> int:
+            return i
+
+        @engine.workflow(name="quiet")
+        async def quiet(n: int) -> int:
+            return sum([await a(i) for i in range(n)]) + await b(n)
+
+        before = otel.metric("durably.steps")
+        key = tuple(sorted((("durably.workflow.name", "quiet"), ("durably.step.outcome", "success"))))
+        with engine:
+            assert engine.run(quiet, 3) == 6
+            counted = otel.metric("durably.steps").get(key, 0) - before.get(key, 0)
+    finally:
+        trace._TRACER_PROVIDER = saved
+    assert counted == 4
+    assert otel.finished("durably.") == []

@@ -1,4 +1,4 @@
-"""The README's web recipes under real servers, in subprocesses.
+"""The web recipes of docs/guides/processes.md under real servers, in subprocesses.
 
 A deploy sends SIGTERM while orders are inside a step body. The FastAPI app
 (examples/fastapi_app.py) closes its engine in the lifespan with ``async

@@ -74,9 +74,9 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 def async_with_view(
-    workdir: Path, quick: bool, view: bool, count: int = 1024, rounds: int = 10, interval: float = 1.0
+    workdir: Path, quick: bool, view: bool, count: int = 1024, rounds: int = 40, interval: float = 1.0
 ) -> dict[str, Any]:
-    """``rounds`` x (``count`` concurrent async workflows of 10 steps); with
+    """``rounds`` x (``count`` concurrent async workflows of 10 steps: about 8 s, so the page polls several times); with
     ``view``, the web view serves the file and is polled every ``interval``
     seconds meanwhile. Pair with ``view=False``."""
     path = fresh_path(workdir, "webview")

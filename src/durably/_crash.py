@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 # Every crash point in the engine, in the order a step crosses them.
 POINTS: tuple[str, ...] = (
@@ -44,8 +45,10 @@ _n = int(_nth or "1") if _spec else 0
 _count = 0
 
 
-def hit(point: str) -> None:
-    """Record a hit of ``point``; die here if it is the armed one."""
+def hit(point: str, *where: Any) -> None:
+    """Record a hit of ``point``; die here if it is the armed one. ``where``:
+    what the point is about (a step's points: workflow id, key, step name),
+    for a hook that replaces this function (durably.testing's crash check)."""
     global _count
     if _log_path:
         with open(_log_path, "a") as f:  # the harness's log, never a database file

@@ -240,6 +240,10 @@ class Telemetry:
         if span is None:
             return None, None
         span.set_attribute("durably.replayed", replay)
+        # A sampled-out attempt's steps make no spans: a ParentBased sampler
+        # (the SDK's default) would drop them anyway, and creating them costs
+        # more than the step (see step_async).
+        ctx.traced = span.is_recording()
         return span, otel_context.attach(trace.set_span_in_context(span))
 
     def attempt_end(self, ctx: WorkflowContext, span: Any, token: Any, rec: Any, exc: BaseException | None) -> None:
@@ -260,7 +264,11 @@ class Telemetry:
     @contextmanager
     def span(self, kind: str, ctx: WorkflowContext, name: str, key: Any, replayed: bool) -> Generator[_StepState]:
         """A step-like span (step, transaction, durable wait) current while
-        the block runs (a body nests what it does under it)."""
+        the block runs (a body nests what it does under it); none in an
+        attempt that is not sampled (see attempt)."""
+        if not ctx.traced:
+            yield _StepState(_NO_SPAN)
+            return
         attributes = {
             "durably.workflow.id": ctx.workflow_id,
             "durably.workflow.name": ctx.name,
@@ -290,25 +298,57 @@ class Telemetry:
             span.set_attribute("durably.step.outcome", outcome)
             span.set_attribute("durably.step.retries", state.retries)
             span.end()
-            if self.inst is not None and not replayed and outcome != "interrupted" and kind == "durably.step":
-                counted = (ctx.name, outcome)
-                self.step_counts[counted] = self.step_counts.get(counted, 0) + 1
+            if self.inst is not None and outcome != "interrupted" and kind == "durably.step":
+                self._count(ctx, replayed, outcome)
 
     def step_sync(self, step: Any, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         pos = ctx.position
+        if not ctx.traced:
+            return self._counted(ctx, pos, step._step_sync, ctx, args, kwargs)
         with self.span("durably.step", ctx, step._name, pos, pos in ctx.recorded):
             return step._step_sync(ctx, args, kwargs)
 
     async def step_async(
         self, run: Callable[..., Any], step: Any, ctx: WorkflowContext, key: Any, args: Sequence[Any], kwargs: Any
     ) -> Any:
+        if not ctx.traced:  # no span: only the count (a span costs more than the step itself)
+            if self.inst is None:
+                return await run(step, ctx, key, args, kwargs, True)
+            replayed = key in ctx.recorded
+            try:
+                value = await run(step, ctx, key, args, kwargs, True)
+            except Exception:
+                self._count(ctx, replayed, "error")
+                raise
+            self._count(ctx, replayed, "success")
+            return value
         with self.span("durably.step", ctx, step._name, key, key in ctx.recorded):
             return await run(step, ctx, key, args, kwargs, True)
 
     async def traced(self, kind: str, ctx: WorkflowContext, name: str, key: Any, awaitable: Any) -> Any:
         """An awaitable of an async workflow (a transaction step) in a span."""
+        if not ctx.traced:
+            return await awaitable
         with self.span(kind, ctx, name, key, key in ctx.recorded):
             return await awaitable
+
+    def _counted(self, ctx: WorkflowContext, key: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """A step of an attempt without spans: its outcome counted."""
+        if self.inst is None:
+            return fn(*args)
+        replayed = key in ctx.recorded
+        try:
+            value = fn(*args)
+        except Exception:
+            self._count(ctx, replayed, "error")
+            raise
+        self._count(ctx, replayed, "success")
+        return value
+
+    def _count(self, ctx: WorkflowContext, replayed: bool, outcome: str) -> None:
+        if not replayed:
+            counted = (ctx.name, outcome)
+            self.step_counts[counted] = self.step_counts.get(counted, 0) + 1
 
     @staticmethod
     def retried(attempt: int, exc: BaseException, delay: float) -> None:

@@ -223,6 +223,12 @@ class VirtualClock(Clock):
             due = self._pop_due(self._now)
         _fire(due)
 
+    def next_timer(self) -> float | None:
+        """When the next waiting timer is due (a durable time), or None."""
+        with self._cond:
+            live = [t.when for t in self._heap if not t.cancelled]
+        return min(live) if live else None
+
     def advance_to_next(self) -> bool:
         """Jump to the next timer and fire it; False if there is none."""
         with self._cond:

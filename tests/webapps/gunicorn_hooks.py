@@ -1,4 +1,4 @@
-"""gunicorn config of the README's WSGI recipe: open the module-level engine
+"""gunicorn config of the WSGI recipe of docs/guides/processes.md: open the module-level engine
 in each worker after the fork, close it when the worker exits."""
 
 

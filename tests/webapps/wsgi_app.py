@@ -1,5 +1,5 @@
 """A WSGI app (gunicorn sync workers) whose requests start durable workflows:
-the README's gunicorn recipe. The engine lives at module level, where the
+the gunicorn recipe of docs/guides/processes.md. The engine lives at module level, where the
 app's code reaches it; gunicorn_hooks.py opens it in each worker after the
 fork and closes it when the worker exits. Run by tests/test_web_servers.py."""
 

@@ -56,6 +56,12 @@ JSON, or ``{"pickle": "<base64>"}`` under the pickle codec; an ``error`` is
 * ``copy``: ``{"source", "dest", "seconds", "rows": {table: count}}``
 * ``backup``: ``{"source", "path", "pages", "bytes", "seconds"}``
 
+``replay DB --app module:engine`` replays recorded workflows against the
+current code without running or writing anything (``durably.testing.replay``;
+exit 1 if any would park); ``--json``: ``{"workflows": [{"workflow_id",
+"name", "status", "outcome", "position", "recorded", "called", "detail",
+"fails"}...], "failures"}``.
+
 ``ui`` serves the web view (``durably.ui``, extra ``durably[ui]``;
 README, "The web view"): read-only unless ``--allow-actions``.
 
@@ -77,6 +83,7 @@ from .maintenance import accept_wal_loss, demo
 from .manage import cancel, fork, resume
 from .ops import backup, copy, gc
 from .queues import queues, schedules
+from .replay import replay
 from .ui import ui
 from .workflows import list_, show, steps, tail
 
@@ -96,6 +103,7 @@ COMMANDS = (
     backup,
     copy,
     ui,
+    replay,
     accept_wal_loss,
     demo,
 )

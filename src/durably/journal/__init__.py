@@ -1,4 +1,6 @@
-"""Journal selector: the Cython writer unless ``DURABLY_NO_EXTENSIONS`` is set.
+"""Journal selector: the Cython writer unless ``DURABLY_NO_EXTENSIONS`` is set
+or the package was built without it (``DURABLY_NO_EXTENSIONS=1 pip install .``
+leaves a ``PURE_BUILD`` marker here: see setup.py).
 
 A normal install must have the extension; if it is missing there, importing
 durably fails loudly instead of silently running the slower twin.
@@ -7,9 +9,11 @@ durably fails loudly instead of silently running the slower twin.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-NO_EXTENSIONS = bool(os.environ.get("DURABLY_NO_EXTENSIONS"))
+PURE_BUILD = (Path(__file__).parent / "PURE_BUILD").exists()
+NO_EXTENSIONS = bool(os.environ.get("DURABLY_NO_EXTENSIONS")) or PURE_BUILD
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._journal_py import Journal, Record

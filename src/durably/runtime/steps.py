@@ -356,7 +356,7 @@ class Step(Generic[P, R]):
             replayed: R = _replay(ctx, spec, recorded, pos)
             return replayed
         if _crash.ARMED:
-            _crash.hit("step.before_body")
+            _crash.hit("step.before_body", ctx.workflow_id, pos, spec.name)
         started = _now()
         if spec.is_async:
             ctx.in_step = True
@@ -367,7 +367,7 @@ class Step(Generic[P, R]):
         else:
             value, exc = _run_sync(ctx, spec, args, kwargs, pos)
         if _crash.ARMED:
-            _crash.hit("step.after_body")
+            _crash.hit("step.after_body", ctx.workflow_id, pos, spec.name)
         return self._finish_sync(ctx, pos, value, exc, started)
 
     def _finish_sync(self, ctx: WorkflowContext, pos: int, value: Any, exc: BaseException | None, started: float) -> R:
@@ -407,7 +407,7 @@ async def _run_step_async(
                 await ctx.turn(key)
             return _replay(ctx, step._spec, recorded, key)
     if _crash.ARMED:
-        _crash.hit("step.before_body")
+        _crash.hit("step.before_body", ctx.workflow_id, key, step._name)
     started = _now()
     task = current_task(ctx.loop)  # not the caller's when gather wrapped the awaitable in a task
     if step._inline_async and type(task) is GuardedTask:
@@ -478,7 +478,7 @@ async def _record_async(
     """A step body's outcome (a value or an error), recorded through the
     reference path (outcomes.py), delivered in order; what the call returns."""
     if _crash.ARMED:
-        _crash.hit("step.after_body")
+        _crash.hit("step.after_body", ctx.workflow_id, key, step._name)
     name = step._name
     if exc is None:
         raw, seen = encode_value(ctx.codec, value, ("step", name, ctx.workflow_id, key), step._decode, step._identity)

@@ -297,6 +297,7 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
         pass
     finally:
         current.set(None)
+        ctx.leave_root()
         stopped = _interrupted(ctx, exc or sys.exc_info()[1])
         if tel is not None:
             tel.attempt_end(ctx, span, span_token, rec, exc)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ... import errors
 from .._queries import PG_NOW as NOW
@@ -63,7 +63,9 @@ def _split_ours(url: str) -> tuple[str, dict[str, str]]:
     ours = {k: v for k, v in query if k in _OURS}
     if not ours:
         return url, {}
-    rest = urlencode([(k, v) for k, v in query if k not in _OURS])
+    # quote, not quote_plus: libpq decodes %20 but reads "+" as itself (two
+    # options=-c... joined by a space would reach the server as one bad one).
+    rest = urlencode([(k, v) for k, v in query if k not in _OURS], quote_via=quote)
     return urlunsplit(parts._replace(query=rest)), ours
 
 

@@ -18,16 +18,22 @@ Example::
         assert [s.name for s in testing.steps(engine, handle.workflow_id)] == ["charge", "ship"]
         assert testing.counts(engine)["messages"] == 0
 
-Nothing in durably's runtime imports this module.
+Beside the reads: :func:`replay` (the Replayer: recorded histories against
+the current code, nothing run or written), :func:`crash_check` (a user's
+workflow killed at every step boundary in a child process) and a pytest
+plugin (``durably.testing.plugin``, loaded by the ``pytest11`` entry point:
+fixtures ``durably_engine``, ``durably_clock``, ``durably_crash`` ...).
+
+Nothing in durably's runtime imports this package.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .engine import Engine
-from .store import _inspect
-from .store._inspect import (
+from ..engine import Engine
+from ..store import _inspect
+from ..store._inspect import (
     TABLES,
     Stats,
     StoredEvent,
@@ -39,6 +45,9 @@ from .store._inspect import (
     StoredStep,
     StoredWorkflow,
 )
+from ._crashcheck import CrashReport, KillPoint, crash_check
+from ._helpers import assert_steps, finish, run_virtual
+from ._replay import ReplayReport, ReplayResult, replay
 
 
 def _store(engine: Engine) -> Any:
@@ -138,6 +147,15 @@ def query(engine: Engine, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
 
 __all__ = [
     "TABLES",
+    "CrashReport",
+    "KillPoint",
+    "crash_check",
+    "assert_steps",
+    "finish",
+    "run_virtual",
+    "ReplayReport",
+    "ReplayResult",
+    "replay",
     "StoredEvent",
     "StoredExecutor",
     "StoredMessage",
