@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from .test_readme import SNIPPETS
+from ._snippets import PRELUDE, ROOT, snippets
 
-ROOT = Path(__file__).resolve().parent.parent
+# Every python block a user copies: the README's and the docs' (not the
+# DBOS and Temporal blocks of the "coming from" pages, which are theirs).
+PAGES = [ROOT / "README.md", *sorted(p for p in (ROOT / "docs").rglob("*.md") if "bench" not in p.parts)]
+SNIPPETS = [s for page in PAGES for s in snippets(page) if s.peer is None]
+
 TYPING = ROOT / "tests" / "typing"
 BIN = Path(sys.executable).parent
 
@@ -79,17 +83,17 @@ def test_a_type_regression_fails_the_check(tmp_path: Path) -> None:
 
 
 def _snippet_modules(folder: Path) -> list[Path]:
-    """Each README snippet after the prelude test_readme.py runs it with, as
-    a module of ``folder``; with pyright's strict settings, less what the
-    shared prelude causes (imports a snippet does not use, or imports again)."""
-    from .test_readme import PRELUDE
-
+    """Each README and docs snippet after the prelude tests/_snippets.py runs
+    it with, as a module of ``folder``; with pyright's strict settings, less
+    what the shared prelude causes (imports a snippet does not use, or
+    imports again)."""
     paths = []
-    for line, code in SNIPPETS:
+    for snippet in SNIPPETS:
         # apsw's own stubs leave its binding types Unknown (not durably's to fix)
-        head = "# pyright: reportUnknownMemberType=false\n" if "import apsw" in code else ""
-        path = folder / f"readme_line{line}.py"
-        path.write_text(head + PRELUDE + "\n" + code)
+        head = "# pyright: reportUnknownMemberType=false\n" if "import apsw" in snippet.code else ""
+        name = snippet.where.replace("/", "_").replace(".md:", "_line").replace("-", "_")
+        path = folder / f"{name}.py"
+        path.write_text(head + PRELUDE + "\n" + snippet.code)
         paths.append(path)
     config = {
         "typeCheckingMode": "strict",
