@@ -200,3 +200,51 @@ def test_declarations_pickle_by_reference() -> None:
     """As the functions they replace (multiprocessing, the pickle codec)."""
     for declared in (d.parent, d.double, d.count, d.async_parent):
         assert pickle.loads(pickle.dumps(declared)) is declared
+
+
+def _release(version: int) -> durably.Registry:
+    """An application declared on a registry: release 1, and release 2 with
+    its steps swapped (a change a deployed history would park on)."""
+    reg = durably.Registry()
+
+    @reg.step(name="first")
+    def first(x: int) -> int:
+        return x + 1
+
+    @reg.step(name="second")
+    def second(x: int) -> int:
+        return x * 2
+
+    @reg.workflow(name="pipeline")
+    def pipeline(x: int) -> int:
+        return second(first(x)) if version == 1 else first(second(x))
+
+    return reg
+
+
+def test_the_replayer_checks_a_registry_against_a_recorded_history(make_engine, db_path) -> None:
+    """durably.testing.replay takes the registry as the application: the
+    history release 1 recorded replays under release 1 and parks under
+    release 2, naming both steps."""
+    from durably import testing
+
+    with make_engine(registry=_release(1)) as engine:
+        assert engine.run("pipeline", 3, workflow_id="p-1") == 8
+    assert testing.replay(db_path, _release(1)).ok
+    report = testing.replay(db_path, _release(2))
+    assert not report.ok
+    assert [(f.workflow_id, f.outcome) for f in report.failures] == [("p-1", "parked")]
+    assert "first" in str(report.failures[0]) and "second" in str(report.failures[0])
+
+
+def test_the_crash_check_runs_a_declared_workflow(db_path, tmp_path) -> None:
+    """durably.testing.crash_check on a workflow of a registry: its child
+    processes bind the module's registries to an engine on the check's
+    database; killed at each step boundary, the workflow ends as it would
+    have (the step bodies are pure: nothing to report but re-runs)."""
+    from durably import testing
+
+    report = testing.crash_check(d.child, 3, db=db_path, random_kills=0, max_points=2, workdir=tmp_path)
+    report.assert_ok()
+    assert report.reference == {"status": "SUCCESS", "output": "10", "error": None}  # 2 * 3 + (3 + 1)
+    assert ("step.after_body", "tests._declared.double") in [(p.point, p.step) for p in report.points]
