@@ -86,14 +86,12 @@ def _engine_for(workflow: Any, made: list[Any], module: str) -> Any:
             f"durably crash check: {workflow!r} is registered with {len(found)} of the {len(made)} engine(s) "
             "its module made; it must be registered with exactly one"
         )
-    kind = getattr(durably, "Registry", None)
-    registries = [v for v in vars(sys.modules[module]).values() if kind is not None and isinstance(v, kind)]
+    registries = [v for v in vars(sys.modules[module]).values() if isinstance(v, durably.Registry)]
     if not registries:
         raise SystemExit(
             f"durably crash check: {workflow!r} is neither an engine's workflow nor declared in a registry"
         )
-    bound: dict[str, Any] = {"registry": registries}  # (Engine's registry=: issue 23 item 2)
-    return durably.Engine(":memory:", **bound)  # made on the check's database, as every Engine here
+    return durably.Engine(":memory:", registry=registries)  # made on the check's database, as every Engine here
 
 
 def _stored(value: Any) -> Any:

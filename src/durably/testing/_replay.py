@@ -244,10 +244,8 @@ def _engine_of(app: Any) -> Engine:
     a ``durably.Registry``, an engine bound to it (never opened)."""
     import durably
 
-    kind = getattr(durably, "Registry", None)
-    if kind is not None and isinstance(app, kind):
-        bound: dict[str, Any] = {"registry": app}  # (Engine's registry=: issue 23 item 2)
-        return durably.Engine(":memory:", **bound)
+    if isinstance(app, durably.Registry):
+        return durably.Engine(":memory:", registry=app)
     if not isinstance(app, durably.Engine):
         raise errors.UsageError(f"the application must be a durably.Engine (or a durably.Registry), not {app!r}")
     return app
