@@ -101,7 +101,32 @@ class _Declared:
         return runners[0].bound[self]
 
 
-class DeclaredWorkflow(_Declared, Generic[P, T_co]):
+class _DeclaredFunction(_Declared):
+    """A declared workflow, step or transaction step: it looks like the
+    function it wraps (name, docstring, signature), binds as a method in a
+    class body and pickles by reference, as the engine's objects do."""
+
+    __slots__ = ("fn", "name", "aliases", "__dict__")
+    _kind = "function"
+
+    def __init__(self, fn: Callable[..., Any], name: str, aliases: tuple[str, ...]) -> None:
+        super().__init__(f"{self._kind} {name!r}")
+        self.fn, self.name, self.aliases = fn, name, aliases
+        functools.update_wrapper(cast(Any, self), fn)  # (callable: each subclass has its __call__)
+        if _is_async(fn):  # its call returns an awaitable, as the coroutine function did
+            _mark_coroutine_function(self)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        return self if obj is None else MethodType(cast(Any, self), obj)
+
+    def __reduce__(self) -> str:
+        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
+
+    def __repr__(self) -> str:
+        return f"<durably declared {self._kind} {self.name!r}>"
+
+
+class DeclaredWorkflow(_DeclaredFunction, Generic[P, T_co]):
     """What ``@registry.workflow`` returns: call it as the function it wraps.
 
     In a workflow it starts a child on the engine running that workflow and
@@ -109,26 +134,14 @@ class DeclaredWorkflow(_Declared, Generic[P, T_co]):
     to. ``engine.start(wf, ...)`` and ``engine.run`` accept it on any engine
     that includes its registry."""
 
-    __slots__ = ("__durably_declared__", "fn", "name", "aliases", "max_recovery_attempts", "is_async", "__dict__")
+    __slots__ = ("__durably_declared__", "max_recovery_attempts", "is_async")
+    _kind = "workflow"
 
     def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], max_recovery_attempts: int) -> None:
-        super().__init__(f"workflow {name!r}")
+        super().__init__(fn, name, aliases)
         self.__durably_declared__ = self  # engine.start's look-up (Starter.spec)
-        self.fn, self.name, self.aliases = fn, name, aliases
         self.max_recovery_attempts = max_recovery_attempts
         self.is_async = _is_async(fn)
-        functools.update_wrapper(self, fn)
-        if self.is_async:
-            _mark_coroutine_function(self)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else MethodType(self, obj)
-
-    def __reduce__(self) -> str:
-        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
-
-    def __repr__(self) -> str:
-        return f"<durably declared workflow {self.name!r}>"
 
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
         ctx = current.get()
@@ -137,27 +150,16 @@ class DeclaredWorkflow(_Declared, Generic[P, T_co]):
         return result
 
 
-class DeclaredStep(_Declared, Generic[P, T_co]):
+class DeclaredStep(_DeclaredFunction, Generic[P, T_co]):
     """What ``@registry.step`` returns: in a workflow, the step of the engine
     running it; outside a workflow (or in a step body), a plain call."""
 
-    __slots__ = ("fn", "name", "aliases", "policy", "__dict__")
+    __slots__ = ("policy",)
+    _kind = "step"
 
     def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], policy: tuple[Any, ...]) -> None:
-        super().__init__(f"step {name!r}")
-        self.fn, self.name, self.aliases, self.policy = fn, name, aliases, policy
-        functools.update_wrapper(self, fn)
-        if _is_async(fn):
-            _mark_coroutine_function(self)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else MethodType(self, obj)
-
-    def __reduce__(self) -> str:
-        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
-
-    def __repr__(self) -> str:
-        return f"<durably declared step {self.name!r}>"
+        super().__init__(fn, name, aliases)
+        self.policy = policy
 
     def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
         """The call from an async workflow, typed as awaitable (``Step.aio``)."""
@@ -166,32 +168,24 @@ class DeclaredStep(_Declared, Generic[P, T_co]):
     def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
         ctx = current.get()
         if ctx is None:
-            return self.fn(*args, **kwargs)  # a plain call, as an engine's step outside a workflow
+            plain: T_co = self.fn(*args, **kwargs)  # a plain call, as an engine's step outside a workflow
+            return plain
         result: T_co = self._bound_to(ctx.runner)(*args, **kwargs)
         return result
 
 
-class DeclaredTransaction(_Declared, Generic[P, T_co]):
+class DeclaredTransaction(_DeclaredFunction, Generic[P, T_co]):
     """What ``@registry.transaction`` returns: the transaction step of the
     engine running the calling workflow (``db`` passed first by it)."""
 
-    __slots__ = ("fn", "name", "aliases", "budget", "__dict__")
+    __slots__ = ("budget",)
+    _kind = "transaction step"
 
     def __init__(
         self, fn: Callable[Concatenate[Tx, P], T_co], name: str, aliases: tuple[str, ...], budget: float | None
     ) -> None:
-        super().__init__(f"transaction step {name!r}")
-        self.fn, self.name, self.aliases, self.budget = fn, name, aliases, budget
-        functools.update_wrapper(self, fn)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else MethodType(self, obj)
-
-    def __reduce__(self) -> str:
-        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
-
-    def __repr__(self) -> str:
-        return f"<durably declared transaction step {self.name!r}>"
+        super().__init__(fn, name, aliases)
+        self.budget = budget
 
     def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
         """The call from an async workflow, typed as awaitable (``Step.aio``)."""
