@@ -152,7 +152,8 @@ class Engine:
         self._runner, self._toolkit, self._messaging, self._starts = p.runner, p.toolkit, p.messaging, p.starts
         self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
         self._register, self._retention = p.register, p.retention
-        self._binder = Binder(p.runner, p.register, self.queue, self.schedule)
+        # (its parts' methods, not the engine's: no reference cycle through the engine)
+        self._binder = Binder(p.runner, p.register, p.queues.queue, p.schedules.schedule)
         for each in (registry,) if isinstance(registry, Registry) else registry:
             self.include(each)
 

@@ -242,9 +242,11 @@ class _Schedule:
 
 
 class Binder:
-    """What a registry binds through: an engine's registration parts and its
-    ``queue`` and ``schedule`` (the engine holds it; a registry holds it
-    weakly, so a test's engine is not kept alive by the module)."""
+    """What a registry binds through: an engine's runner, its registrations,
+    and its queue manager's ``queue`` and schedule manager's ``schedule``
+    (parts, not the engine: nothing here refers back to it). The engine
+    holds its binder; a registry holds it weakly, so a test's engine is not
+    kept alive by the module that declared its workflows."""
 
     __slots__ = ("runner", "register", "queue", "schedule", "__weakref__")
 
@@ -276,7 +278,7 @@ def _bind_one(engine: Binder, item: Declaration) -> None:
     elif isinstance(item, DeclaredTransaction):
         bound = register.transaction(item.fn, name=item.name, aliases=item.aliases, budget=item.budget)
     elif isinstance(item, DeclaredQueue):
-        bound = engine.queue(item.name, concurrency=item.concurrency, rate_limit=item.rate_limit)
+        bound = engine.queue(item.name, item.concurrency, item.rate_limit)
     else:
         engine.schedule(item.name, item.cron, item.workflow, missed=item.missed, tz=item.tz)
         return
