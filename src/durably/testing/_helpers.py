@@ -93,7 +93,8 @@ def _check(row: StoredStep, expected: Any) -> bool:
     if not _matches(row.name, name):
         return False
     if isinstance(outcome, type) and issubclass(outcome, BaseException):
-        return row.error is not None and decoded(row.error).get("type") in (outcome.__name__, outcome.__qualname__)
+        names = (outcome.__name__, outcome.__qualname__, f"{outcome.__module__}.{outcome.__qualname__}")
+        return row.error is not None and decoded(row.error).get("type") in names
     return row.error is None and decoded(row.output) == outcome
 
 

@@ -34,6 +34,7 @@ from ..store import is_postgres, make_store
 
 if TYPE_CHECKING:
     from ..engine import Engine
+    from ..registry import Registry
     from ..runtime.runner import Runner
     from ..runtime.workflows import WorkflowSpec
     from ..store.contract import StoreContract, WorkflowView
@@ -200,7 +201,7 @@ def read_only_url(url: str) -> str:
 
 def replay(
     db: str,
-    engine: Engine,
+    engine: Engine | Registry,
     *,
     workflow_ids: Iterable[str] | None = None,
     statuses: Iterable[str] | None = None,
