@@ -63,6 +63,9 @@ RATIOS: dict[str, list[tuple[str, str, str, str]]] = {
         ("pg.durably.async[c=1024,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s"),
         ("pg.durably.async[c=256,full]", "steps_per_s", "pg.raw.commit[rows=100]", "rows_per_s"),
     ],
+    "async 1024 on uvloop / on asyncio's loop": [
+        ("durably.async[c=1024,full,uvloop]", "steps_per_s", "durably.async[c=1024,full]", "steps_per_s")
+    ],
     "compiled / twin journal (async 1024)": [
         ("durably.async[c=1024,full,cython]", "steps_per_s", "durably.async[c=1024,full,twin]", "steps_per_s")
     ],

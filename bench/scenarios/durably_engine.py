@@ -86,9 +86,17 @@ def concurrent_async(
     steps: int = 10,
     impl: str = "cython",
     tx: bool = False,
+    loop: str = "asyncio",
 ) -> dict[str, Any]:
-    """``count`` concurrent async workflows of ``steps`` steps (transaction steps with ``tx``)."""
+    """``count`` concurrent async workflows of ``steps`` steps (transaction
+    steps with ``tx``), on asyncio's event loop or on uvloop's (``loop``)."""
     import durably
+
+    run = asyncio.run
+    if loop == "uvloop":
+        import uvloop
+
+        run = uvloop.run
 
     assert durably.IMPLEMENTATION == impl, (durably.IMPLEMENTATION, impl)
     path = fresh_path(workdir, "async")
@@ -130,10 +138,10 @@ def concurrent_async(
 
     with engine:
         setup()
-        asyncio.run(go(64))
+        run(go(64))
         lat.clear()
         b0, r0 = engine._journal.batches, engine._journal.records
-        wall = asyncio.run(go(count))
+        wall = run(go(count))
         batches, records = engine._journal.batches - b0, engine._journal.records - r0
     cleanup(path)
     lat.sort()
@@ -191,6 +199,15 @@ for _sync in ("full", "normal"):
         )
 register("durably.async[c=1024,full,twin]", concurrent_async, "implementation", quick=False, count=1024, impl="python")
 register("durably.async[c=1024,full,cython]", concurrent_async, "implementation", quick=False, count=1024)
+register(
+    "durably.async[c=1024,full,uvloop]",
+    concurrent_async,
+    "async",
+    quick=False,
+    count=1024,
+    loop="uvloop",
+    needs="uvloop",
+)
 register("durably.tx_steps[c=256,full]", concurrent_async, "async", quick=False, count=256, tx=True)
 register("durably.start_rate", start_rate, "starts", quick=False)
 register("durably.cpu[memory]", sequential, "cpu", quick=True, memory=True)
