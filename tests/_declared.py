@@ -60,3 +60,48 @@ def tick(slot: datetime) -> str:
 
 
 ticks.schedule("declared-five", "*/5 * * * *", tick)
+
+
+# The engine's durable calls, on the registry: each resolves against the
+# engine running the calling workflow (its clock, its journal).
+
+
+@reg.workflow()
+def nap(seconds: float) -> float:
+    """A durable sleep, timed by the running engine's durable clock."""
+    start = reg.now()
+    reg.sleep(seconds)
+    return (reg.now() - start).total_seconds()
+
+
+@reg.workflow()
+async def nap_async(seconds: float) -> float:
+    start = await reg.now_async()
+    await reg.sleep_async(seconds)
+    return (await reg.now_async() - start).total_seconds()
+
+
+@reg.workflow()
+def patched_flow(x: int) -> str:
+    """A patched path, then a step and a sleep (a restart can land in it)."""
+    new = reg.patched("declared-change")
+    doubled = double(x)
+    reg.sleep(60)
+    return f"{'new' if new else 'old'}:{doubled}"
+
+
+@reg.workflow()
+def listener() -> str:
+    return str(reg.recv("greeting", timeout=3600))
+
+
+@reg.workflow()
+def greeter(to: str, text: str) -> str:
+    reg.send(to, text, topic="greeting")
+    reg.set_event("sent", text)
+    return reg.uuid4()
+
+
+@reg.workflow()
+async def listener_async() -> str:
+    return str(await reg.recv_async("greeting", timeout=3600))

@@ -77,6 +77,7 @@ def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
     The lease keeper is built at each open, with that open's journal."""
     import durably
     from durably.queues import QueueManager
+    from durably.runtime.calls import DurableCalls
     from durably.runtime.coordination import Coordinator
     from durably.runtime.deadlines import Deadlines
     from durably.runtime.lifecycle import Lifecycle
@@ -94,6 +95,7 @@ def test_no_method_is_defined_by_two_parts_of_the_engine() -> None:
         "_deadlines": Deadlines,
         "_toolkit": Toolkit,
         "_messaging": Messaging,
+        "_calls": DurableCalls,
         "_queues": QueueManager,
         "_schedules": ScheduleManager,
         "_starts": Starter,

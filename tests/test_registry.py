@@ -1,13 +1,15 @@
 """Declare once, bind anywhere: a durably.Registry's workflows, steps,
-queues and schedules bound to a file (or PostgreSQL) engine and to a
-:memory: engine with a VirtualClock, calls resolving against the engine
-running the workflow."""
+queues, schedules and durable calls (reg.sleep, reg.patched, reg.send ...)
+bound to a file (or PostgreSQL) engine and to a :memory: engine with a
+VirtualClock, calls resolving against the engine running the workflow."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import pickle
 import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -248,3 +250,95 @@ def test_the_crash_check_runs_a_declared_workflow(db_path, tmp_path) -> None:
     report.assert_ok()
     assert report.reference == {"status": "SUCCESS", "output": "10", "error": None}  # 2 * 3 + (3 + 1)
     assert ("step.after_body", "tests._declared.double") in [(p.point, p.step) for p in report.points]
+
+
+# -- the durable calls on the registry (reg.sleep, reg.now, reg.patched, reg.send, reg.recv ...)
+
+
+def test_a_declared_workflow_sleeps_on_the_engine_running_it(make_engine) -> None:
+    """reg.sleep and reg.now are the running engine's: a day of virtual time
+    on the :memory: engine, a real 50 ms on the file (or PostgreSQL) engine,
+    both bound and open at once."""
+    clock = durably.VirtualClock(T0)
+    app = make_engine(registry=d.reg)
+    test = durably.Engine(":memory:", clock=clock, registry=d.reg)
+    with app, test:
+        day = test.start(d.nap, 86400)
+        assert clock.finish(day, timeout=10) == 86400.0
+        assert [s.name for s in test.steps(day.workflow_id)] == ["now", "sleep", "now"]
+        day_async = test.start(d.nap_async, 86400)
+        assert clock.finish(day_async, timeout=10) == 86400.0
+        assert "sleep" in [s.name for s in test.steps(day_async.workflow_id)]
+        real = app.start(d.nap, 0.05)
+        assert 0.05 <= real.result(timeout=10) < 3600
+        assert [s.name for s in app.steps(real.workflow_id)] == ["now", "sleep", "now"]
+        assert app.list_workflows(name=d.nap_async) == []  # each call went to the engine running it
+
+
+def test_reg_patched_in_a_declared_workflow_replays_after_a_restart(make_engine) -> None:
+    clock, recorded = durably.VirtualClock(T0), ["patch:declared-change", "tests._declared.double", "sleep"]
+    with make_engine(clock=clock, registry=d.reg) as first:
+        first.start(d.patched_flow, 2, workflow_id="patched-1")
+        clock.wait_for_timers(1)  # in its sleep: the marker and the step recorded
+        assert [s.name for s in first.steps("patched-1")] == recorded
+    with make_engine(clock=clock, registry=d.reg) as second:
+        assert clock.finish(second.handle("patched-1"), timeout=10) == "new:4"  # the patched path, replayed
+        assert [s.name for s in second.steps("patched-1")] == recorded  # nothing recorded again
+    assert d.bodies == ["double(2)"]  # replay ran nothing again
+
+
+@pytest.mark.parametrize("listen", [d.listener, d.listener_async], ids=["sync", "async"])
+def test_reg_send_and_recv_between_two_declared_workflows(make_engine, listen) -> None:
+    with make_engine(registry=d.reg) as engine:
+        listening = engine.start(listen, workflow_id="listener-1")
+        sent = engine.options(workflow_id="greeter-1").run(d.greeter, "listener-1", "hello")
+        assert len(sent) == 36  # reg.uuid4(), recorded
+        assert listening.result(timeout=10) == "hello"
+        assert [s.name for s in engine.steps("greeter-1")] == ["send", "set_event:sent", "uuid4"]
+        assert "recv:greeting" in [s.name for s in engine.steps("listener-1")]
+        # Outside a workflow: the one open engine bound.
+        assert d.reg.get_event("greeter-1", "sent", timeout=10) == "hello"
+        assert d.reg.get_all_events("greeter-1") == {"sent": "hello"}
+
+
+def test_reg_calls_outside_a_workflow_follow_the_registry_rule(make_engine) -> None:
+    with pytest.raises(errors.UnboundError, match="no open engine"):
+        durably.Registry().sleep(1)
+    with pytest.raises(errors.UnboundError, match="no open engine"):
+        asyncio.run(durably.Registry().now_async())
+    clock = durably.VirtualClock(T0)
+    with durably.Engine(":memory:", clock=clock, registry=d.reg):
+        assert d.reg.now() == datetime.fromtimestamp(T0, UTC)  # that engine's clock
+        with pytest.raises(errors.UsageError, match="only valid inside a workflow"):
+            d.reg.recv("greeting")  # the engine's own rule, as engine.recv
+        with make_engine(registry=d.reg):
+            with pytest.raises(errors.UsageError, match="bound to 2 engines"):
+                d.reg.now()
+
+
+def test_reg_calls_in_a_workflow_of_an_engine_without_the_registry_raise(make_engine) -> None:
+    engine = make_engine()
+
+    @engine.workflow()
+    def naps() -> None:
+        d.reg.sleep(1)
+
+    with engine, durably.Engine(":memory:", registry=d.reg):  # bound elsewhere, not here
+        with pytest.raises(errors.WorkflowFailedError) as failed:
+            engine.run(naps)
+        assert isinstance(failed.value.error, errors.UnboundError)
+        assert "not bound to the engine running this workflow" in str(failed.value.error)
+
+
+def test_an_engine_that_includes_a_registry_is_freed_by_reference_counting() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        engine = durably.Engine(":memory:", registry=d.reg)
+        with engine:
+            assert engine.run(d.child, 1) == 4
+        ref = weakref.ref(engine)
+        del engine
+        assert ref() is None
+    finally:
+        gc.enable()

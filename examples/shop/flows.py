@@ -5,6 +5,10 @@ declarations to engines of their own (an in-memory one with a virtual
 clock, a file in a temporary folder, a crash-test child's), with no module
 state to patch.
 
+The workflow code calls the engine's durable toolkit on the registry
+(``reg.sleep``, ``reg.set_event``): each call goes to the engine running
+the workflow, as the steps do.
+
 Every step's effect outside durably is idempotent: it writes a file named
 after the order (the same content when run again), so a step that runs
 again after a crash (its outcome was not yet durable) changes nothing. The
@@ -75,18 +79,34 @@ def release(order_id: str) -> None:
     (outbox() / f"reserved-{order_id}").unlink(missing_ok=True)
 
 
+# How long after shipping the customer is asked for a review: three days
+# (virtual in the tests; the crash test's children, in real time, wait 10 ms).
+REVIEW_DELAY = float(os.environ.get("SHOP_REVIEW_DELAY", str(3 * 86400)))
+
+
+@reg.step(name="shop.review_request")
+def review_request(order_id: str, parcel: str) -> str:
+    return _effect("review", order_id, f"how was {parcel}?")
+
+
 @reg.workflow(name="shop.fulfil")
 def fulfil(order_id: str, sku: str, quantity: int, cents: int) -> str:
-    """Reserve, charge, ship: the parcel's id. OutOfStock charges nothing
-    (this release reserves first; the last one charged first: see
-    tests/released.py and the Replayer's test)."""
+    """Reserve, charge, ship, and three days later ask for a review: the
+    parcel's id. The parcel is published as the event ``"parcel"`` as soon
+    as it ships (app.py prints it without waiting the three days).
+    OutOfStock charges nothing (this release reserves first; the last one
+    charged first: see tests/released.py and the Replayer's test)."""
     reserve(order_id, sku, quantity)
     try:
         charge(order_id, cents)
     except GatewayBusy:
         release(order_id)  # the compensation, itself a step
         raise
-    return ship(order_id, sku)
+    parcel = ship(order_id, sku)
+    reg.set_event("parcel", parcel)
+    reg.sleep(REVIEW_DELAY)  # durable: a restart in between wakes at the recorded time
+    review_request(order_id, parcel)
+    return parcel
 
 
 orders = reg.queue("orders", concurrency=8)

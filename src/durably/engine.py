@@ -5,18 +5,17 @@ No global state: everything hangs off an explicit ``Engine`` instance, so
 tests can open as many ``Engine(":memory:")`` as they like. This module is
 the table of contents of the API: each public method delegates to the part
 that does the work (runtime/lifecycle.py opens and closes, runtime/starts.py
-starts, runtime/management.py inspects and changes, runtime/toolkit.py and
-runtime/messaging.py are the durable calls of workflow code, queues.py and
-schedules.py the queues and cron schedules).
+starts, runtime/management.py inspects and changes, runtime/calls.py runs
+the durable calls of workflow code (runtime/toolkit.py and
+runtime/messaging.py are their primitives; a Registry has the same calls),
+queues.py and schedules.py the queues and cron schedules).
 """
 
 from __future__ import annotations
 
 import functools
-import random as _random
-import uuid as _uuid
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from . import errors
@@ -28,16 +27,15 @@ from .operations.backup import BackupReport, backup_store
 from .queues import Queue, QueueManager
 from .registry import Binder, Registry
 from .runtime.assembly import assemble, positive
+from .runtime.calls import DurableCalls
 from .runtime.context import current, in_step
 from .runtime.coordination import POLL, Coordinator, RecoveryReport
 from .runtime.lifecycle import CLOSE_GRACE, Lifecycle
 from .runtime.management import Management
-from .runtime.messaging import Messaging
 from .runtime.registration import Registrations
 from .runtime.retention import GcReport, Retention
 from .runtime.starts import Starter, StartOptions
 from .runtime.steps import ATTEMPT, Step
-from .runtime.toolkit import Toolkit
 from .runtime.transactions import Transaction
 from .runtime.workflows import Workflow
 from .schedules import Schedule, ScheduleInfo, ScheduleManager
@@ -153,7 +151,8 @@ class Engine:
         self._queues, self._schedules, self._manage, self._life = p.queues, p.schedules, p.manage, p.life
         self._register, self._retention = p.register, p.retention
         # (its parts' methods, not the engine's: no reference cycle through the engine)
-        self._binder = Binder(p.runner, p.register, p.queues.queue, p.schedules.schedule)
+        self._calls = DurableCalls(p.toolkit, p.messaging)
+        self._binder = Binder(p.runner, p.register, p.queues.queue, p.schedules.schedule, self._calls)
         for each in (registry,) if isinstance(registry, Registry) else registry:
             self.include(each)
 
@@ -430,103 +429,99 @@ class Engine:
     def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
         return self._manage.resume(workflow_id)
 
-    # -- messages and events (runtime/messaging.py) -----------------------------------
+    # -- durable calls: messages, events, time, values, patches (runtime/calls.py) ----------
 
-    @documented(Messaging.send)
+    @documented(DurableCalls.send)
     def send(
         self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
     ) -> None:
-        self._toolkit.drive(self._messaging.send(workflow_id, message, topic, idempotency_key), "send")
+        self._calls.send(workflow_id, message, topic, idempotency_key)
 
+    @documented(DurableCalls.send_async)
     async def send_async(
         self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
     ) -> None:
-        await self._toolkit.drive_async(self._messaging.send(workflow_id, message, topic, idempotency_key))
+        await self._calls.send_async(workflow_id, message, topic, idempotency_key)
 
-    @documented(Messaging.send_many)
+    @documented(DurableCalls.send_many)
     def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
-        self._toolkit.drive(self._messaging.send_many(messages), "send_many")
+        self._calls.send_many(messages)
 
+    @documented(DurableCalls.send_many_async)
     async def send_many_async(self, messages: Iterable[tuple[Any, ...]]) -> None:
-        await self._toolkit.drive_async(self._messaging.send_many(messages))
+        await self._calls.send_many_async(messages)
 
-    @documented(Messaging.recv)
+    @documented(DurableCalls.recv)
     def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
-        return self._toolkit.drive(self._messaging.recv(topic, timeout, type), "recv")
+        return self._calls.recv(topic, timeout, type)
 
+    @documented(DurableCalls.recv_async)
     async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
-        return await self._toolkit.drive_async(self._messaging.recv(topic, timeout, type), "recv")
+        return await self._calls.recv_async(topic, timeout, type)
 
-    @documented(Messaging.set_event)
+    @documented(DurableCalls.set_event)
     def set_event(self, key: str, value: Any) -> None:
-        self._toolkit.drive(self._messaging.set_event(key, value), "set_event")
+        self._calls.set_event(key, value)
 
+    @documented(DurableCalls.set_event_async)
     async def set_event_async(self, key: str, value: Any) -> None:
-        await self._toolkit.drive_async(self._messaging.set_event(key, value))
+        await self._calls.set_event_async(key, value)
 
-    @documented(Messaging.get_event)
+    @documented(DurableCalls.get_event)
     def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
-        return self._toolkit.drive(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
+        return self._calls.get_event(workflow_id, key, timeout, type)
 
+    @documented(DurableCalls.get_event_async)
     async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
-        return await self._toolkit.drive_async(self._messaging.get_event(workflow_id, key, timeout, type), "get_event")
+        return await self._calls.get_event_async(workflow_id, key, timeout, type)
 
-    @documented(Messaging.get_all_events)
+    @documented(DurableCalls.get_all_events)
     def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
-        events: dict[str, Any] = self._toolkit.drive(
-            self._messaging.get_all_events(workflow_id, type), "get_all_events"
-        )
-        return events
+        return self._calls.get_all_events(workflow_id, type)
 
+    @documented(DurableCalls.get_all_events_async)
     async def get_all_events_async(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
-        events: dict[str, Any] = await self._toolkit.drive_async(self._messaging.get_all_events(workflow_id, type))
-        return events
+        return await self._calls.get_all_events_async(workflow_id, type)
 
-    # -- durable time, values and patches (runtime/toolkit.py) ---------------------------
-
-    @documented(Toolkit.sleep)
+    @documented(DurableCalls.sleep)
     def sleep(self, seconds: float) -> None:
-        self._toolkit.drive(self._toolkit.sleep(seconds), "sleep")
+        self._calls.sleep(seconds)
 
+    @documented(DurableCalls.sleep_async)
     async def sleep_async(self, seconds: float) -> None:
-        await self._toolkit.drive_async(self._toolkit.sleep(seconds), "sleep")
+        await self._calls.sleep_async(seconds)
 
+    @documented(DurableCalls.now)
     def now(self) -> datetime:
-        """The current time (UTC); inside a workflow, recorded and replayed."""
-        ts = self._toolkit.drive(self._toolkit.value("now", self._clock.now, float), "now")
-        return datetime.fromtimestamp(ts, UTC)
+        return self._calls.now()
 
+    @documented(DurableCalls.now_async)
     async def now_async(self) -> datetime:
-        ts = await self._toolkit.drive_async(self._toolkit.value("now", self._clock.now, float), "now")
-        return datetime.fromtimestamp(ts, UTC)
+        return await self._calls.now_async()
 
+    @documented(DurableCalls.random)
     def random(self) -> float:
-        """A float in [0, 1); inside a workflow, recorded and replayed."""
-        value: float = self._toolkit.drive(self._toolkit.value("random", _random.random, float), "random")
-        return value
+        return self._calls.random()
 
+    @documented(DurableCalls.random_async)
     async def random_async(self) -> float:
-        value: float = await self._toolkit.drive_async(self._toolkit.value("random", _random.random, float), "random")
-        return value
+        return await self._calls.random_async()
 
+    @documented(DurableCalls.uuid4)
     def uuid4(self) -> str:
-        """A random UUID string; inside a workflow, recorded and replayed."""
-        value: str = self._toolkit.drive(self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4")
-        return value
+        return self._calls.uuid4()
 
+    @documented(DurableCalls.uuid4_async)
     async def uuid4_async(self) -> str:
-        value: str = await self._toolkit.drive_async(
-            self._toolkit.value("uuid4", lambda: str(_uuid.uuid4()), str), "uuid4"
-        )
-        return value
+        return await self._calls.uuid4_async()
 
-    @documented(Toolkit.patched)
+    @documented(DurableCalls.patched)
     def patched(self, change: str) -> bool:
-        return self._toolkit.patched(change)
+        return self._calls.patched(change)
 
-    @documented(Toolkit.deprecate_patch)
+    @documented(DurableCalls.deprecate_patch)
     def deprecate_patch(self, change: str) -> bool:
-        return self._toolkit.deprecate_patch(change)
+        return self._calls.deprecate_patch(change)
 
     # -- queues (queues.py) ---------------------------------------------------------------
 

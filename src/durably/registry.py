@@ -16,6 +16,13 @@ declared workflow (or queue) runs on the one live engine it is bound to;
 bound to none it raises :class:`~durably.errors.UnboundError`, and bound to
 several it asks for ``engine.start(wf, ...)`` (which picks the engine).
 
+The durable calls of workflow code are on the registry too
+(``reg.sleep``, ``reg.now``, ``reg.patched``, ``reg.send``, ``reg.recv``,
+the events, and their ``_async`` forms): each resolves the same way, to the
+engine running the calling workflow (outside one: the one open engine
+bound), and is that engine's call (``runtime/calls.py``, written once).
+What the decorators return is in ``declared.py``.
+
 The engine's own ``Workflow``, ``Step`` and ``Transaction`` objects do the
 work: a declared call adds one dictionary lookup in front of them
 (``Runner.bound``), and nothing changes on the engine-bound path.
@@ -23,35 +30,33 @@ work: a declared call adds one dictionary lookup in front of them
 
 from __future__ import annotations
 
-import functools
-import inspect
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from types import MethodType
-from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast, overload
 
 from . import _registry, errors
 from ._names import check_name
-from ._signatures import as_enqueue, as_enqueue_async
+from ._signatures import documented
 from .codec import get_codec
+from .declared import DeclaredQueue, DeclaredStep, DeclaredTransaction, DeclaredWorkflow, bound_on, one_open
 from .queues import Queue
 from .runtime.assembly import positive
+from .runtime.calls import DurableCalls
 from .runtime.context import current
-from .runtime.steps import StepSpec, as_awaitable
+from .runtime.steps import StepSpec
 from .runtime.transactions import Transaction
-from .runtime.workflows import WorkflowSpec, _mark_coroutine_function
+from .runtime.workflows import WorkflowSpec
 from .schedules import Schedule as ScheduleDefinition
 from .store import Tx
 
 if TYPE_CHECKING:
-    from .handle import WorkflowHandle
     from .runtime.registration import Registrations
     from .runtime.runner import Runner
     from .schedules import Schedule
 
 P = ParamSpec("P")
 T = TypeVar("T")
-T_co = TypeVar("T_co", covariant=True)
 
 __all__ = ["Registry", "DeclaredWorkflow", "DeclaredStep", "DeclaredTransaction", "DeclaredQueue"]
 
@@ -60,176 +65,6 @@ _CHECK = get_codec("json")
 
 # engine.workflow's default (engine.MAX_RECOVERY_ATTEMPTS; not imported: engine imports this module)
 _MAX_RECOVERY_ATTEMPTS = 100
-
-
-class _Declared:
-    """What every declaration has: the function (or queue name), its
-    options, and the engines it is bound to (weakly: a test's engine is not
-    kept alive by the module that declared its workflows)."""
-
-    __slots__ = ("_what", "_runners", "__weakref__")
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._runners: weakref.WeakSet[Runner] = weakref.WeakSet()
-
-    def _bound_to(self, runner: Runner) -> Any:
-        """The engine object this declaration is on ``runner``'s engine, or UnboundError."""
-        bound = runner.bound.get(self)
-        if bound is None:
-            raise errors.UnboundError(
-                f"{self._what} is not bound to the engine running this workflow; bind its registry with "
-                "engine.include(registry) (or Engine(..., registry=registry))",
-                what=self._what,
-            )
-        return bound
-
-    def _outside(self) -> Any:
-        """The engine object to use outside a workflow: the one engine bound."""
-        runners = [r for r in list(self._runners) if _is_open(r)]
-        if not runners:
-            raise errors.UnboundError(
-                f"{self._what} is declared on a durably.Registry that no open engine includes; bind it with "
-                "engine.include(registry) (or Engine(..., registry=registry)) and open it before calling it",
-                what=self._what,
-            )
-        if len(runners) > 1:
-            raise errors.UsageError(
-                f"{self._what} is bound to {len(runners)} engines; outside a workflow say which one runs it "
-                "(engine.start(workflow, ...), engine.run(...), engine.enqueue(queue, ...))"
-            )
-        return runners[0].bound[self]
-
-
-class _DeclaredFunction(_Declared):
-    """A declared workflow, step or transaction step: it looks like the
-    function it wraps (name, docstring, signature), binds as a method in a
-    class body and pickles by reference, as the engine's objects do."""
-
-    __slots__ = ("fn", "name", "aliases", "__dict__")
-    _kind = "function"
-
-    def __init__(self, fn: Callable[..., Any], name: str, aliases: tuple[str, ...]) -> None:
-        super().__init__(f"{self._kind} {name!r}")
-        self.fn, self.name, self.aliases = fn, name, aliases
-        functools.update_wrapper(cast(Any, self), fn)  # (callable: each subclass has its __call__)
-        if _is_async(fn):  # its call returns an awaitable, as the coroutine function did
-            _mark_coroutine_function(self)
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        return self if obj is None else MethodType(cast(Any, self), obj)
-
-    def __reduce__(self) -> str:
-        return str(self.__dict__["__qualname__"])  # pickled by reference, as the function it replaces was
-
-    def __repr__(self) -> str:
-        return f"<durably declared {self._kind} {self.name!r}>"
-
-
-class DeclaredWorkflow(_DeclaredFunction, Generic[P, T_co]):
-    """What ``@registry.workflow`` returns: call it as the function it wraps.
-
-    In a workflow it starts a child on the engine running that workflow and
-    waits for it; outside one it runs on the engine its registry is bound
-    to. ``engine.start(wf, ...)`` and ``engine.run`` accept it on any engine
-    that includes its registry."""
-
-    __slots__ = ("__durably_declared__", "max_recovery_attempts", "is_async")
-    _kind = "workflow"
-
-    def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], max_recovery_attempts: int) -> None:
-        super().__init__(fn, name, aliases)
-        self.__durably_declared__ = self  # engine.start's look-up (Starter.spec)
-        self.max_recovery_attempts = max_recovery_attempts
-        self.is_async = _is_async(fn)
-
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
-        ctx = current.get()
-        bound = self._outside() if ctx is None else self._bound_to(ctx.runner)
-        result: T_co = bound(*args, **kwargs)
-        return result
-
-
-class DeclaredStep(_DeclaredFunction, Generic[P, T_co]):
-    """What ``@registry.step`` returns: in a workflow, the step of the engine
-    running it; outside a workflow (or in a step body), a plain call."""
-
-    __slots__ = ("policy",)
-    _kind = "step"
-
-    def __init__(self, fn: Callable[P, T_co], name: str, aliases: tuple[str, ...], policy: tuple[Any, ...]) -> None:
-        super().__init__(fn, name, aliases)
-        self.policy = policy
-
-    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
-        """The call from an async workflow, typed as awaitable (``Step.aio``)."""
-        return as_awaitable(self(*args, **kwargs))
-
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
-        ctx = current.get()
-        if ctx is None:
-            plain: T_co = self.fn(*args, **kwargs)  # a plain call, as an engine's step outside a workflow
-            return plain
-        result: T_co = self._bound_to(ctx.runner)(*args, **kwargs)
-        return result
-
-
-class DeclaredTransaction(_DeclaredFunction, Generic[P, T_co]):
-    """What ``@registry.transaction`` returns: the transaction step of the
-    engine running the calling workflow (``db`` passed first by it)."""
-
-    __slots__ = ("budget",)
-    _kind = "transaction step"
-
-    def __init__(
-        self, fn: Callable[Concatenate[Tx, P], T_co], name: str, aliases: tuple[str, ...], budget: float | None
-    ) -> None:
-        super().__init__(fn, name, aliases)
-        self.budget = budget
-
-    def aio(self, /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T_co]:
-        """The call from an async workflow, typed as awaitable (``Step.aio``)."""
-        return as_awaitable(self(*args, **kwargs))
-
-    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> T_co:
-        ctx = current.get()
-        if ctx is None:
-            raise errors.UsageError(
-                f"transaction step {self.name!r} was called outside a workflow; it needs the engine's "
-                "writer (call it from a workflow, or wrap it in one)"
-            )
-        result: T_co = self._bound_to(ctx.runner)(*args, **kwargs)
-        return result
-
-
-class DeclaredQueue(_Declared):
-    """What ``registry.queue(name, ...)`` returns: ``enqueue`` puts a
-    workflow on the queue of that name of the engine running the calling
-    workflow (outside a workflow: of the one engine bound)."""
-
-    __slots__ = ("name", "concurrency", "rate_limit")
-
-    def __init__(self, name: str, concurrency: int | None, rate_limit: tuple[int, float] | None) -> None:
-        super().__init__(f"queue {name!r}")
-        self.name, self.concurrency, self.rate_limit = name, concurrency, rate_limit
-
-    def __repr__(self) -> str:
-        return f"<durably declared queue {self.name!r}>"
-
-    def _here(self) -> Queue:
-        ctx = current.get()
-        bound: Queue = self._outside() if ctx is None else self._bound_to(ctx.runner)
-        return bound
-
-    @as_enqueue
-    def enqueue(self, workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
-        """``Queue.enqueue`` on the queue this resolves to."""
-        return self._here().enqueue(workflow, *args, **kwargs)
-
-    @as_enqueue_async
-    async def enqueue_async(self, workflow: Any, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]:
-        """``Queue.enqueue_async`` on the queue this resolves to."""
-        return await self._here().enqueue_async(workflow, *args, **kwargs)
 
 
 class _Schedule:
@@ -243,12 +78,12 @@ class _Schedule:
 
 class Binder:
     """What a registry binds through: an engine's runner, its registrations,
-    and its queue manager's ``queue`` and schedule manager's ``schedule``
-    (parts, not the engine: nothing here refers back to it). The engine
-    holds its binder; a registry holds it weakly, so a test's engine is not
-    kept alive by the module that declared its workflows."""
+    its queue manager's ``queue`` and schedule manager's ``schedule``, and
+    its durable calls (parts, not the engine: nothing here refers back to
+    it). The engine holds its binder; a registry holds it weakly, so a
+    test's engine is not kept alive by the module that declared its workflows."""
 
-    __slots__ = ("runner", "register", "queue", "schedule", "__weakref__")
+    __slots__ = ("runner", "register", "queue", "schedule", "calls", "__weakref__")
 
     def __init__(
         self,
@@ -256,8 +91,10 @@ class Binder:
         register: Registrations,
         queue: Callable[..., Queue],
         schedule: Callable[..., Schedule],
+        calls: DurableCalls,
     ) -> None:
         self.runner, self.register, self.queue, self.schedule = runner, register, queue, schedule
+        self.calls = calls
 
 
 Declaration = (
@@ -286,18 +123,6 @@ def _bind_one(engine: Binder, item: Declaration) -> None:
     item._runners.add(runner)
 
 
-def _is_open(runner: Runner) -> bool:
-    try:
-        runner.check_open()
-    except errors.DurablyError:
-        return False
-    return True
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
 class Registry:
     """Workflows, steps, transaction steps, queues and schedules declared
     without an engine; bind them with ``Engine(..., registry=reg)`` or
@@ -309,6 +134,14 @@ class Registry:
     workflow recorded by an engine-bound decorator is recovered by its
     declared twin and the reverse.
 
+    The engine's durable calls are here too, for declared workflow code
+    (``sleep``, ``now``, ``random``, ``uuid4``, ``patched``,
+    ``deprecate_patch``, ``send``, ``send_many``, ``recv``, ``set_event``,
+    ``get_event``, ``get_all_events``, and their ``_async`` forms): each is
+    the call of the engine running the calling workflow; outside a workflow,
+    of the one open engine this registry is bound to (UnboundError with
+    none, UsageError with several: call that engine's method instead).
+
     Example::
 
         reg = durably.Registry()
@@ -318,6 +151,7 @@ class Registry:
 
         @reg.workflow()
         def crawl(url: str) -> int:
+            reg.sleep(60)  # durable: on the engine running crawl
             return len(fetch(url))
 
         engine = durably.Engine("app.db", registry=reg)
@@ -347,7 +181,7 @@ class Registry:
             return
         for item in self._declared:
             _bind_one(engine, item)
-        runner.bound[self] = self
+        runner.bound[self] = engine.calls  # what the registry's durable calls resolve to there
         self._engines.add(engine)
 
     @overload
@@ -484,6 +318,111 @@ class Registry:
         check_name(name, "schedule name")
         ScheduleDefinition(name, cron, "", missed, tz)  # the definition checked now
         self._add(_Schedule(name, cron, workflow, missed, tz))
+
+    # -- the durable calls of workflow code (runtime/calls.py), on the engine they resolve to --
+
+    def _calls(self, call: str) -> DurableCalls:
+        """The durable calls of the engine running the calling workflow (or
+        step body); outside a workflow, of the one open engine bound."""
+        what = f"registry.{call}()"
+        ctx = current.get()
+        if ctx is not None:
+            calls: DurableCalls = bound_on(ctx.runner, self, what)
+            return calls
+        runner = one_open(what, (e.runner for e in list(self._engines)), f"call engine.{call}() on it")
+        return cast(DurableCalls, runner.bound[self])
+
+    @documented(DurableCalls.send)
+    def send(
+        self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> None:
+        self._calls("send").send(workflow_id, message, topic, idempotency_key)
+
+    @documented(DurableCalls.send_async)
+    async def send_async(
+        self, workflow_id: str, message: Any, topic: str | None = None, idempotency_key: str | None = None
+    ) -> None:
+        await self._calls("send_async").send_async(workflow_id, message, topic, idempotency_key)
+
+    @documented(DurableCalls.send_many)
+    def send_many(self, messages: Iterable[tuple[Any, ...]]) -> None:
+        self._calls("send_many").send_many(messages)
+
+    @documented(DurableCalls.send_many_async)
+    async def send_many_async(self, messages: Iterable[tuple[Any, ...]]) -> None:
+        await self._calls("send_many_async").send_many_async(messages)
+
+    @documented(DurableCalls.recv)
+    def recv(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
+        return self._calls("recv").recv(topic, timeout, type)
+
+    @documented(DurableCalls.recv_async)
+    async def recv_async(self, topic: str | None = None, timeout: float | None = None, type: Any = None) -> Any:
+        return await self._calls("recv_async").recv_async(topic, timeout, type)
+
+    @documented(DurableCalls.set_event)
+    def set_event(self, key: str, value: Any) -> None:
+        self._calls("set_event").set_event(key, value)
+
+    @documented(DurableCalls.set_event_async)
+    async def set_event_async(self, key: str, value: Any) -> None:
+        await self._calls("set_event_async").set_event_async(key, value)
+
+    @documented(DurableCalls.get_event)
+    def get_event(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
+        return self._calls("get_event").get_event(workflow_id, key, timeout, type)
+
+    @documented(DurableCalls.get_event_async)
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float | None = None, type: Any = None) -> Any:
+        return await self._calls("get_event_async").get_event_async(workflow_id, key, timeout, type)
+
+    @documented(DurableCalls.get_all_events)
+    def get_all_events(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
+        return self._calls("get_all_events").get_all_events(workflow_id, type)
+
+    @documented(DurableCalls.get_all_events_async)
+    async def get_all_events_async(self, workflow_id: str, type: Any = None) -> dict[str, Any]:
+        return await self._calls("get_all_events_async").get_all_events_async(workflow_id, type)
+
+    @documented(DurableCalls.sleep)
+    def sleep(self, seconds: float) -> None:
+        self._calls("sleep").sleep(seconds)
+
+    @documented(DurableCalls.sleep_async)
+    async def sleep_async(self, seconds: float) -> None:
+        await self._calls("sleep_async").sleep_async(seconds)
+
+    @documented(DurableCalls.now)
+    def now(self) -> datetime:
+        return self._calls("now").now()
+
+    @documented(DurableCalls.now_async)
+    async def now_async(self) -> datetime:
+        return await self._calls("now_async").now_async()
+
+    @documented(DurableCalls.random)
+    def random(self) -> float:
+        return self._calls("random").random()
+
+    @documented(DurableCalls.random_async)
+    async def random_async(self) -> float:
+        return await self._calls("random_async").random_async()
+
+    @documented(DurableCalls.uuid4)
+    def uuid4(self) -> str:
+        return self._calls("uuid4").uuid4()
+
+    @documented(DurableCalls.uuid4_async)
+    async def uuid4_async(self) -> str:
+        return await self._calls("uuid4_async").uuid4_async()
+
+    @documented(DurableCalls.patched)
+    def patched(self, change: str) -> bool:
+        return self._calls("patched").patched(change)
+
+    @documented(DurableCalls.deprecate_patch)
+    def deprecate_patch(self, change: str) -> bool:
+        return self._calls("deprecate_patch").deprecate_patch(change)
 
 
 def _step_names(fn: Callable[..., Any], name: str | None, aliases: Iterable[str]) -> tuple[str, tuple[str, ...]]:

@@ -6,6 +6,7 @@ reportUnnecessaryTypeIgnoreComment turn a regression into a failure)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, assert_type
 
 import durably
@@ -65,6 +66,28 @@ def d_flow(x: int) -> str:
 @reg.workflow()
 async def d_flow_async(x: int) -> int:
     return x
+
+
+@reg.workflow()
+def d_durable_calls(to: str) -> str:
+    """The engine's durable calls on the registry, typed as the engine's."""
+    reg.sleep(3 * 86400)
+    assert_type(reg.now(), datetime)
+    assert_type(reg.random(), float)
+    assert_type(reg.patched("change"), bool)
+    assert_type(reg.recv("topic", timeout=5.0), Any)
+    assert_type(reg.get_all_events(to), dict[str, Any])
+    reg.send(to, "hello", topic="greeting")
+    reg.sleep("3 days")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    return reg.uuid4()
+
+
+@reg.workflow()
+async def d_durable_calls_async(to: str) -> str:
+    await reg.sleep_async(60)
+    assert_type(await reg.now_async(), datetime)
+    await reg.send_async(to, "hello")
+    return await reg.uuid4_async()
 
 
 queue = engine.queue("q")

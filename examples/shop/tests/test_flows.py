@@ -1,6 +1,6 @@
 """The shop's workflows on the plugin's engines: in virtual time (the
-charge's retry waits on the engine's clock, so it takes no real time), on a
-file, and through the queue."""
+charge's retry and the three days before the review request wait on the
+engine's clock, so they take no real time), on a file, and through the queue."""
 
 from __future__ import annotations
 
@@ -11,19 +11,37 @@ from typing import Any
 import pytest
 
 import durably
-from examples.shop.flows import GatewayBusy, OutOfStock, fulfil, nightly
+from examples.shop.flows import REVIEW_DELAY, GatewayBusy, OutOfStock, fulfil, nightly
 
 
-def test_an_order_is_reserved_charged_and_shipped(
-    durably_run: Callable[..., Any], durably_steps: Callable[..., Any], outbox: Path
+def test_an_order_is_reserved_charged_shipped_and_reviewed_three_days_later(
+    durably_run: Callable[..., Any],
+    durably_steps: Callable[..., Any],
+    durably_clock: durably.VirtualClock,
+    outbox: Path,
 ) -> None:
+    start = durably_clock.now()
     parcel = durably_run(fulfil, "o-1", "book", 2, 2400, workflow_id="o-1")
     assert parcel == "parcel-o-1-book"
     # The gateway was busy once: charge ran twice (its retry waited 2 s of
-    # virtual time) and recorded one outcome.
-    durably_steps("o-1", ["reserve", ("charge", "ch-o-1-2400"), ("ship", "parcel-o-1-book")])
+    # virtual time) and recorded one outcome. After shipping, the order
+    # waited three days of virtual time (reg.sleep, on this engine's clock)
+    # and asked for a review.
+    durably_steps(
+        "o-1",
+        [
+            "reserve",
+            ("charge", "ch-o-1-2400"),
+            ("ship", "parcel-o-1-book"),
+            "set_event:parcel",
+            "sleep",
+            ("review_request", "how was parcel-o-1-book?"),
+        ],
+    )
+    assert durably_clock.now() - start >= REVIEW_DELAY == 3 * 86400
     assert (outbox / "attempts-o-1").read_text() == "2"
     assert (outbox / "reserved-o-1").read_text() == "2 x book"
+    assert (outbox / "review-o-1").read_text() == "how was parcel-o-1-book?"
 
 
 def test_out_of_stock_charges_nothing(
@@ -46,10 +64,16 @@ def test_a_gateway_that_stays_busy_releases_the_reservation(
     assert not (outbox / "reserved-busy-3").exists()
 
 
-def test_on_a_file_the_same_declarations_run(durably_engine: durably.Engine) -> None:
-    durably_engine.run(fulfil, "o-4", "book", 1, 1200, workflow_id="o-4")
+def test_on_a_file_the_same_declarations_run(durably_engine: durably.Engine, outbox: Path) -> None:
+    """In real time: the order ships (its "parcel" event) and waits its three
+    days for the review request, durably (a restart wakes it on time)."""
+    durably_engine.start(fulfil, "o-4", "book", 1, 1200, workflow_id="o-4")
+    assert durably_engine.get_event("o-4", "parcel", timeout=30) == "parcel-o-4-book"
     again = durably_engine.start(fulfil, "o-4", "book", 1, 1200, workflow_id="o-4")  # an idempotency key
-    assert again.result() == "parcel-o-4-book"
+    assert again.workflow_id == "o-4" and again.status() == "PENDING"
+    recorded = [s.name for s in durably_engine.steps("o-4")]  # the event committed with its step
+    assert recorded[:4] == ["shop.reserve", "shop.charge", "shop.ship", "set_event:parcel"]
+    assert not (outbox / "review-o-4").exists()
 
 
 def test_a_night_of_orders_through_the_queue(durably_run: Callable[..., Any]) -> None:

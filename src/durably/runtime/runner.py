@@ -93,7 +93,7 @@ class Runner:
         # (the aliases of a step; "start:"/"enqueue:" + a workflow's aliases).
         self.accepted: dict[str, frozenset[str]] = {}
         # A declaration of a durably.Registry -> what it is on this engine
-        # (its Workflow, Step, Transaction, Queue); a bound registry -> itself.
+        # (its Workflow, Step, Transaction, Queue); a bound registry -> the engine's DurableCalls.
         self.bound: dict[object, Any] = {}
         self.codec = codec
         self.clock = clock
