@@ -27,6 +27,16 @@ def qualname(cls: type) -> str:
     return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
 
 
+def type_name(value: object) -> str:
+    """``value``'s class, as :func:`qualname` spells it."""
+    return qualname(type(value))
+
+
+def class_of(value: object) -> Any:
+    """``type(value)``, typed Any: a model's class attributes are read off it."""
+    return type(value)
+
+
 class Unencodable(TypeError):
     """``enc_hook``'s refusal; ``type_name`` is the type that failed."""
 
@@ -48,9 +58,9 @@ def enc_hook(obj: Any) -> Any:
     """A Pydantic model as its JSON-mode dump (by alias when it validates by
     alias, computed fields left out: what ``model_validate_json`` takes back)."""
     base = model_base()
-    name = qualname(type(obj))
+    name = type_name(obj)
     if base is not None and isinstance(obj, base):
-        by_alias = bool(type(obj).model_config.get("validate_by_alias", True))
+        by_alias = bool(class_of(obj).model_config.get("validate_by_alias", True))
         try:
             return obj.model_dump(mode="json", by_alias=by_alias, round_trip=True)
         except Exception as exc:  # e.g. bytes that are not UTF-8
@@ -82,7 +92,7 @@ def field_names(value: Any) -> list[str] | None:
     """The field names of an attrs instance or a Pydantic model (for the walk
     that finds NaN and infinity), else None. A model that serializes them as
     strings gets them back, so it has nothing to refuse."""
-    cls = type(value)
+    cls = class_of(value)
     attrs_fields = getattr(cls, "__attrs_attrs__", None)
     if attrs_fields is not None:
         return [a.name for a in attrs_fields]

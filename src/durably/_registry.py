@@ -17,7 +17,7 @@ old registration silently.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from . import errors
 from ._names import check_name, default_name
@@ -39,7 +39,7 @@ def names_of(fn: Callable[..., Any], name: str | None, aliases: Any, what: str) 
         raise errors.UsageError(
             f"{what} aliases must be a tuple of names (e.g. aliases=('old.name',)), not {aliases!r}"
         )
-    extra = [check_name(a, f"{what} alias") for a in aliases]
+    extra = [check_name(a, f"{what} alias") for a in cast("Iterable[object]", aliases)]
     if not name:  # None (or "", as before): the default name
         name, old = default_name(fn)
         if old is not None:

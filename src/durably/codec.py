@@ -21,14 +21,15 @@ import math
 import pickle
 import sys
 import typing
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, cast
 
 import msgspec
 
 from . import errors
 from ._codec_hooks import Unencodable, dec_hook, enc_hook, field_names
 from ._codec_hooks import qualname as _qualname
+from ._codec_hooks import type_name as _type_name
 
 Decoder = Callable[[Any], Any]
 
@@ -40,7 +41,7 @@ Where = Any
 
 def describe(where: Where) -> str:
     if isinstance(where, tuple):
-        what, name, workflow_id, position = where
+        what, name, workflow_id, position = cast("tuple[Any, Any, Any, Any]", where)
         return f"{what} {name!r} (workflow {workflow_id!r}, position {position})"
     return str(where)
 
@@ -192,7 +193,7 @@ class JsonCodec(Codec):
         try:
             text = self._encoder.encode(value).decode()
         except RecursionError as exc:  # a cyclic value, or one nested past msgspec's limit
-            type_name = _qualname(type(value))
+            type_name = _type_name(value)
             where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot encode a value of type {type_name} as JSON: it is cyclic or nested "
@@ -201,7 +202,7 @@ class JsonCodec(Codec):
                 type_name=type_name,
             ) from exc
         except (TypeError, msgspec.EncodeError, OverflowError, ValueError) as exc:
-            outer = _qualname(type(value))
+            outer = _type_name(value)
             # The type that failed (enc_hook saw it), not the list around it.
             type_name = exc.type_name if isinstance(exc, Unencodable) else outer
             inside = "" if type_name == outer else f" (inside a {outer})"
@@ -264,7 +265,7 @@ class PickleCodec(Codec):
         try:
             return pickle.dumps(value, protocol=5)
         except Exception as exc:
-            type_name = _qualname(type(value))
+            type_name = _type_name(value)
             where = describe(where)
             raise errors.SerializationError(
                 f"{where}: cannot pickle a value of type {type_name} ({exc})",
@@ -358,9 +359,10 @@ def _non_finite(value: Any, depth: int) -> bool:
     if isinstance(value, (str, bytes, int)) or value is None:
         return False
     if isinstance(value, dict):
-        return any(_non_finite(k, depth + 1) or _non_finite(v, depth + 1) for k, v in value.items())
+        items = cast("Mapping[Any, Any]", value).items()
+        return any(_non_finite(k, depth + 1) or _non_finite(v, depth + 1) for k, v in items)
     if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_non_finite(v, depth + 1) for v in value)
+        return any(_non_finite(v, depth + 1) for v in cast("Iterable[Any]", value))
     fields = getattr(value, "__struct_fields__", None)
     if fields is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = [f.name for f in dataclasses.fields(value)]

@@ -11,8 +11,8 @@ they wait for visible.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
 
 import msgspec
 
@@ -23,6 +23,11 @@ from .context import current, workflow_context
 from .toolkit import BLOCK, WAITER, Gen, Toolkit, name_arg, replayed_outcome, seconds_arg
 
 Message = tuple[str, str | None, Any]  # (destination, topic, encoded payload): what the store inserts
+
+
+def _entry(given: object) -> Sequence[Any] | None:
+    """One item of send_many(): a tuple or a list, else None."""
+    return cast("Sequence[Any]", given) if isinstance(given, (tuple, list)) else None
 
 
 def _topic(topic: Any) -> str | None:
@@ -95,15 +100,17 @@ class Messaging:
 
     def _messages(self, messages: Any) -> list[Message]:
         if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Iterable):
+            kind = type(cast(object, messages)).__name__
             raise errors.UsageError(
-                f"send_many() takes an iterable of (workflow_id, message[, topic]) tuples, not {type(messages).__name__}"
+                f"send_many() takes an iterable of (workflow_id, message[, topic]) tuples, not {kind}"
             )
         out: list[Message] = []
-        for i, item in enumerate(messages):
-            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+        for i, given in enumerate(cast("Iterable[object]", messages)):
+            item = _entry(given)
+            if item is None or len(item) not in (2, 3):
                 raise errors.UsageError(
                     f"send_many() item {i} must be a (workflow_id, message) or (workflow_id, message, topic) "
-                    f"tuple, not {repr(item)[:80]}"
+                    f"tuple, not {repr(given)[:80]}"
                 )
             dest = name_arg(item[0], f"send_many() item {i} workflow_id")
             topic = _topic(item[2] if len(item) == 3 else None)

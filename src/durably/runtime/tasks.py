@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 # asyncio's own map of running loop -> current task (a dict in CPython's C
 # module; private, so read with getattr: None on another asyncio).
-_CURRENT: Any = getattr(asyncio.tasks, "_current_tasks", None)
+_CURRENT: dict[Any, Any] | None = getattr(asyncio.tasks, "_current_tasks", None)
 
 
 def _current_task(loop: Any) -> Any:
@@ -36,7 +36,7 @@ def _current_task(loop: Any) -> Any:
 
 # ``asyncio.current_task()`` for a known running loop: a dict lookup (20 ns)
 # instead of 230 ns; the hot async path calls it twice per step.
-current_task = _CURRENT.get if type(_CURRENT) is dict else _current_task
+current_task: Callable[[Any], Any] = _CURRENT.get if type(_CURRENT) is dict else _current_task
 
 
 def _from_loop_shutdown() -> bool:

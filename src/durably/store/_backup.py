@@ -34,6 +34,7 @@ from urllib.parse import quote
 import apsw
 
 from .. import _crash, errors
+from ._apsw import Connection
 from ._checkpoint import CLOSED, SET_MARK
 from ._connection import connect, is_memory
 from ._errors import map_error
@@ -132,7 +133,7 @@ def _header(path: str, vfs: str | None) -> tuple[int, int]:
     """(application_id, user_version) of the main file, read without creating or changing anything."""
     uri = f"file:{quote(os.path.abspath(path))}?immutable=1"
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
-    conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+    conn = Connection(uri, flags=flags, vfs=vfs) if vfs else Connection(uri, flags=flags)
     try:
         return conn.pragma("application_id"), conn.pragma("user_version")
     finally:
@@ -143,12 +144,13 @@ def _copy(source: str, tmp: str, vfs: str | None, step_pages: int) -> tuple[int,
     """Copy one snapshot of ``source`` into ``tmp``, then close the copy's mark."""
     src = connect(source, "full", vfs=vfs)  # no checkpoint on close (a crashed file's -wal stays)
     try:
-        out = apsw.Connection(tmp, vfs=vfs) if vfs else apsw.Connection(tmp)
+        out = Connection(tmp, vfs=vfs) if vfs else Connection(tmp)
         try:
             os.chmod(tmp, 0o600)
             out.pragma("synchronous", 2)  # FULL: the copy's commits and checkpoint are fsynced
             src.execute("BEGIN")
             src.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot, held to the end
+            pages = 0  # (apsw types the backup's __exit__ as one that may swallow an error: it does not)
             with out.backup("main", src, "main") as copying:
                 while not copying.step(step_pages):
                     if _crash.ARMED:
@@ -165,7 +167,7 @@ def _copy(source: str, tmp: str, vfs: str | None, step_pages: int) -> tuple[int,
     return pages, page_size
 
 
-def _close_mark(out: apsw.Connection) -> None:
+def _close_mark(out: Connection) -> None:
     """The copy is a closed database with no executor running on it."""
     tables = {row[0] for row in out.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
     out.execute("BEGIN IMMEDIATE")
@@ -191,7 +193,7 @@ def _sync_file(path: str) -> None:
 def pages_of(path: str) -> tuple[int, int]:
     """(pages, page size) of the closed database file ``path``, read as it is."""
     uri = f"file:{quote(os.path.abspath(path))}?immutable=1"
-    conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+    conn = Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
     try:
         return conn.pragma("page_count"), conn.pragma("page_size")
     finally:

@@ -65,6 +65,7 @@ import time
 import apsw
 
 from .. import errors
+from ._apsw import Connection
 from ._connection import WAL_AUTOCHECKPOINT
 
 CLOSED, CHECKPOINTED, PAST = 0, 1, 2
@@ -91,7 +92,7 @@ _MARK_CHECKPOINTED = (
 )
 
 
-def mark(conn: apsw.Connection) -> object:
+def mark(conn: Connection) -> object:
     """The crash mark as ``conn`` sees it (the latest committed value)."""
     return conn.execute(_MARK).get
 
@@ -114,7 +115,7 @@ class Checkpointer:
         """The mark an opening engine commits."""
         return EXTERNAL if self.external else CHECKPOINTED
 
-    def due(self, writer: apsw.Connection) -> bool:
+    def due(self, writer: Connection) -> bool:
         """Whether a checkpoint is due now (cheap: at most one look per LOOK_EVERY)."""
         now = time.monotonic()
         if self.external or now < self._next_look:
@@ -125,7 +126,7 @@ class Checkpointer:
         frames, _ = writer.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_NOOP)
         return frames >= FRAMES
 
-    def run(self, writer: apsw.Connection, reader: apsw.Connection, read_lock: threading.Lock) -> bool:
+    def run(self, writer: Connection, reader: Connection, read_lock: threading.Lock) -> bool:
         """Copy the WAL into the main file ending on a state marked
         CHECKPOINTED, then mark the WAL's states PAST again. True when the
         copy was complete.

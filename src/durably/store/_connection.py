@@ -13,6 +13,7 @@ import apsw
 import apsw.bestpractice
 
 from .. import errors
+from ._apsw import Connection
 from ._errors import map_error
 
 BUSY_TIMEOUT_MS = 5000
@@ -48,14 +49,14 @@ def expected_pragmas(path: str, synchronous: str) -> dict[str, object]:
     }
 
 
-def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | None = None) -> apsw.Connection:
+def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | None = None) -> Connection:
     """Open one engine connection with the durable PRAGMAs, or raise StorageError."""
     creating = not is_memory(path) and not os.path.exists(path)
     flags = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     if readonly:
         flags = apsw.SQLITE_OPEN_READONLY
     try:
-        conn = apsw.Connection(path, flags=flags, vfs=vfs) if vfs else apsw.Connection(path, flags=flags)
+        conn = Connection(path, flags=flags, vfs=vfs) if vfs else Connection(path, flags=flags)
     except apsw.Error as exc:
         raise map_error(exc, path) from exc
     try:
@@ -83,14 +84,14 @@ def connect(path: str, synchronous: str, *, readonly: bool = False, vfs: str | N
     return conn
 
 
-def close_clean(conn: apsw.Connection) -> None:
+def close_clean(conn: Connection) -> None:
     """Close a connection letting SQLite checkpoint and remove the -wal (when
     it is the last one): only after the file was marked cleanly closed."""
     conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0)
     conn.close()
 
 
-def _configure(conn: apsw.Connection, path: str, synchronous: str) -> None:
+def _configure(conn: Connection, path: str, synchronous: str) -> None:
     # Our own connection only: never bestpractice.apply() (process-wide).
     apsw.bestpractice.connection_dqs(conn)
     conn.setbusytimeout(BUSY_TIMEOUT_MS)
@@ -106,12 +107,12 @@ def _configure(conn: apsw.Connection, path: str, synchronous: str) -> None:
     check_pragmas(conn, path, synchronous)
 
 
-def read_pragmas(conn: apsw.Connection) -> dict[str, object]:
+def read_pragmas(conn: Connection) -> dict[str, object]:
     """Current values of the PRAGMAs durably sets."""
     return {name: conn.pragma(name) for name in expected_pragmas(":memory:", "full")}
 
 
-def check_pragmas(conn: apsw.Connection, path: str, synchronous: str) -> None:
+def check_pragmas(conn: Connection, path: str, synchronous: str) -> None:
     got = read_pragmas(conn)
     want = expected_pragmas(path, synchronous)
     wrong = {k: (got[k], v) for k, v in want.items() if got[k] != v}

@@ -83,7 +83,7 @@ class Stats:
     steps: int
     messages: int
     events: int
-    queued: dict[str, int] = field(default_factory=dict)
+    queued: dict[str, int] = field(default_factory=dict[str, int])
     executors: int = 0
     schedules: int = 0
     journal_batches: int = 0

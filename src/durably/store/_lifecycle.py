@@ -23,6 +23,7 @@ import apsw
 
 from .. import _logs, errors
 from . import _executors
+from ._apsw import Connection
 from ._checkpoint import CHECKPOINTED, CLOSED, EXTERNAL, PAST, mark
 from ._connection import close_clean, connect, is_memory
 from ._errors import map_error
@@ -35,7 +36,7 @@ CHECKS = ("auto", "always", "never")
 log = _logs.get("durably.store")
 
 
-def create(path: str, synchronous: str, vfs: str | None, migrate: Callable[[apsw.Connection], None]) -> None:
+def create(path: str, synchronous: str, vfs: str | None, migrate: Callable[[Connection], None]) -> None:
     """Create ``path`` atomically: build it under a temporary name, then rename."""
     tmp = f"{path}.init-{os.getpid()}"
     for suffix in ("", "-wal", "-shm", "-journal"):
@@ -118,7 +119,7 @@ def _litestream_hint(path: str, vfs: str | None) -> str:
     uri = immutable_uri(path)
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     try:
-        conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+        conn = Connection(uri, flags=flags, vfs=vfs) if vfs else Connection(uri, flags=flags)
         try:
             replicated = conn.execute("SELECT 1 FROM sqlite_schema WHERE name = '_litestream_seq'").get
         finally:
@@ -145,7 +146,7 @@ def _main_file_mark(path: str, vfs: str | None) -> object:
     uri = immutable_uri(path)
     flags = apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI
     try:
-        conn = apsw.Connection(uri, flags=flags, vfs=vfs) if vfs else apsw.Connection(uri, flags=flags)
+        conn = Connection(uri, flags=flags, vfs=vfs) if vfs else Connection(uri, flags=flags)
     except apsw.Error:
         return None
     try:
@@ -180,7 +181,7 @@ def accept_wal_loss(path: str, vfs: str | None = None) -> None:
     close_clean(conn)
 
 
-def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> None:
+def vet(conn: Connection, path: str, wal_size: int | None, check: str) -> None:
     """Refuse a crashed database whose WAL is gone, a truncated one, and
     (after a crash, or always) one failing quick_check. Runs before any
     migration writes to the file."""
@@ -215,7 +216,7 @@ def vet(conn: apsw.Connection, path: str, wal_size: int | None, check: str) -> N
             )
 
 
-def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
+def check_codec(conn: Connection, path: str, codec: str) -> None:
     """Record the values codec at the first open; refuse another one later
     (JSON text decoded as pickle, or the reverse, would fail every pending
     workflow)."""
@@ -232,7 +233,7 @@ def check_codec(conn: apsw.Connection, path: str, codec: str) -> None:
         )
 
 
-def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None, value: int = CHECKPOINTED) -> None:
+def mark_open(conn: Connection, register: tuple[Any, ...] | None = None, value: int = CHECKPOINTED) -> None:
     """Mark the (migrated) file open, so a crash is told from a clean close;
     with ``register`` (the arguments of ``_executors.register``), register
     this executor in the same transaction: a process closing meanwhile then
@@ -252,7 +253,7 @@ def mark_open(conn: apsw.Connection, register: tuple[Any, ...] | None = None, va
         raise
 
 
-def mark_closed(conn: apsw.Connection, external: bool = False) -> None:
+def mark_closed(conn: Connection, external: bool = False) -> None:
     """Clear the mark and fold the WAL into the main file (a clean close
     leaves no WAL content to lose). ``external``: another program holds a
     read transaction open for good (Litestream), which a TRUNCATE would wait
@@ -261,7 +262,7 @@ def mark_closed(conn: apsw.Connection, external: bool = False) -> None:
     conn.execute(f"PRAGMA wal_checkpoint({'PASSIVE' if external else 'TRUNCATE'})")
 
 
-def migrate(store: Store, conn: apsw.Connection) -> None:
+def migrate(store: Store, conn: Connection) -> None:
     """Create or migrate the schema of ``conn``'s file in one transaction
     (``MIGRATIONS`` keyed by user_version); refuse a foreign or newer file."""
     try:
@@ -275,7 +276,7 @@ def _schema_error(store: Store, message: str, version: int) -> errors.SchemaVers
     return errors.SchemaVersionError(message, path=store.path, found=version, supported=SCHEMA_VERSION)
 
 
-def _needs_migration(store: Store, conn: apsw.Connection) -> bool:
+def _needs_migration(store: Store, conn: Connection) -> bool:
     """Whether ``conn``'s file is a durably file older than this schema;
     raise if it is foreign, newer, or holds tables that are not durably's."""
     version = conn.pragma("user_version")
@@ -301,7 +302,7 @@ def _needs_migration(store: Store, conn: apsw.Connection) -> bool:
     return True
 
 
-def _apply_migrations(store: Store, conn: apsw.Connection) -> None:
+def _apply_migrations(store: Store, conn: Connection) -> None:
     """Run every pending migration in one IMMEDIATE transaction."""
     # Rebuilding a table others reference (SQLite's 12-step ALTER)
     # needs foreign keys off around the transaction; every reference
@@ -342,9 +343,9 @@ def open_readonly(store: Store) -> None:
         raise errors.CantOpenError(f"no database file at {store.path!r}", path=store.path)
     try:
         if os.path.exists(store.path + "-wal"):  # a live (or crashed) engine's file: read its WAL too
-            conn = apsw.Connection(store.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=store.vfs or None)
+            conn = Connection(store.path, flags=apsw.SQLITE_OPEN_READONLY, vfs=store.vfs or None)
         else:
-            conn = apsw.Connection(
+            conn = Connection(
                 immutable_uri(store.path),
                 flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI,
                 vfs=store.vfs or None,

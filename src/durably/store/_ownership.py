@@ -11,7 +11,7 @@ attributes the engine reads and sets); these functions take the store.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .. import _logs, errors
 from .. import _records as R
@@ -47,7 +47,7 @@ def drop_fenced(store: Any, batch: Sequence[Any]) -> Sequence[Any]:
     fenced = store.fenced
     if not fenced:
         return batch
-    keep = []
+    keep: list[Any] = []
     for rec in batch:
         wid = workflow_of(rec)
         if wid is not None and wid in fenced:
@@ -67,7 +67,7 @@ def lost_among(store: Any, rows: Iterable[tuple[str, Any, Any]]) -> list[str]:
     the workflows this process runs but no longer owns (another owner, or
     another epoch than the one it runs them at)."""
     owned = store.owned
-    lost = []
+    lost: list[str] = []
     for wid, owner, epoch in rows:
         if wid not in owned:
             continue
@@ -95,7 +95,7 @@ def claimed(store: Any, output: Any) -> None:
     before any later batch's fence check: a process paused between the
     claim's commit and running what it claimed, and taken over meanwhile,
     finds them lost at its next write."""
-    rows = output[0] if isinstance(output, tuple) else output
+    rows = cast("Sequence[Any]", output)[0] if isinstance(output, tuple) else output
     for row in rows:
         store.owned[row[0]] = row[4]
 
@@ -106,7 +106,7 @@ def lost_to_a_race(store: Any, batch: Sequence[Any], duplicate: Callable[[BaseEx
     that runs it too (this one lost it and has not seen the change of owner
     yet). That is a lost workflow, not its error: the record fails with
     FencedError and the workflow is abandoned here, never ended ERROR by a race."""
-    lost = []
+    lost: list[str] = []
     for rec in batch:
         err = rec.error
         if err is None:

@@ -10,7 +10,7 @@ multi-row step INSERTs and PostgreSQL's fence and batch marks.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, LiteralString, cast
 
 SQLITE_NOW: Final = "unixepoch('subsec')"
 PG_NOW: Final = "extract(epoch from clock_timestamp())"
@@ -203,7 +203,7 @@ GC_STATEMENTS: Final[dict[str, str]] = {
 GC_TABLES: Final = ("messages", "events", "queue_entries", "send_keys", "notices", "steps", "workflows")
 
 
-def _render_gc(postgres: bool) -> dict[str, str]:
+def _render_gc(postgres: bool) -> dict[str, LiteralString]:
     in_list = "= ANY(?)" if postgres else "IN (SELECT value FROM json_each(?))"
     skip = " FOR UPDATE SKIP LOCKED" if postgres else ""
     return {
@@ -219,7 +219,18 @@ def _render_gc(postgres: bool) -> dict[str, str]:
     }
 
 
-def render(template: str, postgres: bool) -> str:
+def literal_sql(sql: str) -> LiteralString:
+    """``sql`` as psycopg's stubs type a query, LiteralString (SQL text not
+    built from values): for durably's statements assembled from its own
+    fragments and checked names (:func:`render`, the schema's DDL, the
+    sandbox's snapshot), and for a transaction step's SQL, which its user
+    wrote. The values of both go as parameters. The one place they are
+    vouched for."""
+    # (by way of object: mypy reads LiteralString as str, a cast from str redundant)
+    return cast(LiteralString, cast(object, sql))
+
+
+def render(template: str, postgres: bool) -> LiteralString:
     """One statement in a backend's spelling: ``{now}`` and ``{greatest}``
     filled in; for PostgreSQL (psycopg) every ``?`` becomes ``%s`` (durably's
     own SQL has no ``?`` or ``%`` inside literals)."""
@@ -227,7 +238,7 @@ def render(template: str, postgres: bool) -> str:
         raise ValueError(f"a literal % in durably's own SQL: {template!r}")
     sql = template.replace("{now}", PG_NOW if postgres else SQLITE_NOW)
     sql = sql.replace("{greatest}", "greatest" if postgres else "max")
-    return sql.replace("?", "%s") if postgres else sql
+    return literal_sql(sql.replace("?", "%s") if postgres else sql)
 
 
 class Queries:
@@ -235,33 +246,34 @@ class Queries:
 
     __slots__ = (*STATEMENTS, "writes", "postgres")
 
-    get_workflow: str
-    get_view: str
-    load_steps: str
-    step_rows: str
-    pending_workflows: str
-    deadlines: str
-    deadline: str
-    trace: str
-    executors: str
-    statuses: str
-    owners: str
-    last_notice: str
-    notices_since: str
-    schedules: str
-    schedule: str
-    has_schedules: str
-    workflow_names: str
-    children: str
-    still_owns: str
-    name_status: str
-    messages_for: str
-    queue_stats: str
-    queue_counts: str
-    stored_codec: str
-    insert_step: str
-    insert_workflow: str
-    complete: str
+    get_workflow: LiteralString
+    get_view: LiteralString
+    load_steps: LiteralString
+    step_rows: LiteralString
+    pending_workflows: LiteralString
+    deadlines: LiteralString
+    deadline: LiteralString
+    trace: LiteralString
+    executors: LiteralString
+    statuses: LiteralString
+    owners: LiteralString
+    last_notice: LiteralString
+    notices_since: LiteralString
+    schedules: LiteralString
+    schedule: LiteralString
+    has_schedules: LiteralString
+    workflow_names: LiteralString
+    children: LiteralString
+    still_owns: LiteralString
+    name_status: LiteralString
+    messages_for: LiteralString
+    queue_stats: LiteralString
+    queue_counts: LiteralString
+    stored_codec: LiteralString
+    insert_step: LiteralString
+    insert_workflow: LiteralString
+    complete: LiteralString
+    writes: dict[str, LiteralString]
 
     def __init__(self, postgres: bool) -> None:
         self.postgres = postgres
@@ -323,7 +335,7 @@ TRANSFER_TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 HOLDS_DATA: Final = " UNION ALL ".join(f"SELECT 1 FROM (SELECT 1 FROM {t} LIMIT 1) AS {t}" for t in TRANSFER_TABLES)
 
 
-def transfer_select(table: str, first: bool, postgres: bool) -> str:
+def transfer_select(table: str, first: bool, postgres: bool) -> LiteralString:
     """One chunk of ``table`` in primary-key order (keyset: after the last
     key of the previous chunk, unless ``first``), ``LIMIT ?``."""
     columns, key = TRANSFER_TABLES[table]

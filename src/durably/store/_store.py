@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import groupby
 from operator import attrgetter
@@ -39,7 +39,7 @@ import apsw
 from .. import _crash, _logs, errors
 from .. import _records as R
 from ..codec import encode_error
-from . import _executors, _lifecycle, _ownership, _transfer, _tx
+from . import _apsw, _executors, _lifecycle, _ownership, _transfer, _tx
 from ._backup import backup_file
 from ._base import SqlStore
 from ._checkpoint import Checkpointer
@@ -114,8 +114,8 @@ class Store(SqlStore):
         self.path = path
         self.synchronous = synchronous
         self.vfs = vfs
-        self._writer: apsw.Connection | None = None
-        self._reader: apsw.Connection | None = None
+        self._writer: _apsw.Connection | None = None
+        self._reader: _apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
         self._read_lock = threading.Lock()
         self._checkpointer = Checkpointer(checkpoints)  # SQLite's automatic checkpoint is off
@@ -216,7 +216,7 @@ class Store(SqlStore):
         """An online copy at the new file ``dest`` (store/_backup.py): (pages, page size)."""
         return backup_file(self.path, dest, vfs=self.vfs, live=self._writer is not None)
 
-    def connections(self) -> list[apsw.Connection]:
+    def connections(self) -> list[_apsw.Connection]:
         """The open engine connections (for tests that assert PRAGMAs)."""
         return [c for c in (self._writer, self._reader) if c is not None]
 
@@ -290,7 +290,7 @@ class Store(SqlStore):
         _reset(batch)
         return busy_since
 
-    def _unexpected(self, conn: apsw.Connection, batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
+    def _unexpected(self, conn: _apsw.Connection, batch: Sequence[Any], exc: Exception, isolate: bool) -> None:
         """An exception no record handler expected: storage's (or one met record by record) fails the
         store; otherwise the batch is written again, each record in its own SAVEPOINT."""
         if isolate or isinstance(exc, errors.DurablyError) or self._fatal(exc):
@@ -304,7 +304,7 @@ class Store(SqlStore):
         )
         _reset(batch)
 
-    def _checkpoint(self, conn: apsw.Connection, only_if_due: bool = False) -> None:
+    def _checkpoint(self, conn: _apsw.Connection, only_if_due: bool = False) -> None:
         """Copy the WAL into the main file (store/_checkpoint.py), between
         batches. Busy (another process holds the lock): later. A storage
         error fails the store for good, as a failed commit does; the batch
@@ -333,7 +333,7 @@ class Store(SqlStore):
         """An error that means the connection or the file can't be trusted."""
         return isinstance(exc, apsw.Error) and not isinstance(exc, RECORD_ERRORS)
 
-    def _write(self, conn: apsw.Connection, batch: Sequence[Any], isolate: bool) -> None:
+    def _write(self, conn: _apsw.Connection, batch: Sequence[Any], isolate: bool) -> None:
         conn.execute("BEGIN IMMEDIATE")
         batch = self._fence(conn, batch)
         if isolate:
@@ -357,7 +357,7 @@ class Store(SqlStore):
             _crash.hit("store.before_commit")
         conn.execute("COMMIT")
 
-    def _fence(self, conn: apsw.Connection, batch: Sequence[Any]) -> Sequence[Any]:
+    def _fence(self, conn: _apsw.Connection, batch: Sequence[Any]) -> Sequence[Any]:
         """Inside the batch's write transaction: if any workflow changed owner
         since the last look, find those this process lost; their records
         fail with FencedError, unwritten. The rest of the batch goes on."""
@@ -370,11 +370,11 @@ class Store(SqlStore):
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: "UNIQUE" in str(err))
 
-    def _refresh_owned(self, conn: apsw.Connection) -> None:
+    def _refresh_owned(self, conn: _apsw.Connection) -> None:
         rows = self._by_ids(self.Q.owners, list(self.owned), lambda sql, ids: conn.execute(sql, ids).fetchall())
         _ownership.lose(self, _ownership.lost_among(self, rows))
 
-    def _apply_isolated(self, conn: apsw.Connection, rec: Any) -> None:
+    def _apply_isolated(self, conn: _apsw.Connection, rec: Any) -> None:
         conn.execute("SAVEPOINT record")
         try:
             sql = _MANY.get(rec.kind)
@@ -391,7 +391,7 @@ class Store(SqlStore):
             rec.error.__cause__ = exc
         conn.execute("RELEASE record")
 
-    def _lone_step(self, conn: apsw.Connection, rec: Any) -> bool:
+    def _lone_step(self, conn: _apsw.Connection, rec: Any) -> bool:
         """Commit a batch of one step record in one call. False (after a
         rollback) when the record was rejected: the general path then applies
         it again and records the rejection, with the same outcome."""
@@ -404,7 +404,7 @@ class Store(SqlStore):
             self._abort(conn)
             return False
 
-    def _batch_failed(self, conn: apsw.Connection, exc: BaseException) -> BaseException:
+    def _batch_failed(self, conn: _apsw.Connection, exc: BaseException) -> BaseException:
         """Roll the batch back and remember why: the store refuses every later
         flush (the journal stops; a failed fsync is never retried)."""
         self._abort(conn)
@@ -412,20 +412,20 @@ class Store(SqlStore):
         self._failed = err
         return err
 
-    def _abort(self, conn: apsw.Connection) -> None:
+    def _abort(self, conn: _apsw.Connection) -> None:
         try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         except apsw.Error:
             pass  # the connection is abandoned anyway
 
-    def _apply_many(self, conn: apsw.Connection, sql: str, recs: list[Any]) -> None:
+    def _apply_many(self, conn: _apsw.Connection, sql: str, recs: list[Any]) -> None:
         if sql is _INSERT_STEP and len(recs) > 1:
             self._insert_steps(conn, recs)
             return
         self._apply_rows(conn, sql, recs)
 
-    def _insert_steps(self, conn: apsw.Connection, recs: list[Any]) -> None:
+    def _insert_steps(self, conn: _apsw.Connection, recs: list[Any]) -> None:
         at, n = 0, len(recs)
         while n - at > 1:
             size = min(_CHUNK_MAX, 1 << ((n - at).bit_length() - 1))
@@ -443,7 +443,7 @@ class Store(SqlStore):
         if at < n:
             self._apply_rows(conn, _INSERT_STEP, recs[at:])
 
-    def _apply_rows(self, conn: apsw.Connection, sql: str, recs: list[Any]) -> None:
+    def _apply_rows(self, conn: _apsw.Connection, sql: str, recs: list[Any]) -> None:
         # executemany is the fast path; a rejected row fails only its record and
         # the statement resumes after it (SQLite rolled back just that row).
         start, n = 0, len(recs)
@@ -463,7 +463,7 @@ class Store(SqlStore):
                 recs[at[0]].error = map_error(exc, self.path)
                 start = at[0] + 1
 
-    def _apply_one(self, conn: apsw.Connection, rec: Any) -> None:
+    def _apply_one(self, conn: _apsw.Connection, rec: Any) -> None:
         kind = rec.kind
         if kind == R.START:
             self._start(conn, rec)
@@ -481,7 +481,7 @@ class Store(SqlStore):
         else:
             raise errors.InternalError(f"unknown journal record kind {kind!r}")
 
-    def _start(self, conn: apsw.Connection, rec: Any) -> None:
+    def _start(self, conn: _apsw.Connection, rec: Any) -> None:
         workflow_id, name, inputs, parent_id, parent_step, *extra = rec.params
         deadline, trace = (*extra, None, None)[:2]  # (older records carry neither)
         # A child's start and its parent's step row are two statements that
@@ -507,7 +507,7 @@ class Store(SqlStore):
                 conn.execute("RELEASE start")
             rec.error = map_error(exc, self.path)
 
-    def _op(self, conn: apsw.Connection, rec: Any) -> None:
+    def _op(self, conn: _apsw.Connection, rec: Any) -> None:
         workflow_id, row, name, op, args = rec.params
         conn.execute("SAVEPOINT op")
         try:
@@ -537,7 +537,7 @@ class Store(SqlStore):
     # -- reading ---------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[apsw.Connection]:
+    def _read(self) -> Generator[_apsw.Connection]:
         if self._reader is not None:
             with self._read_lock:
                 yield self._reader
@@ -564,7 +564,7 @@ class Store(SqlStore):
         except apsw.Error as exc:
             raise map_error(exc, self.path) from exc
 
-    def _new_ops_db(self, conn: apsw.Connection) -> SqliteDb:
+    def _new_ops_db(self, conn: _apsw.Connection) -> SqliteDb:
         return SqliteDb(conn)
 
     def _view_columns(self) -> str:

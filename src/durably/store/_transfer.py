@@ -21,7 +21,7 @@ copy`` (durably/operations/copy.py), SQLite's half and what both share.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +68,7 @@ def counted(chunks: Chunks, counts: dict[str, int]) -> Iterator[tuple[str, list[
 
 
 @contextmanager
-def sqlite_snapshot(store: Store) -> Iterator[Run]:
+def sqlite_snapshot(store: Store) -> Generator[Run]:
     """Reads of one snapshot of an SQLite file opened read-only. Refuses a
     file of an older schema (an engine of this version migrates it at open)
     and a crashed file whose -wal is gone (what it held would be missing)."""

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import apsw
 
 from .. import errors
 from ..codec import encode_error
+from ._apsw import Connection
 from ._errors import FATAL_ERRORS, RECORD_ERRORS, map_error
 from ._interrupts import why_interrupted
 from ._queries import SQLITE
@@ -73,7 +74,7 @@ def engine_objects() -> tuple[frozenset[str], frozenset[str]]:
     derived from the schema itself (the migrations run on an empty
     in-memory database), so a table added by a new migration is protected
     without anyone listing it here."""
-    conn = apsw.Connection(":memory:")
+    conn = Connection(":memory:")
     try:
         for script in MIGRATIONS:
             conn.execute(script)
@@ -117,7 +118,7 @@ class SqliteTx:
 
     __slots__ = ("_conn", "_open", "_fatal", "expired", "_why")
 
-    def __init__(self, conn: apsw.Connection, why: Any = None) -> None:
+    def __init__(self, conn: Connection, why: Callable[[], errors.TransactionTimeoutError] | None = None) -> None:
         self._conn = conn
         self._open = True
         # Why SQLite interrupted the body's SQL (time budget, cancel, close):
@@ -177,7 +178,7 @@ class SqliteTx:
         self._open = False
 
 
-def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
+def run_step(store: Store, conn: Connection, rec: Any) -> None:
     """Run a transaction step's body in a SAVEPOINT of the batch, under the
     authorizer and its time budget, and record its outcome (a TX record)."""
     workflow_id, _, name, body = rec.params
@@ -200,7 +201,7 @@ def run_step(store: Store, conn: apsw.Connection, rec: Any) -> None:
     _record(store, conn, rec, output, error)
 
 
-def _settle_expired(conn: apsw.Connection, rec: Any, expired: BaseException) -> None:
+def _settle_expired(conn: Connection, rec: Any, expired: BaseException) -> None:
     """An earlier attempt of this batch was interrupted inside a write,
     and SQLite rolled the whole batch back: the step's outcome is the
     timeout (nothing, if the engine is closing), its body is not run
@@ -213,7 +214,7 @@ def _settle_expired(conn: apsw.Connection, rec: Any, expired: BaseException) -> 
         rec.result = (None, encode_error(expired))
 
 
-def _run_body(store: Store, conn: apsw.Connection, rec: Any, tx: SqliteTx, deadline: float) -> tuple[Any, Any]:
+def _run_body(store: Store, conn: Connection, rec: Any, tx: SqliteTx, deadline: float) -> tuple[Any, Any]:
     """Call the body with ``tx``, under the authorizer and a progress
     handler that interrupts it past ``deadline`` or when stopped; its
     (output, error), both None when ``rec.error`` was set instead."""
@@ -243,7 +244,7 @@ def _run_body(store: Store, conn: apsw.Connection, rec: Any, tx: SqliteTx, deadl
 
 
 def _interrupted(
-    store: Store, conn: apsw.Connection, rec: Any, expired: errors.TransactionTimeoutError, output: Any, error: Any
+    store: Store, conn: Connection, rec: Any, expired: errors.TransactionTimeoutError, output: Any, error: Any
 ) -> tuple[Any, Any]:
     """The body was interrupted. By close(): no outcome, the step runs
     again at the next open (its SQL is undone); otherwise the timeout is
@@ -268,7 +269,7 @@ def _interrupted(
     return None, encode_error(expired)
 
 
-def _record(store: Store, conn: apsw.Connection, rec: Any, output: Any, error: Any) -> None:
+def _record(store: Store, conn: Connection, rec: Any, output: Any, error: Any) -> None:
     """Undo the body's SQL if it failed, then write the step's outcome
     row; a rejected row becomes the record's error."""
     workflow_id, (pos, ident), name, _ = rec.params

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import LiteralString
+
 from ._queries import SQLITE
 
-WRITES: dict[str, str] = SQLITE.writes
+WRITES: dict[str, LiteralString] = SQLITE.writes

@@ -6,7 +6,7 @@ input, 1 the operation could not be done)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from .._status import TERMINAL
 from ..cli import _common as C
@@ -27,10 +27,11 @@ def run(db: str, action: str, body: Any) -> dict[str, Any]:
     """Do ``action`` on ``body["workflow_id"]``; the workflow's status after it."""
     if action not in ACTIONS:
         C.refuse(f"no action {C.shown(action)!r} (one of {', '.join(ACTIONS)})")
-    workflow_id = body.get("workflow_id") if isinstance(body, dict) else None
+    fields: dict[str, Any] = cast("dict[str, Any]", body) if isinstance(body, dict) else {}
+    workflow_id = fields.get("workflow_id")
     if not isinstance(workflow_id, str) or not workflow_id:
         C.refuse("workflow_id: required (a string)")
-    from_step = body.get("from_step", 0)
+    from_step = fields.get("from_step", 0)
     if action == "fork" and (not isinstance(from_step, int) or isinstance(from_step, bool) or from_step < 0):
         C.refuse("from_step: a count of steps (0 or more)")
     with C.client(db) as engine:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, cast
 
 from .._status import STATUSES, TERMINAL
 from ..cli import _common as C
@@ -49,7 +49,7 @@ class Source:
         return store
 
     @contextlib.contextmanager
-    def store(self) -> Iterator[StoreContract]:
+    def store(self) -> Generator[StoreContract]:
         with self._lock:
             if not self.postgres:
                 store = self._open()
@@ -106,7 +106,7 @@ def workflows(store: StoreContract, f: dict[str, Any]) -> dict[str, Any]:
 
 
 def _timeline(steps: list[StepInfo]) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     for s in steps:
         doc = C.step_doc(s)
         doc["duration"] = None if s.started_at is None else max(0.0, s.recorded_at - s.started_at)
@@ -127,10 +127,13 @@ def _tree(store: StoreContract, workflow_id: str) -> list[dict[str, Any]]:
             if budget <= 0:
                 return root
             for row in store.list_workflows(parent_id=parent, limit=budget, newest_first=False):
-                node = {k: v for k, v in C.workflow_doc(row).items() if k not in ("input", "output", "error")}
-                node["children"] = []
+                node: dict[str, Any] = {
+                    k: v for k, v in C.workflow_doc(row).items() if k not in ("input", "output", "error")
+                }
+                children: list[dict[str, Any]] = []
+                node["children"] = children
                 into.append(node)
-                following.append((row.workflow_id, node["children"]))
+                following.append((row.workflow_id, children))
                 budget -= 1
         if not following:
             break
@@ -179,8 +182,9 @@ def _error_detail(raw: Any) -> dict[str, Any] | None:
     doc = C.stored_value(raw)
     if not isinstance(doc, dict):
         return {"type": None, "message": str(doc), "traceback": None}
-    detail = {k: doc.get(k) for k in ("type", "message", "args", "fields", "state")}
-    detail["traceback"] = doc.get("traceback")
+    fields = cast("dict[str, Any]", doc)
+    detail = {k: fields.get(k) for k in ("type", "message", "args", "fields", "state")}
+    detail["traceback"] = fields.get("traceback")
     return detail
 
 

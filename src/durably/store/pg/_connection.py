@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -62,7 +62,7 @@ def settings(store: PgStore, writer: bool) -> tuple[str, ...]:
     return (path, f"{int(IDLE_IN_TX * 1000)}ms") + ((commit,) if commit else ())
 
 
-def settings_sql(store: PgStore) -> str:
+def settings_sql(store: PgStore) -> LiteralString:
     return (
         "SELECT pg_catalog.set_config('search_path', %s, false), pg_catalog.set_config("
         "'idle_in_transaction_session_timeout', %s, false)"

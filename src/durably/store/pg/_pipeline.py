@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 import psycopg
 
@@ -26,10 +26,10 @@ def write_plain(store: PgStore, conn: psycopg.Connection[Any], batch: Sequence[A
     sent as one query string (values bound client-side by psycopg).
     False (rolled back, nothing written): the count moved, or a run this
     path cannot write in one statement; the general path takes it."""
-    parts = ["BEGIN", "SELECT fence(%s)", _MARK]
+    parts: list[LiteralString] = ["BEGIN", "SELECT fence(%s)", _MARK]
     store._mark += 1
     params: list[Any] = [store._takeovers, store._mark_key(), store._mark]
-    starts = []
+    starts: list[Sequence[Any]] = []
     i, n = 0, len(batch)
     while i < n:
         kind = batch[i].kind
@@ -64,7 +64,7 @@ def write_plain(store: PgStore, conn: psycopg.Connection[Any], batch: Sequence[A
             raise
         store._abort(conn)
         return False
-    rows = []  # the row results, in order: fence(), then each start run's created ids
+    rows: list[set[Any]] = []  # the row results, in order: fence(), then each start run's created ids
     while True:
         if cur.description is not None:
             rows.append({r[0] for r in cur.fetchall()})
@@ -80,7 +80,7 @@ def write_plain(store: PgStore, conn: psycopg.Connection[Any], batch: Sequence[A
     return True
 
 
-def steps_sql(store: PgStore) -> str:
+def steps_sql(store: PgStore) -> LiteralString:
     """A run of step rows from arrays; its first parameter is ``at`` (see _STARTED)."""
     return (
         "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
@@ -89,7 +89,7 @@ def steps_sql(store: PgStore) -> str:
     )
 
 
-def completes_sql(store: PgStore) -> str:
+def completes_sql(store: PgStore) -> LiteralString:
     return (
         f"UPDATE workflows w SET status = u.s, output = u.o, error = u.e, parked = NULL, updated_at = {NOW}"
         f" FROM unnest(%s::text[], %s::{store._value_type}[], %s::text[], %s::text[]) AS u(s, o, e, id)"
@@ -97,7 +97,7 @@ def completes_sql(store: PgStore) -> str:
     )
 
 
-def starts_sql(store: PgStore, run: Sequence[Any]) -> tuple[str, list[Any]]:
+def starts_sql(store: PgStore, run: Sequence[Any]) -> tuple[LiteralString, list[Any]]:
     """A run of top-level starts as one INSERT returning the ids it
     created (a client's starts leave their notices too)."""
     owner = store.start_owner

@@ -44,37 +44,38 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final, LiteralString
 
 import psycopg
 from psycopg import sql as pgsql
 
 from ... import _logs, errors
+from .._queries import literal_sql
 from ._connection import first
 
 log = _logs.get("durably.store")
 
 # The step's savepoint, its search_path and idle budget, a snapshot (the
 # session's prepared statements, durably's row counters), then the role.
-ENTER = (
+ENTER: Final = (
     "SAVEPOINT durably_tx; SELECT pg_catalog.set_config('search_path', %s, true),"
     " pg_catalog.set_config('idle_in_transaction_session_timeout', %s, true); {snapshot}; SET LOCAL ROLE {role}"
 )
 # Before each statement of the step: its time budget, and who it runs as.
-STATEMENT = "SELECT pg_catalog.set_config('statement_timeout', %s, true), current_user, session_user"
+STATEMENT: Final = "SELECT pg_catalog.set_config('statement_timeout', %s, true), current_user, session_user"
 # After a step whose SQL went well, before its savepoint is released (its
 # own statement_timeout, if it set one, is not for durably's statements).
-CHECK = (
+CHECK: Final = (
     "SELECT pg_catalog.set_config('statement_timeout', '0', true); SELECT current_user, session_user,"
     " pg_catalog.current_setting('transaction_read_only'); {snapshot}"
 )
-RESTORE = (
+RESTORE: Final = (
     "RELEASE SAVEPOINT durably_tx; RESET ROLE; RESET SESSION AUTHORIZATION; RESET ALL; UNLISTEN *;"
     " SELECT pg_catalog.pg_advisory_unlock_all(); {settings}; {snapshot}"
 )
 
 
-def snapshot_sql(table_oids: Sequence[int]) -> str:
+def snapshot_sql(table_oids: Sequence[int]) -> LiteralString:
     """One row: the session's prepared statements, and durably's tables'
     rows inserted, updated and deleted so far in this transaction."""
     oids = "'{" + ",".join(str(int(o)) for o in table_oids) + "}'::pg_catalog.oid[]"
@@ -82,7 +83,7 @@ def snapshot_sql(table_oids: Sequence[int]) -> str:
         f"ARRAY(SELECT pg_catalog.pg_stat_get_xact_tuples_{what}(o) FROM pg_catalog.unnest({oids}) o)"
         for what in ("inserted", "updated", "deleted")
     )
-    return f"SELECT ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements ORDER BY name), {counts}"
+    return literal_sql(f"SELECT ARRAY(SELECT name FROM pg_catalog.pg_prepared_statements ORDER BY name), {counts}")
 
 
 def rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:

@@ -21,20 +21,21 @@ PostgreSQL's own:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, LiteralString
 
 import psycopg
 from psycopg import sql as pgsql
 
 from ... import errors
+from .._queries import literal_sql
 from ._connection import first
 from ._errors import map_error
-from ._settings import _key
+from ._settings import lock_key
 
 if TYPE_CHECKING:
     from ._store import PgStore
 
-NOW = "extract(epoch from clock_timestamp())"
+NOW: Final = "extract(epoch from clock_timestamp())"
 
 MIGRATIONS: tuple[str, ...] = (
     # v1: everything the SQLite schema holds at its version 5.
@@ -229,7 +230,7 @@ def migrate(store: PgStore, conn: psycopg.Connection[Any], codec: str | None) ->
     s = store.schema
     try:
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_key(f"durably:migrate:{s}"),))
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"durably:migrate:{s}"),))
             exists = first(conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"{s}.meta",)))[0]
             if not exists:
                 _create_meta(store, conn, codec)
@@ -281,7 +282,7 @@ def _apply_migrations(store: PgStore, conn: psycopg.Connection[Any], version: in
             found=version,
             supported=SCHEMA_VERSION,
         )
-    store._value_type = value_type
+    store._value_type = literal_sql(value_type)  # as durably recorded it: "bytea" or "text"
     for script in MIGRATIONS[version:]:
         conn.execute(ddl(store, script))
     if version < SCHEMA_VERSION:
@@ -309,8 +310,8 @@ def _check_codec(store: PgStore, conn: psycopg.Connection[Any], stored: str | No
         )
 
 
-def ddl(store: PgStore, script: str) -> str:
-    return (
+def ddl(store: PgStore, script: str) -> LiteralString:
+    return literal_sql(
         script.replace("{s}", store.schema)
         .replace("{V}", store._value_type)
         .replace("{now}", NOW)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ... import errors
@@ -25,7 +25,7 @@ _BACKOFF_MAX = 2.0
 # the body started (the record's monotonic ``started`` and ``at``, the
 # monotonic time the statement was bound; NULL stays NULL): a host whose
 # clock is off never writes a step that ends before it starts.
-_STARTED = f"{NOW} + (%s::float8 - %s::float8)"
+_STARTED: Final = f"{NOW} + (%s::float8 - %s::float8)"
 _INSERT_STEP = POSTGRES.insert_step
 _COMPLETE = POSTGRES.complete
 _INSERT_WORKFLOW = POSTGRES.insert_workflow
@@ -35,10 +35,12 @@ WRITES = POSTGRES.writes
 # locking read, and the lock holds until this transaction ends: no change of
 # owner (its trigger updates that row) commits between the check and the
 # commit. Claims take it exclusive before touching any workflow row.
-_FENCE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
-_FENCE_EXCLUSIVE = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
-_MARK = "INSERT INTO engine_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_LONE_STEP = (
+_FENCE: Final = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE"
+_FENCE_EXCLUSIVE: Final = "SELECT value FROM engine_state WHERE key = 'takeovers' FOR UPDATE"
+_MARK: Final = (
+    "INSERT INTO engine_state (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+_LONE_STEP: Final = (
     "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
     f" SELECT %s, %s, %s, %s, %s, %s, {_STARTED}"
     " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers' FOR SHARE) = %s"
@@ -74,7 +76,7 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
-def _key(what: str) -> int:
+def lock_key(what: str) -> int:
     """A stable signed 64-bit advisory lock key."""
     return int.from_bytes(hashlib.blake2b(what.encode(), digest_size=8).digest(), "big", signed=True)
 

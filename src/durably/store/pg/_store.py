@@ -44,9 +44,9 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, LiteralString
 from urllib.parse import parse_qsl, urlsplit
 
 import psycopg
@@ -59,7 +59,8 @@ from .._base import SqlStore
 from .._executors import dead_here
 from .._ops import OWNER_CHANGING_OPS, READS
 from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
-from .._queries import POSTGRES
+from .._queries import POSTGRES, literal_sql
+from .._transfer import Chunks, Run
 from ..contract import StoreContract
 from . import _apply, _connection, _executors, _listen, _pipeline, _sandbox, _schema, _transfer
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
@@ -90,8 +91,6 @@ class PgStore(SqlStore):
 
     Q = POSTGRES
     backend = "postgresql"
-    _export_snapshot = _transfer.pg_snapshot  # moving between backends (store/_transfer.py)
-    import_rows = _transfer.pg_import
 
     def __init__(
         self,
@@ -129,9 +128,9 @@ class PgStore(SqlStore):
         self._user_schemas: list[str] = []  # the user's own schemas: a transaction step's search_path
         self._login = ""  # session_user: what a transaction step's session must still be afterwards
         self._role_ready = False  # the sandbox role was found usable (_sandbox.prepare)
-        self._snapshot = ""  # _sandbox.snapshot_sql for durably's tables
+        self._snapshot: LiteralString = ""  # _sandbox.snapshot_sql for durably's tables
         self._tx_lost: dict[int, int] = {}  # id(record) -> connections its SQL lost in this flush
-        self._value_type = "text"
+        self._value_type: LiteralString = "text"
         # Each batch's transaction writes its attempt number in its mark row
         # (engine_state ``batch:<executor>``): after a lost connection, that
         # row tells whether the attempt committed (see _committed).
@@ -232,7 +231,8 @@ class PgStore(SqlStore):
             delay = 0.05
             while True:
                 conn = self._writer
-                if conn is None:
+                # (pyright keeps the check above; a reconnect in this loop may have reset the writer)
+                if conn is None:  # pyright: ignore[reportUnnecessaryComparison]
                     raise errors.NotOpenError("the store is closed")
                 self._in_doubt = None
                 try:
@@ -475,7 +475,7 @@ class PgStore(SqlStore):
     # -- reading --------------------------------------------------------------------------
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Connection[Any]]:
+    def _read(self) -> Generator[psycopg.Connection[Any]]:
         pool = self._pool
         if pool is None:
             raise errors.NotOpenError("the store is closed")
@@ -485,9 +485,16 @@ class PgStore(SqlStore):
     def query(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         """A read on committed data."""
         rows: list[tuple[Any, ...]] = self._reading(
-            lambda conn: [tuple(r) for r in conn.execute(sql, params).fetchall()]
+            lambda conn: [tuple(r) for r in conn.execute(literal_sql(sql), params).fetchall()]
         )
         return rows
+
+    # moving between backends (store/_transfer.py)
+    def _export_snapshot(self) -> AbstractContextManager[Run]:
+        return _transfer.pg_snapshot(self)
+
+    def import_rows(self, chunks: Chunks) -> dict[str, int]:
+        return _transfer.pg_import(self, chunks)
 
     def _reading(self, read: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         """Run ``read`` on a pooled connection. A lost connection (the pool

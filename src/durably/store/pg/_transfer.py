@@ -14,7 +14,7 @@ other side is working, not a stuck writer.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from ... import errors
-from .._queries import HOLDS_DATA, TRANSFER_TABLES, render
+from .._queries import HOLDS_DATA, TRANSFER_TABLES, literal_sql, render
 from .._transfer import Chunks, Run, counted
 from ._errors import map_error
 
@@ -35,7 +35,7 @@ _NO_IDLE_LIMIT = "SET LOCAL idle_in_transaction_session_timeout = 0"
 
 
 @contextmanager
-def pg_snapshot(store: PgStore) -> Iterator[Run]:
+def pg_snapshot(store: PgStore) -> Generator[Run]:
     """Reads of one snapshot of the schema."""
     pool = store._pool
     if pool is None:
@@ -45,7 +45,7 @@ def pg_snapshot(store: PgStore) -> Iterator[Run]:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
                 conn.execute(_NO_IDLE_LIMIT)
-                yield lambda sql, params: [tuple(r) for r in conn.execute(sql, params).fetchall()]
+                yield lambda sql, params: [tuple(r) for r in conn.execute(literal_sql(sql), params).fetchall()]
             finally:
                 conn.execute("ROLLBACK")
     except psycopg.Error as exc:

@@ -24,12 +24,13 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 from psycopg import errors as pge
 
 from ... import errors
+from .._queries import literal_sql
 from ..contract import Tx
 from ._connection import first
 from ._errors import CONNECTION_ERRORS, map_error
@@ -45,14 +46,15 @@ _DENIED = re.compile(
 _QUOTED_OR_MARK = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 
-def portable(sql: str, params: Any) -> str:
+def portable(sql: str, params: Any) -> LiteralString:
     """SQLite-style ``?`` placeholders, so one transaction step runs on both
     backends: with positional parameters and no ``%s`` in it, each ``?``
     outside quotes becomes ``%s`` (and a literal ``%`` is escaped). SQL
-    written for psycopg (``%s``, ``%(name)s``) is left as it is."""
+    written for psycopg (``%s``, ``%(name)s``) is left as it is. The user's
+    SQL, their values passed as parameters (``literal_sql``)."""
     if not params or isinstance(params, dict) or "%s" in sql or "%(" in sql:
-        return sql
-    return _QUOTED_OR_MARK.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)), sql)
+        return literal_sql(sql)
+    return literal_sql(_QUOTED_OR_MARK.sub(lambda m: {"?": "%s", "%": "%%"}.get(m.group(0), m.group(0)), sql))
 
 
 class PgTx:
