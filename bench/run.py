@@ -180,7 +180,15 @@ def summarise(raw: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[
 
 
 # The figure compared for each scenario in an --against run.
-PAIR_FIGURES = ("steps_per_s", "ops_per_s", "commits_per_s", "rows_per_s")
+PAIR_FIGURES = (
+    "steps_per_s",
+    "ops_per_s",
+    "commits_per_s",
+    "rows_per_s",
+    "starts_per_s",
+    "recovered_per_s",
+    "peak_rss_mb",  # (lower is better: a ratio below 1 is this tree using less)
+)
 
 
 def against(names: list[str], other: Path, workdir: Path, reps: int, quick: bool) -> int:

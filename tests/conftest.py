@@ -45,6 +45,7 @@ BOTH_BACKENDS = {
     "test_registry",
     "test_replayer",
     "test_crash_check",
+    "test_bulk_starts",
 }
 _pg_state: dict[str, Any] = {}
 

@@ -107,6 +107,7 @@ from . import (  # noqa: E402,F401
     peer,
     postgres,
     processes,
+    recovery,
     retention,
     soak,
     sqlite_raw,

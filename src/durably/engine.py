@@ -355,6 +355,18 @@ class Engine:
         """``start`` for asyncio code. An async workflow runs on the calling loop."""
         return await self._starts.start_async(workflow, *args, workflow_id=workflow_id, timeout=timeout, **kwargs)
 
+    @documented(Starter.start_many)
+    def start_many(
+        self, workflow: Callable[..., Any] | str, args: Iterable[tuple[Any, ...]], **options: Any
+    ) -> list[WorkflowHandle[Any]]:  # options: workflow_ids (Iterable[str] | None), timeout (float | None)
+        return self._starts.start_many(workflow, args, **options)
+
+    async def start_many_async(
+        self, workflow: Callable[..., Any] | str, args: Iterable[tuple[Any, ...]], **options: Any
+    ) -> list[WorkflowHandle[Any]]:
+        """``start_many`` for asyncio code (its starts: one commit). Async workflows run on the calling loop."""
+        return await self._starts.start_many_async(workflow, args, **options)
+
     @as_run
     def run(
         self, workflow: Any, /, *args: Any, workflow_id: str | None = None, timeout: float | None = None, **kwargs: Any

@@ -12,7 +12,7 @@ workflow is launched on the runner, its deadline armed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .. import _crash, errors
@@ -114,6 +114,92 @@ class Starter:
             if not ctx.deliver_now():
                 await ctx.turn(key)
         return WorkflowHandle.of(self.runner, wid)
+
+    def start_many(
+        self,
+        workflow: Any,
+        args: Iterable[tuple[Any, ...]],
+        workflow_ids: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[WorkflowHandle[Any]]:
+        """Start many runs of one workflow at once; return their handles, in order.
+
+        ``args`` holds each run's positional arguments as a tuple (keyword
+        arguments are not taken: pass them positionally), e.g.
+        ``engine.start_many(send_mail, [(user,) for user in users])``. All
+        the start records go to the journal as one record and commit in one
+        transaction (one fsync), and the workflows are launched once it is
+        durable: far cheaper per workflow than ``start`` in a loop.
+        ``workflow_ids`` (optional, one per run) are idempotency keys as in
+        ``start``: an id that exists (or comes twice) gets the existing
+        workflow's handle and nothing new runs. An id that belongs to another
+        workflow function raises WorkflowConflictError once the others are
+        started (start_many again with the same ids returns their handles).
+        ``timeout`` is each workflow's durable deadline, as in ``start``.
+        Inside a workflow the runs are started one by one, as children (each
+        journaled at its own position).
+        """
+        many = self._many(workflow, args, workflow_ids, timeout)
+        if isinstance(many, list):
+            return [self.start(workflow, *a, workflow_id=w, timeout=timeout) for a, w in many]
+        spec, rec = many
+        self.runner.journal.submit(rec)
+        return self._started_many(spec, rec, loop=None)
+
+    async def start_many_async(
+        self,
+        workflow: Any,
+        args: Iterable[tuple[Any, ...]],
+        workflow_ids: Iterable[str] | None = None,
+        timeout: float | None = None,
+    ) -> list[WorkflowHandle[Any]]:
+        """``start_many`` for asyncio code. Async workflows run on the calling loop."""
+        many = self._many(workflow, args, workflow_ids, timeout)
+        if isinstance(many, list):
+            return [await self.start_async(workflow, *a, workflow_id=w, timeout=timeout) for a, w in many]
+        spec, rec = many
+        await self.runner.journal.submit_async(rec)
+        return self._started_many(spec, rec, loop=asyncio.get_running_loop())
+
+    def _many(
+        self, workflow: Any, args: Iterable[tuple[Any, ...]], workflow_ids: Iterable[str] | None, timeout: float | None
+    ) -> tuple[WorkflowSpec, Record] | list[tuple[tuple[Any, ...], str | None]]:
+        """Vet a start_many: (spec, the one record of its starts), or, inside
+        a workflow, the (args, id) of each start to make one by one."""
+        runs = [tuple(a) for a in args]
+        ids = [None] * len(runs) if workflow_ids is None else list(workflow_ids)
+        if len(ids) != len(runs):
+            raise errors.UsageError(f"start_many: {len(ids)} workflow ids for {len(runs)} runs")
+        if workflow_context() is not None:
+            return list(zip(runs, ids, strict=True))
+        spec, _inputs, deadline = self.vet(workflow, (), {}, None, timeout)
+        encode, where, trace = self.codec.encode_inputs, spec.inputs_where, self._trace
+        rows = []
+        for run, wid in zip(runs, ids, strict=True):
+            if wid is None:
+                wid = new_id()
+            else:
+                check_workflow_id(wid)
+            rows.append((wid, spec.name, encode(run, {}, where), deadline, trace(spec, wid)))
+        owner = self.store.start_owner
+        version = None if owner is None else self.store.app_version
+        return spec, Record(R.OP, (None, None, "start_many", "start_many", (rows, owner, version)))
+
+    def _started_many(self, spec: WorkflowSpec, rec: Record, loop: Any) -> list[WorkflowHandle[Any]]:
+        if rec.error is not None:
+            raise rec.error
+        rows = rec.params[4][0]
+        conflict: BaseException | None = None
+        handles = []
+        for (wid, _name, inputs, deadline, _trace), existing in zip(rows, rec.result[0], strict=True):
+            try:
+                self.launched(spec, wid, inputs, deadline, existing, loop)
+            except errors.WorkflowConflictError as exc:
+                conflict = conflict or exc
+            handles.append(WorkflowHandle.of(self.runner, wid))
+        if conflict is not None:
+            raise conflict
+        return handles
 
     def run_inline(self, spec: WorkflowSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A sync workflow called directly runs in the calling thread.
@@ -234,6 +320,13 @@ class Starter:
     def started(self, spec: WorkflowSpec, wid: str, rec: Record, existing: Any, loop: Any, launch: bool = True) -> None:
         """The START record is durable: launch what it created (unless the
         id existed; another workflow under it is a conflict)."""
+        deadline = rec.params[5] if len(rec.params) > 5 else None
+        self.launched(spec, wid, rec.params[2], deadline, existing, loop, launch)
+
+    def launched(
+        self, spec: WorkflowSpec, wid: str, inputs: Any, deadline: Any, existing: Any, loop: Any, launch: bool = True
+    ) -> None:
+        """``started``, given the start's inputs and deadline."""
         tel = self.runner.telemetry
         if tel is not None:
             tel.started(wid, spec.name, existing is None, not self.identity.client)
@@ -247,10 +340,10 @@ class Starter:
                     requested_name=spec.name,
                 )
             return
-        if len(rec.params) > 5 and rec.params[5] is not None:
-            self.deadlines.arm(wid, rec.params[5])
+        if deadline is not None:
+            self.deadlines.arm(wid, deadline)
         if launch and not self.identity.client:
-            self.runner.launch(spec, wid, rec.params[2], replay=False, loop=loop)
+            self.runner.launch(spec, wid, inputs, replay=False, loop=loop)
 
 
 class StartOptions:

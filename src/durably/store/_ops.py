@@ -57,6 +57,10 @@ class OpDb(Protocol):
 
     def many(self, sql: str, seq: Iterable[Any]) -> None: ...
 
+    def returned(self, sql: str, seq: Iterable[Any]) -> list[Any]:
+        """Run ``sql`` (with a one-column RETURNING) once per parameter row;
+        every value it returned, in order."""
+
 
 OP_STATEMENTS: dict[str, str] = {
     "exists": "SELECT 1 FROM workflows WHERE workflow_id = ?",
@@ -86,6 +90,10 @@ OP_STATEMENTS: dict[str, str] = {
     "resume_unowned": "UPDATE workflows SET status = 'PENDING', parked = NULL, output = NULL, error = NULL,"
     " recovery_attempts = 0, executor = NULL, epoch = epoch + 1, app_version = NULL,"
     " updated_at = {now} WHERE workflow_id = ? AND status <> 'SUCCESS'",
+    # bulk starts (start_many): the new ones, then what the others are
+    "start": "INSERT INTO workflows (workflow_id, name, status, inputs, deadline, executor, app_version, trace)"
+    " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (workflow_id) DO NOTHING",
+    "names_of": "SELECT workflow_id, name, status FROM workflows WHERE workflow_id {in_list}",
     "fork_steps": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at, recorded_at)"
     " SELECT ?, position, name, output, error, ident, started_at, recorded_at FROM steps"
     " WHERE workflow_id = ? ORDER BY position LIMIT ?",
@@ -97,7 +105,12 @@ _PG_QUEUE_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:'
 
 def _render_ops(postgres: bool) -> dict[str, str]:
     out = {
-        name: render(sql.replace("{for_update}", " FOR UPDATE" if postgres else ""), postgres)
+        name: render(
+            sql.replace("{for_update}", " FOR UPDATE" if postgres else "").replace(
+                "{in_list}", "= ANY(?)" if postgres else "IN (SELECT value FROM json_each(?))"
+            ),
+            postgres,
+        )
         for name, sql in OP_STATEMENTS.items()
     }
     out["queue_lock"] = render(_PG_QUEUE_LOCK, True) if postgres else ""
@@ -239,6 +252,42 @@ def fork(
     return encode_id(new_id)
 
 
+def start_many(
+    db: OpDb, rows: list[tuple[Any, ...]], owner: str | None, version: str | None
+) -> list[tuple[str, str] | None]:
+    """Create the workflows of ``rows`` (workflow_id, name, inputs,
+    deadline, trace) PENDING, owned by ``owner``, in this one batch: for
+    each row, None if this created it, else the (name, status) of the
+    workflow that had its id (an id twice in ``rows``: the first creates
+    it, the second finds it). A client's starts (``owner`` None) leave a
+    notice for the executors to claim them."""
+    ids = [r[0] for r in rows]
+    params = [(w, n, i, d, owner, version, t) for w, n, i, d, t in rows]
+    if db.postgres:
+        # Concurrent writers: what this insert created is what it returns.
+        made = set(db.returned(db.q["start"] + " RETURNING workflow_id", params))
+    else:
+        # Writers are serialised: the ids found now are those the insert
+        # skips (a plain executemany; RETURNING costs SQLite twice as much).
+        made = set(ids) - {w for w, _n, _s in db.all(db.q["names_of"], (json.dumps(ids),))}
+        db.many(db.q["start"], [p for p in params if p[0] in made])
+    if owner is None:
+        db.many(db.q["notice"], [("start", w, None) for w in made])
+    others = [w for w in ids if w not in made]
+    found: dict[str, tuple[str, str]] = {}
+    if others:
+        found = {w: (n, s) for w, n, s in db.all(db.q["names_of"], (others if db.postgres else json.dumps(others),))}
+    seen: set[str] = set()
+    out: list[tuple[str, str] | None] = []
+    for wid, name, *_ in rows:
+        if wid in made and wid not in seen:
+            seen.add(wid)
+            out.append(None)
+        else:
+            out.append(found.get(wid, (name, "PENDING")))
+    return out
+
+
 def resume_unowned(db: OpDb, workflow_id: str) -> int:
     """A client's resume: the workflow (not SUCCESS) is PENDING again, owned
     by no one, with its epoch raised (an instance still running it
@@ -347,6 +396,9 @@ class SqliteDb:
     def many(self, sql: str, seq: Iterable[Any]) -> None:
         self.conn.executemany(sql, seq)
 
+    def returned(self, sql: str, seq: Iterable[Any]) -> list[Any]:
+        return [row[0] for row in self.conn.executemany(sql, seq)]
+
 
 def on_conn(op: Callable[..., Any]) -> Callable[..., Any]:
     """An executor op (written per backend) in the ops table: it takes the raw connection."""
@@ -358,6 +410,7 @@ TOOLKIT_OPS: dict[str, Callable[..., Any]] = {
     "resume_unowned": resume_unowned,
     "send": send,
     "send_many": send_many,
+    "start_many": start_many,
     "recv": recv,
     "set_event": set_event,
     "get_event": get_event,

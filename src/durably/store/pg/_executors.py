@@ -58,6 +58,15 @@ class PgDb:
         with self.conn.cursor() as cur:
             cur.executemany(sql, list(seq))
 
+    def returned(self, sql: str, seq: Iterable[Any]) -> list[Any]:
+        out: list[Any] = []
+        with self.conn.cursor() as cur:
+            cur.executemany(sql, list(seq), returning=True)
+            while True:
+                out += [row[0] for row in cur.fetchall()]
+                if not cur.nextset():
+                    return out
+
 
 # -- executors (store/_executors.py has the model) ------------------------------------------
 
