@@ -451,6 +451,10 @@ class WorkflowContext:
                 called=name,
             )
             raise self.parked
+        if len(row) > 5 and row[5]:  # a large value the loaded journal left out: read it now, alone
+            value = self.runner.store.step_value(self.workflow_id, row[0])
+            self.runner.large.read(self.workflow_id)  # (runtime/admission.py)
+            return value
         return row[2], row[3]
 
     # -- ordered delivery (async) ------------------------------------------------------

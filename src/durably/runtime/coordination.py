@@ -51,10 +51,13 @@ if TYPE_CHECKING:
     from .identity import Identity
     from .runner import Runner
     from .waits import Waits
+    from .workflows import WorkflowSpec
 
 log = _logs.get("durably.recovery")
 lease_log = _logs.get("durably.leases")
 
+# Workflows one claim takes at most (recovery takes 10^5 pending in waves of it).
+CLAIM_LIMIT = 10_000
 # Seconds between two looks at data_version (the cross-process wake-up delay).
 POLL = 0.01
 # Seconds between two looks for workflows whose owner is gone (a dead
@@ -119,6 +122,7 @@ class Coordinator:
         self._thread: threading.Thread | None = None
         self._version: Any = None
         self._last_notice = 0
+        self._more = False  # the last claim took a whole wave (CLAIM_LIMIT): there may be more
         self._host = host
 
     # -- the thread (one per open) ------------------------------------------------------
@@ -141,6 +145,7 @@ class Coordinator:
         next_claim = time.monotonic() + CLAIM_EVERY
         next_prune = time.monotonic() + PRUNE_EVERY
         failures = 0
+        more = self._more  # the last claim was full
         client = self.identity.client
         stopped = self._stop
         # A store that is told of changes (PostgreSQL's LISTEN) wakes this
@@ -162,10 +167,11 @@ class Coordinator:
                 if now >= next_beat:
                     next_beat = now + self.lease / 4
                     self.heartbeat()
-                if now >= next_claim:
+                # A claim that took a whole wave may have left more (10^5 pending
+                # at open): the next wave as soon as half of this one is done.
+                if now >= next_claim or (more and len(self.runner.active) < CLAIM_LIMIT // 2):
                     next_claim = now + min(CLAIM_EVERY, self.lease / 4)
-                    if not client:
-                        self.claim_orphans()
+                    more = not client and self.claim_orphans()
                 if now >= next_prune:
                     next_prune = now + (self.lease / 4 if self.prune() else PRUNE_EVERY)
                 version = self.store.data_version()
@@ -267,7 +273,7 @@ class Coordinator:
 
     # -- claims -------------------------------------------------------------------------
 
-    def claim(self, only: list[str] | None = None, limit: int = 10_000) -> list[tuple[Any, ...]]:
+    def claim(self, only: list[str] | None = None, limit: int = CLAIM_LIMIT) -> list[tuple[Any, ...]]:
         identity, workflows = self.identity, self.runner.workflows
         if identity.client or not workflows:
             return []
@@ -288,20 +294,11 @@ class Coordinator:
 
     def run_claimed(self, rows: list[tuple[Any, ...]], report: RecoveryReport) -> None:
         runner = self.runner
+        todo: list[tuple[str, WorkflowSpec, Any, int]] = []
         for wid, name, inputs, attempts, epoch, _before in rows:
             spec = runner.workflows[name]
             if attempts > spec.max_recovery_attempts:
-                report.exceeded.append(wid)
-                why = errors.MaxRecoveryAttemptsExceededError(
-                    f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
-                    f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
-                    "(engine.resume runs it again)",
-                    workflow_id=wid,
-                    attempts=attempts,
-                )
-                self.journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
-                self.runner.counters.parked += 1
-                log.error("durably: %s", why, extra=_logs.fields("recovery.exceeded", wid, name))
+                self._exceeded(wid, name, attempts, spec, report)
                 continue
             report.resumed.append(wid)
             with runner.lock:
@@ -312,19 +309,43 @@ class Coordinator:
                     runner.relaunch.add(wid)
                     runner.reclaimed[wid] = epoch
                     continue
-            if not self.store.still_owns(wid, epoch):
-                continue  # lost again since the claim: its new owner runs it
+            todo.append((wid, spec, inputs, epoch))
+        if not todo:
+            return
+        # One read for them all (not one per workflow): which are still this
+        # executor's (lost again since the claim: their new owner runs them),
+        # and their journals (large values left out, see store.load_journal).
+        owned = self.store.still_owned([(wid, epoch) for wid, _s, _i, epoch in todo])
+        journals = self.store.load_journals([wid for wid, *_ in todo if wid in owned])
+        for wid, spec, inputs, epoch in todo:
+            if wid not in owned:
+                continue
             self.store.own(wid, epoch)
-            runner.launch(spec, wid, inputs, replay=True)
+            runner.launch(spec, wid, inputs, replay=True, journal=journals.get(wid, []))
             if _crash.ARMED:
                 _crash.hit("recovery.launched")
+
+    def _exceeded(self, wid: str, name: str, attempts: int, spec: WorkflowSpec, report: RecoveryReport) -> None:
+        report.exceeded.append(wid)
+        why = errors.MaxRecoveryAttemptsExceededError(
+            f"workflow {wid!r} was found running at {attempts} opens, more than its max_recovery_attempts "
+            f"({spec.max_recovery_attempts}): its process died at every attempt; it is not run again "
+            "(engine.resume runs it again)",
+            workflow_id=wid,
+            attempts=attempts,
+        )
+        self.journal.submit(Record(R.WRITE, ("exceed", (encode_error(why), wid))))
+        self.runner.counters.parked += 1
+        log.error("durably: %s", why, extra=_logs.fields("recovery.exceeded", wid, name))
 
     def recover(self) -> RecoveryReport:
         """At open: claim and run the pending workflows nobody live owns."""
         report = RecoveryReport()
         if _crash.ARMED:
             _crash.hit("recovery.scan")
-        self.run_claimed(self.claim(), report)
+        rows = self.claim()
+        self._more = len(rows) >= CLAIM_LIMIT
+        self.run_claimed(rows, report)
         identity = self.identity
         if not identity.client and not self.store.others_live(identity.executor_id):
             # Alone on the file: a pending workflow whose function nobody
@@ -361,11 +382,12 @@ class Coordinator:
             )
         return report
 
-    def claim_orphans(self) -> None:
+    def claim_orphans(self) -> bool:
         """The lease keeper's round: take over what dead or stopped executors
-        (or clients) left, and run it here."""
+        (or clients) left, and run it here. True when the claim took as many
+        as one claim may (CLAIM_LIMIT): there may be more to take."""
         if self.runner.closing:
-            return
+            return False
         rows = self.claim()
         taken = [r[0] for r in rows if r[5] is not None]
         if taken:
@@ -379,6 +401,7 @@ class Coordinator:
             )
         if rows:
             self.run_claimed(rows, RecoveryReport())
+        return len(rows) >= CLAIM_LIMIT
 
     def fenced(self, wids: list[str]) -> None:
         """The writer found these taken over by another executor: abandon them."""

@@ -26,6 +26,7 @@ from .. import _records as R
 from .._names import check_name
 from ..codec import decode_error
 from ..journal import Record
+from .admission import LargeReplays
 from .context import WorkflowContext, stop, workflow_context
 from .counters import Counters
 from .tasks import GuardedTask
@@ -120,6 +121,10 @@ class Runner:
         self._loop_thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._to_start: list[Any] = []  # coroutines handed to the engine loop, not yet tasks
+        # Journals read for launched workflows before they run (recovery reads
+        # them in one query): workflow id -> rows (store.load_journal); taken at their start.
+        self.preloaded: dict[str, list[tuple[Any, ...]]] = {}
+        self.large = LargeReplays()  # replays of large values, a few at a time
 
     def open(self, journal: Journal) -> None:
         """At each open: the journal workflows started from now on write to,
@@ -140,6 +145,7 @@ class Runner:
                     stop(ctx, interrupt)
             queued, self.queued = self.queued, {}
             waiting = list(self.completions)
+            self.preloaded.clear()
         for ctx, *_ in queued.values():  # never started: nothing to unwind
             self.finished(ctx)
         for wid in waiting:
@@ -194,12 +200,24 @@ class Runner:
             self.store.owned.setdefault(wid, None)  # its epoch if claimed here (else: owner checked alone)
             return ctx
 
-    def launch(self, spec: WorkflowSpec, wid: str, inputs: Any, replay: bool, loop: Any = None) -> None:
+    def launch(
+        self,
+        spec: WorkflowSpec,
+        wid: str,
+        inputs: Any,
+        replay: bool,
+        loop: Any = None,
+        journal: list[tuple[Any, ...]] | None = None,
+    ) -> None:
         """Run a workflow here; ``replay``: load its journal first (when it
-        starts running, so only running workflows hold theirs in memory)."""
+        starts running, so only running workflows hold theirs in memory),
+        or use ``journal``, already read (store.load_journal)."""
         ctx = self.register(spec, wid)
         if ctx is None:
             return
+        if journal is not None:
+            with self.lock:
+                self.preloaded[wid] = journal
         if not spec.is_async:
             assert self._pool is not None
             with self.lock:
@@ -306,6 +324,7 @@ class Runner:
 
     def finished(self, ctx: WorkflowContext, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         wid = ctx.workflow_id
+        self.large.ended(wid)
         self.store.tx_done(wid)
         with self.lock:
             if self.active.get(wid) is ctx:

@@ -193,10 +193,22 @@ def _brief(error: Any) -> str:
 
 def _prepare(
     ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
+) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """(args, kwargs, what to wait for before running: a future, an Event,
+    or None) of a workflow about to run; a replay's journal installed."""
+    waiter = None
     if replay:
-        ctx.load(ctx.runner.store.load_steps(ctx.workflow_id))
-    return ctx.codec.decode_inputs(inputs, spec.signature, spec.hints, spec.plan)
+        # The journal recovery read with others' (Runner.launch), else read now;
+        # either way without its large values (read as the replay gets to them,
+        # by a few replays at a time: runtime/admission.py).
+        runner = ctx.runner
+        rows = runner.preloaded.pop(ctx.workflow_id, None) if runner.preloaded else None
+        if rows is None:
+            rows = runner.store.load_journal(ctx.workflow_id)
+        ctx.load(rows)
+        waiter = runner.large.enter(ctx.workflow_id, rows, ctx.loop if ctx.is_async else None)
+    args, kwargs = ctx.codec.decode_inputs(inputs, spec.signature, spec.hints, spec.plan)
+    return args, kwargs, waiter
 
 
 def _final(ctx: WorkflowContext, rec: Record) -> tuple[str, str, Any, Any] | None:
@@ -238,7 +250,10 @@ def run_sync(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, replay: bool
     result: Any = None
     exc: BaseException | None = None
     try:
-        args, kwargs = _prepare(ctx, spec, inputs, replay)
+        args, kwargs, waiter = _prepare(ctx, spec, inputs, replay)
+        while waiter is not None and not waiter.wait(0.1):
+            if ctx.interrupt is not None:  # closing, cancelled: stop waiting for a slot
+                raise ctx.interrupt
         result = spec.fn(*args, **kwargs)
     except BaseException as e:  # classified below; nothing escapes the runner
         exc = e
@@ -279,7 +294,11 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
     result: Any = None
     exc: BaseException | None = None
     try:
-        args, kwargs = _prepare(ctx, spec, inputs, replay)
+        args, kwargs, waiter = _prepare(ctx, spec, inputs, replay)
+        while waiter is not None and not waiter.done():
+            await asyncio.wait([waiter], timeout=0.1)
+            if ctx.interrupt is not None:  # closing, cancelled: stop waiting for a slot
+                raise ctx.interrupt
         result = await spec.fn(*args, **kwargs)
     except BaseException as e:
         exc = e

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, ClassVar
 
 from .. import _crash, errors
@@ -35,6 +37,10 @@ from .contract import (
 
 # A transaction step's SQL may run this long (seconds) by default; it holds the writer meanwhile.
 TX_BUDGET = 10.0
+# Step values larger than this (bytes) stay out of a replay's journal until
+# replay reaches them (load_journal).
+LARGE_VALUE = 64 * 1024
+_LARGE_ARGS = (LARGE_VALUE,) * 6  # the three size tests of a journal row, two values each
 _CHUNK = 500  # ids per statement where SQLite lists them (IN (?, ?, ...))
 
 
@@ -149,6 +155,15 @@ class SqlStore:
         rows = self.query(self.Q.still_owns, (workflow_id,))
         return bool(rows) and tuple(rows[0]) == (self.executor, epoch)
 
+    def still_owned(self, claimed: Sequence[tuple[str, int]]) -> set[str]:
+        """Of the (workflow_id, epoch) pairs a claim took, those the database
+        still names this executor the owner of, PENDING at that epoch (one
+        read for them all; ``still_owns`` one by one)."""
+        epochs = dict(claimed)
+        rows = self._by_ids(self.Q.owners_status, list(epochs), self.query)
+        mine = (self.executor, "PENDING")
+        return {wid for wid, owner, epoch, status in rows if (owner, status) == mine and epochs[wid] == epoch}
+
     def own(self, workflow_id: str, epoch: int | None) -> None:
         """This process runs ``workflow_id`` at ``epoch`` (registered outside
         the writer: after a claim, or relaunching a workflow claimed back).
@@ -194,6 +209,30 @@ class SqlStore:
         error, ident). Plain tuples: replay reads every step, and naming
         them costs ~40% of this read (measured: issue 20)."""
         return self.query(self.Q.load_steps, (workflow_id,))
+
+    def load_journal(self, workflow_id: str) -> list[tuple[Any, ...]]:
+        """A replay's journal: ``load_steps`` rows with a sixth column, true
+        where the output and error were left out (None) as larger than
+        ``LARGE_VALUE`` bytes: replay reads those one at a time
+        (``step_value``), so a journal of large values is never in memory whole."""
+        return self.query(self.Q.load_journal, (*_LARGE_ARGS, workflow_id))
+
+    def load_journals(self, workflow_ids: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
+        """``load_journal`` of many workflows at once (recovery: one query,
+        not one per workflow), by workflow id; a workflow without steps is
+        missing."""
+        rows = self._by_ids(self.Q.load_journals, workflow_ids, lambda sql, ids: self.query(sql, (*_LARGE_ARGS, *ids)))
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for wid, group in groupby(rows, itemgetter(0)):
+            out[wid] = [row[1:] for row in group]
+        return out
+
+    def step_value(self, workflow_id: str, position: int) -> tuple[Any, Any]:
+        """The (output, error) recorded at ``position`` (a value ``load_journal`` left out)."""
+        rows = self.query(self.Q.step_value, (workflow_id, position))
+        if not rows:
+            raise errors.InternalError(f"workflow {workflow_id!r} has no step at position {position} any more")
+        return rows[0][0], rows[0][1]
 
     def step_rows(self, workflow_id: str) -> list[StepRow]:
         """Steps with their timestamps, in the order they were recorded."""

@@ -45,12 +45,26 @@ _QUEUE_COUNTED: Final = (
     " FROM queue_entries WHERE done = 0 GROUP BY queue) c ON c.queue = n.queue"
 )
 
+_LARGE: Final = "(coalesce(octet_length(output), 0) > ? OR coalesce(octet_length(error), 0) > ?)"
+_JOURNAL_COLUMNS: Final = (
+    f"position, name, CASE WHEN {_LARGE} THEN NULL ELSE output END, CASE WHEN {_LARGE} THEN NULL ELSE error END,"
+    f" ident, {_LARGE}"
+)
+
 # name -> statement, in SQLite's spelling with the tokens above.
 STATEMENTS: Final[dict[str, str]] = {
     # -- reads --------------------------------------------------------------------------
     "get_workflow": f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE workflow_id = ?",
     "get_view": f"SELECT {VIEW_COLUMNS} FROM workflows WHERE workflow_id = ?",
     "load_steps": "SELECT position, name, output, error, ident FROM steps WHERE workflow_id = ? ORDER BY position",
+    # A replay's journal: a value over the size given (``?``, bound twice) is
+    # left out (NULL) and the last column says so; replay reads it alone
+    # (``step_value``) when it gets there. (octet_length reads neither
+    # SQLite's overflow pages nor a TOASTed PostgreSQL value.)
+    "load_journal": f"SELECT {_JOURNAL_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY position",
+    "load_journals": f"SELECT workflow_id, {_JOURNAL_COLUMNS} FROM steps WHERE workflow_id IN ({{ids}})"
+    " ORDER BY workflow_id, position",
+    "step_value": "SELECT output, error FROM steps WHERE workflow_id = ? AND position = ?",
     "step_rows": f"SELECT {STEP_COLUMNS} FROM steps WHERE workflow_id = ? ORDER BY position",
     # Every PENDING workflow, parked ones included, except queue entries not started yet.
     "pending_workflows": "SELECT workflow_id, name, inputs, parent_id, recovery_attempts FROM workflows w"
@@ -73,6 +87,9 @@ STATEMENTS: Final[dict[str, str]] = {
     "workflow_names": "SELECT DISTINCT name FROM workflows",
     "children": "SELECT workflow_id FROM workflows WHERE parent_id = ?",
     "still_owns": "SELECT executor, epoch FROM workflows WHERE workflow_id = ? AND status = 'PENDING'",
+    # (the status is compared by the caller: a condition on it here makes SQLite's
+    # planner scan the status index for every PENDING workflow)
+    "owners_status": "SELECT workflow_id, executor, epoch, status FROM workflows WHERE workflow_id IN ({ids})",
     "name_status": "SELECT name, status FROM workflows WHERE workflow_id = ?",
     # Operators' reads (the CLI): messages sent to a workflow and not received yet,
     # oldest first; each queue's waiting and running entries and the limits last
@@ -105,6 +122,9 @@ _PG_OVERRIDES: Final[dict[str, str]] = {
     " FROM executors WHERE stopped_at IS NULL AND lease_until >= {now} - ?",
     "statuses": "SELECT workflow_id, status, parked FROM workflows WHERE workflow_id = ANY(?)",
     "owners": "SELECT workflow_id, executor, epoch FROM workflows WHERE workflow_id = ANY(?)",
+    "owners_status": "SELECT workflow_id, executor, epoch, status FROM workflows WHERE workflow_id = ANY(?)",
+    "load_journals": f"SELECT workflow_id, {_JOURNAL_COLUMNS} FROM steps WHERE workflow_id = ANY(?)"
+    " ORDER BY workflow_id, position",
     "insert_step": "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
     " VALUES (?, ?, ?, ?, ?, ?, {now} + (?::float8 - ?::float8))",
     "stored_codec": "SELECT value FROM meta WHERE key = 'codec'",
@@ -249,6 +269,9 @@ class Queries:
     get_workflow: LiteralString
     get_view: LiteralString
     load_steps: LiteralString
+    load_journal: LiteralString
+    load_journals: LiteralString
+    step_value: LiteralString
     step_rows: LiteralString
     pending_workflows: LiteralString
     deadlines: LiteralString
@@ -265,6 +288,7 @@ class Queries:
     workflow_names: LiteralString
     children: LiteralString
     still_owns: LiteralString
+    owners_pending: LiteralString
     name_status: LiteralString
     messages_for: LiteralString
     queue_stats: LiteralString
