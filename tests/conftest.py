@@ -46,6 +46,7 @@ BOTH_BACKENDS = {
     "test_replayer",
     "test_crash_check",
     "test_bulk_starts",
+    "test_recovery_scale",
 }
 _pg_state: dict[str, Any] = {}
 

@@ -273,7 +273,7 @@ class Coordinator:
 
     # -- claims -------------------------------------------------------------------------
 
-    def claim(self, only: list[str] | None = None, limit: int = CLAIM_LIMIT) -> list[tuple[Any, ...]]:
+    def claim(self, only: list[str] | None = None, limit: int | None = None) -> list[tuple[Any, ...]]:
         identity, workflows = self.identity, self.runner.workflows
         if identity.client or not workflows:
             return []
@@ -287,7 +287,7 @@ class Coordinator:
             names,
             dead,
             live,
-            limit,
+            CLAIM_LIMIT if limit is None else limit,
             None if only is None else json.dumps(only),
         )
         return claimed
