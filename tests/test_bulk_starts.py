@@ -24,9 +24,9 @@ def test_start_many_runs_each_once_and_returns_handles_in_order(make_engine) -> 
         return f"{tag}{x * 2}"
 
     with engine:
-        before = engine._journal.records
+        before = engine.stats().journal_records
         handles = engine.start_many(double, [(i, "t") for i in range(50)])
-        assert engine._journal.records - before == 1  # the 50 starts: one record, one commit
+        assert engine.stats().journal_records - before == 1  # the 50 starts: one record, one commit
         gate.set()
         assert [h.result(timeout=10) for h in handles] == [f"t{i * 2}" for i in range(50)]
         assert len({h.workflow_id for h in handles}) == 50
