@@ -288,7 +288,7 @@ class Queries:
     workflow_names: LiteralString
     children: LiteralString
     still_owns: LiteralString
-    owners_pending: LiteralString
+    owners_status: LiteralString
     name_status: LiteralString
     messages_for: LiteralString
     queue_stats: LiteralString
