@@ -174,7 +174,7 @@ class Starter:
             return list(zip(runs, ids, strict=True))
         spec, _inputs, deadline = self.vet(workflow, (), {}, None, timeout)
         encode, where, trace = self.codec.encode_inputs, spec.inputs_where, self._trace
-        rows = []
+        rows: list[tuple[Any, ...]] = []
         for run, wid in zip(runs, ids, strict=True):
             if wid is None:
                 wid = new_id()
@@ -190,7 +190,7 @@ class Starter:
             raise rec.error
         rows = rec.params[4][0]
         conflict: BaseException | None = None
-        handles = []
+        handles: list[WorkflowHandle[Any]] = []
         for (wid, _name, inputs, deadline, _trace), existing in zip(rows, rec.result[0], strict=True):
             try:
                 self.launched(spec, wid, inputs, deadline, existing, loop)

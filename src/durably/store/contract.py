@@ -259,6 +259,7 @@ class StoreContract(Protocol):
 
     def still_owned(self, claimed: Sequence[tuple[str, int]]) -> set[str]:
         """``still_owns`` of many (workflow_id, epoch) pairs in one read: those still owned."""
+        ...
 
     # -- reads (committed data only) -----------------------------------------------------
     def query(self, sql: str, params: Any = ...) -> list[tuple[Any, ...]]:
@@ -276,12 +277,15 @@ class StoreContract(Protocol):
     def load_journal(self, workflow_id: str) -> list[tuple[Any, ...]]:
         """``load_steps`` rows and a sixth column: true where the values,
         too large, were left out (None); ``step_value`` reads them."""
+        ...
 
     def load_journals(self, workflow_ids: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
         """``load_journal`` of many workflows in one read, by id (no steps: missing)."""
+        ...
 
     def step_value(self, workflow_id: str, position: int) -> tuple[Any, Any]:
         """The (output, error) recorded at ``position``."""
+        ...
 
     def step_rows(self, workflow_id: str) -> list[StepRow]: ...
     def pending_workflows(self) -> list[PendingRow]: ...
