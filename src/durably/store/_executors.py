@@ -35,8 +35,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import apsw
-
+from ._apsw import Connection
 from ._queries import SQLITE_EXEC as _Q
 
 # Seconds an executor's lease lasts; its heartbeat renews it every LEASE / 4.
@@ -106,9 +105,7 @@ def dead_here(executors: Sequence[tuple[Any, ...]], me: str) -> list[str]:
 # -- ops: run on the writer, inside a journal batch ---------------------------------------
 
 
-def register(
-    conn: apsw.Connection, executor_id: str, pid: int, started: str | None, version: str, lease: float
-) -> None:
+def register(conn: Connection, executor_id: str, pid: int, started: str | None, version: str, lease: float) -> None:
     """This executor's row, its lease ``lease`` seconds from now on the
     store's clock; stopped executors and notices past their keep are deleted."""
     conn.execute(
@@ -132,7 +129,7 @@ _PRUNABLE = (
 )
 
 
-def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
+def prune(conn: Connection, limit: int) -> tuple[int, int]:
     """Delete up to ``limit`` executor rows that may go (_PRUNABLE) and up
     to ``limit`` notices older than KEEP_NOTICES, among the ``limit`` oldest
     (a look at that many rows of the id order, not a scan of the table).
@@ -152,7 +149,7 @@ def prune(conn: apsw.Connection, limit: int) -> tuple[int, int]:
     return executors, conn.changes()
 
 
-def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
+def heartbeat(conn: Connection, executor_id: str, lease: float) -> Any:
     """Renew the lease: ``lease`` seconds from now on the store's clock."""
     conn.execute(
         _Q["heartbeat"],
@@ -161,7 +158,7 @@ def heartbeat(conn: apsw.Connection, executor_id: str, lease: float) -> Any:
     return conn.changes()
 
 
-def stop(conn: apsw.Connection, executor_id: str) -> None:
+def stop(conn: Connection, executor_id: str) -> None:
     """A clean close: the executor is gone, and its PENDING workflows are
     released for any live executor to claim (a notice wakes them)."""
     conn.execute(_Q["stop"], (executor_id,))
@@ -171,7 +168,7 @@ def stop(conn: apsw.Connection, executor_id: str) -> None:
     return None
 
 
-def others_live(conn: apsw.Connection, executor_id: str | None) -> bool:
+def others_live(conn: Connection, executor_id: str | None) -> bool:
     """Whether another executor has the file open: a live lease, and on this
     host a live process (the crash mark stays set while one does; a file
     marked open with none is a crash)."""
@@ -197,7 +194,7 @@ _GONE = (
 
 
 def claim(
-    conn: apsw.Connection, me: str, version: str, names: str, dead: str, live: str, limit: int, only: str | None
+    conn: Connection, me: str, version: str, names: str, dead: str, live: str, limit: int, only: str | None
 ) -> list[tuple[Any, ...]]:
     """Take up to ``limit`` PENDING workflows (of the JSON list ``names``)
     whose owner is gone or that have none, not waiting in a queue, of this
@@ -237,7 +234,7 @@ def any_claimable(store: Any, version: str, names: str, dead: str, live: str) ->
     )
 
 
-def _take(conn: apsw.Connection, me: str, version: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _take(conn: Connection, me: str, version: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """One UPDATE for all of ``rows`` (a wave of 10^4 at recovery: one
     statement, not one each); the result in ``rows``' order. A workflow
     taken from another owner counts a recovery attempt (``before`` is the
@@ -296,7 +293,7 @@ def queue_window(
 
 
 def claim_queue(
-    conn: apsw.Connection,
+    conn: Connection,
     me: str,
     version: str,
     queue: str,
@@ -311,8 +308,7 @@ def claim_queue(
     or None: the store's clock, read here, inside the transaction, so an
     entry's start time is never before its creation. Returns (claimed rows
     as in :func:`claim`, when to look again or None, the ``now`` used)."""
-    if now is None:
-        now = conn.execute(f"SELECT {NOW}").get
+    at: float = conn.execute(f"SELECT {NOW}").get if now is None else now
 
     def start(free: int) -> list[tuple[Any, ...]]:
         ids = [
@@ -320,31 +316,31 @@ def claim_queue(
             for r in conn.execute(
                 "SELECT workflow_id FROM queue_entries WHERE queue = ? AND started_at IS NULL AND done = 0"
                 " AND not_before <= ? ORDER BY priority, seq LIMIT ?",
-                (queue, now, free),
+                (queue, at, free),
             )
         ]
         for wid in ids:
-            conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (now, wid))
+            conn.execute("UPDATE queue_entries SET started_at = ? WHERE workflow_id = ?", (at, wid))
         return _take(conn, me, version, [(wid, None) for wid in ids])
 
     claimed, wake = queue_window(
         concurrency,
         rate,
-        now,
+        at,
         batch,
         running=lambda: conn.execute(_Q["queue_running"], (queue,)).get,
         recent=lambda lo, hi: [r[0] for r in conn.execute(_Q["queue_recent"], (queue, lo, hi))],
         start=start,
-        delayed=lambda: conn.execute(_Q["queue_delayed"], (queue, now)).get,
+        delayed=lambda: conn.execute(_Q["queue_delayed"], (queue, at)).get,
     )
-    return claimed, wake, now
+    return claimed, wake, at
 
 
-def notice(conn: apsw.Connection, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:
+def notice(conn: Connection, kind: str, workflow_id: str | None = None, detail: str | None = None) -> None:
     conn.execute("INSERT INTO notices (kind, workflow_id, detail) VALUES (?, ?, ?)", (kind, workflow_id, detail))
 
 
-def notices_since(conn: apsw.Connection, last: int) -> list[tuple[Any, ...]]:
+def notices_since(conn: Connection, last: int) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT id, kind, workflow_id, detail FROM notices WHERE id > ? ORDER BY id LIMIT 10000", (last,)
     ).fetchall()
