@@ -122,7 +122,9 @@ def test_the_fixtures_in_a_users_test_suite(tmp_path: Path) -> None:
     (tmp_path / "test_user.py").write_text(USER_TESTS)
     plugin = [] if _entry_point_installed() else ["-p", "durably.testing.plugin"]
     # The parent's path too: an entry point found here is found there (it is not loaded twice).
-    path = [str(ROOT / "src"), *os.environ.get("PYTHONPATH", "").split(os.pathsep), str(ROOT)]
+    # The durably under test (installed, or this tree's src/ with its extension built in place).
+    src = str(Path(durably.__file__).resolve().parents[1])
+    path = [src, *os.environ.get("PYTHONPATH", "").split(os.pathsep), str(ROOT)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *plugin, "-W", "error", "test_user.py"],

@@ -314,14 +314,18 @@ class Coordinator:
             return
         # One read for them all (not one per workflow): which are still this
         # executor's (lost again since the claim: their new owner runs them),
-        # and their journals (large values left out, see store.load_journal).
+        # and the journals of the async ones, which all start at once (large
+        # values left out, see store.load_journal). A sync workflow waits for
+        # a worker and reads its journal when it runs: only running workflows
+        # hold theirs in memory.
         owned = self.store.still_owned([(wid, epoch) for wid, _s, _i, epoch in todo])
-        journals = self.store.load_journals([wid for wid, *_ in todo if wid in owned])
+        journals = self.store.load_journals([wid for wid, spec, *_ in todo if wid in owned and spec.is_async])
         for wid, spec, inputs, epoch in todo:
             if wid not in owned:
                 continue
             self.store.own(wid, epoch)
-            runner.launch(spec, wid, inputs, replay=True, journal=journals.get(wid, []))
+            journal = journals.get(wid, []) if spec.is_async else None
+            runner.launch(spec, wid, inputs, replay=True, journal=journal)
             if _crash.ARMED:
                 _crash.hit("recovery.launched")
 
