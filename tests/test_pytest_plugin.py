@@ -10,6 +10,8 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+import durably
+
 ROOT = Path(__file__).resolve().parents[1]
 
 USER_TESTS = """
