@@ -84,7 +84,7 @@ class Settle:
         # asyncio's ready queue (CPython's event loops); on another loop
         # (uvloop), only the iteration bound applies.
         ready = getattr(loop, "_ready", None)
-        self.ready = ready if isinstance(ready, deque) else None
+        self.ready: deque[Any] | None = ready if isinstance(ready, deque) else None  # pyright: ignore[reportUnknownMemberType]  # (asyncio's private deque: its items are Handles)
 
     def take(self, ctx: WorkflowContext) -> bool:
         """Hand an outcome to ``ctx`` now if its gate is free (then the gate
@@ -451,11 +451,12 @@ class WorkflowContext:
                 called=name,
             )
             raise self.parked
+        stored: tuple[Any, ...] = row  # (not narrowed by the length test below)
         if len(row) > 5 and row[5]:  # a large value the loaded journal left out: read it now, alone
             value = self.runner.store.step_value(self.workflow_id, row[0])
             self.runner.large.read(self.workflow_id)  # (runtime/admission.py)
             return value
-        return row[2], row[3]
+        return stored[2], stored[3]
 
     # -- ordered delivery (async) ------------------------------------------------------
 

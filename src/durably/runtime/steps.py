@@ -54,7 +54,7 @@ def _check_policy(
         )
     classes: tuple[type[Exception], ...] | None = None
     if retry_on is not None:
-        given = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)
+        given: tuple[Any, ...] = tuple(retry_on) if isinstance(retry_on, (tuple, list)) else (retry_on,)  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]  # (checked on the next line)
         if not all(isinstance(t, type) and issubclass(t, Exception) for t in given):
             raise errors.UsageError(f"step {name!r}: retry_on must be Exception classes, not {given!r}")
         classes = given
