@@ -37,7 +37,7 @@ from . import _executors
 from ._queries import GC_TABLES, PG_GC, SQLITE_GC, render
 
 if TYPE_CHECKING:
-    import apsw
+    from ._apsw import Connection
 
 
 class OpDb(Protocol):
@@ -54,12 +54,14 @@ class OpDb(Protocol):
 
     def run(self, sql: str, params: Any) -> int:
         """Run a change; the number of rows it changed."""
+        ...
 
     def many(self, sql: str, seq: Iterable[Any]) -> None: ...
 
     def returned(self, sql: str, seq: Iterable[Any]) -> list[Any]:
         """Run ``sql`` (with a one-column RETURNING) once per parameter row;
         every value it returned, in order."""
+        ...
 
 
 OP_STATEMENTS: dict[str, str] = {
@@ -328,7 +330,7 @@ def gc(
     if not rows:
         return {}, None, time.perf_counter() - began
     ids = _deletable(db, q["existing"], pack, rows)
-    counts = dict.fromkeys(GC_TABLES, 0)
+    counts: dict[str, int] = dict.fromkeys(GC_TABLES, 0)
     if ids:
         for table in GC_TABLES:
             counts[table] = db.run(q[table], (pack(ids),))
@@ -340,7 +342,7 @@ def _deletable(db: OpDb, existing: str, pack: Callable[[Iterable[str]], Any], ro
     parent is absent, or goes too (see ``gc``)."""
     batch = {r[0] for r in rows}
     outside = {r[1] for r in rows if r[1] is not None and r[1] not in batch}
-    kept = {r[0] for r in db.all(existing, (pack(outside),))} if outside else set()
+    kept: set[str] = {r[0] for r in db.all(existing, (pack(outside),))} if outside else set()
     going: list[str] = []
     gone: set[str] = set()
     for wid, parent, *_ in rows:
@@ -350,7 +352,7 @@ def _deletable(db: OpDb, existing: str, pack: Callable[[Iterable[str]], Any], ro
     return going
 
 
-def vacuum(conn: apsw.Connection, pages: int) -> int:
+def vacuum(conn: Connection, pages: int) -> int:
     """SQLite: hand up to ``pages`` free pages back to the file system
     (``PRAGMA incremental_vacuum``: a file created with auto_vacuum=INCREMENTAL;
     on an older file it does nothing). Returns the pages freed."""
@@ -380,7 +382,7 @@ class SqliteDb:
     q = SQLITE_OPS
     postgres = False
 
-    def __init__(self, conn: apsw.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     def one(self, sql: str, params: Any) -> Any:
@@ -402,7 +404,11 @@ class SqliteDb:
 
 def on_conn(op: Callable[..., Any]) -> Callable[..., Any]:
     """An executor op (written per backend) in the ops table: it takes the raw connection."""
-    return lambda db, *args: op(db.conn, *args)
+
+    def run(db: Any, *args: Any) -> Any:
+        return op(db.conn, *args)
+
+    return run
 
 
 TOOLKIT_OPS: dict[str, Callable[..., Any]] = {

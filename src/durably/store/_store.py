@@ -94,8 +94,8 @@ class Store(SqlStore):
 
     Q = SQLITE
     _NO_LIMIT = -1
-    _export_snapshot = _transfer.sqlite_snapshot  # moving between backends (store/_transfer.py)
-    import_rows = _transfer.sqlite_import
+    _export_snapshot = _transfer.sqlite_snapshot  # pyright: ignore[reportAssignmentType]  # moving between backends: _transfer's functions, bound as methods
+    import_rows = _transfer.sqlite_import  # pyright: ignore[reportAssignmentType]
 
     def __init__(
         self,

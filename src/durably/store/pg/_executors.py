@@ -21,6 +21,7 @@ import psycopg
 from .._executors import HOST, KEEP_NOTICES, queue_window
 from .._ops import PG_OPS, TOOLKIT_OPS, on_conn
 from .._queries import PG_EXEC as _Q
+from .._queries import literal_sql
 from ._schema import NOW
 
 _KEEP_STOPPED = 86400.0
@@ -49,19 +50,19 @@ class PgDb:
         return _one(self.conn, sql, params)
 
     def all(self, sql: str, params: Any) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.conn.execute(sql, params).fetchall()]
+        return [tuple(r) for r in self.conn.execute(literal_sql(sql), params).fetchall()]
 
     def run(self, sql: str, params: Any) -> int:
-        return self.conn.execute(sql, params).rowcount
+        return self.conn.execute(literal_sql(sql), params).rowcount
 
     def many(self, sql: str, seq: Iterable[Any]) -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(sql, list(seq))
+            cur.executemany(literal_sql(sql), list(seq))
 
     def returned(self, sql: str, seq: Iterable[Any]) -> list[Any]:
         out: list[Any] = []
         with self.conn.cursor() as cur:
-            cur.executemany(sql, list(seq), returning=True)
+            cur.executemany(literal_sql(sql), list(seq), returning=True)
             while True:
                 out += [row[0] for row in cur.fetchall()]
                 if not cur.nextset():
@@ -174,7 +175,7 @@ def claim(
 
 
 def _take(conn: Any, me: str, version: str, rows: list[tuple[str, Any, Any]]) -> list[tuple[Any, ...]]:
-    out = []  # (the batch holds the takeovers row exclusive: OWNER_CHANGING_OPS)
+    out: list[tuple[Any, ...]] = []  # (the batch holds the takeovers row exclusive: OWNER_CHANGING_OPS)
     for wid, before, epoch in rows:
         taken_from_owner = before is not None and before != me
         row = conn.execute(
@@ -205,8 +206,9 @@ def claim_queue(
     so every entry this claim sees was created before that moment)."""
     lock = "SELECT pg_advisory_xact_lock(hashtextextended('durably:queue:' || %s, 0))"
     if now is None:
-        now = _one(conn, f"SELECT ({NOW})::float8 FROM ({lock} OFFSET 0) AS locked", (queue,))
+        at: float = _one(conn, f"SELECT ({NOW})::float8 FROM ({lock} OFFSET 0) AS locked", (queue,))
     else:
+        at = now
         conn.execute(lock, (queue,))
 
     def start(free: int) -> list[tuple[Any, ...]]:
@@ -216,7 +218,7 @@ def claim_queue(
                 "UPDATE queue_entries SET started_at = %s WHERE seq IN (SELECT seq FROM queue_entries WHERE queue = %s"
                 " AND started_at IS NULL AND done = 0 AND not_before <= %s ORDER BY priority, seq LIMIT %s)"
                 " RETURNING workflow_id",
-                (now, queue, now, free),
+                (at, queue, at, free),
             )
         ]
         return _take(conn, me, version, [(wid, None, None) for wid in ids])
@@ -224,14 +226,18 @@ def claim_queue(
     claimed, wake = queue_window(
         concurrency,
         rate,
-        now,
+        at,
         batch,
         running=lambda: _one(conn, _Q["queue_running"], (queue,)),
         recent=lambda lo, hi: [r[0] for r in conn.execute(_Q["queue_recent"], (queue, lo, hi))],
         start=start,
-        delayed=lambda: _one(conn, _Q["queue_delayed"], (queue, now)),
+        delayed=lambda: _one(conn, _Q["queue_delayed"], (queue, at)),
     )
-    return claimed, wake, now
+    return claimed, wake, at
+
+
+def _no_vacuum(db: Any, pages: int) -> int:
+    return 0
 
 
 OPS: dict[str, Callable[..., Any]] = {
@@ -243,5 +249,5 @@ OPS: dict[str, Callable[..., Any]] = {
     "claim": on_conn(claim),
     "claim_queue": on_conn(claim_queue),
     # PostgreSQL's autovacuum makes freed space reusable; durably never runs VACUUM FULL
-    "vacuum": lambda db, pages: 0,
+    "vacuum": _no_vacuum,
 }
