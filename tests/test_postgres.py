@@ -212,3 +212,37 @@ def test_a_result_waiter_wakes_when_another_engine_ends_the_workflow(url: str) -
         threading.Timer(0.3, gate.set).start()
         assert handle.result(timeout=20) == "done"
         assert time.monotonic() - t0 < 10
+
+
+def test_a_send_that_commits_after_a_later_notice_still_wakes_its_receiver(url: str) -> None:
+    """PostgreSQL numbers a notice when it is inserted, not when its
+    transaction commits: a send (notice n) that commits after another
+    process's notice n + 1 was read must still wake the receiver. Found by
+    the skewed-clock crash tier, where a consumer waited forever for a
+    message that sat in the table."""
+    schema = url.split("schema=")[1].split("&")[0]
+    with durably.Engine(url) as engine:
+
+        @engine.workflow(name="consumer")
+        def consumer() -> Any:
+            engine.set_event("ready", True)
+            return engine.recv("t")
+
+        early = _admin()  # the late transaction: numbered first, committed last
+        early.autocommit = False
+        try:
+            first = engine.start(consumer, workflow_id="first")
+            second = engine.start(consumer, workflow_id="second")
+            for wid in ("first", "second"):
+                assert engine.get_event(wid, "ready", timeout=20) is True
+            early.execute(f"INSERT INTO {schema}.messages (dest, topic, payload) VALUES ('first', 't', '\"late\"')")
+            early.execute(f"INSERT INTO {schema}.notices (kind, workflow_id, detail) VALUES ('msg', 'first', 't')")
+            with _admin() as late:  # numbered after, committed first: read (and passed) by the engine
+                late.execute(f"INSERT INTO {schema}.messages (dest, topic, payload) VALUES ('second', 't', '\"x\"')")
+                late.execute(f"INSERT INTO {schema}.notices (kind, workflow_id, detail) VALUES ('msg', 'second', 't')")
+            assert second.result(timeout=20) == "x"
+            time.sleep(0.3)  # (the engine's notice reads go on past the later notice)
+            early.commit()
+            assert first.result(timeout=20) == "late"
+        finally:
+            early.close()

@@ -195,7 +195,8 @@ class Coordinator:
         claim = False
         kick = False
         for nid, kind, wid, detail in notices:
-            self._last_notice = nid
+            # (PostgreSQL returns notices that filled a hole below the last one too)
+            self._last_notice = max(self._last_notice, nid)
             if kind == "msg":
                 self.waits.notify(("msg", wid, detail))
             elif kind == "event":

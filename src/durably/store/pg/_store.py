@@ -62,7 +62,7 @@ from .._queries import OWNER_CHANGING_WRITES as OWNER_CHANGING
 from .._queries import POSTGRES, literal_sql
 from .._transfer import Chunks, Run
 from ..contract import StoreContract
-from . import _apply, _connection, _executors, _listen, _pipeline, _sandbox, _schema, _transfer
+from . import _apply, _connection, _executors, _listen, _notices, _pipeline, _sandbox, _schema, _transfer
 from ._errors import CONNECTION_ERRORS, RECORD_ERRORS, TRANSIENT_ERRORS, map_error
 from ._errors import fatal as _fatal
 from ._executors import PgDb
@@ -122,6 +122,8 @@ class PgStore(SqlStore):
         self._listen_lock = threading.Lock()
         self._notified = 0
         self._polls = 0
+        # Notice ids missing between two read (store/pg/_notices.py): id -> the xmax it waits for.
+        self.notice_holes: dict[int, int] = {}
         self._write_lock = threading.Lock()
         self._tx_running: str | None = None  # the workflow whose transaction step runs now
         self._user_path = "public"
@@ -519,6 +521,15 @@ class PgStore(SqlStore):
 
     def _new_ops_db(self, conn: psycopg.Connection[Any]) -> PgDb:
         return PgDb(conn)
+
+    def last_notice(self) -> int:
+        """Where this open's notice reads start (and the ids in flight below it)."""
+        return _notices.start(self)
+
+    def notices_since(self, last: int) -> list[tuple[Any, ...]]:
+        """Cross-process wake-ups after id ``last``, and those committed
+        since below it (store/pg/_notices.py: ids follow inserts, not commits)."""
+        return _notices.since(self, last)
 
     def data_version(self) -> int:
         """Moves when a notification arrived (LISTEN), or at every call
