@@ -11,6 +11,7 @@ so only one SQLite library lives in the process.
 
 import asyncio
 import threading
+from _thread import allocate_lock
 
 from durably import _crash, errors
 
@@ -42,10 +43,14 @@ cdef class Record:
 
 
 cdef class _Generation:
-    cdef public object event
+    cdef public list waiters
 
     def __init__(self):
-        self.event = threading.Event()
+        self.waiters = []
+
+    cdef release(self):
+        for lock in self.waiters:
+            lock.release()
 
 
 def _resolve(list records):
@@ -131,31 +136,34 @@ cdef class Journal:
 
     # -- submitting ------------------------------------------------------------
 
-    cdef _Generation _enqueue(self, Record rec, bint may_lead=False):
-        cdef _Generation gen
+    cdef object _enqueue(self, Record rec, bint sync=False):
+        cdef object waiter = None
         with self._lock:
             if self._state != _RUNNING:
                 raise self._stopped_error()
-            if may_lead and not self._busy and not self._pending:
-                self._busy = True
-                return None
+            if sync:
+                if not self._busy and not self._pending:
+                    self._busy = True
+                    return None
+                waiter = allocate_lock()
+                waiter.acquire()
+                self._generation.waiters.append(waiter)
             self._pending.append(rec)
             if self._writer_idle:
                 self._writer_idle = False
                 self._wakeup.notify()
-            gen = self._generation
-        return gen
+        return waiter
 
     def submit(self, Record rec):
         """Journal ``rec`` and block until it is durable; return its result.
 
         A lone caller with nothing in flight writes its own record (see the twin).
         """
-        cdef _Generation gen = self._enqueue(rec, True)
-        if gen is None:
+        waiter = self._enqueue(rec, True)
+        if waiter is None:
             self._commit([rec], None)
         else:
-            gen.event.wait()
+            waiter.acquire()  # released by the batch's wake-up
         if rec.error is not None:
             raise rec.error
         return rec.result
@@ -237,7 +245,7 @@ cdef class Journal:
         cdef object rec_loop
         cdef list group = []
         cdef dict others = None
-        gen.event.set()
+        gen.release()
         for rec in batch:
             rec_loop = rec.loop
             if rec_loop is None:

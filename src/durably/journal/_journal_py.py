@@ -5,7 +5,7 @@
 
 One writer thread owns the store's write connection. It takes *every*
 pending record, hands them to ``flush`` as one batch (one transaction, one
-fsync), then wakes that batch's waiters at once: threads through one event,
+fsync), then wakes that batch's waiters at once: threads through a lock each,
 asyncio futures through one ``call_soon_threadsafe`` per event loop. apsw
 releases the GIL inside SQLite, so while batch N is being fsynced, workflows
 produce batch N+1: group commit with no timers and no added latency when idle.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from _thread import allocate_lock as _allocate_lock
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,12 +39,20 @@ class Record:
 
 
 class _Generation:
-    """The waiters of one batch: set once, after its commit (or failure)."""
+    """The thread waiters of one batch: a lock each, taken when it queued
+    its record and released once, after the batch's commit (or failure).
+    A lock per waiter, not one Event for all: an Event's waiters wake
+    through its Condition, each taking the Condition's lock again in turn
+    (64 threads: a convoy of Python code at every commit)."""
 
-    __slots__ = ("event",)
+    __slots__ = ("waiters",)
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.waiters: list[Any] = []
+
+    def release(self) -> None:
+        for lock in self.waiters:
+            lock.release()
 
 
 def _resolve(records: list[Record]) -> None:
@@ -114,21 +123,26 @@ class Journal:
 
     # -- submitting ------------------------------------------------------------
 
-    def _enqueue(self, rec: Record, may_lead: bool = False) -> _Generation | None:
-        """Queue ``rec`` for the writer and return its batch's generation, or
-        return None when the caller should write it itself (``may_lead`` and
-        nothing in flight or queued)."""
+    def _enqueue(self, rec: Record, sync: bool = False) -> Any:
+        """Queue ``rec`` for the writer. A thread's record (``sync``): None
+        when the caller should write it itself (nothing in flight or
+        queued), else a held lock, released after its batch's commit."""
+        waiter = None
         with self._lock:
             if self._state != _RUNNING:
                 raise self._stopped_error()
-            if may_lead and not self._busy and not self._pending:
-                self._busy = True
-                return None
+            if sync:
+                if not self._busy and not self._pending:
+                    self._busy = True
+                    return None
+                waiter = _allocate_lock()
+                waiter.acquire()
+                self._generation.waiters.append(waiter)
             self._pending.append(rec)
             if self._writer_idle:
                 self._writer_idle = False
                 self._wakeup.notify()
-            return self._generation
+        return waiter
 
     def submit(self, rec: Record) -> Any:
         """Journal ``rec`` and block until it is durable; return its result.
@@ -139,11 +153,11 @@ class Journal:
         hand-offs. Records arriving meanwhile queue up for the writer thread
         as usual. Event-loop callers never lead (see ``submit_async``).
         """
-        gen = self._enqueue(rec, may_lead=True)
-        if gen is None:
+        waiter = self._enqueue(rec, sync=True)
+        if waiter is None:
             self._commit([rec], None)
         else:
-            gen.event.wait()
+            waiter.acquire()  # released by the batch's wake-up
         if rec.error is not None:
             raise rec.error
         return rec.result
@@ -225,7 +239,7 @@ class Journal:
         return True
 
     def _wake(self, batch: list[Record], gen: _Generation) -> None:
-        gen.event.set()
+        gen.release()
         # Group asyncio waiters by loop: one cross-thread call per loop.
         loop = None
         group: list[Record] = []
