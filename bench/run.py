@@ -191,28 +191,38 @@ PAIR_FIGURES = (
 )
 
 
+def _pair_keys(figures: dict[str, Any]) -> list[str]:
+    """The figures a pair compares: the first of PAIR_FIGURES a scenario
+    reports, else every one it reports per variant (``steps_per_s_2p`` ...)."""
+    for key in PAIR_FIGURES:
+        if key in figures:
+            return [key]
+    return [k for k in figures if any(k.startswith(f + "_") for f in PAIR_FIGURES)]
+
+
 def against(names: list[str], other: Path, workdir: Path, reps: int, quick: bool) -> int:
     """Interleaved pairs: each repetition runs every scenario on this tree and
     on ``other`` (a checkout with its extension built in place) back to back,
     in random order, so machine noise hits both sides alike; prints each
     pair's ratio (this / other) and their median."""
     here_src, other_src = HERE.parent / "src", other.resolve() / "src"
-    ratios: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {}
     for rep in range(reps):
         for name in random.sample(names, len(names)):
             sides = [("this", here_src), ("other", other_src)]
             random.shuffle(sides)
             got = {side: run_one(name, workdir, quick, src) for side, src in sides}
-            key = next(k for k in PAIR_FIGURES if k in got["this"])
-            ratios[name].append(got["this"][key] / got["other"][key])
-            print(
-                f"[{rep + 1}/{reps}] {name}: this {got['this'][key]:,.0f} {key}, other {got['other'][key]:,.0f}, "
-                f"ratio {ratios[name][-1]:.3f} ({' then '.join(s for s, _ in sides)})",
-                flush=True,
-            )
+            for key in _pair_keys(got["this"]):
+                label = name if key in PAIR_FIGURES else f"{name} {key}"
+                ratios.setdefault(label, []).append(got["this"][key] / got["other"][key])
+                print(
+                    f"[{rep + 1}/{reps}] {label}: this {got['this'][key]:,.0f} {key}, other {got['other'][key]:,.0f}, "
+                    f"ratio {ratios[label][-1]:.3f} ({' then '.join(s for s, _ in sides)})",
+                    flush=True,
+                )
     print(f"\nthis tree / {other} (median of {reps} interleaved pairs, min-max):")
-    for name, rs in ratios.items():
-        print(f"  {name:40s} {statistics.median(rs):.3f}  ({min(rs):.3f}-{max(rs):.3f})")
+    for label, rs in ratios.items():
+        print(f"  {label:40s} {statistics.median(rs):.3f}  ({min(rs):.3f}-{max(rs):.3f})")
     return 0
 
 
