@@ -15,7 +15,7 @@ One hierarchy under ``durably`` (configure that one logger to see them all):
 * ``durably.retention`` the background deletion of old workflows
 
 Every record passes ``extra=fields(event, ...)``: ``durably_event`` names it
-(the table in README.md (Observability) lists each, with its logger, level and why;
+(the table in docs/guides/observability.md, "Logging", lists each, with its logger, level and why;
 tests/test_logging.py keeps the two in step), and ``workflow_id``,
 ``workflow_name``, ``step`` and ``step_position`` are always set (None when
 the event concerns no single workflow or step), so a formatter may use them

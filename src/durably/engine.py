@@ -72,8 +72,7 @@ class Engine:
             tests makes sleeps and timeouts of days finish at once.
         app_version: this application's release (default: the environment
             variable ``DURABLY_APP_VERSION``, else ``"0"``). An executor only
-            takes over workflows started by the same version (README,
-            "Several processes").
+            takes over workflows started by the same version (docs/guides/processes.md).
         lease: seconds this process's lease lasts without a heartbeat; past
             it, another process on the file takes its workflows over.
         client: start, enqueue, send, cancel and read only (by workflow
@@ -87,10 +86,10 @@ class Engine:
         checkpoints: who copies the SQLite WAL into the main file:
             ``"engine"`` (default) or ``"external"``, for a file another
             program checkpoints (Litestream): a copy it restores then opens
-            as it is (README, "Backup, restore and replication").
+            as it is (docs/operations/backup.md).
         registry: a ``durably.Registry`` (or several) whose declarations this
-            engine registers, as ``include`` does (README, "Declare once,
-            bind anywhere").
+            engine registers, as ``include`` does (docs/guides/workflows.md,
+            "Declare once, bind anywhere").
 
     Example::
 

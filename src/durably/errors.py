@@ -344,7 +344,7 @@ class TxRoleError(StorageError):
     """PostgreSQL: the role transaction steps run as (``role``) is missing
     and cannot be created, cannot be switched to, or could reach durably's
     schema; transaction steps are refused rather than run unsandboxed. The
-    message names the setup an operator runs (README, "PostgreSQL")."""
+    message names the setup an operator runs (docs/guides/postgresql.md)."""
 
     _fields = ("path", "role")
 

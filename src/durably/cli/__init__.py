@@ -63,7 +63,7 @@ exit 1 if any would park); ``--json``: ``{"workflows": [{"workflow_id",
 "fails"}...], "failures"}``.
 
 ``ui`` serves the web view (``durably.ui``, extra ``durably[ui]``;
-README, "The web view"): read-only unless ``--allow-actions``.
+docs/guides/observability.md, "The web view"): read-only unless ``--allow-actions``.
 
 Modules: ``workflows.py`` (list, show, steps, tail), ``manage.py`` (cancel,
 resume, fork), ``queues.py`` (queues, schedules), ``maintenance.py``

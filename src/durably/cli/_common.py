@@ -332,7 +332,7 @@ def cells(*values: Any) -> list[Any]:
 
 def json_option(fn: Any) -> Any:
     return click.option(
-        "--json", "as_json", is_flag=True, help="one JSON document on stdout (fields: README, Operations)"
+        "--json", "as_json", is_flag=True, help="one JSON document on stdout (fields: docs/operations/cli.md, '--json')"
     )(fn)
 
 

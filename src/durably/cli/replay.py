@@ -1,5 +1,5 @@
 """``durably replay DB --app module:engine``: the Replayer, the pre-deploy
-check (``durably.testing.replay``; README, "Testing")."""
+check (``durably.testing.replay``; docs/guides/testing.md, "The Replayer")."""
 
 from __future__ import annotations
 

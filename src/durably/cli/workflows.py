@@ -161,7 +161,9 @@ def show(db: str, workflow_id: str, as_json: bool) -> int:
 @click.option("--interval", default="0.5s", show_default=True, help="how often to look (a duration)")
 @click.option("--count", type=click.IntRange(1), help="stop after this many events")
 @click.option("--timeout", help="stop after this long (a duration); default: until Ctrl-C")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per line (fields: README, Operations)")
+@click.option(
+    "--json", "as_json", is_flag=True, help="one JSON object per line (fields: docs/operations/cli.md, '--json')"
+)
 def tail(db: str, name: str | None, interval: str, count: int | None, timeout: str | None, as_json: bool) -> int:
     """Follow workflows as they start and end (polls; Ctrl-C stops it)."""
     pause = C.seconds(interval, "--interval")

@@ -71,7 +71,7 @@ class GcReport:
         longest_batch: seconds the longest of them spent deleting (the
             writer's hold, before its commit).
         pages_freed: SQLite pages handed back to the file system (0 on
-            PostgreSQL, and on a file created before auto_vacuum: README).
+            PostgreSQL, and on a file created before auto_vacuum: docs/operations/retention.md).
     """
 
     workflows: int = 0
@@ -159,7 +159,7 @@ class Retention:
 
         Works on a client engine too, and while other processes run
         workflows on the database: batches of a few hundred workflows, each
-        committed on its own (README, "Retention"). Bad input (a negative
+        committed on its own (docs/operations/retention.md). Bad input (a negative
         or non-numeric age, an unknown status): UsageError, nothing deleted.
 
         Example::

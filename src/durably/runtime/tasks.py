@@ -4,7 +4,7 @@ When ``asyncio.run()`` returns while an async workflow started on its loop is
 still running, asyncio cancels every task left on that loop. Cancelling a
 task in the middle of a step body throws ``CancelledError`` into the body:
 its work is half done, its outcome is never recorded, and it runs again when
-the workflow continues (on the engine's own loop). The README promises a
+the workflow continues (on the engine's own loop). The docs promise a
 re-run only when the process died, so durably holds such a cancel back:
 
 * the task running an async workflow is a :class:`GuardedTask`; while a step

@@ -1,7 +1,7 @@
 """The web view's Starlette application: one page (static HTML, a script
 and a style sheet shipped in this package) and the JSON it reads.
 
-Security model (README, "The web view"): reads only, through a read-only store,
+Security model (docs/guides/observability.md, "Security model"): reads only, through a read-only store,
 unless ``allow_actions``; every response carries a strict
 Content-Security-Policy (scripts and styles from this server only, no
 inline code), and the page builds its DOM with ``textContent`` (a stored

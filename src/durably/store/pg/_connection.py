@@ -57,7 +57,7 @@ def settings(store: PgStore, writer: bool) -> tuple[str, ...]:
     path = f'"{store.schema}", pg_catalog, pg_temp' if writer else f'"{store.schema}", {store._user_path}'
     # Engine(synchronous="normal"): commits return before their WAL is
     # flushed (the last ones may be lost if the *server* crashes);
-    # "full" keeps the server's own setting (README, "PostgreSQL").
+    # "full" keeps the server's own setting (docs/guides/postgresql.md).
     commit = "off" if store.synchronous == "normal" else None
     return (path, f"{int(IDLE_IN_TX * 1000)}ms") + ((commit,) if commit else ())
 

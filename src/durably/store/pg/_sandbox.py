@@ -202,7 +202,7 @@ def _refused(role: str, schema: str, path: str, why: str) -> errors.TxRoleError:
         f"transaction steps are refused on {path}: their SQL runs as role {role!r}, which {why}. "
         f"An operator sets it up once: CREATE ROLE {role} NOLOGIN; GRANT {role} TO <this login>; "
         f"GRANT USAGE, CREATE ON SCHEMA <your schema> TO {role}; and no rights on schema {schema!r} "
-        "(README, PostgreSQL, Transaction steps)",
+        '(docs/guides/postgresql.md, "Transaction steps")',
         path=path,
         role=role,
     )

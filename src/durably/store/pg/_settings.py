@@ -88,7 +88,7 @@ def options(
     taken out of the URL: (url, schema, listen, tx_role)."""
     url, ours = _split_ours(url)
     in_url = ours.get("schema")
-    if "listen" in ours:  # off: the polling fallback (README, "PostgreSQL")
+    if "listen" in ours:  # off: the polling fallback (docs/guides/postgresql.md)
         if ours["listen"] not in ("on", "off"):
             raise errors.UsageError(f"listen= must be 'on' or 'off', not {ours['listen']!r}")
         listen = ours["listen"] == "on"
