@@ -43,6 +43,12 @@ def chain_engine(path: str, **kw: Any) -> tuple[Any, Any]:
     import durably
 
     engine = durably.Engine(path, **kw)
+    return engine, register_chain(engine)
+
+
+def register_chain(engine: Any) -> Any:
+    """Register the async ``chain(k)`` workflow of k ``inc`` steps on
+    ``engine`` (the workload of every async scenario); return it."""
 
     @engine.step(name="inc")
     async def inc(x: int) -> int:
@@ -55,7 +61,7 @@ def chain_engine(path: str, **kw: Any) -> tuple[Any, Any]:
             x = await inc(x)
         return x
 
-    return engine, chain
+    return chain
 
 
 def cleanup(path: str) -> None:

@@ -11,21 +11,16 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import durably
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: run as a script
+from scenarios import register_chain
+
 
 def build(engine: durably.Engine) -> None:
-    @engine.step(name="inc")
-    async def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    async def chain(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            x = await inc(x)
-        return x
+    register_chain(engine)
 
     @engine.workflow(name="waiter")
     def waiter() -> str:

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from . import counting_engine, percentile, register
+from . import chain_engine, counting_engine, percentile, register
 from ._pg import URL, drop, fresh_url
 
 
@@ -83,21 +83,8 @@ def durably_sequential(workdir: Path, quick: bool) -> dict[str, Any]:
 
 def durably_async(workdir: Path, quick: bool, count: int, steps: int = 10) -> dict[str, Any]:
     """``count`` concurrent async workflows of ``steps`` steps."""
-    import durably
-
     url = fresh_url("async")
-    engine = durably.Engine(url)
-
-    @engine.step(name="inc")
-    async def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    async def chain(k: int) -> int:
-        x = 0
-        for _ in range(k):
-            x = await inc(x)
-        return x
+    engine, chain = chain_engine(url)
 
     async def go(n: int) -> float:
         t0 = time.perf_counter()
