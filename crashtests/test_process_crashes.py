@@ -1270,8 +1270,11 @@ def test_a_process_paused_inside_its_takeover_records_nothing_for_what_was_taken
         for k in range(3):  # launches 1-3
             pair.client.start("slow", 1, 2.5, 2.5, workflow_id=f"c{k}")
         assert pair.wait_for(lambda: len(read_ledger(pair.ledger)[0]) >= 3, 20)  # A is inside their bodies
-        for k in range(4):  # launches 4-7: A pauses before the first
-            pair.client.start("slow", 10, 0.5, 0.5, workflow_id=f"s{k}")
+        # launches 4-7, in one transaction so that A's claim takes all 4 (started
+        # one by one, A may claim the first alone, and B then claims the rest at
+        # epoch 1: seen in the twin run once waiting for the lock stopped
+        # sleeping 1 ms and more): A pauses before the first
+        pair.client.start_many("slow", [(10, 0.5, 0.5)] * 4, workflow_ids=[f"s{k}" for k in range(4)])
         assert pair.wait_for(lambda: _state(a) == "T", 20)
         paused = time.monotonic()
         pair.spawn("b")
