@@ -148,6 +148,11 @@ def test_workflow_deadline_ends_a_backoff(make_engine) -> None:
     )
     with engine:
         h = engine.start(flow, timeout=100)
+        # Both timers armed before time jumps: the deadline's (+100 s) and the
+        # backoff's (+1000 s). Else, on a loaded machine, finish() could jump
+        # to the backoff before the deadline's timer was armed (seen once in CI).
+        assert failed.wait(10)
+        clock.wait_for_timers(2)
         with pytest.raises(errors.WorkflowCancelledError):
             clock.finish(h, timeout=10)  # the deadline comes first, at +100 s
         assert engine.close(timeout=10) == []  # the backoff ended with it
