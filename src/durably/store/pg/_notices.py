@@ -20,6 +20,7 @@ needs none of this: its writers are serialised, so ids follow commits.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 from ... import _logs
@@ -54,7 +55,7 @@ def since(store: PgStore, last: int) -> list[tuple[Any, ...]]:
             xmin, xmax = int(row[2]), int(row[3])
         else:
             found.append(row)
-    found.sort(key=_first)
+    found.sort(key=itemgetter(0))
     out: list[tuple[Any, ...]] = []
     fresh = 0
     for row in found:
@@ -83,10 +84,6 @@ def since(store: PgStore, last: int) -> list[tuple[Any, ...]]:
             extra=_logs.fields("leases.notice_holes"),
         )
     return out
-
-
-def _first(row: tuple[Any, ...]) -> Any:
-    return row[0]
 
 
 # At open: the highest id, the ids of the last LOOK_BACK below it, and the snapshot's bounds.

@@ -122,7 +122,7 @@ class PgStore(SqlStore):
         self._listen_lock = threading.Lock()
         self._notified = 0
         self._polls = 0
-        # Notice ids missing between two read (store/pg/_notices.py): id -> the xmax it waits for.
+        # Notice ids missing between two reads (store/pg/_notices.py): id -> the xmax it waits for.
         self.notice_holes: dict[int, int] = {}
         self._write_lock = threading.Lock()
         self._tx_running: str | None = None  # the workflow whose transaction step runs now
