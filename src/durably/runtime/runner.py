@@ -108,6 +108,11 @@ class Runner:
         self.lock = threading.Lock()
         self.active: dict[str, WorkflowContext] = {}
         self.completions: dict[str, _Completion] = {}
+        # Of those, the ones registered while their workflow was not running
+        # here (it runs elsewhere, or not yet): the only ones the lease keeper
+        # looks up at each commit it sees (wake_remote_waiters). A workflow
+        # running here always ends through notify, which takes its entry.
+        self.remote_waits: set[str] = set()
         self.relaunch: set[str] = set()  # resumed (or claimed back) while still unwinding
         self.reclaimed: dict[str, int] = {}  # claimed back while unwinding: the new epoch
         self._idle = threading.Condition(self.lock)  # notified when active empties
@@ -357,6 +362,7 @@ class Runner:
     def notify(self, wid: str, final: tuple[str, str, Any, Any] | BaseException | None = None) -> None:
         with self.lock:
             done = self.completions.pop(wid, None)
+            self.remote_waits.discard(wid)
         if done is None:
             return
         done.final = final
@@ -389,7 +395,10 @@ class Runner:
                 done.futures.append((loop, fut))
             elif done.event is None:
                 done.event = threading.Event()
-            return done, fut, wid in self.active
+            here = wid in self.active
+            if not here:
+                self.remote_waits.add(wid)
+            return done, fut, here
 
     def release(self, wid: str, done: _Completion, fut: asyncio.Future[None] | None = None) -> None:
         """A waiter registered by ``_completion`` leaves: the last one takes
@@ -400,6 +409,7 @@ class Runner:
             done.users -= 1
             if done.users <= 0 and self.completions.get(wid) is done:
                 del self.completions[wid]
+                self.remote_waits.discard(wid)
 
     def stuck(self, wid: str, row: WorkflowRow | WorkflowView) -> BaseException | None:
         """Why a PENDING workflow not running here will not end without help:
@@ -465,15 +475,17 @@ class Runner:
         """Waiters here for workflows not running here: wake those that ended
         (or parked) in another process (such an end leaves no notice: its
         row is read). The lease keeper calls this at every commit it sees,
-        this process's own included, so it does nothing, not even take the
-        lock, while no caller here waits for a workflow; and it reads rows
-        only for those not running here (a local end notifies its waiters
-        itself). A waiter registers before it reads the row, so one that
-        registers just after this look still sees an end committed before."""
-        if not self.completions:
+        this process's own included, so it looks only at the waits
+        registered while their workflow was not running here
+        (``remote_waits``; a local end notifies its waiters itself): it does
+        nothing, not even take the lock, while there are none, however many
+        callers wait for workflows running here. A waiter registers before
+        it reads the row, so one that registers just after this look still
+        sees an end committed before."""
+        if not self.remote_waits:
             return
         with self.lock:
-            ids = [w for w in self.completions if w not in self.active]
+            ids = [w for w in self.remote_waits if w not in self.active]
         for wid, status, parked in self.store.statuses(ids) if ids else ():
             if status != "PENDING" or parked is not None:
                 self.notify(wid)
