@@ -344,7 +344,15 @@ class Step(Generic[P, R]):
             failure = exc
         finally:
             ctx.in_step = False
-        return self._finish_sync(ctx, pos, value, failure, started)
+        if failure is not None:
+            return self._finish_sync(ctx, pos, None, failure, started)
+        # A value: _finish_sync's (encode_value and step_record, outcomes.py,
+        # the reference) inlined, as this runs once per step;
+        # tests/test_inlined_paths.py pins that both give the same row and value.
+        raw, seen = (None, None) if value is None else _encode_inline(self, ctx, pos, value)
+        ctx.journal.submit(Record(_STEP, (ctx.workflow_id, pos, self._name, raw, None, None, started)))
+        result: R = seen  # pyright: ignore[reportAssignmentType]  (a None outcome is the value None)
+        return result
 
     def _step_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """A step in a sync workflow: replayed, or run (with its retries; an

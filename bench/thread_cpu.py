@@ -1,0 +1,112 @@
+"""CPU per step on each thread of the async workload (1,024 workflows x 10
+steps, ``synchronous="full"``): where a step's microseconds go, by thread.
+
+    python bench/thread_cpu.py [--workflows 1024] [--steps 10] [--rounds 5]
+    PYTHONPATH=../other/src python bench/thread_cpu.py    # another tree
+
+Prints one JSON line: medians over the rounds (after one warm-up round) of
+the wall time per step and the CPU time per step of the event loop's thread
+(``main_us``), the journal's writer and the lease keeper, each read from the
+thread's own CPU clock (``pthread_getcpuclockid``), and the context switches
+per step of the loop's thread and the writer (``/proc``). The CPU clocks
+are steadier than throughput on a shared machine: compare two trees by
+alternating runs of this script in fresh processes. For a count that does
+not depend on the machine at all, run it under
+``valgrind --tool=callgrind --separate-threads=yes`` with 1 and with 5
+rounds and subtract (docs/bench/round2-report.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import durably
+
+
+def _cpu() -> dict[str, float]:
+    """Each live thread's CPU time, by name."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        if t.ident is not None:
+            try:
+                out[t.name] = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            except OSError:  # it ended meanwhile
+                pass
+    return out
+
+
+def _switches() -> dict[str, int]:
+    """Each live thread's context switches (voluntary and not), by name."""
+    out: dict[str, int] = {}
+    for t in threading.enumerate():
+        try:
+            status = Path(f"/proc/self/task/{t.native_id}/status").read_text()
+        except OSError:
+            continue
+        out[t.name] = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+    return out
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> float:
+    return float(after.get(name, 0) - before.get(name, 0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workflows", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    n, k = args.workflows, args.steps
+
+    engine = durably.Engine(str(Path(tempfile.mkdtemp(prefix="durably-threadcpu-")) / "cpu.db"))
+
+    @engine.step(name="inc")
+    async def inc(x: int) -> int:
+        return x + 1
+
+    @engine.workflow(name="chain")
+    async def chain(steps: int) -> int:
+        x = 0
+        for _ in range(steps):
+            x = await inc(x)
+        return x
+
+    async def go() -> None:
+        handles = await asyncio.gather(*[engine.start_async(chain, k) for _ in range(n)])
+        await asyncio.gather(*[h.result_async() for h in handles])
+
+    rows: list[dict[str, float]] = []
+    with engine:
+        for r in range(args.rounds + 1):
+            sw0, cpu0, t0 = _switches(), _cpu(), time.perf_counter()
+            asyncio.run(go())
+            wall, cpu1, sw1 = time.perf_counter() - t0, _cpu(), _switches()
+            if r == 0:
+                continue  # warm-up
+            per = n * k
+            rows.append(
+                {
+                    "wall_us": wall / per * 1e6,
+                    "main_us": _delta(cpu0, cpu1, "MainThread") / per * 1e6,
+                    "writer_us": _delta(cpu0, cpu1, "durably-journal") / per * 1e6,
+                    "lease_keeper_us": _delta(cpu0, cpu1, "durably-coord") / per * 1e6,
+                    "main_switches": _delta(sw0, sw1, "MainThread") / per,
+                    "writer_switches": _delta(sw0, sw1, "durably-journal") / per,
+                }
+            )
+    summary: dict[str, Any] = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
+    summary["durably"] = durably.__file__
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
