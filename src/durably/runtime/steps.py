@@ -349,9 +349,12 @@ class Step(Generic[P, R]):
         # A value: _finish_sync's (encode_value and step_record, outcomes.py,
         # the reference) inlined, as this runs once per step;
         # tests/test_inlined_paths.py pins that both give the same row and value.
-        raw, seen = (None, None) if value is None else _encode_inline(self, ctx, pos, value)
+        raw: Any = None
+        seen: Any = None  # (a None outcome is the value None)
+        if value is not None:
+            raw, seen = _encode_inline(self, ctx, pos, value)
         ctx.journal.submit(Record(_STEP, (ctx.workflow_id, pos, self._name, raw, None, None, started)))
-        result: R = seen  # pyright: ignore[reportAssignmentType]  (a None outcome is the value None)
+        result: R = seen  # what the body returned, encoded and decoded back
         return result
 
     def _step_sync(self, ctx: WorkflowContext, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
