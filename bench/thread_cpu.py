@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -29,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import durably
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scenarios, as bench/soak.py does
+from scenarios import register_chain
 
 
 def _cpu() -> dict[str, float]:
@@ -69,16 +73,7 @@ def main() -> None:
 
     engine = durably.Engine(str(Path(tempfile.mkdtemp(prefix="durably-threadcpu-")) / "cpu.db"))
 
-    @engine.step(name="inc")
-    async def inc(x: int) -> int:
-        return x + 1
-
-    @engine.workflow(name="chain")
-    async def chain(steps: int) -> int:
-        x = 0
-        for _ in range(steps):
-            x = await inc(x)
-        return x
+    chain = register_chain(engine)  # the workload of every async scenario
 
     async def go() -> None:
         handles = await asyncio.gather(*[engine.start_async(chain, k) for _ in range(n)])

@@ -104,6 +104,21 @@ def test_decode_inputs_shortcut_agrees(codec_name: str, fn: Any, args: list[Any]
 VALUES: list[Any] = [None, 5, "s", 1.5, True, [1, 2], {"a": 1}, Point(1, 2), datetime.date(2024, 1, 2), 2**70, object()]
 
 
+def _run_fast_and_slow(engine: durably.Engine, flow: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Run ``flow("fast")`` and ``flow("slow")`` to their end; each one's step
+    rows, with the step's name made the same (NAME) so that the two compare."""
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    with engine:
+        for which in ("fast", "slow"):
+            wid = f"wf-{which}"
+            engine.start(flow, which, workflow_id=wid).result()
+            rows[which] = [
+                (r.position, r.name.replace(which, "NAME"), r.output, r.error, r.ident, r.started_at is not None)
+                for r in testing.steps(engine, wid)
+            ]
+    return rows
+
+
 @pytest.mark.parametrize("codec", ["json", "pickle"])
 def test_sync_step_shortcut_agrees(tmp_path: Path, codec: str) -> None:
     """A plain sync step (the inlined outcome of Step._live_sync) and the
@@ -141,15 +156,7 @@ def test_sync_step_shortcut_agrees(tmp_path: Path, codec: str) -> None:
             else:
                 out.append((type(value), value if type(value) is not object else "object"))
 
-    with engine:
-        rows = {}
-        for which in ("fast", "slow"):
-            wid = f"wf-{which}"
-            engine.start(flow, which, workflow_id=wid).result()
-            rows[which] = [
-                (r.position, r.name.replace(which, "NAME"), r.output, r.error, r.ident, r.started_at is not None)
-                for r in testing.steps(engine, wid)
-            ]
+    rows = _run_fast_and_slow(engine, flow)
     assert rows["fast"] == rows["slow"]
     assert seen["fast"] == seen["slow"]
     # One row per call, but for the refused ones (JSON: object() and the point that does not decode back)
@@ -198,15 +205,7 @@ def test_async_step_shortcut_agrees(tmp_path: Path, codec: str) -> None:
             else:
                 out.append((type(value), value if type(value) is not object else "object"))
 
-    with engine:
-        rows = {}
-        for which in ("fast", "slow"):
-            wid = f"wf-{which}"
-            engine.start(flow, which, workflow_id=wid).result()
-            rows[which] = [
-                (r.position, r.name.replace(which, "NAME"), r.output, r.error, r.ident, r.started_at is not None)
-                for r in testing.steps(engine, wid)
-            ]
+    rows = _run_fast_and_slow(engine, flow)
     assert rows["fast"] == rows["slow"]
     assert seen["fast"] == seen["slow"]
     assert len(rows["fast"]) > len(VALUES)
