@@ -242,6 +242,27 @@ def test_data_version_moves_when_another_connection_commits(backend) -> None:
     assert [n[1:3] for n in x.notices_since(0)] == [("start", "w")]
 
 
+def test_sqlite_data_version_ignores_the_stores_own_commits(tmp_path: Path) -> None:
+    """The lease keeper polls data_version to learn of other processes'
+    commits; on SQLite the store's own batches must not move it (each
+    would wake the keeper to read notices for nothing, 100 times a
+    second under load), another connection's commit must."""
+    path = str(tmp_path / "own.db")
+    x, y = make_store(path), make_store(path)
+    x.open("json")
+    y.open("json")
+    try:
+        before = x.data_version()
+        for i in range(3):  # its own commits, a notice among them
+            _flush(x, Record(R.START, (f"own{i}", "flow", "[[],{}]", None, None)))
+        assert x.data_version() == before
+        _flush(y, Record(R.START, ("theirs", "flow", "[[],{}]", None, None)))
+        assert x.data_version() != before
+    finally:
+        x.close()
+        y.close()
+
+
 def test_schedule_progress_only_moves_forward(backend) -> None:
     store = backend()
     _flush(store, Record(R.WRITE, ("schedule_upsert", ("s", "* * * * *", "flow", 100.0, None, "latest"))))

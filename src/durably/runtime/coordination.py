@@ -22,9 +22,10 @@ While the engine is open it runs one thread (``durably-coord``):
   process) and wakes what waits for them here, and checks whether a
   workflow some caller here waits for, running in another process, ended.
 
-Polling ``data_version`` is one cheap pragma on the read connection (no
-disk I/O while nothing changed); the bench measures the wake-up latency it
-gives (``bench/scenarios/processes.py``).
+Polling ``data_version`` is one cheap pragma (no disk I/O while nothing
+changed); on SQLite it is read on the writer's connection, so this process's
+own commits do not move it and a lone process never reads its notices. The
+bench measures the wake-up latency it gives (``bench/scenarios/processes.py``).
 """
 
 from __future__ import annotations

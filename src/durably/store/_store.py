@@ -587,8 +587,18 @@ class Store(SqlStore):
         return _executors.any_claimable(self, version, names, dead, live)
 
     def data_version(self) -> int:
-        """Changes whenever another connection committed (the watcher's poll)."""
-        with self._read() as conn:
+        """Changes whenever another connection committed (the watcher's poll).
+
+        Read on the writer's connection, between batches: SQLite moves a
+        connection's data_version for the commits of every *other*
+        connection, never for its own, so this process's own batches (which
+        wake what they concern here directly) do not wake the watcher. Read
+        on the reader, every batch did: a lone busy process polled its
+        notices 100 times a second for nothing."""
+        conn = self._writer
+        if conn is None:
+            raise errors.NotOpenError("the store is closed")
+        with self._write_lock:
             return int(conn.pragma("data_version"))
 
 
