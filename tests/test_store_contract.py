@@ -197,6 +197,33 @@ def test_fencing_refuses_the_records_of_a_workflow_taken_over(backend) -> None:
     assert isinstance(alone.error, errors.FencedError) and [r[0] for r in x.load_steps("a")] == [0]
 
 
+def test_a_registration_lost_before_it_was_made_is_fenced_at_the_next_batch(backend) -> None:
+    """``own`` registers a workflow outside the writer (a relaunch after
+    ``still_owns``): a change of owner the writer already saw, before the
+    registration, must still fence it. Its next record is refused, on the
+    lone-step path too, and the other workflows are not re-checked for it."""
+    x, y = backend(), backend()
+    _register(x, "X", 60)
+    _register(y, "Y", 60)
+    _flush(
+        x, Record(R.START, ("a", "flow", "[[],{}]", None, None)), Record(R.START, ("b", "flow", "[[],{}]", None, None))
+    )
+    x.owned["b"] = 0
+    lost: list[list[str]] = []
+    x.on_fenced = lost.append
+    _op(x, "heartbeat", "X", -1.0)  # X paused past its lease: Y takes "a" over
+    taken = _op(y, "claim", "Y", "v1", json.dumps(["flow"]), "[]", "[]", 100, json.dumps(["a"]))
+    assert [r[0] for r in taken] == ["a"]
+    (seen,) = _flush(x, Record(R.STEP, ("b", 0, "s", "1", None, None, None)))  # X's writer sees the change
+    assert seen.error is None and lost == []
+    x.own("a", 0)  # a stale registration, made after that
+    (late,) = _flush(x, Record(R.STEP, ("a", 0, "s", "2", None, None, None)))
+    assert isinstance(late.error, errors.FencedError)
+    assert lost == [["a"]] and x.load_steps("a") == []
+    (more,) = _flush(x, Record(R.STEP, ("b", 1, "s", "3", None, None, None)))
+    assert more.error is None and lost == [["a"]]
+
+
 def test_a_queue_claim_counts_what_other_executors_run(backend) -> None:
     x, y = backend(), backend()
     _register(x, "X", 60)

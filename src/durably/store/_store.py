@@ -362,16 +362,19 @@ class Store(SqlStore):
         since the last look, find those this process lost; their records
         fail with FencedError, unwritten. The rest of the batch goes on."""
         takeovers = conn.execute(_TAKEOVERS).get
+        recheck = self._to_recheck()
         if takeovers != self._takeovers:
             self._takeovers = takeovers
-            self._refresh_owned(conn)
+            self._refresh_owned(conn, list(self.owned))
+        elif recheck:
+            self._refresh_owned(conn, recheck)
         return _ownership.drop_fenced(self, batch)
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
         _ownership.lost_to_a_race(self, batch, lambda err: "UNIQUE" in str(err))
 
-    def _refresh_owned(self, conn: _apsw.Connection) -> None:
-        rows = self._by_ids(self.Q.owners, list(self.owned), lambda sql, ids: conn.execute(sql, ids).fetchall())
+    def _refresh_owned(self, conn: _apsw.Connection, wids: list[str]) -> None:
+        rows = self._by_ids(self.Q.owners, wids, lambda sql, ids: conn.execute(sql, ids).fetchall())
         _ownership.lose(self, _ownership.lost_among(self, rows))
 
     def _apply_isolated(self, conn: _apsw.Connection, rec: Any) -> None:

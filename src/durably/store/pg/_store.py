@@ -409,6 +409,7 @@ class PgStore(SqlStore):
         if (
             not isolate
             and self._takeovers is not None
+            and not self._recheck  # the general path fences them first
             and all(_plain(rec) for rec in batch)
             and not (self.fenced and any(_workflow_of(rec) in self.fenced for rec in batch))
             and self._write_plain(conn, batch)
@@ -461,14 +462,17 @@ class PgStore(SqlStore):
         """Inside the batch's transaction, under the shared fence lock: if
         any workflow changed owner since the last look, find those this
         process lost; their records fail with FencedError, unwritten."""
+        recheck = self._to_recheck()
         if takeovers != self._takeovers:
             self._takeovers = takeovers
-            self._refresh_owned(conn)
+            self._refresh_owned(conn, list(self.owned))
+        elif recheck:
+            self._refresh_owned(conn, recheck)
         return _ownership.drop_fenced(self, batch)
 
-    def _refresh_owned(self, conn: psycopg.Connection[Any]) -> None:
-        if self.owned:
-            rows = conn.execute(self.Q.owners, (list(self.owned),)).fetchall()
+    def _refresh_owned(self, conn: psycopg.Connection[Any], wids: list[str]) -> None:
+        if wids:
+            rows = conn.execute(self.Q.owners, (wids,)).fetchall()
             _ownership.lose(self, _ownership.lost_among(self, rows))
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
