@@ -181,7 +181,7 @@ class SqlStore:
             # Registered at this epoch by the claim itself, in the writer
             # (_ownership.claimed), and not lost since: every later change
             # of owner moves the takeovers count, which re-checks every
-            # owned workflow. Nothing to add (a recovery wave: 10^4 of them).
+            # owned workflow. Nothing to add (a recovery wave: 10^3 of them).
             return
         self.owned[workflow_id] = epoch
         self._recheck.append(workflow_id)  # (a deque: appended here, drained by the writer)

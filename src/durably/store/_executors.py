@@ -235,7 +235,7 @@ def any_claimable(store: Any, version: str, names: str, dead: str, live: str) ->
 
 
 def _take(conn: Connection, me: str, version: str, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """One UPDATE for all of ``rows`` (a wave of 10^4 at recovery: one
+    """One UPDATE for all of ``rows`` (a wave of 10^3 at recovery: one
     statement, not one each); the result in ``rows``' order. A workflow
     taken from another owner counts a recovery attempt (``before`` is the
     owner the same transaction just read)."""
