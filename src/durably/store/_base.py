@@ -186,11 +186,23 @@ class SqlStore:
         self.owned[workflow_id] = epoch
         self._recheck.append(workflow_id)  # (a deque: appended here, drained by the writer)
 
-    def _to_recheck(self) -> list[str]:
-        """The writer's fence: the workflows ``own`` registered since the
-        last one (those appended meanwhile wait for the next batch)."""
+    def _check_owners(self, takeovers: Any, refresh: Callable[[list[str]], None]) -> None:
+        """The writer's fence, the same on both backends: ``refresh`` (read
+        these workflows' owners, lose those no longer this process's) for
+        every owned workflow when the takeovers count moved since the last
+        look, else for those ``own`` registered since (appended meanwhile:
+        the next batch). A refresh that fails is done again by the retry."""
         queue = self._recheck
-        return [queue.popleft() for _ in range(len(queue))]
+        recheck = [queue.popleft() for _ in range(len(queue))]
+        try:
+            if takeovers != self._takeovers:
+                refresh(list(self.owned))
+                self._takeovers = takeovers
+            elif recheck:
+                refresh(recheck)
+        except BaseException:
+            queue.extendleft(reversed(recheck))
+            raise
 
     def _own(self, output: Any) -> None:
         _ownership.claimed(self, output)

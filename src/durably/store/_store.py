@@ -361,13 +361,7 @@ class Store(SqlStore):
         """Inside the batch's write transaction: if any workflow changed owner
         since the last look, find those this process lost; their records
         fail with FencedError, unwritten. The rest of the batch goes on."""
-        takeovers = conn.execute(_TAKEOVERS).get
-        recheck = self._to_recheck()
-        if takeovers != self._takeovers:
-            self._takeovers = takeovers
-            self._refresh_owned(conn, list(self.owned))
-        elif recheck:
-            self._refresh_owned(conn, recheck)
+        self._check_owners(conn.execute(_TAKEOVERS).get, lambda wids: self._refresh_owned(conn, wids))
         return _ownership.drop_fenced(self, batch)
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:

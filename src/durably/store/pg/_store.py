@@ -462,12 +462,7 @@ class PgStore(SqlStore):
         """Inside the batch's transaction, under the shared fence lock: if
         any workflow changed owner since the last look, find those this
         process lost; their records fail with FencedError, unwritten."""
-        recheck = self._to_recheck()
-        if takeovers != self._takeovers:
-            self._takeovers = takeovers
-            self._refresh_owned(conn, list(self.owned))
-        elif recheck:
-            self._refresh_owned(conn, recheck)
+        self._check_owners(takeovers, lambda wids: self._refresh_owned(conn, wids))
         return _ownership.drop_fenced(self, batch)
 
     def _refresh_owned(self, conn: psycopg.Connection[Any], wids: list[str]) -> None:
