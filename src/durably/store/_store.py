@@ -87,6 +87,8 @@ log = _logs.get("durably.store")
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
 BUSY_BACKOFF_MAX = 1.0
+# Seconds the watcher's data_version waits for the writer's lock (between batches).
+DATA_VERSION_WAIT = 0.005
 
 
 class Store(SqlStore):
@@ -117,6 +119,7 @@ class Store(SqlStore):
         self._writer: _apsw.Connection | None = None
         self._reader: _apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
+        self._busy_versions = 0  # data_version's answers while the writer stays busy
         self._read_lock = threading.Lock()
         self._checkpointer = Checkpointer(checkpoints)  # SQLite's automatic checkpoint is off
         self._expired_tx: dict[int, BaseException] = {}
@@ -591,12 +594,23 @@ class Store(SqlStore):
         connection, never for its own, so this process's own batches (which
         wake what they concern here directly) do not wake the watcher. Read
         on the reader, every batch did: a lone busy process polled its
-        notices 100 times a second for nothing."""
+        notices 100 times a second for nothing.
+
+        The writer may hold its lock for long (a transaction step runs its
+        SQL inside the batch, up to its budget): after ``DATA_VERSION_WAIT``
+        the answer is "changed" (a value never returned before), so the
+        watcher reads the notices as it did at every commit, and a close()
+        never waits for the watcher behind that lock."""
         conn = self._writer
         if conn is None:
             raise errors.NotOpenError("the store is closed")
-        with self._write_lock:
+        if not self._write_lock.acquire(timeout=DATA_VERSION_WAIT):
+            self._busy_versions -= 1  # (data_version itself is never negative)
+            return self._busy_versions
+        try:
             return int(conn.pragma("data_version"))
+        finally:
+            self._write_lock.release()
 
 
 _workflow_of = _ownership.workflow_of
