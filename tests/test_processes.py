@@ -386,6 +386,46 @@ def test_two_processes_creating_the_file_at_once_share_one_database(tmp_path: Pa
             assert len(engine.list_workflows()) == 4  # all four in the one file
 
 
+def test_a_live_files_emptied_wal_is_not_taken_for_a_lost_one(tmp_path: Path) -> None:
+    """The window the test above hit once in CI (stop 30): one engine's
+    TRUNCATE checkpoint (a clean close's) empties the -wal while another
+    engine has just marked the file open (CHECKPOINTED, before its own
+    checkpoint marks it PAST). A third process opening then found the main
+    file marked open beside an empty -wal and refused it as a lost WAL
+    (WalMissingError), though the engine that set the mark was alive. The
+    state is made here directly; the opener must see the live executor."""
+    db = str(tmp_path / "live.db")
+    engine = durably.Engine(db)
+
+    @engine.workflow(name="one")
+    def one(x: int) -> int:
+        return x
+
+    with engine:
+        engine.run(one, 1)
+        other = apsw.Connection(db)
+        try:
+            other.execute("UPDATE engine_state SET value = 1 WHERE key = 'open'")  # CHECKPOINTED
+            assert other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0] == 0  # not busy
+        finally:
+            other.close()
+        assert os.path.getsize(db + "-wal") == 0
+        code = (
+            "import sys, durably\n"
+            "e = durably.Engine(sys.argv[1])\n"
+            "@e.workflow(name='one')\n"
+            "def one(x: int) -> int:\n"
+            "    return x\n"
+            "with e:\n"
+            "    print(e.run('one', 2))\n"
+        )
+        env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
+        proc = subprocess.run([sys.executable, "-c", code, db], env=env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "2"
+        assert sorted(w.status for w in engine.list_workflows()) == [Status.SUCCESS, Status.SUCCESS]
+
+
 def _sql(db: str, sql: str, rows: list[tuple[Any, ...]] | None = None) -> list[tuple[Any, ...]]:
     """SQL on a connection of its own (another process's, as it were):
     ``rows``: executemany in one transaction; else the rows of a query."""

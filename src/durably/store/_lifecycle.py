@@ -81,11 +81,16 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
             "backup, or delete it to start an empty one",
             path=path,
         )
-    wal = path + "-wal"
-    size = os.path.getsize(wal) if os.path.exists(wal) else None
+    size = _wal_size(path)
     if size:
         return size  # SQLite reads what the WAL holds
     found = _main_file_mark(path, vfs)
+    if found and found not in (PAST, EXTERNAL) and _wal_size(path) is not None:
+        # An empty -wal is a reader's, or a live engine's (just after a
+        # TRUNCATE checkpoint, or made by an engine that opened the file
+        # between the two reads above), its main file marked open by that
+        # engine: vet() tells the two apart (it sees live executors).
+        return 0
     if found == PAST:
         log.info(
             "durably: %r was not closed cleanly and its -wal is gone, but a checkpoint made since (another "
@@ -96,14 +101,27 @@ def preflight(path: str, vfs: str | None = None) -> int | None:
     elif found == EXTERNAL:
         log.warning(RESTORED, path, extra=_logs.fields("store.restored"))
     elif found:
-        raise errors.WalMissingError(
-            f"{path!r} was not closed cleanly but its -wal file is {'empty' if size == 0 else 'missing'}: "
-            "transactions committed in the lost -wal would be lost. Put the -wal file back (it must sit next "
-            "to the database), or restore from a backup; to go on without them, accept the loss explicitly "
-            f"with `python -m durably accept-wal-loss {path}`{_litestream_hint(path, vfs)}",
-            path=path,
-        )
+        raise wal_missing(path, vfs, "missing")
     return size
+
+
+def wal_missing(path: str, vfs: str | None, state: str) -> errors.WalMissingError:
+    """The refusal of a crashed file whose -wal is ``state`` (missing, empty)."""
+    return errors.WalMissingError(
+        f"{path!r} was not closed cleanly but its -wal file is {state}: transactions committed in the "
+        "lost -wal would be lost. Put the -wal file back (it must sit next to the database), or restore "
+        "from a backup; to go on without them, accept the loss explicitly with "
+        f"`python -m durably accept-wal-loss {path}`{_litestream_hint(path, vfs)}",
+        path=path,
+    )
+
+
+def _wal_size(path: str) -> int | None:
+    """The size of ``path``'s -wal file, or None if there is none."""
+    try:
+        return os.path.getsize(path + "-wal")
+    except FileNotFoundError:
+        return None
 
 
 # store/_checkpoint.py ("Checkpoints left to another program"): why a file marked EXTERNAL without its -wal opens.
@@ -181,25 +199,28 @@ def accept_wal_loss(path: str, vfs: str | None = None) -> None:
     close_clean(conn)
 
 
-def vet(conn: Connection, path: str, wal_size: int | None, check: str) -> None:
+def vet(conn: Connection, path: str, wal_size: int | None, check: str, vfs: str | None = None) -> None:
     """Refuse a crashed database whose WAL is gone, a truncated one, and
     (after a crash, or always) one failing quick_check. Runs before any
-    migration writes to the file."""
+    migration writes to the file, in one read transaction (one snapshot).
+    While another executor has the file open (it may have written since
+    preflight looked, or truncated its -wal), the file is theirs and in use:
+    neither a crash nor a truncation to judge."""
+    conn.execute("BEGIN")
+    try:
+        _vet(conn, path, wal_size, check, vfs)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _vet(conn: Connection, path: str, wal_size: int | None, check: str, vfs: str | None) -> None:
     has_state = conn.execute("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'engine_state'").get
     found = mark(conn) if has_state else CLOSED
-    was_open = bool(found)
-    if was_open and _executors.others_live(conn, None):
-        was_open = False  # another process has it open: not a crash
-    if (
-        was_open and not wal_size and found not in (PAST, EXTERNAL)
-    ):  # preflight refused it already, unless it changed since
-        raise errors.WalMissingError(
-            f"{path!r} was not closed cleanly but its -wal file is missing or empty: transactions "
-            "committed in it would be lost. Put the -wal file back (it must sit next to the database), "
-            "or restore from a backup",
-            path=path,
-        )
-    if not wal_size:  # no WAL content: the main file alone must hold every page its header counts
+    live = bool(found or not wal_size) and _executors.others_live(conn, None)
+    was_open = bool(found) and not live  # another process has it open: not a crash
+    if was_open and not wal_size and found not in (PAST, EXTERNAL):
+        raise wal_missing(path, vfs, "missing or empty")  # preflight refused it already, unless it changed since
+    if not wal_size and not live:  # no WAL content: the main file alone must hold every page its header counts
         expected = conn.pragma("page_count") * conn.pragma("page_size")
         actual = os.path.getsize(path)
         if actual < expected:

@@ -162,7 +162,7 @@ class Store(SqlStore):
         wal_size = _lifecycle.preflight(self.path, self.vfs)
         self._writer = connect(self.path, self.synchronous, vfs=self.vfs)
         try:
-            _lifecycle.vet(self._writer, self.path, wal_size, self.check)
+            _lifecycle.vet(self._writer, self.path, wal_size, self.check, self.vfs)
             _lifecycle.migrate(self, self._writer)
             if codec is not None:
                 _lifecycle.check_codec(self._writer, self.path, codec)
