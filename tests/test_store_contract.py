@@ -290,6 +290,47 @@ def test_sqlite_data_version_ignores_the_stores_own_commits(tmp_path: Path) -> N
         y.close()
 
 
+def test_sqlite_data_version_never_waits_for_a_busy_writer_and_keeps_ignoring_own_commits(tmp_path: Path) -> None:
+    """While the writer holds its lock (here a transaction step running
+    inside its batch, as one may for its whole budget), data_version()
+    answers at once: the first time "changed" (a value never returned, so
+    the watcher reads the notices), and asks the writer to read the version
+    after its batch; the next answer under a busy writer is that reading,
+    which the store's own commits did not move."""
+    import threading
+
+    path = str(tmp_path / "busy.db")
+    x = make_store(path)
+    x.open("json")
+    try:
+        _flush(x, Record(R.START, ("w", "flow", "[[],{}]", None, None)))
+        before = x.data_version()
+        answers = []
+        for pos in range(2):
+            inside, go = threading.Event(), threading.Event()
+
+            def body(tx: Any, inside: threading.Event = inside, go: threading.Event = go) -> tuple[str, None]:
+                inside.set()
+                assert go.wait(30)
+                return "1", None
+
+            rec = Record(R.TX, ("w", (pos, None), "t", body))
+            writer = threading.Thread(target=x.flush, args=([rec],))
+            writer.start()
+            try:
+                assert inside.wait(30)
+                answers.append(x.data_version())  # the writer's lock is held meanwhile
+            finally:
+                go.set()
+                writer.join(30)
+            assert rec.error is None and rec.result == ("1", None)
+        assert answers[0] < 0 and answers[0] != before  # "changed": nothing read yet
+        assert answers[1] == before  # read by the writer after the first batch
+        assert x.data_version() == before  # the lock is free: read directly
+    finally:
+        x.close()
+
+
 def test_schedule_progress_only_moves_forward(backend) -> None:
     store = backend()
     _flush(store, Record(R.WRITE, ("schedule_upsert", ("s", "* * * * *", "flow", 100.0, None, "latest"))))

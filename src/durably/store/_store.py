@@ -87,8 +87,6 @@ log = _logs.get("durably.store")
 # between attempts the writer sleeps this long, doubling up to the cap.
 BUSY_BACKOFF = 0.05
 BUSY_BACKOFF_MAX = 1.0
-# Seconds the watcher's data_version waits for the writer's lock (between batches).
-DATA_VERSION_WAIT = 0.005
 
 
 class Store(SqlStore):
@@ -119,7 +117,11 @@ class Store(SqlStore):
         self._writer: _apsw.Connection | None = None
         self._reader: _apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
-        self._busy_versions = 0  # data_version's answers while the writer stays busy
+        # data_version() while the writer is busy: the value it read for the
+        # watcher after a batch (fresh: not handed out yet), else "changed".
+        self._dv_wanted = self._dv_fresh = False
+        self._dv_read = 0
+        self._busy_versions = 0
         self._read_lock = threading.Lock()
         self._checkpointer = Checkpointer(checkpoints)  # SQLite's automatic checkpoint is off
         self._expired_tx: dict[int, BaseException] = {}
@@ -270,6 +272,10 @@ class Store(SqlStore):
                     raise
             if self._reader is not None:
                 self._checkpoint(conn, only_if_due=True)
+            if self._dv_wanted:  # the watcher found the writer busy: read it here, between batches
+                self._dv_wanted = False
+                self._dv_read = int(conn.pragma("data_version"))
+                self._dv_fresh = True
 
     def _still_locked(self, exc: BaseException, batch: Sequence[Any], busy_since: float | None) -> float | None:
         """Another connection holds the lock: warn, reset the batch; since when the writer waits. None
@@ -589,28 +595,33 @@ class Store(SqlStore):
     def data_version(self) -> int:
         """Changes whenever another connection committed (the watcher's poll).
 
-        Read on the writer's connection, between batches: SQLite moves a
-        connection's data_version for the commits of every *other*
-        connection, never for its own, so this process's own batches (which
-        wake what they concern here directly) do not wake the watcher. Read
-        on the reader, every batch did: a lone busy process polled its
-        notices 100 times a second for nothing.
+        Read on the writer's connection: SQLite moves a connection's
+        data_version for the commits of every *other* connection, never for
+        its own, so this process's own batches (which wake what they concern
+        here directly) do not wake the watcher. Read on the reader, every
+        batch did: a lone busy process polled its notices 100 times a second
+        for nothing.
 
-        The writer may hold its lock for long (a transaction step runs its
-        SQL inside the batch, up to its budget): after ``DATA_VERSION_WAIT``
-        the answer is "changed" (a value never returned before), so the
-        watcher reads the notices as it did at every commit, and a close()
-        never waits for the watcher behind that lock."""
+        Never waits for the writer's lock. Free: read now. Held (a batch, or
+        a transaction step running its SQL inside one, up to its budget):
+        ask the writer to read it after its batch and answer with what it
+        read after the last request, if not handed out yet; else "changed"
+        (a value never returned before), so the watcher reads the notices
+        as it would at every commit, and a close() never waits for it."""
         conn = self._writer
         if conn is None:
             raise errors.NotOpenError("the store is closed")
-        if not self._write_lock.acquire(timeout=DATA_VERSION_WAIT):
-            self._busy_versions -= 1  # (data_version itself is never negative)
-            return self._busy_versions
-        try:
-            return int(conn.pragma("data_version"))
-        finally:
-            self._write_lock.release()
+        if self._write_lock.acquire(blocking=False):
+            try:
+                return int(conn.pragma("data_version"))
+            finally:
+                self._write_lock.release()
+        self._dv_wanted = True
+        if self._dv_fresh:
+            self._dv_fresh = False
+            return self._dv_read
+        self._busy_versions -= 1  # (data_version itself is never negative)
+        return self._busy_versions
 
 
 _workflow_of = _ownership.workflow_of
