@@ -255,4 +255,64 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
         assert engine.handle("old").result() == 7
         assert testing.queue_entries(engine) == []
         conn = engine._store.connections()[0]
-        assert conn.pragma("user_version") == SCHEMA_VERSION == 7
+        assert conn.pragma("user_version") == SCHEMA_VERSION == 8
+
+
+def test_a_version_7_file_keeps_every_row_and_the_status_rule_through_the_v8_rebuild(make_engine, db_path) -> None:
+    """v8 rebuilds the workflows table to write its status CHECK as
+    comparisons: an ``IN`` list of five constants made SQLite build and free
+    an ephemeral B-tree at every start and every end of a workflow (about
+    2 us each in the writer). Rows (with their ``seq``, owner, epoch and
+    trace), indexes and triggers survive; the rule still holds; neither hot
+    statement opens an ephemeral table any more."""
+    from durably.store._schema import MIGRATIONS
+    from durably.store._store import _COMPLETE, _INSERT_WORKFLOW
+
+    conn = apsw.Connection(db_path)
+    conn.execute("BEGIN")
+    for script in MIGRATIONS[:7]:
+        conn.execute(script)
+    conn.execute("COMMIT")
+    conn.execute(
+        "INSERT INTO workflows (seq, workflow_id, name, status, inputs, output, executor, epoch, app_version, trace)"
+        " VALUES (5, 'old', 'flow', 'SUCCESS', '[[],{}]', '7', 'h:1:x', 3, 'v1', '00-ab-cd-01'),"
+        " (9, 'parked', 'flow', 'PENDING', '[[],{}]', NULL, 'h:1:x', 2, 'v1', NULL)"
+    )
+    before = conn.execute("SELECT * FROM workflows ORDER BY seq").fetchall()
+    conn.pragma("user_version", 7)
+    conn.pragma("application_id", APPLICATION_ID)
+    conn.close()
+    engine = make_engine()
+
+    @engine.workflow(name="flow")
+    def flow() -> int:
+        return 7
+
+    with engine:
+        assert engine.handle("old").result() == 7
+    check = apsw.Connection(db_path)
+    try:
+        assert check.pragma("user_version") == SCHEMA_VERSION == 8
+        rows = check.execute("SELECT * FROM workflows WHERE workflow_id IN ('old', 'parked') ORDER BY seq").fetchall()
+        assert rows == before  # 'parked' is another application version's: left to it
+        assert check.execute("SELECT max(seq) FROM workflows").get == 9
+        with pytest.raises(apsw.ConstraintError):
+            check.execute("INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('x', 'f', 'DONE', '[]')")
+        indexes = {r[0] for r in check.execute("SELECT name FROM sqlite_schema WHERE tbl_name = 'workflows'")}
+        assert indexes >= {
+            "workflows_status",
+            "workflows_parent",
+            "workflows_name",
+            "workflows_created",
+            "workflows_owner",
+            "queue_entry_done",
+            "workflow_owner_changed",
+            "workflow_cancelled",
+        }
+        for sql in (_INSERT_WORKFLOW, _COMPLETE):
+            ops = [row[1] for row in check.execute("EXPLAIN " + sql, (None,) * sql.count("?"))]
+            assert "OpenEphemeral" not in ops, sql
+        assert check.execute("PRAGMA integrity_check").get == "ok"
+        assert check.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        check.close()
