@@ -10,6 +10,7 @@ file recovered every in-flight workflow of the first and ran its steps again.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from durably.journal import Record
 from .conftest import pg_schema_url
 
 WORKER = str(Path(__file__).with_name("_procworker.py"))
+READY_WITHIN = 60  # seconds a worker process may take to open the database and say "ready"
 sys.path.insert(0, str(Path(__file__).parent))
 import _procworker  # noqa: E402
 
@@ -45,6 +47,10 @@ def _spawn(
     )
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
+    if not select.select([proc.stdout], [], [], READY_WITHIN)[0]:  # a worker stuck at open fails, never hangs
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(f"worker {tag!r} not ready within {READY_WITHIN} s: {err[-2000:]}")
     line = proc.stdout.readline()
     assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc
