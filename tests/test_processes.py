@@ -358,26 +358,34 @@ def test_executors_are_registered_and_a_clean_close_releases_its_workflows(tmp_p
         conn.close()
 
 
+# A process opening ``argv[1]`` and running workflow 'one' with ``argv[2]``, printing its result.
+_RUN_ONE = (
+    "import sys, durably\n"
+    "e = durably.Engine(sys.argv[1])\n"
+    "@e.workflow(name='one')\n"
+    "def one(x: int) -> int:\n"
+    "    return x\n"
+    "with e:\n"
+    "    print(e.run('one', int(sys.argv[2])))\n"
+)
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a child process importing the durably under test."""
+    return dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
+
+
 def test_two_processes_creating_the_file_at_once_share_one_database(tmp_path: Path) -> None:
     """Each creates the new file under a temporary name and moves it into
     place: the second must not replace the first one's file (already in use)."""
     db = str(tmp_path / "new.db")
-    code = (
-        "import sys, durably\n"
-        "e = durably.Engine(sys.argv[1])\n"
-        "@e.workflow(name='one')\n"
-        "def one(x: int) -> int:\n"
-        "    return x\n"
-        "with e:\n"
-        "    print(e.run('one', int(sys.argv[2])))\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
+    env = _child_env()
     for _round in range(5):
         for suffix in ("", "-wal", "-shm"):
             Path(db + suffix).unlink(missing_ok=True)
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", code, db, str(i)],
+                [sys.executable, "-c", _RUN_ONE, db, str(i)],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -416,17 +424,9 @@ def test_a_live_files_emptied_wal_is_not_taken_for_a_lost_one(tmp_path: Path) ->
         finally:
             other.close()
         assert os.path.getsize(db + "-wal") == 0
-        code = (
-            "import sys, durably\n"
-            "e = durably.Engine(sys.argv[1])\n"
-            "@e.workflow(name='one')\n"
-            "def one(x: int) -> int:\n"
-            "    return x\n"
-            "with e:\n"
-            "    print(e.run('one', 2))\n"
+        proc = subprocess.run(
+            [sys.executable, "-c", _RUN_ONE, db, "2"], env=_child_env(), capture_output=True, text=True, timeout=60
         )
-        env = dict(os.environ, PYTHONPATH=str(Path(durably.__file__).parents[1]))
-        proc = subprocess.run([sys.executable, "-c", code, db], env=env, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.strip() == "2"
         assert sorted(w.status for w in engine.list_workflows()) == [Status.SUCCESS, Status.SUCCESS]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -230,21 +231,33 @@ def test_a_rejected_step_record_fails_alone(db_path, alone) -> None:
         store.close()
 
 
+def _file_at_version(path: str, version: int, insert: str) -> list[tuple[Any, ...]]:
+    """A durably file as schema ``version`` left it (its first migrations
+    only; rollback-journal mode: the engine switches it to WAL), with the
+    rows ``insert`` adds; returns its workflows rows in creation order."""
+    from durably.store._schema import MIGRATIONS
+
+    conn = apsw.Connection(path)
+    try:
+        for script in MIGRATIONS[:version]:
+            conn.execute(script)
+        conn.execute(insert)
+        conn.pragma("user_version", version)
+        conn.pragma("application_id", APPLICATION_ID)
+        return conn.execute("SELECT * FROM workflows ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
 def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
     """Files written before the toolkit (schema v2) gain its tables on open,
     in one transaction, keeping their workflows."""
-    from durably.store._schema import MIGRATIONS
-
-    conn = apsw.Connection(db_path)  # rollback-journal mode: the engine switches it to WAL
-    for script in MIGRATIONS[:2]:
-        conn.execute(script)
-    conn.execute(
+    _file_at_version(
+        db_path,
+        2,
         "INSERT INTO workflows (workflow_id, name, status, inputs, output) VALUES"
-        " ('old', 'flow', 'SUCCESS', '[[],{}]', '7')"
+        " ('old', 'flow', 'SUCCESS', '[[],{}]', '7')",
     )
-    conn.pragma("user_version", 2)
-    conn.pragma("application_id", APPLICATION_ID)
-    conn.close()
     engine = make_engine()
 
     @engine.workflow(name="flow")
@@ -265,23 +278,15 @@ def test_a_version_7_file_keeps_every_row_and_the_status_rule_through_the_v8_reb
     2 us each in the writer). Rows (with their ``seq``, owner, epoch and
     trace), indexes and triggers survive; the rule still holds; neither hot
     statement opens an ephemeral table any more."""
-    from durably.store._schema import MIGRATIONS
     from durably.store._store import _COMPLETE, _INSERT_WORKFLOW
 
-    conn = apsw.Connection(db_path)
-    conn.execute("BEGIN")
-    for script in MIGRATIONS[:7]:
-        conn.execute(script)
-    conn.execute("COMMIT")
-    conn.execute(
+    before = _file_at_version(
+        db_path,
+        7,
         "INSERT INTO workflows (seq, workflow_id, name, status, inputs, output, executor, epoch, app_version, trace)"
         " VALUES (5, 'old', 'flow', 'SUCCESS', '[[],{}]', '7', 'h:1:x', 3, 'v1', '00-ab-cd-01'),"
-        " (9, 'parked', 'flow', 'PENDING', '[[],{}]', NULL, 'h:1:x', 2, 'v1', NULL)"
+        " (9, 'parked', 'flow', 'PENDING', '[[],{}]', NULL, 'h:1:x', 2, 'v1', NULL)",
     )
-    before = conn.execute("SELECT * FROM workflows ORDER BY seq").fetchall()
-    conn.pragma("user_version", 7)
-    conn.pragma("application_id", APPLICATION_ID)
-    conn.close()
     engine = make_engine()
 
     @engine.workflow(name="flow")

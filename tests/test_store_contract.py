@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -297,8 +298,6 @@ def test_sqlite_data_version_never_waits_for_a_busy_writer_and_keeps_ignoring_ow
     the watcher reads the notices), and asks the writer to read the version
     after its batch; the next answer under a busy writer is that reading,
     which the store's own commits did not move."""
-    import threading
-
     path = str(tmp_path / "busy.db")
     x = make_store(path)
     x.open("json")
