@@ -168,9 +168,10 @@ cdef class Journal:
             raise rec.error
         return rec.result
 
-    def submit_async(self, Record rec):
-        """Journal ``rec``; the returned future resolves once it is durable."""
-        loop = asyncio.get_running_loop()
+    def submit_async(self, Record rec, object loop=None):
+        """Journal ``rec``; the returned future resolves once it is durable (see the twin)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         rec.loop = loop
         rec.future = loop.create_future()
         self._enqueue(rec)

@@ -11,6 +11,8 @@ import asyncio
 import dataclasses
 import datetime
 import inspect
+import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -218,3 +220,41 @@ def test_uuid_text_agrees() -> None:
     made = [new_id() for _ in range(100)]
     assert all(uuid.UUID(w).version == 7 and str(uuid.UUID(w)) == w for w in made)
     assert len(set(made)) == len(made)
+
+
+def _random_part(workflow_id: str) -> str:
+    return workflow_id[15:]  # after the 48-bit time and the version digit
+
+
+def test_ids_draw_on_shared_random_bytes_without_handing_any_out_twice() -> None:
+    """The random bits are read from the OS in blocks (_ids.py): threads
+    drawing at once never get the same bytes, and a forked child draws
+    fresh ones, never the parent's next ones (the ids would repeat)."""
+    new_id()  # the parent holds a block it has started on
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, ",".join(new_id() for _ in range(200)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split(",")
+    os.waitpid(pid, 0)
+    parent = [new_id() for _ in range(200)]
+    assert len(child) == 200
+    assert not {_random_part(w) for w in parent} & {_random_part(w) for w in child}
+
+    drawn: list[list[str]] = [[] for _ in range(4)]
+
+    def draw(out: list[str]) -> None:
+        out.extend(new_id() for _ in range(5_000))
+
+    threads = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    every = [_random_part(w) for out in drawn for w in out]
+    assert len(every) == 20_000 and len(set(every)) == len(every)

@@ -162,12 +162,16 @@ class Journal:
             raise rec.error
         return rec.result
 
-    def submit_async(self, rec: Record) -> asyncio.Future[Any]:
+    def submit_async(self, rec: Record, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Future[Any]:
         """Journal ``rec``; the returned future resolves once it is durable.
 
-        Must be called on the running event loop that will await the future.
+        Must be called on the running event loop that will await the future:
+        ``loop`` is that loop when the caller already has it in hand (the
+        step path: ``asyncio.get_running_loop()`` makes a system call per
+        call, to see whether the process forked).
         """
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         rec.loop = loop
         rec.future = loop.create_future()
         self._enqueue(rec)

@@ -405,8 +405,8 @@ class WorkflowContext:
         _BRANCH.set(None)
 
     def enter_root(self) -> None:
-        """In the workflow's own task, before its code runs (async)."""
-        self.root = Branch(self, None, asyncio.current_task())
+        """In the workflow's own task, before its code runs (async; ``loop`` set)."""
+        self.root = Branch(self, None, current_task(self.loop))
         _BRANCH.set(self.root)
 
     def row(self, key: Any) -> tuple[int, str | None]:

@@ -106,10 +106,11 @@ class Starter:
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_start_record")
-            existing = await self.runner.journal.submit_async(rec)
+            loop = asyncio.get_running_loop()
+            existing = await self.runner.journal.submit_async(rec, loop)
             if _crash.ARMED:
                 _crash.hit("workflow.after_start_record")
-            self.started(spec, wid, rec, existing, loop=asyncio.get_running_loop())
+            self.started(spec, wid, rec, existing, loop=loop)
         if ctx is not None and key is not None:
             if not ctx.deliver_now():
                 await ctx.turn(key)

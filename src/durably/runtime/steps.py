@@ -442,7 +442,10 @@ async def _run_step_async(
             pos = ctx.position
             ctx.position = pos + 1
             await ctx.journal.submit_async(
-                Record(_STEP, (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started))
+                Record(
+                    _STEP, (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started)
+                ),
+                ctx.loop,  # the task above is this loop's current task
             )
             # ctx.deliver_now() and ctx.turn(key), inlined: without recorded
             # outcomes pending, turn would take the gate again (failing as

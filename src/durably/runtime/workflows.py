@@ -308,7 +308,7 @@ async def run_async(ctx: WorkflowContext, spec: WorkflowSpec, inputs: Any, repla
         if rec is not None:
             if _crash.ARMED:
                 _crash.hit("workflow.before_complete")
-            await ctx.journal.submit_async(rec)
+            await ctx.journal.submit_async(rec, ctx.loop)
             final = _final(ctx, rec)
             if _crash.ARMED:
                 _crash.hit("workflow.after_complete")
