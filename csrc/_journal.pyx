@@ -53,17 +53,48 @@ cdef class _Generation:
             lock.release()
 
 
+_FUTURE = asyncio.Future
+
+
 def _resolve(list records):
-    # Runs on the records' event loop: one call per loop per batch.
+    # Runs on the records' event loop: one call per loop per batch; each
+    # future's done callbacks run here (see the twin).
     cdef Record rec
-    for rec in records:
+    cdef Py_ssize_t i
+    for i in range(len(records)):
+        rec = records[i]
         fut = rec.future
         if fut is None or fut.done():
             continue
+        callbacks = fut._callbacks if type(fut) is _FUTURE else None
+        if callbacks:
+            for fn, _ in callbacks:
+                fut.remove_done_callback(fn)
         if rec.error is not None:
             fut.set_exception(rec.error)
         else:
             fut.set_result(rec.result)
+        if callbacks:
+            _run_callbacks(fut, callbacks, records, i)
+
+
+cdef _run_callbacks(object fut, list callbacks, list records, Py_ssize_t i):
+    cdef Py_ssize_t j
+    for j in range(len(callbacks)):
+        fn, context = callbacks[j]
+        try:
+            context.run(fn, fut)
+        except (SystemExit, KeyboardInterrupt):
+            loop = fut.get_loop()
+            for later, later_context in callbacks[j + 1:]:
+                loop.call_soon(later, fut, context=later_context)
+            if i + 1 < len(records):
+                loop.call_soon(_resolve, records[i + 1:])
+            raise
+        except BaseException as exc:
+            fut.get_loop().call_exception_handler(
+                {"message": "Exception in a callback of a journal future", "exception": exc, "future": fut}
+            )
 
 
 cdef _call_soon(object loop, list recs):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from typing import Any
@@ -251,3 +252,84 @@ def test_a_lone_caller_writes_its_own_record_and_others_queue(impl) -> None:
     journal.stop()
     assert sorted(out) == list(range(5))
     assert threads_seen[1] == "leader" and set(threads_seen[2:]) == {"durably-journal"}
+
+
+def _one_batch(impl: Any) -> tuple[Any, threading.Event, list[int]]:
+    """A journal busy flushing a first record until the returned event is
+    set, so that the records submitted meanwhile commit as one batch (the
+    sizes of the batches after it are listed)."""
+    started, release = threading.Event(), threading.Event()
+    batches: list[int] = []
+
+    def flush(batch: list[Any]) -> None:
+        if batch[0].params == "first":
+            started.set()
+            release.wait(5)
+        else:
+            batches.append(len(batch))
+        for rec in batch:
+            rec.result = rec.params
+
+    journal = impl.Journal(flush)
+    journal.start()
+    threading.Thread(target=journal.submit, args=(impl.Record(R.WRITE, "first"),)).start()
+    assert started.wait(5)
+    return journal, release, batches
+
+
+def test_a_batchs_done_callbacks_run_in_order_and_a_failing_one_goes_to_the_loop(impl) -> None:
+    """The journal runs its futures' done callbacks itself, within the batch's
+    wake-up (_resolve): in batch order, each in its own context, every one
+    of them; one that raises is reported by the loop's exception handler,
+    as a callback run by the loop would be."""
+    journal, release, batches = _one_batch(impl)
+    seen: list[tuple[int, Any, str]] = []
+    reported: list[BaseException] = []
+    where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="outside")
+
+    async def main() -> list[Any]:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
+        futures = [journal.submit_async(impl.Record(R.WRITE, i)) for i in range(5)]
+        where.set("registered")
+        futures[1].add_done_callback(lambda f: 1 / 0)
+        for i, f in enumerate(futures):
+            f.add_done_callback(lambda f, i=i: seen.append((i, f.result(), where.get())))
+        release.set()
+        return list(await asyncio.gather(*futures))
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+    journal.stop()
+    assert batches == [5]  # the five records committed together
+    assert seen == [(i, i, "registered") for i in range(5)]
+    assert len(reported) == 1 and isinstance(reported[0], ZeroDivisionError)
+
+
+def test_a_keyboard_interrupt_in_a_done_callback_leaves_the_rest_of_the_batch_for_later(impl) -> None:
+    """Ctrl-C raised in one future's callback goes up out of the loop, as
+    from any callback; the callbacks and futures after it in the batch are
+    not lost: they run when the loop runs again."""
+    journal, release, _ = _one_batch(impl)
+    seen: list[int] = []
+    loop = asyncio.new_event_loop()
+
+    def interrupt(_: Any) -> None:
+        raise KeyboardInterrupt
+
+    async def submit() -> list[Any]:
+        futures = [journal.submit_async(impl.Record(R.WRITE, i)) for i in range(4)]
+        futures[1].add_done_callback(interrupt)
+        for i, f in enumerate(futures):
+            f.add_done_callback(lambda _f, i=i: seen.append(i))
+        release.set()
+        return futures
+
+    try:
+        futures = loop.run_until_complete(submit())
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(asyncio.sleep(5))
+        assert loop.run_until_complete(asyncio.gather(*futures)) == [0, 1, 2, 3]
+        assert sorted(seen) == [0, 1, 2, 3]
+    finally:
+        loop.close()
+        journal.stop()

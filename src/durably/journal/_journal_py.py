@@ -23,6 +23,8 @@ from .. import _crash, errors
 
 _NEW, _RUNNING, _STOPPING, _STOPPED, _FAILED = range(5)
 
+_FUTURE = asyncio.Future  # asyncio's own (C) Future: its done callbacks can be read (_resolve)
+
 
 class Record:
     """One unit of journaled work; see ``durably._records`` for the kinds."""
@@ -56,15 +58,49 @@ class _Generation:
 
 
 def _resolve(records: list[Record]) -> None:
-    # Runs on the records' event loop: one call per loop per batch.
-    for rec in records:
+    """Runs on the records' event loop: one call per loop per batch.
+
+    Each future's done callbacks (nearly always one: the awaiting task's
+    wake-up) run right here, in their contexts and in batch order, instead
+    of each through ``call_soon`` as ``set_result`` would schedule them: a
+    step saves a Handle and a turn of the loop (about 1 us of asyncio's
+    Python code per step), and the task takes its next step within this
+    callback. asyncio's own Future only (it shows its callbacks); another
+    loop's futures are resolved as usual. An error in a callback goes to the
+    loop's exception handler and KeyboardInterrupt or SystemExit goes on up,
+    as from a Handle, the rest of the batch left to a later callback."""
+    for i, rec in enumerate(records):
         fut = rec.future
         if fut is None or fut.done():
             continue
+        callbacks = fut._callbacks if type(fut) is _FUTURE else None  # pyright: ignore[reportAttributeAccessIssue]  (asyncio's, private)
+        if callbacks:
+            for fn, _ in callbacks:
+                fut.remove_done_callback(fn)
         if rec.error is not None:
             fut.set_exception(rec.error)
         else:
             fut.set_result(rec.result)
+        if callbacks:
+            _run_callbacks(fut, callbacks, records, i)
+
+
+def _run_callbacks(fut: asyncio.Future[Any], callbacks: list[Any], records: list[Record], i: int) -> None:
+    """``fut``'s done ``callbacks`` (for record ``i`` of ``records``), run now."""
+    for j, (fn, context) in enumerate(callbacks):
+        try:
+            context.run(fn, fut)
+        except (SystemExit, KeyboardInterrupt):
+            loop = fut.get_loop()
+            for later, later_context in callbacks[j + 1 :]:
+                loop.call_soon(later, fut, context=later_context)
+            if i + 1 < len(records):
+                loop.call_soon(_resolve, records[i + 1 :])
+            raise
+        except BaseException as exc:
+            fut.get_loop().call_exception_handler(
+                {"message": "Exception in a callback of a journal future", "exception": exc, "future": fut}
+            )
 
 
 class Journal:
