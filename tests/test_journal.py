@@ -321,13 +321,16 @@ def test_a_keyboard_interrupt_in_a_done_callback_leaves_the_rest_of_the_batch_fo
         futures[1].add_done_callback(interrupt)
         for i, f in enumerate(futures):
             f.add_done_callback(lambda _f, i=i: seen.append(i))
-        release.set()
         return futures
+
+    async def commit() -> None:
+        release.set()
+        await asyncio.sleep(5)
 
     try:
         futures = loop.run_until_complete(submit())
-        with pytest.raises(KeyboardInterrupt):
-            loop.run_until_complete(asyncio.sleep(5))
+        with pytest.raises(KeyboardInterrupt):  # (the batch commits only now)
+            loop.run_until_complete(commit())
         assert loop.run_until_complete(asyncio.gather(*futures)) == [0, 1, 2, 3]
         assert sorted(seen) == [0, 1, 2, 3]
     finally:
