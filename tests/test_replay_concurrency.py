@@ -14,7 +14,9 @@ import asyncio
 import random
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -24,6 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import durably
 from durably import Status, errors
+from durably.journal import DELIVER
+from durably.runtime.context import SETTLE_PASSES, Settle
 
 
 def _wait_pending(engine: durably.Engine, wid: str, steps: int, timeout: float = 10.0) -> None:
@@ -166,6 +170,32 @@ def test_wait_first_sees_one_outcome_when_the_next_was_recorded_before_its_react
         assert engine2.handle("f").result(timeout=20) == [1, 0, 1]
         assert engine2.handle("f").info().parked is None
     assert ran2 == []
+
+
+def test_an_outcome_settles_when_only_journal_deliveries_are_ready() -> None:
+    """The gate (context.Settle) hands a workflow its next outcome once the
+    last one has settled: the loop ran out of ready callbacks, or 32 turns
+    passed. The writer's deliveries of new batches (DELIVER) are not
+    something an outcome set off: a loop where only they are ready counts
+    as settled. Without that, a busy engine, where the next batch is nearly
+    always ready, held outcomes at the gate for 32 turns (failed on 2276751:
+    the gate stayed closed)."""
+    loop = asyncio.new_event_loop()
+    try:
+        settle = Settle(loop)
+        ctx = SimpleNamespace(gate_q=deque(), gate_at=-SETTLE_PASSES)
+        settle.armed = True  # the loop's turns are made by hand here (settle._tick): it never runs
+        assert settle.take(ctx)
+        assert not settle.take(ctx)  # the outcome just handed over has not settled
+        loop.call_soon(DELIVER, [])  # only the next batch's delivery is ready
+        settle._tick()
+        settle.armed = True
+        assert settle.take(ctx)
+        loop.call_soon(lambda: None)  # something else is ready too: one turn only
+        settle._tick()
+        assert not settle.take(ctx)
+    finally:
+        loop.close()
 
 
 def test_task_group_children_sleeps_and_recv_in_branches_replay(make_engine) -> None:

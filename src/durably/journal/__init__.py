@@ -17,11 +17,13 @@ NO_EXTENSIONS = bool(os.environ.get("DURABLY_NO_EXTENSIONS")) or PURE_BUILD
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._journal_py import Journal, Record
+    from ._journal_py import _resolve as DELIVER
 
     IMPLEMENTATION = "python"
 else:
     try:
         from ._journal_c import Journal, Record
+        from ._journal_c import _resolve as DELIVER
     except ImportError as exc:  # pragma: no cover - a broken build
         raise ImportError(
             "durably's compiled journal (durably.journal._journal_c) is missing: the "
@@ -31,4 +33,6 @@ else:
 
     IMPLEMENTATION = "cython"
 
-__all__ = ["Journal", "Record", "IMPLEMENTATION"]
+# The loop callback by which the writer hands a durable batch's outcomes to
+# an event loop (runtime/context.py tells it apart in the ready queue).
+__all__ = ["Journal", "Record", "DELIVER", "IMPLEMENTATION"]

@@ -30,7 +30,8 @@ How a durable call is identified (its *key*), so that a replay finds it:
   every outcome of an async workflow, live or replayed, passes a *gate*
   (:class:`Settle`): the next outcome is handed over only once the previous
   one has settled, that is once the event loop ran out of ready callbacks
-  (everything that outcome set off has run), or at the latest after
+  other than the journal's deliveries of new outcomes (everything that
+  outcome set off has run), or at the latest after
   ``SETTLE_PASSES`` loop iterations on a loop that never runs dry. Live and
   on replay alike, each outcome is then seen alone, in its recorded order.
 """
@@ -45,6 +46,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .. import errors
+from ..journal import DELIVER
 from .tasks import current_task
 
 if TYPE_CHECKING:
@@ -107,7 +109,7 @@ class Settle:
     def _tick(self) -> None:
         ready = self.ready
         # Nothing else ready: whatever the last outcomes set off has run.
-        self.count += SETTLE_PASSES if ready is not None and not ready else 1
+        self.count += SETTLE_PASSES if ready is not None and _dry(ready) else 1
         if self.queued:
             queued, self.queued = self.queued, []
             for ctx in queued:
@@ -140,6 +142,19 @@ class Settle:
         if not self.armed:
             self._arm()
         return fut
+
+
+def _dry(ready: deque[Any]) -> bool:
+    """Whether asyncio's ready queue holds nothing but journal deliveries
+    (``DELIVER``: a batch's outcomes, which the writer thread schedules when
+    the batch is durable). None of them is something an outcome already
+    handed over set off, and each outcome they deliver passes its gate: a
+    busy loop, where the next batch is nearly always ready, still lets the
+    last outcomes settle at once instead of after ``SETTLE_PASSES`` turns."""
+    for handle in ready:
+        if handle._callback is not DELIVER:
+            return False
+    return True
 
 
 _SETTLE: weakref.WeakKeyDictionary[Any, Settle] = weakref.WeakKeyDictionary()
