@@ -437,16 +437,12 @@ async def _run_step_async(
             # A value: step_record (outcomes.py, the reference) inlined, as
             # this runs once per step; tests/test_inlined_paths.py pins that
             # both give the same row and the same value.
-            name = step._name
             raw, seen = (None, None) if value is None else _encode_inline(step, ctx, key, value)
             pos = ctx.position
             ctx.position = pos + 1
-            await ctx.journal.submit_async(
-                Record(
-                    _STEP, (ctx.workflow_id, pos, name, raw, None, None if key == pos else encode_key(key), started)
-                ),
-                ctx.loop,  # the task above is this loop's current task
-            )
+            ident = None if key == pos else encode_key(key)
+            row = (ctx.workflow_id, pos, step._name, raw, None, ident, started)
+            await ctx.journal.submit_async(Record(_STEP, row), ctx.loop)  # (task is ctx.loop's current task)
             # ctx.deliver_now() and ctx.turn(key), inlined: without recorded
             # outcomes pending, turn would take the gate again (failing as
             # here: nothing ran since) and wait at it.

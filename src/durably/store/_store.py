@@ -49,7 +49,8 @@ from ._ops import OPS, READS, SqliteDb
 from ._queries import INFO_COLUMNS, NO_MORE_COLUMNS, SQLITE, VIEW_COLUMNS, WORKFLOW_COLUMNS
 from ._schema import SCHEMA_VERSION
 from ._tx import BatchLost as _BatchLost
-from ._writes import WRITES
+from ._versions import DataVersion
+from ._writes import CHUNK_MAX, LONE_STEP, MULTI_STEP, TAKEOVERS, WRITES
 from .contract import StoreContract
 
 _INSERT_STEP = SQLITE.insert_step
@@ -58,30 +59,7 @@ _COMPLETE = SQLITE.complete
 # Record kinds written with one statement each, batched through executemany.
 _MANY = {R.STEP: _INSERT_STEP, R.COMPLETE: _COMPLETE}
 _KIND = attrgetter("kind")
-# A batch of one step record (a lone sequential workflow): the whole
-# transaction in one call, SQLite's statement cache keeps it prepared.
-# Written only if no workflow changed owner since this process last looked
-# (``engine_state.takeovers``, see _fence); else the general path fences.
-_LONE_STEP = (
-    "BEGIN IMMEDIATE; INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    " SELECT ?, ?, ?, ?, ?, ?, unixepoch('subsec') + (? - ?)"
-    " WHERE (SELECT value FROM engine_state WHERE key = 'takeovers') IS ?; COMMIT"
-)
-_TAKEOVERS = "SELECT value FROM engine_state WHERE key = 'takeovers'"
 _CLAIMS = ("claim", "claim_queue")  # ops whose rows are workflows this process now owns
-# Runs of step records go in multi-row INSERTs of power-of-two sizes: apsw
-# releases the GIL around every SQLite call and the writer must win it back
-# from busy workflow threads each time (up to the 5 ms switch interval), so a
-# batch of 512 rows costs 1 statement instead of 512 round trips.
-_CHUNK_MAX = 256
-# (?1 is ``at``: bound first, once per statement.)
-_STEP_VALUES = "(?, ?, ?, ?, ?, ?, ?)"
-_MULTI_STEP = {
-    n: "INSERT INTO steps (workflow_id, position, name, output, error, ident, started_at)"
-    " SELECT column1, column2, column3, column4, column5, column6, unixepoch('subsec') + (column7 - ?1)"
-    " FROM (VALUES " + ", ".join([_STEP_VALUES] * n) + ")"
-    for n in (2**k for k in range(1, 9))
-}
 log = _logs.get("durably.store")
 # Busy retries: SQLite itself waits up to busy_timeout (5 s) per attempt;
 # between attempts the writer sleeps this long, doubling up to the cap.
@@ -117,11 +95,7 @@ class Store(SqlStore):
         self._writer: _apsw.Connection | None = None
         self._reader: _apsw.Connection | None = None
         self._write_lock = threading.Lock()  # held for a whole batch
-        # data_version() while the writer is busy: the value it read for the
-        # watcher after a batch (fresh: not handed out yet), else "changed".
-        self._dv_wanted = self._dv_fresh = False
-        self._dv_read = 0
-        self._busy_versions = 0
+        self._versions = DataVersion()  # data_version() while the writer is busy
         self._read_lock = threading.Lock()
         self._checkpointer = Checkpointer(checkpoints)  # SQLite's automatic checkpoint is off
         self._expired_tx: dict[int, BaseException] = {}
@@ -272,10 +246,7 @@ class Store(SqlStore):
                     raise
             if self._reader is not None:
                 self._checkpoint(conn, only_if_due=True)
-            if self._dv_wanted:  # the watcher found the writer busy: read it here, between batches
-                self._dv_wanted = False
-                self._dv_read = int(conn.pragma("data_version"))
-                self._dv_fresh = True
+            self._versions.after_batch(conn)  # the keeper found the writer busy: read it here
 
     def _still_locked(self, exc: BaseException, batch: Sequence[Any], busy_since: float | None) -> float | None:
         """Another connection holds the lock: warn, reset the batch; since when the writer waits. None
@@ -370,7 +341,7 @@ class Store(SqlStore):
         """Inside the batch's write transaction: if any workflow changed owner
         since the last look, find those this process lost; their records
         fail with FencedError, unwritten. The rest of the batch goes on."""
-        self._check_owners(conn.execute(_TAKEOVERS).get, lambda wids: self._refresh_owned(conn, wids))
+        self._check_owners(conn.execute(TAKEOVERS).get, lambda wids: self._refresh_owned(conn, wids))
         return _ownership.drop_fenced(self, batch)
 
     def _lost_to_a_race(self, batch: Sequence[Any]) -> None:
@@ -404,7 +375,7 @@ class Store(SqlStore):
         if self.fenced and rec.params[0] in self.fenced:
             return False
         try:
-            conn.execute(_LONE_STEP, (*rec.params, time.monotonic(), self._takeovers))
+            conn.execute(LONE_STEP, (*rec.params, time.monotonic(), self._takeovers))
             return conn.changes() == 1
         except RECORD_ERRORS:
             self._abort(conn)
@@ -434,13 +405,13 @@ class Store(SqlStore):
     def _insert_steps(self, conn: _apsw.Connection, recs: list[Any]) -> None:
         at, n = 0, len(recs)
         while n - at > 1:
-            size = min(_CHUNK_MAX, 1 << ((n - at).bit_length() - 1))
+            size = min(CHUNK_MAX, 1 << ((n - at).bit_length() - 1))
             chunk = recs[at : at + size]
             try:
                 values = [time.monotonic()]
                 for rec in chunk:
                     values += rec.params
-                conn.execute(_MULTI_STEP[size], values)
+                conn.execute(MULTI_STEP[size], values)
             except RECORD_ERRORS:
                 # SQLite undid the whole statement: apply the chunk row by row
                 # so that only the rejected record fails.
@@ -593,35 +564,13 @@ class Store(SqlStore):
         return _executors.any_claimable(self, version, names, dead, live)
 
     def data_version(self) -> int:
-        """Changes whenever another connection committed (the watcher's poll).
-
-        Read on the writer's connection: SQLite moves a connection's
-        data_version for the commits of every *other* connection, never for
-        its own, so this process's own batches (which wake what they concern
-        here directly) do not wake the watcher. Read on the reader, every
-        batch did: a lone busy process polled its notices 100 times a second
-        for nothing.
-
-        Never waits for the writer's lock. Free: read now. Held (a batch, or
-        a transaction step running its SQL inside one, up to its budget):
-        ask the writer to read it after its batch and answer with what it
-        read after the last request, if not handed out yet; else "changed"
-        (a value never returned before), so the watcher reads the notices
-        as it would at every commit, and a close() never waits for it."""
+        """Changes whenever another connection committed (the watcher's
+        poll); never for this store's own commits, and never waits for the
+        writer (store/_versions.py)."""
         conn = self._writer
         if conn is None:
             raise errors.NotOpenError("the store is closed")
-        if self._write_lock.acquire(blocking=False):
-            try:
-                return int(conn.pragma("data_version"))
-            finally:
-                self._write_lock.release()
-        self._dv_wanted = True
-        if self._dv_fresh:
-            self._dv_fresh = False
-            return self._dv_read
-        self._busy_versions -= 1  # (data_version itself is never negative)
-        return self._busy_versions
+        return self._versions.poll(conn, self._write_lock)
 
 
 _workflow_of = _ownership.workflow_of
