@@ -252,8 +252,15 @@ def test_after_checkpoints_a_folded_wal_opens_and_a_lost_one_is_refused(tmp_path
     crash: the main file holds most of it, the WAL the rest. Folded in, all
     there; lost (the file copied without its -wal), refused."""
     db = tmp_path / "app.db"
-    _run_then_die(db, 700)
-    in_main, _ = _in_main_file(db)
+    for _attempt in range(3):
+        _run_then_die(db, 700)
+        in_main, _ = _in_main_file(db)
+        if in_main < 700:
+            break
+        # A checkpoint came due right after the last workflow (CI, once): the
+        # WAL holds none of them, not the case under test: run it again.
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(db) + suffix).unlink(missing_ok=True)
     assert 0 < in_main < 700  # checkpointed, and the WAL held more
     copy = tmp_path / "copy"
     copy.mkdir()
