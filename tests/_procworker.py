@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import apsw
@@ -36,10 +37,16 @@ def ledger(path: str) -> apsw.Connection:
 
 
 def build(engine: durably.Engine, led: apsw.Connection) -> None:
+    # One ledger connection for the engine's worker threads, one at a time:
+    # apsw refuses a call while another thread's call is waiting for the
+    # ledger's lock (ThreadingViolationError, which failed a step in CI).
+    one_at_a_time = threading.Lock()
+
     def note(step: str, t0: float) -> None:
-        led.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0, _true_time())
-        )
+        with one_at_a_time:
+            led.execute(
+                "INSERT INTO runs VALUES (?, ?, ?, ?, ?)", (engine.workflow_id, step, os.getpid(), t0, _true_time())
+            )
 
     @engine.step(name="work")
     def work(i: int, seconds: float) -> int:
