@@ -268,7 +268,7 @@ def test_a_version_2_file_is_migrated_in_place(make_engine, db_path) -> None:
         assert engine.handle("old").result() == 7
         assert testing.queue_entries(engine) == []
         conn = engine._store.connections()[0]
-        assert conn.pragma("user_version") == SCHEMA_VERSION == 8
+        assert conn.pragma("user_version") == SCHEMA_VERSION == 9
 
 
 def test_a_version_7_file_keeps_every_row_and_the_status_rule_through_the_v8_rebuild(make_engine, db_path) -> None:
@@ -297,7 +297,7 @@ def test_a_version_7_file_keeps_every_row_and_the_status_rule_through_the_v8_reb
         assert engine.handle("old").result() == 7
     check = apsw.Connection(db_path)
     try:
-        assert check.pragma("user_version") == SCHEMA_VERSION == 8
+        assert check.pragma("user_version") == SCHEMA_VERSION == 9
         rows = check.execute("SELECT * FROM workflows WHERE workflow_id IN ('old', 'parked') ORDER BY seq").fetchall()
         assert rows == before  # 'parked' is another application version's: left to it
         assert check.execute("SELECT max(seq) FROM workflows").get == 9
@@ -319,5 +319,69 @@ def test_a_version_7_file_keeps_every_row_and_the_status_rule_through_the_v8_reb
             assert "OpenEphemeral" not in ops, sql
         assert check.execute("PRAGMA integrity_check").get == "ok"
         assert check.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        check.close()
+
+
+def _search_peak(conn: apsw.Connection, wid: str) -> int:
+    """SQLite's peak heap use (bytes) for the journal's first read of ``wid``."""
+    apsw.memory_high_water(True)
+    base = apsw.memory_used()
+    conn.execute("SELECT position, name FROM steps WHERE workflow_id = ? ORDER BY position", (wid,)).fetchall()
+    return apsw.memory_high_water(True) - base
+
+
+def test_a_version_8_file_keeps_every_step_through_the_v9_rebuild_and_no_search_reads_a_large_value(
+    make_engine, db_path
+) -> None:
+    """v9 keys the steps table by a rowid with (workflow_id, position) a
+    unique index. In v8's ``WITHOUT ROWID`` table every cell was a whole
+    row, and SQLite compares a search key with a cell spilling onto
+    overflow pages by reading the whole cell: the journal's first read of
+    a workflow whose step held 2 MB allocated those 2 MB (25 MB values on
+    20 sync workers kept 437 MB resident, docs/bench/round2-report.md).
+    Rows survive in their order, the workflow replays from them, the key
+    is still unique and still references its workflow."""
+    big = '"' + "a" * (2 * 1024 * 1024) + '"'
+    _file_at_version(
+        db_path,
+        8,
+        "INSERT INTO workflows (workflow_id, name, status, inputs) VALUES ('old', 'flow', 'PENDING', '[[],{}]');"
+        " INSERT INTO steps (workflow_id, position, name, output, error, recorded_at, ident, started_at) VALUES"
+        f" ('old', 0, 's', '{big}', NULL, 10.5, NULL, 10.0), ('old', 1, 's', '\"b\"', NULL, 11.5, NULL, 11.0)",
+    )
+    columns = "workflow_id, position, name, output, error, recorded_at, ident, started_at"
+    old = apsw.Connection(db_path)
+    try:
+        before = old.execute(f"SELECT {columns} FROM steps ORDER BY workflow_id, position").fetchall()
+        assert _search_peak(old, "old") >= len(big)  # v8: the search read the 2 MB cell whole
+    finally:
+        old.close()
+    engine = make_engine()
+    calls: list[int] = []
+
+    @engine.step(name="s")
+    def s(i: int) -> str:
+        calls.append(i)
+        return "x" * i
+
+    @engine.workflow(name="flow")
+    def flow() -> int:
+        return sum(len(s(i)) for i in range(3))
+
+    with engine:
+        assert engine.handle("old").result(timeout=30) == len(big) - 2 + 1 + 2
+    assert calls == [2]  # positions 0 and 1 replayed from the rebuilt table
+    check = apsw.Connection(db_path)
+    try:
+        check.pragma("foreign_keys", 1)
+        assert check.pragma("user_version") == SCHEMA_VERSION == 9
+        after = check.execute(f"SELECT {columns} FROM steps ORDER BY workflow_id, position").fetchall()
+        assert after[:2] == before and [r[1] for r in after] == [0, 1, 2]
+        assert _search_peak(check, "old") < 256 * 1024
+        for dup in ("('old', 1, 's')", "('nobody', 0, 's')"):  # the key; the workflow it belongs to
+            with pytest.raises(apsw.ConstraintError):
+                check.execute(f"INSERT INTO steps (workflow_id, position, name) VALUES {dup}")
+        assert check.execute("PRAGMA integrity_check").get == "ok"
     finally:
         check.close()

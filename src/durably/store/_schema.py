@@ -290,6 +290,36 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO notices (kind, workflow_id) VALUES ('cancel', new.workflow_id);
     END;
     """,
+    # v9: the steps table keyed by a rowid, in the order rows are written,
+    # with (workflow_id, position) a unique index, and the values last. In
+    # the ``WITHOUT ROWID`` table of v1 every cell was an entire row, and
+    # SQLite compares a seek key with a cell that spills onto overflow pages
+    # by reading the whole cell: any read or write whose search passed a
+    # step holding a 25 MB value read those 25 MB (and left them in the
+    # reading thread's malloc arena). Now a search compares only the
+    # index's small keys and a row's value is read only when it is asked
+    # for; and each commit appends to the table's last page instead of
+    # splitting leaves across the key range (the index's cells are a third
+    # of a row). Rows, and their order within each workflow, are kept.
+    """
+    CREATE TABLE steps_v9 (
+        seq         INTEGER PRIMARY KEY,   -- write order
+        workflow_id TEXT NOT NULL REFERENCES workflows (workflow_id),
+        position    INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        ident       TEXT,
+        started_at  REAL,
+        recorded_at REAL NOT NULL DEFAULT (unixepoch('subsec')),
+        error,
+        output
+    );
+    INSERT INTO steps_v9 (workflow_id, position, name, ident, started_at, recorded_at, error, output)
+        SELECT workflow_id, position, name, ident, started_at, recorded_at, error, output
+        FROM steps ORDER BY workflow_id, position;
+    DROP TABLE steps;
+    ALTER TABLE steps_v9 RENAME TO steps;
+    CREATE UNIQUE INDEX steps_key ON steps (workflow_id, position);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
