@@ -2,6 +2,7 @@
 steps, ``synchronous="full"``): where a step's microseconds go, by thread.
 
     python bench/thread_cpu.py [--workflows 1024] [--steps 10] [--rounds 5]
+    python bench/thread_cpu.py --postgresql    # on the local server (DURABLY_BENCH_PG)
     PYTHONPATH=../other/src python bench/thread_cpu.py    # another tree
 
 Prints one JSON line: medians over the rounds (after one warm-up round) of
@@ -13,7 +14,9 @@ are steadier than throughput on a shared machine: compare two trees by
 alternating runs of this script in fresh processes. For a count that does
 not depend on the machine at all, run it under
 ``valgrind --tool=callgrind --separate-threads=yes`` with 1 and with 5
-rounds and subtract (docs/bench/round2-report.md).
+rounds and subtract (docs/bench/round2-report.md). With ``--postgresql``,
+``server_us`` is the CPU per step of every ``postgres`` process on the machine
+(``/proc``: the server runs here, and nothing else should use it meanwhile).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -59,6 +63,20 @@ def _switches() -> dict[str, int]:
     return out
 
 
+def _server_cpu() -> float:
+    """The CPU time of every process named ``postgres`` (the local server)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text() if pid.isdigit() else ""
+        except OSError:
+            continue  # it ended meanwhile
+        if "(postgres)" in stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> float:
     return float(after.get(name, 0) - before.get(name, 0))
 
@@ -68,10 +86,28 @@ def main() -> None:
     parser.add_argument("--workflows", type=int, default=1024)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--postgresql", action="store_true", help="a fresh schema on DURABLY_BENCH_PG")
     args = parser.parse_args()
     n, k = args.workflows, args.steps
 
-    engine = durably.Engine(str(Path(tempfile.mkdtemp(prefix="durably-threadcpu-")) / "cpu.db"))
+    if args.postgresql:
+        from scenarios._pg import drop, fresh_url
+
+        where = fresh_url("threadcpu")
+    else:
+        where = str(Path(tempfile.mkdtemp(prefix="durably-threadcpu-")) / "cpu.db")
+    try:
+        rows = _rounds(where, n, k, args.rounds, args.postgresql)
+    finally:
+        if args.postgresql:
+            drop(where)
+    summary: dict[str, Any] = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
+    summary["durably"] = durably.__file__
+    print(json.dumps(summary))
+
+
+def _rounds(where: str, n: int, k: int, rounds: int, server: bool) -> list[dict[str, float]]:
+    engine = durably.Engine(where)
 
     chain = register_chain(engine)  # the workload of every async scenario
 
@@ -81,10 +117,12 @@ def main() -> None:
 
     rows: list[dict[str, float]] = []
     with engine:
-        for r in range(args.rounds + 1):
+        for r in range(rounds + 1):
+            srv0 = _server_cpu() if server else 0.0
             sw0, cpu0, t0 = _switches(), _cpu(), time.perf_counter()
             asyncio.run(go())
             wall, cpu1, sw1 = time.perf_counter() - t0, _cpu(), _switches()
+            srv1 = _server_cpu() if server else 0.0
             if r == 0:
                 continue  # warm-up
             per = n * k
@@ -98,9 +136,9 @@ def main() -> None:
                     "writer_switches": _delta(sw0, sw1, "durably-journal") / per,
                 }
             )
-    summary: dict[str, Any] = {key: round(statistics.median(r[key] for r in rows), 3) for key in rows[0]}
-    summary["durably"] = durably.__file__
-    print(json.dumps(summary))
+            if server:
+                rows[-1]["server_us"] = (srv1 - srv0) / per * 1e6
+    return rows
 
 
 if __name__ == "__main__":
