@@ -64,17 +64,19 @@ def _switches() -> dict[str, int]:
 
 
 def _server_cpu() -> float:
-    """The CPU time of every process named ``postgres`` (the local server)."""
+    """The CPU time, in seconds, of every process named ``postgres`` (the
+    local server; its processes have one thread each): ``/proc/PID/schedstat``,
+    in nanoseconds."""
     total = 0
     for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
         try:
-            stat = Path(f"/proc/{pid}/stat").read_text() if pid.isdigit() else ""
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                total += int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
         except OSError:
             continue  # it ended meanwhile
-        if "(postgres)" in stat:
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+    return total / 1e9
 
 
 def _delta(before: dict[str, Any], after: dict[str, Any], name: str) -> float:
