@@ -469,6 +469,68 @@ def test_a_batch_in_doubt_across_a_server_crash_is_settled(
     assert (result, failure, steps) == ("done", None, [(0, "s")])
 
 
+# A lone step row is one autocommit statement: if the connection goes after
+# the server committed it but before its reply arrives, the store must find
+# the row after reconnecting (``_step_landed``) and acknowledge it. On
+# e5346a1 ``_lone_step`` cleared the record it had in flight in a
+# ``finally``, so the check never ran: the row was written again, collided
+# with itself, and the workflow was abandoned as lost to another executor
+# while the database still named this one its owner: nobody ran it while
+# this process kept its lease (long tier seed 2008: ``stalled``).
+
+
+@pytest.mark.timeout(120)
+def test_a_lone_step_whose_reply_was_lost_is_found_by_its_row(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's connection is terminated right after a lone step's
+    statement committed, before the store reads its reply: the step is
+    acknowledged once, its body runs once, the workflow ends here."""
+    from durably.store.pg import _store as pg
+
+    armed, cut = [False], [0]
+    execute = psycopg.Connection.execute
+
+    def reply_lost(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        cur = execute(self, query, *args, **kwargs)
+        if armed[0] and query is pg._LONE_STEP:
+            armed[0] = False
+            with backends.control() as other:
+                cut[0] = backends.terminate(other, [self.info.backend_pid])
+            raise psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+        return cur
+
+    monkeypatch.setattr(psycopg.Connection, "execute", reply_lost)
+    engine = durably.Engine(pg_url, lease=30.0)
+    runs: list[int] = []
+
+    @engine.step(name="s")
+    def s(i: int) -> int:
+        runs.append(i)
+        return i * 10
+
+    @engine.workflow(name="w")
+    def w() -> int:
+        first = s(1)
+        armed[0] = True  # the next step's lone statement loses its reply
+        return first + s(2)
+
+    with engine:
+        handle = engine.start("w", workflow_id="w1")
+        try:
+            result: Any = handle.result(timeout=20)  # (abandoned, it would never end)
+        except (durably.DurablyError, TimeoutError) as exc:
+            result = exc
+        failure = testing.writer_failure(engine)
+        status = handle.status()
+    reader = backends.Reader(pg_url)
+    try:
+        steps = reader.rows("SELECT position, name, output FROM steps WHERE workflow_id = 'w1' ORDER BY position")
+    finally:
+        reader.close()
+    assert cut[0] == 1, "the writer's connection was never cut after a lone step"
+    assert (result, failure, status, runs) == (30, None, "SUCCESS", [1, 2])
+    assert [(p, n) for p, n, _o in steps] == [(0, "s"), (1, "s")]
+
+
 # -- terminated backends during transaction steps (issue 19 item 1) ----------------------------
 # On 785dce3 a transaction step's lost connection became a durably error
 # before the reconnect logic saw it: the writer stopped for good.

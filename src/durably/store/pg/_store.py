@@ -236,7 +236,7 @@ class PgStore(SqlStore):
                 # (pyright keeps the check above; a reconnect in this loop may have reset the writer)
                 if conn is None:  # pyright: ignore[reportUnnecessaryComparison]
                     raise errors.NotOpenError("the store is closed")
-                self._in_doubt = None
+                self._in_doubt = self._lone = None  # what this attempt leaves in doubt
                 try:
                     if self._as_lone_step(conn, batch, isolate):
                         return
@@ -396,13 +396,16 @@ class PgStore(SqlStore):
         nothing was written: the general path then fences and writes."""
         if self._takeovers is None or (self.fenced and rec.params[0] in self.fenced):
             return False
+        # In flight until its reply is read: a lost connection leaves it set,
+        # for _settled_after_loss to look for its row (the statement may have
+        # committed before the reply was lost).
         self._lone = rec
         try:
             cur = conn.execute(_LONE_STEP, (*rec.params, time.monotonic(), self._takeovers))
         except RECORD_ERRORS:
-            return False
-        finally:
             self._lone = None
+            return False
+        self._lone = None
         return cur.rowcount == 1
 
     def _write(self, conn: psycopg.Connection[Any], batch: Sequence[Any], isolate: bool) -> None:
