@@ -232,6 +232,7 @@ PRIVATE_READS_ALLOWED: dict[str, dict[str, str]] = {
     "crashtests/test_pg_process_crashes.py": {
         "_fence": _FAULTS,
         "_crash_spec": "a subclass of the driver extends its crash points",
+        "_LONE_STEP": "the lone step's statement, recognised to lose its reply after it ran",
     },
     "crashtests/test_process_crashes.py": {
         "_store": "the fence lock's key, to hold it from another connection (a frozen-writer check)"
